@@ -1,0 +1,180 @@
+-- Shared helpers: spendgate.scripts prepends this file to every script below, so
+-- each operation still runs as one self-contained, atomic EVALSHA.
+--
+-- Money is in integer micro-units (1e-6 of the unit) and time in milliseconds
+-- since the Unix epoch, everywhere in these scripts. Lua numbers are doubles:
+-- exact for integers up to 2^53 (about 9e9 units), far above any documented
+-- amount or limit.
+--
+-- Key layout, below the deployment's base "<prefix>:{sg}:" (one hash tag, so
+-- every key of a deployment lives on one cluster slot: the global scope is
+-- touched by every call anyway). Ids always come last, after a fixed-format
+-- structural part, so no id can alias another entity's key.
+--   e:<s>:<id>             hash: h (held), b (balance), dl / ml (limit overrides)
+--   d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
+--   m:<yyyymm>:<s>:<id>    string: spent in that UTC month
+--   h:<lease>              hash: one hold (st = p pending, s settled, v voided, x expired)
+--   holds                  zset: pending lease ids scored by expiry
+--   i:<ns>:<key>           string: "<fingerprint>|<result payload>"
+--   ledger                 stream: one entry per fact
+-- <s> is u (user), p (project) or g (global, whose id is empty).
+
+local function num(v)
+  if v then return tonumber(v) end
+  return 0
+end
+
+-- string.format keeps large integers out of Lua's %.14g tostring (1e+15).
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+local function entity_key(base, scope, id)
+  return base .. 'e:' .. scope .. ':' .. id
+end
+
+local function day_key(base, day, scope, id)
+  return base .. 'd:' .. day .. ':' .. scope .. ':' .. id
+end
+
+local function month_key(base, month, scope, id)
+  return base .. 'm:' .. month .. ':' .. scope .. ':' .. id
+end
+
+-- The scopes one charge or hold touches: user, the project when there is one,
+-- and global, as {scope letter, id} pairs in reporting order.
+local function scopes_of(user, project)
+  if project ~= '' then
+    return {{'u', user}, {'p', project}, {'g', ''}}
+  end
+  return {{'u', user}, {'g', ''}}
+end
+
+-- Moves the held amount of every scope of a hold; drops the field at zero so
+-- an idle entity costs no memory.
+local function add_held(base, user, project, delta)
+  for _, sc in ipairs(scopes_of(user, project)) do
+    local ekey = entity_key(base, sc[1], sc[2])
+    if redis.call('HINCRBY', ekey, 'h', delta) <= 0 then
+      redis.call('HDEL', ekey, 'h')
+    end
+  end
+end
+
+-- Holds stop counting once their expiry passes: every script that reads held
+-- amounts first purges the expired ones. A pending hold record has no TTL of
+-- its own, so it is always there to be purged. Bounded per call; a larger
+-- backlog drains over the next calls and, meanwhile, only over-counts (it
+-- refuses, it never overshoots).
+local function purge_expired_holds(base, now_ms, max_n)
+  local zkey = base .. 'holds'
+  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', 0, max_n)
+  for i = 1, #ids do
+    local hkey = base .. 'h:' .. ids[i]
+    local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
+    if h[1] == 'p' then
+      add_held(base, h[3], h[4], -tonumber(h[2]))
+      redis.call('HSET', hkey, 'st', 'x')
+      redis.call('PEXPIRE', hkey, h[5])
+    end
+  end
+  if #ids > 0 then
+    redis.call('ZREM', zkey, unpack(ids))
+  end
+end
+
+-- Admission for every scope and window: spent + held + requested <= limit
+-- (spent + held < limit when nothing is requested) and, for the user with
+-- balances enforced, balance - held - requested >= min_balance (> when
+-- nothing is requested). Limits of -1 mean "no cap"; a per-entity override in
+-- the entity hash wins over the default passed in; defaults maps a scope
+-- letter to {daily, monthly}.
+-- Returns {0, room} when admitted, room being the smallest amount still
+-- available over all capped windows (-1 when nothing is capped), or the
+-- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
+-- spent, held}.
+local function admit(base, day, month, user, project, defaults, requested,
+                     enforce_balance, min_balance)
+  local tightest = -1
+  for i, sc in ipairs(scopes_of(user, project)) do
+    local s, id = sc[1], sc[2]
+    local e = redis.call('HMGET', entity_key(base, s, id), 'h', 'b', 'dl', 'ml')
+    local held = num(e[1])
+    local windows = {
+      {e[3] and tonumber(e[3]) or defaults[s][1], day_key(base, day, s, id)},
+      {e[4] and tonumber(e[4]) or defaults[s][2], month_key(base, month, s, id)},
+    }
+    for w = 1, 2 do
+      local limit = windows[w][1]
+      if limit >= 0 then
+        local spent = num(redis.call('GET', windows[w][2]))
+        local room = limit - spent - held
+        if room < requested or (requested == 0 and room <= 0) then
+          return {1, i, w, limit, spent, held}
+        end
+        if tightest < 0 or room < tightest then tightest = room end
+      end
+    end
+    if s == 'u' and enforce_balance then
+      local available = num(e[2]) - min_balance
+      local room = available - held
+      if room < requested or (requested == 0 and room <= 0) then
+        return {1, i, 3, available, 0, held}
+      end
+      if tightest < 0 or room < tightest then tightest = room end
+    end
+  end
+  return {0, tightest}
+end
+
+-- Adds one fact's amount to the day and month counters of every scope, and
+-- takes it off the user's balance where balances are kept. Counters expire on
+-- their own a retention period after their window ends.
+local function charge(base, win, user, project, amount, track_balance)
+  if amount > 0 then
+    for _, sc in ipairs(scopes_of(user, project)) do
+      local keys = {{day_key(base, win[1], sc[1], sc[2]), win[2]},
+                    {month_key(base, win[3], sc[1], sc[2]), win[4]}}
+      for _, k in ipairs(keys) do
+        if redis.call('INCRBY', k[1], amount) == amount then
+          redis.call('PEXPIREAT', k[1], k[2])
+        end
+      end
+    end
+  end
+  local ekey = entity_key(base, 'u', user)
+  if track_balance or redis.call('HEXISTS', ekey, 'b') == 1 then
+    return redis.call('HINCRBY', ekey, 'b', -amount)
+  end
+  return false
+end
+
+-- Idempotency: nil when the key is unused (or there is none), {2, payload}
+-- for a replay with the same fingerprint, {3} for the same key with other
+-- arguments.
+local function idem_lookup(ikey, fingerprint)
+  if ikey == '' then return nil end
+  local v = redis.call('GET', ikey)
+  if not v then return nil end
+  local sep = string.find(v, '|', 1, true)
+  if string.sub(v, 1, sep - 1) == fingerprint then
+    return {2, string.sub(v, sep + 1)}
+  end
+  return {3}
+end
+
+local function idem_store(ikey, fingerprint, payload, ttl_ms)
+  if ikey ~= '' then
+    redis.call('SET', ikey, fingerprint .. '|' .. payload, 'PX', ttl_ms)
+  end
+end
+
+-- Appends one fact to the ledger stream; maxlen 0 means no cap (a flusher
+-- drains it), otherwise the stream is trimmed approximately.
+local function ledger_append(base, maxlen, fields)
+  if maxlen > 0 then
+    return redis.call('XADD', base .. 'ledger', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+  return redis.call('XADD', base .. 'ledger', '*', unpack(fields))
+end
+

@@ -1,0 +1,38 @@
+-- check: may this caller spend `requested` now? Changes no balance or counter
+-- (it only purges holds that have expired).
+--
+-- KEYS[1] - the user's entity hash (routes the call; all keys share one slot)
+-- ARGV[1] - base: "<prefix>:{sg}:"
+-- ARGV[2] - now_ms
+-- ARGV[3] - day (yyyymmdd, UTC)
+-- ARGV[4] - month (yyyymm, UTC)
+-- ARGV[5] - requested, micro-units
+-- ARGV[6] - enforce_balance: "1" or "0"
+-- ARGV[7] - min_balance, micro-units (may be negative)
+-- ARGV[8] - purge_max: expired holds purged at most per call
+-- ARGV[9] - user id
+-- ARGV[10] - project id, "" for none
+-- ARGV[11..16] - default limits, micro-units, -1 = no cap: user daily, user
+--               monthly, project daily, project monthly, global daily, global monthly
+-- return {0, room} when admitted (room: smallest amount left over all capped
+--        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
+
+local base = ARGV[1]
+local now_ms = tonumber(ARGV[2])
+local day = ARGV[3]
+local month = ARGV[4]
+local requested = tonumber(ARGV[5])
+local enforce_balance = ARGV[6] == '1'
+local min_balance = tonumber(ARGV[7])
+local purge_max = tonumber(ARGV[8])
+local user = ARGV[9]
+local project = ARGV[10]
+local defaults = {
+  u = {tonumber(ARGV[11]), tonumber(ARGV[12])},
+  p = {tonumber(ARGV[13]), tonumber(ARGV[14])},
+  g = {tonumber(ARGV[15]), tonumber(ARGV[16])},
+}
+
+purge_expired_holds(base, now_ms, purge_max)
+return admit(base, day, month, user, project, defaults, requested,
+             enforce_balance, min_balance)

@@ -1,0 +1,46 @@
+-- record: a direct charge, a fact. Never refused for being over a limit: the
+-- money was already spent. Moves the counters and appends the ledger entry in
+-- one step, so the two can never disagree.
+--
+-- KEYS[1] - idempotency key (every fact has one; generated when the caller gave none)
+-- ARGV[1] - base: "<prefix>:{sg}:"
+-- ARGV[2] - now_ms
+-- ARGV[3] - day (yyyymmdd, UTC)       ARGV[4] - day counters expire at, ms
+-- ARGV[5] - month (yyyymm, UTC)       ARGV[6] - month counters expire at, ms
+-- ARGV[7] - amount, micro-units
+-- ARGV[8] - track_balance: "1" when balances are enforced (the user's balance
+--           is then always kept), else it is kept only if the user has one
+-- ARGV[9] - fingerprint of the arguments
+-- ARGV[10] - idempotency TTL, ms
+-- ARGV[11] - ledger maxlen, 0 = uncapped
+-- ARGV[12] - entry id (fresh, unique)
+-- ARGV[13] - user id       ARGV[14] - project id, "" for none
+-- ARGV[15] - model, ""     ARGV[16] - metadata JSON, ""
+-- ARGV[17] - the caller's idempotency key, "" when it was generated
+-- return {0, "entry|now_ms"} when recorded, {2, same payload} for a replay,
+--        {3} for an idempotency conflict
+
+local ikey = KEYS[1]
+local base = ARGV[1]
+local now_ms = ARGV[2]
+local win = {ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])}
+local amount = tonumber(ARGV[7])
+local track_balance = ARGV[8] == '1'
+local fingerprint = ARGV[9]
+local idem_ttl_ms = ARGV[10]
+local maxlen = tonumber(ARGV[11])
+local entry = ARGV[12]
+local user = ARGV[13]
+local project = ARGV[14]
+
+local seen = idem_lookup(ikey, fingerprint)
+if seen then return seen end
+
+charge(base, win, user, project, amount, track_balance)
+ledger_append(base, maxlen, {'e', entry, 'k', 'spend', 't', now_ms, 'u', user,
+                             'p', project, 'a', ARGV[7], 'm', ARGV[15],
+                             'md', ARGV[16], 'i', ARGV[17]})
+
+local payload = entry .. '|' .. now_ms
+idem_store(ikey, fingerprint, payload, idem_ttl_ms)
+return {0, payload}

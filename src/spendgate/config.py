@@ -1,0 +1,228 @@
+"""Settings, from keyword arguments or ``SPENDGATE_*`` environment variables.
+
+coreason-budget's field names (``daily_user_limit_usd``, ``daily_limit_usd``,
+``daily_project_limit_usd``, ``daily_global_limit_usd``,
+``model_price_overrides``) are accepted as keyword arguments, so its users
+switch by changing the import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from spendgate.errors import ConfigurationError, InvalidAmountError
+from spendgate.money import to_decimal
+
+_COREASON_NAMES = {
+    "daily_user_limit_usd": "daily_user_limit",
+    "daily_limit_usd": "daily_user_limit",
+    "daily_project_limit_usd": "daily_project_limit",
+    "daily_global_limit_usd": "daily_global_limit",
+}
+
+_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+LIMIT_FIELDS = (
+    "daily_user_limit",
+    "daily_project_limit",
+    "daily_global_limit",
+    "monthly_user_limit",
+    "monthly_project_limit",
+    "monthly_global_limit",
+)
+
+
+def _default_spool_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "spendgate" / "spool"
+
+
+def redact_url(url: str | None) -> str:
+    """A URL or DSN with its password replaced by ``***``, for logs and errors."""
+    if not url:
+        return "<none>"
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    except ValueError:
+        return "<unparseable url>"
+
+
+class BudgetConfig(BaseSettings):
+    """Everything a deployment sets. Amounts are in the operator's unit (USD by
+    default); ``None`` for a limit means no cap."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPENDGATE_",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    #: Redis URL; ``None`` (and no ``SPENDGATE_REDIS_URL``) runs on the embedded
+    #: in-process store, for demos and tests
+    redis_url: str | None = Field(default=None, repr=False)
+    #: every Redis key starts with it, so deployments can share one Redis
+    key_prefix: str = "spendgate"
+    #: the unit amounts are in; a label only
+    unit: str = "USD"
+
+    # Caps: defaults for every entity of a scope, overridable per entity at run
+    # time with BudgetManager.set_limits. The daily defaults are
+    # coreason-budget's, so its users keep their protection when they switch.
+    daily_user_limit: Decimal | None = Decimal(10)
+    daily_project_limit: Decimal | None = Decimal(500)
+    daily_global_limit: Decimal | None = Decimal(5000)
+    monthly_user_limit: Decimal | None = None
+    monthly_project_limit: Decimal | None = None
+    monthly_global_limit: Decimal | None = None
+
+    #: refuse users whose prepaid balance cannot cover the request
+    enforce_balance: bool = False
+    #: the balance a user may not go below at admission (negative: a credit line)
+    min_balance: Decimal = Decimal(0)
+
+    #: admit (and log) instead of refusing when the store does not answer
+    fail_open: bool = False
+    #: socket read/write timeout of the hot path, seconds
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=60)
+    #: connect timeout, seconds
+    redis_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=60)
+    #: connection pool size, per BudgetManager
+    redis_max_connections: int = Field(default=512, ge=1, le=100_000)
+
+    #: a lease's hold stops counting after this, unless given per reserve
+    lease_ttl_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+    #: how long an idempotency key (and a finished lease record) is remembered
+    idempotency_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    #: day and month counters live this long past the end of their window
+    counter_retention_seconds: int = Field(default=2 * 86400, ge=0, le=400 * 86400)
+    #: expired holds purged at most per call (a larger backlog drains over calls)
+    expired_holds_purged_per_call: int = Field(default=256, ge=1, le=10_000)
+
+    #: the longest user, project, lease id or idempotency key, in characters
+    max_id_length: int = Field(default=512, ge=16, le=65_536)
+    #: the largest metadata accepted, as JSON bytes
+    max_metadata_bytes: int = Field(default=8192, ge=0, le=1_048_576)
+
+    #: approximate cap of the ledger stream; 0 = uncapped. ``None`` picks:
+    #: uncapped when a Postgres DSN is set (the flusher drains it), else 1,000,000
+    ledger_maxlen: int | None = Field(default=None, ge=0)
+
+    #: Postgres DSN of the analytics ledger
+    postgres_dsn: str | None = Field(default=None, repr=False)
+    #: seconds between flushes
+    flush_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    #: ledger entries per flush batch
+    flush_batch_size: int = Field(default=5000, ge=1, le=100_000)
+
+    #: where facts go while Redis cannot be reached
+    spool_path: Path = Field(default_factory=_default_spool_path)
+    #: the most facts the spool holds before it refuses (SpoolFullError)
+    spool_max_entries: int = Field(default=1_000_000, ge=1)
+
+    #: coreason-budget's format: {model: {input_cost_per_token, output_cost_per_token}}
+    model_price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_coreason_names(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for old, new in _COREASON_NAMES.items():
+                if old in data:
+                    value = data.pop(old)
+                    data.setdefault(new, value)
+        return data
+
+    @field_validator(*LIMIT_FIELDS, mode="before")
+    @classmethod
+    def _exact_limit(cls, value: Any) -> Decimal | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        try:
+            return to_decimal(value)
+        except InvalidAmountError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("min_balance", mode="before")
+    @classmethod
+    def _exact_min_balance(cls, value: Any) -> Decimal:
+        if isinstance(value, Decimal | int | float | str) and not isinstance(value, bool):
+            text = str(value).strip()
+            negative = text.startswith("-")
+            try:
+                amount = to_decimal(text[1:] if negative else value)
+            except InvalidAmountError as exc:
+                raise ValueError(str(exc)) from None
+            return -amount if negative else amount
+        raise ValueError(f"min_balance must be a number, not {type(value).__name__}")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if not _PREFIX_PATTERN.fullmatch(value):
+            raise ValueError(
+                "key_prefix must be 1-64 characters of letters, digits and _ . : -"
+            )
+        return value
+
+    @field_validator("redis_url", "postgres_dsn", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("model_price_overrides", mode="before")
+    @classmethod
+    def _exact_prices(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, dict[str, Decimal]] = {}
+        for model, prices in value.items():
+            if not isinstance(prices, dict):
+                raise ValueError(f"prices of {model!r} must be a mapping")
+            try:
+                out[model] = {k: to_decimal(v) for k, v in prices.items()}
+            except InvalidAmountError as exc:
+                raise ValueError(f"price of {model!r}: {exc}") from None
+        return out
+
+    @property
+    def effective_ledger_maxlen(self) -> int:
+        """The stream cap in force: 0 (uncapped) when a flusher drains the stream."""
+        if self.ledger_maxlen is not None:
+            return self.ledger_maxlen
+        return 0 if self.postgres_dsn else 1_000_000
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with secrets redacted, for logs and ``spendgate config``."""
+        data = self.model_dump(mode="json")
+        data["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
+        data["postgres_dsn"] = redact_url(self.postgres_dsn) if self.postgres_dsn else None
+        return data
+
+
+def load_config(**overrides: Any) -> BudgetConfig:
+    """Build a config, turning pydantic's error into a :class:`ConfigurationError`."""
+    from pydantic import ValidationError
+
+    try:
+        return BudgetConfig(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(str(exc)) from None

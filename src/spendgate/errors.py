@@ -1,0 +1,154 @@
+"""The exceptions spendgate raises, under one root.
+
+::
+
+    SpendgateError
+    ├── BudgetExceededError          admission refused: a cap or balance would be passed
+    │   └── BudgetUnavailableError   admission refused: the store did not answer in time
+    ├── InvalidArgumentError         (also ValueError) an argument that is not valid
+    │   ├── InvalidAmountError       NaN, infinities, negatives, bools, non-numbers, too large
+    │   └── InvalidIdError           empty, blank or over-long ids and keys
+    ├── InvalidIdTypeError           (also TypeError) an id that is not a str
+    ├── IdempotencyConflictError     a key replayed with different arguments
+    ├── LeaseStateError              an illegal lease transition (settle after release, ...)
+    ├── SpoolFullError               a fact could reach neither Redis nor the full local spool
+    ├── StorageError                 Redis answered with an unexpected error (a bug, not an outage)
+    └── ConfigurationError           (also ValueError) invalid settings
+
+``BudgetUnavailableError`` subclasses ``BudgetExceededError`` on purpose: code
+written for coreason-budget catches ``BudgetExceededError`` to refuse a call,
+and a store that cannot answer must refuse it too (fail closed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+Scope = Literal["user", "project", "global"]
+Window = Literal["daily", "monthly", "balance"]
+
+
+class SpendgateError(Exception):
+    """Root of every error spendgate raises on purpose."""
+
+
+class BudgetExceededError(SpendgateError):
+    """Admission refused: the request would pass a cap or the balance.
+
+    :param scope: ``"user"``, ``"project"`` or ``"global"``
+    :param scope_id: the user or project id; ``None`` for the global scope
+    :param window: ``"daily"``, ``"monthly"`` or ``"balance"``
+    :param limit: the cap of that window; for ``"balance"``, the balance above
+        ``min_balance`` (what could be spent at all)
+    :param spent: spent in the window (for ``"balance"``: 0, the balance
+        already reflects spending)
+    :param requested: the amount asked for
+    :param held: the amount held by open leases in that scope
+    :param resets_at: when the window rolls over (UTC); ``None`` for balances
+    """
+
+    def __init__(
+        self,
+        scope: Scope | None = None,
+        scope_id: str | None = None,
+        window: Window | None = None,
+        limit: Decimal | None = None,
+        spent: Decimal | None = None,
+        requested: Decimal | None = None,
+        resets_at: datetime | None = None,
+        held: Decimal | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.scope = scope
+        self.scope_id = scope_id
+        self.window = window
+        self.limit = limit
+        self.spent = spent
+        self.requested = requested
+        self.resets_at = resets_at
+        self.held = held
+        super().__init__(message or self._describe())
+
+    def _describe(self) -> str:
+        who = self.scope if self.scope_id is None else f"{self.scope} {self.scope_id!r}"
+        text = (
+            f"{self.window} budget of {who} exceeded: limit {self.limit}, "
+            f"spent {self.spent}, held {self.held}, requested {self.requested}"
+        )
+        if self.resets_at is not None:
+            text += f"; resets at {self.resets_at.isoformat()}"
+        return text
+
+
+class BudgetUnavailableError(BudgetExceededError):
+    """Admission refused because the store could not be reached in time.
+
+    Raised instead of admitting when ``fail_open`` is off (the default).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message=f"budget store unavailable, refusing: {reason}")
+
+
+class InvalidArgumentError(SpendgateError, ValueError):
+    """An argument that is not valid: metadata, model, TTL, and the subclasses."""
+
+
+class InvalidAmountError(InvalidArgumentError):
+    """An amount that is not a finite, non-negative number within the maximum."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid amount {value!r}: {reason}")
+
+
+class InvalidIdError(InvalidArgumentError):
+    """An id or key that is empty, blank, or longer than the configured limit."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid {name}: {reason}")
+
+
+class InvalidIdTypeError(SpendgateError, TypeError):
+    """An id that is not a ``str``."""
+
+    def __init__(self, name: str, value: object) -> None:
+        self.name = name
+        super().__init__(f"{name} must be a str, not {type(value).__name__}")
+
+
+class IdempotencyConflictError(SpendgateError):
+    """The idempotency key was already used with different arguments."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        self.key = key
+        message = f"idempotency key {key!r} was already used with different arguments"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class LeaseStateError(SpendgateError):
+    """An illegal lease transition, or a lease that is not known."""
+
+    def __init__(self, lease_id: str, state: str, action: str) -> None:
+        self.lease_id = lease_id
+        self.state = state
+        self.action = action
+        super().__init__(f"cannot {action} lease {lease_id!r}: it is {state}")
+
+
+class SpoolFullError(SpendgateError):
+    """A fact could reach neither Redis nor the local spool, which is full."""
+
+
+class StorageError(SpendgateError):
+    """Redis answered a script with an unexpected error: a bug, not an outage."""
+
+
+class ConfigurationError(SpendgateError, ValueError):
+    """Invalid or inconsistent settings."""

@@ -1,0 +1,54 @@
+"""Redis key names. The layout is documented once, in ``lua/_lib.lua``.
+
+Every key of a deployment starts with ``"<key_prefix>:{sg}:"``: the prefix
+separates deployments sharing one Redis, the ``{sg}`` hash tag keeps all of a
+deployment's keys on one cluster slot (every call touches the global scope,
+so they could not be spread anyway). Ids are always the last part of a key,
+after a fixed-format structural part, so no id can alias another's key.
+"""
+
+from __future__ import annotations
+
+#: scope name -> the letter used in keys
+SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
+
+
+class Keys:
+    """Key builders for one deployment."""
+
+    __slots__ = ("base", "holds", "ledger")
+
+    def __init__(self, key_prefix: str) -> None:
+        self.base = f"{key_prefix}:{{sg}}:"
+        #: pending leases scored by expiry (ms)
+        self.holds = self.base + "holds"
+        #: the ledger stream, one entry per fact
+        self.ledger = self.base + "ledger"
+
+    def entity(self, scope: str, scope_id: str) -> str:
+        """The hash of one user, project or the global scope (id ``""``)."""
+        return f"{self.base}e:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def user(self, user_id: str) -> str:
+        return self.base + "e:u:" + user_id
+
+    def hold(self, lease_id: str) -> str:
+        return self.base + "h:" + lease_id
+
+    def caller_idempotency(self, key: str) -> str:
+        """The record of an idempotency key the caller gave."""
+        return self.base + "i:c:" + key
+
+    def generated_idempotency(self, entry_id: str) -> str:
+        """The record of a fact the caller gave no key for (keyed by its entry id)."""
+        return self.base + "i:a:" + entry_id
+
+    def day(self, day: str, scope: str, scope_id: str) -> str:
+        return f"{self.base}d:{day}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def month(self, month: str, scope: str, scope_id: str) -> str:
+        return f"{self.base}m:{month}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of the deployment (glob-escaped)."""
+        return "".join("\\" + c if c in "*?[]\\" else c for c in self.base) + "*"

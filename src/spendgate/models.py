@@ -1,0 +1,104 @@
+"""What the public API returns: plain records with exact ``Decimal`` amounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(slots=True)
+class Lease:
+    """A hold on budget, from :meth:`BudgetManager.reserve`.
+
+    Inside ``async with budget.lease(...) as lease``, set ``actual_cost`` (and
+    ``model``) before the block ends: it is settled at that cost on exit.
+    """
+
+    #: the lease id; settle and release take it (or this object)
+    id: str
+    user_id: str
+    project_id: str | None
+    #: the amount held, rounded up to the micro-unit
+    amount: Decimal
+    #: when the hold stops counting (UTC)
+    expires_at: datetime
+    #: True when an idempotency key replayed an earlier reserve
+    replayed: bool = False
+    #: set by the caller inside ``budget.lease(...)``: what the call really cost
+    actual_cost: Decimal | int | str | float | None = None
+    #: set by the caller inside ``budget.lease(...)``: the model used
+    model: str | None = None
+    metadata: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRecord:
+    """One fact in the ledger: a spend, a settle or a credit."""
+
+    #: the ledger entry id; a replay returns the same one
+    entry_id: str
+    #: ``"spend"``, ``"settle"`` or ``"credit"``
+    kind: str
+    user_id: str
+    project_id: str | None
+    #: the amount charged or credited
+    amount: Decimal
+    model: str | None
+    #: when the fact was recorded (UTC; the first time, for a replay)
+    occurred_at: datetime
+    #: True when an idempotency key (or a second settle) replayed it
+    replayed: bool = False
+    #: True when a lease was settled after its expiry
+    late: bool = False
+    #: True when Redis was unreachable and the fact went to the local spool;
+    #: it is replayed, exactly once, when Redis answers again
+    spooled: bool = False
+    lease_id: str | None = None
+    #: what the settled lease held
+    estimate: Decimal | None = None
+    #: the user's balance after a credit
+    balance: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """Spend in one window (a UTC day or month) of one scope."""
+
+    spent: Decimal
+    #: held by open leases (holds count against every window)
+    held: Decimal
+    #: the cap; ``None`` when there is none
+    limit: Decimal | None
+    #: ``limit - spent - held`` (at least 0); ``None`` without a cap
+    remaining: Decimal | None
+    #: when the window rolls over (UTC)
+    resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeUsage:
+    """Usage of one scope: ``"user"``, ``"project"`` or ``"global"``."""
+
+    scope: str
+    #: the user or project id; ``None`` for global
+    scope_id: str | None
+    daily: WindowUsage
+    monthly: WindowUsage
+    held: Decimal
+    #: the prepaid balance; ``None`` unless balances are enforced (user scope)
+    balance: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-entity cap overrides in force after :meth:`BudgetManager.set_limits`."""
+
+    scope: str
+    scope_id: str | None
+    #: the daily override; ``None`` = no cap; absent from ``overridden`` = default
+    daily: Decimal | None
+    monthly: Decimal | None
+    #: which windows are overridden (the others follow the configured default)
+    overridden: frozenset[str]

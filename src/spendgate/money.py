@@ -1,0 +1,78 @@
+"""Exact money: ``Decimal`` at the API, integer micro-units (1e-6) in storage.
+
+Charges and holds round *up* to the micro-unit (never undercharge), credits
+round *down* (never over-credit). Floats are taken through their shortest
+repr, so ``0.1`` is exactly ``Decimal("0.1")``; no float arithmetic happens
+anywhere on the money path.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+
+#: micro-units per unit of money
+MICROS_PER_UNIT = 1_000_000
+#: the largest amount (and limit) accepted: 1e9 units, so any sum the scripts
+#: handle stays far below 2^53 micro-units, where Lua's doubles stop being exact
+MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_MICROS = int(MAX_AMOUNT) * MICROS_PER_UNIT
+
+_MICRO = Decimal("0.000001")
+
+
+def to_decimal(value: object) -> Decimal:
+    """Read an amount as a finite, non-negative ``Decimal`` within ``MAX_AMOUNT``.
+
+    :param value: ``Decimal``, ``int``, ``str`` or ``float``
+    :raise InvalidAmountError: for ``bool``, NaN, infinities, negatives,
+        anything above ``MAX_AMOUNT`` and anything that is not a number
+    """
+    from spendgate.errors import InvalidAmountError
+
+    if isinstance(value, bool):
+        raise InvalidAmountError(value, "a bool is not an amount")
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidAmountError(value, "not a finite number")
+        amount = Decimal(repr(value))
+    elif isinstance(value, str):
+        if len(value) > 64:
+            raise InvalidAmountError(value[:64] + "...", "too long to be an amount")
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidAmountError(value, "not a number") from None
+    else:
+        raise InvalidAmountError(value, f"{type(value).__name__} is not a number")
+    if not amount.is_finite():
+        raise InvalidAmountError(value, "not a finite number")
+    if amount < 0:
+        raise InvalidAmountError(value, "negative")
+    if amount > MAX_AMOUNT:
+        raise InvalidAmountError(value, f"above the maximum of {MAX_AMOUNT}")
+    return amount
+
+
+def charge_micros(value: object) -> int:
+    """Micro-units of a charge or hold, rounded up."""
+    return int(to_decimal(value).quantize(_MICRO, rounding=ROUND_CEILING) * MICROS_PER_UNIT)
+
+
+def credit_micros(value: object) -> int:
+    """Micro-units of a credit, rounded down."""
+    return int(to_decimal(value).quantize(_MICRO, rounding=ROUND_FLOOR) * MICROS_PER_UNIT)
+
+
+def limit_micros(value: object) -> int:
+    """Micro-units of a cap, rounded down (a cap never grows by rounding)."""
+    return credit_micros(value)
+
+
+def from_micros(micros: int) -> Decimal:
+    """The exact ``Decimal`` of an integer count of micro-units (``0.1``, not ``0.100000``)."""
+    return Decimal(micros) / MICROS_PER_UNIT

@@ -1,0 +1,154 @@
+"""Shared fixtures: the backend table, budgets bound to it, an injectable clock.
+
+Every behavioural test that takes ``budget`` / ``make_budget`` runs twice:
+against the real Redis on the machine (``redis``) and against the embedded
+fakeredis with Lua (``fakeredis``). Each test gets its own key prefix and
+deletes its keys afterwards, on Redis db 9 by default
+(``SPENDGATE_TEST_REDIS_URL`` overrides it).
+
+Under ``CI=true`` a test that needs Redis or Postgres *fails* when the
+service is missing; elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+
+from spendgate import BudgetConfig, BudgetManager
+
+REDIS_URL = os.environ.get("SPENDGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+POSTGRES_DSN = os.environ.get(
+    "SPENDGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(what: str, reason: str) -> None:
+    """Fail under CI (a green run must mean the real thing ran), else skip."""
+    message = f"{what} is not reachable: {reason}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: tests needing it must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def real_redis_available() -> str | None:
+    """``None`` when the real Redis answers, else the reason it does not."""
+    try:
+        client = SyncRedis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+        return None
+    except Exception as exc:  # any failure means "not usable"
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(autouse=True)
+def _no_spendgate_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's SPENDGATE_* variables must not leak into the tests.
+    for name in list(os.environ):
+        if name.startswith("SPENDGATE_") and not name.startswith("SPENDGATE_TEST_"):
+            monkeypatch.delenv(name)
+
+
+class FakeClock:
+    """A settable clock: ``clock()`` returns the current aware UTC datetime."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0, **kwargs: float) -> None:
+        self.now += timedelta(seconds=seconds, **kwargs)
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+BACKENDS = [
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param("fakeredis", id="fakeredis"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def redis_client(backend: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the parametrized backend; keys are cleaned by ``key_prefix``."""
+    if backend == "redis":
+        reason = real_redis_available()
+        if reason:
+            service_missing("Redis", reason)
+        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    else:
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def key_prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    cursor = 0
+    while True:
+        cursor, keys = await redis_client.scan(cursor, match=f"{prefix}:*", count=1000)
+        if keys:
+            await redis_client.delete(*keys)
+        if cursor == 0:
+            break
+
+
+MakeBudget = Callable[..., BudgetManager]
+
+
+@pytest.fixture
+async def make_budget(
+    redis_client: aioredis.Redis, key_prefix: str, clock: FakeClock
+) -> AsyncIterator[MakeBudget]:
+    """``make_budget(**settings)``: a BudgetManager on the test's backend, prefix
+    and clock. Limits default to none at all, so each test states its own."""
+    made: list[BudgetManager] = []
+
+    def make(*, use_clock: bool = True, **settings: Any) -> BudgetManager:
+        base: dict[str, Any] = {
+            "key_prefix": key_prefix,
+            "daily_user_limit": None,
+            "daily_project_limit": None,
+            "daily_global_limit": None,
+        }
+        base.update(settings)
+        budget = BudgetManager(
+            BudgetConfig(**base), clock=clock if use_clock else None, redis=redis_client
+        )
+        made.append(budget)
+        return budget
+
+    yield make
+    for budget in made:
+        await budget.aclose()
+
+
+@pytest.fixture
+async def budget(make_budget: MakeBudget) -> BudgetManager:
+    """A budget with no caps at all; tests set what they need."""
+    return make_budget()
