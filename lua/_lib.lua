@@ -129,7 +129,8 @@ end
 
 -- Adds one fact's amount to the day and month counters of every scope, and
 -- takes it off the user's balance where balances are kept. Counters expire on
--- their own a retention period after their window ends.
+-- their own a retention period after their window ends: the TTL is relative
+-- (computed from the caller's clock), so the server's clock plays no part.
 local function charge(base, win, user, project, amount, track_balance)
   if amount > 0 then
     for _, sc in ipairs(scopes_of(user, project)) do
@@ -137,7 +138,7 @@ local function charge(base, win, user, project, amount, track_balance)
                     {month_key(base, win[3], sc[1], sc[2]), win[4]}}
       for _, k in ipairs(keys) do
         if redis.call('INCRBY', k[1], amount) == amount then
-          redis.call('PEXPIREAT', k[1], k[2])
+          redis.call('PEXPIRE', k[1], k[2])
         end
       end
     end

@@ -5,8 +5,8 @@
 -- KEYS[1] - idempotency key (every fact has one; generated when the caller gave none)
 -- ARGV[1] - base: "<prefix>:{sg}:"
 -- ARGV[2] - now_ms
--- ARGV[3] - day (yyyymmdd, UTC)       ARGV[4] - day counters expire at, ms
--- ARGV[5] - month (yyyymm, UTC)       ARGV[6] - month counters expire at, ms
+-- ARGV[3] - day (yyyymmdd, UTC)       ARGV[4] - day counters' TTL when created, ms
+-- ARGV[5] - month (yyyymm, UTC)       ARGV[6] - month counters' TTL when created, ms
 -- ARGV[7] - amount, micro-units
 -- ARGV[8] - track_balance: "1" when balances are enforced (the user's balance
 --           is then always kept), else it is kept only if the user has one

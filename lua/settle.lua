@@ -6,8 +6,8 @@
 -- KEYS[1] - the hold record, "<base>h:<lease>"
 -- ARGV[1] - base: "<prefix>:{sg}:"
 -- ARGV[2] - now_ms
--- ARGV[3] - day (yyyymmdd, UTC)       ARGV[4] - day counters expire at, ms
--- ARGV[5] - month (yyyymm, UTC)       ARGV[6] - month counters expire at, ms
+-- ARGV[3] - day (yyyymmdd, UTC)       ARGV[4] - day counters' TTL when created, ms
+-- ARGV[5] - month (yyyymm, UTC)       ARGV[6] - month counters' TTL when created, ms
 -- ARGV[7] - actual cost, micro-units
 -- ARGV[8] - track_balance: "1" or "0", as in record.lua
 -- ARGV[9] - ledger maxlen, 0 = uncapped

@@ -317,12 +317,14 @@ class BudgetManager:
             *self._defaults,
         )
 
-    def _fact_window_args(self, w: Windows) -> tuple[Any, ...]:
+    def _fact_window_args(self, now_ms: int) -> tuple[Any, ...]:
+        # Counter TTLs are relative to our clock, so Redis's clock plays no part.
+        w = self._windows_at(now_ms)
         return (
             w.day,
-            w.day_end_ms + self._retention_ms,
+            w.day_end_ms + self._retention_ms - now_ms,
             w.month,
-            w.month_end_ms + self._retention_ms,
+            w.month_end_ms + self._retention_ms - now_ms,
         )
 
     # -- admission ---------------------------------------------------------------
@@ -482,7 +484,7 @@ class BudgetManager:
         args = (
             self._base,
             now_ms,
-            *self._fact_window_args(self._windows_at(now_ms)),
+            *self._fact_window_args(now_ms),
             amount,
             self._enforce,
             fingerprint,
@@ -535,7 +537,7 @@ class BudgetManager:
         args = (
             self._base,
             now_ms,
-            *self._fact_window_args(self._windows_at(now_ms)),
+            *self._fact_window_args(now_ms),
             amount,
             self._enforce,
             self._maxlen,
