@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spendgate.errors import ConfigurationError, InvalidAmountError
@@ -135,6 +135,10 @@ class BudgetConfig(BaseSettings):
     #: the most facts the spool holds before it refuses (SpoolFullError)
     spool_max_entries: int = Field(default=1_000_000, ge=1)
 
+    #: bearer API keys of ``spendgate serve``, comma-separated. A secret: kept
+    #: out of repr, logs and :meth:`describe`; read it with :meth:`api_key_list`
+    api_keys: SecretStr | None = Field(default=None, repr=False)
+
     #: coreason-budget's format: {model: {input_cost_per_token, output_cost_per_token}}
     model_price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
 
@@ -209,6 +213,12 @@ class BudgetConfig(BaseSettings):
         if self.ledger_maxlen is not None:
             return self.ledger_maxlen
         return 0 if self.postgres_dsn else 1_000_000
+
+    def api_key_list(self) -> list[str]:
+        """The configured API keys: ``api_keys`` split at commas, blanks dropped."""
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     def describe(self) -> dict[str, Any]:
         """The settings with secrets redacted, for logs and ``spendgate config``."""
