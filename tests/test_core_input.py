@@ -1,0 +1,268 @@
+"""Bad input gets a clear typed error and changes nothing; hostile ids never alias.
+
+Every public call is fed NaN, infinities, negatives, bools, None, strings that
+are not numbers, ``Decimal('NaN')`` and absurd magnitudes; the error type is
+checked and the whole key space of the test's prefix is compared before and
+after. Ids that look like key syntax (``x:project:p``, braces, newlines, glob
+characters, scope names, 512 characters) are used side by side and each sees
+only its own spend; empty, blank, ``None``, non-``str`` and over-long ids are
+rejected. Both backends.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from conftest import MakeBudget
+from spendgate import (
+    BudgetManager,
+    InvalidAmountError,
+    InvalidArgumentError,
+    InvalidIdError,
+    InvalidIdTypeError,
+)
+
+BAD_AMOUNTS: list[Any] = [
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    Decimal("NaN"),
+    Decimal("sNaN"),
+    Decimal("Infinity"),
+    Decimal("-Infinity"),
+    -1,
+    -0.000001,
+    Decimal("-0.01"),
+    "-5",
+    True,
+    False,
+    None,
+    "abc",
+    "",
+    "1e400",
+    "NaN",
+    "inf",
+    10**30,
+    Decimal("1e1000"),
+    1e300,
+    [1],
+    {"amount": 1},
+    object(),
+    b"1",
+    complex(1, 0),
+]
+
+
+async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
+    client = budget.redis
+    state: dict[bytes, Any] = {}
+    async for key in client.scan_iter(match=budget.keys.pattern(), count=1000):
+        kind = await client.type(key)
+        if kind == b"string":
+            state[key] = await client.get(key)
+        elif kind == b"hash":
+            state[key] = await client.hgetall(key)
+        elif kind == b"zset":
+            state[key] = await client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"stream":
+            state[key] = await client.xlen(key)
+        else:
+            state[key] = kind
+    return state
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=repr)
+async def test_bad_amounts_are_rejected_and_change_nothing(
+    make_budget: MakeBudget, amount: Any
+) -> None:
+    budget = make_budget(daily_user_limit="10", enforce_balance=False)
+    await budget.record_spend("alice", "1", project_id="p")
+    lease = await budget.reserve("alice", "1")
+    before = await _snapshot(budget)
+
+    calls = [
+        lambda: budget.check_availability("alice", "p", amount),
+        lambda: budget.record_spend("alice", amount, "p"),
+        lambda: budget.reserve("alice", amount),
+        lambda: budget.settle(lease, amount),
+        lambda: budget.add_credits("alice", amount),
+        lambda: budget.set_limits("user", "alice", daily=amount),
+    ]
+    for call in calls:
+        if amount is None and call is calls[-1]:
+            continue  # None is a valid limit: "no cap"
+        with pytest.raises(InvalidAmountError):
+            await call()
+    assert await _snapshot(budget) == before
+
+
+def test_invalid_amount_error_is_a_value_error() -> None:
+    assert issubclass(InvalidAmountError, ValueError)
+    assert issubclass(InvalidIdError, ValueError)
+    assert issubclass(InvalidIdTypeError, TypeError)
+
+
+async def test_largest_amount_is_accepted(budget: BudgetManager) -> None:
+    record = await budget.record_spend("alice", "1000000000")
+    assert record.amount == Decimal("1000000000")
+    with pytest.raises(InvalidAmountError):
+        await budget.record_spend("alice", "1000000000.000001")
+
+
+HOSTILE_IDS = [
+    "x:project:p",
+    "x",
+    "x:",
+    ":x",
+    "u:x",
+    "e:u:x",
+    "{sg}",
+    "a{b}c",
+    "}{",
+    "line\nbreak",
+    "tab\tand\r",
+    "*",
+    "?",
+    "[a-z]",
+    "user",
+    "project",
+    "global",
+    "g",
+    "",  # replaced below: empty is rejected, tested separately
+    "x" * 512,
+    "ünïcødé-✓",
+    "null\x00byte",
+    "a b",
+    "d:20260315:u:x",
+    "|pipe|",
+]
+HOSTILE_IDS = [i for i in HOSTILE_IDS if i]
+
+
+async def test_hostile_ids_never_alias(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="100")
+    for n, user in enumerate(HOSTILE_IDS, start=1):
+        await budget.record_spend(user, n, project_id=user)
+        await budget.set_limits("user", user, daily=str(1000 + n))
+    total = sum(range(1, len(HOSTILE_IDS) + 1))
+    for n, user in enumerate(HOSTILE_IDS, start=1):
+        usage = await budget.get_usage(user, user)
+        assert usage["user"].daily.spent == Decimal(n), user
+        assert usage["project"].daily.spent == Decimal(n), user
+        assert usage["user"].daily.limit == Decimal(1000 + n), user
+        assert usage["global"].daily.spent == Decimal(total)
+
+
+async def test_user_and_project_with_the_same_id_are_separate(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="1", daily_project_limit="100")
+    await budget.record_spend("same", "1", project_id="other")
+    usage = await budget.get_usage("x", "same")
+    assert usage["project"].daily.spent == 0
+    assert await budget.check_availability("x", "same", "1") is True
+    await budget.record_spend("x", "30", project_id="same")
+    usage = await budget.get_usage("same")
+    assert usage["user"].daily.spent == Decimal("1")
+
+
+@pytest.mark.parametrize(
+    ("user", "error"),
+    [
+        ("", InvalidIdError),
+        ("   ", InvalidIdError),
+        ("\n", InvalidIdError),
+        ("x" * 513, InvalidIdError),
+        ("x" * 100_000, InvalidIdError),
+        ("\ud800", InvalidIdError),
+        (None, InvalidIdTypeError),
+        (123, InvalidIdTypeError),
+        (b"alice", InvalidIdTypeError),
+        (["alice"], InvalidIdTypeError),
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+async def test_bad_ids_are_rejected_and_change_nothing(
+    make_budget: MakeBudget, user: Any, error: type[Exception]
+) -> None:
+    budget = make_budget()
+    before = await _snapshot(budget)
+    calls = [
+        lambda: budget.check_availability(user),
+        lambda: budget.record_spend(user, "1"),
+        lambda: budget.reserve(user, "1"),
+        lambda: budget.add_credits(user, "1"),
+        lambda: budget.get_usage(user),
+        lambda: budget.set_limits("user", user, daily="1"),
+    ]
+    for call in calls:
+        with pytest.raises(error):
+            await call()
+    if user is not None:  # None means "not given" for these
+        with pytest.raises(error):
+            await budget.record_spend("alice", "1", project_id=user)
+        with pytest.raises(error):
+            await budget.record_spend("alice", "1", idempotency_key=user)
+        with pytest.raises(error):
+            await budget.settle(user, "1")
+        with pytest.raises(error):
+            await budget.release(user)
+    assert await _snapshot(budget) == before
+
+
+async def test_id_length_limit_is_configurable(make_budget: MakeBudget) -> None:
+    budget = make_budget(max_id_length=16)
+    await budget.record_spend("x" * 16, "1")
+    with pytest.raises(InvalidIdError, match="above the limit of 16"):
+        await budget.record_spend("x" * 17, "1")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "not a mapping",
+        ["a"],
+        {1: "int key"},
+        {"nan": float("nan")},
+        {"obj": object()},
+        {"big": "x" * 9000},
+    ],
+    ids=repr,
+)
+async def test_bad_metadata_is_rejected(make_budget: MakeBudget, metadata: Any) -> None:
+    budget = make_budget()
+    with pytest.raises(InvalidArgumentError):
+        await budget.record_spend("alice", "1", metadata=metadata)
+    assert await _snapshot(budget) == {}
+
+
+@pytest.mark.parametrize("model", ["", "  ", "m" * 257])
+async def test_bad_model_is_rejected(make_budget: MakeBudget, model: str) -> None:
+    budget = make_budget()
+    with pytest.raises(InvalidArgumentError):
+        await budget.record_spend("alice", "1", model=model)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, True, "60", 8 * 86400, float("nan")])
+async def test_bad_lease_ttl_is_rejected(make_budget: MakeBudget, ttl: Any) -> None:
+    budget = make_budget()
+    with pytest.raises(InvalidArgumentError):
+        await budget.reserve("alice", "1", ttl_seconds=ttl)
+    assert await _snapshot(budget) == {}
+
+
+@pytest.mark.parametrize("scope", ["users", "", None, "GLOBAL"])
+async def test_bad_scope_is_rejected(budget: BudgetManager, scope: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        await budget.set_limits(scope, "x", daily="1")
+
+
+async def test_metadata_with_decimals_and_unicode_round_trips(budget: BudgetManager) -> None:
+    record = await budget.record_spend(
+        "alice", "1", metadata={"price": Decimal("0.1"), "note": "héllo", "tokens": 12}
+    )
+    entries = await budget.redis.xrange(budget.keys.ledger)
+    fields = entries[-1][1]
+    assert fields[b"md"] == b'{"note":"h\\u00e9llo","price":"0.1","tokens":12}'
+    assert fields[b"e"].decode() == record.entry_id

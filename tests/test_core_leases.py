@@ -1,0 +1,264 @@
+"""Leases and balances.
+
+A hold counts against every scope until settled, released or expired (the
+injected clock passes its TTL; no janitor runs). Settle is idempotent, settle
+after release is refused, settle above the estimate and after expiry are
+recorded (late). Balances: credits, admission against ``min_balance`` with
+holds, facts that go below it. Both backends.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from conftest import FakeClock, MakeBudget
+from spendgate import (
+    BudgetExceededError,
+    BudgetManager,
+    IdempotencyConflictError,
+    LeaseStateError,
+)
+
+
+async def test_hold_counts_against_every_scope(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="10", daily_project_limit="10", daily_global_limit="10")
+    lease = await budget.reserve("alice", "4", project_id="p")
+    usage = await budget.get_usage("alice", "p")
+    for scope in ("user", "project", "global"):
+        assert usage[scope].held == Decimal("4")
+        assert usage[scope].daily.held == Decimal("4")
+        assert usage[scope].daily.remaining == Decimal("6")
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("bob", "p", "6.5")
+    assert refused.value.scope == "project" and refused.value.held == Decimal("4")
+    assert lease.amount == Decimal("4") and lease.project_id == "p"
+
+
+async def test_release_frees_the_hold_and_charges_nothing(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="5")
+    lease = await budget.reserve("alice", "5")
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice", None, "0.01")
+    assert await budget.release(lease) is True
+    assert await budget.release(lease) is False  # idempotent
+    usage = await budget.get_usage("alice")
+    assert usage["user"].held == 0 and usage["user"].daily.spent == 0
+    assert await budget.check_availability("alice", None, "5") is True
+
+
+async def test_settle_charges_actual_and_is_idempotent(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="10")
+    lease = await budget.reserve("alice", "3", project_id="p")
+    record = await budget.settle(lease, "1.25", model="gpt-4o")
+    again = await budget.settle(lease.id, "1.25", model="gpt-4o")
+    assert (record.kind, record.amount, record.estimate) == ("settle", Decimal("1.25"), Decimal("3"))
+    assert record.user_id == "alice" and record.project_id == "p" and not record.late
+    assert again.replayed and again.entry_id == record.entry_id and not record.replayed
+    usage = await budget.get_usage("alice", "p")
+    assert usage["user"].daily.spent == Decimal("1.25")
+    assert usage["project"].daily.spent == Decimal("1.25")
+    assert usage["user"].held == 0 and usage["global"].held == 0
+    with pytest.raises(IdempotencyConflictError):
+        await budget.settle(lease, "2")
+    with pytest.raises(LeaseStateError):
+        await budget.release(lease)
+
+
+async def test_settle_after_release_is_refused(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    lease = await budget.reserve("alice", "1")
+    await budget.release(lease)
+    with pytest.raises(LeaseStateError) as refused:
+        await budget.settle(lease, "1")
+    assert refused.value.state == "released"
+    assert (await budget.get_usage("alice"))["user"].daily.spent == 0
+
+
+async def test_unknown_lease_is_refused(budget: BudgetManager) -> None:
+    with pytest.raises(LeaseStateError):
+        await budget.settle("no-such-lease", "1")
+    with pytest.raises(LeaseStateError):
+        await budget.release("no-such-lease")
+
+
+async def test_settle_above_the_estimate_records_the_actual(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="2")
+    lease = await budget.reserve("alice", "1")
+    record = await budget.settle(lease, "3.5")
+    assert record.amount == Decimal("3.5")
+    usage = await budget.get_usage("alice")
+    assert usage["user"].daily.spent == Decimal("3.5") and usage["user"].held == 0
+
+
+async def test_hold_stops_counting_when_its_ttl_passes(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget(daily_user_limit="5")
+    await budget.reserve("alice", "5", ttl_seconds=30)
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice", None, "1")
+    clock.advance(29.999)
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice", None, "1")
+    clock.advance(0.001)
+    assert await budget.check_availability("alice", None, "5") is True
+    usage = await budget.get_usage("alice")
+    assert usage["user"].held == 0 and usage["global"].held == 0
+
+
+async def test_many_expired_holds_are_all_purged(make_budget: MakeBudget, clock: FakeClock) -> None:
+    budget = make_budget(daily_global_limit="1000", expired_holds_purged_per_call=16)
+    for i in range(40):
+        await budget.reserve(f"user-{i}", "1", ttl_seconds=10)
+    clock.advance(11)
+    # 16 per call: the backlog drains over three calls, over-counting until then.
+    for _ in range(3):
+        await budget.check_availability("x")
+    usage = await budget.get_usage("user-0")
+    assert usage["global"].held == 0 and usage["user"].held == 0
+
+
+async def test_late_settle_is_recorded_and_marked(make_budget: MakeBudget, clock: FakeClock) -> None:
+    budget = make_budget(daily_user_limit="10")
+    lease = await budget.reserve("alice", "2", ttl_seconds=60)
+    clock.advance(61)
+    await budget.check_availability("bob")  # purges the expired hold first
+    record = await budget.settle(lease, "1.5")
+    assert record.late and record.amount == Decimal("1.5")
+    usage = await budget.get_usage("alice")
+    assert usage["user"].daily.spent == Decimal("1.5") and usage["user"].held == 0
+
+    # Expired but not yet purged: the hold is dropped exactly once.
+    lease2 = await budget.reserve("alice", "3", ttl_seconds=60)
+    clock.advance(61)
+    record2 = await budget.settle(lease2, "1")
+    assert record2.late
+    usage = await budget.get_usage("alice")
+    assert usage["user"].held == 0 and usage["user"].daily.spent == Decimal("2.5")
+
+
+async def test_release_after_expiry_changes_nothing(make_budget: MakeBudget, clock: FakeClock) -> None:
+    budget = make_budget()
+    lease = await budget.reserve("alice", "2", ttl_seconds=1)
+    clock.advance(2)
+    assert (await budget.get_usage("alice"))["user"].held == 0
+    assert await budget.release(lease) is False
+    with pytest.raises(LeaseStateError):
+        await budget.settle(lease, "1")
+
+
+async def test_lease_context_settles_on_exit(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    async with budget.lease("alice", "2", project_id="p") as lease:
+        assert (await budget.get_usage("alice"))["user"].held == Decimal("2")
+        lease.actual_cost = "0.5"
+        lease.model = "m"
+    usage = await budget.get_usage("alice", "p")
+    assert usage["user"].daily.spent == Decimal("0.5") and usage["user"].held == 0
+
+
+async def test_lease_context_without_actual_cost_settles_the_estimate(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget()
+    async with budget.lease("alice", "2"):
+        pass
+    assert (await budget.get_usage("alice"))["user"].daily.spent == Decimal("2")
+
+
+async def test_lease_context_releases_on_error(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    with pytest.raises(RuntimeError, match="llm failed"):
+        async with budget.lease("alice", "2") as lease:
+            lease.actual_cost = "1"
+            raise RuntimeError("llm failed")
+    usage = await budget.get_usage("alice")
+    assert usage["user"].daily.spent == 0 and usage["user"].held == 0
+
+
+async def test_lease_context_refusal_raises_before_the_body(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="1")
+    ran = False
+    with pytest.raises(BudgetExceededError):
+        async with budget.lease("alice", "2"):
+            ran = True
+    assert not ran
+
+
+async def test_reserve_idempotency(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="10")
+    first = await budget.reserve("alice", "3", idempotency_key="r1")
+    second = await budget.reserve("alice", "3", idempotency_key="r1")
+    assert second.id == first.id and second.replayed and not first.replayed
+    assert second.expires_at == first.expires_at
+    assert (await budget.get_usage("alice"))["user"].held == Decimal("3")
+    with pytest.raises(IdempotencyConflictError):
+        await budget.reserve("alice", "4", idempotency_key="r1")
+
+
+# -- balances --------------------------------------------------------------------
+
+
+async def test_balance_admission_and_spending(make_budget: MakeBudget) -> None:
+    budget = make_budget(enforce_balance=True)
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("alice", None, "0.01")
+    assert refused.value.window == "balance" and refused.value.resets_at is None
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice")  # nothing left at all
+
+    credit = await budget.add_credits("alice", "5")
+    assert credit.balance == Decimal("5") and credit.kind == "credit"
+    lease = await budget.reserve("alice", "3")
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("alice", None, "2.01")
+    assert refused.value.window == "balance"
+    assert refused.value.limit == Decimal("5") and refused.value.held == Decimal("3")
+    assert await budget.check_availability("alice", None, "2") is True
+
+    await budget.settle(lease, "1")
+    usage = await budget.get_usage("alice")
+    assert usage["user"].balance == Decimal("4")
+    await budget.record_spend("alice", "6")  # a fact: may go below zero
+    usage = await budget.get_usage("alice")
+    assert usage["user"].balance == Decimal("-2")
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice")
+
+
+async def test_min_balance_is_a_floor_or_a_credit_line(make_budget: MakeBudget) -> None:
+    floor = make_budget(enforce_balance=True, min_balance="1")
+    await floor.add_credits("alice", "3")
+    assert await floor.check_availability("alice", None, "2") is True
+    with pytest.raises(BudgetExceededError):
+        await floor.check_availability("alice", None, "2.000001")
+
+    credit_line = make_budget(enforce_balance=True, min_balance="-10")
+    assert await credit_line.check_availability("bob", None, "10") is True
+    with pytest.raises(BudgetExceededError):
+        await credit_line.check_availability("bob", None, "10.01")
+
+
+async def test_balance_is_none_unless_enforced(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    await budget.add_credits("alice", "5")
+    await budget.record_spend("alice", "1")
+    assert (await budget.get_usage("alice"))["user"].balance is None
+    # The credit account is still kept exact, for when enforcement is switched on.
+    enforced = make_budget(enforce_balance=True, key_prefix=budget.config.key_prefix)
+    assert (await enforced.get_usage("alice"))["user"].balance == Decimal("4")
+
+
+async def test_credit_idempotency(make_budget: MakeBudget) -> None:
+    budget = make_budget(enforce_balance=True)
+    first = await budget.add_credits("alice", "5", idempotency_key="topup-1")
+    again = await budget.add_credits("alice", "5", idempotency_key="topup-1")
+    assert again.replayed and again.entry_id == first.entry_id
+    assert again.balance == Decimal("5")
+    assert (await budget.get_usage("alice"))["user"].balance == Decimal("5")
+    with pytest.raises(IdempotencyConflictError):
+        await budget.add_credits("alice", "6", idempotency_key="topup-1")
+    with pytest.raises(IdempotencyConflictError):
+        await budget.add_credits("bob", "5", idempotency_key="topup-1")

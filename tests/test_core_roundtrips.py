@@ -1,0 +1,125 @@
+"""One round trip per hot-path call, and a script-cache flush survived.
+
+Counts what the manager sends in two ways: every command through the
+client's ``execute_command`` (both backends), and, on real Redis, what the
+server itself saw from the manager's connection, with MONITOR filtered by
+that connection's address. After warm-up, ``check_availability``,
+``record_spend``, ``reserve``, ``settle`` and ``release`` must each be exactly
+one EVALSHA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
+from spendgate import BudgetConfig, BudgetManager
+
+
+def _count_commands(client: aioredis.Redis) -> list[str]:
+    sent: list[str] = []
+    original = client.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await original(*args, **options)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    return sent
+
+
+async def _hot_path_calls(budget: BudgetManager) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+    lease_a = await budget.reserve("warm", "1")
+    lease_b = await budget.reserve("warm", "1")
+    return [
+        ("check_availability", lambda: budget.check_availability("alice", "p", "1")),
+        ("record_spend", lambda: budget.record_spend("alice", "1", "p", "m")),
+        ("reserve", lambda: budget.reserve("alice", "1", project_id="p")),
+        ("settle", lambda: budget.settle(lease_a, "0.5")),
+        ("release", lambda: budget.release(lease_b)),
+    ]
+
+
+async def test_each_hot_path_call_is_one_evalsha(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="100")
+    await budget.open()
+    await budget.check_availability("warm")
+    calls = await _hot_path_calls(budget)
+    sent = _count_commands(budget.redis)
+    for name, call in calls:
+        sent.clear()
+        await call()
+        assert sent == ["EVALSHA"], name
+
+
+async def test_script_cache_flush_is_survived(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="10")
+    await budget.open()
+    await budget.record_spend("alice", "1")
+    await budget.redis.script_flush()
+    await budget.record_spend("alice", "2")
+    await budget.redis.script_flush()
+    assert await budget.check_availability("alice", None, "7") is True
+    usage = await budget.get_usage("alice")
+    assert usage["user"].daily.spent == 3
+
+
+async def test_server_sees_one_command_per_call() -> None:
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    name = f"sg-rt-{uuid.uuid4().hex[:8]}"
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    client = aioredis.Redis.from_url(REDIS_URL, client_name=name)
+    observer = aioredis.Redis.from_url(REDIS_URL)
+    budget = BudgetManager(
+        BudgetConfig(key_prefix=prefix, daily_user_limit=None), redis=client
+    )
+    try:
+        await budget.open()
+        await budget.check_availability("warm")
+        calls = await _hot_path_calls(budget)
+        clients = await observer.client_list()
+        ours = {f"{c['addr']}" for c in clients if c.get("name") == name}
+        assert len(ours) == 1, clients
+        addr = ours.pop()
+        for label, call in calls:
+            seen = await _monitor_while(observer, addr, call)
+            assert [cmd.split()[0].upper() for cmd in seen] == ["EVALSHA"], (label, seen)
+    finally:
+        keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await observer.delete(*keys)
+        await budget.aclose()
+        await client.aclose()
+        await observer.aclose()
+
+
+async def _monitor_while(
+    observer: aioredis.Redis, addr: str, call: Callable[[], Awaitable[Any]]
+) -> list[str]:
+    host, port = addr.rsplit(":", 1)
+    seen: list[str] = []
+    async with observer.monitor() as monitor:
+        await call()
+        # A marker from the observer's own connection ends the window.
+        marker = f"sg-marker-{uuid.uuid4().hex}"
+        marker_client = aioredis.Redis.from_url(REDIS_URL)
+        await marker_client.echo(marker)
+        await marker_client.aclose()
+        while True:
+            event = await asyncio.wait_for(monitor.next_command(), timeout=5)
+            if marker in event["command"]:
+                break
+            if event["client_address"] == host and str(event["client_port"]) == port:
+                seen.append(event["command"])
+    return seen
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

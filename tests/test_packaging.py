@@ -1,0 +1,62 @@
+"""Packaging: a built wheel carries every Lua script; an editable install and
+a plain import find them; importing spendgate pulls in none of the extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from spendgate.scripts import SCRIPT_NAMES, lua_dir, script_source
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_checkout_finds_every_script() -> None:
+    folder = lua_dir()
+    for name in SCRIPT_NAMES:
+        assert (folder / f"{name}.lua").is_file()
+        source = script_source(name)
+        assert source.startswith(b"-- Shared helpers")
+        assert b"-- KEYS[1]" in source  # the contract header is there
+
+
+def test_wheel_ships_every_script(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("spendgate-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*SCRIPT_NAMES, "_lib"):
+        assert f"spendgate/lua/{name}.lua" in names
+    assert "spendgate/py.typed" in names
+
+    # Installed from the wheel (no checkout on the path), the scripts are found.
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    probe = (
+        "import spendgate.scripts as s; d = s.lua_dir(); "
+        "print(d); assert all((d / f'{n}.lua').is_file() for n in s.SCRIPT_NAMES)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert str(target) in out.stdout
+
+
+def test_import_pulls_in_no_extras() -> None:
+    probe = (
+        "import sys, spendgate; "
+        "bad = [m for m in ('litellm', 'fastapi', 'asyncpg', 'uvicorn', 'fakeredis') "
+        "if m in sys.modules]; print(bad); assert not bad"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
