@@ -6,6 +6,8 @@ exactly once, and ships the ledger to Postgres for analytics.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from spendgate.config import BudgetConfig
 from spendgate.errors import (
     BudgetExceededError,
@@ -52,3 +54,28 @@ __all__ = [
     "WindowUsage",
     "__version__",
 ]
+
+# The Postgres side loads on first use: importing spendgate never imports
+# asyncpg (the flusher and analytics import it when they first connect).
+if TYPE_CHECKING:
+    from spendgate.analytics import Analytics as Analytics
+    from spendgate.flusher import Flusher as Flusher
+    from spendgate.pg import LedgerUnavailableError as LedgerUnavailableError
+
+_LAZY = {
+    "Analytics": "spendgate.analytics",
+    "Flusher": "spendgate.flusher",
+    "LedgerUnavailableError": "spendgate.pg",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spendgate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,670 @@
+"""Flusher: moves the ledger stream from Redis into the Postgres ledger table.
+
+Every fact script appends one entry to the stream ``<prefix>:{sg}:ledger``
+inside the step that moves the counters. The flusher drains it:
+
+1. ``XREADGROUP`` a batch as one consumer of a consumer group (entries this
+   consumer was given earlier and never acknowledged first, then entries
+   pending on consumers idle for ``claim_idle_seconds`` via ``XAUTOCLAIM``,
+   then new ones);
+2. ``COPY`` the batch into a temporary staging table, then
+   ``INSERT ... SELECT ... ON CONFLICT (entry_id) DO NOTHING`` into
+   ``spendgate_ledger``, and commit;
+3. only then ``XACK`` and ``XDEL`` the batch, both in one ``MULTI``.
+
+Delivery is at least once (a crash anywhere before step 3 leaves the entries
+pending, and they are read again) and the insert is idempotent on the entry
+id, so every fact lands in Postgres exactly once, whatever is killed when.
+Several flushers can run at once: each reads its own entries, and an entry
+two of them ever both insert is one row.
+
+When Postgres is down nothing is acknowledged or deleted: :meth:`Flusher.run`
+retries with exponential backoff and logs the backlog (entries and the age of
+the oldest), which :meth:`Flusher.backlog` also returns. An entry Postgres
+refuses as data (it cannot be stored at all) is isolated by bisecting the
+batch and moved to the dead-letter stream ``<prefix>:{sg}:ledger:dead``, so
+one bad entry never stalls the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, NamedTuple, cast
+
+from loguru import logger
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from spendgate.config import BudgetConfig
+from spendgate.connection import embedded_client
+from spendgate.keys import Keys
+from spendgate.pg import (
+    LedgerUnavailableError,
+    asyncpg_module,
+    connect,
+    is_unavailable,
+    require_dsn,
+)
+from spendgate.windows import EPOCH
+
+#: the consumer group every flusher of a deployment joins
+DEFAULT_GROUP = "spendgate-flusher"
+
+#: the staging table's columns, in the order of the rows built from entries
+STAGING_COLUMNS = (
+    "entry_id",
+    "kind",
+    "occurred_at",
+    "user_id",
+    "project_id",
+    "model",
+    "amount_micros",
+    "metadata",
+    "input_tokens",
+    "output_tokens",
+    "idempotency_key",
+    "lease_id",
+    "estimate_micros",
+    "late",
+)
+
+# ON COMMIT DELETE ROWS: the staging rows vanish with every commit, so a
+# failed or retried batch never sees the rows of an earlier one.
+_CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS spendgate_ledger_staging (
+    entry_id text, kind text, occurred_at timestamptz, user_id text,
+    project_id text, model text, amount_micros bigint, metadata jsonb,
+    input_tokens bigint, output_tokens bigint, idempotency_key text,
+    lease_id text, estimate_micros bigint, late boolean
+) ON COMMIT DELETE ROWS
+"""
+
+# bigint * numeric is exact numeric: micro-units become numeric(20,6) without floats.
+_INSERT = """
+INSERT INTO spendgate_ledger (
+    entry_id, kind, occurred_at, user_id, project_id, model, amount, metadata,
+    input_tokens, output_tokens, idempotency_key, lease_id, estimate, late)
+SELECT entry_id, kind, occurred_at, user_id, project_id, model,
+       amount_micros * 0.000001, metadata, input_tokens, output_tokens,
+       idempotency_key, lease_id, estimate_micros * 0.000001, late
+FROM spendgate_ledger_staging
+ON CONFLICT (entry_id) DO NOTHING
+"""
+
+#: SQLSTATE classes of errors caused by one entry's content rather than the
+#: server's state: data exceptions, integrity violations, program limits
+#: (an index row too large for a very long id)
+_DATA_ERROR_CLASSES = ("22", "23", "54")
+
+_TOKEN_FIELDS = {
+    "input_tokens": ("input_tokens", "prompt_tokens"),
+    "output_tokens": ("output_tokens", "completion_tokens"),
+}
+_MAX_BIGINT = 2**63 - 1
+
+# Redis errors that mean "not there right now": retried like a Postgres outage.
+_REDIS_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+StreamEntry = tuple[str, dict[str, str] | None]
+
+
+class Backlog(NamedTuple):
+    """What the stream holds that Postgres does not have yet."""
+
+    #: entries in the stream: delivered to a flusher or not, none yet in Postgres
+    entries: int
+    #: of those, delivered to a flusher and not acknowledged yet
+    pending: int
+    #: age of the oldest entry in seconds by the Redis clock; 0.0 when empty
+    oldest_age_seconds: float
+
+
+class PoisonEntryError(ValueError):
+    """A stream entry that cannot become a ledger row."""
+
+
+def clean_text(value: bytes | str) -> str:
+    """Text as Postgres can store it: decoded UTF-8, NUL replaced by U+FFFD."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    # Postgres text cannot hold NUL; ids may (they are opaque).
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _fields(raw: Any) -> dict[str, str] | None:
+    if not raw:
+        return None
+    if isinstance(raw, dict):
+        return {clean_text(k): clean_text(v) for k, v in raw.items()}
+    # a flat [k, v, k, v, ...] list (RESP2 without redis-py's parsing)
+    return {
+        clean_text(raw[i]): clean_text(raw[i + 1]) for i in range(0, len(raw) - 1, 2)
+    }
+
+
+def _entries(raw: Any) -> list[StreamEntry]:
+    return [(clean_text(sid), _fields(fields)) for sid, fields in raw]
+
+
+def _tokens(meta: Any, names: Sequence[str]) -> int | None:
+    if not isinstance(meta, dict):
+        return None
+    sources = [meta]
+    if isinstance(meta.get("usage"), dict):
+        sources.append(meta["usage"])
+    for source in sources:
+        for name in names:
+            value = source.get(name)
+            if type(value) is int and 0 <= value <= _MAX_BIGINT:
+                return value
+    return None
+
+
+def entry_to_row(fields: dict[str, str]) -> tuple[Any, ...]:
+    """The staging row of one stream entry (see :data:`STAGING_COLUMNS`).
+
+    :raise PoisonEntryError: when a required field is missing or malformed
+    """
+    try:
+        entry_id = fields["e"]
+        kind = fields["k"]
+        occurred_ms = int(fields["t"])
+        user_id = fields["u"]
+        amount = int(fields["a"])
+        estimate = int(fields["est"]) if fields.get("est") else None
+    except (KeyError, ValueError) as exc:
+        raise PoisonEntryError(
+            f"malformed ledger entry ({exc!r}): {fields!r}"
+        ) from None
+    if not entry_id or not kind or not user_id or amount < 0:
+        raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
+    metadata = fields.get("md") or None
+    input_tokens = output_tokens = None
+    if metadata is not None:
+        if "\\u0000" in metadata:
+            # jsonb refuses the NUL escape that json.dumps writes for "\x00".
+            metadata = metadata.replace("\\u0000", "\\ufffd")
+        try:
+            meta = json.loads(metadata)
+        except ValueError:
+            # Keep what the caller sent rather than losing the row.
+            meta = {"_unparsed": metadata}
+            metadata = json.dumps(meta)
+        input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
+        output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
+    return (
+        entry_id,
+        kind,
+        EPOCH + timedelta(milliseconds=occurred_ms),
+        user_id,
+        fields.get("p") or None,
+        fields.get("m") or None,
+        amount,
+        metadata,
+        input_tokens,
+        output_tokens,
+        fields.get("i") or None,
+        fields.get("l") or None,
+        estimate,
+        fields.get("late") == "1",
+    )
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class Flusher:
+    """Moves ledger entries from the Redis stream into ``spendgate_ledger``.
+
+    Run it in-process (``task = asyncio.create_task(flusher.run())``, cancel
+    it or call :meth:`stop` to end) or as ``spendgate flush``.
+
+    :param config: the settings (``redis_url``, ``key_prefix``,
+        ``postgres_dsn``, ``flush_interval_seconds``, ``flush_batch_size``);
+        ``BudgetConfig()`` (environment) when omitted
+    :param redis: an existing client to use instead of connecting from
+        ``config`` (not closed by :meth:`aclose`)
+    :param dsn: the Postgres DSN, overriding ``config.postgres_dsn``
+    :param group: the consumer group, shared by every flusher of a deployment
+    :param consumer: this flusher's consumer name, unique per running flusher;
+        a restarted flusher that reuses its name picks up what it had been
+        given before at once, instead of after ``claim_idle_seconds``.
+        Defaults to ``<host>-<pid>-<random>``
+    :param claim_idle_seconds: entries pending this long on another consumer
+        (one that died) are claimed; defaults to 60 s, well above the time a
+        live flusher holds a batch
+    :param max_backoff_seconds: the longest wait between retries while
+        Postgres or Redis is down, default 30 s
+    :param auto_migrate: apply missing migrations on first connect (cheap
+        and safe to race: the runner is serialised by an advisory lock)
+    :param progress: called with the running count of moved entries after
+        every batch of :meth:`run_once`
+    """
+
+    def __init__(
+        self,
+        config: BudgetConfig | None = None,
+        *,
+        redis: Redis | None = None,
+        dsn: str | None = None,
+        group: str = DEFAULT_GROUP,
+        consumer: str | None = None,
+        claim_idle_seconds: float = 60.0,
+        max_backoff_seconds: float = 30.0,
+        auto_migrate: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.config = config if config is not None else BudgetConfig()
+        self.dsn = require_dsn(dsn or self.config.postgres_dsn)
+        self.keys = Keys(self.config.key_prefix)
+        self.stream = self.keys.ledger
+        #: where entries Postgres refuses as data are moved, with the error
+        self.dead_letter_stream = self.keys.ledger + ":dead"
+        self.group = group
+        self.consumer = consumer or _default_consumer()
+        self.batch_size = self.config.flush_batch_size
+        self.interval_seconds = self.config.flush_interval_seconds
+        self.claim_idle_ms = max(1, int(claim_idle_seconds * 1000))
+        self.max_backoff_seconds = max_backoff_seconds
+        self.auto_migrate = auto_migrate
+        self.progress = progress
+
+        self._redis = redis
+        self._owns_redis = redis is None
+        self._conn: Any = None
+        self._group_ready = False
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+        #: entries moved (inserted or found already there, then acknowledged)
+        self.moved_total = 0
+        #: rows actually inserted (moved minus duplicates of a redelivery)
+        self.inserted_total = 0
+        #: entries moved to the dead-letter stream
+        self.dead_lettered_total = 0
+        #: failed attempts in a row (0 while healthy)
+        self.consecutive_failures = 0
+        #: the last failure, as text; ``None`` after a success
+        self.last_error: str | None = None
+        #: the backlog measured at the last failure (logged with it)
+        self.last_backlog: Backlog | None = None
+
+    # -- connections ---------------------------------------------------------
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            url = self.config.redis_url
+            if url:
+                # Not the hot path: batches are large, so generous timeouts.
+                self._redis = Redis.from_url(
+                    url, socket_timeout=30, socket_connect_timeout=5
+                )
+            else:
+                self._redis = embedded_client()
+        return self._redis
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(
+                self.stream, self.group, id="0", mkstream=True
+            )
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _pg(self) -> Any:
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            return conn
+        self._conn = None
+        conn = await connect(self.dsn)
+        try:
+            if self.auto_migrate:
+                from spendgate.migrations import migrate
+
+                await migrate(conn)
+            await conn.execute(_CREATE_STAGING)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop_pg(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        """Close the Postgres connection and the Redis client (if it was ours)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+        if self._redis is not None and self._owns_redis:
+            await self._redis.aclose()
+            self._redis = None
+        self._group_ready = False
+
+    async def __aenter__(self) -> Flusher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- one pass --------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Move what the stream holds now; return how many entries were moved.
+
+        First the entries this consumer was given and never acknowledged,
+        then those of dead consumers, then new ones up to the stream's end as
+        of the call (entries added meanwhile wait for the next pass).
+
+        :raise LedgerUnavailableError: Postgres could not be reached; nothing
+            of the failed batch was acknowledged
+        """
+        try:
+            return await self._pass()
+        except LedgerUnavailableError:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._drop_pg()
+                raise LedgerUnavailableError(
+                    f"Postgres failed mid-flush: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
+    async def _pass(self) -> int:
+        await self._ensure_group()
+        moved = 0
+        # Our own unacknowledged entries: a batch whose insert or ack failed.
+        while True:
+            batch = await self._read("0")
+            if not batch:
+                break
+            moved += await self._move(batch)
+            self._report(moved)
+        moved += await self._reclaim(moved)
+        end = await self._last_id()
+        while end is not None:
+            batch = await self._read(">")
+            if not batch:
+                break
+            moved += await self._move(batch)
+            self._report(moved)
+            if len(batch) < self.batch_size or _id_tuple(batch[-1][0]) >= end:
+                break
+        return moved
+
+    def _report(self, moved: int) -> None:
+        if self.progress is not None:
+            self.progress(moved)
+
+    async def _read(self, start: str) -> list[StreamEntry]:
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: start}, count=self.batch_size
+            )
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream (and its group) was deleted under us: start again.
+            self._group_ready = False
+            await self._ensure_group()
+            return []
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3
+            raw = next(iter(reply.values()))
+            raw = raw[0] if raw and isinstance(raw[0], list) else raw
+        else:
+            raw = reply[0][1]
+        return _entries(raw)
+
+    async def _reclaim(self, moved: int) -> int:
+        """Claim and move entries idle on other consumers (dead flushers)."""
+        start = "0-0"
+        claimed_moved = 0
+        # Bounded: one sweep over the pending list per pass.
+        for _ in range(1000):
+            reply = await self.redis.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id=start,
+                count=self.batch_size,
+            )
+            start = clean_text(reply[0])
+            batch = _entries(reply[1])
+            if batch:
+                logger.info(
+                    "spendgate flusher {}: reclaimed {} entries from idle consumers",
+                    self.consumer,
+                    len(batch),
+                )
+                claimed_moved += await self._move(batch)
+                self._report(moved + claimed_moved)
+            if start == "0-0":
+                break
+        if claimed_moved:
+            await self._forget_idle_consumers()
+        return claimed_moved
+
+    async def _forget_idle_consumers(self) -> None:
+        # Consumers of dead flushers stay listed in the group; drop the idle
+        # ones that hold nothing. A live one dropped by mistake is recreated
+        # by its next read.
+        for info in await self.redis.xinfo_consumers(self.stream, self.group):
+            name = clean_text(info["name"])
+            if (
+                name != self.consumer
+                and not info["pending"]
+                and (info["idle"] > self.claim_idle_ms)
+            ):
+                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
+
+    async def _last_id(self) -> tuple[int, int] | None:
+        last = await self.redis.xrevrange(self.stream, "+", "-", count=1)
+        if not last:
+            return None
+        return _id_tuple(clean_text(cast(bytes, last[0][0])))
+
+    async def _move(self, batch: list[StreamEntry]) -> int:
+        """Insert one batch, commit, then acknowledge and delete it."""
+        rows: list[tuple[Any, ...]] = []
+        sources: list[tuple[str, dict[str, str]]] = []
+        dead: list[tuple[str, dict[str, str], str]] = []
+        for sid, fields in batch:
+            if fields is None:
+                continue  # deleted from the stream (trimmed): nothing to insert
+            try:
+                rows.append(entry_to_row(fields))
+                sources.append((sid, fields))
+            except PoisonEntryError as exc:
+                dead.append((sid, fields, str(exc)))
+        if rows:
+            inserted, refused = await self._insert_isolating(rows)
+            self.inserted_total += inserted
+            dead.extend((*sources[index], error) for index, error in refused)
+        if dead:
+            await self._dead_letter(dead)
+        ids = [sid for sid, _ in batch]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, *ids)
+        pipe.xdel(self.stream, *ids)
+        await pipe.execute()
+        self.moved_total += len(ids)
+        return len(ids)
+
+    async def _insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        conn = await self._pg()
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "spendgate_ledger_staging", records=rows, columns=STAGING_COLUMNS
+            )
+            status: str = await conn.execute(_INSERT)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _insert_isolating(
+        self, rows: Sequence[tuple[Any, ...]], offset: int = 0
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Insert ``rows``; when Postgres refuses one as data, bisect to find
+        it. Returns the rows inserted and ``(index, error)`` of those refused."""
+        asyncpg = asyncpg_module()
+        try:
+            return await self._insert(rows), []
+        except asyncpg.PostgresError as exc:
+            state = getattr(exc, "sqlstate", None) or ""
+            if state[:2] not in _DATA_ERROR_CLASSES:
+                raise
+            if len(rows) == 1:
+                return 0, [(offset, f"{type(exc).__name__}: {exc}")]
+        mid = len(rows) // 2
+        left = await self._insert_isolating(rows[:mid], offset)
+        right = await self._insert_isolating(rows[mid:], offset + mid)
+        return left[0] + right[0], left[1] + right[1]
+
+    async def _dead_letter(self, dead: list[tuple[str, dict[str, str], str]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for sid, fields, error in dead:
+            logger.error(
+                "spendgate flusher: ledger entry {} cannot be stored in Postgres, "
+                "moved to {}: {}",
+                sid,
+                self.dead_letter_stream,
+                error,
+            )
+            record: dict[Any, Any] = {**fields, "sid": sid, "err": error[:1000]}
+            pipe.xadd(self.dead_letter_stream, record)
+        await pipe.execute()
+        self.dead_lettered_total += len(dead)
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush every ``flush_interval_seconds`` until cancelled or :meth:`stop`.
+
+        A full batch is followed at once by the next, so a backlog drains at
+        full speed. While Postgres (or Redis) is down it retries with
+        exponential backoff up to ``max_backoff_seconds``, logging the
+        backlog each time; nothing is acknowledged meanwhile. Closes the
+        connections when it ends.
+        """
+        self._stopping = False
+        try:
+            while not self._stopping:
+                try:
+                    moved = await self.run_once()
+                except (LedgerUnavailableError, *_REDIS_UNAVAILABLE) as exc:
+                    await self._sleep(await self._failed(exc))
+                    continue
+                if self.consecutive_failures:
+                    logger.info(
+                        "spendgate flusher {}: flushing again after {} failed attempts",
+                        self.consumer,
+                        self.consecutive_failures,
+                    )
+                    self.consecutive_failures = 0
+                    self.last_error = None
+                if moved < self.batch_size:
+                    await self._sleep(self.interval_seconds)
+        finally:
+            await self.aclose()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the batch in progress."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _failed(self, exc: BaseException) -> float:
+        self.consecutive_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        exponent = min(self.consecutive_failures - 1, 16)
+        delay = float(
+            min(self.max_backoff_seconds, self.interval_seconds * 2**exponent)
+        )
+        delay *= 0.75 + random.random() / 2  # de-synchronise several flushers
+        try:
+            self.last_backlog = await self.backlog()
+            backlog = (
+                f"backlog {self.last_backlog.entries} entries, oldest "
+                f"{self.last_backlog.oldest_age_seconds:.1f}s"
+            )
+        except Exception as backlog_exc:
+            backlog = f"backlog unknown ({type(backlog_exc).__name__})"
+        logger.warning(
+            "spendgate flusher {}: cannot flush ({}); {}; retry {} in {:.1f}s",
+            self.consumer,
+            self.last_error,
+            backlog,
+            self.consecutive_failures,
+            delay,
+        )
+        return delay
+
+    async def backlog(self) -> Backlog:
+        """Entries waiting in the stream, how many are pending on a flusher,
+        and the age of the oldest (by the Redis clock)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xrange(self.stream, "-", "+", count=1)
+        pipe.time()
+        entries, first, (seconds, micros) = await pipe.execute()
+        pending = 0
+        if entries:
+            try:
+                summary = await self.redis.xpending(self.stream, self.group)
+                pending = int(summary["pending"])
+            except redis_errors.ResponseError:
+                pending = 0  # no group yet: nothing was ever delivered
+        age = 0.0
+        if first:
+            oldest_ms = _id_tuple(clean_text(first[0][0]))[0]
+            age = max(
+                0.0, (int(seconds) * 1000 + int(micros) // 1000 - oldest_ms) / 1000
+            )
+        return Backlog(int(entries), pending, age)
+
+    async def flush(self) -> int:
+        """Move everything there is, including what arrives meanwhile, until a
+        pass finds nothing; for tests and shutdown. Returns the count moved."""
+        total = 0
+        while True:
+            moved = await self.run_once()
+            total += moved
+            if not moved:
+                return total

@@ -1,0 +1,91 @@
+"""The Postgres edge: asyncpg imported on first use, connections, error classes.
+
+``import spendgate`` never imports asyncpg; the flusher, the migrations, the
+analytics and the reconcile call :func:`asyncpg_module` when they first need
+it, which names the extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spendgate.config import redact_url
+from spendgate.errors import ConfigurationError, SpendgateError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+#: SQLSTATE classes that mean "Postgres is not there right now": connection
+#: exceptions, insufficient resources (too many connections, disk full),
+#: operator intervention (shutdown, starting up), system errors
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+
+
+class LedgerUnavailableError(SpendgateError):
+    """Postgres could not be reached (or went away) while moving the ledger.
+
+    Nothing was acknowledged in Redis: the entries stay in the stream and are
+    moved on a later try.
+    """
+
+
+def asyncpg_module() -> Any:
+    """The ``asyncpg`` module, imported now.
+
+    :raise ConfigurationError: when it is not installed
+    """
+    try:
+        import asyncpg
+    except ImportError:
+        raise ConfigurationError(
+            "the Postgres ledger needs asyncpg: pip install 'spendgate[postgres]'"
+        ) from None
+    return asyncpg
+
+
+def require_dsn(dsn: str | None) -> str:
+    """``dsn``, or a clear error when no Postgres is configured."""
+    if not dsn:
+        raise ConfigurationError(
+            "no Postgres is configured: set SPENDGATE_POSTGRES_DSN "
+            "(or BudgetConfig(postgres_dsn=...))"
+        )
+    return dsn
+
+
+async def connect(
+    dsn: str, *, timeout: float = 10.0, **kwargs: Any
+) -> asyncpg.Connection:
+    """One asyncpg connection.
+
+    :raise LedgerUnavailableError: when the server cannot be reached
+    """
+    module = asyncpg_module()
+    try:
+        conn: asyncpg.Connection = await module.connect(dsn, timeout=timeout, **kwargs)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise LedgerUnavailableError(
+                f"Postgres at {redact_url(dsn)} is unavailable: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        raise
+    return conn
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server is gone or busy (retry later), not
+    that the request itself is wrong."""
+    if isinstance(
+        exc, LedgerUnavailableError | OSError | TimeoutError | ConnectionError
+    ):
+        return True
+    module = asyncpg_module()
+    if isinstance(exc, module.InterfaceError | module.PostgresConnectionError):
+        # InterfaceError: "connection is closed", "another operation is in
+        # progress" after a broken connection, ...
+        return True
+    if isinstance(exc, module.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _UNAVAILABLE_CLASSES
+    return False
