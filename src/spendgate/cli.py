@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -35,6 +36,385 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: the scopes limits can be set on
+_OP_SCOPES = ("user", "project", "global")
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the HTTP budget service (needs spendgate[server])",
+        description=(
+            "Run the HTTP budget service (FastAPI on uvicorn), configured from the "
+            "SPENDGATE_* environment. Callers authenticate with a bearer key from "
+            "SPENDGATE_API_KEYS (comma-separated); without keys it refuses to start "
+            "unless --insecure-no-auth is given."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="accept every caller when no API key is configured (logged as a warning)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level (default: %(default)s)",
+    )
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from spendgate.config import load_config
+    from spendgate.errors import ConfigurationError
+
+    try:
+        config = load_config()
+    except ConfigurationError as exc:
+        return _op_fail(f"invalid settings: {exc}", EXIT_USAGE)
+    try:
+        import uvicorn
+
+        from spendgate.server import INSECURE_ENV
+    except ImportError:
+        return _op_fail(
+            "the server needs its extra: pip install 'spendgate[server]'", EXIT_FAILURE
+        )
+    if not 1 <= args.port <= 65535 or args.workers < 1:
+        return _op_fail("--port must be 1-65535 and --workers at least 1", EXIT_USAGE)
+    if not config.api_key_list() and not args.insecure_no_auth:
+        return _op_fail(
+            "no API keys configured: set SPENDGATE_API_KEYS (comma-separated), or pass "
+            "--insecure-no-auth to accept every caller",
+            EXIT_USAGE,
+        )
+    if config.redis_url is None and args.workers > 1:
+        return _op_fail(
+            "SPENDGATE_REDIS_URL is not set: the embedded store lives in one process, "
+            "so --workers above 1 would give each worker its own budgets",
+            EXIT_USAGE,
+        )
+    # Workers are separate processes: the flag reaches them through the environment.
+    if args.insecure_no_auth:
+        os.environ[INSECURE_ENV] = "1"
+    else:
+        os.environ.pop(INSECURE_ENV, None)
+    try:
+        uvicorn.run(
+            "spendgate.server:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            lifespan="on",
+        )
+    except SystemExit as exc:
+        # uvicorn exits 3 when the app fails to start; 3 means "refused" here.
+        return EXIT_OK if exc.code in (0, None) else EXIT_FAILURE
+    return EXIT_OK
+
+
+def _add_usage(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "usage",
+        help="show a user's spend, holds, caps and balance",
+        description="Show spent, held, cap, remaining and reset time per scope and "
+        "window for one user (and a project), from the Redis in SPENDGATE_REDIS_URL.",
+    )
+    parser.add_argument("user", help="the user id")
+    parser.add_argument("--project", help="also show this project")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
+    parser.set_defaults(handler=_run_usage)
+
+
+def _run_usage(args: argparse.Namespace) -> int:
+    async def work(budget: Any) -> int:
+        scopes = await budget.get_usage(args.user, args.project)
+        if args.json:
+            _op_json(
+                {
+                    "user_id": args.user,
+                    "project_id": args.project,
+                    "unit": budget.config.unit,
+                    "scopes": {name: _op_scope(s) for name, s in scopes.items()},
+                }
+            )
+            return EXIT_OK
+        rows = []
+        for name, s in scopes.items():
+            for window in ("daily", "monthly"):
+                w = getattr(s, window)
+                rows.append(
+                    [
+                        name,
+                        "-" if s.scope_id is None else s.scope_id,
+                        window,
+                        str(w.spent),
+                        str(w.held),
+                        _op_text(w.limit, "no cap"),
+                        _op_text(w.remaining, "-"),
+                        w.resets_at.strftime("%Y-%m-%d %H:%M UTC"),
+                    ]
+                )
+        _op_table(
+            ["scope", "id", "window", "spent", "held", "limit", "remaining", "resets"],
+            rows,
+        )
+        balance = scopes["user"].balance
+        if balance is not None:
+            print(f"balance of user {args.user}: {balance} {budget.config.unit}")
+        return EXIT_OK
+
+    return _op_run(work)
+
+
+def _add_limits(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "limits",
+        help="show, set or clear per-entity daily and monthly caps",
+        description="Per-entity cap overrides, effective on the next call "
+        "(no restart).",
+    )
+    actions = parser.add_subparsers(dest="limits_action", metavar="ACTION")
+    actions.required = True
+    for name, text in (
+        ("get", "show the caps in force for one entity"),
+        ("set", "override an entity's caps"),
+        ("clear", "drop an entity's overrides (back to the configured defaults)"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("scope", choices=_OP_SCOPES, help="user, project or global")
+        action.add_argument(
+            "id", nargs="?", help="the user or project id (not for global)"
+        )
+        if name == "set":
+            for window in ("daily", "monthly"):
+                action.add_argument(
+                    f"--{window}",
+                    metavar="AMOUNT",
+                    help=f"the {window} cap: an amount, or 'none' for no cap; "
+                    "left out: unchanged",
+                )
+        action.add_argument(
+            "--json", action="store_true", help="print JSON instead of a table"
+        )
+        action.set_defaults(handler=_run_limits)
+
+
+def _run_limits(args: argparse.Namespace) -> int:
+    if args.scope != "global" and not args.id:
+        return _op_fail(f"an id is needed for scope {args.scope}", EXIT_USAGE)
+    if args.limits_action == "set" and args.daily is None and args.monthly is None:
+        return _op_fail("give --daily and/or --monthly", EXIT_USAGE)
+
+    async def work(budget: Any) -> int:
+        from spendgate.manager import UNSET
+
+        if args.limits_action == "clear":
+            limits = await budget.clear_limits(args.scope, args.id)
+        else:
+            changes = {}
+            if args.limits_action == "set":
+                for window in ("daily", "monthly"):
+                    value = getattr(args, window)
+                    if value is not None:
+                        none = value.strip().lower() == "none"
+                        changes[window] = None if none else value
+            limits = await budget.set_limits(
+                args.scope,
+                args.id,
+                daily=changes.get("daily", UNSET),
+                monthly=changes.get("monthly", UNSET),
+            )
+        body = {
+            "scope": limits.scope,
+            "scope_id": limits.scope_id,
+            "daily": _op_text(limits.daily, None),
+            "monthly": _op_text(limits.monthly, None),
+            "overridden": sorted(limits.overridden),
+        }
+        if args.json:
+            _op_json(body)
+            return EXIT_OK
+        rows = [
+            [
+                limits.scope,
+                "-" if limits.scope_id is None else limits.scope_id,
+                window,
+                _op_text(getattr(limits, window), "no cap"),
+                "override" if window in limits.overridden else "default",
+            ]
+            for window in ("daily", "monthly")
+        ]
+        _op_table(["scope", "id", "window", "limit", "source"], rows)
+        return EXIT_OK
+
+    return _op_run(work)
+
+
+def _add_credits(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "credits",
+        help="add prepaid credits to a user's balance",
+        description="Prepaid credits (balances are enforced when "
+        "SPENDGATE_ENFORCE_BALANCE is true).",
+    )
+    actions = parser.add_subparsers(dest="credits_action", metavar="ACTION")
+    actions.required = True
+    add = actions.add_parser(
+        "add",
+        help="add credits to a user's balance (rounded down to the micro-unit)",
+        description="Add credits to a user's balance (rounded down to the micro-unit).",
+    )
+    add.add_argument("user", help="the user id")
+    add.add_argument("amount", help="the amount, e.g. 25 or 0.50")
+    add.add_argument(
+        "--idempotency-key",
+        help="run it again with the same key and nothing is added twice",
+    )
+    add.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add.set_defaults(handler=_run_credits_add)
+
+
+def _run_credits_add(args: argparse.Namespace) -> int:
+    async def work(budget: Any) -> int:
+        rec = await budget.add_credits(
+            args.user, args.amount, idempotency_key=args.idempotency_key
+        )
+        body = {
+            "entry_id": rec.entry_id,
+            "user_id": rec.user_id,
+            "amount": str(rec.amount),
+            "balance": _op_text(rec.balance, None),
+            "replayed": rec.replayed,
+            "spooled": rec.spooled,
+        }
+        if args.json:
+            _op_json(body)
+            return EXIT_OK
+        unit = budget.config.unit
+        if rec.spooled:
+            print(f"Redis unreachable: {rec.amount} {unit} for {rec.user_id} spooled")
+        elif rec.replayed:
+            print(f"already added (same key): balance {rec.balance} {unit}")
+        else:
+            print(f"added {rec.amount} {unit}: balance of {rec.user_id} {rec.balance}")
+        print(f"entry {rec.entry_id}")
+        return EXIT_OK
+
+    return _op_run(work)
+
+
+def _op_run(work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run an operator command on a BudgetManager over the configured Redis,
+    mapping errors to the exit codes."""
+    import asyncio
+
+    from spendgate.config import load_config
+    from spendgate.errors import (
+        BudgetExceededError,
+        BudgetUnavailableError,
+        ConfigurationError,
+        IdempotencyConflictError,
+        InvalidArgumentError,
+        InvalidIdTypeError,
+        SpendgateError,
+    )
+    from spendgate.manager import BudgetManager
+
+    try:
+        config = load_config()
+    except ConfigurationError as exc:
+        return _op_fail(f"invalid settings: {exc}", EXIT_USAGE)
+    if config.redis_url is None:
+        # The embedded store is empty and private to this process: an operator
+        # command on it would report or change nothing real.
+        return _op_fail(
+            "SPENDGATE_REDIS_URL is not set: point it at the Redis your services use",
+            EXIT_USAGE,
+        )
+
+    async def go() -> int:
+        async with BudgetManager(config) as budget:
+            return await work(budget)
+
+    try:
+        return asyncio.run(go())
+    except BudgetUnavailableError as exc:
+        return _op_fail(str(exc), EXIT_UNAVAILABLE)
+    except BudgetExceededError as exc:
+        return _op_fail(str(exc), EXIT_REFUSED)
+    except (InvalidArgumentError, InvalidIdTypeError, IdempotencyConflictError) as exc:
+        return _op_fail(str(exc), EXIT_USAGE)
+    except (SpendgateError, ConfigurationError) as exc:
+        return _op_fail(str(exc), EXIT_FAILURE)
+
+
+def _op_fail(message: str, code: int) -> int:
+    print(f"spendgate: {message}", file=sys.stderr)
+    return code
+
+
+def _op_text(value: object, missing: str | None) -> str | None:
+    return missing if value is None else str(value)
+
+
+def _op_json(body: object) -> None:
+    import json
+
+    print(json.dumps(body, indent=2, ensure_ascii=True))
+
+
+def _op_scope(usage: Any) -> dict[str, Any]:
+    def window(w: Any) -> dict[str, Any]:
+        return {
+            "spent": str(w.spent),
+            "held": str(w.held),
+            "limit": _op_text(w.limit, None),
+            "remaining": _op_text(w.remaining, None),
+            "resets_at": w.resets_at.isoformat(),
+        }
+
+    return {
+        "scope_id": usage.scope_id,
+        "held": str(usage.held),
+        "balance": _op_text(usage.balance, None),
+        "daily": window(usage.daily),
+        "monthly": window(usage.monthly),
+    }
+
+
+def _op_table(header: list[str], rows: list[list[Any]]) -> None:
+    """Print left-aligned columns; ids are shown with repr-like escapes so a
+    newline or control character in one cannot break the table."""
+    cells = [header] + [[_op_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _op_cell(value: object) -> str:
+    text = str(value)
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spendgate import __version__
 
@@ -46,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_demo(sub)
+    _add_serve(sub)
+    _add_usage(sub)
+    _add_limits(sub)
+    _add_credits(sub)
     return parser
 
 
