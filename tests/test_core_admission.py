@@ -46,7 +46,9 @@ async def test_each_cap_admits_up_to_its_limit_and_refuses_past_it(
     assert err.spent == Decimal("7")
     assert err.requested == Decimal("3.000001")
     expected_reset = (
-        datetime(2026, 3, 16, tzinfo=UTC) if window == "daily" else datetime(2026, 4, 1, tzinfo=UTC)
+        datetime(2026, 3, 16, tzinfo=UTC)
+        if window == "daily"
+        else datetime(2026, 4, 1, tzinfo=UTC)
     )
     assert err.resets_at == expected_reset
     assert scope in str(err) and window in str(err)
@@ -84,7 +86,9 @@ async def test_caps_are_per_entity(make_budget: MakeBudget) -> None:
     assert await budget.check_availability("bob", None, "2") is True
 
 
-async def test_global_cap_counts_every_user_and_project(make_budget: MakeBudget) -> None:
+async def test_global_cap_counts_every_user_and_project(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_global_limit="3")
     await budget.record_spend("a", "1")
     await budget.record_spend("b", "1", project_id="p1")
@@ -99,14 +103,18 @@ async def test_global_cap_counts_every_user_and_project(make_budget: MakeBudget)
 async def test_refusal_reports_the_user_before_project_and_global(
     make_budget: MakeBudget,
 ) -> None:
-    budget = make_budget(daily_user_limit="1", daily_project_limit="1", daily_global_limit="1")
+    budget = make_budget(
+        daily_user_limit="1", daily_project_limit="1", daily_global_limit="1"
+    )
     await budget.record_spend("alice", "1", project_id="proj")
     with pytest.raises(BudgetExceededError) as refused:
         await budget.check_availability("alice", "proj", "1")
     assert refused.value.scope == "user"
 
 
-async def test_facts_are_never_refused_and_may_pass_the_cap(make_budget: MakeBudget) -> None:
+async def test_facts_are_never_refused_and_may_pass_the_cap(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="1")
     await budget.record_spend("alice", "0.9")
     record = await budget.record_spend("alice", "5")
@@ -196,7 +204,9 @@ async def test_remaining_reports_the_tightest_room(make_budget: MakeBudget) -> N
     assert await unlimited.remaining("alice") is None
 
 
-async def test_coreason_user_context_object_is_accepted(make_budget: MakeBudget) -> None:
+async def test_coreason_user_context_object_is_accepted(
+    make_budget: MakeBudget,
+) -> None:
     class UserContext:
         def __init__(self, user_id: str) -> None:
             self.user_id = user_id

@@ -29,7 +29,9 @@ async def test_200_concurrent_reserves_against_a_cap_of_10_admit_exactly_10(
     make_budget: MakeBudget,
 ) -> None:
     budget = make_budget(daily_user_limit="10")
-    results = await asyncio.gather(*(_try_reserve(budget, "alice", None) for _ in range(200)))
+    results = await asyncio.gather(
+        *(_try_reserve(budget, "alice", None) for _ in range(200))
+    )
     granted = [lease for lease in results if lease is not None]
     assert len(granted) == 10
     assert len({lease.id for lease in granted}) == 10
@@ -37,7 +39,9 @@ async def test_200_concurrent_reserves_against_a_cap_of_10_admit_exactly_10(
     assert usage["user"].held == Decimal("10")
 
 
-async def test_200_users_under_one_project_cap_admit_exactly_10(make_budget: MakeBudget) -> None:
+async def test_200_users_under_one_project_cap_admit_exactly_10(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_project_limit="10", daily_user_limit="5")
     results = await asyncio.gather(
         *(_try_reserve(budget, f"user-{i}", "shared") for i in range(200))
@@ -70,9 +74,13 @@ async def test_concurrent_lease_cycles_never_overshoot(make_budget: MakeBudget) 
 
 async def test_sequential_replays_charge_once(make_budget: MakeBudget) -> None:
     budget = make_budget()
-    first = await budget.record_spend("alice", "0.5", "p", "gpt", idempotency_key="req-9")
+    first = await budget.record_spend(
+        "alice", "0.5", "p", "gpt", idempotency_key="req-9"
+    )
     for _ in range(5):
-        again = await budget.record_spend("alice", "0.5", "p", "gpt", idempotency_key="req-9")
+        again = await budget.record_spend(
+            "alice", "0.5", "p", "gpt", idempotency_key="req-9"
+        )
         assert again.replayed and again.entry_id == first.entry_id
         assert again.occurred_at == first.occurred_at
     usage = await budget.get_usage("alice", "p")
@@ -85,7 +93,9 @@ async def test_50_concurrent_replays_charge_once(make_budget: MakeBudget) -> Non
     budget = make_budget()
     records = await asyncio.gather(
         *(
-            budget.record_spend("alice", "0.5", idempotency_key="same-key", metadata={"n": 1})
+            budget.record_spend(
+                "alice", "0.5", idempotency_key="same-key", metadata={"n": 1}
+            )
             for _ in range(50)
         )
     )

@@ -46,7 +46,9 @@ def test_coreason_field_names_are_accepted() -> None:
     assert config.daily_user_limit == Decimal("1.5")
     assert config.daily_project_limit == Decimal("20")
     assert config.daily_global_limit == Decimal("100")
-    assert config.model_price_overrides["m"]["input_cost_per_token"] == Decimal("0.000001")
+    assert config.model_price_overrides["m"]["input_cost_per_token"] == Decimal(
+        "0.000001"
+    )
     assert BudgetConfig(daily_limit_usd=3).daily_user_limit == Decimal(3)
 
 
@@ -87,7 +89,9 @@ def test_secrets_are_redacted() -> None:
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
 
 
-async def test_embedded_default_is_announced_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_embedded_default_is_announced_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import spendgate.connection as connection
 
     monkeypatch.setattr(connection, "_embedded_server", None)
@@ -95,7 +99,9 @@ async def test_embedded_default_is_announced_once(monkeypatch: pytest.MonkeyPatc
     sink = logger.add(messages.append, level="WARNING")
     try:
         for _ in range(3):
-            async with BudgetManager(BudgetConfig(key_prefix="embedded-test")) as budget:
+            async with BudgetManager(
+                BudgetConfig(key_prefix="embedded-test")
+            ) as budget:
                 assert budget.embedded
                 await budget.record_spend("alice", "1")
         # The embedded store is process-wide: the three managers shared it.

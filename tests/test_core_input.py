@@ -156,7 +156,9 @@ async def test_hostile_ids_never_alias(make_budget: MakeBudget) -> None:
         assert usage["global"].daily.spent == Decimal(total)
 
 
-async def test_user_and_project_with_the_same_id_are_separate(make_budget: MakeBudget) -> None:
+async def test_user_and_project_with_the_same_id_are_separate(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="1", daily_project_limit="100")
     await budget.record_spend("same", "1", project_id="other")
     usage = await budget.get_usage("x", "same")
@@ -258,7 +260,9 @@ async def test_bad_scope_is_rejected(budget: BudgetManager, scope: Any) -> None:
         await budget.set_limits(scope, "x", daily="1")
 
 
-async def test_metadata_with_decimals_and_unicode_round_trips(budget: BudgetManager) -> None:
+async def test_metadata_with_decimals_and_unicode_round_trips(
+    budget: BudgetManager,
+) -> None:
     record = await budget.record_spend(
         "alice", "1", metadata={"price": Decimal("0.1"), "note": "héllo", "tokens": 12}
     )

@@ -23,7 +23,9 @@ from spendgate import (
 
 
 async def test_hold_counts_against_every_scope(make_budget: MakeBudget) -> None:
-    budget = make_budget(daily_user_limit="10", daily_project_limit="10", daily_global_limit="10")
+    budget = make_budget(
+        daily_user_limit="10", daily_project_limit="10", daily_global_limit="10"
+    )
     lease = await budget.reserve("alice", "4", project_id="p")
     usage = await budget.get_usage("alice", "p")
     for scope in ("user", "project", "global"):
@@ -36,7 +38,9 @@ async def test_hold_counts_against_every_scope(make_budget: MakeBudget) -> None:
     assert lease.amount == Decimal("4") and lease.project_id == "p"
 
 
-async def test_release_frees_the_hold_and_charges_nothing(make_budget: MakeBudget) -> None:
+async def test_release_frees_the_hold_and_charges_nothing(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="5")
     lease = await budget.reserve("alice", "5")
     with pytest.raises(BudgetExceededError):
@@ -53,7 +57,11 @@ async def test_settle_charges_actual_and_is_idempotent(make_budget: MakeBudget) 
     lease = await budget.reserve("alice", "3", project_id="p")
     record = await budget.settle(lease, "1.25", model="gpt-4o")
     again = await budget.settle(lease.id, "1.25", model="gpt-4o")
-    assert (record.kind, record.amount, record.estimate) == ("settle", Decimal("1.25"), Decimal("3"))
+    assert (record.kind, record.amount, record.estimate) == (
+        "settle",
+        Decimal("1.25"),
+        Decimal("3"),
+    )
     assert record.user_id == "alice" and record.project_id == "p" and not record.late
     assert again.replayed and again.entry_id == record.entry_id and not record.replayed
     usage = await budget.get_usage("alice", "p")
@@ -83,7 +91,9 @@ async def test_unknown_lease_is_refused(budget: BudgetManager) -> None:
         await budget.release("no-such-lease")
 
 
-async def test_settle_above_the_estimate_records_the_actual(make_budget: MakeBudget) -> None:
+async def test_settle_above_the_estimate_records_the_actual(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="2")
     lease = await budget.reserve("alice", "1")
     record = await budget.settle(lease, "3.5")
@@ -108,7 +118,9 @@ async def test_hold_stops_counting_when_its_ttl_passes(
     assert usage["user"].held == 0 and usage["global"].held == 0
 
 
-async def test_many_expired_holds_are_all_purged(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_many_expired_holds_are_all_purged(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     budget = make_budget(daily_global_limit="1000", expired_holds_purged_per_call=16)
     for i in range(40):
         await budget.reserve(f"user-{i}", "1", ttl_seconds=10)
@@ -120,7 +132,9 @@ async def test_many_expired_holds_are_all_purged(make_budget: MakeBudget, clock:
     assert usage["global"].held == 0 and usage["user"].held == 0
 
 
-async def test_late_settle_is_recorded_and_marked(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_late_settle_is_recorded_and_marked(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     budget = make_budget(daily_user_limit="10")
     lease = await budget.reserve("alice", "2", ttl_seconds=60)
     clock.advance(61)
@@ -139,7 +153,9 @@ async def test_late_settle_is_recorded_and_marked(make_budget: MakeBudget, clock
     assert usage["user"].held == 0 and usage["user"].daily.spent == Decimal("2.5")
 
 
-async def test_release_after_expiry_changes_nothing(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_release_after_expiry_changes_nothing(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     budget = make_budget()
     lease = await budget.reserve("alice", "2", ttl_seconds=1)
     clock.advance(2)
@@ -178,7 +194,9 @@ async def test_lease_context_releases_on_error(make_budget: MakeBudget) -> None:
     assert usage["user"].daily.spent == 0 and usage["user"].held == 0
 
 
-async def test_lease_context_refusal_raises_before_the_body(make_budget: MakeBudget) -> None:
+async def test_lease_context_refusal_raises_before_the_body(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="1")
     ran = False
     with pytest.raises(BudgetExceededError):

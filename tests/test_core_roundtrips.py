@@ -34,7 +34,9 @@ def _count_commands(client: aioredis.Redis) -> list[str]:
     return sent
 
 
-async def _hot_path_calls(budget: BudgetManager) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+async def _hot_path_calls(
+    budget: BudgetManager,
+) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
     lease_a = await budget.reserve("warm", "1")
     lease_b = await budget.reserve("warm", "1")
     return [
@@ -91,7 +93,10 @@ async def test_server_sees_one_command_per_call() -> None:
         addr = ours.pop()
         for label, call in calls:
             seen = await _monitor_while(observer, addr, call)
-            assert [cmd.split()[0].upper() for cmd in seen] == ["EVALSHA"], (label, seen)
+            assert [cmd.split()[0].upper() for cmd in seen] == ["EVALSHA"], (
+                label,
+                seen,
+            )
     finally:
         keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
         if keys:

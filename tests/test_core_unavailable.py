@@ -16,7 +16,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from spendgate import BudgetConfig, BudgetExceededError, BudgetManager, BudgetUnavailableError
+from spendgate import (
+    BudgetConfig,
+    BudgetExceededError,
+    BudgetManager,
+    BudgetUnavailableError,
+)
 
 
 def _free_port() -> int:
@@ -30,7 +35,9 @@ async def silent_server() -> AsyncIterator[int]:
     """A TCP server that accepts connections and never replies."""
     held: list[asyncio.StreamWriter] = []
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def accept(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         held.append(writer)
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)

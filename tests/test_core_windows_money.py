@@ -19,7 +19,9 @@ from spendgate import BudgetExceededError
 from spendgate.money import charge_micros, credit_micros, from_micros
 
 
-async def test_day_rolls_over_at_utc_midnight(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_day_rolls_over_at_utc_midnight(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     clock.set(datetime(2026, 3, 15, 23, 59, 59, 999000, tzinfo=UTC))
     budget = make_budget(daily_user_limit="1")
     await budget.record_spend("alice", "1")
@@ -35,7 +37,9 @@ async def test_day_rolls_over_at_utc_midnight(make_budget: MakeBudget, clock: Fa
     assert usage["user"].daily.resets_at == datetime(2026, 3, 17, tzinfo=UTC)
 
 
-async def test_non_utc_clock_is_read_in_utc(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_non_utc_clock_is_read_in_utc(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     # 23:30 in UTC-05:00 is 04:30 UTC the next day.
     clock.set(datetime(2026, 3, 15, 23, 30, tzinfo=timezone(timedelta(hours=-5))))
     budget = make_budget()
@@ -44,7 +48,9 @@ async def test_non_utc_clock_is_read_in_utc(make_budget: MakeBudget, clock: Fake
     assert usage["user"].daily.resets_at == datetime(2026, 3, 17, tzinfo=UTC)
 
 
-async def test_month_rolls_over_on_the_first(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_month_rolls_over_on_the_first(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     clock.set(datetime(2026, 12, 31, 23, 0, tzinfo=UTC))
     budget = make_budget(monthly_project_limit="10")
     await budget.record_spend("alice", "10", project_id="p")
@@ -60,7 +66,9 @@ async def test_month_rolls_over_on_the_first(make_budget: MakeBudget, clock: Fak
     assert usage["project"].monthly.resets_at == datetime(2027, 2, 1, tzinfo=UTC)
 
 
-async def test_daily_spend_adds_up_in_the_month(make_budget: MakeBudget, clock: FakeClock) -> None:
+async def test_daily_spend_adds_up_in_the_month(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
     clock.set(datetime(2026, 2, 27, 12, tzinfo=UTC))
     budget = make_budget(daily_user_limit="8", monthly_user_limit="12")
     for _ in range(2):  # Feb 27 and Feb 28
@@ -90,7 +98,9 @@ async def test_counters_expire_on_their_own(
     assert 16 * 86400 * 1000 < month_ttl <= (16 * 86400 + 12 * 3600) * 1000
 
 
-async def test_thousand_tenths_make_exactly_one_hundred(make_budget: MakeBudget) -> None:
+async def test_thousand_tenths_make_exactly_one_hundred(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit="100")
     for _ in range(1000):
         await budget.record_spend("alice", 0.1)
@@ -101,7 +111,9 @@ async def test_thousand_tenths_make_exactly_one_hundred(make_budget: MakeBudget)
         await budget.check_availability("alice", None, "0.000001")
 
 
-async def test_point_one_plus_point_two_fits_point_three(make_budget: MakeBudget) -> None:
+async def test_point_one_plus_point_two_fits_point_three(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget(daily_user_limit=0.3)
     await budget.record_spend("alice", 0.1)
     assert await budget.check_availability("alice", None, 0.2) is True

@@ -17,7 +17,6 @@ from redis.backoff import NoBackoff
 from spendgate.config import BudgetConfig, redact_url
 from spendgate.errors import ConfigurationError
 
-
 _embedded_server: Any = None
 
 

@@ -60,12 +60,16 @@ def to_decimal(value: object) -> Decimal:
 
 def charge_micros(value: object) -> int:
     """Micro-units of a charge or hold, rounded up."""
-    return int(to_decimal(value).quantize(_MICRO, rounding=ROUND_CEILING) * MICROS_PER_UNIT)
+    return int(
+        to_decimal(value).quantize(_MICRO, rounding=ROUND_CEILING) * MICROS_PER_UNIT
+    )
 
 
 def credit_micros(value: object) -> int:
     """Micro-units of a credit, rounded down."""
-    return int(to_decimal(value).quantize(_MICRO, rounding=ROUND_FLOOR) * MICROS_PER_UNIT)
+    return int(
+        to_decimal(value).quantize(_MICRO, rounding=ROUND_FLOOR) * MICROS_PER_UNIT
+    )
 
 
 def limit_micros(value: object) -> int:
@@ -74,5 +78,5 @@ def limit_micros(value: object) -> int:
 
 
 def from_micros(micros: int) -> Decimal:
-    """The exact ``Decimal`` of an integer count of micro-units (``0.1``, not ``0.100000``)."""
+    """The exact ``Decimal`` of a count of micro-units (``0.1``, not ``0.100000``)."""
     return Decimal(micros) / MICROS_PER_UNIT

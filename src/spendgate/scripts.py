@@ -42,7 +42,9 @@ def lua_dir() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "lua"
     if checkout.is_dir():
         return checkout
-    raise FileNotFoundError("spendgate's Lua scripts are missing from this installation")
+    raise FileNotFoundError(
+        "spendgate's Lua scripts are missing from this installation"
+    )
 
 
 @cache
@@ -51,7 +53,11 @@ def script_source(name: str) -> bytes:
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
-    return (folder / "_lib.lua").read_bytes() + b"\n" + (folder / f"{name}.lua").read_bytes()
+    return (
+        (folder / "_lib.lua").read_bytes()
+        + b"\n"
+        + (folder / f"{name}.lua").read_bytes()
+    )
 
 
 class Scripts:

@@ -33,7 +33,9 @@ def check_id(name: str, value: object, max_length: int) -> str:
     if not value or value.isspace():
         raise InvalidIdError(name, "empty or blank")
     if len(value) > max_length:
-        raise InvalidIdError(name, f"{len(value)} characters, above the limit of {max_length}")
+        raise InvalidIdError(
+            name, f"{len(value)} characters, above the limit of {max_length}"
+        )
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -68,7 +70,9 @@ def encode_metadata(metadata: object, max_bytes: int) -> str:
     if metadata is None:
         return ""
     if not isinstance(metadata, Mapping):
-        raise InvalidArgumentError(f"metadata must be a mapping, not {type(metadata).__name__}")
+        raise InvalidArgumentError(
+            f"metadata must be a mapping, not {type(metadata).__name__}"
+        )
     try:
         text = json.dumps(
             _plain(metadata),
@@ -78,7 +82,9 @@ def encode_metadata(metadata: object, max_bytes: int) -> str:
             default=_json_default,
         )
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidArgumentError(f"metadata is not JSON-serialisable: {exc}") from None
+        raise InvalidArgumentError(
+            f"metadata is not JSON-serialisable: {exc}"
+        ) from None
     if len(text) > max_bytes:
         raise InvalidArgumentError(
             f"metadata is {len(text)} bytes as JSON, above the limit of {max_bytes}"
