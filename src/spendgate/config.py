@@ -134,6 +134,13 @@ class BudgetConfig(BaseSettings):
     spool_path: Path = Field(default_factory=_default_spool_path)
     #: the most facts the spool holds before it refuses (SpoolFullError)
     spool_max_entries: int = Field(default=1_000_000, ge=1)
+    #: seconds between replay attempts while the spool holds facts
+    spool_replay_interval_seconds: float = Field(default=0.5, gt=0, le=3600)
+    #: consecutive store failures that open the circuit breaker (admission then
+    #: fails fast and facts go straight to the spool, without touching Redis)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1_000_000)
+    #: seconds the breaker stays open before one probe call is let through
+    breaker_reset_seconds: float = Field(default=1.0, ge=0, le=3600)
 
     #: bearer API keys of ``spendgate serve``, comma-separated. A secret: kept
     #: out of repr, logs and :meth:`describe`; read it with :meth:`api_key_list`
@@ -141,6 +148,10 @@ class BudgetConfig(BaseSettings):
 
     #: coreason-budget's format: {model: {input_cost_per_token, output_cost_per_token}}
     model_price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    #: the price of a model found neither in the overrides nor in LiteLLM's cost
+    #: map, same format as one override ({input_cost_per_token, output_cost_per_token});
+    #: ``None`` = such a model raises UnknownModelError
+    default_model_price: dict[str, Decimal] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +217,16 @@ class BudgetConfig(BaseSettings):
             except InvalidAmountError as exc:
                 raise ValueError(f"price of {model!r}: {exc}") from None
         return out
+
+    @field_validator("default_model_price", mode="before")
+    @classmethod
+    def _exact_default_price(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        try:
+            return {k: to_decimal(v) for k, v in value.items()}
+        except InvalidAmountError as exc:
+            raise ValueError(f"default_model_price: {exc}") from None
 
     @property
     def effective_ledger_maxlen(self) -> int:

@@ -7,6 +7,8 @@ value or an error in one place (:meth:`BudgetManager._refusal` and friends).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -21,6 +23,7 @@ from loguru import logger
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from spendgate.breaker import BreakerState, CircuitBreaker
 from spendgate.config import BudgetConfig, redact_url
 from spendgate.connection import connect
 from spendgate.errors import (
@@ -42,6 +45,7 @@ from spendgate.money import (
     limit_micros,
 )
 from spendgate.scripts import Scripts
+from spendgate.spool import Spool, SpooledFact, spool_directory
 from spendgate.validation import (
     check_id,
     check_model,
@@ -72,6 +76,15 @@ _UNAVAILABLE = (
     OSError,
 )
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "CLUSTERDOWN")
+
+
+#: the scripts a spooled fact may name, and why a replay can be refused for good
+_SPOOLED_SCRIPTS = frozenset({"lua_record", "lua_settle", "lua_credit"})
+_REPLAY_REFUSALS = {
+    CONFLICT: "idempotency key already used with other arguments",
+    UNKNOWN_LEASE: "unknown lease (never granted, or forgotten)",
+    LEASE_RELEASED: "the lease was released before the settle",
+}
 
 
 class ClientState(Enum):
@@ -132,6 +145,13 @@ class BudgetManager:
         self._state = ClientState.UNOPENED
         self._store_down = False
         self._windows: Windows | None = None
+        # Durability: the breaker guards every call, the spool (made on first
+        # need) keeps facts Redis did not take, the replayer drains it.
+        self._breaker = CircuitBreaker(
+            self.config.breaker_failure_threshold, self.config.breaker_reset_seconds
+        )
+        self._spool: Spool | None = None
+        self._replayer: asyncio.Task[None] | None = None
 
         cfg = self.config
         self.keys = Keys(cfg.key_prefix)
@@ -180,11 +200,21 @@ class BudgetManager:
             await scripts.load_all()
         except _UNAVAILABLE as exc:
             self._mark_down(exc)
+        # Facts an earlier process spooled and never replayed (it crashed, or
+        # Redis was still down when it ended): replay them from now on.
+        spool = self._get_spool()
+        if spool is not None and spool.has_leftovers():
+            self._ensure_replayer()
 
     async def aclose(self) -> None:
-        """Close the connection pool (unless the client was passed in)."""
+        """Close the connection pool (unless the client was passed in).
+
+        A last replay pass gives spooled facts a chance to reach Redis; what
+        is still spooled stays on disk for the next process.
+        """
         if self._state is ClientState.CLOSED:
             return
+        await self._close_spool()
         self._state = ClientState.CLOSED
         if self._client is not None and self._owns_client:
             await self._client.aclose()
@@ -243,16 +273,30 @@ class BudgetManager:
         """One EVALSHA. Store failures become :class:`BudgetUnavailableError`."""
         scripts = self._ensure_open()
         script = getattr(scripts, script_name)
+        breaker = self._breaker
+        if breaker.state is not BreakerState.CLOSED and not breaker.allow():
+            raise BudgetUnavailableError("circuit breaker open after repeated failures")
         try:
             reply = await script(keys=keys, args=args)
         except redis_errors.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                breaker.failure()
                 self._mark_down(exc)
                 raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            breaker.success()
             raise StorageError(f"{script_name} failed: {exc}") from exc
+        except redis_errors.MaxConnectionsError as exc:
+            # The pool is exhausted: the client is busy, the store is not down.
+            breaker.abandon()
+            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
         except _UNAVAILABLE as exc:
+            breaker.failure()
             self._mark_down(exc)
             raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            breaker.abandon()  # cancelled: the outcome is unknown
+            raise
+        breaker.success()
         if self._store_down:
             self._mark_up()
         return reply
@@ -266,6 +310,121 @@ class BudgetManager:
                 logger.warning("spendgate: store unavailable, admitting (fail_open=True)")
                 return None
             raise
+
+    # -- durability: spool and breaker ---------------------------------------------
+
+    @property
+    def spool(self) -> Spool | None:
+        """The local spool (``.depth``, ``.oldest_age_seconds``, ``.stats()``);
+        ``None`` on the embedded store, which cannot be unreachable."""
+        return self._get_spool()
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker in front of the store (``.state``)."""
+        return self._breaker
+
+    async def _fact(
+        self,
+        script_name: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        info: dict[str, Any],
+    ) -> Any:
+        """A fact's call: when the store does not take it, the exact call is
+        spooled (durably) and ``None`` returned; replaying it is idempotent.
+
+        :raise SpoolFullError: the spool is full or cannot be written
+        """
+        try:
+            return await self._run(script_name, keys, args)
+        except BudgetUnavailableError:
+            spool = self._get_spool()
+            if spool is None:
+                raise
+            await spool.append(SpooledFact(script_name, keys, args, info=info))
+            return None
+
+    def _get_spool(self) -> Spool | None:
+        if self._spool is None and not self.embedded:
+            cfg = self.config
+            directory = spool_directory(
+                cfg.spool_path, cfg.key_prefix, self._store_identity()
+            )
+            self._spool = Spool(directory, cfg.spool_max_entries)
+            self._spool.on_append = self._ensure_replayer
+        return self._spool
+
+    def _store_identity(self) -> str:
+        # Which Redis the facts belong to, without secrets: a spool is only
+        # ever replayed into the store its facts were meant for.
+        if self.config.redis_url:
+            return redact_url(self.config.redis_url)
+        pool = getattr(self._client, "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", {}) or {}
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"{where}/{kwargs.get('db', 0)}"
+
+    def _ensure_replayer(self) -> None:
+        if self._state is ClientState.CLOSED:
+            return
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(self._replay_loop())
+
+    async def _replay_loop(self) -> None:
+        """Replay the spool every ``spool_replay_interval_seconds`` until this
+        process's facts are all in Redis (new facts start it again)."""
+        spool = self._spool
+        assert spool is not None
+        interval = self.config.spool_replay_interval_seconds
+        replayed_before = spool.replayed_total
+        last_report = time.monotonic()
+        while True:
+            done = await spool.replay(self._replay_one)
+            if done and spool.own_depth == 0:
+                if spool.replayed_total > replayed_before:
+                    logger.info(
+                        "spendgate: spool drained, {} facts replayed into the store",
+                        spool.replayed_total - replayed_before,
+                    )
+                return
+            if time.monotonic() - last_report >= 10:
+                last_report = time.monotonic()
+                logger.warning(
+                    "spendgate: {} facts spooled, the oldest {:.0f}s ago",
+                    spool.depth,
+                    spool.oldest_age_seconds or 0,
+                )
+            await asyncio.sleep(interval)
+
+    async def _replay_one(self, fact: SpooledFact) -> str | None:
+        """Send one spooled call again: ``None`` once it is in Redis (applied
+        now or before), the reason when Redis refuses it for good."""
+        if fact.script not in _SPOOLED_SCRIPTS:
+            return f"not a fact script: {fact.script!r}"
+        try:
+            reply = await self._run(fact.script, fact.keys, fact.args)
+        except StorageError as exc:
+            return str(exc)
+        code = reply[0]
+        if code in (OK, REPLAYED):
+            return None
+        return _REPLAY_REFUSALS.get(code, f"reply code {code}")
+
+    async def _close_spool(self) -> None:
+        task, self._replayer = self._replayer, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        spool = self._spool
+        if spool is None:
+            return
+        if spool.own_depth and self._state is ClientState.OPENED:
+            # A last pass, bounded: closing must not hang on a dead store.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spool.replay(self._replay_one), 5)
+        await spool.aclose()
 
     def _refusal(
         self,
@@ -497,7 +656,19 @@ class BudgetManager:
             meta,
             key,
         )
-        reply = await self._run("lua_record", (ikey,), args)
+        info = {"kind": "spend", "entry": entry_id, "user": user_id, "amount": amount}
+        reply = await self._fact("lua_record", (ikey,), args, info)
+        if reply is None:  # spooled: replayed exactly once when Redis answers
+            return SpendRecord(
+                entry_id=entry_id,
+                kind="spend",
+                user_id=user_id,
+                project_id=project,
+                amount=from_micros(amount),
+                model=model_name,
+                occurred_at=from_ms(now_ms),
+                spooled=True,
+            )
         if reply[0] == CONFLICT:
             raise IdempotencyConflictError(key)
         entry_id, occurred_ms = _text(reply[1]).split("|")
@@ -534,6 +705,7 @@ class BudgetManager:
         model_name = check_model(model)
         meta = encode_metadata(metadata, self.config.max_metadata_bytes)
         now_ms = self._now_ms()
+        entry_id = _new_id(now_ms)
         args = (
             self._base,
             now_ms,
@@ -541,12 +713,27 @@ class BudgetManager:
             amount,
             self._enforce,
             self._maxlen,
-            _new_id(now_ms),
+            entry_id,
             model_name or "",
             meta,
             lease_id,
         )
-        reply = await self._run("lua_settle", (self.keys.hold(lease_id),), args)
+        info = {"kind": "settle", "entry": entry_id, "lease": lease_id}
+        reply = await self._fact("lua_settle", (self.keys.hold(lease_id),), args, info)
+        if reply is None:  # spooled: a repeated settle at one cost is a replay
+            known = lease if isinstance(lease, Lease) else None
+            return SpendRecord(
+                entry_id=entry_id,
+                kind="settle",
+                user_id=known.user_id if known is not None else "",
+                project_id=known.project_id if known is not None else None,
+                amount=from_micros(amount),
+                model=model_name,
+                occurred_at=from_ms(now_ms),
+                spooled=True,
+                lease_id=lease_id,
+                estimate=known.amount if known is not None else None,
+            )
         code = reply[0]
         if code == UNKNOWN_LEASE:
             raise LeaseStateError(lease_id, "unknown (never granted, or forgotten)", "settle")
@@ -626,7 +813,19 @@ class BudgetManager:
             meta,
             key,
         )
-        reply = await self._run("lua_credit", (ikey,), args)
+        info = {"kind": "credit", "entry": entry_id, "user": user_id, "amount": micros}
+        reply = await self._fact("lua_credit", (ikey,), args, info)
+        if reply is None:  # spooled: the new balance is not known yet
+            return SpendRecord(
+                entry_id=entry_id,
+                kind="credit",
+                user_id=user_id,
+                project_id=None,
+                amount=from_micros(micros),
+                model=None,
+                occurred_at=from_ms(now_ms),
+                spooled=True,
+            )
         if reply[0] == CONFLICT:
             raise IdempotencyConflictError(key)
         entry_id, occurred_ms, balance = _text(reply[1]).split("|")
