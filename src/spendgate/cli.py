@@ -415,6 +415,30 @@ def _op_cell(value: object) -> str:
     return text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
+def _add_migrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from spendgate.ledger_cli import add_migrate
+
+    add_migrate(sub)
+
+
+def _add_flush(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from spendgate.ledger_cli import add_flush
+
+    add_flush(sub)
+
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from spendgate.ledger_cli import add_report
+
+    add_report(sub)
+
+
+def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from spendgate.ledger_cli import add_reconcile
+
+    add_reconcile(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spendgate import __version__
 
@@ -426,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_demo(sub)
+    _add_migrate(sub)
+    _add_flush(sub)
+    _add_report(sub)
+    _add_reconcile(sub)
     _add_serve(sub)
     _add_usage(sub)
     _add_limits(sub)
