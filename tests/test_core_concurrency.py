@@ -110,7 +110,7 @@ async def test_50_concurrent_replays_charge_once(make_budget: MakeBudget) -> Non
     "changed",
     [
         {"cost": "0.6"},
-        {"user": "bob"},
+        {"user_id": "bob"},
         {"project_id": "other"},
         {"model": "other-model"},
         {"metadata": {"n": 2}},
@@ -121,7 +121,7 @@ async def test_replay_with_different_arguments_conflicts(
 ) -> None:
     budget = make_budget()
     args: dict[str, object] = {
-        "user": "alice",
+        "user_id": "alice",
         "cost": "0.5",
         "project_id": "p",
         "model": "m",

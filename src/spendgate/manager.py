@@ -489,11 +489,11 @@ class BudgetManager:
     # -- admission ---------------------------------------------------------------
 
     async def check_availability(
-        self, user: Any, project_id: str | None = None, estimated_cost: Any = 0
+        self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
     ) -> bool:
         """May ``user`` spend ``estimated_cost`` now? Changes nothing.
 
-        The argument order is coreason-budget's. ``user`` is a user id or any
+        The argument order is coreason-budget's. ``user_id`` is a user id or any
         object with a ``user_id`` attribute.
 
         :return: ``True`` when admitted
@@ -501,17 +501,17 @@ class BudgetManager:
         :raise BudgetUnavailableError: when the store did not answer in time
             (unless ``fail_open``)
         """
-        await self.remaining(user, project_id, estimated_cost)
+        await self.remaining(user_id, project_id, estimated_cost)
         return True
 
     async def remaining(
-        self, user: Any, project_id: str | None = None, estimated_cost: Any = 0
+        self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
     ) -> Decimal | None:
         """Like :meth:`check_availability`, returning what would be left: the
         smallest ``limit - spent - held`` over every capped window and balance
         before this request, or ``None`` when nothing is capped (or the store
         was unavailable and ``fail_open`` admitted)."""
-        user_id = user_id_of(user, self._max_id)
+        user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         requested = charge_micros(estimated_cost)
         now_ms = self._now_ms()
@@ -529,7 +529,7 @@ class BudgetManager:
 
     async def reserve(
         self,
-        user: Any,
+        user_id: Any,
         amount: Any,
         project_id: str | None = None,
         ttl_seconds: int | None = None,
@@ -544,7 +544,7 @@ class BudgetManager:
             is never granted without the store, even with ``fail_open``)
         :raise IdempotencyConflictError: a key reused with other arguments
         """
-        user_id = user_id_of(user, self._max_id)
+        user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         requested = charge_micros(amount)
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
@@ -594,7 +594,7 @@ class BudgetManager:
 
     def lease(
         self,
-        user: Any,
+        user_id: Any,
         estimate: Any,
         project_id: str | None = None,
         ttl_seconds: int | None = None,
@@ -606,13 +606,13 @@ class BudgetManager:
         is settled at that cost (at the estimate when it was not set, so spend
         is never under-counted); on an exception it is released.
         """
-        return LeaseContext(self, user, estimate, project_id, ttl_seconds, idempotency_key)
+        return LeaseContext(self, user_id, estimate, project_id, ttl_seconds, idempotency_key)
 
     # -- facts ---------------------------------------------------------------------
 
     async def record_spend(
         self,
-        user: Any,
+        user_id: Any,
         cost: Any,
         project_id: str | None = None,
         model: str | None = None,
@@ -626,7 +626,7 @@ class BudgetManager:
 
         :raise IdempotencyConflictError: a key reused with other arguments
         """
-        user_id = user_id_of(user, self._max_id)
+        user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         amount = charge_micros(cost)
         model_name = check_model(model)
@@ -780,7 +780,7 @@ class BudgetManager:
 
     async def add_credits(
         self,
-        user: Any,
+        user_id: Any,
         amount: Any,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -790,7 +790,7 @@ class BudgetManager:
         :return: the record, with the new ``balance``
         :raise IdempotencyConflictError: a key reused with other arguments
         """
-        user_id = user_id_of(user, self._max_id)
+        user_id = user_id_of(user_id, self._max_id)
         micros = credit_micros(amount)
         meta = encode_metadata(metadata, self.config.max_metadata_bytes)
         now_ms = self._now_ms()
@@ -909,13 +909,13 @@ class BudgetManager:
             overridden=frozenset(overridden),
         )
 
-    async def get_usage(self, user: Any, project_id: str | None = None) -> dict[str, ScopeUsage]:
+    async def get_usage(self, user_id: Any, project_id: str | None = None) -> dict[str, ScopeUsage]:
         """Spent, held, caps, what remains and the balance, per scope.
 
         :return: ``{"user": ..., "global": ...}``, plus ``"project"`` when a
             project id is given
         """
-        user_id = user_id_of(user, self._max_id)
+        user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
@@ -980,14 +980,14 @@ class LeaseContext:
     def __init__(
         self,
         budget: BudgetManager,
-        user: Any,
+        user_id: Any,
         estimate: Any,
         project_id: str | None,
         ttl_seconds: int | None,
         idempotency_key: str | None,
     ) -> None:
         self._budget = budget
-        self._args = (user, estimate, project_id, ttl_seconds, idempotency_key)
+        self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
         self.lease: Lease | None = None
         #: the settle record, once the block has ended normally
         self.record: SpendRecord | None = None
