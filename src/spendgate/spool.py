@@ -399,16 +399,11 @@ class Spool:
     # -- replaying --------------------------------------------------------------------
 
     def has_leftovers(self) -> bool:
-        """Are there segments this process did not write (left by a crash)?"""
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return False
-        own = self._path.name if self._path is not None else None
-        return any(
-            n.startswith(_SEGMENT_PREFIX) and n.endswith(_SEGMENT_SUFFIX) and n != own
-            for n in names
-        )
+        """Are there segments this process did not write (left by a crash)?
+
+        Also refreshes :attr:`depth` with what they hold.
+        """
+        return bool(self._scan())
 
     async def replay(self, apply: ReplayFn) -> bool:
         """One pass: replay, in order, the segments of dead processes, then
@@ -541,7 +536,7 @@ class Spool:
         """Foreign segments in creation order; refreshes the foreign metrics."""
         try:
             names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
+        except OSError:  # no folder yet (or an unusable one: appends will say)
             self._foreign_depth, self._foreign_oldest_ms = 0, None
             return []
         own = self._path.name if self._path is not None else None
