@@ -251,6 +251,11 @@ class Spool:
     def __len__(self) -> int:
         return self.depth
 
+    def __bool__(self) -> bool:
+        # A spool is a spool even when empty: ``if budget.spool:`` must not
+        # depend on its depth.
+        return True
+
     @property
     def oldest_age_seconds(self) -> float | None:
         """Age of the oldest fact waiting, in seconds; ``None`` when empty."""
