@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-EXTRAS ?= dev,embedded,server,postgres
+EXTRAS ?= dev,embedded,server,postgres,litellm
 
 .PHONY: install demo test lint typecheck bench clean
 

@@ -22,6 +22,7 @@ from spendgate.errors import (
     SpendgateError,
     SpoolFullError,
     StorageError,
+    UnknownModelError,
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
@@ -51,6 +52,7 @@ __all__ = [
     "SpendgateError",
     "SpoolFullError",
     "StorageError",
+    "UnknownModelError",
     "WindowUsage",
     "__version__",
 ]

@@ -7,7 +7,8 @@
     │   └── BudgetUnavailableError   admission refused: the store did not answer in time
     ├── InvalidArgumentError         (also ValueError) an argument that is not valid
     │   ├── InvalidAmountError       NaN, infinities, negatives, bools, non-numbers, too large
-    │   └── InvalidIdError           empty, blank or over-long ids and keys
+    │   ├── InvalidIdError           empty, blank or over-long ids and keys
+    │   └── UnknownModelError        (also LookupError) a model with no price and no default
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition (settle after release, ...)
@@ -113,6 +114,17 @@ class InvalidIdError(InvalidArgumentError):
         self.name = name
         self.reason = reason
         super().__init__(f"invalid {name}: {reason}")
+
+
+class UnknownModelError(InvalidArgumentError, LookupError):
+    """A model that neither the price overrides nor LiteLLM's cost map price
+    per token, while no ``default_model_price`` is configured."""
+
+    def __init__(self, model: str, reason: str = "") -> None:
+        self.model = model
+        self.reason = reason
+        message = f"no price for model {model!r}"
+        super().__init__(f"{message}: {reason}" if reason else message)
 
 
 class InvalidIdTypeError(SpendgateError, TypeError):

@@ -44,6 +44,7 @@ from spendgate.money import (
     from_micros,
     limit_micros,
 )
+from spendgate.pricing import Pricing
 from spendgate.scripts import Scripts
 from spendgate.spool import Spool, SpooledFact, spool_directory
 from spendgate.validation import (
@@ -145,6 +146,7 @@ class BudgetManager:
         self._state = ClientState.UNOPENED
         self._store_down = False
         self._windows: Windows | None = None
+        self._pricing: Pricing | None = None
         # Durability: the breaker guards every call, the spool (made on first
         # need) keeps facts Redis did not take, the replayer drains it.
         self._breaker = CircuitBreaker(
@@ -241,6 +243,14 @@ class BudgetManager:
         self._ensure_open()
         assert self._client is not None
         return self._client
+
+    @property
+    def pricing(self) -> Pricing:
+        """Model prices from this config's overrides and LiteLLM's cost map,
+        made on first use (LiteLLM is imported on the first lookup)."""
+        if self._pricing is None:
+            self._pricing = Pricing(self.config)
+        return self._pricing
 
     # -- time ----------------------------------------------------------------
 

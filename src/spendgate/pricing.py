@@ -1,0 +1,523 @@
+"""Exact model prices: ``config.model_price_overrides`` first, then LiteLLM's
+model cost map, then ``config.default_model_price``.
+
+LiteLLM is imported on first use, never by ``import spendgate``. When this
+module is the one importing it, ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set
+first (unless the environment already says otherwise), so LiteLLM reads the
+cost map bundled in its wheel and nothing is fetched from the network. When
+the application imported LiteLLM itself, its live ``litellm.model_cost`` is
+used as it is: the same map LiteLLM prices with.
+
+Prices in the cost map are JSON numbers, held by LiteLLM as floats; each is
+converted to ``Decimal`` through its shortest repr (``2.5e-06`` becomes
+exactly ``0.0000025``), and the arithmetic is ``Decimal`` throughout, so a
+cost is the exact product of prices and token counts, never a float sum.
+
+What "agrees with LiteLLM" means: for a model priced per token, LiteLLM's
+``cost_per_token`` computes the same formula in floats, so its result is our
+exact ``Decimal`` plus float rounding noise (a relative error of a few parts
+in 1e16). ``float(ours)`` and LiteLLM's float are therefore equal to within
+that noise (``math.isclose(..., rel_tol=1e-12)``); the tests check exactly
+that over a sample of the cost map. Comparing after rounding both to the
+micro-unit is *not* the criterion: an exact cost that lies on a micro-unit
+boundary (``0.0075``) can come out of LiteLLM as ``0.007500000000000001``,
+which rounds up to another micro-unit. spendgate charges the exact value,
+rounded up to the micro-unit once, at the ledger.
+
+Covered: per-token input and output prices, cache reads
+(``cache_read_input_token_cost``, with Fireworks' half-price default) and
+cache writes (``cache_creation_input_token_cost``), reasoning tokens
+(``output_cost_per_reasoning_token``), the long-context tiers LiteLLM writes
+as ``*_above_<N>[k]_tokens`` and ``tiered_pricing`` tables. Not covered:
+service tiers (priority, flex, batch), off-peak discounts (the standard,
+higher rate is charged at every hour: never an under-charge), regional
+uplifts, providers with their own cost formula, and per-image / per-second /
+per-character prices. A model priced only per image, second or character is
+unknown to :class:`Pricing`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from spendgate.errors import (
+    ConfigurationError,
+    InvalidAmountError,
+    InvalidArgumentError,
+    UnknownModelError,
+)
+from spendgate.money import to_decimal
+
+if TYPE_CHECKING:
+    from spendgate.config import BudgetConfig
+
+#: price fields an override (or the default price) may carry
+PRICE_FIELDS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
+)
+_REQUIRED_FIELDS = ("input_cost_per_token", "output_cost_per_token")
+
+# "input_cost_per_token_above_200k_tokens" and friends; service-tier and batch
+# variants ("..._tokens_priority") do not match, as in LiteLLM's standard path.
+_TIER_KEY = re.compile(
+    r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
+    r"|cache_creation_input_token_cost)_above_(\d+)(k?)_tokens$"
+)
+# Providers whose higher tier starts *at* the threshold rather than above it
+# (LiteLLM's _INCLUSIVE_THRESHOLD_PROVIDERS).
+_INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
+
+# Fireworks bills a cached input token at half the input rate when the map
+# names no cache price (LiteLLM's FIREWORKS_AI_DEFAULT_CACHE_READ_RATE_RATIO).
+_DEFAULT_CACHE_READ_RATIO = {"fireworks_ai": Decimal("0.5")}
+
+PriceSource = Literal["override", "litellm", "default"]
+
+_import_lock = threading.Lock()
+
+
+def _load_model_cost() -> Mapping[str, Any]:
+    """LiteLLM's live cost map, importing LiteLLM (offline) if nobody has yet."""
+    module: Any = sys.modules.get("litellm")
+    if module is None:
+        with _import_lock:
+            # Only the bundled map: an import must not reach for the network.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            try:
+                import litellm as module
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "pricing from LiteLLM's cost map needs litellm: "
+                    "pip install 'spendgate[pricing]'"
+                ) from exc
+    model_cost: Mapping[str, Any] = module.model_cost
+    return model_cost
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Rates that replace the base rates once a prompt passes ``threshold_tokens``."""
+
+    threshold_tokens: int
+    input_cost_per_token: Decimal | None
+    output_cost_per_token: Decimal | None
+    cache_read_input_token_cost: Decimal | None
+    cache_creation_input_token_cost: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class RangeTier:
+    """One row of a ``tiered_pricing`` table: every token of a request whose
+    input size falls in ``(start, end]`` is billed at this row's rates."""
+
+    start: Decimal
+    end: Decimal
+    input_cost_per_token: Decimal
+    #: ``None``: the model's own output rate
+    output_cost_per_token: Decimal | None
+    #: ``None``: this row's input rate
+    cache_read_input_token_cost: Decimal | None
+    cache_creation_input_token_cost: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """The per-token prices of one model, exact."""
+
+    #: the name asked for
+    model: str
+    #: where the price came from
+    source: PriceSource
+    #: the cost-map key it resolved to (``None`` for overrides and the default)
+    key: str | None
+    input_cost_per_token: Decimal
+    output_cost_per_token: Decimal
+    #: ``None``: cached input is billed as ordinary input
+    cache_read_input_token_cost: Decimal | None = None
+    #: ``None``: cache writes are billed as ordinary input
+    cache_creation_input_token_cost: Decimal | None = None
+    #: ``None``: reasoning tokens are billed as ordinary output
+    output_cost_per_reasoning_token: Decimal | None = None
+    #: long-context tiers, lowest threshold first
+    tiers: tuple[PriceTier, ...] = ()
+    #: the higher tier starts at the threshold (xAI), not above it
+    inclusive_threshold: bool = False
+    #: a ``tiered_pricing`` table, by ``start``; it replaces every other rate
+    range_tiers: tuple[RangeTier, ...] = ()
+    #: the cost map also names off-peak rates, which are not applied: the
+    #: standard (higher) rate is charged at every hour
+    has_off_peak_pricing: bool = False
+
+    def rates_for(self, input_tokens: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """``(input, output, cache_read, cache_creation)`` rates for a prompt size.
+
+        A prompt past a tier's threshold is billed entirely at that tier, as
+        LiteLLM does; a rate the tier does not name stays at the base rate.
+        """
+        ranged = self._range_tier(input_tokens)
+        if ranged is not None:
+            rate_in = ranged.input_cost_per_token
+            return (
+                rate_in,
+                _first(ranged.output_cost_per_token, self.output_cost_per_token),
+                _first(ranged.cache_read_input_token_cost, rate_in),
+                _first(ranged.cache_creation_input_token_cost, rate_in),
+            )
+        rate_in = self.input_cost_per_token
+        rate_out = self.output_cost_per_token
+        rate_read = self.cache_read_input_token_cost
+        rate_write = self.cache_creation_input_token_cost
+        for tier in self.tiers:
+            passed = input_tokens > tier.threshold_tokens or (
+                self.inclusive_threshold and input_tokens == tier.threshold_tokens
+            )
+            if not passed:
+                continue
+            rate_in = _first(tier.input_cost_per_token, rate_in)
+            rate_out = _first(tier.output_cost_per_token, rate_out)
+            rate_read = _optional(tier.cache_read_input_token_cost, rate_read)
+            rate_write = _optional(tier.cache_creation_input_token_cost, rate_write)
+        # A provider that publishes no cache price bills cached tokens as input.
+        return (
+            rate_in,
+            rate_out,
+            rate_in if rate_read is None else rate_read,
+            rate_in if rate_write is None else rate_write,
+        )
+
+    def _range_tier(self, input_tokens: int) -> RangeTier | None:
+        # LiteLLM's select_tier_for_input: start < tokens <= end, and a request
+        # past the last row is billed at the last (dearest) row.
+        if not self.range_tiers or input_tokens <= 0:
+            return None
+        for tier in self.range_tiers:
+            if tier.start < input_tokens <= tier.end:
+                return tier
+        return self.range_tiers[-1]
+
+
+def _first(value: Decimal | None, fallback: Decimal) -> Decimal:
+    # An explicit 0 is a real price, so "or" will not do.
+    return fallback if value is None else value
+
+
+def _optional(value: Decimal | None, fallback: Decimal | None) -> Decimal | None:
+    return fallback if value is None else value
+
+
+def _price(value: object, model: str, field: str) -> Decimal:
+    try:
+        return to_decimal(value)
+    except InvalidAmountError as exc:
+        raise UnknownModelError(model, f"invalid {field}: {exc.reason}") from None
+
+
+def _optional_price(entry: Mapping[str, Any], model: str, field: str) -> Decimal | None:
+    value = entry.get(field)
+    return None if value is None else _price(value, model, field)
+
+
+def _configured_price(
+    model: str, prices: Mapping[str, Decimal], source: PriceSource
+) -> ModelPrice:
+    unknown = sorted(set(prices) - set(PRICE_FIELDS))
+    if unknown:
+        raise ConfigurationError(
+            f"price of {model!r}: unknown field(s) {', '.join(unknown)}; "
+            f"expected some of {', '.join(PRICE_FIELDS)}"
+        )
+    missing = [f for f in _REQUIRED_FIELDS if f not in prices]
+    if missing:
+        raise ConfigurationError(f"price of {model!r}: missing {', '.join(missing)}")
+    return ModelPrice(
+        model=model,
+        source=source,
+        key=None,
+        input_cost_per_token=prices["input_cost_per_token"],
+        output_cost_per_token=prices["output_cost_per_token"],
+        cache_read_input_token_cost=prices.get("cache_read_input_token_cost"),
+        cache_creation_input_token_cost=prices.get("cache_creation_input_token_cost"),
+        output_cost_per_reasoning_token=prices.get("output_cost_per_reasoning_token"),
+    )
+
+
+def _tiers(entry: Mapping[str, Any], model: str) -> tuple[PriceTier, ...]:
+    found: dict[int, dict[str, Decimal]] = {}
+    for field, value in entry.items():
+        match = _TIER_KEY.match(field)
+        if match is None or value is None:
+            continue
+        base, number, kilo = match.groups()
+        threshold = int(number) * (1000 if kilo else 1)
+        found.setdefault(threshold, {})[base] = _price(value, model, field)
+    return tuple(
+        PriceTier(
+            threshold_tokens=threshold,
+            input_cost_per_token=rates.get("input_cost_per_token"),
+            output_cost_per_token=rates.get("output_cost_per_token"),
+            cache_read_input_token_cost=rates.get("cache_read_input_token_cost"),
+            cache_creation_input_token_cost=rates.get(
+                "cache_creation_input_token_cost"
+            ),
+        )
+        for threshold, rates in sorted(found.items())
+    )
+
+
+def _cache_read_rate(entry: Mapping[str, Any], model: str) -> Decimal | None:
+    rate = _optional_price(entry, model, "cache_read_input_token_cost")
+    ratio = _DEFAULT_CACHE_READ_RATIO.get(str(entry.get("litellm_provider")))
+    if rate is None and ratio is not None and entry.get("input_cost_per_token"):
+        rate = (
+            _price(entry["input_cost_per_token"], model, "input_cost_per_token") * ratio
+        )
+    return rate
+
+
+def _range_tiers(entry: Mapping[str, Any], model: str) -> tuple[RangeTier, ...]:
+    table = entry.get("tiered_pricing")
+    if not isinstance(table, list):
+        return ()
+    rows: list[RangeTier] = []
+    for row in table:
+        if not isinstance(row, Mapping) or row.get("input_cost_per_token") is None:
+            continue
+        bounds = row.get("range")
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            continue
+        rows.append(
+            RangeTier(
+                start=_price(bounds[0], model, "tiered_pricing range"),
+                end=_price(bounds[1], model, "tiered_pricing range"),
+                input_cost_per_token=_price(
+                    row["input_cost_per_token"], model, "tiered_pricing"
+                ),
+                output_cost_per_token=_optional_price(
+                    row, model, "output_cost_per_token"
+                ),
+                cache_read_input_token_cost=_optional_price(
+                    row, model, "cache_read_input_token_cost"
+                ),
+                cache_creation_input_token_cost=_optional_price(
+                    row, model, "cache_creation_input_token_cost"
+                ),
+            )
+        )
+    return tuple(sorted(rows, key=lambda row: row.start))
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidArgumentError(f"{name} must not be negative, not {value}")
+    return value
+
+
+class Pricing:
+    """Exact costs of LLM calls, in the configured unit (LiteLLM's prices are USD).
+
+    Usable on its own (``Pricing(BudgetConfig())``) or as ``budget.pricing``.
+    LiteLLM is imported on the first lookup that needs it; call :meth:`load`
+    at start-up to pay for that import (several seconds) before the first
+    request instead of during it.
+
+    :param config: supplies ``model_price_overrides`` and ``default_model_price``;
+        ``None`` = neither
+    :param model_cost: a cost map to use instead of LiteLLM's (tests, or an
+        application that pins its own copy)
+    :raise ConfigurationError: an override or the default price with unknown
+        or missing fields
+    """
+
+    def __init__(
+        self,
+        config: BudgetConfig | None = None,
+        *,
+        model_cost: Mapping[str, Any] | None = None,
+    ) -> None:
+        overrides = config.model_price_overrides if config is not None else {}
+        self._overrides = {
+            model: _configured_price(model, prices, "override")
+            for model, prices in overrides.items()
+        }
+        default = config.default_model_price if config is not None else None
+        self._default = (
+            None
+            if default is None
+            else _configured_price("<default>", default, "default")
+        )
+        self._model_cost = model_cost
+        self._cache: dict[str, ModelPrice] = {}
+
+    def load(self) -> None:
+        """Import LiteLLM and its cost map now (a no-op when already done)."""
+        self._cost_map()
+
+    def _cost_map(self) -> Mapping[str, Any]:
+        if self._model_cost is None:
+            return _load_model_cost()
+        return self._model_cost
+
+    # -- lookup --------------------------------------------------------------
+
+    def price(self, model: str) -> ModelPrice:
+        """The prices of ``model``: its override, else its cost-map entry, else
+        the configured default.
+
+        The cost map is searched the way LiteLLM's ``cost_per_token`` searches
+        it: the name as given, then without its ``provider/`` prefix.
+
+        :raise UnknownModelError: when none of the three prices it
+        """
+        if not isinstance(model, str):
+            raise TypeError(f"model must be a str, not {type(model).__name__}")
+        if not model:
+            raise UnknownModelError(model, "empty model name")
+        cached = self._cache.get(model)
+        if cached is not None:
+            return cached
+        found = self._overrides.get(model) or self._from_cost_map(model)
+        if found is None:
+            if self._default is None:
+                raise UnknownModelError(
+                    model,
+                    "not in model_price_overrides nor priced per token in LiteLLM's "
+                    "cost map, and no default_model_price is configured",
+                )
+            found = ModelPrice(
+                model=model,
+                source="default",
+                key=None,
+                input_cost_per_token=self._default.input_cost_per_token,
+                output_cost_per_token=self._default.output_cost_per_token,
+                cache_read_input_token_cost=self._default.cache_read_input_token_cost,
+                cache_creation_input_token_cost=self._default.cache_creation_input_token_cost,
+                output_cost_per_reasoning_token=self._default.output_cost_per_reasoning_token,
+            )
+        self._cache[model] = found
+        return found
+
+    def _from_cost_map(self, model: str) -> ModelPrice | None:
+        cost_map = self._cost_map()
+        candidates = [model]
+        if "/" in model:
+            candidates.append(model.split("/", 1)[1])
+        for key in candidates:
+            entry = cost_map.get(key)
+            if not isinstance(entry, Mapping):
+                continue
+            rate_in = entry.get("input_cost_per_token")
+            rate_out = entry.get("output_cost_per_token")
+            if rate_in is None and rate_out is None:
+                # Priced per image, second or character, or not at all: not
+                # something a per-token price can charge correctly.
+                continue
+            return ModelPrice(
+                model=model,
+                source="litellm",
+                key=key,
+                # LiteLLM reads an absent rate as 0 (embeddings have no output).
+                input_cost_per_token=_price(
+                    rate_in or 0, model, "input_cost_per_token"
+                ),
+                output_cost_per_token=_price(
+                    rate_out or 0, model, "output_cost_per_token"
+                ),
+                cache_read_input_token_cost=_cache_read_rate(entry, model),
+                cache_creation_input_token_cost=_optional_price(
+                    entry, model, "cache_creation_input_token_cost"
+                ),
+                output_cost_per_reasoning_token=_optional_price(
+                    entry, model, "output_cost_per_reasoning_token"
+                ),
+                tiers=_tiers(entry, model),
+                range_tiers=_range_tiers(entry, model),
+                has_off_peak_pricing=entry.get("off_peak_pricing") is not None,
+                inclusive_threshold=entry.get("litellm_provider")
+                in _INCLUSIVE_THRESHOLD_PROVIDERS,
+            )
+        return None
+
+    # -- costs ---------------------------------------------------------------
+
+    def calculate(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cached_input_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> Decimal:
+        """The exact cost of a call that used these tokens.
+
+        Token counts follow OpenAI's (and LiteLLM's ``Usage``) convention: the
+        cached and cache-write tokens are *part of* ``input_tokens``, and the
+        reasoning tokens part of ``output_tokens``.
+
+        :param cached_input_tokens: input tokens read from the provider's cache
+        :param cache_creation_input_tokens: input tokens written to the cache
+        :param reasoning_tokens: output tokens spent on reasoning
+        :return: the exact cost, not rounded (a charge rounds it up to the
+            micro-unit when it is recorded)
+        :raise UnknownModelError: no price for ``model``
+        :raise InvalidArgumentError: a negative count, or parts larger than their whole
+        """
+        input_tokens = _count("input_tokens", input_tokens)
+        output_tokens = _count("output_tokens", output_tokens)
+        cached = _count("cached_input_tokens", cached_input_tokens)
+        written = _count("cache_creation_input_tokens", cache_creation_input_tokens)
+        reasoning = _count("reasoning_tokens", reasoning_tokens)
+        if cached + written > input_tokens:
+            raise InvalidArgumentError(
+                f"cached ({cached}) and cache-write ({written}) tokens exceed "
+                f"input_tokens ({input_tokens})"
+            )
+        if reasoning > output_tokens:
+            raise InvalidArgumentError(
+                f"reasoning_tokens ({reasoning}) exceed output_tokens ({output_tokens})"
+            )
+        price = self.price(model)
+        rate_in, rate_out, rate_read, rate_write = price.rates_for(input_tokens)
+        rate_reasoning = _first(price.output_cost_per_reasoning_token, rate_out)
+        return (
+            (input_tokens - cached - written) * rate_in
+            + cached * rate_read
+            + written * rate_write
+            + (output_tokens - reasoning) * rate_out
+            + reasoning * rate_reasoning
+        )
+
+    def estimate(
+        self, model: str, input_tokens: int, max_output_tokens: int
+    ) -> Decimal:
+        """The most a call can cost: what to reserve for it.
+
+        Every input token at the dearest input rate (a cache write costs more
+        than a plain read on some providers) and ``max_output_tokens`` at the
+        dearest output rate (reasoning may be priced apart), at the tier the
+        prompt size selects.
+
+        :raise UnknownModelError: no price for ``model``
+        """
+        input_tokens = _count("input_tokens", input_tokens)
+        max_output_tokens = _count("max_output_tokens", max_output_tokens)
+        price = self.price(model)
+        rate_in, rate_out, rate_read, rate_write = price.rates_for(input_tokens)
+        rate_reasoning = _first(price.output_cost_per_reasoning_token, rate_out)
+        dearest_in = max(rate_in, rate_read, rate_write)
+        dearest_out = max(rate_out, rate_reasoning)
+        return input_tokens * dearest_in + max_output_tokens * dearest_out
