@@ -21,8 +21,12 @@ Metrics:
   (``unavailable``) or answered with an unexpected error (``storage``).
 - ``spendgate_ledger_backlog_entries``: entries in the Redis ledger stream
   that the flusher has not moved to Postgres yet (it deletes what it wrote).
-- ``spendgate_spool_depth_entries``: facts waiting in the local spool for
-  Redis to come back (present only when the budget has a spool).
+- ``spendgate_spool_depth_entries``, ``spendgate_spool_oldest_age_seconds``,
+  ``spendgate_spool_dead_letters``: facts waiting in the local spool for Redis
+  to come back, the age of the oldest, and facts Redis refused for good
+  (present only when the budget has a spool: not on the embedded store).
+- ``spendgate_breaker_state{state}``: 1 for the circuit breaker's current
+  state (``closed``, ``open``, ``half_open``), 0 for the others.
 """
 
 from __future__ import annotations
@@ -97,7 +101,27 @@ class ServerMetrics:
             "Ledger stream entries not yet moved to Postgres by the flusher",
             registry=self.registry,
         )
-        self.spool_depth: Gauge | None = None
+        self.spool_depth = Gauge(
+            "spendgate_spool_depth_entries",
+            "Facts in the local spool waiting for Redis to come back",
+            registry=self.registry,
+        )
+        self.spool_oldest = Gauge(
+            "spendgate_spool_oldest_age_seconds",
+            "Age of the oldest fact waiting in the spool (0 when empty)",
+            registry=self.registry,
+        )
+        self.spool_dead = Gauge(
+            "spendgate_spool_dead_letters",
+            "Spooled facts Redis refused for good (kept aside for an operator)",
+            registry=self.registry,
+        )
+        self.breaker = Gauge(
+            "spendgate_breaker_state",
+            "1 for the circuit breaker's current state, 0 for the others",
+            ["state"],
+            registry=self.registry,
+        )
 
     def decision(
         self,
@@ -127,35 +151,36 @@ class ServerMetrics:
             self.redis_errors.labels("unavailable").inc()
         else:
             self.ledger_backlog.set(int(backlog))
-        depth = await spool_depth(budget)
-        if depth is not None:
-            if self.spool_depth is None:
-                self.spool_depth = Gauge(
-                    "spendgate_spool_depth_entries",
-                    "Facts in the local spool waiting for Redis to come back",
-                    registry=self.registry,
-                )
-            self.spool_depth.set(depth)
+        stats = await spool_stats(budget)
+        if stats is not None:
+            self.spool_depth.set(stats.get("depth") or 0)
+            self.spool_oldest.set(stats.get("oldest_age_seconds") or 0)
+            self.spool_dead.set(stats.get("dead_letters") or 0)
+        breaker = getattr(budget, "breaker", None)
+        state = str(getattr(breaker, "state", "") or "")
+        if state:
+            for name in ("closed", "open", "half_open"):
+                self.breaker.labels(name).set(1 if state == name else 0)
         return generate_latest(self.registry)
 
 
-async def spool_depth(budget: BudgetManager) -> int | None:
-    """How many facts wait in the budget's spool; ``None`` without a spool.
+async def spool_stats(budget: BudgetManager) -> dict[str, Any] | None:
+    """The spool's numbers (``depth``, ``oldest_age_seconds``,
+    ``dead_letters``); ``None`` when the budget has no spool.
 
-    The spool is optional (``budget.spool``); its size is read through
-    ``depth`` (attribute, method or coroutine) or ``len()``, whichever it has.
+    Read through ``budget.spool.stats()`` when it exists, else ``.depth``, so
+    a scrape never fails for the spool's sake.
     """
-    spool: Any = getattr(budget, "spool", None)
-    if spool is None:
-        return None
     try:
-        depth = getattr(spool, "depth", None)
-        if depth is None:
-            return len(spool)
-        if callable(depth):
-            depth = depth()
-        if inspect.isawaitable(depth):
-            depth = await depth
-        return int(depth)
+        spool: Any = getattr(budget, "spool", None)
+        if spool is None:
+            return None
+        stats = getattr(spool, "stats", None)
+        if callable(stats):
+            result = stats()
+            if inspect.isawaitable(result):
+                result = await result
+            return dict(result)
+        return {"depth": int(spool.depth)}
     except Exception:  # a spool that cannot say is reported as absent
         return None

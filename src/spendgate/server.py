@@ -616,6 +616,11 @@ def create_app(
         version=_version(),
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        # The OpenAPI document is served below, behind the API key like
+        # everything but /health; the browsable docs could not send the key.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.budget = budget
     app.state.metrics = metrics
@@ -664,6 +669,9 @@ def create_app(
             raise RequestProblem(
                 422, f"request body is not valid JSON: {exc}"
             ) from None
+        if not isinstance(data, dict):
+            kind = "null" if data is None else type(data).__name__
+            raise RequestProblem(422, f"request body must be a JSON object, not {kind}")
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -1080,6 +1088,10 @@ def create_app(
     async def prometheus() -> Response:
         """Prometheus metrics: decisions, facts, latency, Redis errors, backlogs."""
         return Response(await metrics.render(budget), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_document() -> Response:
+        return SafeJSONResponse(app.openapi())
 
     app.include_router(api)
     # Registered last so the typed handlers above win (Starlette picks the
