@@ -352,6 +352,15 @@ class Flusher:
         self._conn = conn
         return conn
 
+    async def connect(self) -> None:
+        """Connect to both stores now (creating the consumer group, and
+        applying migrations when ``auto_migrate``), rather than on first need.
+
+        :raise LedgerUnavailableError: Postgres could not be reached
+        """
+        await self._ensure_group()
+        await self._pg()
+
     def _drop_pg(self) -> None:
         if self._conn is not None:
             self._conn.terminate()

@@ -273,6 +273,8 @@ def run_flush(args: argparse.Namespace) -> int:
         )
         if args.once:
             try:
+                # Fail on an unreachable Postgres even when there is nothing to move.
+                await flusher.connect()
                 moved = await flusher.run_once()
                 backlog = await flusher.backlog()
             finally:
