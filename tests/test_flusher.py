@@ -23,8 +23,8 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from decimal import Decimal
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
