@@ -177,7 +177,8 @@ def _run_usage(args: argparse.Namespace) -> int:
         )
         balance = scopes["user"].balance
         if balance is not None:
-            print(f"balance of user {args.user}: {balance} {budget.config.unit}")
+            who = _op_cell(args.user)
+            print(f"balance of user {who}: {balance} {budget.config.unit}")
         return EXIT_OK
 
     return _op_run(work)
@@ -307,13 +308,13 @@ def _run_credits_add(args: argparse.Namespace) -> int:
         if args.json:
             _op_json(body)
             return EXIT_OK
-        unit = budget.config.unit
+        unit, who = budget.config.unit, _op_cell(rec.user_id)
         if rec.spooled:
-            print(f"Redis unreachable: {rec.amount} {unit} for {rec.user_id} spooled")
+            print(f"Redis unreachable: {rec.amount} {unit} for {who} spooled")
         elif rec.replayed:
             print(f"already added (same key): balance {rec.balance} {unit}")
         else:
-            print(f"added {rec.amount} {unit}: balance of {rec.user_id} {rec.balance}")
+            print(f"added {rec.amount} {unit}: balance of {who} {rec.balance}")
         print(f"entry {rec.entry_id}")
         return EXIT_OK
 

@@ -1,0 +1,325 @@
+"""The operator commands: ``usage``, ``limits get|set|clear``, ``credits add``
+(and ``serve``'s checks before it starts), run against the real Redis.
+
+Commands run in process through ``cli.main([...])`` with ``SPENDGATE_*``
+pointing at Redis db 9 and a key prefix of the test's own (deleted after);
+output is read from captured stdout/stderr, state is checked through a
+``BudgetManager`` on the same prefix. One run goes through a real subprocess
+to check the entry point and that JSON output parses. Exit codes are the
+documented ones: 0 ok, 2 usage, 4 store unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from redis import Redis as SyncRedis
+
+from conftest import REDIS_URL, real_redis_available, service_missing
+from spendgate import BudgetConfig, BudgetManager
+from spendgate.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
+
+
+@pytest.fixture
+def prefix(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point the CLI at the real Redis under a fresh key prefix."""
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    key_prefix = f"cli{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("SPENDGATE_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("SPENDGATE_DAILY_USER_LIMIT", "10")
+    monkeypatch.setenv("SPENDGATE_ENFORCE_BALANCE", "true")
+    yield key_prefix
+    client = SyncRedis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{key_prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+def _budget_call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a BudgetManager method on the CLI's Redis and prefix (from the env)."""
+
+    async def go() -> Any:
+        async with BudgetManager(BudgetConfig()) as budget:
+            return await getattr(budget, method)(*args, **kwargs)
+
+    return asyncio.run(go())
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- help ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["serve"],
+        ["usage"],
+        ["limits"],
+        ["limits", "get"],
+        ["limits", "set"],
+        ["limits", "clear"],
+        ["credits"],
+        ["credits", "add"],
+    ],
+    ids=lambda argv: " ".join(argv) or "top",
+)
+def test_every_command_has_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spendgate")
+    if argv:
+        assert argv[-1] in out
+
+
+def test_top_level_help_lists_the_operator_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("serve", "usage", "limits", "credits", "demo"):
+        assert command in out
+
+
+# -- credits ---------------------------------------------------------------------
+
+
+def test_credits_add(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "credits", "add", "alice", "25.5")
+    assert code == EXIT_OK
+    assert "added 25.5 USD: balance of alice 25.5" in out
+    code, out, _ = _run(
+        capsys, "credits", "add", "alice", "0.5", "--idempotency-key", "t1", "--json"
+    )
+    assert code == EXIT_OK
+    body = json.loads(out)
+    assert (body["amount"], body["balance"], body["replayed"]) == ("0.5", "26", False)
+    code, out, _ = _run(
+        capsys, "credits", "add", "alice", "0.5", "--idempotency-key", "t1", "--json"
+    )
+    assert json.loads(out)["replayed"] is True
+    usage = _budget_call("get_usage", "alice")
+    assert usage["user"].balance == Decimal(26)
+
+
+@pytest.mark.parametrize("amount", ["-1", "abc", "NaN", "1e12"])
+def test_credits_add_rejects_bad_amounts(
+    prefix: str, capsys: pytest.CaptureFixture[str], amount: str
+) -> None:
+    code, out, err = _run(capsys, "credits", "add", "alice", amount)
+    assert code == EXIT_USAGE
+    assert "invalid amount" in err
+    assert out == ""
+    assert _budget_call("get_usage", "alice")["user"].balance == 0
+
+
+def test_credits_add_idempotency_conflict_is_a_usage_error(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(capsys, "credits", "add", "u", "1", "--idempotency-key", "k")[0] == 0
+    code, _, err = _run(capsys, "credits", "add", "u", "2", "--idempotency-key", "k")
+    assert code == EXIT_USAGE
+    assert "idempotency key" in err
+
+
+# -- limits ----------------------------------------------------------------------
+
+
+def test_limits_set_get_clear(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "limits", "get", "user", "alice", "--json")
+    assert code == EXIT_OK
+    assert json.loads(out) == {
+        "scope": "user",
+        "scope_id": "alice",
+        "daily": "10",
+        "monthly": None,
+        "overridden": [],
+    }
+    code, out, _ = _run(
+        capsys, "limits", "set", "user", "alice", "--daily", "2.5", "--monthly", "40"
+    )
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert lines[0].split() == ["scope", "id", "window", "limit", "source"]
+    assert lines[1].split() == ["user", "alice", "daily", "2.5", "override"]
+    assert lines[2].split() == ["user", "alice", "monthly", "40", "override"]
+    limits = _budget_call("set_limits", "user", "alice")
+    assert (limits.daily, limits.monthly) == (Decimal("2.5"), Decimal(40))
+
+    code, out, _ = _run(capsys, "limits", "set", "user", "alice", "--daily", "none")
+    assert code == EXIT_OK
+    assert _budget_call("set_limits", "user", "alice").daily is None
+
+    code, out, _ = _run(capsys, "limits", "clear", "user", "alice", "--json")
+    assert code == EXIT_OK
+    assert json.loads(out)["overridden"] == []
+    assert json.loads(out)["daily"] == "10"
+
+
+def test_limits_on_global_and_projects(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "limits", "set", "global", "--daily", "1000", "--json")
+    assert code == EXIT_OK
+    assert json.loads(out)["scope_id"] is None
+    assert _budget_call("set_limits", "global").daily == Decimal(1000)
+    code, out, _ = _run(capsys, "limits", "set", "project", "p1", "--monthly", "5")
+    assert code == EXIT_OK
+    assert _budget_call("set_limits", "project", "p1").monthly == Decimal(5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["limits", "get", "user"], "an id is needed"),
+        (["limits", "set", "user", "alice"], "--daily"),
+        (["limits", "set", "user", "alice", "--daily", "-5"], "invalid amount"),
+        (["limits", "set", "user", "alice", "--daily", "x"], "invalid amount"),
+        (["usage", " "], "invalid user_id"),
+    ],
+)
+def test_usage_errors_exit_2(
+    prefix: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert message in err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["limits", "get", "team", "x"])
+    assert exit_info.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as exit_info:
+        main(["credits", "add", "alice"])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+# -- usage -----------------------------------------------------------------------
+
+
+def test_usage_table_and_json(prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _budget_call("record_spend", "alice", "1.25", project_id="p1")
+    _budget_call("add_credits", "alice", "5")
+    code, out, _ = _run(capsys, "usage", "alice", "--project", "p1")
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "scope",
+        "id",
+        "window",
+        "spent",
+        "held",
+        "limit",
+        "remaining",
+        "resets",
+    ]
+    rows = [line.split()[:7] for line in lines[1:7]]
+    assert rows[0] == ["user", "alice", "daily", "1.25", "0", "10", "8.75"]
+    assert rows[1][:5] == ["user", "alice", "monthly", "1.25", "0"]
+    assert rows[2][:4] == ["project", "p1", "daily", "1.25"]
+    assert rows[4][:4] == ["global", "-", "daily", "1.25"]
+    assert "balance of user alice: 3.75 USD" in out
+
+    code, out, _ = _run(capsys, "usage", "alice", "--json")
+    assert code == EXIT_OK
+    body = json.loads(out)
+    assert set(body["scopes"]) == {"user", "global"}
+    assert body["scopes"]["user"]["daily"]["remaining"] == "8.75"
+    assert body["scopes"]["user"]["balance"] == "3.75"
+
+
+def test_table_escapes_control_characters(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "usage", "evil\nuser")
+    assert code == EXIT_OK
+    assert "evil\\nuser" in out
+    assert len(out.splitlines()) == 6  # header, 4 rows, the balance line
+
+
+# -- environment and outages -------------------------------------------------------
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_redis_exits_4(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", f"redis://127.0.0.1:{_dead_port()}/0")
+    for argv in (["usage", "alice"], ["limits", "get", "user", "alice"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == EXIT_UNAVAILABLE
+        assert "unavailable" in err
+
+
+def test_operator_commands_need_a_redis_url(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "usage", "alice")
+    assert code == EXIT_USAGE
+    assert "SPENDGATE_REDIS_URL" in err
+
+
+def test_invalid_settings_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("SPENDGATE_KEY_PREFIX", "not a prefix!")
+    code, _, err = _run(capsys, "usage", "alice")
+    assert code == EXIT_USAGE
+    assert "key_prefix" in err
+
+
+def test_serve_checks_before_starting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "serve")
+    assert code == EXIT_USAGE
+    assert "SPENDGATE_API_KEYS" in err
+    monkeypatch.setenv("SPENDGATE_API_KEYS", "k")
+    code, _, err = _run(capsys, "serve", "--workers", "2")
+    assert code == EXIT_USAGE  # the embedded store cannot be shared by workers
+    assert "SPENDGATE_REDIS_URL" in err
+    code, _, err = _run(capsys, "serve", "--port", "70000")
+    assert code == EXIT_USAGE
+
+
+def test_entry_point_in_a_subprocess(prefix: str) -> None:
+    env = dict(os.environ)  # holds the fixture's SPENDGATE_* settings
+    result = subprocess.run(
+        [sys.executable, "-m", "spendgate.cli", "usage", "bob", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    body = json.loads(result.stdout)
+    assert body["user_id"] == "bob"
+    assert body["scopes"]["user"]["daily"]["limit"] == "10"
