@@ -59,12 +59,12 @@ class ScopeDifference:
     @property
     def ledger(self) -> Decimal:
         """Postgres plus the backlog: everything the ledger says was spent."""
-        return self.postgres + self.backlog
+        return from_micros(int((self.postgres + self.backlog).scaleb(6)))
 
     @property
     def difference(self) -> Decimal:
         """Counter minus ledger: positive when Redis counted more."""
-        return self.redis - self.ledger
+        return from_micros(int((self.redis - self.ledger).scaleb(6)))
 
 
 @dataclass
