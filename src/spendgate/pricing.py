@@ -158,6 +158,8 @@ class ModelPrice:
     #: the cost map also names off-peak rates, which are not applied: the
     #: standard (higher) rate is charged at every hour
     has_off_peak_pricing: bool = False
+    #: the most output tokens one call can produce, from the cost map
+    max_output_tokens: int | None = None
 
     def rates_for(self, input_tokens: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
         """``(input, output, cache_read, cache_creation)`` rates for a prompt size.
@@ -273,6 +275,14 @@ def _tiers(entry: Mapping[str, Any], model: str) -> tuple[PriceTier, ...]:
         )
         for threshold, rates in sorted(found.items())
     )
+
+
+def _max_output_tokens(entry: Mapping[str, Any]) -> int | None:
+    for field in ("max_output_tokens", "max_tokens"):
+        value = entry.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _cache_read_rate(entry: Mapping[str, Any], model: str) -> Decimal | None:
@@ -445,6 +455,7 @@ class Pricing:
                 tiers=_tiers(entry, model),
                 range_tiers=_range_tiers(entry, model),
                 has_off_peak_pricing=entry.get("off_peak_pricing") is not None,
+                max_output_tokens=_max_output_tokens(entry),
                 inclusive_threshold=entry.get("litellm_provider")
                 in _INCLUSIVE_THRESHOLD_PROVIDERS,
             )

@@ -1,0 +1,392 @@
+"""LiteLLM integration: one callback admits, charges and refuses every
+``litellm.acompletion`` call.
+
+::
+
+    import litellm
+    from spendgate.integrations.litellm import SpendgateCallback
+
+    litellm.callbacks = [SpendgateCallback(budget)]
+    await litellm.acompletion(model="gpt-4o", messages=..., user="alice")
+
+How it hooks in (checked against LiteLLM's SDK source, 1.108+): the async
+wrapper of ``acompletion`` awaits ``async_pre_call_deployment_hook`` of every
+``CustomLogger`` in ``litellm.callbacks`` before the provider is called, outside
+any ``try`` that would swallow an error, so an exception raised there aborts
+the call and reaches the caller unchanged (after LiteLLM has run its failure
+callbacks). ``async_log_pre_api_call`` is not used: LiteLLM runs it as logging
+and does not let it stop a call. Success and failure arrive later through
+``async_log_success_event`` / ``async_log_failure_event``, queued on LiteLLM's
+logging worker (on the caller's event loop); for a stream, the success event
+comes once, with the whole response, after the last chunk is consumed.
+
+The life of one call:
+
+1. before it, the worst-case cost (prompt tokens counted by LiteLLM, times the
+   dearest input rate, plus ``max_tokens`` — or the model's maximum output —
+   times the dearest output rate) is reserved for the calling user, as a lease;
+   over budget, the call is refused with :class:`~spendgate.BudgetExceededError`
+   and never reaches the provider;
+2. on success the lease is settled at the exact cost of the usage LiteLLM
+   reports, priced by :class:`~spendgate.pricing.Pricing` (overrides first,
+   then LiteLLM's cost map: LiteLLM's own price, computed in ``Decimal``);
+3. on failure the lease is released: nothing is charged.
+
+Only the async API is guarded: the sync ``litellm.completion`` does not run the
+async pre-call hook (with ``record_unadmitted=True`` a successful sync call
+that reports back is still charged, as a fact). LiteLLM's logging worker is
+best effort: if it ever drops a success event, the lease stops counting at its
+TTL and that call goes uncharged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
+from spendgate.errors import (
+    BudgetUnavailableError,
+    InvalidArgumentError,
+    UnknownModelError,
+)
+from spendgate.manager import BudgetManager
+from spendgate.models import Lease
+from spendgate.money import to_decimal
+
+# Importing LiteLLM fetches its cost map from the network unless told to use
+# the copy bundled in its wheel; an application that wants the live map sets
+# the variable (or imports LiteLLM) first.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+try:
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "spendgate.integrations.litellm needs LiteLLM: pip install 'spendgate[litellm]'"
+    ) from exc
+
+#: ``estimate(model, kwargs)``: the amount to reserve for one call
+EstimateFn = Callable[[str, Mapping[str, Any]], Any | Awaitable[Any]]
+
+# Call types whose request carries ``messages`` and whose usage is tokens.
+_GUARDED_CALL_TYPES = frozenset({"acompletion", "completion"})
+
+
+def _call_type_name(call_type: object) -> str:
+    return str(getattr(call_type, "value", call_type))
+
+
+def _metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("metadata", "litellm_metadata"):
+        value = kwargs.get(key)
+        if isinstance(value, Mapping):
+            return value
+    params = kwargs.get("litellm_params")
+    if isinstance(params, Mapping) and isinstance(params.get("metadata"), Mapping):
+        found: Mapping[str, Any] = params["metadata"]
+        return found
+    return {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _field(obj: object, name: str) -> object:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+class SpendgateCallback(CustomLogger):
+    """A LiteLLM ``CustomLogger`` that puts every async completion under a budget.
+
+    :param budget: the :class:`~spendgate.BudgetManager` to charge
+    :param user_key: a metadata key naming the user
+        (``metadata={"tenant": "acme"}`` with ``user_key="tenant"``); when it is
+        unset or absent from a call, LiteLLM's ``user`` argument is used
+    :param project_key: the metadata key naming the project, if any
+    :param default_user: the user charged when a call names none; ``None``
+        (the default) refuses such calls with ``InvalidArgumentError``
+    :param default_max_output_tokens: the output budget of a call that sets
+        neither ``max_tokens`` nor ``max_completion_tokens``; ``None`` uses the
+        model's maximum output from the cost map (a true worst case)
+    :param estimate: ``estimate(model, kwargs)`` returning the amount to reserve
+        (a number, or an awaitable of one), replacing the built-in worst case
+    :param ttl_seconds: lease TTL; defaults to the config's ``lease_ttl_seconds``
+    :param record_unadmitted: also charge (as a fact) a successful call this
+        callback did not admit, such as a sync ``litellm.completion``. Off by
+        default: two callbacks on one budget would then charge a call twice.
+    """
+
+    def __init__(
+        self,
+        budget: BudgetManager,
+        *,
+        user_key: str | None = None,
+        project_key: str | None = "project_id",
+        default_user: str | None = None,
+        default_max_output_tokens: int | None = None,
+        estimate: EstimateFn | None = None,
+        ttl_seconds: int | None = None,
+        record_unadmitted: bool = False,
+    ) -> None:
+        super().__init__()
+        self.budget = budget
+        self.user_key = user_key
+        self.project_key = project_key
+        self.default_user = default_user
+        self.default_max_output_tokens = default_max_output_tokens
+        self._estimate = estimate
+        self.ttl_seconds = ttl_seconds
+        self.record_unadmitted = record_unadmitted
+        #: open leases by LiteLLM call id
+        self._leases: dict[str, Lease] = {}
+        #: calls admitted without a lease (store down, ``fail_open``)
+        self._unleased: set[str] = set()
+        #: success / failure events being handled now
+        self._busy = 0
+
+    # -- who and how much ------------------------------------------------------
+
+    def _user(self, kwargs: Mapping[str, Any]) -> str:
+        if self.user_key is not None:
+            named = _metadata(kwargs).get(self.user_key)
+            if named:
+                return str(named)
+        user = kwargs.get("user")
+        if user:
+            return str(user)
+        if self.default_user is not None:
+            return self.default_user
+        where = f"metadata[{self.user_key!r}] or " if self.user_key else ""
+        raise InvalidArgumentError(
+            f"spendgate: this LiteLLM call names no user: pass {where}user=..., "
+            "or give SpendgateCallback a default_user"
+        )
+
+    def _project(self, kwargs: Mapping[str, Any]) -> str | None:
+        if self.project_key is None:
+            return None
+        project = _metadata(kwargs).get(self.project_key)
+        return str(project) if project else None
+
+    def _max_output_tokens(self, model: str, kwargs: Mapping[str, Any]) -> int:
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = _int(kwargs.get(key))
+            if value > 0:
+                return value
+        if self.default_max_output_tokens is not None:
+            return self.default_max_output_tokens
+        model_max = self.budget.pricing.price(model).max_output_tokens
+        if model_max is None:
+            raise InvalidArgumentError(
+                f"spendgate: cannot bound the output of {model!r}: pass max_tokens, "
+                "or give SpendgateCallback a default_max_output_tokens"
+            )
+        return model_max
+
+    def _prompt_tokens(self, model: str, kwargs: Mapping[str, Any]) -> int:
+        messages = kwargs.get("messages") or []
+        try:
+            return int(litellm.token_counter(model=model, messages=messages))
+        except Exception:  # an exotic message LiteLLM cannot count
+            # A token is at least one character in every tokenizer LiteLLM
+            # uses, so the characters bound the tokens from above.
+            return len(str(messages))
+
+    async def estimate(self, model: str, kwargs: Mapping[str, Any]) -> Decimal:
+        """The amount reserved for a call: the worst case, unless an
+        ``estimate`` function was given."""
+        if self._estimate is not None:
+            value = self._estimate(model, kwargs)
+            if isinstance(value, Awaitable):
+                value = await value
+            return to_decimal(value)
+        choices = max(1, _int(kwargs.get("n")))
+        return self.budget.pricing.estimate(
+            model,
+            self._prompt_tokens(model, kwargs),
+            self._max_output_tokens(model, kwargs) * choices,
+        )
+
+    def cost(self, model: str, usage: object) -> Decimal:
+        """The exact cost of a response's ``usage`` (a LiteLLM ``Usage`` or a dict)."""
+        prompt = _int(_field(usage, "prompt_tokens"))
+        completion = _int(_field(usage, "completion_tokens"))
+        cached = _int(_field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
+        written = _int(_field(usage, "cache_creation_input_tokens"))
+        reasoning = _int(
+            _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
+        )
+        # Some providers report the cache tokens beside the prompt, not in it.
+        prompt = max(prompt, cached + written)
+        return self.budget.pricing.calculate(
+            model,
+            prompt,
+            completion,
+            cached_input_tokens=cached,
+            cache_creation_input_tokens=written,
+            reasoning_tokens=min(reasoning, completion),
+        )
+
+    # -- LiteLLM hooks -------------------------------------------------------
+
+    async def async_pre_call_deployment_hook(
+        self, kwargs: dict[str, Any], call_type: Any
+    ) -> dict[str, Any] | None:
+        """Reserve the call's worst case, or refuse it (the exception aborts it)."""
+        if _call_type_name(call_type) not in _GUARDED_CALL_TYPES:
+            return None
+        call_id = kwargs.get("litellm_call_id")
+        if not call_id or call_id in self._leases:
+            return None
+        model = str(kwargs.get("model") or "")
+        user = self._user(kwargs)
+        amount = await self.estimate(model, kwargs)
+        try:
+            lease = await self.budget.reserve(
+                user,
+                amount,
+                project_id=self._project(kwargs),
+                ttl_seconds=self.ttl_seconds,
+            )
+        except BudgetUnavailableError:
+            if not self.budget.config.fail_open:
+                raise
+            # Admitted without a hold; the success event records the spend.
+            logger.warning("spendgate: store unavailable, admitting (fail_open=True)")
+            self._unleased.add(str(call_id))
+            return None
+        self._leases[str(call_id)] = lease
+        return None
+
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Settle the call's lease at the exact cost of its usage."""
+        self._busy += 1
+        try:
+            await self._on_success(kwargs, response_obj)
+        except Exception as exc:  # LiteLLM would swallow it: say it here
+            logger.opt(exception=exc).error(
+                "spendgate: could not charge LiteLLM call {}: {}",
+                kwargs.get("litellm_call_id"),
+                exc,
+            )
+        finally:
+            self._busy -= 1
+
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Release the call's lease: a failed call is not charged."""
+        self._unleased.discard(str(kwargs.get("litellm_call_id")))
+        lease = self._leases.pop(str(kwargs.get("litellm_call_id")), None)
+        if lease is None:  # refused before a lease was taken, or not ours
+            return
+        self._busy += 1
+        try:
+            await self.budget.release(lease)
+        except Exception as exc:  # the hold stops counting at its TTL anyway
+            logger.warning("spendgate: could not release lease {}: {}", lease.id, exc)
+        finally:
+            self._busy -= 1
+
+    async def _on_success(
+        self, kwargs: Mapping[str, Any], response_obj: object
+    ) -> None:
+        call_id = str(kwargs.get("litellm_call_id"))
+        lease = self._leases.pop(call_id, None)
+        admitted_unleased = call_id in self._unleased
+        self._unleased.discard(call_id)
+        if lease is None and not (admitted_unleased or self.record_unadmitted):
+            return  # not admitted by this callback
+        model = str(kwargs.get("model") or "")
+        if kwargs.get("cache_hit"):
+            amount = Decimal(0)  # served from LiteLLM's cache: no provider call
+        else:
+            amount = self._actual_cost(model, kwargs, response_obj, lease)
+        metadata = {"litellm_call_id": call_id}
+        if lease is not None:
+            await self.budget.settle(
+                lease, amount, model=model or None, metadata=metadata
+            )
+            return
+        # A call that reported back without a lease (the sync API, or admitted
+        # with fail_open while the store was down) still spent the money.
+        try:
+            user = self._user(kwargs)
+        except InvalidArgumentError:
+            logger.warning(
+                "spendgate: LiteLLM call {} names no user; its cost {} is not recorded",
+                call_id,
+                amount,
+            )
+            return
+        await self.budget.record_spend(
+            user,
+            amount,
+            project_id=self._project(kwargs),
+            model=model or None,
+            idempotency_key=f"litellm:{call_id}",
+            metadata=metadata,
+        )
+
+    def _actual_cost(
+        self,
+        model: str,
+        kwargs: Mapping[str, Any],
+        response_obj: object,
+        lease: Lease | None,
+    ) -> Decimal:
+        response = kwargs.get("complete_streaming_response") or response_obj
+        usage = _field(response, "usage")
+        if usage is not None:
+            try:
+                return self.cost(model, usage)
+            except UnknownModelError:
+                pass
+        # No usage, or a model our pricing cannot price: LiteLLM's own figure
+        # (a float, read through its shortest repr), else the reserved amount,
+        # so spend is never under-counted.
+        reported = kwargs.get("response_cost")
+        if isinstance(reported, int | float) and not isinstance(reported, bool):
+            if reported >= 0:
+                return to_decimal(reported)
+        if lease is not None:
+            logger.warning(
+                "spendgate: no cost for LiteLLM call on {!r}; settling at the estimate",
+                model,
+            )
+            return lease.amount
+        raise UnknownModelError(model, "LiteLLM reported neither usage nor a cost")
+
+    # -- operations ----------------------------------------------------------
+
+    @property
+    def open_leases(self) -> int:
+        """Calls admitted whose success or failure has not arrived yet."""
+        return len(self._leases) + len(self._unleased)
+
+    async def flush(self, timeout_seconds: float = 10.0) -> bool:
+        """Wait until every admitted call has been settled or released.
+
+        LiteLLM delivers success events from a background worker; await this
+        before shutting down (and in tests) so no settle is left behind.
+
+        :return: ``True`` when none is left open, ``False`` on timeout
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while self._leases or self._unleased or self._busy:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
