@@ -32,6 +32,9 @@ POSTGRES_DSN = os.environ.get(
     "SPENDGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A test module that imports LiteLLM directly must get its bundled cost map,
+# not a fetch from the network (spendgate itself sets this before importing).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def service_missing(what: str, reason: str) -> None:
