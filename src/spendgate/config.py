@@ -104,6 +104,9 @@ class BudgetConfig(BaseSettings):
     redis_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=60)
     #: connection pool size, per BudgetManager
     redis_max_connections: int = Field(default=512, ge=1, le=100_000)
+    #: send calls made concurrently together, in one round trip (each is
+    #: still its own atomic script); a lone call is sent at once either way
+    redis_pipelining: bool = True
 
     #: a lease's hold stops counting after this, unless given per reserve
     lease_ttl_seconds: int = Field(default=300, ge=1, le=7 * 86400)

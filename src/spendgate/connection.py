@@ -7,15 +7,23 @@ once per process in the log, because its state is gone when the process ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import DataError
 
 from spendgate.config import BudgetConfig, redact_url
 from spendgate.errors import ConfigurationError
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis[hiredis] is a dependency; stay correct without it
+    _hiredis_pack = None
 
 _embedded_server: Any = None
 
@@ -25,6 +33,55 @@ def _no_retries() -> Retry:
     # hold a request for seconds. The hot path fails fast instead; facts that
     # fail are spooled and replayed.
     return Retry(NoBackoff(), 0)
+
+
+# One subclass per redis-py connection class (TCP, TLS, Unix socket), made once.
+_hiredis_packing_classes: dict[type[Any], type[Any]] = {}
+
+
+def _pack_with_hiredis(self: Any, *args: Any) -> list[bytes]:
+    # The wire format redis-py's own pure-Python packer produces, built in C:
+    # the hot path sends 15-20 arguments per EVALSHA, and packing them in
+    # Python costs more than the script itself. Same rules as redis-py's
+    # packers: a command name with spaces ("SCRIPT LOAD") is split, buffers
+    # are copied to bytes, and a value that cannot be sent is a DataError.
+    first = args[0]
+    if isinstance(first, str):
+        args = tuple(first.encode().split()) + args[1:]
+    elif b" " in first:
+        args = tuple(first.split()) + args[1:]
+    assert _hiredis_pack is not None  # only installed when hiredis is there
+    try:
+        return [_hiredis_pack(args)]
+    except TypeError:
+        pass  # buffers hiredis does not take, or a value nobody can send
+    args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
+    try:
+        return [_hiredis_pack(args)]
+    except TypeError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def _use_hiredis_packing(client: Redis) -> None:
+    """Make ``client``'s pool create connections that pack commands with hiredis.
+
+    redis-py's asyncio connections always pack in Python (its sync client
+    already uses hiredis when installed). Nothing changes when hiredis is
+    missing, or when the pool has connections already.
+    """
+    if _hiredis_pack is None:
+        return
+    pool = client.connection_pool
+    base = pool.connection_class
+    cls = _hiredis_packing_classes.get(base)
+    if cls is None:
+        cls = type(
+            f"HiredisPacking{base.__name__}",
+            (base,),
+            {"pack_command": _pack_with_hiredis, "__module__": __name__},
+        )
+        _hiredis_packing_classes[base] = cls
+    pool.connection_class = cls
 
 
 def connect(config: BudgetConfig) -> tuple[Redis, bool]:
@@ -46,6 +103,7 @@ def connect(config: BudgetConfig) -> tuple[Redis, bool]:
             raise ConfigurationError(
                 f"invalid redis_url {redact_url(config.redis_url)}: {exc}"
             ) from None
+        _use_hiredis_packing(client)
         return client, False
     return embedded_client(), True
 

@@ -233,7 +233,12 @@ class BudgetManager:
                     "spendgate: using Redis at {}", redact_url(self.config.redis_url)
                 )
         if self._scripts is None:
-            self._scripts = Scripts(self._client)
+            # Pipelining only on a client of our own: a caller's client may
+            # be shared, or not a plain redis-py one.
+            pipelining = self._owns_client and not self.embedded
+            self._scripts = Scripts(
+                self._client, pipelining=pipelining and self.config.redis_pipelining
+            )
         self._state = ClientState.OPENED
         return self._scripts
 
@@ -282,12 +287,11 @@ class BudgetManager:
     async def _run(self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """One EVALSHA. Store failures become :class:`BudgetUnavailableError`."""
         scripts = self._ensure_open()
-        script = getattr(scripts, script_name)
         breaker = self._breaker
         if breaker.state is not BreakerState.CLOSED and not breaker.allow():
             raise BudgetUnavailableError("circuit breaker open after repeated failures")
         try:
-            reply = await script(keys=keys, args=args)
+            reply = await scripts.call(script_name, keys, args)
         except redis_errors.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
                 breaker.failure()

@@ -8,10 +8,15 @@ source again and retries, transparently.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
+
+from spendgate.pipeline import AutoPipeline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -72,10 +77,34 @@ class Scripts:
     lua_set_limits: AsyncScript
     lua_usage: AsyncScript
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, *, pipelining: bool = False) -> None:
         self.client = client
+        # With pipelining, concurrent calls share round trips (see
+        # spendgate.pipeline); a lone call still goes straight out.
+        self._pipeline = AutoPipeline(client) if pipelining else None
         for name in SCRIPT_NAMES:
             setattr(self, f"lua_{name}", client.register_script(script_source(name)))
+
+    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run the ``lua_<name>`` script: one EVALSHA with its registered SHA.
+
+        The hot path's call: straight to ``execute_command`` (or to the
+        automatic pipeline, when concurrent calls are in flight), without the
+        per-call argument copying of ``Script.__call__``. When Redis lost the
+        script (restart, ``SCRIPT FLUSH``) it is loaded again and the call
+        retried once, as ``Script.__call__`` does.
+        """
+        script: AsyncScript = getattr(self, name)
+        send: Callable[..., Awaitable[Any]]
+        if self._pipeline is not None:
+            send = self._pipeline.execute
+        else:
+            send = self.client.execute_command
+        try:
+            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self.client.script_load(script.script)
+            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def load_all(self) -> None:
         """Load every script now, so the first call of each is one round trip."""
