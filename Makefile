@@ -30,8 +30,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## hot-path benchmark vs the Redis PING floor and coreason-budget: bench/results/
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@$(BIN)/uv pip install --python $(BIN)/python -q -e ".[$(EXTRAS),bench]"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -122,7 +122,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{', '.join(m['per_user_keys'])}) | {m['per_user_day_bytes']:.0f} B |"
     )
     add(
-        f"| per fact: idempotency record (kept `idempotency_ttl_seconds`) | "
+        f"| per `record_spend`: idempotency record (kept "
+        f"`idempotency_ttl_seconds`) | "
         f"{m['per_fact_idempotency_bytes']:.0f} B |"
     )
     add(
@@ -130,7 +131,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{m['per_lease_record_bytes']:.0f} B |"
     )
     add(
-        f"| per fact: ledger stream entry (until the flusher drains it) | "
+        f"| per fact (spend or settle): ledger stream entry (until the flusher "
+        f"drains it) | "
         f"{m['per_ledger_entry_bytes']:.0f} B |"
     )
     add("")

@@ -224,6 +224,7 @@ async def run(options: Options) -> dict[str, Any]:
                 await peer.stop()
         deleted = await _delete_prefix(client, prefix)
         await budget.aclose()
+        logger.enable("spendgate")
     log(f"bench: cleaned up {deleted} keys")
 
     results = _assemble(
@@ -351,7 +352,7 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
         daily_global_limit=1_000_000,
     )
     users = [str(uuid.uuid4()) for _ in range(options.memory_users)]
-    facts = leases = 0
+    spends = leases = 0
     async with BudgetManager(config) as budget:
         client = budget.redis
         for n, user in enumerate(users):
@@ -362,12 +363,11 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
                 await budget.record_spend(
                     user, RECORD_COST, project, model="gpt-4o-mini"
                 )
-                facts += 1
+                spends += 1
             for _ in range(5):
                 async with budget.lease(user, CHECK_COST, project) as held:
                     held.actual_cost = RECORD_COST
                 leases += 1
-                facts += 1
         sizes: dict[str, int] = {}
         async for key in client.scan_iter(match=budget.keys.pattern(), count=1000):
             name = key.decode()
@@ -406,7 +406,9 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
         "per_ledger_entry_bytes": ledger_bytes / ledger_len if ledger_len else 0,
         "ledger_entries": ledger_len,
         "shared_keys_bytes": shared,
-        "facts": facts,
+        # idempotency records are kept per record_spend (and add_credits); a
+        # settle is made idempotent by its lease record instead
+        "spends": spends,
         "leases": leases,
     }
 

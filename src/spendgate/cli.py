@@ -440,6 +440,118 @@ def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     add_reconcile(sub)
 
 
+#: where ``spendgate bench`` measures when neither --redis-url nor
+#: SPENDGATE_REDIS_URL says otherwise (a database of its own)
+_BENCH_DEFAULT_URL = "redis://127.0.0.1:6379/12"
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "bench",
+        help="time the hot path against a bare PING on your Redis (short; "
+        "the full comparison with the peer is `make bench`)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help=f"default: SPENDGATE_REDIS_URL, else {_BENCH_DEFAULT_URL}",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="calls per operation (default 2000)"
+    )
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    url = args.redis_url or os.environ.get("SPENDGATE_REDIS_URL") or _BENCH_DEFAULT_URL
+    return asyncio.run(_bench(url, max(4, args.samples)))
+
+
+async def _bench(url: str, samples: int) -> int:
+    # Sequential calls, interleaved in 4 rounds so noise hits every operation
+    # alike, under a key prefix of their own that is deleted afterwards.
+    import time
+    import uuid
+    from decimal import Decimal
+
+    from redis.exceptions import RedisError
+
+    from spendgate import BudgetConfig, BudgetManager
+    from spendgate.config import redact_url
+
+    prefix = f"sgclibench{uuid.uuid4().hex[:8]}"
+    config = BudgetConfig(
+        redis_url=url,
+        key_prefix=prefix,
+        daily_user_limit=Decimal(1000),
+        daily_project_limit=Decimal(10**9),
+        daily_global_limit=Decimal(10**9),
+    )
+    budget = BudgetManager(config)
+    client = budget.redis
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        print(f"spendgate bench: Redis at {redact_url(url)} did not answer: {exc}")
+        await budget.aclose()
+        return EXIT_UNAVAILABLE
+
+    async def ping(i: int) -> object:
+        return await client.execute_command("PING")  # type: ignore[no-untyped-call]
+
+    async def check(i: int) -> object:
+        return await budget.check_availability(f"u{i % 100}", f"p{i % 10}", 0.01)
+
+    async def record(i: int) -> object:
+        return await budget.record_spend(f"u{i % 100}", 0.002, f"p{i % 10}")
+
+    async def reserve_settle(i: int) -> object:
+        lease = await budget.reserve(f"u{i % 100}", 0.01, f"p{i % 10}")
+        return await budget.settle(lease, 0.002)
+
+    ops: dict[str, Callable[[int], Awaitable[object]]] = {
+        "PING (floor)": ping,
+        "check_availability": check,
+        "record_spend": record,
+        "reserve+settle": reserve_settle,
+    }
+    timings: dict[str, list[int]] = {name: [] for name in ops}
+    try:
+        await budget.open()
+        for op in ops.values():  # warm-up: connections, scripts
+            for i in range(50):
+                await op(i)
+        per_round = samples // 4
+        for r in range(4):
+            for name, op in ops.items():
+                out = timings[name]
+                for i in range(r * per_round, (r + 1) * per_round):
+                    t0 = time.perf_counter_ns()
+                    await op(i)
+                    out.append(time.perf_counter_ns() - t0)
+    finally:
+        keys = [k async for k in client.scan_iter(match=budget.keys.pattern())]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        await budget.aclose()
+
+    def pct(values: list[int], p: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1000
+
+    floor = pct(timings["PING (floor)"], 0.5)
+    print(f"spendgate bench: {samples} sequential calls each on {redact_url(url)}")
+    print(f"{'operation':<20} {'p50 µs':>8} {'p99 µs':>8} {'p50 × PING':>11}")
+    for name, values in timings.items():
+        p50 = pct(values, 0.5)
+        print(f"{name:<20} {p50:8.0f} {pct(values, 0.99):8.0f} {p50 / floor:10.2f}×")
+    print("reserve+settle is two round trips. Full comparison: make bench")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spendgate import __version__
 
@@ -459,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_usage(sub)
     _add_limits(sub)
     _add_credits(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""The benchmark code still runs: a tiny ``bench`` run and ``spendgate bench``.
+
+Runs the whole bench pipeline (interleaved rounds, throughput, overshoot,
+memory, import time, JSON + markdown + chart) with a few samples against the
+real Redis, without the peer (installing it takes a network and a minute),
+into a temporary directory; then the CLI's short version. Asserts that the
+outputs are complete and the lease overshoot is zero; no timing is asserted,
+speed lives in ``make bench``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REDIS_URL, real_redis_available, service_missing
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+# bench/ is a top-level package of the checkout, not of the installed wheel.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    return REDIS_URL
+
+
+async def test_a_tiny_bench_run_writes_every_result(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from bench.runner import Options, run
+
+    lines: list[str] = []
+    options = Options(
+        redis_url=redis_url,
+        rounds=2,
+        samples=20,
+        concurrency=(1, 8),
+        duration_s=0.05,
+        users=6,
+        projects=2,
+        peer=False,
+        overshoot_tasks=40,
+        overshoot_limit=10,
+        import_repeat=1,
+        memory_users=2,
+        out_dir=tmp_path,
+        log=lines.append,
+    )
+    results = await run(options)
+
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["targets"] == json.loads(json.dumps(results["targets"], default=str))
+    for key in ("machine", "redis_info", "latency_us", "throughput", "memory"):
+        assert written[key], key
+    latency = written["latency_us"]["spendgate"]
+    assert set(latency) == {
+        "ping",
+        "check_availability",
+        "record_spend",
+        "reserve+settle",
+    }
+    assert latency["record_spend"]["n"] == 40
+    assert [row["concurrency"] for row in written["throughput"]] == [1, 8]
+    lease = written["overshoot"]["spendgate_lease"]
+    assert (lease["admitted"], lease["recorded"], lease["overshoot"]) == (10, "10", "0")
+    imported = written["import_time"]["spendgate"]
+    assert imported["heavy_modules_imported"] == []
+    memory = written["memory"]
+    assert memory["per_user_keys"] and memory["per_user_day_bytes"] > 0
+    assert memory["idempotency_records"] == memory["spends"]
+    assert memory["lease_records"] == memory["leases"]
+    names = {t["name"] for t in written["targets"]}
+    assert "overshoot with leases" in names and "import spendgate" in names
+
+    table = (tmp_path / "bench.md").read_text()
+    assert "### Sequential latency" in table and "### Targets" in table
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
+    assert any("cleaned up" in line for line in lines)
+
+
+def test_the_cli_short_bench(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spendgate.cli import EXIT_OK, main
+
+    assert main(["bench", "--samples", "8", "--redis-url", redis_url]) == EXIT_OK
+    out = capsys.readouterr().out
+    for name in (
+        "PING (floor)",
+        "check_availability",
+        "record_spend",
+        "reserve+settle",
+    ):
+        assert name in out
+
+
+def test_the_cli_bench_says_when_redis_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from spendgate.cli import EXIT_UNAVAILABLE, main
+
+    code = main(["bench", "--samples", "8", "--redis-url", "redis://127.0.0.1:1/0"])
+    assert code == EXIT_UNAVAILABLE
+    assert "did not answer" in capsys.readouterr().out
