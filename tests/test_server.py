@@ -144,6 +144,15 @@ def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     create_app(config)  # does not raise: keys are configured
 
 
+def test_invalid_environment_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPENDGATE_API_KEYS", "k1")
+    monkeypatch.setenv("SPENDGATE_DAILY_USER_LIMIT", "-5")
+    with pytest.raises(ConfigurationError, match="daily_user_limit"):
+        create_app()
+
+
 # -- coreason-compatible: /check and /spend ------------------------------------
 
 

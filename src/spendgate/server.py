@@ -58,7 +58,7 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from spendgate.config import BudgetConfig
+from spendgate.config import BudgetConfig, load_config
 from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -571,7 +571,7 @@ def create_app(
         budget, owned = source, False
     else:
         budget, owned = (
-            BudgetManager(source if source is not None else BudgetConfig()),
+            BudgetManager(source if source is not None else load_config()),
             True,
         )
     keys = list(api_keys) if api_keys is not None else budget.config.api_key_list()
