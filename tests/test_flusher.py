@@ -305,7 +305,12 @@ async def test_flusher_process_sigkilled_repeatedly_leaves_one_row_per_fact(
         proc = _flush_process(
             key_prefix, ledger_dsn, "--consumer", name, "--claim-idle", "0.3"
         )
-        await asyncio.sleep(rng.uniform(0.6, 1.4))
+        # Killed a random while after it started flushing (start-up time
+        # varies with the machine's load).
+        assert proc.stderr is not None
+        line = await asyncio.to_thread(proc.stderr.readline)
+        assert b"flushing as consumer" in line, line
+        await asyncio.sleep(rng.uniform(0.2, 0.9))
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.communicate, None, 60)
         assert proc.returncode == -signal.SIGKILL
@@ -594,8 +599,8 @@ def test_importing_spendgate_does_not_import_asyncpg() -> None:
 def test_a_malformed_entry_is_refused_before_postgres() -> None:
     from spendgate.flusher import PoisonEntryError
 
-    fields = {"e": "x", "k": "spend", "t": "1", "u": "u", "a": "1"}
+    fields = {b"e": b"x", b"k": b"spend", b"t": b"1", b"u": b"u", b"a": b"1"}
     assert entry_to_row(fields)[6] == 1
-    for broken in ({**fields, "a": "-1"}, {**fields, "t": "soon"}, {"e": "x"}):
+    for broken in ({**fields, b"a": b"-1"}, {**fields, b"t": b"soon"}, {b"e": b"x"}):
         with pytest.raises(PoisonEntryError):
             entry_to_row(broken)

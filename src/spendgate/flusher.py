@@ -35,7 +35,8 @@ import random
 import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, NamedTuple, cast
+from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from loguru import logger
 from redis import exceptions as redis_errors
@@ -51,7 +52,11 @@ from spendgate.pg import (
     is_unavailable,
     require_dsn,
 )
+from spendgate.scripts import lua_dir
 from spendgate.windows import EPOCH
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
 
 #: the consumer group every flusher of a deployment joins
 DEFAULT_GROUP = "spendgate-flusher"
@@ -117,7 +122,8 @@ _REDIS_UNAVAILABLE = (
     OSError,
 )
 
-StreamEntry = tuple[str, dict[str, str] | None]
+RawFields = dict[bytes, bytes]
+StreamEntry = tuple[str, RawFields | None]
 
 
 class Backlog(NamedTuple):
@@ -129,6 +135,43 @@ class Backlog(NamedTuple):
     pending: int
     #: age of the oldest entry in seconds by the Redis clock; 0.0 when empty
     oldest_age_seconds: float
+
+
+class _Prepared(NamedTuple):
+    """A batch read from the stream, converted, not stored yet."""
+
+    #: every stream id of the batch (acknowledged together)
+    ids: list[str]
+    #: staging rows, and the entries they came from
+    rows: list[tuple[Any, ...]]
+    sources: list[tuple[str, RawFields]]
+    #: entries that cannot become rows, with the reason
+    dead: list[tuple[str, RawFields, str]]
+
+
+def _honour_lost_cancel() -> None:
+    """Raise ``CancelledError`` when this task was cancelled but the
+    cancellation got lost on the way.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py wraps around every
+    command when a socket timeout is set) drops a cancellation that arrives
+    just as the awaited operation completes; the task keeps running with
+    ``cancelling()`` above zero. Checked once per pass, so :meth:`Flusher.run`
+    still stops when cancelled.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _abandon(task: asyncio.Task[int]) -> None:
+    """Cancel a store still running (its entries stay pending, to be read
+    again) and collect its outcome, so no error goes unretrieved."""
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
 
 
 class PoisonEntryError(ValueError):
@@ -143,19 +186,31 @@ def clean_text(value: bytes | str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _fields(raw: Any) -> dict[str, str] | None:
+def _text(raw: bytes) -> str:
+    # The fast path of clean_text, for the fields of every entry.
+    if b"\x00" in raw:
+        raw = raw.replace(b"\x00", "\ufffd".encode())
+    return raw.decode("utf-8", "replace")
+
+
+def _raw_fields(raw: Any) -> RawFields | None:
     if not raw:
         return None
-    if isinstance(raw, dict):
-        return {clean_text(k): clean_text(v) for k, v in raw.items()}
-    # a flat [k, v, k, v, ...] list (RESP2 without redis-py's parsing)
-    return {
-        clean_text(raw[i]): clean_text(raw[i + 1]) for i in range(0, len(raw) - 1, 2)
-    }
+    if not isinstance(raw, dict):
+        # a flat [k, v, k, v, ...] list (RESP2 without redis-py's parsing)
+        raw = {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+    key = next(iter(raw))
+    if isinstance(key, str):
+        # a client with decode_responses=True: back to bytes, the slow way
+        return {
+            k.encode(): v.encode() if isinstance(v, str) else v for k, v in raw.items()
+        }
+    return cast(RawFields, raw)
 
 
 def _entries(raw: Any) -> list[StreamEntry]:
-    return [(clean_text(sid), _fields(fields)) for sid, fields in raw]
+    # Fields stay bytes: only the ones a row needs are decoded (entry_to_row).
+    return [(clean_text(sid), _raw_fields(fields)) for sid, fields in raw]
 
 
 def _tokens(meta: Any, names: Sequence[str]) -> int | None:
@@ -172,54 +227,70 @@ def _tokens(meta: Any, names: Sequence[str]) -> int | None:
     return None
 
 
-def entry_to_row(fields: dict[str, str]) -> tuple[Any, ...]:
+def _optional(raw: bytes | None) -> str | None:
+    return _text(raw) if raw else None
+
+
+def entry_to_row(fields: RawFields) -> tuple[Any, ...]:
     """The staging row of one stream entry (see :data:`STAGING_COLUMNS`).
 
+    :param fields: the entry's fields as Redis returns them (bytes)
     :raise PoisonEntryError: when a required field is missing or malformed
     """
+    get = fields.get
     try:
-        entry_id = fields["e"]
-        kind = fields["k"]
-        occurred_ms = int(fields["t"])
-        user_id = fields["u"]
-        amount = int(fields["a"])
-        estimate = int(fields["est"]) if fields.get("est") else None
+        entry_id = _text(fields[b"e"])
+        kind = _text(fields[b"k"])
+        occurred_ms = int(fields[b"t"])
+        user_id = _text(fields[b"u"])
+        amount = int(fields[b"a"])
+        raw_estimate = get(b"est")
+        estimate = int(raw_estimate) if raw_estimate else None
     except (KeyError, ValueError) as exc:
         raise PoisonEntryError(
             f"malformed ledger entry ({exc!r}): {fields!r}"
         ) from None
     if not entry_id or not kind or not user_id or amount < 0:
         raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
-    metadata = fields.get("md") or None
+    raw_metadata = get(b"md")
+    metadata = None
     input_tokens = output_tokens = None
-    if metadata is not None:
-        if "\\u0000" in metadata:
+    if raw_metadata:
+        if b"\\u0000" in raw_metadata:
             # jsonb refuses the NUL escape that json.dumps writes for "\x00".
-            metadata = metadata.replace("\\u0000", "\\ufffd")
-        try:
-            meta = json.loads(metadata)
-        except ValueError:
-            # Keep what the caller sent rather than losing the row.
-            meta = {"_unparsed": metadata}
-            metadata = json.dumps(meta)
-        input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
-        output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
+            raw_metadata = raw_metadata.replace(b"\\u0000", b"\\ufffd")
+        metadata = _text(raw_metadata)
+        # Parsed only when it may carry token counts: spendgate writes valid
+        # JSON, and metadata Postgres refuses is wrapped on insert instead.
+        if b"tokens" in raw_metadata:
+            try:
+                meta = json.loads(metadata)
+            except ValueError:
+                meta = {"_unparsed": metadata}
+                metadata = json.dumps(meta)
+            input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
+            output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
     return (
         entry_id,
         kind,
         EPOCH + timedelta(milliseconds=occurred_ms),
         user_id,
-        fields.get("p") or None,
-        fields.get("m") or None,
+        _optional(get(b"p")),
+        _optional(get(b"m")),
         amount,
         metadata,
         input_tokens,
         output_tokens,
-        fields.get("i") or None,
-        fields.get("l") or None,
+        _optional(get(b"i")),
+        _optional(get(b"l")),
         estimate,
-        fields.get("late") == "1",
+        get(b"late") == b"1",
     )
+
+
+@cache
+def _ack_source() -> bytes:
+    return (lua_dir() / "ledger_ack.lua").read_bytes()
 
 
 def _id_tuple(stream_id: str) -> tuple[int, int]:
@@ -289,6 +360,7 @@ class Flusher:
 
         self._redis = redis
         self._owns_redis = redis is None
+        self._ack: AsyncScript | None = None
         self._conn: Any = None
         self._group_ready = False
         self._wake = asyncio.Event()
@@ -321,6 +393,12 @@ class Flusher:
             else:
                 self._redis = embedded_client()
         return self._redis
+
+    @property
+    def _ack_script(self) -> AsyncScript:
+        if self._ack is None:
+            self._ack = self.redis.register_script(_ack_source())
+        return self._ack
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -371,12 +449,14 @@ class Flusher:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await asyncio.wait_for(conn.close(), 5)
+                async with asyncio.timeout(5):
+                    await conn.close()
             except Exception:
                 conn.terminate()
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
+            self._ack = None
         self._group_ready = False
 
     async def __aenter__(self) -> Flusher:
@@ -421,14 +501,29 @@ class Flusher:
             self._report(moved)
         moved += await self._reclaim(moved)
         end = await self._last_id()
-        while end is not None:
-            batch = await self._read(">")
-            if not batch:
-                break
-            moved += await self._move(batch)
-            self._report(moved)
-            if len(batch) < self.batch_size or _id_tuple(batch[-1][0]) >= end:
-                break
+        # New entries, up to the end as of now. Each batch is stored (Postgres,
+        # then the ack) while the next one is read and converted, so Redis,
+        # Postgres and this process work at the same time; batches are still
+        # acknowledged one by one, each only after its own commit.
+        storing: asyncio.Task[int] | None = None
+        try:
+            while end is not None:
+                batch = await self._read(">")
+                prepared = self._prepare(batch)
+                if storing is not None:
+                    moved += await storing
+                    storing = None
+                    self._report(moved)
+                if not batch:
+                    break
+                if len(batch) < self.batch_size or _id_tuple(batch[-1][0]) >= end:
+                    moved += await self._store(prepared)
+                    self._report(moved)
+                    break
+                storing = asyncio.create_task(self._store(prepared))
+        finally:
+            if storing is not None:
+                await _abandon(storing)
         return moved
 
     def _report(self, moved: int) -> None:
@@ -507,9 +602,13 @@ class Flusher:
 
     async def _move(self, batch: list[StreamEntry]) -> int:
         """Insert one batch, commit, then acknowledge and delete it."""
+        return await self._store(self._prepare(batch))
+
+    def _prepare(self, batch: list[StreamEntry]) -> _Prepared:
+        """Turn a batch into staging rows; malformed entries are set aside."""
         rows: list[tuple[Any, ...]] = []
-        sources: list[tuple[str, dict[str, str]]] = []
-        dead: list[tuple[str, dict[str, str], str]] = []
+        sources: list[tuple[str, RawFields]] = []
+        dead: list[tuple[str, RawFields, str]] = []
         for sid, fields in batch:
             if fields is None:
                 continue  # deleted from the stream (trimmed): nothing to insert
@@ -518,19 +617,25 @@ class Flusher:
                 sources.append((sid, fields))
             except PoisonEntryError as exc:
                 dead.append((sid, fields, str(exc)))
+        return _Prepared([sid for sid, _ in batch], rows, sources, dead)
+
+    async def _store(self, prepared: _Prepared) -> int:
+        """Insert and commit the rows, dead-letter what Postgres refuses, then
+        acknowledge and delete the whole batch."""
+        rows, sources, dead = prepared.rows, prepared.sources, prepared.dead
         if rows:
             inserted, refused = await self._insert_isolating(rows)
             self.inserted_total += inserted
             dead.extend((*sources[index], error) for index, error in refused)
         if dead:
             await self._dead_letter(dead)
-        ids = [sid for sid, _ in batch]
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, *ids)
-        pipe.xdel(self.stream, *ids)
-        await pipe.execute()
-        self.moved_total += len(ids)
-        return len(ids)
+        # Acknowledged and deleted in one atomic script, only now that the
+        # rows are committed.
+        await self._ack_script(
+            keys=[self.stream], args=[self.group, ",".join(prepared.ids)]
+        )
+        self.moved_total += len(prepared.ids)
+        return len(prepared.ids)
 
     async def _insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
         conn = await self._pg()
@@ -554,13 +659,33 @@ class Flusher:
             if state[:2] not in _DATA_ERROR_CLASSES:
                 raise
             if len(rows) == 1:
-                return 0, [(offset, f"{type(exc).__name__}: {exc}")]
+                return await self._insert_alone(rows[0], offset, exc)
         mid = len(rows) // 2
         left = await self._insert_isolating(rows[:mid], offset)
         right = await self._insert_isolating(rows[mid:], offset + mid)
         return left[0] + right[0], left[1] + right[1]
 
-    async def _dead_letter(self, dead: list[tuple[str, dict[str, str], str]]) -> None:
+    async def _insert_alone(
+        self, row: tuple[Any, ...], offset: int, exc: Exception
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """One row Postgres refused. When it has metadata (jsonb refuses what
+        is not JSON), keep the fact with the text wrapped as
+        ``{"_unparsed": ...}``; otherwise, or if that fails too, give it up
+        to the dead-letter stream."""
+        metadata_at = STAGING_COLUMNS.index("metadata")
+        if row[metadata_at] is not None:
+            wrapped = json.dumps({"_unparsed": row[metadata_at]})
+            retry = (*row[:metadata_at], wrapped, *row[metadata_at + 1 :])
+            try:
+                return await self._insert([retry]), []
+            except asyncpg_module().PostgresError as again:
+                state = getattr(again, "sqlstate", None) or ""
+                if state[:2] not in _DATA_ERROR_CLASSES:
+                    raise
+                exc = again
+        return 0, [(offset, f"{type(exc).__name__}: {exc}")]
+
+    async def _dead_letter(self, dead: list[tuple[str, RawFields, str]]) -> None:
         pipe = self.redis.pipeline(transaction=True)
         for sid, fields, error in dead:
             logger.error(
@@ -570,7 +695,7 @@ class Flusher:
                 self.dead_letter_stream,
                 error,
             )
-            record: dict[Any, Any] = {**fields, "sid": sid, "err": error[:1000]}
+            record: dict[Any, Any] = {**fields, b"sid": sid, b"err": error[:1000]}
             pipe.xadd(self.dead_letter_stream, record)
         await pipe.execute()
         self.dead_lettered_total += len(dead)
@@ -586,9 +711,9 @@ class Flusher:
         backlog each time; nothing is acknowledged meanwhile. Closes the
         connections when it ends.
         """
-        self._stopping = False
         try:
             while not self._stopping:
+                _honour_lost_cancel()
                 try:
                     moved = await self.run_once()
                 except (LedgerUnavailableError, *_REDIS_UNAVAILABLE) as exc:
@@ -605,18 +730,24 @@ class Flusher:
                 if moved < self.batch_size:
                     await self._sleep(self.interval_seconds)
         finally:
+            self._stopping = False
             await self.aclose()
 
     def stop(self) -> None:
-        """Make :meth:`run` return after the batch in progress."""
+        """Make :meth:`run` return after the batch in progress (at once when
+        called before it starts)."""
         self._stopping = True
         self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.wait on a task, not wait_for or timeout(): on Python 3.11
+        # those can lose a cancellation that lands just as the timeout fires,
+        # and run() would never stop.
+        waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
         self._wake.clear()
 
     async def _failed(self, exc: BaseException) -> float:

@@ -261,6 +261,7 @@ def run_flush(args: argparse.Namespace) -> int:
         import signal
 
         from spendgate.flusher import Flusher
+        from spendgate.pg import LedgerUnavailableError
 
         config = _config(args, needs_redis=True)
         if args.claim_idle <= 0:
@@ -284,6 +285,11 @@ def run_flush(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, flusher.stop)
+        try:
+            await flusher.connect()
+        except LedgerUnavailableError as exc:
+            # Not fatal for a long-running flusher: run() retries with backoff.
+            print(f"spendgate: {exc}; retrying", file=sys.stderr)
         print(
             f"flushing as consumer {flusher.consumer} every "
             f"{flusher.interval_seconds}s; SIGINT/SIGTERM stops",

@@ -28,8 +28,9 @@ CREATE TABLE IF NOT EXISTS spendgate_ledger (
     lease_id        text,
     estimate        numeric(20,6),
     late            boolean         NOT NULL DEFAULT false,
-    -- when the flusher inserted the row (end-to-end lag = inserted_at - occurred_at)
-    inserted_at     timestamptz     NOT NULL DEFAULT now()
+    -- when the flusher inserted the row (end-to-end lag = inserted_at - occurred_at);
+    -- clock_timestamp, not now(): the moment of the insert, not of BEGIN
+    inserted_at     timestamptz     NOT NULL DEFAULT clock_timestamp()
 );
 
 CREATE INDEX IF NOT EXISTS spendgate_ledger_occurred_at_idx
