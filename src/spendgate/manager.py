@@ -111,7 +111,8 @@ def _new_id(now_ms: int) -> str:
 
 
 def _fingerprint(*parts: object) -> str:
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    # A list, not a generator: join() builds one from a generator anyway.
+    text = "\x1f".join(["" if p is None else str(p) for p in parts])
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
