@@ -1,0 +1,539 @@
+"""Model-based: random operation sequences agree with a pure-Python model.
+
+How: a hypothesis ``RuleBasedStateMachine`` drives random sequences of
+check / record / reserve / settle / release / credit / set-limits / clock
+advances against a BudgetManager on real Redis and on fakeredis, and applies
+each to a small model of DESIGN.md written independently of the Lua scripts:
+integer micro-units (charges and holds round up, credits and caps round
+down), daily and monthly caps per user / project / global scope with
+per-entity overrides, holds that stop counting at their expiry, balances
+(always tracked once a user has one; enforced at admission when
+``enforce_balance``), and idempotency keys (same arguments replay, others
+conflict). Every admission decision (admitted or refused, by which scope and
+window, and what would remain), every fact's result, and — after every
+step — spent, held, limits and balances of every scope agree with the model.
+The clock is injected and advanced by the machine, across days and months.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+
+from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
+from spendgate import (
+    UNSET,
+    BudgetConfig,
+    BudgetExceededError,
+    BudgetManager,
+    IdempotencyConflictError,
+    LeaseStateError,
+    StorageError,
+)
+
+USERS = ["u1", "u2"]
+PROJECTS: list[str | None] = [None, "p1", "p2"]
+KEYS: list[str | None] = [None, None, "k1", "k2", "k3"]
+NO_CAP = -1
+
+amounts = st.one_of(
+    st.decimals(
+        min_value=0, max_value=4, places=7, allow_nan=False, allow_infinity=False
+    ),
+    st.sampled_from([Decimal(0), Decimal("0.000001"), Decimal("1"), Decimal("2.5")]),
+)
+caps = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [Decimal(0), Decimal("0.5"), Decimal("1.0000005"), Decimal(3), Decimal(8)]
+    ),
+)
+overrides = st.one_of(st.just(UNSET), caps)
+
+
+def up(amount: Decimal) -> int:
+    return int((amount * 1_000_000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def down(amount: Decimal) -> int:
+    return int((amount * 1_000_000).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def dec(micros: int) -> Decimal:
+    return Decimal(micros) / 1_000_000
+
+
+def ms(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+@dataclass
+class Hold:
+    user: str
+    project: str | None
+    amount: int
+    expires_ms: int
+    state: str = "p"  # p pending, s settled, v voided
+    cost: int = 0
+    entry: str = ""
+    late: bool = False
+
+
+class Model:
+    """DESIGN.md's semantics, in memory."""
+
+    def __init__(self, defaults: dict[str, list[int]], enforce: bool, min_balance: int):
+        self.defaults = defaults
+        self.enforce = enforce
+        self.min_balance = min_balance
+        self.overrides: dict[tuple[str, str], dict[str, int]] = {}
+        self.spent: dict[tuple[str, str, str], int] = {}
+        self.balances: dict[str, int] = {}
+        self.holds: dict[str, Hold] = {}
+        self.idem: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+    @staticmethod
+    def scopes(user: str, project: str | None) -> list[tuple[str, str]]:
+        out = [("user", user)]
+        if project is not None:
+            out.append(("project", project))
+        out.append(("global", ""))
+        return out
+
+    def limit(self, scope: str, sid: str, window: str) -> int:
+        field = "dl" if window == "daily" else "ml"
+        over = self.overrides.get((scope, sid), {})
+        if field in over:
+            return over[field]
+        return self.defaults[scope][0 if window == "daily" else 1]
+
+    @staticmethod
+    def period(now: datetime, window: str) -> str:
+        return now.strftime("%Y%m%d" if window == "daily" else "%Y%m")
+
+    def spent_in(self, scope: str, sid: str, window: str, now: datetime) -> int:
+        return self.spent.get((self.period(now, window), scope, sid), 0)
+
+    def held(self, scope: str, sid: str, now_ms: int) -> int:
+        total = 0
+        for h in self.holds.values():
+            if h.state != "p" or now_ms >= h.expires_ms:
+                continue
+            if (scope == "user" and h.user == sid) or (
+                scope == "project" and h.project == sid
+            ):
+                total += h.amount
+            elif scope == "global":
+                total += h.amount
+        return total
+
+    def admit(
+        self, user: str, project: str | None, requested: int, now: datetime
+    ) -> tuple[str, str, int]:
+        """("ok", "", room) or ("refused", scope, window)."""
+        now_ms = ms(now)
+        tightest = NO_CAP
+        for scope, sid in self.scopes(user, project):
+            held = self.held(scope, sid, now_ms)
+            rooms: list[tuple[str, int]] = []
+            for window in ("daily", "monthly"):
+                cap = self.limit(scope, sid, window)
+                if cap >= 0:
+                    rooms.append(
+                        (window, cap - self.spent_in(scope, sid, window, now) - held)
+                    )
+            if scope == "user" and self.enforce:
+                available = self.balances.get(user, 0) - self.min_balance
+                rooms.append(("balance", available - held))
+            for window, room in rooms:
+                if room < requested or (requested == 0 and room <= 0):
+                    return ("refused", f"{scope}:{window}", 0)
+                if tightest < 0 or room < tightest:
+                    tightest = room
+        return ("ok", "", tightest)
+
+    def charge(
+        self, user: str, project: str | None, amount: int, now: datetime
+    ) -> None:
+        for scope, sid in self.scopes(user, project):
+            for window in ("daily", "monthly"):
+                key = (self.period(now, window), scope, sid)
+                self.spent[key] = self.spent.get(key, 0) + amount
+        if self.enforce or user in self.balances:
+            self.balances[user] = self.balances.get(user, 0) - amount
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    backend = "fakeredis"
+
+    leases = Bundle("leases")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = FakeClock(datetime(2026, 1, 30, 22, 0, tzinfo=UTC))
+        self.prefix = f"mb{uuid.uuid4().hex[:12]}"
+        if self.backend == "redis":
+            self.client: aioredis.Redis = aioredis.Redis.from_url(
+                REDIS_URL, socket_timeout=5
+            )
+        else:
+            self.client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        self.budget: BudgetManager | None = None
+        self.model: Model | None = None
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def charge(self, amount: Decimal) -> Decimal:
+        """The amount of a charge or hold for this backend.
+
+        Known bug, left to the Lua owner (see test_zero_amounts_on_real_redis):
+        on real Redis a zero charge or hold negates to Lua's ``-0``, which
+        HINCRBY rejects. Real Redis runs draw no zero charges until it is fixed.
+        """
+        if self.backend == "redis" and up(amount) == 0:
+            return Decimal("0.000001")
+        return amount
+
+    @property
+    def b(self) -> BudgetManager:
+        assert self.budget is not None
+        return self.budget
+
+    @property
+    def m(self) -> Model:
+        assert self.model is not None
+        return self.model
+
+    @initialize(
+        user_caps=st.tuples(caps, caps),
+        project_caps=st.tuples(caps, caps),
+        global_caps=st.tuples(st.one_of(st.none(), st.just(Decimal(20))), caps),
+        enforce=st.booleans(),
+        min_balance=st.sampled_from(["0", "-2", "1.5"]),
+    )
+    def setup(
+        self,
+        user_caps: tuple[Decimal | None, Decimal | None],
+        project_caps: tuple[Decimal | None, Decimal | None],
+        global_caps: tuple[Decimal | None, Decimal | None],
+        enforce: bool,
+        min_balance: str,
+    ) -> None:
+        config = BudgetConfig(
+            key_prefix=self.prefix,
+            daily_user_limit=user_caps[0],
+            monthly_user_limit=user_caps[1],
+            daily_project_limit=project_caps[0],
+            monthly_project_limit=project_caps[1],
+            daily_global_limit=global_caps[0],
+            monthly_global_limit=global_caps[1],
+            enforce_balance=enforce,
+            min_balance=min_balance,
+        )
+        self.budget = BudgetManager(config, clock=self.clock, redis=self.client)
+
+        def cap(value: Decimal | None) -> int:
+            return NO_CAP if value is None else down(value)
+
+        defaults = {
+            "user": [cap(user_caps[0]), cap(user_caps[1])],
+            "project": [cap(project_caps[0]), cap(project_caps[1])],
+            "global": [cap(global_caps[0]), cap(global_caps[1])],
+        }
+        sign = -1 if min_balance.startswith("-") else 1
+        self.model = Model(
+            defaults, enforce, sign * down(Decimal(min_balance.lstrip("-")))
+        )
+
+    def teardown(self) -> None:
+        async def close() -> None:
+            if self.budget is not None:
+                await self.budget.aclose()
+            if self.backend == "redis":
+                keys = [
+                    k async for k in self.client.scan_iter(match=f"{self.prefix}:*")
+                ]
+                if keys:
+                    await self.client.delete(*keys)
+            await self.client.aclose()
+
+        try:
+            self.run(close())
+        finally:
+            self.loop.close()
+
+    # -- rules ------------------------------------------------------------------
+
+    @rule(
+        user=st.sampled_from(USERS), project=st.sampled_from(PROJECTS), amount=amounts
+    )
+    def check(self, user: str, project: str | None, amount: Decimal) -> None:
+        verdict, where, room = self.m.admit(user, project, up(amount), self.clock())
+        if verdict == "refused":
+            with pytest.raises(BudgetExceededError) as refused:
+                self.run(self.b.remaining(user, project, amount))
+            assert f"{refused.value.scope}:{refused.value.window}" == where
+            return
+        remaining = self.run(self.b.remaining(user, project, amount))
+        assert remaining == (None if room < 0 else dec(room))
+
+    @rule(
+        user=st.sampled_from(USERS),
+        project=st.sampled_from(PROJECTS),
+        amount=amounts,
+        key=st.sampled_from(KEYS),
+        model_name=st.sampled_from([None, "m"]),
+    )
+    def record(
+        self,
+        user: str,
+        project: str | None,
+        amount: Decimal,
+        key: str | None,
+        model_name: str | None,
+    ) -> None:
+        amount = self.charge(amount)
+        micros = up(amount)
+        fingerprint = ("spend", user, project, micros, model_name)
+        if key is not None and key in self.m.idem:
+            seen, entry = self.m.idem[key]
+            if seen != fingerprint:
+                with pytest.raises(IdempotencyConflictError):
+                    self.run(
+                        self.b.record_spend(user, amount, project, model_name, key)
+                    )
+                return
+            rec = self.run(self.b.record_spend(user, amount, project, model_name, key))
+            assert rec.replayed and rec.entry_id == entry
+            return
+        rec = self.run(self.b.record_spend(user, amount, project, model_name, key))
+        assert not rec.replayed and not rec.spooled and rec.amount == dec(micros)
+        self.m.charge(user, project, micros, self.clock())
+        if key is not None:
+            self.m.idem[key] = (fingerprint, rec.entry_id)
+
+    @rule(
+        target=leases,
+        user=st.sampled_from(USERS),
+        project=st.sampled_from(PROJECTS),
+        amount=amounts,
+        ttl=st.sampled_from([1, 90, 3600, 2 * 86400]),
+        key=st.sampled_from(KEYS),
+    )
+    def reserve(
+        self, user: str, project: str | None, amount: Decimal, ttl: int, key: str | None
+    ) -> Any:
+        amount = self.charge(amount)
+        micros = up(amount)
+        fingerprint = ("reserve", user, project, micros, ttl * 1000)
+        if key is not None and key in self.m.idem:
+            seen, lease_id = self.m.idem[key]
+            if seen != fingerprint:
+                with pytest.raises(IdempotencyConflictError):
+                    self.run(self.b.reserve(user, amount, project, ttl, key))
+                return multiple()
+            lease = self.run(self.b.reserve(user, amount, project, ttl, key))
+            assert lease.replayed and lease.id == lease_id
+            return multiple()
+        now = self.clock()
+        verdict, where, _ = self.m.admit(user, project, micros, now)
+        if verdict == "refused":
+            with pytest.raises(BudgetExceededError) as refused:
+                self.run(self.b.reserve(user, amount, project, ttl, key))
+            assert f"{refused.value.scope}:{refused.value.window}" == where
+            return multiple()
+        lease = self.run(self.b.reserve(user, amount, project, ttl, key))
+        assert not lease.replayed and lease.amount == dec(micros)
+        expires = ms(now) + ttl * 1000
+        assert ms(lease.expires_at) == expires
+        self.m.holds[lease.id] = Hold(user, project, micros, expires)
+        if key is not None:
+            self.m.idem[key] = (fingerprint, lease.id)
+        return lease.id
+
+    @rule(lease_id=st.one_of(leases, st.just("no-such-lease")), amount=amounts)
+    def settle(self, lease_id: str, amount: Decimal) -> None:
+        amount = self.charge(amount)
+        micros = up(amount)
+        hold = self.m.holds.get(lease_id)
+        if hold is None or hold.state == "v":
+            with pytest.raises(LeaseStateError):
+                self.run(self.b.settle(lease_id, amount))
+            return
+        if hold.state == "s":
+            if hold.cost != micros:
+                with pytest.raises(IdempotencyConflictError):
+                    self.run(self.b.settle(lease_id, amount))
+                return
+            rec = self.run(self.b.settle(lease_id, amount))
+            assert rec.replayed and rec.entry_id == hold.entry and rec.late == hold.late
+            return
+        now = self.clock()
+        rec = self.run(self.b.settle(lease_id, amount))
+        assert not rec.replayed and rec.user_id == hold.user
+        assert rec.project_id == hold.project and rec.estimate == dec(hold.amount)
+        assert rec.late == (ms(now) >= hold.expires_ms)
+        self.m.charge(hold.user, hold.project, micros, now)
+        hold.state, hold.cost, hold.entry, hold.late = (
+            "s",
+            micros,
+            rec.entry_id,
+            rec.late,
+        )
+
+    @rule(lease_id=st.one_of(leases, st.just("no-such-lease")))
+    def release(self, lease_id: str) -> None:
+        hold = self.m.holds.get(lease_id)
+        if hold is None or hold.state == "s":
+            with pytest.raises(LeaseStateError):
+                self.run(self.b.release(lease_id))
+            return
+        counting = hold.state == "p" and ms(self.clock()) < hold.expires_ms
+        assert self.run(self.b.release(lease_id)) is counting
+        hold.state = "v"
+
+    @rule(user=st.sampled_from(USERS), amount=amounts, key=st.sampled_from(KEYS))
+    def credit(self, user: str, amount: Decimal, key: str | None) -> None:
+        micros = down(amount)
+        fingerprint = ("credit", user, micros)
+        if key is not None and key in self.m.idem:
+            seen, first = self.m.idem[key]
+            if seen != fingerprint:
+                with pytest.raises(IdempotencyConflictError):
+                    self.run(self.b.add_credits(user, amount, key))
+                return
+            rec = self.run(self.b.add_credits(user, amount, key))
+            assert rec.replayed and (rec.entry_id, rec.balance) == first
+            return
+        rec = self.run(self.b.add_credits(user, amount, key))
+        self.m.balances[user] = self.m.balances.get(user, 0) + micros
+        assert not rec.replayed and rec.balance == dec(self.m.balances[user])
+        if key is not None:
+            self.m.idem[key] = (fingerprint, (rec.entry_id, rec.balance))
+
+    @rule(
+        who=st.sampled_from(
+            [("user", "u1"), ("user", "u2"), ("project", "p1"), ("global", "")]
+        ),
+        daily=overrides,
+        monthly=overrides,
+    )
+    def set_limits(self, who: tuple[str, str], daily: Any, monthly: Any) -> None:
+        scope, sid = who
+        result = self.run(
+            self.b.set_limits(scope, sid or None, daily=daily, monthly=monthly)  # type: ignore[arg-type]
+        )
+        over = self.m.overrides.setdefault((scope, sid), {})
+        for field, value in (("dl", daily), ("ml", monthly)):
+            if value is not UNSET:
+                over[field] = NO_CAP if value is None else down(value)
+        for window, got in (("daily", result.daily), ("monthly", result.monthly)):
+            cap = self.m.limit(scope, sid, window)
+            assert got == (None if cap < 0 else dec(cap))
+
+    @rule(seconds=st.sampled_from([1, 59, 3600, 6 * 3600, 86400, 9 * 86400]))
+    def advance(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+
+    # -- after every step ---------------------------------------------------------
+
+    @invariant()
+    def usage_agrees(self) -> None:
+        if self.budget is None:
+            return
+        now = self.clock()
+        now_ms = ms(now)
+        for user in USERS:
+            for project in PROJECTS:
+                usage = self.run(self.b.get_usage(user, project))
+                for scope, sid in self.m.scopes(user, project):
+                    got = usage[scope]
+                    held = self.m.held(scope, sid, now_ms)
+                    assert got.held == dec(held), (scope, sid)
+                    for window in ("daily", "monthly"):
+                        w = getattr(got, window)
+                        assert w.spent == dec(self.m.spent_in(scope, sid, window, now))
+                        assert w.held == dec(held)
+                        cap = self.m.limit(scope, sid, window)
+                        assert w.limit == (None if cap < 0 else dec(cap))
+                expected = dec(self.m.balances.get(user, 0)) if self.m.enforce else None
+                assert usage["user"].balance == expected
+
+
+class RedisBudgetMachine(BudgetMachine):
+    backend = "redis"
+
+
+_SETTINGS = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    # No shrinking: each step makes seven store calls, so shrinking a failure
+    # takes minutes; the unshrunk sequence is printed, and is short anyway.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_model_agrees_on_fakeredis() -> None:
+    run_state_machine_as_test(BudgetMachine, settings=_SETTINGS)
+
+
+@pytest.mark.redis
+def test_model_agrees_on_real_redis() -> None:
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    run_state_machine_as_test(RedisBudgetMachine, settings=_SETTINGS)
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(
+    reason="known bug in lua/_lib.lua (core): a zero charge or hold is negated to "
+    "Lua's -0, which Redis's HINCRBY rejects ('value is not an integer'); an "
+    "expired zero hold then breaks every admission of the deployment",
+    raises=StorageError,
+    strict=False,
+)
+async def test_zero_amounts_on_real_redis(tmp_path: Any) -> None:
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    prefix = f"mz{uuid.uuid4().hex[:12]}"
+    clock = FakeClock()
+    config = BudgetConfig(key_prefix=prefix, enforce_balance=True, min_balance="-10")
+    try:
+        async with BudgetManager(config, clock=clock, redis=client) as budget:
+            assert not (await budget.record_spend("z", 0)).spooled  # cached: free
+            lease = await budget.reserve("z", 0, ttl_seconds=1)
+            assert (await budget.settle(lease, 0)).amount == 0
+            await budget.reserve("z", 0, ttl_seconds=1)
+            clock.advance(5)
+            assert await budget.check_availability("z")  # purges the zero hold
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
