@@ -11,6 +11,7 @@ checks that no generated input, valid or not, gets a 5xx.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import socket
@@ -22,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, service_missing
+from redis_server import RedisServer, redis_server_binary
 from spendgate import BudgetConfig, BudgetManager, ConfigurationError
 from spendgate.server import BALANCE_RETRY_AFTER_SECONDS, create_app
 
@@ -661,6 +663,64 @@ async def test_redis_down_facts_are_spooled(tmp_path: Path) -> None:
         assert "spendgate_spool_depth_entries 2.0" in text
         assert 'spendgate_facts_total{endpoint="spend",outcome="spooled"} 1.0' in text
     await budget.aclose()
+
+
+@pytest.mark.slow
+async def test_outage_and_recovery_end_to_end(tmp_path: Path) -> None:
+    """A private redis-server is killed mid-traffic and restarted: meanwhile
+    admission is 503 and facts are 200 spooled; afterwards the spooled facts
+    are in Redis exactly once, and a retried spend replays, not recharges."""
+    if redis_server_binary() is None:
+        service_missing("redis-server", "not installed (this test runs its own)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    budget = BudgetManager(
+        BudgetConfig(
+            redis_url=server.url,
+            key_prefix="outage",
+            daily_user_limit=100,
+            spool_path=tmp_path / "spool",
+            breaker_reset_seconds=0.1,
+            spool_replay_interval_seconds=0.05,
+        )
+    )
+    app = create_app(budget, api_keys=[KEY])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t"
+        ) as client:
+            before = await client.post(
+                "/spend", json={"user_id": "u", "cost": "1"}, headers=AUTH
+            )
+            assert before.json()["spooled"] is False
+            server.kill()
+            assert (await client.get("/health")).status_code == 503
+            check = await client.post("/check", json={"user_id": "u"}, headers=AUTH)
+            assert check.status_code == 503
+            during = {"user_id": "u", "cost": "2.5", "idempotency_key": "during"}
+            spooled = await client.post("/spend", json=during, headers=AUTH)
+            assert spooled.status_code == 200
+            assert spooled.json()["spooled"] is True
+            server.start()
+            spent = None
+            for _ in range(200):  # the replayer runs every 50 ms
+                await asyncio.sleep(0.05)
+                usage = await client.get("/v1/usage/u", headers=AUTH)
+                if usage.status_code == 200:
+                    spent = usage.json()["scopes"]["user"]["daily"]["spent"]
+                    if spent == "3.5":
+                        break
+            assert spent == "3.5"
+            retried = await client.post("/spend", json=during, headers=AUTH)
+            assert retried.status_code == 200
+            assert retried.json()["replayed"] is True
+            usage = await client.get("/v1/usage/u", headers=AUTH)
+            assert usage.json()["scopes"]["user"]["daily"]["spent"] == "3.5"
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        await budget.aclose()
+        server.kill()
 
 
 async def test_fail_open_admits_without_remaining(tmp_path: Path) -> None:
