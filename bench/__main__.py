@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         peer=not args.no_peer,
         chart=not args.no_chart,
         out_dir=args.out,
+        command=" ".join(
+            ["python -m bench", *(argv if argv is not None else sys.argv[1:])]
+        ),
     )
     if args.quick:
         options.rounds, options.samples, options.duration_s = 2, 500, 0.3

@@ -30,7 +30,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine.get('cpu_model', machine['machine'])}, "
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, "
         f"redis-py {machine['redis_py']}, hiredis {machine.get('hiredis')}, "
-        f"Redis {results['redis_info'].get('redis_version')} on {opts['redis_url']}."
+        f"Redis {results['redis_info'].get('redis_version')} on {opts['redis_url']}; "
+        f"load average {' '.join(machine.get('loadavg_start') or ['?'])} at the "
+        f"start, {' '.join(machine.get('loadavg_end') or ['?'])} at the end."
     )
     proj = f"{wl['projects']} projects" if wl["projects"] else "no project"
     add(
@@ -81,6 +83,22 @@ def render_markdown(results: dict[str, Any]) -> str:
             )
         add(row)
     add("")
+    add(
+        "The floor is a plain PING, one round trip per call. spendgate sends "
+        "calls made concurrently together (automatic pipelining, each call "
+        "still its own atomic script), so under concurrency it can pass the "
+        "plain-PING floor. For reference, PING through that same pipeline:"
+    )
+    add("")
+    if all("spendgate_ping_pipelined_ops_s" in r for r in results["throughput"]):
+        add("| tasks | pipelined PING ops/s | spendgate pairs/s ÷ pipelined PING |")
+        add("|---:|---:|---:|")
+        for r in results["throughput"]:
+            add(
+                f"| {r['concurrency']} | {r['spendgate_ping_pipelined_ops_s']:,.0f} | "
+                f"{r['spendgate_x_ping_pipelined']:.2f}× |"
+            )
+        add("")
     ov = results["overshoot"]
     add(
         f"### Overshoot ({ov['tasks']} concurrent check-then-charge of "

@@ -65,6 +65,8 @@ class Options:
     memory_users: int = 50
     out_dir: Path = RESULTS_DIR
     chart: bool = True
+    #: how the run was started, for the report
+    command: str = "bench.runner.run(Options(...))"
     log: Callable[[str], None] = field(default=print, repr=False)
 
 
@@ -90,6 +92,8 @@ async def run(options: Options) -> dict[str, Any]:
 
     log = options.log
     started = time.time()
+    # Other work on the machine moves every number: say how busy it was.
+    load_at_start = _loadavg()
     run_id = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
     prefix = f"sgbench{run_id}"
     users = [f"bench-user-{i:05d}" for i in range(options.users)]
@@ -122,6 +126,16 @@ async def run(options: Options) -> dict[str, Any]:
         async def sg_ping(i: int) -> object:
             return await client.execute_command("PING")
 
+        # A reference, not the floor: PING through spendgate's own automatic
+        # pipeline, i.e. what concurrent round trips cost once they share
+        # writes, as spendgate's concurrent calls do.
+        scripts = budget._scripts
+        pipeline = scripts._pipeline if scripts is not None else None
+
+        async def sg_ping_pipelined(i: int) -> object:
+            assert pipeline is not None
+            return await pipeline.execute("PING")
+
         async def sg_check(i: int) -> object:
             return await budget.check_availability(
                 users[i % nu], projects[i % np_], CHECK_COST
@@ -151,6 +165,10 @@ async def run(options: Options) -> dict[str, Any]:
             Subject("ping", "spendgate", sg_ping),
             Subject("check+record", "spendgate", sg_pair),
         ]
+        if pipeline is not None:
+            throughput_subjects.append(
+                Subject("ping_pipelined", "spendgate", sg_ping_pipelined)
+            )
         if options.peer:
             peer = await _start_peer(options, users, projects)
             latency_subjects += [
@@ -230,6 +248,8 @@ async def run(options: Options) -> dict[str, Any]:
     results = _assemble(
         options, started, samples, tput, overshoot, memory, imports, info
     )
+    results["machine"]["loadavg_start"] = load_at_start
+    results["machine"]["loadavg_end"] = _loadavg()
     _write(options, results, samples)
     return results
 
@@ -450,6 +470,13 @@ async def _delete_prefix(client: Any, prefix: str) -> int:
 # -- results -------------------------------------------------------------------
 
 
+def _loadavg() -> list[str] | None:
+    try:
+        return Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
     import redis
@@ -522,7 +549,11 @@ def _assemble(
     for c in options.concurrency:
         row: dict[str, Any] = {"concurrency": c}
         for side in ("spendgate", "peer"):
-            for name, key in (("ping", "ping_ops_s"), ("check+record", "pairs_s")):
+            for name, key in (
+                ("ping", "ping_ops_s"),
+                ("check+record", "pairs_s"),
+                ("ping_pipelined", "ping_pipelined_ops_s"),
+            ):
                 runs = tput.get((side, name, c))
                 if runs:
                     done = sum(d for d, _ in runs)
@@ -531,6 +562,10 @@ def _assemble(
                     row[f"{side}_{key}_rounds"] = [d / e for d, e in runs]
         ping = row["spendgate_ping_ops_s"]
         row["spendgate_x_ping"] = row["spendgate_pairs_s"] / ping
+        if "spendgate_ping_pipelined_ops_s" in row:
+            row["spendgate_x_ping_pipelined"] = (
+                row["spendgate_pairs_s"] / row["spendgate_ping_pipelined_ops_s"]
+            )
         if "peer_pairs_s" in row:
             row["peer_x_ping"] = row["peer_pairs_s"] / ping
             row["spendgate_x_peer"] = row["spendgate_pairs_s"] / row["peer_pairs_s"]
@@ -543,7 +578,7 @@ def _assemble(
         "meta": {
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
             "duration_s": round(time.time() - started, 1),
-            "command": "python -m bench " + " ".join(sys.argv[1:]),
+            "command": options.command,
             "options": opts,
             "workload": {
                 "users": options.users,
