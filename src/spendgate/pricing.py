@@ -85,6 +85,8 @@ _DEFAULT_CACHE_READ_RATIO = {"fireworks_ai": Decimal("0.5")}
 PriceSource = Literal["override", "litellm", "default"]
 
 _import_lock = threading.Lock()
+#: resolved prices kept per Pricing; past it the memo starts over
+_CACHE_MAX_MODELS = 4096
 
 
 def _load_model_cost() -> Mapping[str, Any]:
@@ -416,6 +418,10 @@ class Pricing:
                 cache_creation_input_token_cost=self._default.cache_creation_input_token_cost,
                 output_cost_per_reasoning_token=self._default.output_cost_per_reasoning_token,
             )
+        if len(self._cache) >= _CACHE_MAX_MODELS:
+            # Names come from callers (and any name gets the default price):
+            # bound the memory they can take.
+            self._cache.clear()
         self._cache[model] = found
         return found
 
