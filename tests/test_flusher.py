@@ -35,7 +35,7 @@ from conftest import REDIS_URL, FakeClock, MakeBudget
 from pg_server import PrivatePostgres, wait_for
 from redis_server import free_port
 from spendgate import BudgetConfig, BudgetManager, Flusher, SpendRecord
-from spendgate.flusher import DEFAULT_GROUP, entry_to_row
+from spendgate.flusher import DEFAULT_GROUP, entry_to_row, raw_row
 from spendgate.keys import Keys
 from spendgate.migrations import migrate_dsn
 from spendgate.pg import LedgerUnavailableError
@@ -601,6 +601,9 @@ def test_a_malformed_entry_is_refused_before_postgres() -> None:
 
     fields = {b"e": b"x", b"k": b"spend", b"t": b"1", b"u": b"u", b"a": b"1"}
     assert entry_to_row(fields)[6] == 1
+    assert raw_row(fields)[5] == 1
     for broken in ({**fields, b"a": b"-1"}, {**fields, b"t": b"soon"}, {b"e": b"x"}):
         with pytest.raises(PoisonEntryError):
             entry_to_row(broken)
+        with pytest.raises(PoisonEntryError):
+            raw_row(broken)

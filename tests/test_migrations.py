@@ -83,7 +83,6 @@ async def test_migrate_builds_the_ledger_table_once(pg_dsn: str) -> None:
         "spendgate_ledger_occurred_at_idx",
         "spendgate_ledger_user_idx",
         "spendgate_ledger_project_idx",
-        "spendgate_ledger_model_idx",
     } <= indexes
     assert [(r["version"], r["name"]) for r in versions] == [
         (m.version, m.name) for m in available()

@@ -61,44 +61,63 @@ if TYPE_CHECKING:
 #: the consumer group every flusher of a deployment joins
 DEFAULT_GROUP = "spendgate-flusher"
 
-#: the staging table's columns, in the order of the rows built from entries
-STAGING_COLUMNS = (
-    "entry_id",
-    "kind",
-    "occurred_at",
-    "user_id",
-    "project_id",
-    "model",
-    "amount_micros",
-    "metadata",
-    "input_tokens",
-    "output_tokens",
-    "idempotency_key",
-    "lease_id",
-    "estimate_micros",
-    "late",
-)
+#: the staging table's columns: the entry's fields as Redis holds them (bytes;
+#: the integers already checked in Python), in the order of :func:`raw_row`
+STAGING_COLUMNS = ("e", "k", "t", "u", "p", "a", "m", "md", "i", "l", "est", "late")
 
 # ON COMMIT DELETE ROWS: the staging rows vanish with every commit, so a
 # failed or retried batch never sees the rows of an earlier one.
 _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS spendgate_ledger_staging (
-    entry_id text, kind text, occurred_at timestamptz, user_id text,
-    project_id text, model text, amount_micros bigint, metadata jsonb,
-    input_tokens bigint, output_tokens bigint, idempotency_key text,
-    lease_id text, estimate_micros bigint, late boolean
+    e bytea, k bytea, t bigint, u bytea, p bytea, a bigint, m bytea, md bytea,
+    i bytea, l bytea, est bigint, late boolean
 ) ON COMMIT DELETE ROWS
 """
 
-# bigint * numeric is exact numeric: micro-units become numeric(20,6) without floats.
-_INSERT = """
+#: metadata keys read as token counts, top level or under "usage", first found
+_TOKEN_FIELDS = {
+    "input_tokens": ("input_tokens", "prompt_tokens"),
+    "output_tokens": ("output_tokens", "completion_tokens"),
+}
+
+
+def _token_sql(column: str) -> str:
+    paths = [f"{{{name}}}" for name in _TOKEN_FIELDS[column]]
+    paths += [f"{{usage,{name}}}" for name in _TOKEN_FIELDS[column]]
+    cases = ", ".join(
+        f"CASE WHEN j #>> '{path}' ~ '^[0-9]{{1,18}}$'"
+        f" THEN (j #>> '{path}')::bigint END"
+        for path in paths
+    )
+    return f"coalesce({cases})"
+
+
+# The conversion happens in Postgres, next to the insert, not in this
+# process: UTF-8 text from bytes (convert_from refuses invalid UTF-8 and NUL;
+# such an entry is isolated and converted in Python instead, see
+# Flusher._insert_alone), milliseconds to timestamptz, micro-units to exact
+# numeric (bigint * numeric is exact), metadata to jsonb with token counts.
+_INSERT = f"""
 INSERT INTO spendgate_ledger (
     entry_id, kind, occurred_at, user_id, project_id, model, amount, metadata,
     input_tokens, output_tokens, idempotency_key, lease_id, estimate, late)
-SELECT entry_id, kind, occurred_at, user_id, project_id, model,
-       amount_micros * 0.000001, metadata, input_tokens, output_tokens,
-       idempotency_key, lease_id, estimate_micros * 0.000001, late
-FROM spendgate_ledger_staging
+SELECT convert_from(e, 'UTF8'), convert_from(k, 'UTF8'),
+       timestamptz 'epoch' + t * interval '1 millisecond',
+       convert_from(u, 'UTF8'), convert_from(p, 'UTF8'), convert_from(m, 'UTF8'),
+       a * 0.000001, j, {_token_sql("input_tokens")}, {_token_sql("output_tokens")},
+       convert_from(i, 'UTF8'), convert_from(l, 'UTF8'), est * 0.000001, late
+FROM (SELECT *, convert_from(md, 'UTF8')::jsonb AS j
+      FROM spendgate_ledger_staging) AS s
+ON CONFLICT (entry_id) DO NOTHING
+"""
+
+# One entry converted in Python (the slow path), in the order of entry_to_row.
+_INSERT_ONE = """
+INSERT INTO spendgate_ledger (
+    entry_id, kind, occurred_at, user_id, project_id, model, amount, metadata,
+    input_tokens, output_tokens, idempotency_key, lease_id, estimate, late)
+VALUES ($1, $2, $3, $4, $5, $6, $7::bigint * 0.000001, $8::jsonb, $9, $10, $11,
+        $12, $13::bigint * 0.000001, $14)
 ON CONFLICT (entry_id) DO NOTHING
 """
 
@@ -107,10 +126,6 @@ ON CONFLICT (entry_id) DO NOTHING
 #: (an index row too large for a very long id)
 _DATA_ERROR_CLASSES = ("22", "23", "54")
 
-_TOKEN_FIELDS = {
-    "input_tokens": ("input_tokens", "prompt_tokens"),
-    "output_tokens": ("output_tokens", "completion_tokens"),
-}
 _MAX_BIGINT = 2**63 - 1
 
 # Redis errors that mean "not there right now": retried like a Postgres outage.
@@ -147,6 +162,11 @@ class _Prepared(NamedTuple):
     sources: list[tuple[str, RawFields]]
     #: entries that cannot become rows, with the reason
     dead: list[tuple[str, RawFields, str]]
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _DATA_ERROR_CLASSES
 
 
 def _honour_lost_cancel() -> None:
@@ -231,8 +251,46 @@ def _optional(raw: bytes | None) -> str | None:
     return _text(raw) if raw else None
 
 
+def raw_row(fields: RawFields) -> tuple[Any, ...]:
+    """The staging row of one stream entry (see :data:`STAGING_COLUMNS`): the
+    fast path, bytes as they are, integers checked.
+
+    :param fields: the entry's fields as Redis returns them (bytes)
+    :raise PoisonEntryError: when a required field is missing or malformed
+    """
+    get = fields.get
+    try:
+        entry_id, kind, user_id = fields[b"e"], fields[b"k"], fields[b"u"]
+        occurred_ms = int(fields[b"t"])
+        amount = int(fields[b"a"])
+        raw_estimate = get(b"est")
+        estimate = int(raw_estimate) if raw_estimate else None
+    except (KeyError, ValueError) as exc:
+        raise PoisonEntryError(
+            f"malformed ledger entry ({exc!r}): {fields!r}"
+        ) from None
+    if not entry_id or not kind or not user_id or amount < 0:
+        raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
+    return (
+        entry_id,
+        kind,
+        occurred_ms,
+        user_id,
+        get(b"p") or None,
+        amount,
+        get(b"m") or None,
+        get(b"md") or None,
+        get(b"i") or None,
+        get(b"l") or None,
+        estimate,
+        get(b"late") == b"1",
+    )
+
+
 def entry_to_row(fields: RawFields) -> tuple[Any, ...]:
-    """The staging row of one stream entry (see :data:`STAGING_COLUMNS`).
+    """One stream entry converted in Python, for :data:`_INSERT_ONE`: the
+    slow path, for an entry Postgres refused in bulk. Text is cleaned (NUL
+    replaced), and metadata that is not JSON is kept as ``{"_unparsed": text}``.
 
     :param fields: the entry's fields as Redis returns them (bytes)
     :raise PoisonEntryError: when a required field is missing or malformed
@@ -260,16 +318,13 @@ def entry_to_row(fields: RawFields) -> tuple[Any, ...]:
             # jsonb refuses the NUL escape that json.dumps writes for "\x00".
             raw_metadata = raw_metadata.replace(b"\\u0000", b"\\ufffd")
         metadata = _text(raw_metadata)
-        # Parsed only when it may carry token counts: spendgate writes valid
-        # JSON, and metadata Postgres refuses is wrapped on insert instead.
-        if b"tokens" in raw_metadata:
-            try:
-                meta = json.loads(metadata)
-            except ValueError:
-                meta = {"_unparsed": metadata}
-                metadata = json.dumps(meta)
-            input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
-            output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
+        try:
+            meta = json.loads(metadata)
+        except ValueError:
+            meta = {"_unparsed": metadata}
+            metadata = json.dumps(meta)
+        input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
+        output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
     return (
         entry_id,
         kind,
@@ -613,7 +668,7 @@ class Flusher:
             if fields is None:
                 continue  # deleted from the stream (trimmed): nothing to insert
             try:
-                rows.append(entry_to_row(fields))
+                rows.append(raw_row(fields))
                 sources.append((sid, fields))
             except PoisonEntryError as exc:
                 dead.append((sid, fields, str(exc)))
@@ -624,7 +679,7 @@ class Flusher:
         acknowledge and delete the whole batch."""
         rows, sources, dead = prepared.rows, prepared.sources, prepared.dead
         if rows:
-            inserted, refused = await self._insert_isolating(rows)
+            inserted, refused = await self._insert_isolating(rows, sources)
             self.inserted_total += inserted
             dead.extend((*sources[index], error) for index, error in refused)
         if dead:
@@ -647,7 +702,10 @@ class Flusher:
         return int(status.rsplit(" ", 1)[-1])
 
     async def _insert_isolating(
-        self, rows: Sequence[tuple[Any, ...]], offset: int = 0
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        sources: Sequence[tuple[str, RawFields]],
+        offset: int = 0,
     ) -> tuple[int, list[tuple[int, str]]]:
         """Insert ``rows``; when Postgres refuses one as data, bisect to find
         it. Returns the rows inserted and ``(index, error)`` of those refused."""
@@ -655,35 +713,32 @@ class Flusher:
         try:
             return await self._insert(rows), []
         except asyncpg.PostgresError as exc:
-            state = getattr(exc, "sqlstate", None) or ""
-            if state[:2] not in _DATA_ERROR_CLASSES:
+            if not _is_data_error(exc):
                 raise
             if len(rows) == 1:
-                return await self._insert_alone(rows[0], offset, exc)
+                return await self._insert_alone(sources[offset][1], offset)
         mid = len(rows) // 2
-        left = await self._insert_isolating(rows[:mid], offset)
-        right = await self._insert_isolating(rows[mid:], offset + mid)
+        left = await self._insert_isolating(rows[:mid], sources, offset)
+        right = await self._insert_isolating(rows[mid:], sources, offset + mid)
         return left[0] + right[0], left[1] + right[1]
 
     async def _insert_alone(
-        self, row: tuple[Any, ...], offset: int, exc: Exception
+        self, fields: RawFields, offset: int
     ) -> tuple[int, list[tuple[int, str]]]:
-        """One row Postgres refused. When it has metadata (jsonb refuses what
-        is not JSON), keep the fact with the text wrapped as
-        ``{"_unparsed": ...}``; otherwise, or if that fails too, give it up
-        to the dead-letter stream."""
-        metadata_at = STAGING_COLUMNS.index("metadata")
-        if row[metadata_at] is not None:
-            wrapped = json.dumps({"_unparsed": row[metadata_at]})
-            retry = (*row[:metadata_at], wrapped, *row[metadata_at + 1 :])
-            try:
-                return await self._insert([retry]), []
-            except asyncpg_module().PostgresError as again:
-                state = getattr(again, "sqlstate", None) or ""
-                if state[:2] not in _DATA_ERROR_CLASSES:
-                    raise
-                exc = again
-        return 0, [(offset, f"{type(exc).__name__}: {exc}")]
+        """One entry Postgres refused in bulk (text with NUL, metadata that is
+        not JSON, ...): converted and cleaned in Python, and inserted alone.
+        When even that is refused, it goes to the dead-letter stream."""
+        try:
+            row = entry_to_row(fields)
+            conn = await self._pg()
+            status: str = await conn.execute(_INSERT_ONE, *row)
+        except PoisonEntryError as exc:
+            return 0, [(offset, str(exc))]
+        except asyncpg_module().PostgresError as exc:
+            if not _is_data_error(exc):
+                raise
+            return 0, [(offset, f"{type(exc).__name__}: {exc}")]
+        return int(status.rsplit(" ", 1)[-1]), []
 
     async def _dead_letter(self, dead: list[tuple[str, RawFields, str]]) -> None:
         pipe = self.redis.pipeline(transaction=True)
