@@ -442,6 +442,9 @@ from decimal import Decimal
 import spendgate
 heavy = [m for m in ("litellm", "fastapi", "starlette", "asyncpg") if m in sys.modules]
 assert heavy == [], heavy
+import spendgate.integrations.asgi  # pure ASGI: no framework import either
+heavy = [m for m in ("litellm", "fastapi", "starlette", "asyncpg") if m in sys.modules]
+assert heavy == [], heavy
 from spendgate.pricing import Pricing
 pricing = Pricing()
 assert "litellm" not in sys.modules
