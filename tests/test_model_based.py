@@ -272,7 +272,10 @@ class BudgetMachine(RuleBasedStateMachine):
                 await self.budget.aclose()
             if self.backend == "redis":
                 keys = [
-                    k async for k in self.client.scan_iter(match=f"{self.prefix}:*")
+                    k
+                    async for k in self.client.scan_iter(
+                        match=f"{self.prefix}:*", count=5000
+                    )
                 ]
                 if keys:
                     await self.client.delete(*keys)
@@ -533,7 +536,7 @@ async def test_zero_amounts_on_real_redis(tmp_path: Any) -> None:
             clock.advance(5)
             assert await budget.check_availability("z")  # purges the zero hold
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=5000)]
         if keys:
             await client.delete(*keys)
         await client.aclose()

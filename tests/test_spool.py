@@ -91,7 +91,7 @@ async def flaky(backend: str) -> AsyncIterator[tuple[aioredis.Redis, _Switch, st
     prefix = f"t{uuid.uuid4().hex[:12]}"
     yield client, switch, prefix
     switch.mode = "ok"
-    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=5000)]
     if keys:
         await client.delete(*keys)
     await client.aclose()
