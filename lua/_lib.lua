@@ -51,8 +51,10 @@ local function scopes_of(user, project)
 end
 
 -- Moves the held amount of every scope of a hold; drops the field at zero so
--- an idle entity costs no memory.
+-- an idle entity costs no memory. A zero move is skipped: negated, it would
+-- be Lua's -0, which Redis sends as "-0" and HINCRBY rejects.
 local function add_held(base, user, project, delta)
+  if delta == 0 then return end
   for _, sc in ipairs(scopes_of(user, project)) do
     local ekey = entity_key(base, sc[1], sc[2])
     if redis.call('HINCRBY', ekey, 'h', delta) <= 0 then
@@ -147,7 +149,7 @@ local function charge(base, win, user, project, amount, track_balance)
     end
   end
   local ekey = entity_key(base, 'u', user)
-  if track_balance or redis.call('HEXISTS', ekey, 'b') == 1 then
+  if amount > 0 and (track_balance or redis.call('HEXISTS', ekey, 'b') == 1) then
     return redis.call('HINCRBY', ekey, 'b', -amount)
   end
   return false

@@ -280,3 +280,21 @@ async def test_credit_idempotency(make_budget: MakeBudget) -> None:
         await budget.add_credits("alice", "6", idempotency_key="topup-1")
     with pytest.raises(IdempotencyConflictError):
         await budget.add_credits("bob", "5", idempotency_key="topup-1")
+
+
+async def test_zero_amounts_move_nothing_and_break_nothing(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    # Regression: a zero hold or charge used to reach HINCRBY as "-0".
+    budget = make_budget(enforce_balance=True, min_balance="-1")
+    await budget.add_credits("alice", "0")
+    lease = await budget.reserve("alice", "0", ttl_seconds=1)
+    await budget.record_spend("alice", "0")
+    zero_lease = await budget.reserve("alice", "0")
+    await budget.settle(zero_lease, "0")
+    clock.advance(2)  # the first zero hold expires and is purged
+    assert await budget.check_availability("alice", None, "0.5") is True
+    usage = await budget.get_usage("alice")
+    assert usage["user"].held == 0 and usage["user"].balance == 0
+    assert usage["user"].daily.spent == 0
+    assert await budget.release(lease) is False
