@@ -173,7 +173,9 @@ async def test_a_successful_probe_closes_it(
     assert sum("unreachable" in line for line in log_lines) == 1
 
 
-async def test_fail_open_admits_while_the_breaker_is_open(tmp_path: Path) -> None:
+async def test_fail_open_admits_while_the_breaker_is_open(
+    tmp_path: Path, log_lines: list[str]
+) -> None:
     client = _CountingFake(server=fakeredis.FakeServer())
     async with _budget(client, tmp_path, fail_open=True) as budget:
         client.down = True
@@ -181,6 +183,7 @@ async def test_fail_open_admits_while_the_breaker_is_open(tmp_path: Path) -> Non
             assert await budget.check_availability("cat", None, "100")
         assert budget.breaker.state is BreakerState.OPEN
         assert client.calls == 3
+    assert sum("admitting (fail_open=True)" in line for line in log_lines) == 1
 
 
 async def test_a_store_error_is_not_an_outage(tmp_path: Path) -> None:

@@ -155,6 +155,7 @@ class BudgetManager:
         )
         self._spool: Spool | None = None
         self._replayer: asyncio.Task[None] | None = None
+        self._failing_open = False
 
         cfg = self.config
         self.keys = Keys(cfg.key_prefix)
@@ -283,6 +284,7 @@ class BudgetManager:
     def _mark_up(self) -> None:
         if self._store_down:
             self._store_down = False
+            self._failing_open = False
             logger.info("spendgate: budget store reachable again")
 
     async def _run(self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
@@ -322,7 +324,9 @@ class BudgetManager:
             return await self._run(script_name, keys, args)
         except BudgetUnavailableError:
             if self.config.fail_open:
-                logger.warning("spendgate: store unavailable, admitting (fail_open=True)")
+                if not self._failing_open:  # once per outage, not per request
+                    self._failing_open = True
+                    logger.warning("spendgate: store unavailable, admitting (fail_open=True)")
                 return None
             raise
 
