@@ -8,7 +8,7 @@
     ├── InvalidArgumentError         (also ValueError) an argument that is not valid
     │   ├── InvalidAmountError       NaN, infinities, negatives, bools, non-numbers, too large
     │   ├── InvalidIdError           empty, blank or over-long ids and keys
-    │   └── UnknownModelError        (also LookupError) a model with no price and no default
+    │   └── UnknownModelError        (also LookupError) a model nothing prices
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition (settle after release, ...)
