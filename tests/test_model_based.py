@@ -47,7 +47,6 @@ from spendgate import (
     BudgetManager,
     IdempotencyConflictError,
     LeaseStateError,
-    StorageError,
 )
 
 USERS = ["u1", "u2"]
@@ -204,17 +203,6 @@ class BudgetMachine(RuleBasedStateMachine):
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
 
-    def charge(self, amount: Decimal) -> Decimal:
-        """The amount of a charge or hold for this backend.
-
-        Known bug, left to the Lua owner (see test_zero_amounts_on_real_redis):
-        on real Redis a zero charge or hold negates to Lua's ``-0``, which
-        HINCRBY rejects. Real Redis runs draw no zero charges until it is fixed.
-        """
-        if self.backend == "redis" and up(amount) == 0:
-            return Decimal("0.000001")
-        return amount
-
     @property
     def b(self) -> BudgetManager:
         assert self.budget is not None
@@ -316,7 +304,6 @@ class BudgetMachine(RuleBasedStateMachine):
         key: str | None,
         model_name: str | None,
     ) -> None:
-        amount = self.charge(amount)
         micros = up(amount)
         fingerprint = ("spend", user, project, micros, model_name)
         if key is not None and key in self.m.idem:
@@ -347,7 +334,6 @@ class BudgetMachine(RuleBasedStateMachine):
     def reserve(
         self, user: str, project: str | None, amount: Decimal, ttl: int, key: str | None
     ) -> Any:
-        amount = self.charge(amount)
         micros = up(amount)
         fingerprint = ("reserve", user, project, micros, ttl * 1000)
         if key is not None and key in self.m.idem:
@@ -377,7 +363,6 @@ class BudgetMachine(RuleBasedStateMachine):
 
     @rule(lease_id=st.one_of(leases, st.just("no-such-lease")), amount=amounts)
     def settle(self, lease_id: str, amount: Decimal) -> None:
-        amount = self.charge(amount)
         micros = up(amount)
         hold = self.m.holds.get(lease_id)
         if hold is None or hold.state == "v":
@@ -512,14 +497,10 @@ def test_model_agrees_on_real_redis() -> None:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    reason="known bug in lua/_lib.lua (core): a zero charge or hold is negated to "
-    "Lua's -0, which Redis's HINCRBY rejects ('value is not an integer'); an "
-    "expired zero hold then breaks every admission of the deployment",
-    raises=StorageError,
-    strict=False,
-)
 async def test_zero_amounts_on_real_redis(tmp_path: Any) -> None:
+    """Regression: zero charges and holds once reached HINCRBY as Lua's -0,
+    which real Redis (not fakeredis) rejects; an expired zero hold then broke
+    every admission of the deployment. Found by the state machine above."""
     reason = real_redis_available()
     if reason:
         service_missing("Redis", reason)
