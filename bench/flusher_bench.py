@@ -316,7 +316,8 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{machine['cpu_count']} CPUs; Redis {result['versions']['redis']}, "
         f"PostgreSQL {result['versions']['postgres']}, asyncpg "
         f"{result['versions']['asyncpg']}, Python {machine['python']}. "
-        f"Redis, Postgres, the flusher and the producer share the machine.",
+        f"Redis, Postgres, the flusher and the producer share the machine "
+        f"(load average {' '.join(machine.get('loadavg', ['?']))} at the start).",
         "",
         f"## Throughput: one flusher draining {t['entries']:,} entries "
         f"({t['rounds']} rounds)",
@@ -372,7 +373,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await migrate_dsn(dsn)
         result: dict[str, Any] = {
-            "command": "python -m bench.flusher_bench " + " ".join(sys.argv[1:]),
+            "command": " ".join(["python -m bench.flusher_bench", *sys.argv[1:]]),
             "machine": machine_info(),
             "versions": await _versions(args.redis_url, dsn),
         }

@@ -199,15 +199,14 @@ class PoisonEntryError(ValueError):
 
 
 def clean_text(value: bytes | str) -> str:
-    """Text as Postgres can store it: decoded UTF-8, NUL replaced by U+FFFD."""
+    """Text as Postgres can store it: decoded UTF-8, NUL replaced by U+FFFD
+    (Postgres text cannot hold NUL; ids may, they are opaque)."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    # Postgres text cannot hold NUL; ids may (they are opaque).
+        return _text(value)
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def _text(raw: bytes) -> str:
-    # The fast path of clean_text, for the fields of every entry.
     if b"\x00" in raw:
         raw = raw.replace(b"\x00", "\ufffd".encode())
     return raw.decode("utf-8", "replace")
@@ -229,7 +228,7 @@ def _raw_fields(raw: Any) -> RawFields | None:
 
 
 def _entries(raw: Any) -> list[StreamEntry]:
-    # Fields stay bytes: only the ones a row needs are decoded (entry_to_row).
+    # Fields stay bytes: Postgres decodes them (raw_row, _INSERT).
     return [(clean_text(sid), _raw_fields(fields)) for sid, fields in raw]
 
 
@@ -251,6 +250,27 @@ def _optional(raw: bytes | None) -> str | None:
     return _text(raw) if raw else None
 
 
+def _required(fields: RawFields) -> tuple[bytes, bytes, int, bytes, int, int | None]:
+    """The fields every entry has: id, kind, time (ms), user, amount and the
+    settle estimate (micro-units).
+
+    :raise PoisonEntryError: when one is missing or malformed
+    """
+    try:
+        entry_id, kind, user_id = fields[b"e"], fields[b"k"], fields[b"u"]
+        occurred_ms = int(fields[b"t"])
+        amount = int(fields[b"a"])
+        raw_estimate = fields.get(b"est")
+        estimate = int(raw_estimate) if raw_estimate else None
+    except (KeyError, ValueError) as exc:
+        raise PoisonEntryError(
+            f"malformed ledger entry ({exc!r}): {fields!r}"
+        ) from None
+    if not entry_id or not kind or not user_id or amount < 0:
+        raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
+    return entry_id, kind, occurred_ms, user_id, amount, estimate
+
+
 def raw_row(fields: RawFields) -> tuple[Any, ...]:
     """The staging row of one stream entry (see :data:`STAGING_COLUMNS`): the
     fast path, bytes as they are, integers checked.
@@ -259,18 +279,7 @@ def raw_row(fields: RawFields) -> tuple[Any, ...]:
     :raise PoisonEntryError: when a required field is missing or malformed
     """
     get = fields.get
-    try:
-        entry_id, kind, user_id = fields[b"e"], fields[b"k"], fields[b"u"]
-        occurred_ms = int(fields[b"t"])
-        amount = int(fields[b"a"])
-        raw_estimate = get(b"est")
-        estimate = int(raw_estimate) if raw_estimate else None
-    except (KeyError, ValueError) as exc:
-        raise PoisonEntryError(
-            f"malformed ledger entry ({exc!r}): {fields!r}"
-        ) from None
-    if not entry_id or not kind or not user_id or amount < 0:
-        raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
+    entry_id, kind, occurred_ms, user_id, amount, estimate = _required(fields)
     return (
         entry_id,
         kind,
@@ -296,20 +305,7 @@ def entry_to_row(fields: RawFields) -> tuple[Any, ...]:
     :raise PoisonEntryError: when a required field is missing or malformed
     """
     get = fields.get
-    try:
-        entry_id = _text(fields[b"e"])
-        kind = _text(fields[b"k"])
-        occurred_ms = int(fields[b"t"])
-        user_id = _text(fields[b"u"])
-        amount = int(fields[b"a"])
-        raw_estimate = get(b"est")
-        estimate = int(raw_estimate) if raw_estimate else None
-    except (KeyError, ValueError) as exc:
-        raise PoisonEntryError(
-            f"malformed ledger entry ({exc!r}): {fields!r}"
-        ) from None
-    if not entry_id or not kind or not user_id or amount < 0:
-        raise PoisonEntryError(f"malformed ledger entry: {fields!r}")
+    entry_id, kind, occurred_ms, user_id, amount, estimate = _required(fields)
     raw_metadata = get(b"md")
     metadata = None
     input_tokens = output_tokens = None
@@ -326,10 +322,10 @@ def entry_to_row(fields: RawFields) -> tuple[Any, ...]:
         input_tokens = _tokens(meta, _TOKEN_FIELDS["input_tokens"])
         output_tokens = _tokens(meta, _TOKEN_FIELDS["output_tokens"])
     return (
-        entry_id,
-        kind,
+        _text(entry_id),
+        _text(kind),
         EPOCH + timedelta(milliseconds=occurred_ms),
-        user_id,
+        _text(user_id),
         _optional(get(b"p")),
         _optional(get(b"m")),
         amount,

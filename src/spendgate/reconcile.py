@@ -26,6 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from spendgate.analytics import SPEND_KINDS
 from spendgate.config import BudgetConfig
 from spendgate.errors import ConfigurationError
 from spendgate.flusher import clean_text
@@ -35,7 +36,6 @@ from spendgate.pg import connect, require_dsn
 from spendgate.windows import from_ms, to_ms, windows_at
 
 _SCOPES_BY_LETTER = {letter: scope for scope, letter in SCOPE_LETTERS.items()}
-_SPEND_KINDS = ("spend", "settle")
 _PAGE = 10_000
 
 ScopeKey = tuple[str, str]
@@ -135,7 +135,7 @@ async def _backlog(
         page: list[Any] = await redis.xrange(stream, cursor, "+", count=_PAGE) or []
         for _sid, raw in page:
             fields = {clean_text(k): clean_text(v) for k, v in (raw or {}).items()}
-            if fields.get("k") not in _SPEND_KINDS:
+            if fields.get("k") not in SPEND_KINDS:
                 continue
             try:
                 at = int(fields["t"])
@@ -206,7 +206,7 @@ async def reconcile(
             " (sum(amount) * 1000000)::bigint AS micros FROM spendgate_ledger"
             " WHERE kind = ANY($1::text[]) AND occurred_at >= $2 AND occurred_at < $3"
             " GROUP BY 1, 2",
-            list(_SPEND_KINDS),
+            list(SPEND_KINDS),
             from_ms(start_ms),
             from_ms(end_ms),
         )
