@@ -287,6 +287,25 @@ async def test_the_next_manager_replays_what_an_earlier_one_left(
         assert not [p for p in second.spool.directory.iterdir() if p.suffix == ".log"]
 
 
+async def test_a_manager_opened_lazily_replays_leftovers_on_its_first_call(
+    flaky: tuple[aioredis.Redis, _Switch, str], tmp_path: Path
+) -> None:
+    _, switch, _ = flaky
+    switch.mode = "down"
+    async with _manager(flaky, tmp_path) as first:
+        assert (await first.record_spend("lazy", "0.7")).spooled
+    switch.mode = "ok"
+    second = _manager(flaky, tmp_path)  # no open(), no async with
+    try:
+        usage = await second.get_usage("lazy")  # opens it, starts the replay
+        assert usage["user"].daily.spent in (0, Decimal("0.7"))
+        await _drained(second)
+        usage = await second.get_usage("lazy")
+        assert usage["user"].daily.spent == Decimal("0.7")
+    finally:
+        await second.aclose()
+
+
 async def test_torn_and_corrupt_lines_are_skipped(
     flaky: tuple[aioredis.Redis, _Switch, str], tmp_path: Path
 ) -> None:

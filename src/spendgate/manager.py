@@ -156,6 +156,7 @@ class BudgetManager:
         self._spool: Spool | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._failing_open = False
+        self._leftovers_checked = False
 
         cfg = self.config
         self.keys = Keys(cfg.key_prefix)
@@ -204,11 +205,7 @@ class BudgetManager:
             await scripts.load_all()
         except _UNAVAILABLE as exc:
             self._mark_down(exc)
-        # Facts an earlier process spooled and never replayed (it crashed, or
-        # Redis was still down when it ended): replay them from now on.
-        spool = self._get_spool()
-        if spool is not None and spool.has_leftovers():
-            self._ensure_replayer()
+        self._replay_leftovers()
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was passed in).
@@ -242,6 +239,7 @@ class BudgetManager:
                 self._client, pipelining=pipelining and self.config.redis_pipelining
             )
         self._state = ClientState.OPENED
+        self._replay_leftovers()
         return self._scripts
 
     @property
@@ -326,7 +324,9 @@ class BudgetManager:
             if self.config.fail_open:
                 if not self._failing_open:  # once per outage, not per request
                     self._failing_open = True
-                    logger.warning("spendgate: store unavailable, admitting (fail_open=True)")
+                    logger.warning(
+                        "spendgate: store unavailable, admitting (fail_open=True)"
+                    )
                 return None
             raise
 
@@ -383,6 +383,21 @@ class BudgetManager:
         kwargs = getattr(pool, "connection_kwargs", {}) or {}
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return f"{where}/{kwargs.get('db', 0)}"
+
+    def _replay_leftovers(self) -> None:
+        """Facts an earlier process spooled and never replayed (it crashed, or
+        Redis was still down when it ended): replay them from now on. Runs
+        once, on the first call made inside an event loop."""
+        if self._leftovers_checked:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # opened outside a loop: open() or a spooled fact starts it
+        self._leftovers_checked = True
+        spool = self._get_spool()
+        if spool is not None and spool.has_leftovers():
+            self._ensure_replayer()
 
     def _ensure_replayer(self) -> None:
         if self._state is ClientState.CLOSED:
