@@ -525,6 +525,28 @@ async def test_entries_postgres_cannot_store_are_dead_lettered(
     await assert_drained(redis_client, key_prefix)
 
 
+@redis_only
+async def test_a_deleted_stream_is_survived(
+    wide_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    ledger_dsn: str,
+) -> None:
+    budget = wide_budget(postgres_dsn=ledger_dsn)
+    flusher = Flusher(budget.config, redis=redis_client)
+    try:
+        first = await make_facts(budget, 10)
+        assert await flusher.run_once() == 10
+        # An operator deletes the stream, and its consumer group with it.
+        await redis_client.delete(Keys(key_prefix).ledger)
+        assert await flusher.run_once() == 0
+        later = await make_facts(budget, 10, start=10)
+        assert await flusher.flush() == 10
+    finally:
+        await flusher.aclose()
+    await assert_exactly_once(ledger_dsn, first + later)
+
+
 # -- lifecycle, CLI, packaging ------------------------------------------------
 
 

@@ -532,6 +532,13 @@ class Flusher:
             return await self._pass()
         except LedgerUnavailableError:
             raise
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream (and its group) was deleted under us: the group is
+            # created again by the next pass.
+            self._group_ready = False
+            return 0
         except Exception as exc:
             if is_unavailable(exc):
                 self._drop_pg()
@@ -582,17 +589,9 @@ class Flusher:
             self.progress(moved)
 
     async def _read(self, start: str) -> list[StreamEntry]:
-        try:
-            reply = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: start}, count=self.batch_size
-            )
-        except redis_errors.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # The stream (and its group) was deleted under us: start again.
-            self._group_ready = False
-            await self._ensure_group()
-            return []
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self.batch_size
+        )
         if not reply:
             return []
         if isinstance(reply, dict):  # RESP3
