@@ -406,8 +406,8 @@ class BudgetManager:
             self._replayer = asyncio.get_running_loop().create_task(self._replay_loop())
 
     async def _replay_loop(self) -> None:
-        """Replay the spool every ``spool_replay_interval_seconds`` until this
-        process's facts are all in Redis (new facts start it again)."""
+        """Replay the spool every ``spool_replay_interval_seconds`` until the
+        folder is empty (new facts start it again)."""
         spool = self._spool
         assert spool is not None
         interval = self.config.spool_replay_interval_seconds
@@ -415,7 +415,9 @@ class BudgetManager:
         last_report = time.monotonic()
         while True:
             done = await spool.replay(self._replay_one)
-            if done and spool.own_depth == 0:
+            # Also waits out other live processes' segments: if one of them
+            # dies with facts left, this process takes them over.
+            if done and spool.depth == 0:
                 if spool.replayed_total > replayed_before:
                     logger.info(
                         "spendgate: spool drained, {} facts replayed into the store",
