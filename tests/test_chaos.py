@@ -7,10 +7,11 @@ touched. Callers record facts concurrently while the server is ``SIGKILL``-ed
 and restarted, or ``SIGSTOP``-ed and ``SIGCONT``-ed, or while the app process
 itself is ``SIGKILL``-ed with facts still in its spool (then two new processes
 race to replay it). Every fact call must return (recorded or
-``spooled=True``), never raise; once the spool has drained, Redis must hold exactly the facts the callers were told about: the day's
-counters equal their sum, each user's balance equals credits minus charges,
-and the ledger stream has exactly one entry per fact (a fact applied twice,
-or lost, would show in all three). Budgets use a fixed clock, so a run that
+``spooled=True``), never raise; once the spool has drained, Redis must hold
+exactly the facts the callers were told about: the day's counters equal their
+sum, each user's balance equals credits minus charges, and the ledger stream
+has exactly one entry per fact (a fact applied twice, or lost, would show in
+all three). Budgets use a fixed clock, so a run that
 crosses midnight UTC still lands in one day.
 """
 
