@@ -1,5 +1,3 @@
-# PARALLEL WORK IN PROGRESS (temporary, removed before release): several engineers edit this tree at
-# once. Before editing anything, read /tmp/helper_common.md: collaboration and commit rules.
 """Shared fixtures: the backend table, budgets bound to it, an injectable clock.
 
 Every behavioural test that takes ``budget`` / ``make_budget`` runs twice:
@@ -48,7 +46,9 @@ def service_missing(what: str, reason: str) -> None:
 def real_redis_available() -> str | None:
     """``None`` when the real Redis answers, else the reason it does not."""
     try:
-        client = SyncRedis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        client = SyncRedis.from_url(
+            REDIS_URL, socket_connect_timeout=1, socket_timeout=1
+        )
         client.ping()
         client.close()
         return None

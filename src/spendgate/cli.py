@@ -1,5 +1,3 @@
-# PARALLEL WORK IN PROGRESS (temporary, removed before release): several engineers edit this tree at
-# once. Before editing anything, read /tmp/helper_common.md: collaboration and commit rules.
 """The ``spendgate`` command line.
 
 Each subcommand is added by one ``_add_<name>`` function; heavy imports
@@ -559,7 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spendgate",
         description="spendgate: a Redis-backed, low-latency budget guard for LLM apps",
     )
-    parser.add_argument("--version", action="version", version=f"spendgate {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"spendgate {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_demo(sub)

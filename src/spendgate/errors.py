@@ -3,17 +3,17 @@
 ::
 
     SpendgateError
-    ├── BudgetExceededError          admission refused: a cap or balance would be passed
-    │   └── BudgetUnavailableError   admission refused: the store did not answer in time
+    ├── BudgetExceededError          admission refused: over a cap or the balance
+    │   └── BudgetUnavailableError   admission refused: the store did not answer
     ├── InvalidArgumentError         (also ValueError) an argument that is not valid
-    │   ├── InvalidAmountError       NaN, infinities, negatives, bools, non-numbers, too large
+    │   ├── InvalidAmountError       NaN, infinities, negatives, bools, too large...
     │   ├── InvalidIdError           empty, blank or over-long ids and keys
     │   └── UnknownModelError        (also LookupError) a model nothing prices
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
     ├── IdempotencyConflictError     a key replayed with different arguments
-    ├── LeaseStateError              an illegal lease transition (settle after release, ...)
-    ├── SpoolFullError               a fact could reach neither Redis nor the full local spool
-    ├── StorageError                 Redis answered with an unexpected error (a bug, not an outage)
+    ├── LeaseStateError              an illegal lease transition
+    ├── SpoolFullError               a fact reached neither Redis nor the full spool
+    ├── StorageError                 Redis answered with an unexpected error (a bug)
     └── ConfigurationError           (also ValueError) invalid settings
 
 ``BudgetUnavailableError`` subclasses ``BudgetExceededError`` on purpose: code
