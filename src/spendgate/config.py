@@ -170,7 +170,9 @@ class BudgetConfig(BaseSettings):
     @field_validator(*LIMIT_FIELDS, mode="before")
     @classmethod
     def _exact_limit(cls, value: Any) -> Decimal | None:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("", "none")
+        ):
             return None
         try:
             return to_decimal(value)
@@ -180,7 +182,9 @@ class BudgetConfig(BaseSettings):
     @field_validator("min_balance", mode="before")
     @classmethod
     def _exact_min_balance(cls, value: Any) -> Decimal:
-        if isinstance(value, Decimal | int | float | str) and not isinstance(value, bool):
+        if isinstance(value, Decimal | int | float | str) and not isinstance(
+            value, bool
+        ):
             text = str(value).strip()
             negative = text.startswith("-")
             try:
@@ -242,13 +246,17 @@ class BudgetConfig(BaseSettings):
         """The configured API keys: ``api_keys`` split at commas, blanks dropped."""
         if self.api_keys is None:
             return []
-        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        return [
+            k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
+        ]
 
     def describe(self) -> dict[str, Any]:
         """The settings with secrets redacted, for logs and ``spendgate config``."""
         data = self.model_dump(mode="json")
         data["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
-        data["postgres_dsn"] = redact_url(self.postgres_dsn) if self.postgres_dsn else None
+        data["postgres_dsn"] = (
+            redact_url(self.postgres_dsn) if self.postgres_dsn else None
+        )
         return data
 
 

@@ -76,7 +76,14 @@ _UNAVAILABLE = (
     ConnectionError,
     OSError,
 )
-_UNAVAILABLE_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "CLUSTERDOWN")
+_UNAVAILABLE_REPLIES = (
+    "OOM",
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "BUSY",
+    "CLUSTERDOWN",
+)
 
 
 #: the scripts a spooled fact may name, and why a replay can be refused for good
@@ -285,7 +292,9 @@ class BudgetManager:
             self._failing_open = False
             logger.info("spendgate: budget store reachable again")
 
-    async def _run(self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    async def _run(
+        self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]
+    ) -> Any:
         """One EVALSHA. Store failures become :class:`BudgetUnavailableError`."""
         scripts = self._ensure_open()
         breaker = self._breaker
@@ -316,7 +325,9 @@ class BudgetManager:
             self._mark_up()
         return reply
 
-    async def _admit(self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+    async def _admit(
+        self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]
+    ) -> Any:
         """An admission call: fails closed, or open when configured."""
         try:
             return await self._run(script_name, keys, args)
@@ -496,7 +507,12 @@ class BudgetManager:
         )
 
     def _admission_args(
-        self, now_ms: int, w: Windows, requested: int, user_id: str, project_id: str | None
+        self,
+        now_ms: int,
+        w: Windows,
+        requested: int,
+        user_id: str,
+        project_id: str | None,
     ) -> tuple[Any, ...]:
         return (
             self._base,
@@ -621,7 +637,9 @@ class BudgetManager:
         if ttl_seconds is None:
             return self.config.lease_ttl_seconds * 1000
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int | float):
-            raise InvalidArgumentError(f"ttl_seconds must be a number, not {ttl_seconds!r}")
+            raise InvalidArgumentError(
+                f"ttl_seconds must be a number, not {ttl_seconds!r}"
+            )
         if not (0 < ttl_seconds <= 7 * 86400):
             raise InvalidArgumentError(
                 f"ttl_seconds must be above 0 and at most 7 days, not {ttl_seconds!r}"
@@ -642,7 +660,9 @@ class BudgetManager:
         is settled at that cost (at the estimate when it was not set, so spend
         is never under-counted); on an exception it is released.
         """
-        return LeaseContext(self, user_id, estimate, project_id, ttl_seconds, idempotency_key)
+        return LeaseContext(
+            self, user_id, estimate, project_id, ttl_seconds, idempotency_key
+        )
 
     # -- facts ---------------------------------------------------------------------
 
@@ -772,7 +792,9 @@ class BudgetManager:
             )
         code = reply[0]
         if code == UNKNOWN_LEASE:
-            raise LeaseStateError(lease_id, "unknown (never granted, or forgotten)", "settle")
+            raise LeaseStateError(
+                lease_id, "unknown (never granted, or forgotten)", "settle"
+            )
         if code == LEASE_RELEASED:
             raise LeaseStateError(lease_id, "released", "settle")
         if code == CONFLICT:
@@ -809,7 +831,9 @@ class BudgetManager:
             "lua_release", (self.keys.hold(lease_id),), (self._base, lease_id)
         )
         if reply[0] == UNKNOWN_LEASE:
-            raise LeaseStateError(lease_id, "unknown (never granted, or forgotten)", "release")
+            raise LeaseStateError(
+                lease_id, "unknown (never granted, or forgotten)", "release"
+            )
         if reply[0] == LEASE_SETTLED:
             raise LeaseStateError(lease_id, "settled", "release")
         return bool(reply[1])
@@ -887,7 +911,7 @@ class BudgetManager:
                 f"scope must be 'user', 'project' or 'global', not {scope!r}"
             )
         name = "user_id" if scope == "user" else "project_id"
-        return scope, check_id(name, scope_id, self._max_id)  # type: ignore[return-value]
+        return scope, check_id(name, scope_id, self._max_id)
 
     async def set_limits(
         self,
@@ -921,7 +945,9 @@ class BudgetManager:
     async def clear_limits(self, scope: Scope, scope_id: str | None = None) -> Limits:
         """Drop an entity's overrides: it follows the configured defaults again."""
         kind, sid = self._scope_id(scope, scope_id)
-        reply = await self._run("lua_set_limits", (self.keys.entity(kind, sid),), ("-", "-"))
+        reply = await self._run(
+            "lua_set_limits", (self.keys.entity(kind, sid),), ("-", "-")
+        )
         return self._limits(kind, sid, reply)
 
     def _limits(self, scope: Scope, scope_id: str, reply: list[Any]) -> Limits:
@@ -932,7 +958,9 @@ class BudgetManager:
         }[scope]
         effective = []
         overridden = set()
-        for name, value, default in zip(("daily", "monthly"), reply, defaults, strict=True):
+        for name, value, default in zip(
+            ("daily", "monthly"), reply, defaults, strict=True
+        ):
             if value is not None:
                 overridden.add(name)
             micros = int(value if value is not None else default)
@@ -945,7 +973,9 @@ class BudgetManager:
             overridden=frozenset(overridden),
         )
 
-    async def get_usage(self, user_id: Any, project_id: str | None = None) -> dict[str, ScopeUsage]:
+    async def get_usage(
+        self, user_id: Any, project_id: str | None = None
+    ) -> dict[str, ScopeUsage]:
         """Spent, held, caps, what remains and the balance, per scope.
 
         :return: ``{"user": ..., "global": ...}``, plus ``"project"`` when a
@@ -992,7 +1022,9 @@ class BudgetManager:
         return usage
 
 
-def _window_usage(spent: int, held: int, limit: int, resets_at: datetime) -> WindowUsage:
+def _window_usage(
+    spent: int, held: int, limit: int, resets_at: datetime
+) -> WindowUsage:
     capped = limit >= 0
     return WindowUsage(
         spent=from_micros(spent),
@@ -1044,11 +1076,14 @@ class LeaseContext:
             cost = lease.actual_cost
             if cost is None:
                 logger.warning(
-                    "spendgate: lease {} ended without actual_cost; settling at the estimate",
+                    "spendgate: lease {} ended without actual_cost; "
+                    "settling at the estimate",
                     lease.id,
                 )
                 cost = lease.amount
-            self.record = await self._budget.settle(lease, cost, lease.model, lease.metadata)
+            self.record = await self._budget.settle(
+                lease, cost, lease.model, lease.metadata
+            )
             return
         try:
             await self._budget.release(lease)
