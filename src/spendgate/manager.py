@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 from redis import exceptions as redis_errors
@@ -44,7 +44,6 @@ from spendgate.money import (
     from_micros,
     limit_micros,
 )
-from spendgate.pricing import Pricing
 from spendgate.scripts import Scripts
 from spendgate.spool import Spool, SpooledFact, spool_directory
 from spendgate.validation import (
@@ -55,6 +54,9 @@ from spendgate.validation import (
     user_id_of,
 )
 from spendgate.windows import Windows, from_ms, to_ms, windows_at
+
+if TYPE_CHECKING:
+    from spendgate.pricing import Pricing
 
 Clock = Callable[[], datetime]
 
@@ -261,6 +263,9 @@ class BudgetManager:
         """Model prices from this config's overrides and LiteLLM's cost map,
         made on first use (LiteLLM is imported on the first lookup)."""
         if self._pricing is None:
+            # Imported on first use: most deployments never price here.
+            from spendgate.pricing import Pricing
+
             self._pricing = Pricing(self.config)
         return self._pricing
 
