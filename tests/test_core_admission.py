@@ -216,3 +216,27 @@ async def test_coreason_user_context_object_is_accepted(
     with pytest.raises(BudgetExceededError) as refused:
         await budget.check_availability(UserContext("alice"), "proj", 0.5)
     assert refused.value.scope_id == "alice"
+
+
+async def test_refusal_as_json_and_retry_after(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget(daily_user_limit="1", enforce_balance=True, min_balance="-5")
+    await budget.record_spend("alice", "1")
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("alice", None, "0.5")
+    # Noon: twelve hours to the daily reset.
+    assert refused.value.retry_after_seconds(clock()) == 12 * 3600
+    body = refused.value.to_json(clock())
+    assert body["limit"] == "1" and body["spent"] == "1" and body["requested"] == "0.5"
+    assert body["resets_at"] == "2026-03-16T00:00:00+00:00"
+    assert body["retry_after_seconds"] == 12 * 3600
+    clock.advance(hours=12, seconds=-0.5)
+    assert refused.value.retry_after_seconds(clock()) == 1
+
+    await budget.set_limits("user", "alice", daily=None)
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("alice", None, "5")
+    assert refused.value.window == "balance"
+    assert refused.value.retry_after_seconds(clock()) == 60
+    assert refused.value.to_json(clock())["resets_at"] is None

@@ -23,12 +23,17 @@ and a store that cannot answer must refuse it too (fail closed).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 Scope = Literal["user", "project", "global"]
 Window = Literal["daily", "monthly", "balance"]
+
+#: ``Retry-After`` of a refusal with no window to wait for: a balance can be
+#: topped up at any moment
+BALANCE_RETRY_AFTER_SECONDS = 60
 
 
 class SpendgateError(Exception):
@@ -72,6 +77,30 @@ class BudgetExceededError(SpendgateError):
         self.held = held
         super().__init__(message or self._describe())
 
+    def retry_after_seconds(self, now: datetime) -> int:
+        """Whole seconds from ``now`` until the window resets (at least 1);
+        ``BALANCE_RETRY_AFTER_SECONDS`` for a balance, which has no window."""
+        if self.resets_at is None:
+            return BALANCE_RETRY_AFTER_SECONDS
+        return max(1, math.ceil((self.resets_at - now).total_seconds()))
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        """The refusal as JSON values (amounts as exact decimal strings), as
+        the HTTP server and the ASGI middleware answer a 429 with it."""
+        return {
+            "status": "refused",
+            "detail": str(self),
+            "scope": self.scope,
+            "scope_id": self.scope_id,
+            "window": self.window,
+            "limit": _money(self.limit),
+            "spent": _money(self.spent),
+            "held": _money(self.held),
+            "requested": _money(self.requested),
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+            "retry_after_seconds": self.retry_after_seconds(now),
+        }
+
     def _describe(self) -> str:
         who = self.scope if self.scope_id is None else f"{self.scope} {self.scope_id!r}"
         text = (
@@ -81,6 +110,10 @@ class BudgetExceededError(SpendgateError):
         if self.resets_at is not None:
             text += f"; resets at {self.resets_at.isoformat()}"
         return text
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
 
 
 class BudgetUnavailableError(BudgetExceededError):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -60,6 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spendgate.config import BudgetConfig, load_config
 from spendgate.errors import (
+    BALANCE_RETRY_AFTER_SECONDS,
     BudgetExceededError,
     BudgetUnavailableError,
     ConfigurationError,
@@ -87,9 +87,6 @@ __all__ = [
 #: the largest request body accepted, in bytes (the default metadata limit is
 #: 8 KiB; ids are at most 512 characters by default)
 DEFAULT_MAX_BODY_BYTES = 65_536
-#: ``Retry-After`` of a balance refusal: no clock resets a balance (credits or
-#: an expiring hold do), so the caller is asked to come back in a minute
-BALANCE_RETRY_AFTER_SECONDS = 60
 #: ``Retry-After`` of a 503: the store usually answers again within seconds
 UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 #: set to ``1`` by ``spendgate serve --insecure-no-auth`` for its workers
@@ -684,12 +681,6 @@ def create_app(
 
     # -- error handlers: every SpendgateError has a 4xx or 503 ------------------
 
-    def retry_after(exc: BudgetExceededError) -> int:
-        if exc.resets_at is None:
-            return BALANCE_RETRY_AFTER_SECONDS
-        seconds = (exc.resets_at - now()).total_seconds()
-        return max(1, math.ceil(seconds))
-
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestProblem)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
@@ -697,22 +688,11 @@ def create_app(
 
     async def on_refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BudgetExceededError)
-        seconds = retry_after(exc)
-        body = {
-            "status": "refused",
-            "detail": str(exc),
-            "scope": exc.scope,
-            "scope_id": exc.scope_id,
-            "window": exc.window,
-            "limit": _money(exc.limit),
-            "spent": _money(exc.spent),
-            "held": _money(exc.held),
-            "requested": _money(exc.requested),
-            "resets_at": _when(exc.resets_at),
-            "retry_after_seconds": seconds,
-        }
+        body = exc.to_json(now())
         return SafeJSONResponse(
-            body, status_code=429, headers={"Retry-After": str(seconds)}
+            body,
+            status_code=429,
+            headers={"Retry-After": str(body["retry_after_seconds"])},
         )
 
     async def on_unavailable(request: Request, exc: Exception) -> Response:

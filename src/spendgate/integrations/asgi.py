@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -67,8 +66,6 @@ EstimateFn = Callable[[Scope], Any]
 #: ``after(scope, status, lease)``: charge or release once the response is done
 AfterFn = Callable[[Scope, int | None, Lease | None], Awaitable[None]]
 
-#: ``Retry-After`` of a balance refusal: no clock resets a balance
-BALANCE_RETRY_AFTER_SECONDS = 60
 #: ``Retry-After`` of a 503: the store usually answers again within seconds
 UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
@@ -213,24 +210,8 @@ class BudgetMiddleware:
             await self.budget.settle(lease, lease.amount, lease.model, lease.metadata)
 
     async def _refuse(self, send: Send, exc: BudgetExceededError) -> None:
-        if exc.resets_at is None:
-            seconds = BALANCE_RETRY_AFTER_SECONDS
-        else:
-            seconds = max(1, math.ceil((exc.resets_at - self.clock()).total_seconds()))
-        body = {
-            "status": "refused",
-            "detail": str(exc),
-            "scope": exc.scope,
-            "scope_id": exc.scope_id,
-            "window": exc.window,
-            "limit": _money(exc.limit),
-            "spent": _money(exc.spent),
-            "held": _money(exc.held),
-            "requested": _money(exc.requested),
-            "resets_at": exc.resets_at.isoformat() if exc.resets_at else None,
-            "retry_after_seconds": seconds,
-        }
-        await self._reply(send, 429, body, seconds)
+        body = exc.to_json(self.clock())
+        await self._reply(send, 429, body, body["retry_after_seconds"])
 
     @staticmethod
     async def _reply(
