@@ -399,19 +399,16 @@ def _op_scope(usage: Any) -> dict[str, Any]:
 
 
 def _op_table(header: list[str], rows: list[list[Any]]) -> None:
-    """Print left-aligned columns; ids are shown with repr-like escapes so a
-    newline or control character in one cannot break the table."""
-    cells = [header] + [[_op_cell(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    # One table printer for every command (ids escaped, numbers right-aligned).
+    from spendgate.ledger_cli import print_table
+
+    print_table(header, rows)
 
 
 def _op_cell(value: object) -> str:
-    text = str(value)
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    from spendgate.ledger_cli import printable
+
+    return printable(value)
 
 
 def _add_migrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -437,7 +437,8 @@ def _dash(value: object, missing: str = "-") -> object:
     return missing if value is None else value
 
 
-def _cell(value: object) -> str:
+def printable(value: object) -> str:
+    """``value`` as text that cannot break a line or a table."""
     text = str(value)
     if text.isprintable():
         return text
@@ -447,7 +448,7 @@ def _cell(value: object) -> str:
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Columns aligned; numbers right-aligned."""
-    cells = [list(header)] + [[_cell(c) for c in row] for row in rows]
+    cells = [list(header)] + [[printable(c) for c in row] for row in rows]
     numeric = [
         bool(rows) and all(isinstance(row[i], int | Decimal) for row in rows)
         for i in range(len(header))
