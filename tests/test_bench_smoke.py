@@ -114,3 +114,23 @@ def test_the_cli_bench_says_when_redis_is_down(
     code = main(["bench", "--samples", "8", "--redis-url", "redis://127.0.0.1:1/0"])
     assert code == EXIT_UNAVAILABLE
     assert "did not answer" in capsys.readouterr().out
+
+
+async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+    from bench.floor_breakdown import breakdown
+
+    medians = await breakdown(redis_url, rounds=5)
+    assert set(medians) == {
+        "PING",
+        "check_availability",
+        "record_spend",
+        "record_spend, trivial script",
+    }
+    assert all(value > 0 for value in medians.values())
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        leftovers = [k async for k in client.scan_iter(match="sgfloor*", count=1000)]
+    finally:
+        await client.aclose()
+    assert leftovers == []

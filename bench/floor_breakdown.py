@@ -1,0 +1,98 @@
+"""Where a fact's latency goes: the request itself versus its script's work.
+
+Interleaved in one run against the machine's Redis (db 12, prefixes of its
+own, deleted afterwards): PING, ``check_availability``, ``record_spend``, and
+the same ``record_spend`` call on a second manager whose ``record`` script is
+replaced by a trivial one that only returns the payload. The last line is
+what a record-sized call costs with (almost) no Lua at all, so the distance
+between it and ``record_spend`` is the script's work as the caller sees it.
+
+``python -m bench.floor_breakdown [--rounds N] [--redis-url URL]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from spendgate import BudgetConfig, BudgetManager
+from spendgate.keys import Keys
+
+TRIVIAL_RECORD = b"\nreturn {0, ARGV[12] .. '|' .. ARGV[2]}"
+
+
+async def _delete_prefix(manager: BudgetManager, prefix: str) -> None:
+    keys = [k async for k in manager.redis.scan_iter(match=Keys(prefix).pattern())]
+    for start in range(0, len(keys), 500):
+        await manager.redis.delete(*keys[start : start + 500])
+
+
+async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
+    """Median latency in µs of each subject, measured in interleaved rounds."""
+    run = uuid.uuid4().hex[:8]
+    real_prefix, stub_prefix = f"sgfloor{run}a", f"sgfloor{run}b"
+
+    def manager(prefix: str) -> BudgetManager:
+        return BudgetManager(
+            BudgetConfig(redis_url=redis_url, key_prefix=prefix, daily_user_limit=1000)
+        )
+
+    real, stub = manager(real_prefix), manager(stub_prefix)
+    await real.open()
+    await stub.open()
+    try:
+        # The stub keeps the library prelude (same script size to load) and
+        # answers what record.lua answers, without touching any key.
+        scripts = stub._ensure_open()
+        source = scripts.lua_record.script
+        prelude = source.split(b"-- record:")[0]
+        scripts.lua_record.sha = await stub.redis.script_load(prelude + TRIVIAL_RECORD)
+
+        subjects: dict[str, Callable[[int], Awaitable[Any]]] = {
+            "PING": lambda i: real.redis.ping(),
+            "check_availability": lambda i: real.check_availability(
+                f"user{i % 500}", "p1", "0.01"
+            ),
+            "record_spend": lambda i: real.record_spend(
+                f"user{i % 500}", "0.002", "p1"
+            ),
+            "record_spend, trivial script": lambda i: stub.record_spend(
+                f"user{i % 500}", "0.002", "p1"
+            ),
+        }
+        samples: dict[str, list[int]] = {name: [] for name in subjects}
+        for i in range(300):  # warm-up: connections, scripts, caches
+            for call in subjects.values():
+                await call(i)
+        for i in range(rounds):
+            for name, call in subjects.items():
+                started = time.perf_counter_ns()
+                await call(i)
+                samples[name].append(time.perf_counter_ns() - started)
+        return {name: statistics.median(v) / 1000 for name, v in samples.items()}
+    finally:
+        await _delete_prefix(real, real_prefix)
+        await _delete_prefix(real, stub_prefix)
+        await real.aclose()
+        await stub.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--rounds", type=int, default=8000)
+    args = parser.parse_args()
+    medians = asyncio.run(breakdown(args.redis_url, args.rounds))
+    floor = medians["PING"]
+    print(f"p50 over {args.rounds} interleaved rounds on {args.redis_url}")
+    for name, micros in medians.items():
+        print(f"{name:32} {micros:7.0f} µs  {micros / floor:5.2f}× PING")
+
+
+if __name__ == "__main__":
+    main()
