@@ -153,3 +153,27 @@ def test_rounding_helpers_are_exact() -> None:
     assert from_micros(1) == Decimal("0.000001")
     assert str(from_micros(100_000)) == "0.1"
     assert str(from_micros(0)) == "0"
+
+
+def test_memoised_conversions_stay_exact_and_bounded() -> None:
+    from spendgate import money
+    from spendgate.errors import InvalidAmountError
+
+    # The float 0.1 is read through its shortest repr; a Decimal holding the
+    # float's exact binary expansion compares equal to it, and must not be
+    # answered from the float's memo entry (it rounds up one micro-unit).
+    assert charge_micros(0.1) == 100_000
+    assert charge_micros(0.1) == 100_000
+    assert Decimal(0.1) == 0.1
+    assert charge_micros(Decimal(0.1)) == 100_001
+    assert charge_micros(" 0.1 ") == 100_000
+    assert charge_micros(1) == 1_000_000
+    assert charge_micros(1.0) == 1_000_000
+    # Invalid input is never memoised: it fails every time.
+    for bad in (-0.5, float("nan"), "nope", 10**9 + 1, True):
+        for _ in range(2):
+            with pytest.raises(InvalidAmountError):
+                charge_micros(bad)
+    for i in range(money._MEMO_SIZE + 10):
+        assert charge_micros((500 + i) / 1000) == 500_000 + i * 1000
+    assert len(money._CHARGE_MEMO[float]) <= money._MEMO_SIZE

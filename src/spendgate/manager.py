@@ -306,7 +306,12 @@ class BudgetManager:
         if breaker.state is not BreakerState.CLOSED and not breaker.allow():
             raise BudgetUnavailableError("circuit breaker open after repeated failures")
         try:
-            reply = await scripts.call(script_name, keys, args)
+            # Scripts.call, inlined: the hot path's only await in Python.
+            sha = getattr(scripts, script_name).sha
+            try:
+                reply = await scripts.send("EVALSHA", sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                reply = await scripts.reload_and_call(script_name, keys, args)
         except redis_errors.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
                 breaker.failure()
@@ -364,11 +369,13 @@ class BudgetManager:
         script_name: str,
         keys: tuple[str, ...],
         args: tuple[Any, ...],
-        info: dict[str, Any],
+        info: Callable[[], dict[str, Any]],
     ) -> Any:
         """A fact's call: when the store does not take it, the exact call is
         spooled (durably) and ``None`` returned; replaying it is idempotent.
 
+        :param info: what the spool records beside the call (for its logs and
+            dead letters), made only when the fact is spooled
         :raise SpoolFullError: the spool is full or cannot be written
         """
         try:
@@ -377,7 +384,7 @@ class BudgetManager:
             spool = self._get_spool()
             if spool is None:
                 raise
-            await spool.append(SpooledFact(script_name, keys, args, info=info))
+            await spool.append(SpooledFact(script_name, keys, args, info=info()))
             return None
 
     def _get_spool(self) -> Spool | None:
@@ -697,10 +704,14 @@ class BudgetManager:
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
+            fingerprint = _fingerprint(
+                "spend", user_id, project, amount, model_name, meta
+            )
         else:
-            key = ""
+            # A generated key is this call's own: only a replay of this very
+            # call (the spool's) can meet it, so there is nothing to compare.
+            key = fingerprint = ""
             ikey = self.keys.generated_idempotency(entry_id)
-        fingerprint = _fingerprint("spend", user_id, project, amount, model_name, meta)
         args = (
             self._base,
             now_ms,
@@ -717,8 +728,17 @@ class BudgetManager:
             meta,
             key,
         )
-        info = {"kind": "spend", "entry": entry_id, "user": user_id, "amount": amount}
-        reply = await self._fact("lua_record", (ikey,), args, info)
+        reply = await self._fact(
+            "lua_record",
+            (ikey,),
+            args,
+            lambda: {
+                "kind": "spend",
+                "entry": entry_id,
+                "user": user_id,
+                "amount": amount,
+            },
+        )
         if reply is None:  # spooled: replayed exactly once when Redis answers
             return SpendRecord(
                 entry_id=entry_id,
@@ -779,8 +799,12 @@ class BudgetManager:
             meta,
             lease_id,
         )
-        info = {"kind": "settle", "entry": entry_id, "lease": lease_id}
-        reply = await self._fact("lua_settle", (self.keys.hold(lease_id),), args, info)
+        reply = await self._fact(
+            "lua_settle",
+            (self.keys.hold(lease_id),),
+            args,
+            lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
+        )
         if reply is None:  # spooled: a repeated settle at one cost is a replay
             known = lease if isinstance(lease, Lease) else None
             return SpendRecord(
@@ -878,8 +902,17 @@ class BudgetManager:
             meta,
             key,
         )
-        info = {"kind": "credit", "entry": entry_id, "user": user_id, "amount": micros}
-        reply = await self._fact("lua_credit", (ikey,), args, info)
+        reply = await self._fact(
+            "lua_credit",
+            (ikey,),
+            args,
+            lambda: {
+                "kind": "credit",
+                "entry": entry_id,
+                "user": user_id,
+                "amount": micros,
+            },
+        )
         if reply is None:  # spooled: the new balance is not known yet
             return SpendRecord(
                 entry_id=entry_id,

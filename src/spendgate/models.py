@@ -33,7 +33,10 @@ class Lease:
     metadata: dict[str, Any] | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its fields through
+# object.__setattr__, which made building this record a sixth of a fact's
+# client-side cost. It is the caller's own copy; nothing reads it back.
+@dataclass(slots=True)
 class SpendRecord:
     """One fact in the ledger: a spend, a settle or a credit."""
 

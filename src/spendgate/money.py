@@ -60,11 +60,37 @@ def to_decimal(value: object) -> Decimal:
     return amount
 
 
+#: the most memoised conversions kept per input type (then it starts afresh)
+_MEMO_SIZE = 4096
+# Conversions of floats and strings, memoised per exact type: callers send
+# the same prices and estimates over and over, and the exact conversion
+# (shortest repr, Decimal, quantize) is most of what reading an amount costs.
+# Keyed per type because equal values of different types may convert
+# differently (a Decimal holding a float's binary expansion == that float).
+_CHARGE_MEMO: dict[type, dict[object, int]] = {float: {}, str: {}}
+
+
 def charge_micros(value: object) -> int:
     """Micro-units of a charge or hold, rounded up."""
-    return int(
+    cls = value.__class__
+    if cls is int:
+        if 0 <= value <= 1_000_000_000:  # type: ignore[operator]
+            return value * MICROS_PER_UNIT  # type: ignore[operator]
+        memo = None
+    else:
+        memo = _CHARGE_MEMO.get(cls)
+        if memo is not None:
+            known = memo.get(value)
+            if known is not None:
+                return known
+    micros = int(
         to_decimal(value).quantize(_MICRO, rounding=ROUND_CEILING) * MICROS_PER_UNIT
     )
+    if memo is not None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[value] = micros
+    return micros
 
 
 def credit_micros(value: object) -> int:

@@ -82,8 +82,17 @@ class Scripts:
         # With pipelining, concurrent calls share round trips (see
         # spendgate.pipeline); a lone call still goes straight out.
         self._pipeline = AutoPipeline(client) if pipelining else None
+        #: sends one command and returns its reply: the hot path's way out
+        self.send: Callable[..., Awaitable[Any]] = (
+            self._pipeline.execute if self._pipeline is not None else self._direct
+        )
         for name in SCRIPT_NAMES:
             setattr(self, f"lua_{name}", client.register_script(script_source(name)))
+
+    def _direct(self, *command: Any) -> Awaitable[Any]:
+        # Looked up per call, not bound once: whoever wraps the client's
+        # execute_command later (a tracer, a test) still sees every command.
+        return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
 
     async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run the ``lua_<name>`` script: one EVALSHA with its registered SHA.
@@ -92,19 +101,22 @@ class Scripts:
         automatic pipeline, when concurrent calls are in flight), without the
         per-call argument copying of ``Script.__call__``. When Redis lost the
         script (restart, ``SCRIPT FLUSH``) it is loaded again and the call
-        retried once, as ``Script.__call__`` does.
+        retried once, as ``Script.__call__`` does. (``BudgetManager`` inlines
+        the first attempt and calls :meth:`reload_and_call` itself.)
         """
         script: AsyncScript = getattr(self, name)
-        send: Callable[..., Awaitable[Any]]
-        if self._pipeline is not None:
-            send = self._pipeline.execute
-        else:
-            send = self.client.execute_command
         try:
-            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            script.sha = await self.client.script_load(script.script)
-            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.reload_and_call(name, keys, args)
+
+    async def reload_and_call(
+        self, name: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Load ``lua_<name>`` again (Redis answered ``NOSCRIPT``) and run it."""
+        script: AsyncScript = getattr(self, name)
+        script.sha = await self.client.script_load(script.script)
+        return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def load_all(self) -> None:
         """Load every script now, so the first call of each is one round trip."""
