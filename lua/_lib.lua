@@ -50,17 +50,24 @@ local function scopes_of(user, project)
   return {{'u', user}, {'g', ''}}
 end
 
--- Moves the held amount of every scope of a hold; drops the field at zero so
--- an idle entity costs no memory. A zero move is skipped: negated, it would
--- be Lua's -0, which Redis sends as "-0" and HINCRBY rejects.
+-- Moves the held amount of every scope of a hold. A user's or project's
+-- field is dropped at zero, so an idle entity costs no memory; the global
+-- entity is one key, so its field stays (one command less per settle). A zero
+-- move is skipped: negated, it would be Lua's -0, which Redis sends as "-0"
+-- and HINCRBY rejects.
 local function add_held(base, user, project, delta)
   if delta == 0 then return end
-  for _, sc in ipairs(scopes_of(user, project)) do
-    local ekey = entity_key(base, sc[1], sc[2])
-    if redis.call('HINCRBY', ekey, 'h', delta) <= 0 then
-      redis.call('HDEL', ekey, 'h')
+  local ukey = entity_key(base, 'u', user)
+  if redis.call('HINCRBY', ukey, 'h', delta) <= 0 then
+    redis.call('HDEL', ukey, 'h')
+  end
+  if project ~= '' then
+    local pkey = entity_key(base, 'p', project)
+    if redis.call('HINCRBY', pkey, 'h', delta) <= 0 then
+      redis.call('HDEL', pkey, 'h')
     end
   end
+  redis.call('HINCRBY', entity_key(base, 'g', ''), 'h', delta)
 end
 
 -- Holds stop counting once their expiry passes: every script that reads held
@@ -93,29 +100,34 @@ end
 -- balances enforced, balance - held - requested >= min_balance (> when
 -- nothing is requested). Limits of -1 mean "no cap"; a per-entity override in
 -- the entity hash wins over the default passed in; defaults maps a scope
--- letter to {daily, monthly}.
+-- letter to {daily, monthly}. Every scope's day and month counters are read
+-- in one MGET.
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
 -- spent, held}.
 local function admit(base, day, month, user, project, defaults, requested,
                      enforce_balance, min_balance)
+  local scopes = scopes_of(user, project)
+  local counters = {}
+  for i, sc in ipairs(scopes) do
+    counters[2 * i - 1] = day_key(base, day, sc[1], sc[2])
+    counters[2 * i] = month_key(base, month, sc[1], sc[2])
+  end
+  local spent = redis.call('MGET', unpack(counters))
   local tightest = -1
-  for i, sc in ipairs(scopes_of(user, project)) do
-    local s, id = sc[1], sc[2]
-    local e = redis.call('HMGET', entity_key(base, s, id), 'h', 'b', 'dl', 'ml')
+  for i, sc in ipairs(scopes) do
+    local s = sc[1]
+    local e = redis.call('HMGET', entity_key(base, s, sc[2]), 'h', 'b', 'dl', 'ml')
     local held = num(e[1])
-    local windows = {
-      {e[3] and tonumber(e[3]) or defaults[s][1], day_key(base, day, s, id)},
-      {e[4] and tonumber(e[4]) or defaults[s][2], month_key(base, month, s, id)},
-    }
     for w = 1, 2 do
-      local limit = windows[w][1]
+      local limit = e[w + 2]
+      if limit then limit = tonumber(limit) else limit = defaults[s][w] end
       if limit >= 0 then
-        local spent = num(redis.call('GET', windows[w][2]))
-        local room = limit - spent - held
+        local used = num(spent[2 * i + w - 2])
+        local room = limit - used - held
         if room < requested or (requested == 0 and room <= 0) then
-          return {1, i, w, limit, spent, held}
+          return {1, i, w, limit, used, held}
         end
         if tightest < 0 or room < tightest then tightest = room end
       end
@@ -139,12 +151,13 @@ end
 local function charge(base, win, user, project, amount, track_balance)
   if amount > 0 then
     for _, sc in ipairs(scopes_of(user, project)) do
-      local keys = {{day_key(base, win[1], sc[1], sc[2]), win[2]},
-                    {month_key(base, win[3], sc[1], sc[2]), win[4]}}
-      for _, k in ipairs(keys) do
-        if redis.call('INCRBY', k[1], amount) == amount then
-          redis.call('PEXPIRE', k[1], k[2])
-        end
+      local dkey = day_key(base, win[1], sc[1], sc[2])
+      if redis.call('INCRBY', dkey, amount) == amount then
+        redis.call('PEXPIRE', dkey, win[2])
+      end
+      local mkey = month_key(base, win[3], sc[1], sc[2])
+      if redis.call('INCRBY', mkey, amount) == amount then
+        redis.call('PEXPIRE', mkey, win[4])
       end
     end
   end
@@ -175,12 +188,39 @@ local function idem_store(ikey, fingerprint, payload, ttl_ms)
   end
 end
 
--- Appends one fact to the ledger stream; maxlen 0 means no cap (a flusher
--- drains it), otherwise the stream is trimmed approximately.
-local function ledger_append(base, maxlen, fields)
+-- Idempotency for a fact, in one command: SET NX GET stores
+-- "<fingerprint>|<payload>" unless the key is taken, and answers what was
+-- there. nil when the call is new (its record now stands), {2, payload} for
+-- a replay with the same fingerprint, {3} for the same key with other
+-- arguments. Called before the fact's first other write: a script that fails
+-- on its first write (an out-of-memory Redis) has then written nothing.
+local function idem_claim(ikey, fingerprint, payload, ttl_ms)
+  local v = redis.call('SET', ikey, fingerprint .. '|' .. payload, 'NX', 'GET',
+                       'PX', ttl_ms)
+  if not v then return nil end
+  local sep = string.find(v, '|', 1, true)
+  if string.sub(v, 1, sep - 1) == fingerprint then
+    return {2, string.sub(v, sep + 1)}
+  end
+  return {3}
+end
+
+-- Appends one fact to the ledger stream: `fields` as they are, then each
+-- name/value pair of `optional` whose value is not empty (the flusher reads
+-- an absent field as empty; leaving them out saves the stream's memory and
+-- the script's time). maxlen 0 means no cap (a flusher drains it), otherwise
+-- the stream is trimmed approximately.
+local function ledger_append(base, maxlen, fields, optional)
+  local n = #fields
+  for i = 1, #optional, 2 do
+    if optional[i + 1] ~= '' then
+      fields[n + 1] = optional[i]
+      fields[n + 2] = optional[i + 1]
+      n = n + 2
+    end
+  end
   if maxlen > 0 then
     return redis.call('XADD', base .. 'ledger', 'MAXLEN', '~', maxlen, '*', unpack(fields))
   end
   return redis.call('XADD', base .. 'ledger', '*', unpack(fields))
 end
-

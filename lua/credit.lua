@@ -29,8 +29,8 @@ if seen then return seen end
 
 local balance = redis.call('HINCRBY', entity_key(base, 'u', user), 'b', amount)
 ledger_append(base, maxlen, {'e', entry, 'k', 'credit', 't', now_ms, 'u', user,
-                             'p', '', 'a', ARGV[3], 'm', '', 'md', ARGV[9],
-                             'i', ARGV[10]})
+                             'a', ARGV[3]},
+              {'md', ARGV[9], 'i', ARGV[10]})
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance)
 idem_store(ikey, fingerprint, payload, idem_ttl_ms)

@@ -10,7 +10,8 @@
 -- ARGV[7] - amount, micro-units
 -- ARGV[8] - track_balance: "1" when balances are enforced (the user's balance
 --           is then always kept), else it is kept only if the user has one
--- ARGV[9] - fingerprint of the arguments
+-- ARGV[9] - fingerprint of the arguments, "" when the key was generated (only
+--           this very call, replayed from the spool, can meet that key)
 -- ARGV[10] - idempotency TTL, ms
 -- ARGV[11] - ledger maxlen, 0 = uncapped
 -- ARGV[12] - entry id (fresh, unique)
@@ -33,14 +34,12 @@ local entry = ARGV[12]
 local user = ARGV[13]
 local project = ARGV[14]
 
-local seen = idem_lookup(ikey, fingerprint)
+local payload = entry .. '|' .. now_ms
+local seen = idem_claim(ikey, fingerprint, payload, idem_ttl_ms)
 if seen then return seen end
 
 charge(base, win, user, project, amount, track_balance)
 ledger_append(base, maxlen, {'e', entry, 'k', 'spend', 't', now_ms, 'u', user,
-                             'p', project, 'a', ARGV[7], 'm', ARGV[15],
-                             'md', ARGV[16], 'i', ARGV[17]})
-
-local payload = entry .. '|' .. now_ms
-idem_store(ikey, fingerprint, payload, idem_ttl_ms)
+                             'a', ARGV[7]},
+              {'p', project, 'm', ARGV[15], 'md', ARGV[16], 'i', ARGV[17]})
 return {0, payload}

@@ -48,8 +48,8 @@ end
 
 charge(base, win, user, project, actual, track_balance)
 ledger_append(base, maxlen, {'e', entry, 'k', 'settle', 't', ARGV[2], 'u', user,
-                             'p', project, 'a', ARGV[7], 'm', ARGV[11],
-                             'md', ARGV[12], 'l', lease, 'est', h[2], 'late', late})
+                             'a', ARGV[7], 'l', lease, 'est', h[2], 'late', late},
+              {'p', project, 'm', ARGV[11], 'md', ARGV[12]})
 
 local payload = entry .. '|' .. ARGV[2] .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', 's', 'c', ARGV[7], 'pl', payload)

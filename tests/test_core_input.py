@@ -270,3 +270,19 @@ async def test_metadata_with_decimals_and_unicode_round_trips(
     fields = entries[-1][1]
     assert fields[b"md"] == b'{"note":"h\\u00e9llo","price":"0.1","tokens":12}'
     assert fields[b"e"].decode() == record.entry_id
+
+
+async def test_ledger_entries_leave_out_empty_fields(budget: BudgetManager) -> None:
+    spend = await budget.record_spend("alice", "1")
+    lease = await budget.reserve("bob", "2", project_id="p")
+    settled = await budget.settle(lease, "1.5", model="gpt")
+    entries = await budget.redis.xrange(budget.keys.ledger)
+    by_entry = {fields[b"e"].decode(): fields for _, fields in entries}
+    assert set(by_entry[spend.entry_id]) == {b"e", b"k", b"t", b"u", b"a"}
+    assert by_entry[spend.entry_id][b"a"] == b"1000000"
+    assert set(by_entry[settled.entry_id]) == {
+        *(b"e", b"k", b"t", b"u", b"a", b"l", b"est", b"late"),
+        *(b"p", b"m"),
+    }
+    assert by_entry[settled.entry_id][b"p"] == b"p"
+    assert by_entry[settled.entry_id][b"est"] == b"2000000"
