@@ -540,16 +540,6 @@ class BudgetManager:
             *self._defaults,
         )
 
-    def _fact_window_args(self, now_ms: int) -> tuple[Any, ...]:
-        # Counter TTLs are relative to our clock, so Redis's clock plays no part.
-        w = self._windows_at(now_ms)
-        return (
-            w.day,
-            w.day_end_ms + self._retention_ms - now_ms,
-            w.month,
-            w.month_end_ms + self._retention_ms - now_ms,
-        )
-
     # -- admission ---------------------------------------------------------------
 
     async def check_availability(
@@ -635,13 +625,16 @@ class BudgetManager:
             raise self._refusal(reply, user_id, project, requested, w)
         if code == CONFLICT:
             raise IdempotencyConflictError(idempotency_key or "")
-        lease_id, expires_ms = _text(reply[1]).split("|")
+        expires_ms = now_ms + ttl_ms
+        if code == REPLAYED:  # the first call's lease, not this one's
+            lease_id, first_expiry = _text(reply[1]).split("|")
+            expires_ms = int(first_expiry)
         return Lease(
             id=lease_id,
             user_id=user_id,
             project_id=project,
             amount=from_micros(requested),
-            expires_at=from_ms(int(expires_ms)),
+            expires_at=from_ms(expires_ms),
             replayed=code == REPLAYED,
         )
 
@@ -712,10 +705,16 @@ class BudgetManager:
             # call (the spool's) can meet it, so there is nothing to compare.
             key = fingerprint = ""
             ikey = self.keys.generated_idempotency(entry_id)
+        # Counter TTLs are relative to our clock: Redis's clock plays no part.
+        w = self._windows_at(now_ms)
+        retain_ms = self._retention_ms - now_ms
         args = (
             self._base,
             now_ms,
-            *self._fact_window_args(now_ms),
+            w.day,
+            w.day_end_ms + retain_ms,
+            w.month,
+            w.month_end_ms + retain_ms,
             amount,
             self._enforce,
             fingerprint,
@@ -750,9 +749,13 @@ class BudgetManager:
                 occurred_at=from_ms(now_ms),
                 spooled=True,
             )
-        if reply[0] == CONFLICT:
+        code = reply[0]
+        if code == CONFLICT:
             raise IdempotencyConflictError(key)
-        entry_id, occurred_ms = _text(reply[1]).split("|")
+        occurred_ms = now_ms
+        if code == REPLAYED:  # the first call's entry, not this one's
+            entry_id, first_ms = _text(reply[1]).split("|")
+            occurred_ms = int(first_ms)
         return SpendRecord(
             entry_id=entry_id,
             kind="spend",
@@ -760,8 +763,8 @@ class BudgetManager:
             project_id=project,
             amount=from_micros(amount),
             model=model_name,
-            occurred_at=from_ms(int(occurred_ms)),
-            replayed=reply[0] == REPLAYED,
+            occurred_at=from_ms(occurred_ms),
+            replayed=code == REPLAYED,
         )
 
     async def settle(
@@ -787,10 +790,15 @@ class BudgetManager:
         meta = encode_metadata(metadata, self.config.max_metadata_bytes)
         now_ms = self._now_ms()
         entry_id = _new_id(now_ms)
+        w = self._windows_at(now_ms)
+        retain_ms = self._retention_ms - now_ms
         args = (
             self._base,
             now_ms,
-            *self._fact_window_args(now_ms),
+            w.day,
+            w.day_end_ms + retain_ms,
+            w.month,
+            w.month_end_ms + retain_ms,
             amount,
             self._enforce,
             self._maxlen,

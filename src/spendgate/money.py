@@ -105,6 +105,17 @@ def limit_micros(value: object) -> int:
     return credit_micros(value)
 
 
+_DECIMAL_MEMO: dict[int, Decimal] = {}
+
+
 def from_micros(micros: int) -> Decimal:
     """The exact ``Decimal`` of a count of micro-units (``0.1``, not ``0.100000``)."""
-    return Decimal(micros) / MICROS_PER_UNIT
+    # Memoised like charge_micros (the same amounts come back every call);
+    # a Decimal is immutable, so sharing one is safe.
+    known = _DECIMAL_MEMO.get(micros)
+    if known is None:
+        known = Decimal(micros) / MICROS_PER_UNIT
+        if len(_DECIMAL_MEMO) >= _MEMO_SIZE:
+            _DECIMAL_MEMO.clear()
+        _DECIMAL_MEMO[micros] = known
+    return known
