@@ -1,4 +1,4 @@
--- Shared helpers: spendgate.scripts prepends this file to every script below, so
+-- Shared helpers: spendgate.scripts prepends the ones each script uses to it, so
 -- each operation still runs as one self-contained, atomic EVALSHA.
 --
 -- Money is in integer micro-units (1e-6 of the unit) and time in milliseconds
@@ -144,25 +144,34 @@ local function admit(base, day, month, user, project, defaults, requested,
   return {0, tightest}
 end
 
--- Adds one fact's amount to the day and month counters of every scope, and
--- takes it off the user's balance where balances are kept. Counters expire on
--- their own a retention period after their window ends: the TTL is relative
--- (computed from the caller's clock), so the server's clock plays no part.
-local function charge(base, win, user, project, amount, track_balance)
-  if amount > 0 then
-    for _, sc in ipairs(scopes_of(user, project)) do
-      local dkey = day_key(base, win[1], sc[1], sc[2])
-      if redis.call('INCRBY', dkey, amount) == amount then
-        redis.call('PEXPIRE', dkey, win[2])
-      end
-      local mkey = month_key(base, win[3], sc[1], sc[2])
-      if redis.call('INCRBY', mkey, amount) == amount then
-        redis.call('PEXPIRE', mkey, win[4])
-      end
-    end
+-- Adds amount to one day or month counter; a counter made by this call gets
+-- its TTL. Counters expire on their own a retention period after their
+-- window ends: the TTL is relative (computed from the caller's clock), so the
+-- server's clock plays no part.
+local function count(key, amount, ttl_ms)
+  if redis.call('INCRBY', key, amount) == amount then
+    redis.call('PEXPIRE', key, ttl_ms)
   end
+end
+
+-- Adds one fact's amount to the day and month counters of every scope, and
+-- takes it off the user's balance where balances are kept. win is {day,
+-- day TTL, month, month TTL}. The keys are day_key/month_key's, built from
+-- shared prefixes (this runs on every fact).
+local function charge(base, win, user, project, amount, track_balance)
+  if amount <= 0 then return false end
+  local day = base .. 'd:' .. win[1] .. ':'
+  local month = base .. 'm:' .. win[3] .. ':'
+  count(day .. 'u:' .. user, amount, win[2])
+  count(month .. 'u:' .. user, amount, win[4])
+  if project ~= '' then
+    count(day .. 'p:' .. project, amount, win[2])
+    count(month .. 'p:' .. project, amount, win[4])
+  end
+  count(day .. 'g:', amount, win[2])
+  count(month .. 'g:', amount, win[4])
   local ekey = entity_key(base, 'u', user)
-  if amount > 0 and (track_balance or redis.call('HEXISTS', ekey, 'b') == 1) then
+  if track_balance or redis.call('HEXISTS', ekey, 'b') == 1 then
     return redis.call('HINCRBY', ekey, 'b', -amount)
   end
   return false

@@ -18,8 +18,16 @@ def test_checkout_finds_every_script() -> None:
     for name in SCRIPT_NAMES:
         assert (folder / f"{name}.lua").is_file()
         source = script_source(name)
-        assert source.startswith(b"-- Shared helpers")
+        assert source.endswith((folder / f"{name}.lua").read_bytes())
         assert b"-- KEYS[1]" in source  # the contract header is there
+    # Only the helpers a script uses are linked in, with what they use.
+    record = script_source("record")
+    for helper in (b"charge", b"count", b"entity_key", b"idem_claim"):
+        assert b"local function " + helper + b"(" in record
+    for helper in (b"admit", b"purge_expired_holds", b"idem_store"):
+        assert b"local function " + helper + b"(" not in record
+    assert b"local function admit(" in script_source("check")
+    assert b"local function num(" in script_source("check")  # used by admit
 
 
 def test_wheel_ships_every_script(tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
 """Load the Lua scripts (one per operation) and register them per client.
 
-Each script is ``lua/_lib.lua`` followed by ``lua/<operation>.lua``, so every
-operation is one self-contained EVALSHA. redis-py's ``Script`` handles the
-SHA: on ``NOSCRIPT`` (a restarted Redis, ``SCRIPT FLUSH``) it loads the
-source again and retries, transparently.
+Each script is the helpers of ``lua/_lib.lua`` it uses followed by
+``lua/<operation>.lua``, so every operation is one self-contained EVALSHA.
+On ``NOSCRIPT`` (a restarted Redis, ``SCRIPT FLUSH``) the source is loaded
+again and the call retried once.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from importlib import resources
@@ -52,17 +54,42 @@ def lua_dir() -> Path:
     )
 
 
+#: where each helper of lua/_lib.lua starts
+_HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
+
+
 @cache
 def script_source(name: str) -> bytes:
-    """The full source of one operation's script, library included."""
+    """The full source of one operation's script: the helpers of
+    ``lua/_lib.lua`` it uses (directly or through another helper), in the
+    library's order, then ``lua/<name>.lua``.
+
+    Redis runs the whole source on every call, so each helper left in costs
+    every call the making of its closure; only the used ones are linked in.
+    """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
-    return (
-        (folder / "_lib.lua").read_bytes()
-        + b"\n"
-        + (folder / f"{name}.lua").read_bytes()
-    )
+    body = (folder / f"{name}.lua").read_bytes()
+    return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+
+
+def _link(library: bytes, body: bytes) -> bytes:
+    starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
+    helpers = {}
+    for start, end in itertools.pairwise(starts):
+        match = _HELPER.match(library, start)
+        assert match is not None
+        helpers[match.group(1)] = library[start:end]
+    used: set[bytes] = set()
+    pending = [body]
+    while pending:
+        source = pending.pop()
+        for helper, text in helpers.items():
+            if helper not in used and re.search(rb"\b" + helper + rb"\(", source):
+                used.add(helper)
+                pending.append(text)
+    return b"".join(text for helper, text in helpers.items() if helper in used)
 
 
 class Scripts:
