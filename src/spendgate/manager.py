@@ -125,6 +125,12 @@ def _fingerprint(*parts: object) -> str:
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
+def _unavailable(exc: BaseException) -> BudgetUnavailableError:
+    error = BudgetUnavailableError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -298,58 +304,78 @@ class BudgetManager:
             logger.info("spendgate: budget store reachable again")
 
     async def _run(
-        self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]
+        self,
+        script_name: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        *,
+        fail_open: bool = False,
+        spool_info: Callable[[], dict[str, Any]] | None = None,
     ) -> Any:
-        """One EVALSHA. Store failures become :class:`BudgetUnavailableError`."""
+        """One EVALSHA. Store failures become :class:`BudgetUnavailableError`,
+        unless the call says what to do instead (in this coroutine, not a
+        wrapper around it: each await level costs the hot path):
+
+        :param fail_open: an admission: when the store is unavailable and
+            ``fail_open`` is configured, admit (return ``None``)
+        :param spool_info: a fact: when the store does not take it, the exact
+            call is spooled (durably) and ``None`` returned (replaying it is
+            idempotent); called for what the spool records beside the call
+        :raise SpoolFullError: a fact could not be spooled
+        """
         scripts = self._ensure_open()
         breaker = self._breaker
-        if breaker.state is not BreakerState.CLOSED and not breaker.allow():
-            raise BudgetUnavailableError("circuit breaker open after repeated failures")
+        failure: BudgetUnavailableError
         try:
+            if breaker.state is not BreakerState.CLOSED and not breaker.allow():
+                raise BudgetUnavailableError(
+                    "circuit breaker open after repeated failures"
+                )
             # Scripts.call, inlined: the hot path's only await in Python.
             sha = getattr(scripts, script_name).sha
             try:
                 reply = await scripts.send("EVALSHA", sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
                 reply = await scripts.reload_and_call(script_name, keys, args)
+        except BudgetUnavailableError as exc:
+            failure = exc
         except redis_errors.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
-                breaker.failure()
-                self._mark_down(exc)
-                raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
-            breaker.success()
-            raise StorageError(f"{script_name} failed: {exc}") from exc
+            if not str(exc).startswith(_UNAVAILABLE_REPLIES):
+                breaker.success()
+                raise StorageError(f"{script_name} failed: {exc}") from exc
+            breaker.failure()
+            self._mark_down(exc)
+            failure = _unavailable(exc)
         except redis_errors.MaxConnectionsError as exc:
             # The pool is exhausted: the client is busy, the store is not down.
             breaker.abandon()
-            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            failure = _unavailable(exc)
         except _UNAVAILABLE as exc:
             breaker.failure()
             self._mark_down(exc)
-            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            failure = _unavailable(exc)
         except BaseException:
             breaker.abandon()  # cancelled: the outcome is unknown
             raise
-        breaker.success()
-        if self._store_down:
-            self._mark_up()
-        return reply
-
-    async def _admit(
-        self, script_name: str, keys: tuple[str, ...], args: tuple[Any, ...]
-    ) -> Any:
-        """An admission call: fails closed, or open when configured."""
-        try:
-            return await self._run(script_name, keys, args)
-        except BudgetUnavailableError:
-            if self.config.fail_open:
-                if not self._failing_open:  # once per outage, not per request
-                    self._failing_open = True
-                    logger.warning(
-                        "spendgate: store unavailable, admitting (fail_open=True)"
-                    )
-                return None
-            raise
+        else:
+            breaker.success()
+            if self._store_down:
+                self._mark_up()
+            return reply
+        if spool_info is not None:
+            spool = self._get_spool()
+            if spool is None:
+                raise failure
+            await spool.append(SpooledFact(script_name, keys, args, info=spool_info()))
+            return None
+        if fail_open and self.config.fail_open:
+            if not self._failing_open:  # once per outage, not per request
+                self._failing_open = True
+                logger.warning(
+                    "spendgate: store unavailable, admitting (fail_open=True)"
+                )
+            return None
+        raise failure
 
     # -- durability: spool and breaker ---------------------------------------------
 
@@ -363,29 +389,6 @@ class BudgetManager:
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker in front of the store (``.state``)."""
         return self._breaker
-
-    async def _fact(
-        self,
-        script_name: str,
-        keys: tuple[str, ...],
-        args: tuple[Any, ...],
-        info: Callable[[], dict[str, Any]],
-    ) -> Any:
-        """A fact's call: when the store does not take it, the exact call is
-        spooled (durably) and ``None`` returned; replaying it is idempotent.
-
-        :param info: what the spool records beside the call (for its logs and
-            dead letters), made only when the fact is spooled
-        :raise SpoolFullError: the spool is full or cannot be written
-        """
-        try:
-            return await self._run(script_name, keys, args)
-        except BudgetUnavailableError:
-            spool = self._get_spool()
-            if spool is None:
-                raise
-            await spool.append(SpooledFact(script_name, keys, args, info=info()))
-            return None
 
     def _get_spool(self) -> Spool | None:
         if self._spool is None and not self.embedded:
@@ -570,10 +573,11 @@ class BudgetManager:
         requested = charge_micros(estimated_cost)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        reply = await self._admit(
+        reply = await self._run(
             "lua_check",
             (self._base + "e:u:" + user_id,),
             self._admission_args(now_ms, w, requested, user_id, project),
+            fail_open=True,
         )
         if reply is None:
             return None
@@ -727,11 +731,11 @@ class BudgetManager:
             meta,
             key,
         )
-        reply = await self._fact(
+        reply = await self._run(
             "lua_record",
             (ikey,),
             args,
-            lambda: {
+            spool_info=lambda: {
                 "kind": "spend",
                 "entry": entry_id,
                 "user": user_id,
@@ -807,11 +811,11 @@ class BudgetManager:
             meta,
             lease_id,
         )
-        reply = await self._fact(
+        reply = await self._run(
             "lua_settle",
             (self.keys.hold(lease_id),),
             args,
-            lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
+            spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
         )
         if reply is None:  # spooled: a repeated settle at one cost is a replay
             known = lease if isinstance(lease, Lease) else None
@@ -910,11 +914,11 @@ class BudgetManager:
             meta,
             key,
         )
-        reply = await self._fact(
+        reply = await self._run(
             "lua_credit",
             (ikey,),
             args,
-            lambda: {
+            spool_info=lambda: {
                 "kind": "credit",
                 "entry": entry_id,
                 "user": user_id,
