@@ -177,18 +177,22 @@ local function charge(base, win, user, project, amount, track_balance)
   return false
 end
 
--- Idempotency: nil when the key is unused (or there is none), {2, payload}
--- for a replay with the same fingerprint, {3} for the same key with other
--- arguments.
-local function idem_lookup(ikey, fingerprint)
-  if ikey == '' then return nil end
-  local v = redis.call('GET', ikey)
-  if not v then return nil end
-  local sep = string.find(v, '|', 1, true)
-  if string.sub(v, 1, sep - 1) == fingerprint then
-    return {2, string.sub(v, sep + 1)}
+-- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or
+-- false when there is none) answers a call: nil when the key is unused (or
+-- there is none), {2, payload} for a replay with the same fingerprint, {3}
+-- for the same key with other arguments.
+local function idem_answer(record, fingerprint)
+  if not record then return nil end
+  local sep = string.find(record, '|', 1, true)
+  if string.sub(record, 1, sep - 1) == fingerprint then
+    return {2, string.sub(record, sep + 1)}
   end
   return {3}
+end
+
+local function idem_lookup(ikey, fingerprint)
+  if ikey == '' then return nil end
+  return idem_answer(redis.call('GET', ikey), fingerprint)
 end
 
 local function idem_store(ikey, fingerprint, payload, ttl_ms)
@@ -204,14 +208,8 @@ end
 -- arguments. Called before the fact's first other write: a script that fails
 -- on its first write (an out-of-memory Redis) has then written nothing.
 local function idem_claim(ikey, fingerprint, payload, ttl_ms)
-  local v = redis.call('SET', ikey, fingerprint .. '|' .. payload, 'NX', 'GET',
-                       'PX', ttl_ms)
-  if not v then return nil end
-  local sep = string.find(v, '|', 1, true)
-  if string.sub(v, 1, sep - 1) == fingerprint then
-    return {2, string.sub(v, sep + 1)}
-  end
-  return {3}
+  return idem_answer(redis.call('SET', ikey, fingerprint .. '|' .. payload,
+                                'NX', 'GET', 'PX', ttl_ms), fingerprint)
 end
 
 -- Appends one fact to the ledger stream: `fields` as they are, then each
