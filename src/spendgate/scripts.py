@@ -16,8 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
-
 from spendgate.pipeline import AutoPipeline
 
 if TYPE_CHECKING:
@@ -121,26 +119,12 @@ class Scripts:
         # execute_command later (a tracer, a test) still sees every command.
         return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
 
-    async def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run the ``lua_<name>`` script: one EVALSHA with its registered SHA.
-
-        The hot path's call: straight to ``execute_command`` (or to the
-        automatic pipeline, when concurrent calls are in flight), without the
-        per-call argument copying of ``Script.__call__``. When Redis lost the
-        script (restart, ``SCRIPT FLUSH``) it is loaded again and the call
-        retried once, as ``Script.__call__`` does. (``BudgetManager`` inlines
-        the first attempt and calls :meth:`reload_and_call` itself.)
-        """
-        script: AsyncScript = getattr(self, name)
-        try:
-            return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.reload_and_call(name, keys, args)
-
     async def reload_and_call(
         self, name: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Load ``lua_<name>`` again (Redis answered ``NOSCRIPT``) and run it."""
+        """Load ``lua_<name>`` again (Redis answered ``NOSCRIPT``: a restart,
+        ``SCRIPT FLUSH``) and run it: the retry of a call that
+        ``BudgetManager`` first sent with :attr:`send` and the registered SHA."""
         script: AsyncScript = getattr(self, name)
         script.sha = await self.client.script_load(script.script)
         return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
