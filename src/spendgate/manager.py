@@ -331,7 +331,7 @@ class BudgetManager:
                 raise BudgetUnavailableError(
                     "circuit breaker open after repeated failures"
                 )
-            # Scripts.call, inlined: the hot path's only await in Python.
+            # One EVALSHA with the registered SHA, the hot path's only await.
             sha = getattr(scripts, script_name).sha
             try:
                 reply = await scripts.send("EVALSHA", sha, len(keys), *keys, *args)
@@ -543,6 +543,25 @@ class BudgetManager:
             *self._defaults,
         )
 
+    def _fact_head(self, now_ms: int, amount: int) -> tuple[Any, ...]:
+        """ARGV[1..8] of record.lua and settle.lua: base, now, the day and
+        month with their counters' TTLs, the amount and track_balance. Built
+        here once for both; callers add their own with ``+`` (a tuple
+        concatenation, cheaper than star-unpacking on the hot path)."""
+        # Counter TTLs are relative to our clock: Redis's clock plays no part.
+        w = self._windows_at(now_ms)
+        retain_ms = self._retention_ms - now_ms
+        return (
+            self._base,
+            now_ms,
+            w.day,
+            w.day_end_ms + retain_ms,
+            w.month,
+            w.month_end_ms + retain_ms,
+            amount,
+            self._enforce,
+        )
+
     # -- admission ---------------------------------------------------------------
 
     async def check_availability(
@@ -709,18 +728,7 @@ class BudgetManager:
             # call (the spool's) can meet it, so there is nothing to compare.
             key = fingerprint = ""
             ikey = self.keys.generated_idempotency(entry_id)
-        # Counter TTLs are relative to our clock: Redis's clock plays no part.
-        w = self._windows_at(now_ms)
-        retain_ms = self._retention_ms - now_ms
-        args = (
-            self._base,
-            now_ms,
-            w.day,
-            w.day_end_ms + retain_ms,
-            w.month,
-            w.month_end_ms + retain_ms,
-            amount,
-            self._enforce,
+        args = self._fact_head(now_ms, amount) + (
             fingerprint,
             self._idem_ttl_ms,
             self._maxlen,
@@ -794,17 +802,7 @@ class BudgetManager:
         meta = encode_metadata(metadata, self.config.max_metadata_bytes)
         now_ms = self._now_ms()
         entry_id = _new_id(now_ms)
-        w = self._windows_at(now_ms)
-        retain_ms = self._retention_ms - now_ms
-        args = (
-            self._base,
-            now_ms,
-            w.day,
-            w.day_end_ms + retain_ms,
-            w.month,
-            w.month_end_ms + retain_ms,
-            amount,
-            self._enforce,
+        args = self._fact_head(now_ms, amount) + (
             self._maxlen,
             entry_id,
             model_name or "",
