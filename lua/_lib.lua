@@ -19,11 +19,6 @@
 --   ledger                 stream: one entry per fact
 -- <s> is u (user), p (project) or g (global, whose id is empty).
 
-local function num(v)
-  if v then return tonumber(v) end
-  return 0
-end
-
 -- string.format keeps large integers out of Lua's %.14g tostring (1e+15).
 local function fmt(n)
   return string.format('%.0f', n)
@@ -55,19 +50,20 @@ end
 -- entity is one key, so its field stays (one command less per settle). A zero
 -- move is skipped: negated, it would be Lua's -0, which Redis sends as "-0"
 -- and HINCRBY rejects.
+-- (The entity keys are entity_key's, written out: this runs on every hold.)
 local function add_held(base, user, project, delta)
   if delta == 0 then return end
-  local ukey = entity_key(base, 'u', user)
+  local ukey = base .. 'e:u:' .. user
   if redis.call('HINCRBY', ukey, 'h', delta) <= 0 then
     redis.call('HDEL', ukey, 'h')
   end
   if project ~= '' then
-    local pkey = entity_key(base, 'p', project)
+    local pkey = base .. 'e:p:' .. project
     if redis.call('HINCRBY', pkey, 'h', delta) <= 0 then
       redis.call('HDEL', pkey, 'h')
     end
   end
-  redis.call('HINCRBY', entity_key(base, 'g', ''), 'h', delta)
+  redis.call('HINCRBY', base .. 'e:g:', 'h', delta)
 end
 
 -- Holds stop counting once their expiry passes: every script that reads held
@@ -99,32 +95,47 @@ end
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
 -- nothing is requested). Limits of -1 mean "no cap"; a per-entity override in
--- the entity hash wins over the default passed in; defaults maps a scope
--- letter to {daily, monthly}. Every scope's day and month counters are read
--- in one MGET.
+-- the entity hash wins over the default passed in. `args` is the admission
+-- argument list of check.lua and reserve.lua (ARGV[1..16]: base, now, day,
+-- month, requested, enforce_balance, min_balance, purge_max, user, project,
+-- then the default limits, daily and monthly, of user, project and global).
+-- Every scope's day and month counters are read in one MGET. No table is
+-- made here but the replies: this runs on every admission.
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
 -- spent, held}.
-local function admit(base, day, month, user, project, defaults, requested,
-                     enforce_balance, min_balance)
-  local scopes = scopes_of(user, project)
-  local counters = {}
-  for i, sc in ipairs(scopes) do
-    counters[2 * i - 1] = day_key(base, day, sc[1], sc[2])
-    counters[2 * i] = month_key(base, month, sc[1], sc[2])
+local function admit(args, requested)
+  local base, user, project = args[1], args[9], args[10]
+  local d = base .. 'd:' .. args[3] .. ':'
+  local m = base .. 'm:' .. args[4] .. ':'
+  local spent
+  if project == '' then
+    spent = redis.call('MGET', d .. 'u:' .. user, m .. 'u:' .. user, d .. 'g:', m .. 'g:')
+  else
+    spent = redis.call('MGET', d .. 'u:' .. user, m .. 'u:' .. user,
+                       d .. 'p:' .. project, m .. 'p:' .. project, d .. 'g:', m .. 'g:')
   end
-  local spent = redis.call('MGET', unpack(counters))
+  local n = #spent / 2
   local tightest = -1
-  for i, sc in ipairs(scopes) do
-    local s = sc[1]
-    local e = redis.call('HMGET', entity_key(base, s, sc[2]), 'h', 'b', 'dl', 'ml')
-    local held = num(e[1])
+  for i = 1, n do
+    -- the entity key (entity_key's), and where the scope's default limits
+    -- are in args
+    local ekey, defaults
+    if i == 1 then
+      ekey, defaults = base .. 'e:u:' .. user, 11
+    elseif i < n then
+      ekey, defaults = base .. 'e:p:' .. project, 13
+    else
+      ekey, defaults = base .. 'e:g:', 15
+    end
+    local e = redis.call('HMGET', ekey, 'h', 'b', 'dl', 'ml')
+    local held = tonumber(e[1]) or 0
     for w = 1, 2 do
-      local limit = e[w + 2]
-      if limit then limit = tonumber(limit) else limit = defaults[s][w] end
+      local limit = e[w + 2] or args[defaults + w - 1]
+      limit = tonumber(limit)
       if limit >= 0 then
-        local used = num(spent[2 * i + w - 2])
+        local used = tonumber(spent[2 * i + w - 2]) or 0
         local room = limit - used - held
         if room < requested or (requested == 0 and room <= 0) then
           return {1, i, w, limit, used, held}
@@ -132,8 +143,8 @@ local function admit(base, day, month, user, project, defaults, requested,
         if tightest < 0 or room < tightest then tightest = room end
       end
     end
-    if s == 'u' and enforce_balance then
-      local available = num(e[2]) - min_balance
+    if i == 1 and args[6] == '1' then
+      local available = (tonumber(e[2]) or 0) - tonumber(args[7])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {1, i, 3, available, 0, held}
@@ -155,23 +166,26 @@ local function count(key, amount, ttl_ms)
 end
 
 -- Adds one fact's amount to the day and month counters of every scope, and
--- takes it off the user's balance where balances are kept. win is {day,
--- day TTL, month, month TTL}. The keys are day_key/month_key's, built from
--- shared prefixes (this runs on every fact).
-local function charge(base, win, user, project, amount, track_balance)
+-- takes it off the user's balance where balances are kept. `head` is the
+-- argument list shared by record.lua and settle.lua (ARGV[1..8]: base, now,
+-- day, day TTL, month, month TTL, amount, track_balance). The keys are
+-- day_key/month_key's, built from shared prefixes (this runs on every fact).
+local function charge(head, user, project)
+  local amount = tonumber(head[7])
   if amount <= 0 then return false end
-  local day = base .. 'd:' .. win[1] .. ':'
-  local month = base .. 'm:' .. win[3] .. ':'
-  count(day .. 'u:' .. user, amount, win[2])
-  count(month .. 'u:' .. user, amount, win[4])
+  local base, day_ttl, month_ttl = head[1], head[4], head[6]
+  local day = base .. 'd:' .. head[3] .. ':'
+  local month = base .. 'm:' .. head[5] .. ':'
+  count(day .. 'u:' .. user, amount, day_ttl)
+  count(month .. 'u:' .. user, amount, month_ttl)
   if project ~= '' then
-    count(day .. 'p:' .. project, amount, win[2])
-    count(month .. 'p:' .. project, amount, win[4])
+    count(day .. 'p:' .. project, amount, day_ttl)
+    count(month .. 'p:' .. project, amount, month_ttl)
   end
-  count(day .. 'g:', amount, win[2])
-  count(month .. 'g:', amount, win[4])
-  local ekey = entity_key(base, 'u', user)
-  if track_balance or redis.call('HEXISTS', ekey, 'b') == 1 then
+  count(day .. 'g:', amount, day_ttl)
+  count(month .. 'g:', amount, month_ttl)
+  local ekey = base .. 'e:u:' .. user
+  if head[8] == '1' or redis.call('HEXISTS', ekey, 'b') == 1 then
     return redis.call('HINCRBY', ekey, 'b', -amount)
   end
   return false

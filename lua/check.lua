@@ -17,22 +17,5 @@
 -- return {0, room} when admitted (room: smallest amount left over all capped
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
-local base = ARGV[1]
-local now_ms = tonumber(ARGV[2])
-local day = ARGV[3]
-local month = ARGV[4]
-local requested = tonumber(ARGV[5])
-local enforce_balance = ARGV[6] == '1'
-local min_balance = tonumber(ARGV[7])
-local purge_max = tonumber(ARGV[8])
-local user = ARGV[9]
-local project = ARGV[10]
-local defaults = {
-  u = {tonumber(ARGV[11]), tonumber(ARGV[12])},
-  p = {tonumber(ARGV[13]), tonumber(ARGV[14])},
-  g = {tonumber(ARGV[15]), tonumber(ARGV[16])},
-}
-
-purge_expired_holds(base, now_ms, purge_max)
-return admit(base, day, month, user, project, defaults, requested,
-             enforce_balance, min_balance)
+purge_expired_holds(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[8]))
+return admit(ARGV, tonumber(ARGV[5]))

@@ -22,24 +22,15 @@
 --        {3} for an idempotency conflict
 
 local ikey = KEYS[1]
-local base = ARGV[1]
 local now_ms = ARGV[2]
-local win = {ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])}
-local amount = tonumber(ARGV[7])
-local track_balance = ARGV[8] == '1'
-local fingerprint = ARGV[9]
-local idem_ttl_ms = ARGV[10]
-local maxlen = tonumber(ARGV[11])
-local entry = ARGV[12]
-local user = ARGV[13]
-local project = ARGV[14]
+local entry, user, project = ARGV[12], ARGV[13], ARGV[14]
 
 local payload = entry .. '|' .. now_ms
-local seen = idem_claim(ikey, fingerprint, payload, idem_ttl_ms)
+local seen = idem_claim(ikey, ARGV[9], payload, ARGV[10])
 if seen then return seen end
 
-charge(base, win, user, project, amount, track_balance)
-ledger_append(base, maxlen, {'e', entry, 'k', 'spend', 't', now_ms, 'u', user,
-                             'a', ARGV[7]},
+charge(ARGV, user, project)
+ledger_append(ARGV[1], tonumber(ARGV[11]), {'e', entry, 'k', 'spend', 't', now_ms,
+                                            'u', user, 'a', ARGV[7]},
               {'p', project, 'm', ARGV[15], 'md', ARGV[16], 'i', ARGV[17]})
 return {0, payload}

@@ -14,40 +14,22 @@
 --        {1, scope, window, limit, spent, held}
 
 local ikey = KEYS[1]
-local base = ARGV[1]
-local now_ms = tonumber(ARGV[2])
-local day = ARGV[3]
-local month = ARGV[4]
-local requested = tonumber(ARGV[5])
-local enforce_balance = ARGV[6] == '1'
-local min_balance = tonumber(ARGV[7])
-local purge_max = tonumber(ARGV[8])
-local user = ARGV[9]
-local project = ARGV[10]
-local defaults = {
-  u = {tonumber(ARGV[11]), tonumber(ARGV[12])},
-  p = {tonumber(ARGV[13]), tonumber(ARGV[14])},
-  g = {tonumber(ARGV[15]), tonumber(ARGV[16])},
-}
 local fingerprint = ARGV[17]
-local idem_ttl_ms = ARGV[18]
-local lease = ARGV[19]
-local expires_ms = ARGV[20]
-local retention_ms = ARGV[21]
-
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
-purge_expired_holds(base, now_ms, purge_max)
-local verdict = admit(base, day, month, user, project, defaults, requested,
-                      enforce_balance, min_balance)
+local base, user, project = ARGV[1], ARGV[9], ARGV[10]
+local requested = tonumber(ARGV[5])
+purge_expired_holds(base, tonumber(ARGV[2]), tonumber(ARGV[8]))
+local verdict = admit(ARGV, requested)
 if verdict[1] ~= 0 then return verdict end
 
-redis.call('HSET', base .. 'h:' .. lease, 'st', 'p', 'a', fmt(requested),
-           'u', user, 'p', project, 'x', expires_ms, 'r', retention_ms)
+local lease, expires_ms = ARGV[19], ARGV[20]
+redis.call('HSET', base .. 'h:' .. lease, 'st', 'p', 'a', ARGV[5], 'u', user,
+           'p', project, 'x', expires_ms, 'r', ARGV[21])
 redis.call('ZADD', base .. 'holds', expires_ms, lease)
 add_held(base, user, project, requested)
 
 local payload = lease .. '|' .. expires_ms
-idem_store(ikey, fingerprint, payload, idem_ttl_ms)
+idem_store(ikey, fingerprint, payload, ARGV[18])
 return {0, payload}

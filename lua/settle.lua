@@ -20,38 +20,31 @@
 --        {5} the lease was released
 
 local hkey = KEYS[1]
-local base = ARGV[1]
-local now_ms = tonumber(ARGV[2])
-local win = {ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])}
-local actual = tonumber(ARGV[7])
-local track_balance = ARGV[8] == '1'
-local maxlen = tonumber(ARGV[9])
-local entry = ARGV[10]
-local lease = ARGV[13]
-
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
 local state = h[1]
 if not state then return {4} end
 if state == 'v' then return {5} end
+local cost = ARGV[7]
 if state == 's' then
-  if tonumber(h[7]) == actual then return {2, h[8], h[3], h[4]} end
+  if h[7] == cost then return {2, h[8], h[3], h[4]} end
   return {3, h[7]}
 end
 
-local estimate = tonumber(h[2])
+local base, now_ms, entry, lease = ARGV[1], ARGV[2], ARGV[10], ARGV[13]
 local user, project = h[3], h[4]
 local late = '0'
-if now_ms >= tonumber(h[5]) then late = '1' end
+if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
-  add_held(base, user, project, -estimate)
+  add_held(base, user, project, -tonumber(h[2]))
 end
 
-charge(base, win, user, project, actual, track_balance)
-ledger_append(base, maxlen, {'e', entry, 'k', 'settle', 't', ARGV[2], 'u', user,
-                             'a', ARGV[7], 'l', lease, 'est', h[2], 'late', late},
+charge(ARGV, user, project)
+ledger_append(base, tonumber(ARGV[9]), {'e', entry, 'k', 'settle', 't', now_ms,
+                                        'u', user, 'a', cost, 'l', lease,
+                                        'est', h[2], 'late', late},
               {'p', project, 'm', ARGV[11], 'md', ARGV[12]})
 
-local payload = entry .. '|' .. ARGV[2] .. '|' .. late .. '|' .. h[2]
-redis.call('HSET', hkey, 'st', 's', 'c', ARGV[7], 'pl', payload)
+local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
+redis.call('HSET', hkey, 'st', 's', 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
 return {0, payload, user, project}

@@ -22,12 +22,12 @@ def test_checkout_finds_every_script() -> None:
         assert b"-- KEYS[1]" in source  # the contract header is there
     # Only the helpers a script uses are linked in, with what they use.
     record = script_source("record")
-    for helper in (b"charge", b"count", b"entity_key", b"idem_claim"):
-        assert b"local function " + helper + b"(" in record
-    for helper in (b"admit", b"purge_expired_holds", b"idem_store"):
+    for helper in (b"charge", b"count", b"idem_claim", b"idem_answer"):
+        assert b"local function " + helper + b"(" in record  # count: by charge
+    for helper in (b"admit", b"purge_expired_holds", b"idem_store", b"entity_key"):
         assert b"local function " + helper + b"(" not in record
     assert b"local function admit(" in script_source("check")
-    assert b"local function num(" in script_source("check")  # used by admit
+    assert b"local function entity_key(" in script_source("usage")
 
 
 def test_wheel_ships_every_script(tmp_path: Path) -> None:
