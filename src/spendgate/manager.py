@@ -115,8 +115,9 @@ UNSET = _Unset.UNSET
 
 
 def _new_id(now_ms: int) -> str:
-    # Time-ordered and unique across processes: 12 hex digits of ms, 16 random.
-    return f"{now_ms:012x}{os.urandom(8).hex()}"
+    # Time-ordered and unique across processes: 12 hex digits of ms, 16 random
+    # (one hex() of both: formatting the ms as "{:012x}" costs as much).
+    return (now_ms.to_bytes(6, "big") + os.urandom(8)).hex()
 
 
 def _fingerprint(*parts: object) -> str:
@@ -657,7 +658,7 @@ class BudgetManager:
             user_id=user_id,
             project_id=project,
             amount=from_micros(requested),
-            expires_at=from_ms(expires_ms),
+            expires_ms=expires_ms,
             replayed=code == REPLAYED,
         )
 
@@ -758,7 +759,7 @@ class BudgetManager:
                 project_id=project,
                 amount=from_micros(amount),
                 model=model_name,
-                occurred_at=from_ms(now_ms),
+                occurred_ms=now_ms,
                 spooled=True,
             )
         code = reply[0]
@@ -775,7 +776,7 @@ class BudgetManager:
             project_id=project,
             amount=from_micros(amount),
             model=model_name,
-            occurred_at=from_ms(occurred_ms),
+            occurred_ms=occurred_ms,
             replayed=code == REPLAYED,
         )
 
@@ -824,7 +825,7 @@ class BudgetManager:
                 project_id=known.project_id if known is not None else None,
                 amount=from_micros(amount),
                 model=model_name,
-                occurred_at=from_ms(now_ms),
+                occurred_ms=now_ms,
                 spooled=True,
                 lease_id=lease_id,
                 estimate=known.amount if known is not None else None,
@@ -850,7 +851,7 @@ class BudgetManager:
             project_id=project or None,
             amount=from_micros(amount),
             model=model_name,
-            occurred_at=from_ms(int(settled_ms)),
+            occurred_ms=int(settled_ms),
             replayed=code == REPLAYED,
             late=late == "1",
             lease_id=lease_id,
@@ -931,7 +932,7 @@ class BudgetManager:
                 project_id=None,
                 amount=from_micros(micros),
                 model=None,
-                occurred_at=from_ms(now_ms),
+                occurred_ms=now_ms,
                 spooled=True,
             )
         if reply[0] == CONFLICT:
@@ -944,7 +945,7 @@ class BudgetManager:
             project_id=None,
             amount=from_micros(micros),
             model=None,
-            occurred_at=from_ms(int(occurred_ms)),
+            occurred_ms=int(occurred_ms),
             replayed=reply[0] == REPLAYED,
             balance=from_micros(int(balance)),
         )

@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from spendgate.windows import from_ms
+
 
 @dataclass(slots=True)
 class Lease:
@@ -22,8 +24,8 @@ class Lease:
     project_id: str | None
     #: the amount held, rounded up to the micro-unit
     amount: Decimal
-    #: when the hold stops counting (UTC)
-    expires_at: datetime
+    #: when the hold stops counting, in ms since the epoch (see ``expires_at``)
+    expires_ms: int
     #: True when an idempotency key replayed an earlier reserve
     replayed: bool = False
     #: set by the caller inside ``budget.lease(...)``: what the call really cost
@@ -31,6 +33,13 @@ class Lease:
     #: set by the caller inside ``budget.lease(...)``: the model used
     model: str | None = None
     metadata: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def expires_at(self) -> datetime:
+        """When the hold stops counting (UTC)."""
+        # Made when asked for: building a datetime costs the hot path more
+        # than any other part of the record, and most callers never read it.
+        return from_ms(self.expires_ms)
 
 
 # Not frozen: a frozen dataclass sets each of its fields through
@@ -49,8 +58,8 @@ class SpendRecord:
     #: the amount charged or credited
     amount: Decimal
     model: str | None
-    #: when the fact was recorded (UTC; the first time, for a replay)
-    occurred_at: datetime
+    #: when the fact was recorded, in ms since the epoch (see ``occurred_at``)
+    occurred_ms: int
     #: True when an idempotency key (or a second settle) replayed it
     replayed: bool = False
     #: True when a lease was settled after its expiry
@@ -63,6 +72,11 @@ class SpendRecord:
     estimate: Decimal | None = None
     #: the user's balance after a credit
     balance: Decimal | None = None
+
+    @property
+    def occurred_at(self) -> datetime:
+        """When the fact was recorded (UTC; the first time, for a replay)."""
+        return from_ms(self.occurred_ms)  # made when asked for, as Lease's
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,11 @@ def check_id(name: str, value: object, max_length: int) -> str:
         raise InvalidIdError(
             name, f"{len(value)} characters, above the limit of {max_length}"
         )
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise InvalidIdError(name, "not encodable as UTF-8") from None
+    if not value.isascii():  # (a flag on str: free, unlike encoding)
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidIdError(name, "not encodable as UTF-8") from None
     return value
 
 
