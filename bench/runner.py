@@ -356,8 +356,8 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
 
     Each simulated user (a 36-character UUID id, in a project) makes 20
     checks, 10 direct charges and 5 leases in the day. The user's own keys
-    (its day and month counters, and its entity hash if anything is left in
-    it) are the per-user-day cost; the per-fact idempotency records, the
+    (its day and month counters; a held amount or balance if one is left)
+    are the per-user-day cost; the per-fact idempotency records, the
     finished lease records and the ledger stream entries are reported on
     separate lines, per fact / lease / entry.
     """

@@ -9,10 +9,14 @@
 -- Key layout, below the deployment's base "<prefix>:{sg}:" (one hash tag, so
 -- every key of a deployment lives on one cluster slot: the global scope is
 -- touched by every call anyway). Ids always come last, after a fixed-format
--- structural part, so no id can alias another entity's key.
---   e:<s>:<id>             hash: h (held), b (balance), dl / ml (limit overrides)
+-- structural part, so no id can alias another entity's key. Everything an
+-- admission reads is a string, so it is read with one MGET.
 --   d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
 --   m:<yyyymm>:<s>:<id>    string: spent in that UTC month
+--   r:<s>:<id>             string: held by pending holds (absent at zero)
+--   l:d:<s>:<id>           string: daily cap override (absent: the default)
+--   l:m:<s>:<id>           string: monthly cap override
+--   b:u:<id>               string: a user's balance (absent: none is kept)
 --   h:<lease>              hash: one hold (st = p pending, s settled, v voided, x expired)
 --   holds                  zset: pending lease ids scored by expiry
 --   i:<ns>:<key>           string: "<fingerprint>|<result payload>"
@@ -24,46 +28,72 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
-local function entity_key(base, scope, id)
-  return base .. 'e:' .. scope .. ':' .. id
-end
-
-local function day_key(base, day, scope, id)
-  return base .. 'd:' .. day .. ':' .. scope .. ':' .. id
-end
-
-local function month_key(base, month, scope, id)
-  return base .. 'm:' .. month .. ':' .. scope .. ':' .. id
-end
-
--- The scopes one charge or hold touches: user, the project when there is one,
--- and global, as {scope letter, id} pairs in reporting order.
-local function scopes_of(user, project)
-  if project ~= '' then
-    return {{'u', user}, {'p', project}, {'g', ''}}
+-- What admission knows of a caller, as the keys of one MGET: for each scope
+-- in reporting order (user, the project when there is one, global), spent
+-- today, spent this month, held, the daily and the monthly override (5 keys);
+-- then the user's balance. Scope i's values are at 5i-4 .. 5i, the balance
+-- last.
+local function scope_keys(base, day, month, user, project)
+  local d, m = base .. 'd:' .. day .. ':', base .. 'm:' .. month .. ':'
+  local r, ld, lm = base .. 'r:', base .. 'l:d:', base .. 'l:m:'
+  local u, g = 'u:' .. user, 'g:'
+  if project == '' then
+    return {d .. u, m .. u, r .. u, ld .. u, lm .. u,
+            d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u}
   end
-  return {{'u', user}, {'g', ''}}
+  local p = 'p:' .. project
+  return {d .. u, m .. u, r .. u, ld .. u, lm .. u,
+          d .. p, m .. p, r .. p, ld .. p, lm .. p,
+          d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u}
 end
 
--- Moves the held amount of every scope of a hold. A user's or project's
--- field is dropped at zero, so an idle entity costs no memory; the global
--- entity is one key, so its field stays (one command less per settle). A zero
--- move is skipped: negated, it would be Lua's -0, which Redis sends as "-0"
--- and HINCRBY rejects.
--- (The entity keys are entity_key's, written out: this runs on every hold.)
-local function add_held(base, user, project, delta)
-  if delta == 0 then return end
-  local ukey = base .. 'e:u:' .. user
-  if redis.call('HINCRBY', ukey, 'h', delta) <= 0 then
-    redis.call('HDEL', ukey, 'h')
+-- Held amounts are written as Lua numbers: redis.call formats them with
+-- "%.17g", exact for every integer up to 2^53.
+
+-- A new hold: sets each scope's held amount to what admission read (`seen`,
+-- the MGET reply of scope_keys) plus `amount`, in one MSET.
+local function add_held(base, user, project, seen, amount)
+  if amount == 0 then return end  -- a zero hold keeps no key
+  local r = base .. 'r:'
+  if project == '' then
+    redis.call('MSET', r .. 'u:' .. user, (tonumber(seen[3]) or 0) + amount,
+               r .. 'g:', (tonumber(seen[8]) or 0) + amount)
+  else
+    redis.call('MSET', r .. 'u:' .. user, (tonumber(seen[3]) or 0) + amount,
+               r .. 'p:' .. project, (tonumber(seen[8]) or 0) + amount,
+               r .. 'g:', (tonumber(seen[13]) or 0) + amount)
   end
-  if project ~= '' then
-    local pkey = base .. 'e:p:' .. project
-    if redis.call('HINCRBY', pkey, 'h', delta) <= 0 then
-      redis.call('HDEL', pkey, 'h')
+end
+
+-- A hold ends (settled, released or expired): takes `amount` off each of its
+-- scopes' held amounts, with one MGET, then one MSET of what stays held and
+-- one DEL of what drops to zero, so an idle scope keeps no key. The user's
+-- balance is read in the same MGET and returned (false when none is kept;
+-- nil for a zero hold, which reads nothing): settle charges it next.
+local function remove_held(base, user, project, amount)
+  if amount == 0 then return nil end  -- nothing held, nothing read
+  local r = base .. 'r:'
+  local keys
+  if project == '' then
+    keys = {r .. 'u:' .. user, r .. 'g:', base .. 'b:u:' .. user}
+  else
+    keys = {r .. 'u:' .. user, r .. 'p:' .. project, r .. 'g:', base .. 'b:u:' .. user}
+  end
+  local seen = redis.call('MGET', unpack(keys))
+  local n = #keys - 1  -- the held amounts; the balance is last
+  local kept, gone = {}, {}
+  for i = 1, n do
+    local left = (tonumber(seen[i]) or 0) - amount
+    if left > 0 then
+      kept[#kept + 1] = keys[i]
+      kept[#kept + 1] = left
+    else
+      gone[#gone + 1] = keys[i]
     end
   end
-  redis.call('HINCRBY', base .. 'e:g:', 'h', delta)
+  if #kept > 0 then redis.call('MSET', unpack(kept)) end
+  if #gone > 0 then redis.call('DEL', unpack(gone)) end
+  return seen[n + 1]
 end
 
 -- Holds stop counting once their expiry passes: every script that reads held
@@ -81,7 +111,7 @@ local function purge_expired_holds(base, now_ms, max_n)
     local hkey = base .. 'h:' .. ids[i]
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
     if h[1] == 'p' then
-      add_held(base, h[3], h[4], -tonumber(h[2]))
+      remove_held(base, h[3], h[4], tonumber(h[2]))
       redis.call('HSET', hkey, 'st', 'x')
       redis.call('PEXPIRE', hkey, h[5])
     end
@@ -94,65 +124,49 @@ end
 -- Admission for every scope and window: spent + held + requested <= limit
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
--- nothing is requested). Limits of -1 mean "no cap"; a per-entity override in
--- the entity hash wins over the default passed in. `args` is the admission
--- argument list of check.lua and reserve.lua (ARGV[1..16]: base, now, day,
--- month, requested, enforce_balance, min_balance, purge_max, user, project,
--- then the default limits, daily and monthly, of user, project and global).
--- Every scope's day and month counters are read in one MGET. No table is
--- made here but the replies: this runs on every admission.
+-- nothing is requested). Limits of -1 mean "no cap"; a per-entity override
+-- wins over the default passed in. `args` is the admission argument list of
+-- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
+-- enforce_balance, min_balance, purge_max, user, project, then the default
+-- limits, daily and monthly, of user, project and global). Everything is
+-- read with one MGET (scope_keys).
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
--- spent, held}.
+-- spent, held}; and, second, the MGET reply (reserve holds from it).
 local function admit(args, requested)
-  local base, user, project = args[1], args[9], args[10]
-  local d = base .. 'd:' .. args[3] .. ':'
-  local m = base .. 'm:' .. args[4] .. ':'
-  local spent
-  if project == '' then
-    spent = redis.call('MGET', d .. 'u:' .. user, m .. 'u:' .. user, d .. 'g:', m .. 'g:')
-  else
-    spent = redis.call('MGET', d .. 'u:' .. user, m .. 'u:' .. user,
-                       d .. 'p:' .. project, m .. 'p:' .. project, d .. 'g:', m .. 'g:')
-  end
-  local n = #spent / 2
+  local seen = redis.call('MGET', unpack(scope_keys(args[1], args[3], args[4],
+                                                     args[9], args[10])))
+  local n = (#seen - 1) / 5
   local tightest = -1
   for i = 1, n do
-    -- the entity key (entity_key's), and where the scope's default limits
-    -- are in args
-    local ekey, defaults
-    if i == 1 then
-      ekey, defaults = base .. 'e:u:' .. user, 11
-    elseif i < n then
-      ekey, defaults = base .. 'e:p:' .. project, 13
-    else
-      ekey, defaults = base .. 'e:g:', 15
-    end
-    local e = redis.call('HMGET', ekey, 'h', 'b', 'dl', 'ml')
-    local held = tonumber(e[1]) or 0
+    local at = 5 * i - 5
+    -- where the scope's default limits are in args
+    local defaults = 13
+    if i == 1 then defaults = 11 elseif i == n then defaults = 15 end
+    local held = tonumber(seen[at + 3]) or 0
     for w = 1, 2 do
-      local limit = e[w + 2] or args[defaults + w - 1]
-      limit = tonumber(limit)
+      -- a corrupt override is nil here, and fails the script: never ignored
+      local limit = tonumber(seen[at + 3 + w] or args[defaults + w - 1])
       if limit >= 0 then
-        local used = tonumber(spent[2 * i + w - 2]) or 0
+        local used = tonumber(seen[at + w]) or 0
         local room = limit - used - held
         if room < requested or (requested == 0 and room <= 0) then
-          return {1, i, w, limit, used, held}
+          return {1, i, w, limit, used, held}, seen
         end
         if tightest < 0 or room < tightest then tightest = room end
       end
     end
     if i == 1 and args[6] == '1' then
-      local available = (tonumber(e[2]) or 0) - tonumber(args[7])
+      local available = (tonumber(seen[#seen]) or 0) - tonumber(args[7])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
-        return {1, i, 3, available, 0, held}
+        return {1, i, 3, available, 0, held}, seen
       end
       if tightest < 0 or room < tightest then tightest = room end
     end
   end
-  return {0, tightest}
+  return {0, tightest}, seen
 end
 
 -- Adds amount to one day or month counter; a counter made by this call gets
@@ -168,9 +182,10 @@ end
 -- Adds one fact's amount to the day and month counters of every scope, and
 -- takes it off the user's balance where balances are kept. `head` is the
 -- argument list shared by record.lua and settle.lua (ARGV[1..8]: base, now,
--- day, day TTL, month, month TTL, amount, track_balance). The keys are
--- day_key/month_key's, built from shared prefixes (this runs on every fact).
-local function charge(head, user, project)
+-- day, day TTL, month, month TTL, amount, track_balance). `balance` is the
+-- user's balance when the caller has read it already (false: none kept),
+-- nil when not. The keys are scope_keys', built from shared prefixes.
+local function charge(head, user, project, balance)
   local amount = tonumber(head[7])
   if amount <= 0 then return false end
   local base, day_ttl, month_ttl = head[1], head[4], head[6]
@@ -184,9 +199,12 @@ local function charge(head, user, project)
   end
   count(day .. 'g:', amount, day_ttl)
   count(month .. 'g:', amount, month_ttl)
-  local ekey = base .. 'e:u:' .. user
-  if head[8] == '1' or redis.call('HEXISTS', ekey, 'b') == 1 then
-    return redis.call('HINCRBY', ekey, 'b', -amount)
+  local bkey = base .. 'b:u:' .. user
+  if balance == nil and head[8] ~= '1' then
+    balance = redis.call('EXISTS', bkey) == 1
+  end
+  if head[8] == '1' or balance then
+    return redis.call('DECRBY', bkey, amount)
   end
   return false
 end

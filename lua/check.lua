@@ -1,7 +1,7 @@
 -- check: may this caller spend `requested` now? Changes no balance or counter
 -- (it only purges holds that have expired).
 --
--- KEYS[1] - the user's entity hash (routes the call; all keys share one slot)
+-- KEYS[1] - the user's balance key (routes the call; all keys share one slot)
 -- ARGV[1] - base: "<prefix>:{sg}:"
 -- ARGV[2] - now_ms
 -- ARGV[3] - day (yyyymmdd, UTC)
@@ -18,4 +18,5 @@
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
 purge_expired_holds(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[8]))
-return admit(ARGV, tonumber(ARGV[5]))
+local verdict = admit(ARGV, tonumber(ARGV[5]))
+return verdict

@@ -27,7 +27,7 @@ local user = ARGV[8]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
-local balance = redis.call('HINCRBY', entity_key(base, 'u', user), 'b', amount)
+local balance = redis.call('INCRBY', base .. 'b:u:' .. user, amount)
 ledger_append(base, maxlen, {'e', entry, 'k', 'credit', 't', now_ms, 'u', user,
                              'a', ARGV[3]},
               {'md', ARGV[9], 'i', ARGV[10]})

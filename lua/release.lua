@@ -21,7 +21,7 @@ if state ~= 'p' then
 end
 
 if redis.call('ZREM', base .. 'holds', lease) == 1 then
-  add_held(base, h[3], h[4], -tonumber(h[2]))
+  remove_held(base, h[3], h[4], tonumber(h[2]))
 end
 redis.call('HSET', hkey, 'st', 'v')
 redis.call('PEXPIRE', hkey, h[5])

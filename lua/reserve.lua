@@ -21,14 +21,14 @@ if seen then return seen end
 local base, user, project = ARGV[1], ARGV[9], ARGV[10]
 local requested = tonumber(ARGV[5])
 purge_expired_holds(base, tonumber(ARGV[2]), tonumber(ARGV[8]))
-local verdict = admit(ARGV, requested)
+local verdict, seen = admit(ARGV, requested)
 if verdict[1] ~= 0 then return verdict end
 
 local lease, expires_ms = ARGV[19], ARGV[20]
 redis.call('HSET', base .. 'h:' .. lease, 'st', 'p', 'a', ARGV[5], 'u', user,
            'p', project, 'x', expires_ms, 'r', ARGV[21])
 redis.call('ZADD', base .. 'holds', expires_ms, lease)
-add_held(base, user, project, requested)
+add_held(base, user, project, seen, requested)
 
 local payload = lease .. '|' .. expires_ms
 idem_store(ikey, fingerprint, payload, ARGV[18])

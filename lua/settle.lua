@@ -34,11 +34,13 @@ local base, now_ms, entry, lease = ARGV[1], ARGV[2], ARGV[10], ARGV[13]
 local user, project = h[3], h[4]
 local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
+-- The balance is read with the held amounts: charge need not look again.
+local balance
 if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
-  add_held(base, user, project, -tonumber(h[2]))
+  balance = remove_held(base, user, project, tonumber(h[2]))
 end
 
-charge(ARGV, user, project)
+charge(ARGV, user, project, balance)
 ledger_append(base, tonumber(ARGV[9]), {'e', entry, 'k', 'settle', 't', now_ms,
                                         'u', user, 'a', cost, 'l', lease,
                                         'est', h[2], 'late', late},

@@ -1,7 +1,7 @@
 -- usage: spent, held, limits and balance of every scope of a user (and
 -- project), after purging expired holds.
 --
--- KEYS[1] - the user's entity hash (routes the call; all keys share one slot)
+-- KEYS[1] - the user's balance key (routes the call; all keys share one slot)
 -- ARGV[1] - base: "<prefix>:{sg}:"
 -- ARGV[2] - now_ms
 -- ARGV[3] - day (yyyymmdd, UTC)
@@ -11,32 +11,26 @@
 -- ARGV[7] - project id, "" for none
 -- ARGV[8..13] - default limits as in check.lua
 -- return per scope (user, [project,] global) six values: held, balance (false
---        when the entity has none), daily limit, monthly limit (-1 = no cap),
+--        but for a user who has one), daily limit, monthly limit (-1 = no cap),
 --        daily spent, monthly spent
 
 local base = ARGV[1]
-local now_ms = tonumber(ARGV[2])
-local day = ARGV[3]
-local month = ARGV[4]
-local purge_max = tonumber(ARGV[5])
-local user = ARGV[6]
-local project = ARGV[7]
-local defaults = {
-  u = {ARGV[8], ARGV[9]},
-  p = {ARGV[10], ARGV[11]},
-  g = {ARGV[12], ARGV[13]},
-}
+local user, project = ARGV[6], ARGV[7]
 
-purge_expired_holds(base, now_ms, purge_max)
+purge_expired_holds(base, tonumber(ARGV[2]), tonumber(ARGV[5]))
+local seen = redis.call('MGET', unpack(scope_keys(base, ARGV[3], ARGV[4], user, project)))
 local out = {}
-for _, sc in ipairs(scopes_of(user, project)) do
-  local s, id = sc[1], sc[2]
-  local e = redis.call('HMGET', entity_key(base, s, id), 'h', 'b', 'dl', 'ml')
-  out[#out + 1] = e[1] or '0'
-  out[#out + 1] = e[2]
-  out[#out + 1] = e[3] or defaults[s][1]
-  out[#out + 1] = e[4] or defaults[s][2]
-  out[#out + 1] = redis.call('GET', day_key(base, day, s, id)) or '0'
-  out[#out + 1] = redis.call('GET', month_key(base, month, s, id)) or '0'
+local n = (#seen - 1) / 5
+for i = 1, n do
+  local at = 5 * i - 5
+  -- where the scope's default limits are in ARGV
+  local defaults = 10
+  if i == 1 then defaults = 8 elseif i == n then defaults = 12 end
+  out[#out + 1] = seen[at + 3] or '0'
+  if i == 1 then out[#out + 1] = seen[#seen] else out[#out + 1] = false end
+  out[#out + 1] = seen[at + 4] or ARGV[defaults]
+  out[#out + 1] = seen[at + 5] or ARGV[defaults + 1]
+  out[#out + 1] = seen[at + 1] or '0'
+  out[#out + 1] = seen[at + 2] or '0'
 end
 return out

@@ -190,7 +190,7 @@ async def test_a_store_error_is_not_an_outage(tmp_path: Path) -> None:
     # Redis answered (with a bug-class error): the breaker must not count it.
     client = _CountingFake(server=fakeredis.FakeServer())
     async with _budget(client, tmp_path) as budget:
-        await client.set("brk:{sg}:e:u:dee", "not a hash")
+        await client.set("brk:{sg}:holds", "not a sorted set")
         for _ in range(5):
             with pytest.raises(Exception) as raised:
                 await budget.check_availability("dee")

@@ -102,6 +102,48 @@ async def test_settle_above_the_estimate_records_the_actual(
     assert usage["user"].daily.spent == Decimal("3.5") and usage["user"].held == 0
 
 
+async def test_overlapping_holds_leave_no_key_once_all_have_ended(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget(daily_user_limit="10")
+    held_keys = [
+        budget.keys.held("user", "alice"),
+        budget.keys.held("project", "p"),
+        budget.keys.held("global", ""),
+    ]
+    first = await budget.reserve("alice", "2", project_id="p")
+    second = await budget.reserve("alice", "3", project_id="p")
+    await budget.reserve("alice", "1", project_id="p", ttl_seconds=5)  # expires
+    await budget.settle(first, "2.5")
+    usage = await budget.get_usage("alice", "p")
+    for scope in ("user", "project", "global"):
+        assert usage[scope].held == Decimal("4")
+    assert await budget.release(second) is True
+    assert (await budget.get_usage("alice", "p"))["project"].held == Decimal("1")
+    clock.advance(6)  # the third expires and is purged by the next admission
+    assert await budget.check_availability("alice", "p", "7.5") is True
+    assert await budget.redis.exists(*held_keys) == 0
+    assert (await budget.get_usage("alice", "p"))["user"].daily.spent == Decimal("2.5")
+
+
+async def test_settle_charges_a_kept_balance_when_not_enforced(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    # Settle reads the balance with the held amounts; a late settle (its hold
+    # already purged) looks it up on its own. Both charge it, neither makes one.
+    budget = make_budget()
+    await budget.add_credits("alice", "5")
+    await budget.settle(await budget.reserve("alice", "1"), "1.5")
+    late = await budget.reserve("alice", "1", ttl_seconds=1)
+    clock.advance(2)
+    await budget.check_availability("bob")  # purges the expired hold
+    assert (await budget.settle(late, "0.5")).late
+    await budget.settle(await budget.reserve("bob", "1"), "1")
+    enforced = make_budget(enforce_balance=True, key_prefix=budget.config.key_prefix)
+    assert (await enforced.get_usage("alice"))["user"].balance == Decimal("3")
+    assert await budget.redis.exists(budget.keys.balance("bob")) == 0
+
+
 async def test_hold_stops_counting_when_its_ttl_passes(
     make_budget: MakeBudget, clock: FakeClock
 ) -> None:

@@ -24,10 +24,11 @@ def test_checkout_finds_every_script() -> None:
     record = script_source("record")
     for helper in (b"charge", b"count", b"idem_claim", b"idem_answer"):
         assert b"local function " + helper + b"(" in record  # count: by charge
-    for helper in (b"admit", b"purge_expired_holds", b"idem_store", b"entity_key"):
+    for helper in (b"admit", b"purge_expired_holds", b"idem_store", b"scope_keys"):
         assert b"local function " + helper + b"(" not in record
     assert b"local function admit(" in script_source("check")
-    assert b"local function entity_key(" in script_source("usage")
+    # usage -> purge_expired_holds -> remove_held
+    assert b"local function remove_held(" in script_source("usage")
 
 
 def test_wheel_ships_every_script(tmp_path: Path) -> None:

@@ -25,12 +25,19 @@ class Keys:
         #: the ledger stream, one entry per fact
         self.ledger = self.base + "ledger"
 
-    def entity(self, scope: str, scope_id: str) -> str:
-        """The hash of one user, project or the global scope (id ``""``)."""
-        return f"{self.base}e:{SCOPE_LETTERS[scope]}:{scope_id}"
+    def limits(self, scope: str, scope_id: str) -> tuple[str, str]:
+        """The daily and monthly cap overrides of one user, project or the
+        global scope (id ``""``)."""
+        tail = f"{SCOPE_LETTERS[scope]}:{scope_id}"
+        return f"{self.base}l:d:{tail}", f"{self.base}l:m:{tail}"
 
-    def user(self, user_id: str) -> str:
-        return self.base + "e:u:" + user_id
+    def balance(self, user_id: str) -> str:
+        """A user's prepaid balance (absent when none is kept)."""
+        return self.base + "b:u:" + user_id
+
+    def held(self, scope: str, scope_id: str) -> str:
+        """What pending holds keep of one scope (absent at zero)."""
+        return f"{self.base}r:{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def hold(self, lease_id: str) -> str:
         return self.base + "h:" + lease_id

@@ -595,7 +595,7 @@ class BudgetManager:
         w = self._windows_at(now_ms)
         reply = await self._run(
             "lua_check",
-            (self._base + "e:u:" + user_id,),
+            (self._base + "b:u:" + user_id,),
             self._admission_args(now_ms, w, requested, user_id, project),
             fail_open=True,
         )
@@ -987,7 +987,7 @@ class BudgetManager:
             else:
                 encoded.append(str(limit_micros(value)))
         reply = await self._run(
-            "lua_set_limits", (self.keys.entity(kind, sid),), tuple(encoded)
+            "lua_set_limits", self.keys.limits(kind, sid), tuple(encoded)
         )
         return self._limits(kind, sid, reply)
 
@@ -995,7 +995,7 @@ class BudgetManager:
         """Drop an entity's overrides: it follows the configured defaults again."""
         kind, sid = self._scope_id(scope, scope_id)
         reply = await self._run(
-            "lua_set_limits", (self.keys.entity(kind, sid),), ("-", "-")
+            "lua_set_limits", self.keys.limits(kind, sid), ("-", "-")
         )
         return self._limits(kind, sid, reply)
 
@@ -1036,7 +1036,7 @@ class BudgetManager:
         w = self._windows_at(now_ms)
         reply = await self._run(
             "lua_usage",
-            (self.keys.user(user_id),),
+            (self.keys.balance(user_id),),
             (
                 self._base,
                 now_ms,
