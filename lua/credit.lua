@@ -28,9 +28,8 @@ local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
 local balance = redis.call('INCRBY', base .. 'b:u:' .. user, amount)
-ledger_append(base, maxlen, {'e', entry, 'k', 'credit', 't', now_ms, 'u', user,
-                             'a', ARGV[3]},
-              {'md', ARGV[9], 'i', ARGV[10]})
+ledger_append(base, maxlen, 'e', entry, 'k', 'credit', 't', now_ms, 'u', user,
+              'a', ARGV[3], 'md', ARGV[9], 'i', ARGV[10])
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance)
 idem_store(ikey, fingerprint, payload, idem_ttl_ms)

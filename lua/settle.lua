@@ -41,10 +41,9 @@ if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
 end
 
 charge(ARGV, user, project, balance)
-ledger_append(base, tonumber(ARGV[9]), {'e', entry, 'k', 'settle', 't', now_ms,
-                                        'u', user, 'a', cost, 'l', lease,
-                                        'est', h[2], 'late', late},
-              {'p', project, 'm', ARGV[11], 'md', ARGV[12]})
+ledger_append(base, tonumber(ARGV[9]), 'e', entry, 'k', 'settle', 't', now_ms,
+              'u', user, 'a', cost, 'l', lease, 'est', h[2], 'late', late,
+              'p', project, 'm', ARGV[11], 'md', ARGV[12])
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', 's', 'c', cost, 'pl', payload)

@@ -272,17 +272,23 @@ async def test_metadata_with_decimals_and_unicode_round_trips(
     assert fields[b"e"].decode() == record.entry_id
 
 
-async def test_ledger_entries_leave_out_empty_fields(budget: BudgetManager) -> None:
+async def test_ledger_entries_hold_every_field_of_their_kind(
+    budget: BudgetManager,
+) -> None:
+    # Empty optional fields are written empty (the flusher stores them as NULL).
     spend = await budget.record_spend("alice", "1")
     lease = await budget.reserve("bob", "2", project_id="p")
     settled = await budget.settle(lease, "1.5", model="gpt")
     entries = await budget.redis.xrange(budget.keys.ledger)
     by_entry = {fields[b"e"].decode(): fields for _, fields in entries}
-    assert set(by_entry[spend.entry_id]) == {b"e", b"k", b"t", b"u", b"a"}
-    assert by_entry[spend.entry_id][b"a"] == b"1000000"
-    assert set(by_entry[settled.entry_id]) == {
-        *(b"e", b"k", b"t", b"u", b"a", b"l", b"est", b"late"),
-        *(b"p", b"m"),
+    assert by_entry[spend.entry_id] == {
+        **{b"e": spend.entry_id.encode(), b"k": b"spend", b"u": b"alice"},
+        **{b"t": str(spend.occurred_ms).encode(), b"a": b"1000000"},
+        **{b"p": b"", b"m": b"", b"md": b"", b"i": b""},
     }
-    assert by_entry[settled.entry_id][b"p"] == b"p"
-    assert by_entry[settled.entry_id][b"est"] == b"2000000"
+    assert by_entry[settled.entry_id] == {
+        **{b"e": settled.entry_id.encode(), b"k": b"settle", b"u": b"bob"},
+        **{b"t": str(settled.occurred_ms).encode(), b"a": b"1500000"},
+        **{b"l": lease.id.encode(), b"est": b"2000000", b"late": b"0"},
+        **{b"p": b"p", b"m": b"gpt", b"md": b""},
+    }
