@@ -178,6 +178,7 @@ class BudgetManager:
         self.keys = Keys(cfg.key_prefix)
         self._base = self.keys.base
         self._max_id = cfg.max_id_length
+        self._max_meta = cfg.max_metadata_bytes
         self._enforce = "1" if cfg.enforce_balance else "0"
         self._min_balance = str(_signed_micros(cfg.min_balance))
         self._purge_max = str(cfg.expired_holds_purged_per_call)
@@ -324,7 +325,9 @@ class BudgetManager:
             idempotent); called for what the spool records beside the call
         :raise SpoolFullError: a fact could not be spooled
         """
-        scripts = self._ensure_open()
+        scripts = self._scripts
+        if scripts is None or self._state is not ClientState.OPENED:
+            scripts = self._ensure_open()
         breaker = self._breaker
         failure: BudgetUnavailableError
         try:
@@ -635,8 +638,7 @@ class BudgetManager:
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
         lease_id = _new_id(now_ms)
-        args = (
-            *self._admission_args(now_ms, w, requested, user_id, project),
+        args = self._admission_args(now_ms, w, requested, user_id, project) + (
             fingerprint,
             self._idem_ttl_ms,
             lease_id,
@@ -653,13 +655,15 @@ class BudgetManager:
         if code == REPLAYED:  # the first call's lease, not this one's
             lease_id, first_expiry = _text(reply[1]).split("|")
             expires_ms = int(first_expiry)
+        # Positional, in field order (id, user_id, project_id, amount,
+        # expires_ms, replayed): keywords cost the dataclass twice the time.
         return Lease(
-            id=lease_id,
-            user_id=user_id,
-            project_id=project,
-            amount=from_micros(requested),
-            expires_ms=expires_ms,
-            replayed=code == REPLAYED,
+            lease_id,
+            user_id,
+            project,
+            from_micros(requested),
+            expires_ms,
+            code == REPLAYED,
         )
 
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
@@ -714,8 +718,9 @@ class BudgetManager:
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         amount = charge_micros(cost)
-        model_name = check_model(model)
-        meta = encode_metadata(metadata, self.config.max_metadata_bytes)
+        # (None is checked here: most facts carry neither, and a call is not free)
+        model_name = None if model is None else check_model(model)
+        meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
         entry_id = _new_id(now_ms)
         if idempotency_key is not None:
@@ -769,15 +774,17 @@ class BudgetManager:
         if code == REPLAYED:  # the first call's entry, not this one's
             entry_id, first_ms = _text(reply[1]).split("|")
             occurred_ms = int(first_ms)
+        # Positional, in field order (entry_id, kind, user_id, project_id,
+        # amount, model, occurred_ms, replayed): as Lease in reserve.
         return SpendRecord(
-            entry_id=entry_id,
-            kind="spend",
-            user_id=user_id,
-            project_id=project,
-            amount=from_micros(amount),
-            model=model_name,
-            occurred_ms=occurred_ms,
-            replayed=code == REPLAYED,
+            entry_id,
+            "spend",
+            user_id,
+            project,
+            from_micros(amount),
+            model_name,
+            occurred_ms,
+            code == REPLAYED,
         )
 
     async def settle(
@@ -799,8 +806,9 @@ class BudgetManager:
         lease_id = lease.id if isinstance(lease, Lease) else lease
         lease_id = check_id("lease_id", lease_id, self._max_id)
         amount = charge_micros(actual_cost)
-        model_name = check_model(model)
-        meta = encode_metadata(metadata, self.config.max_metadata_bytes)
+        # (None is checked here: most facts carry neither, and a call is not free)
+        model_name = None if model is None else check_model(model)
+        meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
         entry_id = _new_id(now_ms)
         args = self._fact_head(now_ms, amount) + (
@@ -844,18 +852,22 @@ class BudgetManager:
             )
         entry_id, settled_ms, late, estimate = _text(reply[1]).split("|")
         project = _text(reply[3])
+        # Positional, in field order (entry_id, kind, user_id, project_id,
+        # amount, model, occurred_ms, replayed, late, spooled, lease_id,
+        # estimate): as Lease in reserve.
         return SpendRecord(
-            entry_id=entry_id,
-            kind="settle",
-            user_id=_text(reply[2]),
-            project_id=project or None,
-            amount=from_micros(amount),
-            model=model_name,
-            occurred_ms=int(settled_ms),
-            replayed=code == REPLAYED,
-            late=late == "1",
-            lease_id=lease_id,
-            estimate=from_micros(int(estimate)),
+            entry_id,
+            "settle",
+            _text(reply[2]),
+            project or None,
+            from_micros(amount),
+            model_name,
+            int(settled_ms),
+            code == REPLAYED,
+            late == "1",
+            False,
+            lease_id,
+            from_micros(int(estimate)),
         )
 
     async def release(self, lease: Lease | str) -> bool:
