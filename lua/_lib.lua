@@ -32,19 +32,19 @@ end
 -- in reporting order (user, the project when there is one, global), spent
 -- today, spent this month, held, the daily and the monthly override (5 keys);
 -- then the user's balance. Scope i's values are at 5i-4 .. 5i, the balance
--- last.
+-- last. Returned as values, not a table: they go straight into MGET.
 local function scope_keys(base, day, month, user, project)
   local d, m = base .. 'd:' .. day .. ':', base .. 'm:' .. month .. ':'
   local r, ld, lm = base .. 'r:', base .. 'l:d:', base .. 'l:m:'
   local u, g = 'u:' .. user, 'g:'
   if project == '' then
-    return {d .. u, m .. u, r .. u, ld .. u, lm .. u,
-            d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u}
+    return d .. u, m .. u, r .. u, ld .. u, lm .. u,
+           d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u
   end
   local p = 'p:' .. project
-  return {d .. u, m .. u, r .. u, ld .. u, lm .. u,
-          d .. p, m .. p, r .. p, ld .. p, lm .. p,
-          d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u}
+  return d .. u, m .. u, r .. u, ld .. u, lm .. u,
+         d .. p, m .. p, r .. p, ld .. p, lm .. p,
+         d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u
 end
 
 -- Held amounts are written as Lua numbers: redis.call formats them with
@@ -127,7 +127,7 @@ end
 -- nothing is requested). Limits of -1 mean "no cap"; a per-entity override
 -- wins over the default passed in. `args` is the admission argument list of
 -- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
--- enforce_balance, min_balance, purge_max, user, project, then the default
+-- user, project, enforce_balance, min_balance, purge_max, then the default
 -- limits, daily and monthly, of user, project and global). Everything is
 -- read with one MGET (scope_keys).
 -- Returns {0, room} when admitted, room being the smallest amount still
@@ -135,8 +135,8 @@ end
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
 -- spent, held}; and, second, the MGET reply (reserve holds from it).
 local function admit(args, requested)
-  local seen = redis.call('MGET', unpack(scope_keys(args[1], args[3], args[4],
-                                                     args[9], args[10])))
+  local seen = redis.call('MGET', scope_keys(args[1], args[3], args[4], args[6],
+                                             args[7]))
   local n = (#seen - 1) / 5
   local tightest = -1
   for i = 1, n do
@@ -157,8 +157,8 @@ local function admit(args, requested)
         if tightest < 0 or room < tightest then tightest = room end
       end
     end
-    if i == 1 and args[6] == '1' then
-      local available = (tonumber(seen[#seen]) or 0) - tonumber(args[7])
+    if i == 1 and args[8] == '1' then
+      local available = (tonumber(seen[#seen]) or 0) - tonumber(args[9])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {1, i, 3, available, 0, held}, seen

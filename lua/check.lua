@@ -7,16 +7,17 @@
 -- ARGV[3] - day (yyyymmdd, UTC)
 -- ARGV[4] - month (yyyymm, UTC)
 -- ARGV[5] - requested, micro-units
--- ARGV[6] - enforce_balance: "1" or "0"
--- ARGV[7] - min_balance, micro-units (may be negative)
--- ARGV[8] - purge_max: expired holds purged at most per call
--- ARGV[9] - user id
--- ARGV[10] - project id, "" for none
+-- ARGV[6] - user id
+-- ARGV[7] - project id, "" for none
+-- (the rest is the manager's configuration, the same on every call)
+-- ARGV[8] - enforce_balance: "1" or "0"
+-- ARGV[9] - min_balance, micro-units (may be negative)
+-- ARGV[10] - purge_max: expired holds purged at most per call
 -- ARGV[11..16] - default limits, micro-units, -1 = no cap: user daily, user
 --               monthly, project daily, project monthly, global daily, global monthly
 -- return {0, room} when admitted (room: smallest amount left over all capped
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
-purge_expired_holds(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[8]))
+purge_expired_holds(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[10]))
 local verdict = admit(ARGV, tonumber(ARGV[5]))
 return verdict

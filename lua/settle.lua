@@ -14,8 +14,9 @@
 -- ARGV[10] - entry id (fresh, unique)
 -- ARGV[11] - model, ""     ARGV[12] - metadata JSON, ""
 -- ARGV[13] - lease id
--- return {0, "entry|settled_ms|late|estimate", user, project} when settled,
---        {2, same payload, user, project} when it already was, at this cost;
+-- return {0, user, project, late (1 or 0), estimate} when settled now (the
+--        entry and time are the caller's), {2, user, project,
+--        "entry|settled_ms|late|estimate"} when it already was, at this cost;
 --        {3, actual} when it was settled at another cost; {4} unknown lease;
 --        {5} the lease was released
 
@@ -26,14 +27,14 @@ if not state then return {4} end
 if state == 'v' then return {5} end
 local cost = ARGV[7]
 if state == 's' then
-  if h[7] == cost then return {2, h[8], h[3], h[4]} end
+  if h[7] == cost then return {2, h[3], h[4], h[8]} end
   return {3, h[7]}
 end
 
 local base, now_ms, entry, lease = ARGV[1], ARGV[2], ARGV[10], ARGV[13]
 local user, project = h[3], h[4]
-local late = '0'
-if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
+local late = 0
+if tonumber(now_ms) >= tonumber(h[5]) then late = 1 end
 -- The balance is read with the held amounts: charge need not look again.
 local balance
 if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
@@ -48,4 +49,4 @@ ledger_append(base, tonumber(ARGV[9]), 'e', entry, 'k', 'settle', 't', now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', 's', 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {0, payload, user, project}
+return {0, user, project, late, tonumber(h[2])}

@@ -196,6 +196,15 @@ class BudgetManager:
                 cfg.monthly_global_limit,
             )
         )
+        # The configuration's part of the script arguments, joined once: the
+        # hot path adds it to the per-call part with one tuple concatenation.
+        self._admission_config = (
+            self._enforce,
+            self._min_balance,
+            self._purge_max,
+            *self._defaults,
+        )
+        self._hold_config = (self._idem_ttl_ms, self._idem_ttl_ms)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -533,19 +542,16 @@ class BudgetManager:
         user_id: str,
         project_id: str | None,
     ) -> tuple[Any, ...]:
+        """ARGV[1..16] of check.lua and reserve.lua."""
         return (
             self._base,
             now_ms,
             w.day,
             w.month,
             requested,
-            self._enforce,
-            self._min_balance,
-            self._purge_max,
             user_id,
             project_id or "",
-            *self._defaults,
-        )
+        ) + self._admission_config
 
     def _fact_head(self, now_ms: int, amount: int) -> tuple[Any, ...]:
         """ARGV[1..8] of record.lua and settle.lua: base, now, the day and
@@ -638,12 +644,10 @@ class BudgetManager:
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
         lease_id = _new_id(now_ms)
-        args = self._admission_args(now_ms, w, requested, user_id, project) + (
-            fingerprint,
-            self._idem_ttl_ms,
-            lease_id,
-            now_ms + ttl_ms,
-            self._idem_ttl_ms,
+        args = (
+            self._admission_args(now_ms, w, requested, user_id, project)
+            + (fingerprint, lease_id, now_ms + ttl_ms)
+            + self._hold_config  # the idempotency TTL; how long the record stays
         )
         reply = await self._run("lua_reserve", (ikey,), args)
         code = reply[0]
@@ -850,24 +854,33 @@ class BudgetManager:
                 f"settle:{lease_id}",
                 f"already settled at {from_micros(int(reply[1]))}",
             )
-        entry_id, settled_ms, late, estimate = _text(reply[1]).split("|")
-        project = _text(reply[3])
+        settled_ms = now_ms
+        if code == OK:  # this call's entry, time: only the verdict comes back
+            late, estimate = reply[3] == 1, reply[4]
+        else:  # REPLAYED: the first settle's
+            entry_id, first_ms, late_text, estimate_text = _text(reply[3]).split("|")
+            settled_ms, late, estimate = (
+                int(first_ms),
+                late_text == "1",
+                int(estimate_text),
+            )
+        project = _text(reply[2])
         # Positional, in field order (entry_id, kind, user_id, project_id,
         # amount, model, occurred_ms, replayed, late, spooled, lease_id,
         # estimate): as Lease in reserve.
         return SpendRecord(
             entry_id,
             "settle",
-            _text(reply[2]),
+            _text(reply[1]),
             project or None,
             from_micros(amount),
             model_name,
-            int(settled_ms),
+            settled_ms,
             code == REPLAYED,
-            late == "1",
+            late,
             False,
             lease_id,
-            from_micros(int(estimate)),
+            from_micros(estimate),
         )
 
     async def release(self, lease: Lease | str) -> bool:
