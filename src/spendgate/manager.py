@@ -659,13 +659,13 @@ class BudgetManager:
         if code == REPLAYED:  # the first call's lease, not this one's
             lease_id, first_expiry = _text(reply[1]).split("|")
             expires_ms = int(first_expiry)
-        # Positional, in field order (id, user_id, project_id, amount,
+        # Positional, in field order (id, user_id, project_id, amount_micros,
         # expires_ms, replayed): keywords cost the dataclass twice the time.
         return Lease(
             lease_id,
             user_id,
             project,
-            from_micros(requested),
+            requested,
             expires_ms,
             code == REPLAYED,
         )
@@ -766,7 +766,7 @@ class BudgetManager:
                 kind="spend",
                 user_id=user_id,
                 project_id=project,
-                amount=from_micros(amount),
+                amount_micros=amount,
                 model=model_name,
                 occurred_ms=now_ms,
                 spooled=True,
@@ -779,13 +779,13 @@ class BudgetManager:
             entry_id, first_ms = _text(reply[1]).split("|")
             occurred_ms = int(first_ms)
         # Positional, in field order (entry_id, kind, user_id, project_id,
-        # amount, model, occurred_ms, replayed): as Lease in reserve.
+        # amount_micros, model, occurred_ms, replayed): as Lease in reserve.
         return SpendRecord(
             entry_id,
             "spend",
             user_id,
             project,
-            from_micros(amount),
+            amount,
             model_name,
             occurred_ms,
             code == REPLAYED,
@@ -835,12 +835,12 @@ class BudgetManager:
                 kind="settle",
                 user_id=known.user_id if known is not None else "",
                 project_id=known.project_id if known is not None else None,
-                amount=from_micros(amount),
+                amount_micros=amount,
                 model=model_name,
                 occurred_ms=now_ms,
                 spooled=True,
                 lease_id=lease_id,
-                estimate=known.amount if known is not None else None,
+                estimate_micros=known.amount_micros if known is not None else None,
             )
         code = reply[0]
         if code == UNKNOWN_LEASE:
@@ -866,21 +866,21 @@ class BudgetManager:
             )
         project = _text(reply[2])
         # Positional, in field order (entry_id, kind, user_id, project_id,
-        # amount, model, occurred_ms, replayed, late, spooled, lease_id,
-        # estimate): as Lease in reserve.
+        # amount_micros, model, occurred_ms, replayed, late, spooled,
+        # lease_id, estimate_micros): as Lease in reserve.
         return SpendRecord(
             entry_id,
             "settle",
             _text(reply[1]),
             project or None,
-            from_micros(amount),
+            amount,
             model_name,
             settled_ms,
             code == REPLAYED,
             late,
             False,
             lease_id,
-            from_micros(estimate),
+            estimate,
         )
 
     async def release(self, lease: Lease | str) -> bool:
@@ -955,7 +955,7 @@ class BudgetManager:
                 kind="credit",
                 user_id=user_id,
                 project_id=None,
-                amount=from_micros(micros),
+                amount_micros=micros,
                 model=None,
                 occurred_ms=now_ms,
                 spooled=True,
@@ -968,7 +968,7 @@ class BudgetManager:
             kind="credit",
             user_id=user_id,
             project_id=None,
-            amount=from_micros(micros),
+            amount_micros=micros,
             model=None,
             occurred_ms=int(occurred_ms),
             replayed=reply[0] == REPLAYED,

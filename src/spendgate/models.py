@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from spendgate.money import from_micros
 from spendgate.windows import from_ms
 
 
@@ -22,8 +23,8 @@ class Lease:
     id: str
     user_id: str
     project_id: str | None
-    #: the amount held, rounded up to the micro-unit
-    amount: Decimal
+    #: the amount held, in micro-units (rounded up; see ``amount``)
+    amount_micros: int
     #: when the hold stops counting, in ms since the epoch (see ``expires_at``)
     expires_ms: int
     #: True when an idempotency key replayed an earlier reserve
@@ -35,10 +36,16 @@ class Lease:
     metadata: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
+    def amount(self) -> Decimal:
+        """The amount held, rounded up to the micro-unit."""
+        return from_micros(self.amount_micros)
+
+    @property
     def expires_at(self) -> datetime:
         """When the hold stops counting (UTC)."""
-        # Made when asked for: building a datetime costs the hot path more
-        # than any other part of the record, and most callers never read it.
+        # Made when asked for, like ``amount``: building these objects costs
+        # the hot path more than any other part of the record, and most
+        # callers never read them.
         return from_ms(self.expires_ms)
 
 
@@ -55,8 +62,8 @@ class SpendRecord:
     kind: str
     user_id: str
     project_id: str | None
-    #: the amount charged or credited
-    amount: Decimal
+    #: the amount charged or credited, in micro-units (see ``amount``)
+    amount_micros: int
     model: str | None
     #: when the fact was recorded, in ms since the epoch (see ``occurred_at``)
     occurred_ms: int
@@ -68,15 +75,26 @@ class SpendRecord:
     #: it is replayed, exactly once, when Redis answers again
     spooled: bool = False
     lease_id: str | None = None
-    #: what the settled lease held
-    estimate: Decimal | None = None
+    #: what the settled lease held, in micro-units (see ``estimate``)
+    estimate_micros: int | None = None
     #: the user's balance after a credit
     balance: Decimal | None = None
 
     @property
+    def amount(self) -> Decimal:
+        """The amount charged or credited."""
+        return from_micros(self.amount_micros)  # made when asked for, as Lease's
+
+    @property
+    def estimate(self) -> Decimal | None:
+        """What the settled lease held (``None`` but for a settle)."""
+        micros = self.estimate_micros
+        return None if micros is None else from_micros(micros)
+
+    @property
     def occurred_at(self) -> datetime:
         """When the fact was recorded (UTC; the first time, for a replay)."""
-        return from_ms(self.occurred_ms)  # made when asked for, as Lease's
+        return from_ms(self.occurred_ms)
 
 
 @dataclass(frozen=True, slots=True)
