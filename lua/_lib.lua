@@ -47,22 +47,14 @@ local function scope_keys(base, day, month, user, project)
          d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u
 end
 
--- Held amounts are written as Lua numbers: redis.call formats them with
--- "%.17g", exact for every integer up to 2^53.
-
--- A new hold: sets each scope's held amount to what admission read (`seen`,
--- the MGET reply of scope_keys) plus `amount`, in one MSET.
-local function add_held(base, user, project, seen, amount)
+-- A new hold: adds `amount` (and its text, `text`: redis.call would format
+-- the number with snprintf on every call) to each scope's held amount.
+local function add_held(base, user, project, amount, text)
   if amount == 0 then return end  -- a zero hold keeps no key
   local r = base .. 'r:'
-  if project == '' then
-    redis.call('MSET', r .. 'u:' .. user, (tonumber(seen[3]) or 0) + amount,
-               r .. 'g:', (tonumber(seen[8]) or 0) + amount)
-  else
-    redis.call('MSET', r .. 'u:' .. user, (tonumber(seen[3]) or 0) + amount,
-               r .. 'p:' .. project, (tonumber(seen[8]) or 0) + amount,
-               r .. 'g:', (tonumber(seen[13]) or 0) + amount)
-  end
+  redis.call('INCRBY', r .. 'u:' .. user, text)
+  if project ~= '' then redis.call('INCRBY', r .. 'p:' .. project, text) end
+  redis.call('INCRBY', r .. 'g:', text)
 end
 
 -- A hold ends (settled, released or expired): takes `amount` off each of its
@@ -100,13 +92,13 @@ end
 -- amounts first purges the expired ones. A pending hold record has no TTL of
 -- its own, so it is always there to be purged. Bounded per call; a larger
 -- backlog drains over the next calls and, meanwhile, only over-counts (it
--- refuses, it never overshoots).
+-- refuses, it never overshoots). now_ms and max_n are the arguments' text.
 local function purge_expired_holds(base, now_ms, max_n)
   local zkey = base .. 'holds'
   -- No pending hold at all (always so for callers without leases): EXISTS
   -- costs a fraction of an empty range scan, on every admission call.
   if redis.call('EXISTS', zkey) == 0 then return end
-  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', 0, max_n)
+  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', max_n)
   for i = 1, #ids do
     local hkey = base .. 'h:' .. ids[i]
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
@@ -133,7 +125,7 @@ end
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
--- spent, held}; and, second, the MGET reply (reserve holds from it).
+-- spent, held}.
 local function admit(args, requested)
   local seen = redis.call('MGET', scope_keys(args[1], args[3], args[4], args[6],
                                              args[7]))
@@ -152,7 +144,7 @@ local function admit(args, requested)
         local used = tonumber(seen[at + w]) or 0
         local room = limit - used - held
         if room < requested or (requested == 0 and room <= 0) then
-          return {1, i, w, limit, used, held}, seen
+          return {1, i, w, limit, used, held}
         end
         if tightest < 0 or room < tightest then tightest = room end
       end
@@ -161,20 +153,21 @@ local function admit(args, requested)
       local available = (tonumber(seen[#seen]) or 0) - tonumber(args[9])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
-        return {1, i, 3, available, 0, held}, seen
+        return {1, i, 3, available, 0, held}
       end
       if tightest < 0 or room < tightest then tightest = room end
     end
   end
-  return {0, tightest}, seen
+  return {0, tightest}
 end
 
--- Adds amount to one day or month counter; a counter made by this call gets
--- its TTL. Counters expire on their own a retention period after their
+-- Adds amount to one day or month counter (sent as its text: redis.call
+-- formats a Lua number with snprintf on every call); a counter made by this
+-- call gets its TTL. Counters expire on their own a retention period after their
 -- window ends: the TTL is relative (computed from the caller's clock), so the
 -- server's clock plays no part.
-local function count(key, amount, ttl_ms)
-  if redis.call('INCRBY', key, amount) == amount then
+local function count(key, amount, text, ttl_ms)
+  if redis.call('INCRBY', key, text) == amount then
     redis.call('PEXPIRE', key, ttl_ms)
   end
 end
@@ -186,25 +179,26 @@ end
 -- user's balance when the caller has read it already (false: none kept),
 -- nil when not. The keys are scope_keys', built from shared prefixes.
 local function charge(head, user, project, balance)
-  local amount = tonumber(head[7])
+  local text = head[7]
+  local amount = tonumber(text)
   if amount <= 0 then return false end
   local base, day_ttl, month_ttl = head[1], head[4], head[6]
   local day = base .. 'd:' .. head[3] .. ':'
   local month = base .. 'm:' .. head[5] .. ':'
-  count(day .. 'u:' .. user, amount, day_ttl)
-  count(month .. 'u:' .. user, amount, month_ttl)
+  count(day .. 'u:' .. user, amount, text, day_ttl)
+  count(month .. 'u:' .. user, amount, text, month_ttl)
   if project ~= '' then
-    count(day .. 'p:' .. project, amount, day_ttl)
-    count(month .. 'p:' .. project, amount, month_ttl)
+    count(day .. 'p:' .. project, amount, text, day_ttl)
+    count(month .. 'p:' .. project, amount, text, month_ttl)
   end
-  count(day .. 'g:', amount, day_ttl)
-  count(month .. 'g:', amount, month_ttl)
+  count(day .. 'g:', amount, text, day_ttl)
+  count(month .. 'g:', amount, text, month_ttl)
   local bkey = base .. 'b:u:' .. user
   if balance == nil and head[8] ~= '1' then
     balance = redis.call('EXISTS', bkey) == 1
   end
   if head[8] == '1' or balance then
-    return redis.call('DECRBY', bkey, amount)
+    return redis.call('DECRBY', bkey, text)
   end
   return false
 end
@@ -245,12 +239,12 @@ local function idem_claim(ikey, fingerprint, payload, ttl_ms)
 end
 
 -- Appends one fact to the ledger stream: the name/value pairs passed after
--- maxlen, as they are (empty optional fields included: the flusher reads them
--- as absent; as varargs, they reach XADD without a table, which costs the
--- script more than the fields). maxlen 0 means no cap (a flusher drains it),
--- otherwise the stream is trimmed approximately.
+-- maxlen, as they are (empty optional fields included: the flusher reads
+-- them as absent; as varargs, they reach XADD without a table, which costs
+-- the script more than the fields). maxlen is the argument's text: "0" means
+-- no cap (a flusher drains it), otherwise the stream is trimmed approximately.
 local function ledger_append(base, maxlen, ...)
-  if maxlen > 0 then
+  if maxlen ~= '0' then
     return redis.call('XADD', base .. 'ledger', 'MAXLEN', '~', maxlen, '*', ...)
   end
   return redis.call('XADD', base .. 'ledger', '*', ...)

@@ -18,6 +18,6 @@
 -- return {0, room} when admitted (room: smallest amount left over all capped
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
-purge_expired_holds(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[10]))
+purge_expired_holds(ARGV[1], ARGV[2], ARGV[10])
 local verdict = admit(ARGV, tonumber(ARGV[5]))
 return verdict

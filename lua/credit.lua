@@ -17,17 +17,16 @@
 local ikey = KEYS[1]
 local base = ARGV[1]
 local now_ms = ARGV[2]
-local amount = tonumber(ARGV[3])
 local fingerprint = ARGV[4]
 local idem_ttl_ms = ARGV[5]
-local maxlen = tonumber(ARGV[6])
+local maxlen = ARGV[6]
 local entry = ARGV[7]
 local user = ARGV[8]
 
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
-local balance = redis.call('INCRBY', base .. 'b:u:' .. user, amount)
+local balance = redis.call('INCRBY', base .. 'b:u:' .. user, ARGV[3])
 ledger_append(base, maxlen, 'e', entry, 'k', 'credit', 't', now_ms, 'u', user,
               'a', ARGV[3], 'md', ARGV[9], 'i', ARGV[10])
 

@@ -30,7 +30,7 @@ local seen = idem_claim(ikey, ARGV[9], payload, ARGV[10])
 if seen then return seen end
 
 charge(ARGV, user, project)
-ledger_append(ARGV[1], tonumber(ARGV[11]), 'e', entry, 'k', 'spend', 't', now_ms,
+ledger_append(ARGV[1], ARGV[11], 'e', entry, 'k', 'spend', 't', now_ms,
               'u', user, 'a', ARGV[7], 'p', project, 'm', ARGV[15], 'md', ARGV[16],
               'i', ARGV[17])
 return {0, payload}

@@ -33,8 +33,8 @@ end
 
 local base, now_ms, entry, lease = ARGV[1], ARGV[2], ARGV[10], ARGV[13]
 local user, project = h[3], h[4]
-local late = 0
-if tonumber(now_ms) >= tonumber(h[5]) then late = 1 end
+local late = '0'
+if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 -- The balance is read with the held amounts: charge need not look again.
 local balance
 if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
@@ -42,11 +42,11 @@ if state == 'p' and redis.call('ZREM', base .. 'holds', lease) == 1 then
 end
 
 charge(ARGV, user, project, balance)
-ledger_append(base, tonumber(ARGV[9]), 'e', entry, 'k', 'settle', 't', now_ms,
+ledger_append(base, ARGV[9], 'e', entry, 'k', 'settle', 't', now_ms,
               'u', user, 'a', cost, 'l', lease, 'est', h[2], 'late', late,
               'p', project, 'm', ARGV[11], 'md', ARGV[12])
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', 's', 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {0, user, project, late, tonumber(h[2])}
+return {0, user, project, tonumber(late), tonumber(h[2])}

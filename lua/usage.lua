@@ -17,7 +17,7 @@
 local base = ARGV[1]
 local user, project = ARGV[6], ARGV[7]
 
-purge_expired_holds(base, tonumber(ARGV[2]), tonumber(ARGV[5]))
+purge_expired_holds(base, ARGV[2], ARGV[5])
 local seen = redis.call('MGET', scope_keys(base, ARGV[3], ARGV[4], user, project))
 local out = {}
 local n = (#seen - 1) / 5
