@@ -163,9 +163,9 @@ end
 
 -- Adds amount to one day or month counter (sent as its text: redis.call
 -- formats a Lua number with snprintf on every call); a counter made by this
--- call gets its TTL. Counters expire on their own a retention period after their
--- window ends: the TTL is relative (computed from the caller's clock), so the
--- server's clock plays no part.
+-- call gets its TTL. Counters expire on their own a retention period after
+-- their window ends: the TTL is relative (computed from the caller's clock),
+-- so the server's clock plays no part.
 local function count(key, amount, text, ttl_ms)
   if redis.call('INCRBY', key, text) == amount then
     redis.call('PEXPIRE', key, ttl_ms)

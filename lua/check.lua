@@ -19,5 +19,4 @@
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
 purge_expired_holds(ARGV[1], ARGV[2], ARGV[10])
-local verdict = admit(ARGV, tonumber(ARGV[5]))
-return verdict
+return admit(ARGV, tonumber(ARGV[5]))
