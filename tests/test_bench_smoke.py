@@ -10,6 +10,7 @@ speed lives in ``make bench``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -131,6 +132,44 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
         leftovers = [k async for k in client.scan_iter(match="sgfloor*", count=1000)]
+    finally:
+        await client.aclose()
+    assert leftovers == []
+
+
+async def test_versus_compares_two_versions_and_leaves_nothing(
+    redis_url: str,
+) -> None:
+    import subprocess
+
+    import redis.asyncio as aioredis
+    from bench.versus import ROOT, compare
+
+    # HEAD against this checkout: two fresh processes, the same table shape.
+    table = await asyncio.to_thread(compare, "HEAD", 1, 30, redis_url)
+    lines = table.splitlines()
+    assert lines[0] == "| | HEAD: median (range) | this checkout: median (range) |"
+    rows = {line.split(" | ")[0].strip("| `"): line for line in lines[2:]}
+    assert set(rows) == {
+        "PING p50",
+        "check_availability",
+        "record_spend",
+        "reserve+settle",
+    }
+    for line in rows.values():
+        for cell in line.strip("|").split(" | ")[1:]:
+            median = float(cell.split()[0].rstrip("×"))
+            assert median > 0
+    worktrees = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert not [w for w in worktrees if "spendgate-versus-" in w]  # removed
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        leftovers = [k async for k in client.scan_iter(match="sgversus*", count=1000)]
     finally:
         await client.aclose()
     assert leftovers == []

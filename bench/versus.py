@@ -1,0 +1,187 @@
+"""Two versions of spendgate, one measurement, in alternating processes.
+
+``python -m bench.versus REV [--rounds N] [--calls N] [--redis-url URL]``
+
+Checks ``REV`` out into a temporary git worktree, then runs ``--rounds``
+rounds; each round starts one fresh process per version (``REV``'s sources
+first on ``PYTHONPATH``, then this checkout's), and each process times PING,
+``check_availability``, ``record_spend`` and ``reserve`` + ``settle``
+sequentially on the bench's workload and reports every p50 as a multiple
+of its own PING p50. A shared host that slows down for minutes at a time
+moves a single ``make bench`` run by ±0.1x; here the drift lands on both
+versions alike, and the table gives each one's median and range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.runner import CHECK_COST, DEFAULT_REDIS_URL, PREFILL, RECORD_COST, USER_LIMIT
+
+ROOT = Path(__file__).resolve().parents[1]
+#: what each process reports, in table order
+SUBJECTS = ("check_availability", "record_spend", "reserve+settle")
+
+
+async def measure(
+    redis_url: str, calls: int, users: int = 1000, rounds: int = 3
+) -> dict[str, float]:
+    """p50 of each subject over ``calls`` sequential calls, taken in
+    ``rounds`` interleaved rounds (each after 100 calls to warm up), as a
+    multiple of the PING p50 (``ping_us``: the PING p50 itself).
+
+    Uses only the public API, so any version of spendgate can run it.
+    """
+    from loguru import logger
+
+    from spendgate import BudgetConfig, BudgetManager
+
+    logger.disable("spendgate")
+    prefix = f"sgversus{uuid.uuid4().hex[:8]}"
+    budget = BudgetManager(
+        BudgetConfig(
+            redis_url=redis_url,
+            key_prefix=prefix,
+            daily_user_limit=USER_LIMIT,
+            daily_project_limit=10**9,
+            daily_global_limit=10**9,
+        )
+    )
+    await budget.open()
+    client = budget.redis
+    ids = [f"bench-user-{i:05d}" for i in range(users)]
+    projects = [f"bench-project-{i:03d}" for i in range(10)]
+    try:
+        for i, user in enumerate(ids):
+            await budget.record_spend(user, PREFILL, projects[i % 10])
+
+        async def ping(i: int) -> None:
+            await client.execute_command("PING")
+
+        async def check(i: int) -> None:
+            await budget.check_availability(
+                ids[i % users], projects[i % 10], CHECK_COST
+            )
+
+        async def record(i: int) -> None:
+            await budget.record_spend(ids[i % users], RECORD_COST, projects[i % 10])
+
+        async def lease(i: int) -> None:
+            held = await budget.reserve(ids[i % users], CHECK_COST, projects[i % 10])
+            await budget.settle(held, RECORD_COST)
+
+        ops = dict(zip(("ping", *SUBJECTS), (ping, check, record, lease), strict=True))
+        samples: dict[str, list[int]] = {name: [] for name in ops}
+        per_round = max(1, calls // rounds)
+        for r in range(rounds):
+            for name, op in ops.items():
+                for i in range(100):
+                    await op(i)
+                for i in range(r * per_round, (r + 1) * per_round):
+                    started = time.perf_counter_ns()
+                    await op(i)
+                    samples[name].append(time.perf_counter_ns() - started)
+        p50 = {name: statistics.median(v) / 1000 for name, v in samples.items()}
+        out = {name: p50[name] / p50["ping"] for name in SUBJECTS}
+        out["ping_us"] = p50["ping"]
+        return out
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        await budget.aclose()
+
+
+def summarize(runs: dict[str, list[dict[str, float]]]) -> str:
+    """A markdown table: per subject, each version's median and range."""
+    names = list(runs)
+    lines = [
+        "| | " + " | ".join(f"{n}: median (range)" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for subject in ("ping_us", *SUBJECTS):
+        cells = []
+        for name in names:
+            values = [run[subject] for run in runs[name]]
+            unit = " µs" if subject == "ping_us" else "×"
+            cells.append(
+                f"{statistics.median(values):.2f}{unit} "
+                f"({min(values):.2f}–{max(values):.2f})"
+            )
+        label = "PING p50" if subject == "ping_us" else f"`{subject}`"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _child(src: Path | None, redis_url: str, calls: int) -> dict[str, float]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(src), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        )
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.versus", "--child", "--calls", str(calls)]
+        + ["--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare(rev: str, rounds: int, calls: int, redis_url: str) -> str:
+    """Run the rounds against ``rev`` and this checkout; return the table."""
+    scratch = Path(tempfile.mkdtemp(prefix="spendgate-versus-"))
+    tree = scratch / "tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, list[dict[str, float]]] = {rev: [], "this checkout": []}
+    try:
+        for _ in range(rounds):
+            runs[rev].append(_child(tree / "src", redis_url, calls))
+            runs["this checkout"].append(_child(None, redis_url, calls))
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
+    return summarize(runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.versus", description=__doc__)
+    parser.add_argument("rev", nargs="?", help="the version to compare with")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(asyncio.run(measure(args.redis_url, args.calls))))
+        return
+    if not args.rev:
+        parser.error("give the version to compare with (a commit, tag or branch)")
+    print(compare(args.rev, args.rounds, args.calls, args.redis_url))
+
+
+if __name__ == "__main__":
+    main()
