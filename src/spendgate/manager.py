@@ -334,9 +334,7 @@ class BudgetManager:
             idempotent); called for what the spool records beside the call
         :raise SpoolFullError: a fact could not be spooled
         """
-        scripts = self._scripts
-        if scripts is None or self._state is not ClientState.OPENED:
-            scripts = self._ensure_open()
+        scripts = self._ensure_open()
         breaker = self._breaker
         failure: BudgetUnavailableError
         try:
@@ -604,7 +602,7 @@ class BudgetManager:
         w = self._windows_at(now_ms)
         reply = await self._run(
             "lua_check",
-            (self._base + "b:u:" + user_id,),
+            (self.keys.balance(user_id),),
             self._admission_args(now_ms, w, requested, user_id, project),
             fail_open=True,
         )
