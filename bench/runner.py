@@ -70,6 +70,69 @@ class Options:
     log: Callable[[str], None] = field(default=print, repr=False)
 
 
+#: the calls timed one after another, each against the PING floor
+SEQUENTIAL = ("check_availability", "record_spend", "reserve+settle")
+
+
+def callers(users: int, projects: int) -> tuple[list[str], list[str | None]]:
+    """The workload's user ids and project ids (``[None]``: no project)."""
+    project_ids: list[str | None] = [f"bench-project-{i:03d}" for i in range(projects)]
+    return [f"bench-user-{i:05d}" for i in range(users)], project_ids or [None]
+
+
+def bench_config(redis_url: str, prefix: str) -> Any:
+    """The ``BudgetConfig`` of the workload: a per-user daily cap of
+    ``USER_LIMIT``, project and global caps far above what a run spends."""
+    from spendgate import BudgetConfig
+
+    return BudgetConfig(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        daily_user_limit=USER_LIMIT,
+        daily_project_limit=10**9,
+        daily_global_limit=10**9,
+    )
+
+
+async def prefill(budget: Any, users: list[str], projects: list[str | None]) -> None:
+    """Charge every user ``PREFILL`` (half the cap), projects in turn."""
+    for i, user in enumerate(users):
+        await budget.record_spend(user, PREFILL, projects[i % len(projects)])
+
+
+def hot_path_ops(
+    budget: Any, users: list[str], projects: list[str | None]
+) -> dict[str, Op]:
+    """The timed calls (the ``SEQUENTIAL`` ones and ``check+record``); call
+    ``i`` goes to user ``i`` and project ``i``, round robin. Public API only,
+    so any version of spendgate runs them (``bench.versus``)."""
+    nu, np_ = len(users), len(projects)
+
+    async def check(i: int) -> object:
+        return await budget.check_availability(
+            users[i % nu], projects[i % np_], CHECK_COST
+        )
+
+    async def record(i: int) -> object:
+        return await budget.record_spend(users[i % nu], RECORD_COST, projects[i % np_])
+
+    async def reserve_settle(i: int) -> object:
+        lease = await budget.reserve(users[i % nu], CHECK_COST, projects[i % np_])
+        return await budget.settle(lease, RECORD_COST)
+
+    async def pair(i: int) -> object:
+        user, project = users[i % nu], projects[i % np_]
+        await budget.check_availability(user, project, CHECK_COST)
+        return await budget.record_spend(user, RECORD_COST, project)
+
+    return {
+        "check_availability": check,
+        "record_spend": record,
+        "reserve+settle": reserve_settle,
+        "check+record": pair,
+    }
+
+
 @dataclass
 class Subject:
     """One timed thing: a name, which side it is on, and its operation."""
@@ -88,7 +151,7 @@ async def run(options: Options) -> dict[str, Any]:
     """
     from loguru import logger
 
-    from spendgate import BudgetConfig, BudgetManager
+    from spendgate import BudgetManager
 
     log = options.log
     started = time.time()
@@ -96,32 +159,19 @@ async def run(options: Options) -> dict[str, Any]:
     load_at_start = _loadavg()
     run_id = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
     prefix = f"sgbench{run_id}"
-    users = [f"bench-user-{i:05d}" for i in range(options.users)]
-    projects: list[str | None] = [
-        f"bench-project-{i:03d}" for i in range(options.projects)
-    ]
-    if not projects:
-        projects = [None]
-    nu, np_ = len(users), len(projects)
+    users, projects = callers(options.users, options.projects)
     logger.disable("spendgate")  # the run's own progress lines are enough
 
-    config = BudgetConfig(
-        redis_url=options.redis_url,
-        key_prefix=prefix,
-        daily_user_limit=USER_LIMIT,
-        daily_project_limit=10**9,
-        daily_global_limit=10**9,
-    )
-    budget = BudgetManager(config)
+    budget = BudgetManager(bench_config(options.redis_url, prefix))
     await budget.open()
     client = budget.redis
     peer = None
     try:
         log(
-            f"bench: pre-filling {nu} users to {PREFILL}/{USER_LIMIT} (prefix {prefix})"
+            f"bench: pre-filling {len(users)} users to {PREFILL}/{USER_LIMIT} "
+            f"(prefix {prefix})"
         )
-        for i, user in enumerate(users):
-            await budget.record_spend(user, PREFILL, projects[i % np_])
+        await prefill(budget, users, projects)
 
         async def sg_ping(i: int) -> object:
             return await client.execute_command("PING")
@@ -136,34 +186,13 @@ async def run(options: Options) -> dict[str, Any]:
             assert pipeline is not None
             return await pipeline.execute("PING")
 
-        async def sg_check(i: int) -> object:
-            return await budget.check_availability(
-                users[i % nu], projects[i % np_], CHECK_COST
-            )
-
-        async def sg_record(i: int) -> object:
-            return await budget.record_spend(
-                users[i % nu], RECORD_COST, projects[i % np_]
-            )
-
-        async def sg_reserve_settle(i: int) -> object:
-            lease = await budget.reserve(users[i % nu], CHECK_COST, projects[i % np_])
-            return await budget.settle(lease, RECORD_COST)
-
-        async def sg_pair(i: int) -> object:
-            user, project = users[i % nu], projects[i % np_]
-            await budget.check_availability(user, project, CHECK_COST)
-            return await budget.record_spend(user, RECORD_COST, project)
-
-        latency_subjects = [
-            Subject("ping", "spendgate", sg_ping),
-            Subject("check_availability", "spendgate", sg_check),
-            Subject("record_spend", "spendgate", sg_record),
-            Subject("reserve+settle", "spendgate", sg_reserve_settle),
+        ops = hot_path_ops(budget, users, projects)
+        latency_subjects = [Subject("ping", "spendgate", sg_ping)] + [
+            Subject(name, "spendgate", ops[name]) for name in SEQUENTIAL
         ]
         throughput_subjects = [
             Subject("ping", "spendgate", sg_ping),
-            Subject("check+record", "spendgate", sg_pair),
+            Subject("check+record", "spendgate", ops["check+record"]),
         ]
         if pipeline is not None:
             throughput_subjects.append(

@@ -27,61 +27,46 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.runner import CHECK_COST, DEFAULT_REDIS_URL, PREFILL, RECORD_COST, USER_LIMIT
+from bench.runner import (
+    DEFAULT_REDIS_URL,
+    SEQUENTIAL,
+    bench_config,
+    callers,
+    hot_path_ops,
+    prefill,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what each process reports, in table order
-SUBJECTS = ("check_availability", "record_spend", "reserve+settle")
 
 
 async def measure(
     redis_url: str, calls: int, users: int = 1000, rounds: int = 3
 ) -> dict[str, float]:
-    """p50 of each subject over ``calls`` sequential calls, taken in
-    ``rounds`` interleaved rounds (each after 100 calls to warm up), as a
-    multiple of the PING p50 (``ping_us``: the PING p50 itself).
+    """p50 of each of the bench's sequential calls over ``calls`` calls,
+    taken in ``rounds`` interleaved rounds (each after 100 calls to warm up),
+    as a multiple of the PING p50 (``ping_us``: the PING p50 itself).
 
-    Uses only the public API, so any version of spendgate can run it.
+    The bench's own workload (``bench.runner``), through the public API
+    only, so any version of spendgate can run it.
     """
     from loguru import logger
 
-    from spendgate import BudgetConfig, BudgetManager
+    from spendgate import BudgetManager
 
     logger.disable("spendgate")
     prefix = f"sgversus{uuid.uuid4().hex[:8]}"
-    budget = BudgetManager(
-        BudgetConfig(
-            redis_url=redis_url,
-            key_prefix=prefix,
-            daily_user_limit=USER_LIMIT,
-            daily_project_limit=10**9,
-            daily_global_limit=10**9,
-        )
-    )
+    budget = BudgetManager(bench_config(redis_url, prefix))
     await budget.open()
     client = budget.redis
-    ids = [f"bench-user-{i:05d}" for i in range(users)]
-    projects = [f"bench-project-{i:03d}" for i in range(10)]
     try:
-        for i, user in enumerate(ids):
-            await budget.record_spend(user, PREFILL, projects[i % 10])
+        ids, projects = callers(users, 10)
+        await prefill(budget, ids, projects)
 
-        async def ping(i: int) -> None:
-            await client.execute_command("PING")
+        async def ping(i: int) -> object:
+            return await client.execute_command("PING")
 
-        async def check(i: int) -> None:
-            await budget.check_availability(
-                ids[i % users], projects[i % 10], CHECK_COST
-            )
-
-        async def record(i: int) -> None:
-            await budget.record_spend(ids[i % users], RECORD_COST, projects[i % 10])
-
-        async def lease(i: int) -> None:
-            held = await budget.reserve(ids[i % users], CHECK_COST, projects[i % 10])
-            await budget.settle(held, RECORD_COST)
-
-        ops = dict(zip(("ping", *SUBJECTS), (ping, check, record, lease), strict=True))
+        timed = hot_path_ops(budget, ids, projects)
+        ops = {"ping": ping, **{name: timed[name] for name in SEQUENTIAL}}
         samples: dict[str, list[int]] = {name: [] for name in ops}
         per_round = max(1, calls // rounds)
         for r in range(rounds):
@@ -93,7 +78,7 @@ async def measure(
                     await op(i)
                     samples[name].append(time.perf_counter_ns() - started)
         p50 = {name: statistics.median(v) / 1000 for name, v in samples.items()}
-        out = {name: p50[name] / p50["ping"] for name in SUBJECTS}
+        out = {name: p50[name] / p50["ping"] for name in SEQUENTIAL}
         out["ping_us"] = p50["ping"]
         return out
     finally:
@@ -110,7 +95,7 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> str:
         "| | " + " | ".join(f"{n}: median (range)" for n in names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for subject in ("ping_us", *SUBJECTS):
+    for subject in ("ping_us", *SEQUENTIAL):
         cells = []
         for name in names:
             values = [run[subject] for run in runs[name]]
@@ -128,7 +113,7 @@ def _child(src: Path | None, redis_url: str, calls: int) -> dict[str, float]:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(src), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+            [str(src), *filter(None, [env.get("PYTHONPATH")])]
         )
     out = subprocess.run(
         [sys.executable, "-m", "bench.versus", "--child", "--calls", str(calls)]
