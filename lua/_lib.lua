@@ -14,8 +14,8 @@
 --   d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
 --   m:<yyyymm>:<s>:<id>    string: spent in that UTC month
 --   r:<s>:<id>             string: held by pending holds (absent at zero)
---   l:d:<s>:<id>           string: daily cap override (absent: the default)
---   l:m:<s>:<id>           string: monthly cap override
+--   l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
+--                          part empty for the configured default (absent: both)
 --   b:u:<id>               string: a user's balance (absent: none is kept)
 --   h:<lease>              hash: one hold (st = p pending, s settled, v voided, x expired)
 --   holds                  zset: pending lease ids scored by expiry
@@ -28,23 +28,33 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
--- What admission knows of a caller, as the keys of one MGET: for each scope
+-- What admission knows of each scope, as the keys of one MGET: for each scope
 -- in reporting order (user, the project when there is one, global), spent
--- today, spent this month, held, the daily and the monthly override (5 keys);
--- then the user's balance. Scope i's values are at 5i-4 .. 5i, the balance
--- last. Returned as values, not a table: they go straight into MGET.
+-- today, spent this month, held, and its cap overrides (4 keys). Returned as
+-- values, not a table: they go straight into MGET (a caller that needs the
+-- user's balance too passes its key before them).
 local function scope_keys(base, day, month, user, project)
   local d, m = base .. 'd:' .. day .. ':', base .. 'm:' .. month .. ':'
-  local r, ld, lm = base .. 'r:', base .. 'l:d:', base .. 'l:m:'
+  local r, l = base .. 'r:', base .. 'l:'
   local u, g = 'u:' .. user, 'g:'
   if project == '' then
-    return d .. u, m .. u, r .. u, ld .. u, lm .. u,
-           d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u
+    return d .. u, m .. u, r .. u, l .. u, d .. g, m .. g, r .. g, l .. g
   end
   local p = 'p:' .. project
-  return d .. u, m .. u, r .. u, ld .. u, lm .. u,
-         d .. p, m .. p, r .. p, ld .. p, lm .. p,
-         d .. g, m .. g, r .. g, ld .. g, lm .. g, base .. 'b:' .. u
+  return d .. u, m .. u, r .. u, l .. u, d .. p, m .. p, r .. p, l .. p,
+         d .. g, m .. g, r .. g, l .. g
+end
+
+-- The caps in force: a scope's overrides ("<daily>|<monthly>", false when it
+-- has none) over the given defaults, as text. A corrupt override (no "|")
+-- fails the script: it is never ignored.
+local function caps(override, daily, monthly)
+  if not override then return daily, monthly end
+  local sep = string.find(override, '|', 1, true)
+  local d, m = string.sub(override, 1, sep - 1), string.sub(override, sep + 1)
+  if d == '' then d = daily end
+  if m == '' then m = monthly end
+  return d, m
 end
 
 -- A new hold: adds `amount` (and its text, `text`: redis.call would format
@@ -121,25 +131,36 @@ end
 -- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
 -- user, project, enforce_balance, min_balance, purge_max, then the default
 -- limits, daily and monthly, of user, project and global). Everything is
--- read with one MGET (scope_keys).
+-- read with one MGET (scope_keys; the balance only when it is enforced).
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
 -- spent, held}.
 local function admit(args, requested)
-  local seen = redis.call('MGET', scope_keys(args[1], args[3], args[4], args[6],
-                                             args[7]))
-  local n = (#seen - 1) / 5
+  local enforce = args[8] == '1'
+  local seen, first
+  if enforce then
+    seen = redis.call('MGET', args[1] .. 'b:u:' .. args[6],
+                      scope_keys(args[1], args[3], args[4], args[6], args[7]))
+    first = 1  -- the balance is seen[1]
+  else
+    seen = redis.call('MGET', scope_keys(args[1], args[3], args[4], args[6], args[7]))
+    first = 0
+  end
+  local n = (#seen - first) / 4
   local tightest = -1
   for i = 1, n do
-    local at = 5 * i - 5
+    local at = first + 4 * i - 4
     -- where the scope's default limits are in args
     local defaults = 13
     if i == 1 then defaults = 11 elseif i == n then defaults = 15 end
     local held = tonumber(seen[at + 3]) or 0
+    local daily, monthly = caps(seen[at + 4], args[defaults], args[defaults + 1])
     for w = 1, 2 do
+      local limit = daily
+      if w == 2 then limit = monthly end
       -- a corrupt override is nil here, and fails the script: never ignored
-      local limit = tonumber(seen[at + 3 + w] or args[defaults + w - 1])
+      limit = tonumber(limit)
       if limit >= 0 then
         local used = tonumber(seen[at + w]) or 0
         local room = limit - used - held
@@ -149,8 +170,8 @@ local function admit(args, requested)
         if tightest < 0 or room < tightest then tightest = room end
       end
     end
-    if i == 1 and args[8] == '1' then
-      local available = (tonumber(seen[#seen]) or 0) - tonumber(args[9])
+    if i == 1 and enforce then
+      local available = (tonumber(seen[1]) or 0) - tonumber(args[9])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {1, i, 3, available, 0, held}

@@ -1,19 +1,25 @@
 -- set_limits: per-entity cap overrides, effective on the next call.
 --
--- KEYS[1] - the daily override, "<base>l:d:<scope>:<id>"
--- KEYS[2] - the monthly override, "<base>l:m:<scope>:<id>"
+-- KEYS[1] - the entity's overrides, "<base>l:<scope>:<id>"
 -- ARGV[1] - daily: "" keeps it, "-" clears the override (back to the
 --           configured default), -1 = no cap, else the cap in micro-units
 -- ARGV[2] - monthly: the same
 -- return {daily, monthly} overrides now in force, false where there is none
 
-local overrides = {KEYS[1], KEYS[2]}
+local key = KEYS[1]
+local daily, monthly = caps(redis.call('GET', key), '', '')
+local now = {daily, monthly}
 for i = 1, 2 do
   local change = ARGV[i]
   if change == '-' then
-    redis.call('DEL', overrides[i])
+    now[i] = ''
   elseif change ~= '' then
-    redis.call('SET', overrides[i], change)
+    now[i] = change
   end
 end
-return redis.call('MGET', KEYS[1], KEYS[2])
+if now[1] == '' and now[2] == '' then
+  redis.call('DEL', key)  -- no override left: the entity keeps no key
+else
+  redis.call('SET', key, now[1] .. '|' .. now[2])
+end
+return {now[1] ~= '' and now[1], now[2] ~= '' and now[2]}

@@ -18,18 +18,19 @@ local base = ARGV[1]
 local user, project = ARGV[6], ARGV[7]
 
 purge_expired_holds(base, ARGV[2], ARGV[5])
-local seen = redis.call('MGET', scope_keys(base, ARGV[3], ARGV[4], user, project))
+local seen = redis.call('MGET', KEYS[1], scope_keys(base, ARGV[3], ARGV[4], user, project))
 local out = {}
-local n = (#seen - 1) / 5
+local n = (#seen - 1) / 4
 for i = 1, n do
-  local at = 5 * i - 5
+  local at = 4 * i - 3  -- seen[1] is the balance
   -- where the scope's default limits are in ARGV
   local defaults = 10
   if i == 1 then defaults = 8 elseif i == n then defaults = 12 end
   out[#out + 1] = seen[at + 3] or '0'
-  if i == 1 then out[#out + 1] = seen[#seen] else out[#out + 1] = false end
-  out[#out + 1] = seen[at + 4] or ARGV[defaults]
-  out[#out + 1] = seen[at + 5] or ARGV[defaults + 1]
+  if i == 1 then out[#out + 1] = seen[1] else out[#out + 1] = false end
+  local daily, monthly = caps(seen[at + 4], ARGV[defaults], ARGV[defaults + 1])
+  out[#out + 1] = daily
+  out[#out + 1] = monthly
   out[#out + 1] = seen[at + 1] or '0'
   out[#out + 1] = seen[at + 2] or '0'
 end

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import FakeClock, MakeBudget
-from spendgate import BudgetExceededError
+from spendgate import BudgetExceededError, StorageError
 
 CAPS = [
     ("user", "daily", "daily_user_limit"),
@@ -240,3 +240,47 @@ async def test_refusal_as_json_and_retry_after(
     assert refused.value.window == "balance"
     assert refused.value.retry_after_seconds(clock()) == 60
     assert refused.value.to_json(clock())["resets_at"] is None
+
+
+async def test_overrides_of_one_window_leave_the_other_at_its_default(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget(daily_user_limit="3", monthly_user_limit="100")
+    await budget.set_limits("user", "alice", monthly="4")
+    await budget.record_spend("alice", "3")
+    with pytest.raises(BudgetExceededError) as refused:  # the default daily cap
+        await budget.check_availability("alice", None, "0.5")
+    assert (refused.value.window, refused.value.limit) == ("daily", Decimal("3"))
+
+    await budget.set_limits("user", "alice", daily="10")
+    with pytest.raises(BudgetExceededError) as refused:  # the monthly override
+        await budget.check_availability("alice", None, "1.5")
+    assert (refused.value.window, refused.value.limit) == ("monthly", Decimal("4"))
+    assert await budget.check_availability("alice", None, "1") is True
+    usage = await budget.get_usage("alice")
+    assert (usage["user"].daily.limit, usage["user"].monthly.limit) == (
+        Decimal("10"),
+        Decimal("4"),
+    )
+
+
+async def test_cleared_overrides_leave_no_key(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    key = budget.keys.limits("project", "proj")
+    await budget.set_limits("project", "proj", daily="1", monthly=None)
+    assert await budget.redis.get(key) == b"1000000|-1"
+    await budget.clear_limits("project", "proj")
+    assert await budget.redis.exists(key) == 0
+
+
+@pytest.mark.parametrize("corrupt", [b"garbage", b"abc|", b"|1x"])
+async def test_a_corrupt_override_fails_the_call_instead_of_being_ignored(
+    make_budget: MakeBudget, corrupt: bytes
+) -> None:
+    budget = make_budget(daily_user_limit="10")  # admits 5 unless overridden
+    await budget.redis.set(budget.keys.limits("user", "alice"), corrupt)
+    with pytest.raises(StorageError):
+        await budget.check_availability("alice", None, "5")
+    with pytest.raises(StorageError):
+        await budget.reserve("alice", "5")
+    assert await budget.redis.exists(budget.keys.held("user", "alice")) == 0

@@ -25,11 +25,10 @@ class Keys:
         #: the ledger stream, one entry per fact
         self.ledger = self.base + "ledger"
 
-    def limits(self, scope: str, scope_id: str) -> tuple[str, str]:
-        """The daily and monthly cap overrides of one user, project or the
-        global scope (id ``""``)."""
-        tail = f"{SCOPE_LETTERS[scope]}:{scope_id}"
-        return f"{self.base}l:d:{tail}", f"{self.base}l:m:{tail}"
+    def limits(self, scope: str, scope_id: str) -> str:
+        """The cap overrides of one user, project or the global scope (id
+        ``""``): ``"<daily>|<monthly>"``, either part empty for the default."""
+        return f"{self.base}l:{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def balance(self, user_id: str) -> str:
         """A user's prepaid balance (absent when none is kept)."""

@@ -1010,7 +1010,7 @@ class BudgetManager:
             else:
                 encoded.append(str(limit_micros(value)))
         reply = await self._run(
-            "lua_set_limits", self.keys.limits(kind, sid), tuple(encoded)
+            "lua_set_limits", (self.keys.limits(kind, sid),), tuple(encoded)
         )
         return self._limits(kind, sid, reply)
 
@@ -1018,7 +1018,7 @@ class BudgetManager:
         """Drop an entity's overrides: it follows the configured defaults again."""
         kind, sid = self._scope_id(scope, scope_id)
         reply = await self._run(
-            "lua_set_limits", self.keys.limits(kind, sid), ("-", "-")
+            "lua_set_limits", (self.keys.limits(kind, sid),), ("-", "-")
         )
         return self._limits(kind, sid, reply)
 
