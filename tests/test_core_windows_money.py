@@ -169,11 +169,21 @@ def test_memoised_conversions_stay_exact_and_bounded() -> None:
     assert charge_micros(" 0.1 ") == 100_000
     assert charge_micros(1) == 1_000_000
     assert charge_micros(1.0) == 1_000_000
-    # Invalid input is never memoised: it fails every time.
-    for bad in (-0.5, float("nan"), "nope", 10**9 + 1, True):
+    # Equal Decimals convert alike, whichever was seen first.
+    assert charge_micros(Decimal("0.0000015")) == 2
+    assert charge_micros(Decimal("0.00000150")) == 2
+    assert charge_micros(Decimal("-0")) == 0
+    # Invalid input is never memoised: it fails every time (a signalling NaN
+    # cannot even be looked up).
+    bad_amounts = (-0.5, float("nan"), "nope", 10**9 + 1, True)
+    bad_decimals = (Decimal("sNaN"), Decimal("NaN"), Decimal("-1"), Decimal("Inf"))
+    for bad in bad_amounts + bad_decimals:
         for _ in range(2):
             with pytest.raises(InvalidAmountError):
                 charge_micros(bad)
     for i in range(money._MEMO_SIZE + 10):
         assert charge_micros((500 + i) / 1000) == 500_000 + i * 1000
     assert len(money._CHARGE_MEMO[float]) <= money._MEMO_SIZE
+    for i in range(money._MEMO_SIZE + 10):
+        assert charge_micros(Decimal(500 + i) / 1000) == 500_000 + i * 1000
+    assert len(money._CHARGE_MEMO[Decimal]) <= money._MEMO_SIZE

@@ -62,12 +62,13 @@ def to_decimal(value: object) -> Decimal:
 
 #: the most memoised conversions kept per input type (then it starts afresh)
 _MEMO_SIZE = 4096
-# Conversions of floats and strings, memoised per exact type: callers send
-# the same prices and estimates over and over, and the exact conversion
-# (shortest repr, Decimal, quantize) is most of what reading an amount costs.
-# Keyed per type because equal values of different types may convert
-# differently (a Decimal holding a float's binary expansion == that float).
-_CHARGE_MEMO: dict[type, dict[object, int]] = {float: {}, str: {}}
+# Conversions of floats, strings and Decimals, memoised per exact type:
+# callers send the same prices and estimates over and over, and the exact
+# conversion (shortest repr, Decimal, quantize) is most of what reading an
+# amount costs. Keyed per type because equal values of different types may
+# convert differently (a Decimal holding a float's binary expansion == that
+# float); equal Decimals (0.1, 0.10) convert alike.
+_CHARGE_MEMO: dict[type, dict[object, int]] = {float: {}, str: {}, Decimal: {}}
 
 
 def charge_micros(value: object) -> int:
@@ -80,7 +81,10 @@ def charge_micros(value: object) -> int:
     else:
         memo = _CHARGE_MEMO.get(cls)
         if memo is not None:
-            known = memo.get(value)
+            try:
+                known = memo.get(value)
+            except TypeError:  # a signalling-NaN Decimal cannot be hashed
+                known = memo = None
             if known is not None:
                 return known
     micros = int(
