@@ -19,6 +19,9 @@
 --   b:u:<id>               string: a user's balance (absent: none is kept)
 --   h:<lease>              hash: one hold (st = p pending, s settled, v voided, x expired)
 --   holds                  zset: pending lease ids scored by expiry
+--   due                    string: a time (ms) no later than the earliest
+--                          pending expiry: nothing to purge before it
+--                          (absent: unknown; 2^53 - 1 when nothing is pending)
 --   i:<ns>:<key>           string: "<fingerprint>|<result payload>"
 --   ledger                 stream: one entry per fact
 -- <s> is u (user), p (project) or g (global, whose id is empty).
@@ -99,15 +102,19 @@ local function remove_held(base, user, project, amount)
 end
 
 -- Holds stop counting once their expiry passes: every script that reads held
--- amounts first purges the expired ones. A pending hold record has no TTL of
--- its own, so it is always there to be purged. Bounded per call; a larger
--- backlog drains over the next calls and, meanwhile, only over-counts (it
--- refuses, it never overshoots). now_ms and max_n are the arguments' text.
-local function purge_expired_holds(base, now_ms, max_n)
+-- amounts first purges the expired ones. `due` is the "due" key as the
+-- caller read it (false when absent): no pending hold expires before it, so
+-- until then nothing is run at all (the common case, with holds pending or
+-- not). Otherwise the expired holds are purged, bounded per call (a larger
+-- backlog drains over the next calls and meanwhile only over-counts: it
+-- refuses, it never overshoots), and "due" becomes the earliest expiry still
+-- pending. A pending hold record has no TTL of its own, so it is always there
+-- to be purged. now_ms and max_n are the arguments' text. Returns whether a
+-- hold was purged (the held amounts read before are stale then) and the due
+-- time in force after the call.
+local function purge_expired_holds(base, now_ms, max_n, due)
+  if due and tonumber(due) > tonumber(now_ms) then return false, due end
   local zkey = base .. 'holds'
-  -- No pending hold at all (always so for callers without leases): EXISTS
-  -- costs a fraction of an empty range scan, on every admission call.
-  if redis.call('EXISTS', zkey) == 0 then return end
   local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', max_n)
   for i = 1, #ids do
     local hkey = base .. 'h:' .. ids[i]
@@ -121,6 +128,24 @@ local function purge_expired_holds(base, now_ms, max_n)
   if #ids > 0 then
     redis.call('ZREM', zkey, unpack(ids))
   end
+  -- (a settled or released hold leaves "due" early: harmless, it only
+  -- brings this recomputation forward)
+  due = redis.call('ZRANGE', zkey, '0', '0', 'WITHSCORES')[2] or '9007199254740991'
+  redis.call('SET', base .. 'due', due)
+  return #ids > 0, due
+end
+
+-- What admission reads, with one MGET: the holds' due time, the user's
+-- balance when it is enforced, then scope_keys. Returns the values and where
+-- the scopes' start (1 before the first scope's first value).
+local function admission_read(args, enforce)
+  local base = args[1]
+  if enforce then
+    return redis.call('MGET', base .. 'due', base .. 'b:u:' .. args[6],
+                      scope_keys(base, args[3], args[4], args[6], args[7])), 2
+  end
+  return redis.call('MGET', base .. 'due',
+                    scope_keys(base, args[3], args[4], args[6], args[7])), 1
 end
 
 -- Admission for every scope and window: spent + held + requested <= limit
@@ -130,23 +155,18 @@ end
 -- wins over the default passed in. `args` is the admission argument list of
 -- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
 -- user, project, enforce_balance, min_balance, purge_max, then the default
--- limits, daily and monthly, of user, project and global). Everything is
--- read with one MGET (scope_keys; the balance only when it is enforced).
+-- limits, daily and monthly, of user, project and global). Expired holds
+-- are purged first; everything is read with one MGET (admission_read), twice
+-- when a purge changed the held amounts.
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
--- spent, held}.
+-- spent, held}; and the holds' due time (purge_expired_holds).
 local function admit(args, requested)
   local enforce = args[8] == '1'
-  local seen, first
-  if enforce then
-    seen = redis.call('MGET', args[1] .. 'b:u:' .. args[6],
-                      scope_keys(args[1], args[3], args[4], args[6], args[7]))
-    first = 1  -- the balance is seen[1]
-  else
-    seen = redis.call('MGET', scope_keys(args[1], args[3], args[4], args[6], args[7]))
-    first = 0
-  end
+  local seen, first = admission_read(args, enforce)
+  local purged, due = purge_expired_holds(args[1], args[2], args[10], seen[1])
+  if purged then seen = admission_read(args, enforce) end
   local n = (#seen - first) / 4
   local tightest = -1
   for i = 1, n do
@@ -171,7 +191,7 @@ local function admit(args, requested)
       end
     end
     if i == 1 and enforce then
-      local available = (tonumber(seen[1]) or 0) - tonumber(args[9])
+      local available = (tonumber(seen[2]) or 0) - tonumber(args[9])
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {1, i, 3, available, 0, held}
@@ -179,7 +199,7 @@ local function admit(args, requested)
       if tightest < 0 or room < tightest then tightest = room end
     end
   end
-  return {0, tightest}
+  return {0, tightest}, due
 end
 
 -- Adds amount to one day or month counter (sent as its text: redis.call

@@ -18,5 +18,5 @@
 -- return {0, room} when admitted (room: smallest amount left over all capped
 --        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
 
-purge_expired_holds(ARGV[1], ARGV[2], ARGV[10])
-return admit(ARGV, tonumber(ARGV[5]))
+local verdict = admit(ARGV, tonumber(ARGV[5]))
+return verdict

@@ -20,14 +20,16 @@ if seen then return seen end
 
 local base, user, project = ARGV[1], ARGV[6], ARGV[7]
 local requested = tonumber(ARGV[5])
-purge_expired_holds(base, ARGV[2], ARGV[10])
-local verdict = admit(ARGV, requested)
+local verdict, due = admit(ARGV, requested)
 if verdict[1] ~= 0 then return verdict end
 
 local lease, expires_ms = ARGV[18], ARGV[19]
 redis.call('HSET', base .. 'h:' .. lease, 'st', 'p', 'a', ARGV[5], 'u', user,
            'p', project, 'x', expires_ms, 'r', ARGV[21])
 redis.call('ZADD', base .. 'holds', expires_ms, lease)
+if tonumber(expires_ms) < tonumber(due) then
+  redis.call('SET', base .. 'due', expires_ms)  -- the earliest pending expiry now
+end
 add_held(base, user, project, requested, ARGV[5])
 
 local payload = lease .. '|' .. expires_ms

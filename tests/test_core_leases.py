@@ -174,6 +174,59 @@ async def test_many_expired_holds_are_all_purged(
     assert usage["global"].held == 0 and usage["user"].held == 0
 
 
+async def test_a_hold_shorter_than_the_pending_ones_expires_on_time(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget(daily_global_limit="10")
+    await budget.reserve("long", "4", ttl_seconds=60)
+    await budget.reserve("short", "4", ttl_seconds=5)
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("x", None, "3")
+    clock.advance(5)  # the short hold ends; the long one still counts
+    assert await budget.check_availability("x", None, "6") is True
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("x", None, "6.01")
+    clock.advance(55)
+    assert await budget.check_availability("x", None, "10") is True
+
+
+async def test_holds_expire_on_time_after_the_earliest_has_ended(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    # The earliest hold is settled and another released before their
+    # expiry: the ones still pending stop counting at their own expiry, not
+    # earlier, not later.
+    budget = make_budget(daily_global_limit="10")
+    first = await budget.reserve("a", "3", ttl_seconds=10)
+    second = await budget.reserve("b", "3", ttl_seconds=15)
+    await budget.reserve("c", "3", ttl_seconds=20)
+    await budget.settle(first, "1")
+    await budget.release(second)
+    clock.advance(19.999)
+    with pytest.raises(BudgetExceededError):  # spent 1 + held 3
+        await budget.check_availability("x", None, "6.01")
+    clock.advance(0.001)
+    assert await budget.check_availability("x", None, "9") is True
+    usage = await budget.get_usage("c")
+    assert usage["user"].held == 0 and usage["global"].held == 0
+
+
+async def test_expired_holds_are_purged_even_when_the_due_time_was_lost(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget(daily_user_limit="5")
+    await budget.reserve("alice", "5", ttl_seconds=30)
+    await budget.redis.delete(budget.keys.due)  # evicted, say
+    with pytest.raises(BudgetExceededError):
+        await budget.check_availability("alice", None, "1")
+    await budget.redis.delete(budget.keys.due)
+    clock.advance(30)
+    assert await budget.check_availability("alice", None, "5") is True
+    await budget.redis.delete(budget.keys.due)
+    usage = await budget.get_usage("alice")
+    assert usage["user"].held == 0
+
+
 async def test_late_settle_is_recorded_and_marked(
     make_budget: MakeBudget, clock: FakeClock
 ) -> None:

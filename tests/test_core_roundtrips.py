@@ -106,9 +106,61 @@ async def test_server_sees_one_command_per_call() -> None:
         await observer.aclose()
 
 
+async def test_admission_with_no_hold_due_runs_only_its_read() -> None:
+    # Expired holds are purged before admission reads, but only once one is
+    # due: until then a check or reserve runs one MGET inside its script,
+    # with holds pending or not (no EXISTS, no range scan of the holds).
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    name = f"sg-rt-{uuid.uuid4().hex[:8]}"
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    client = aioredis.Redis.from_url(REDIS_URL, client_name=name)
+    observer = aioredis.Redis.from_url(REDIS_URL)
+    budget = BudgetManager(
+        BudgetConfig(key_prefix=prefix, daily_user_limit="100"), redis=client
+    )
+    try:
+        await budget.open()
+        await budget.check_availability("warm")  # no hold: "due" is learnt once
+        addr = next(
+            c["addr"] for c in await observer.client_list() if c.get("name") == name
+        )
+        inside: list[str] = []
+        await _monitor_while(
+            observer, addr, lambda: budget.check_availability("a"), inside
+        )
+        assert [cmd.split()[0].upper() for cmd in inside] == ["MGET"]
+
+        await budget.reserve("b", "1", ttl_seconds=60)  # a hold is now pending
+        for call in (
+            lambda: budget.check_availability("a"),
+            lambda: budget.reserve("a", "1", ttl_seconds=120),
+        ):
+            inside.clear()
+            await _monitor_while(observer, addr, call, inside)
+            assert [cmd.split()[0].upper() for cmd in inside][0] == "MGET"
+            assert not any(
+                cmd.split()[0].upper() in ("EXISTS", "ZRANGEBYSCORE", "ZRANGE")
+                for cmd in inside
+            ), inside
+    finally:
+        keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await observer.delete(*keys)
+        await budget.aclose()
+        await client.aclose()
+        await observer.aclose()
+
+
 async def _monitor_while(
-    observer: aioredis.Redis, addr: str, call: Callable[[], Awaitable[Any]]
+    observer: aioredis.Redis,
+    addr: str,
+    call: Callable[[], Awaitable[Any]],
+    inside: list[str] | None = None,
 ) -> list[str]:
+    """The commands ``addr`` sent while ``call`` ran; the commands its
+    scripts ran go to ``inside`` when given."""
     host, port = addr.rsplit(":", 1)
     seen: list[str] = []
     async with observer.monitor() as monitor:
@@ -124,6 +176,8 @@ async def _monitor_while(
                 break
             if event["client_address"] == host and str(event["client_port"]) == port:
                 seen.append(event["command"])
+            elif inside is not None and event.get("client_type") == "lua":
+                inside.append(event["command"])
     return seen
 
 

@@ -16,12 +16,14 @@ SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
 class Keys:
     """Key builders for one deployment."""
 
-    __slots__ = ("base", "holds", "ledger")
+    __slots__ = ("base", "due", "holds", "ledger")
 
     def __init__(self, key_prefix: str) -> None:
         self.base = f"{key_prefix}:{{sg}}:"
         #: pending leases scored by expiry (ms)
         self.holds = self.base + "holds"
+        #: no pending lease expires before this time (ms): nothing to purge
+        self.due = self.base + "due"
         #: the ledger stream, one entry per fact
         self.ledger = self.base + "ledger"
 
