@@ -11,8 +11,9 @@ one EVALSHA.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -72,7 +73,13 @@ async def test_script_cache_flush_is_survived(make_budget: MakeBudget) -> None:
     assert usage["user"].daily.spent == 3
 
 
-async def test_server_sees_one_command_per_call() -> None:
+@contextlib.asynccontextmanager
+async def _observed_budget(
+    **config: Any,
+) -> AsyncIterator[tuple[BudgetManager, aioredis.Redis, str]]:
+    """A manager on real Redis over a connection of its own, warmed up; an
+    observer connection; and the manager's address, for MONITOR. Deletes the
+    manager's keys afterwards."""
     reason = real_redis_available()
     if reason:
         service_missing("Redis", reason)
@@ -80,23 +87,14 @@ async def test_server_sees_one_command_per_call() -> None:
     prefix = f"t{uuid.uuid4().hex[:12]}"
     client = aioredis.Redis.from_url(REDIS_URL, client_name=name)
     observer = aioredis.Redis.from_url(REDIS_URL)
-    budget = BudgetManager(
-        BudgetConfig(key_prefix=prefix, daily_user_limit=None), redis=client
-    )
+    budget = BudgetManager(BudgetConfig(key_prefix=prefix, **config), redis=client)
     try:
         await budget.open()
         await budget.check_availability("warm")
-        calls = await _hot_path_calls(budget)
         clients = await observer.client_list()
-        ours = {f"{c['addr']}" for c in clients if c.get("name") == name}
+        ours = [c["addr"] for c in clients if c.get("name") == name]
         assert len(ours) == 1, clients
-        addr = ours.pop()
-        for label, call in calls:
-            seen = await _monitor_while(observer, addr, call)
-            assert [cmd.split()[0].upper() for cmd in seen] == ["EVALSHA"], (
-                label,
-                seen,
-            )
+        yield budget, observer, ours[0]
     finally:
         keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
         if keys:
@@ -106,27 +104,22 @@ async def test_server_sees_one_command_per_call() -> None:
         await observer.aclose()
 
 
+async def test_server_sees_one_command_per_call() -> None:
+    async with _observed_budget(daily_user_limit=None) as (budget, observer, addr):
+        for label, call in await _hot_path_calls(budget):
+            seen = await _monitor_while(observer, addr, call)
+            assert [cmd.split()[0].upper() for cmd in seen] == ["EVALSHA"], (
+                label,
+                seen,
+            )
+
+
 async def test_admission_with_no_hold_due_runs_only_its_read() -> None:
     # Expired holds are purged before admission reads, but only once one is
     # due: until then a check or reserve runs one MGET inside its script,
     # with holds pending or not (no EXISTS, no range scan of the holds).
-    reason = real_redis_available()
-    if reason:
-        service_missing("Redis", reason)
-    name = f"sg-rt-{uuid.uuid4().hex[:8]}"
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    client = aioredis.Redis.from_url(REDIS_URL, client_name=name)
-    observer = aioredis.Redis.from_url(REDIS_URL)
-    budget = BudgetManager(
-        BudgetConfig(key_prefix=prefix, daily_user_limit="100"), redis=client
-    )
-    try:
-        await budget.open()
-        await budget.check_availability("warm")  # no hold: "due" is learnt once
-        addr = next(
-            c["addr"] for c in await observer.client_list() if c.get("name") == name
-        )
-        inside: list[str] = []
+    async with _observed_budget(daily_user_limit="100") as (budget, observer, addr):
+        inside: list[str] = []  # (the warm-up check learnt the due time)
         await _monitor_while(
             observer, addr, lambda: budget.check_availability("a"), inside
         )
@@ -144,13 +137,6 @@ async def test_admission_with_no_hold_due_runs_only_its_read() -> None:
                 cmd.split()[0].upper() in ("EXISTS", "ZRANGEBYSCORE", "ZRANGE")
                 for cmd in inside
             ), inside
-    finally:
-        keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await observer.delete(*keys)
-        await budget.aclose()
-        await client.aclose()
-        await observer.aclose()
 
 
 async def _monitor_while(
