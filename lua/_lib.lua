@@ -136,8 +136,8 @@ local function purge_expired_holds(base, now_ms, max_n, due)
 end
 
 -- What admission reads, with one MGET: the holds' due time, the user's
--- balance when it is enforced, then scope_keys. Returns the values and where
--- the scopes' start (1 before the first scope's first value).
+-- balance when it is enforced, then scope_keys. Returns the values and how
+-- many come before the scopes' (the first scope's first value is at that + 1).
 local function admission_read(args, enforce)
   local base = args[1]
   if enforce then
