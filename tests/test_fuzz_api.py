@@ -424,13 +424,23 @@ async def test_a_wrong_password_is_not_echoed(
     if reason:
         service_missing("Redis", reason)
     url = REDIS_URL.replace("redis://", f"redis://default:{PASSWORD}@", 1)
-    async with BudgetManager(
-        BudgetConfig(redis_url=url, spool_path=tmp_path, key_prefix="pwtest")
-    ) as budget:
-        try:
-            await budget.check_availability("alice")
-        except SpendgateError as exc:
-            _assert_no_secret("the error", f"{exc!r} {exc} {exc.__cause__}")
+    prefix = f"pwtest{uuid.uuid4().hex[:12]}"
+    try:
+        async with BudgetManager(
+            BudgetConfig(redis_url=url, spool_path=tmp_path, key_prefix=prefix)
+        ) as budget:
+            try:
+                await budget.check_availability("alice")
+            except SpendgateError as exc:
+                _assert_no_secret("the error", f"{exc!r} {exc} {exc.__cause__}")
+    finally:
+        # A Redis without a password takes any: the check ran and may have
+        # written (the holds' due time).
+        cleaner = aioredis.Redis.from_url(REDIS_URL)
+        keys = [k async for k in cleaner.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await cleaner.delete(*keys)
+        await cleaner.aclose()
     for line in captured_logs:
         _assert_no_secret("a log line", line)
 
