@@ -135,17 +135,29 @@ local function purge_expired_holds(base, now_ms, max_n, due)
   return #ids > 0, due
 end
 
--- What admission reads, with one MGET: the holds' due time, the user's
--- balance when it is enforced, then scope_keys. Returns the values and how
--- many come before the scopes' (the first scope's first value is at that + 1).
-local function admission_read(args, enforce)
+-- The one MGET of read_scopes: the holds' due time, the user's balance when
+-- asked for, then scope_keys; and how many values come before the scopes'.
+local function scopes_mget(args, with_balance)
   local base = args[1]
-  if enforce then
+  if with_balance then
     return redis.call('MGET', base .. 'due', base .. 'b:u:' .. args[6],
                       scope_keys(base, args[3], args[4], args[6], args[7])), 2
   end
   return redis.call('MGET', base .. 'due',
                     scope_keys(base, args[3], args[4], args[6], args[7])), 1
+end
+
+-- What admission (and usage) reads, with one MGET: `args` holds base, now,
+-- day, month, user and project at 1, 2, 3, 4, 6 and 7 (check, reserve and
+-- usage alike). Expired holds are purged first (purge_expired_holds), and
+-- everything read again when a purge changed the held amounts. Returns the
+-- values, how many come before the scopes' (the first scope's first value
+-- is at that + 1), and the holds' due time.
+local function read_scopes(args, with_balance, purge_max)
+  local seen, first = scopes_mget(args, with_balance)
+  local purged, due = purge_expired_holds(args[1], args[2], purge_max, seen[1])
+  if purged then seen = scopes_mget(args, with_balance) end
+  return seen, first, due
 end
 
 -- Admission for every scope and window: spent + held + requested <= limit
@@ -155,18 +167,15 @@ end
 -- wins over the default passed in. `args` is the admission argument list of
 -- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
 -- user, project, enforce_balance, min_balance, purge_max, then the default
--- limits, daily and monthly, of user, project and global). Expired holds
--- are purged first; everything is read with one MGET (admission_read), twice
--- when a purge changed the held amounts.
+-- limits, daily and monthly, of user, project and global), read with
+-- read_scopes.
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
--- spent, held}; and the holds' due time (purge_expired_holds).
+-- spent, held}; and the holds' due time (read_scopes).
 local function admit(args, requested)
   local enforce = args[8] == '1'
-  local seen, first = admission_read(args, enforce)
-  local purged, due = purge_expired_holds(args[1], args[2], args[10], seen[1])
-  if purged then seen = admission_read(args, enforce) end
+  local seen, first, due = read_scopes(args, enforce, args[10])
   local n = (#seen - first) / 4
   local tightest = -1
   for i = 1, n do

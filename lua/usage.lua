@@ -14,24 +14,16 @@
 --        but for a user who has one), daily limit, monthly limit (-1 = no cap),
 --        daily spent, monthly spent
 
-local base = ARGV[1]
-local user, project = ARGV[6], ARGV[7]
-
-local function read()
-  return redis.call('MGET', base .. 'due', KEYS[1],
-                    scope_keys(base, ARGV[3], ARGV[4], user, project))
-end
-local seen = read()
-if purge_expired_holds(base, ARGV[2], ARGV[5], seen[1]) then seen = read() end
+local seen, first = read_scopes(ARGV, true, ARGV[5])
 local out = {}
-local n = (#seen - 2) / 4
+local n = (#seen - first) / 4
 for i = 1, n do
-  local at = 4 * i - 2  -- seen[1] is the holds' due time, seen[2] the balance
+  local at = first + 4 * i - 4
   -- where the scope's default limits are in ARGV
   local defaults = 10
   if i == 1 then defaults = 8 elseif i == n then defaults = 12 end
   out[#out + 1] = seen[at + 3] or '0'
-  if i == 1 then out[#out + 1] = seen[2] else out[#out + 1] = false end
+  if i == 1 then out[#out + 1] = seen[2] else out[#out + 1] = false end  -- the balance
   local daily, monthly = caps(seen[at + 4], ARGV[defaults], ARGV[defaults + 1])
   out[#out + 1] = daily
   out[#out + 1] = monthly
