@@ -1,12 +1,26 @@
 -- Shared helpers: spendgate.scripts prepends the ones each script uses to it, so
 -- each operation still runs as one self-contained, atomic EVALSHA.
 --
+-- The manager's configuration is not sent with each call: spendgate.scripts
+-- puts it in front of every script as constants when the scripts are loaded
+-- (each configuration is its own script, its own SHA):
+--   BASE              the deployment's key base, "<prefix>:{sg}:"
+--   ENFORCE_BALANCE   "1" when balances are enforced (a user's balance is then
+--                     always kept and checked), else "0"
+--   MIN_BALANCE       the lowest balance a user may reach, micro-units
+--   PURGE_MAX         expired holds purged at most per call
+--   USER_DAILY, USER_MONTHLY, PROJECT_DAILY, PROJECT_MONTHLY, GLOBAL_DAILY,
+--   GLOBAL_MONTHLY    the default caps, micro-units, "-1" = no cap
+--   IDEMPOTENCY_TTL_MS how long idempotency and finished hold records are kept
+--   LEDGER_MAXLEN     the ledger's approximate cap, "0" = uncapped
+-- All are text, as arguments would be.
+--
 -- Money is in integer micro-units (1e-6 of the unit) and time in milliseconds
 -- since the Unix epoch, everywhere in these scripts. Lua numbers are doubles:
 -- exact for integers up to 2^53 (about 9e9 units), far above any documented
 -- amount or limit.
 --
--- Key layout, below the deployment's base "<prefix>:{sg}:" (one hash tag, so
+-- Key layout, below the deployment's BASE "<prefix>:{sg}:" (one hash tag, so
 -- every key of a deployment lives on one cluster slot: the global scope is
 -- touched by every call anyway). Ids always come last, after a fixed-format
 -- structural part, so no id can alias another entity's key. Everything an
@@ -36,9 +50,9 @@ end
 -- today, spent this month, held, and its cap overrides (4 keys). Returned as
 -- values, not a table: they go straight into MGET (a caller that needs the
 -- user's balance too passes its key before them).
-local function scope_keys(base, day, month, user, project)
-  local d, m = base .. 'd:' .. day .. ':', base .. 'm:' .. month .. ':'
-  local r, l = base .. 'r:', base .. 'l:'
+local function scope_keys(day, month, user, project)
+  local d, m = BASE .. 'd:' .. day .. ':', BASE .. 'm:' .. month .. ':'
+  local r, l = BASE .. 'r:', BASE .. 'l:'
   local u, g = 'u:' .. user, 'g:'
   if project == '' then
     return d .. u, m .. u, r .. u, l .. u, d .. g, m .. g, r .. g, l .. g
@@ -60,11 +74,19 @@ local function caps(override, daily, monthly)
   return d, m
 end
 
+-- The configured default caps of the i-th of n scopes in reporting order:
+-- the user first, global last, the project (when there is one) between.
+local function default_caps(i, n)
+  if i == 1 then return USER_DAILY, USER_MONTHLY end
+  if i == n then return GLOBAL_DAILY, GLOBAL_MONTHLY end
+  return PROJECT_DAILY, PROJECT_MONTHLY
+end
+
 -- A new hold: adds `amount` (and its text, `text`: redis.call would format
 -- the number with snprintf on every call) to each scope's held amount.
-local function add_held(base, user, project, amount, text)
+local function add_held(user, project, amount, text)
   if amount == 0 then return end  -- a zero hold keeps no key
-  local r = base .. 'r:'
+  local r = BASE .. 'r:'
   redis.call('INCRBY', r .. 'u:' .. user, text)
   if project ~= '' then redis.call('INCRBY', r .. 'p:' .. project, text) end
   redis.call('INCRBY', r .. 'g:', text)
@@ -75,14 +97,14 @@ end
 -- one DEL of what drops to zero, so an idle scope keeps no key. The user's
 -- balance is read in the same MGET and returned (false when none is kept;
 -- nil for a zero hold, which reads nothing): settle charges it next.
-local function remove_held(base, user, project, amount)
+local function remove_held(user, project, amount)
   if amount == 0 then return nil end  -- nothing held, nothing read
-  local r = base .. 'r:'
+  local r = BASE .. 'r:'
   local keys
   if project == '' then
-    keys = {r .. 'u:' .. user, r .. 'g:', base .. 'b:u:' .. user}
+    keys = {r .. 'u:' .. user, r .. 'g:', BASE .. 'b:u:' .. user}
   else
-    keys = {r .. 'u:' .. user, r .. 'p:' .. project, r .. 'g:', base .. 'b:u:' .. user}
+    keys = {r .. 'u:' .. user, r .. 'p:' .. project, r .. 'g:', BASE .. 'b:u:' .. user}
   end
   local seen = redis.call('MGET', unpack(keys))
   local n = #keys - 1  -- the held amounts; the balance is last
@@ -109,18 +131,18 @@ end
 -- backlog drains over the next calls and meanwhile only over-counts: it
 -- refuses, it never overshoots), and "due" becomes the earliest expiry still
 -- pending. A pending hold record has no TTL of its own, so it is always there
--- to be purged. now_ms and max_n are the arguments' text. Returns whether a
--- hold was purged (the held amounts read before are stale then) and the due
--- time in force after the call.
-local function purge_expired_holds(base, now_ms, max_n, due)
+-- to be purged. now_ms is the argument's text; at most PURGE_MAX holds are
+-- purged. Returns whether a hold was purged (the held amounts read before are
+-- stale then) and the due time in force after the call.
+local function purge_expired_holds(now_ms, due)
   if due and tonumber(due) > tonumber(now_ms) then return false, due end
-  local zkey = base .. 'holds'
-  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', max_n)
+  local zkey = BASE .. 'holds'
+  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', PURGE_MAX)
   for i = 1, #ids do
-    local hkey = base .. 'h:' .. ids[i]
+    local hkey = BASE .. 'h:' .. ids[i]
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
     if h[1] == 'p' then
-      remove_held(base, h[3], h[4], tonumber(h[2]))
+      remove_held(h[3], h[4], tonumber(h[2]))
       redis.call('HSET', hkey, 'st', 'x')
       redis.call('PEXPIRE', hkey, h[5])
     end
@@ -131,32 +153,29 @@ local function purge_expired_holds(base, now_ms, max_n, due)
   -- (a settled or released hold leaves "due" early: harmless, it only
   -- brings this recomputation forward)
   due = redis.call('ZRANGE', zkey, '0', '0', 'WITHSCORES')[2] or '9007199254740991'
-  redis.call('SET', base .. 'due', due)
+  redis.call('SET', BASE .. 'due', due)
   return #ids > 0, due
 end
 
 -- The one MGET of read_scopes: the holds' due time, the user's balance when
 -- asked for, then scope_keys; and how many values come before the scopes'.
-local function scopes_mget(args, with_balance)
-  local base = args[1]
+local function scopes_mget(day, month, user, project, with_balance)
   if with_balance then
-    return redis.call('MGET', base .. 'due', base .. 'b:u:' .. args[6],
-                      scope_keys(base, args[3], args[4], args[6], args[7])), 2
+    return redis.call('MGET', BASE .. 'due', BASE .. 'b:u:' .. user,
+                      scope_keys(day, month, user, project)), 2
   end
-  return redis.call('MGET', base .. 'due',
-                    scope_keys(base, args[3], args[4], args[6], args[7])), 1
+  return redis.call('MGET', BASE .. 'due', scope_keys(day, month, user, project)), 1
 end
 
--- What admission (and usage) reads, with one MGET: `args` holds base, now,
--- day, month, user and project at 1, 2, 3, 4, 6 and 7 (check, reserve and
--- usage alike). Expired holds are purged first (purge_expired_holds), and
--- everything read again when a purge changed the held amounts. Returns the
--- values, how many come before the scopes' (the first scope's first value
--- is at that + 1), and the holds' due time.
-local function read_scopes(args, with_balance, purge_max)
-  local seen, first = scopes_mget(args, with_balance)
-  local purged, due = purge_expired_holds(args[1], args[2], purge_max, seen[1])
-  if purged then seen = scopes_mget(args, with_balance) end
+-- What admission (and usage) reads, with one MGET (now_ms, day, month, user
+-- and project are the arguments' text). Expired holds are purged first
+-- (purge_expired_holds), and everything read again when a purge changed the
+-- held amounts. Returns the values, how many come before the scopes' (the
+-- first scope's first value is at that + 1), and the holds' due time.
+local function read_scopes(now_ms, day, month, user, project, with_balance)
+  local seen, first = scopes_mget(day, month, user, project, with_balance)
+  local purged, due = purge_expired_holds(now_ms, seen[1])
+  if purged then seen = scopes_mget(day, month, user, project, with_balance) end
   return seen, first, due
 end
 
@@ -164,27 +183,23 @@ end
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
 -- nothing is requested). Limits of -1 mean "no cap"; a per-entity override
--- wins over the default passed in. `args` is the admission argument list of
--- check.lua and reserve.lua (ARGV[1..16]: base, now, day, month, requested,
--- user, project, enforce_balance, min_balance, purge_max, then the default
--- limits, daily and monthly, of user, project and global), read with
--- read_scopes.
+-- wins over the configured default. `args` is the admission argument list of
+-- check.lua and reserve.lua (ARGV[1..6]: now, day, month, requested, user,
+-- project), read with read_scopes.
 -- Returns {0, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
 -- spent, held}; and the holds' due time (read_scopes).
 local function admit(args, requested)
-  local enforce = args[8] == '1'
-  local seen, first, due = read_scopes(args, enforce, args[10])
+  local enforce = ENFORCE_BALANCE == '1'
+  local seen, first, due = read_scopes(args[1], args[2], args[3], args[5], args[6],
+                                       enforce)
   local n = (#seen - first) / 4
   local tightest = -1
   for i = 1, n do
     local at = first + 4 * i - 4
-    -- where the scope's default limits are in args
-    local defaults = 13
-    if i == 1 then defaults = 11 elseif i == n then defaults = 15 end
     local held = tonumber(seen[at + 3]) or 0
-    local daily, monthly = caps(seen[at + 4], args[defaults], args[defaults + 1])
+    local daily, monthly = caps(seen[at + 4], default_caps(i, n))
     for w = 1, 2 do
       local limit = daily
       if w == 2 then limit = monthly end
@@ -200,7 +215,7 @@ local function admit(args, requested)
       end
     end
     if i == 1 and enforce then
-      local available = (tonumber(seen[2]) or 0) - tonumber(args[9])
+      local available = (tonumber(seen[2]) or 0) - tonumber(MIN_BALANCE)
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {1, i, 3, available, 0, held}
@@ -223,18 +238,19 @@ local function count(key, amount, text, ttl_ms)
 end
 
 -- Adds one fact's amount to the day and month counters of every scope, and
--- takes it off the user's balance where balances are kept. `head` is the
--- argument list shared by record.lua and settle.lua (ARGV[1..8]: base, now,
--- day, day TTL, month, month TTL, amount, track_balance). `balance` is the
--- user's balance when the caller has read it already (false: none kept),
--- nil when not. The keys are scope_keys', built from shared prefixes.
+-- takes it off the user's balance where balances are kept: always when they
+-- are enforced, else only for a user who has one. `head` is the argument list
+-- shared by record.lua and settle.lua (ARGV[1..6]: now, day, day TTL, month,
+-- month TTL, amount). `balance` is the user's balance when the caller has
+-- read it already (false: none kept), nil when not. The keys are
+-- scope_keys', built from shared prefixes.
 local function charge(head, user, project, balance)
-  local text = head[7]
+  local text = head[6]
   local amount = tonumber(text)
   if amount <= 0 then return false end
-  local base, day_ttl, month_ttl = head[1], head[4], head[6]
-  local day = base .. 'd:' .. head[3] .. ':'
-  local month = base .. 'm:' .. head[5] .. ':'
+  local day_ttl, month_ttl = head[3], head[5]
+  local day = BASE .. 'd:' .. head[2] .. ':'
+  local month = BASE .. 'm:' .. head[4] .. ':'
   count(day .. 'u:' .. user, amount, text, day_ttl)
   count(month .. 'u:' .. user, amount, text, month_ttl)
   if project ~= '' then
@@ -243,11 +259,12 @@ local function charge(head, user, project, balance)
   end
   count(day .. 'g:', amount, text, day_ttl)
   count(month .. 'g:', amount, text, month_ttl)
-  local bkey = base .. 'b:u:' .. user
-  if balance == nil and head[8] ~= '1' then
+  local bkey = BASE .. 'b:u:' .. user
+  local enforced = ENFORCE_BALANCE == '1'
+  if balance == nil and not enforced then
     balance = redis.call('EXISTS', bkey) == 1
   end
-  if head[8] == '1' or balance then
+  if enforced or balance then
     return redis.call('DECRBY', bkey, text)
   end
   return false
@@ -271,9 +288,9 @@ local function idem_lookup(ikey, fingerprint)
   return idem_answer(redis.call('GET', ikey), fingerprint)
 end
 
-local function idem_store(ikey, fingerprint, payload, ttl_ms)
+local function idem_store(ikey, fingerprint, payload)
   if ikey ~= '' then
-    redis.call('SET', ikey, fingerprint .. '|' .. payload, 'PX', ttl_ms)
+    redis.call('SET', ikey, fingerprint .. '|' .. payload, 'PX', IDEMPOTENCY_TTL_MS)
   end
 end
 
@@ -283,19 +300,19 @@ end
 -- a replay with the same fingerprint, {3} for the same key with other
 -- arguments. Called before the fact's first other write: a script that fails
 -- on its first write (an out-of-memory Redis) has then written nothing.
-local function idem_claim(ikey, fingerprint, payload, ttl_ms)
+local function idem_claim(ikey, fingerprint, payload)
   return idem_answer(redis.call('SET', ikey, fingerprint .. '|' .. payload,
-                                'NX', 'GET', 'PX', ttl_ms), fingerprint)
+                                'NX', 'GET', 'PX', IDEMPOTENCY_TTL_MS), fingerprint)
 end
 
--- Appends one fact to the ledger stream: the name/value pairs passed after
--- maxlen, as they are (empty optional fields included: the flusher reads
--- them as absent; as varargs, they reach XADD without a table, which costs
--- the script more than the fields). maxlen is the argument's text: "0" means
--- no cap (a flusher drains it), otherwise the stream is trimmed approximately.
-local function ledger_append(base, maxlen, ...)
-  if maxlen ~= '0' then
-    return redis.call('XADD', base .. 'ledger', 'MAXLEN', '~', maxlen, '*', ...)
+-- Appends one fact to the ledger stream: the name/value pairs passed, as they
+-- are (empty optional fields included: the flusher reads them as absent; as
+-- varargs, they reach XADD without a table, which costs the script more than
+-- the fields). LEDGER_MAXLEN "0" means no cap (a flusher drains it),
+-- otherwise the stream is trimmed approximately.
+local function ledger_append(...)
+  if LEDGER_MAXLEN ~= '0' then
+    return redis.call('XADD', BASE .. 'ledger', 'MAXLEN', '~', LEDGER_MAXLEN, '*', ...)
   end
-  return redis.call('XADD', base .. 'ledger', '*', ...)
+  return redis.call('XADD', BASE .. 'ledger', '*', ...)
 end

@@ -2,14 +2,12 @@
 -- Releasing twice, or releasing a hold that already expired, changes nothing.
 --
 -- KEYS[1] - the hold record, "<base>h:<lease>"
--- ARGV[1] - base: "<prefix>:{sg}:"
--- ARGV[2] - lease id
+-- ARGV[1] - lease id
 -- return {0, 1} when a counting hold was released, {0, 0} when it had already
 --        been released or had expired, {4} unknown lease, {6} already settled
 
 local hkey = KEYS[1]
-local base = ARGV[1]
-local lease = ARGV[2]
+local lease = ARGV[1]
 
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
 local state = h[1]
@@ -20,8 +18,8 @@ if state ~= 'p' then
   return {0, 0}
 end
 
-if redis.call('ZREM', base .. 'holds', lease) == 1 then
-  remove_held(base, h[3], h[4], tonumber(h[2]))
+if redis.call('ZREM', BASE .. 'holds', lease) == 1 then
+  remove_held(h[3], h[4], tonumber(h[2]))
 end
 redis.call('HSET', hkey, 'st', 'v')
 redis.call('PEXPIRE', hkey, h[5])

@@ -2,36 +2,34 @@
 -- settled, released, or its expiry passes.
 --
 -- KEYS[1] - idempotency key, "" for none
--- ARGV[1..16] - as in check.lua (base, now_ms, day, month, requested, user,
---               project, enforce_balance, min_balance, purge_max, 6 limits)
--- ARGV[17] - fingerprint of the arguments (for the idempotency key)
--- ARGV[18] - lease id (fresh, unique)
--- ARGV[19] - expires_ms: when the hold stops counting
--- ARGV[20] - idempotency TTL, ms
--- ARGV[21] - retention_ms: how long the hold record is kept once it is final
+-- ARGV[1..6] - as in check.lua (now_ms, day, month, requested, user, project)
+-- ARGV[7] - fingerprint of the arguments (for the idempotency key)
+-- ARGV[8] - lease id (fresh, unique)
+-- ARGV[9] - expires_ms: when the hold stops counting
+-- (the hold record is kept IDEMPOTENCY_TTL_MS once it is final)
 -- return {0, "lease|expires_ms"} for a new hold, {2, same payload} for an
 --        idempotent replay, {3} for an idempotency conflict, or the refusal
 --        {1, scope, window, limit, spent, held}
 
 local ikey = KEYS[1]
-local fingerprint = ARGV[17]
+local fingerprint = ARGV[7]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
-local base, user, project = ARGV[1], ARGV[6], ARGV[7]
-local requested = tonumber(ARGV[5])
+local user, project = ARGV[5], ARGV[6]
+local requested = tonumber(ARGV[4])
 local verdict, due = admit(ARGV, requested)
 if verdict[1] ~= 0 then return verdict end
 
-local lease, expires_ms = ARGV[18], ARGV[19]
-redis.call('HSET', base .. 'h:' .. lease, 'st', 'p', 'a', ARGV[5], 'u', user,
-           'p', project, 'x', expires_ms, 'r', ARGV[21])
-redis.call('ZADD', base .. 'holds', expires_ms, lease)
+local lease, expires_ms = ARGV[8], ARGV[9]
+redis.call('HSET', BASE .. 'h:' .. lease, 'st', 'p', 'a', ARGV[4], 'u', user,
+           'p', project, 'x', expires_ms, 'r', IDEMPOTENCY_TTL_MS)
+redis.call('ZADD', BASE .. 'holds', expires_ms, lease)
 if tonumber(expires_ms) < tonumber(due) then
-  redis.call('SET', base .. 'due', expires_ms)  -- the earliest pending expiry now
+  redis.call('SET', BASE .. 'due', expires_ms)  -- the earliest pending expiry now
 end
-add_held(base, user, project, requested, ARGV[5])
+add_held(user, project, requested, ARGV[4])
 
 local payload = lease .. '|' .. expires_ms
-idem_store(ikey, fingerprint, payload, ARGV[20])
+idem_store(ikey, fingerprint, payload)
 return {0, payload}

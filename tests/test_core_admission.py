@@ -284,3 +284,28 @@ async def test_a_corrupt_override_fails_the_call_instead_of_being_ignored(
     with pytest.raises(StorageError):
         await budget.reserve("alice", "5")
     assert await budget.redis.exists(budget.keys.held("user", "alice")) == 0
+
+
+async def test_managers_configured_apart_each_enforce_their_own(
+    make_budget: MakeBudget,
+) -> None:
+    # The configuration is part of each manager's loaded scripts: two managers
+    # of one store and prefix, configured apart, never run each other's.
+    strict = make_budget(daily_user_limit="2", enforce_balance=True)
+    lenient = make_budget(daily_user_limit="5", enforce_balance=False)
+    await strict.open()
+    await lenient.open()
+    with pytest.raises(BudgetExceededError) as refused:
+        await strict.check_availability("alice", None, "1")  # no balance
+    assert refused.value.window == "balance"
+    await strict.add_credits("alice", "10")
+    await lenient.record_spend("alice", "2")
+    with pytest.raises(BudgetExceededError) as refused:
+        await strict.check_availability("alice", None, "0.5")
+    assert (refused.value.window, refused.value.limit) == ("daily", Decimal(2))
+    assert await lenient.check_availability("alice", None, "3")
+    with pytest.raises(BudgetExceededError) as refused:
+        await lenient.check_availability("alice", None, "3.5")
+    assert (refused.value.window, refused.value.limit) == ("daily", Decimal(5))
+    # Both charged the one balance: the lenient manager's fact took 2 off it.
+    assert (await strict.get_usage("alice"))["user"].balance == Decimal(8)

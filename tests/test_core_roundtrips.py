@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager
+from spendgate.scripts import _lua_string
 
 
 def _count_commands(client: aioredis.Redis) -> list[str]:
@@ -59,6 +60,47 @@ async def test_each_hot_path_call_is_one_evalsha(make_budget: MakeBudget) -> Non
         sent.clear()
         await call()
         assert sent == ["EVALSHA"], name
+
+
+async def test_calls_carry_no_configuration(make_budget: MakeBudget) -> None:
+    # The configuration is part of the loaded scripts: a call sends only what
+    # changes per call (check: now, day, month, amount, user, project).
+    budget = make_budget(
+        daily_user_limit="123.456789", monthly_global_limit="98765", ledger_maxlen=4321
+    )
+    await budget.open()
+    configured = {budget.keys.base, "123456789", "98765000000", "4321"}
+    calls = await _hot_path_calls(budget)
+    sent: list[tuple[Any, ...]] = []
+    original = budget.redis.execute_command
+
+    async def recording(*args: Any, **options: Any) -> Any:
+        sent.append(args)
+        return await original(*args, **options)
+
+    budget.redis.execute_command = recording  # type: ignore[method-assign]
+    for name, call in calls:
+        sent.clear()
+        await call()
+        ((command, _sha, nkeys, *rest),) = sent
+        assert command == "EVALSHA", name
+        arguments = {str(arg) for arg in rest[nkeys:]}
+        assert not arguments & configured, (name, rest)
+        if name == "check_availability":
+            assert len(rest) == nkeys + 6, rest
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "", "it's", 'a"b', "back\\slash", "new\nline", "]]--", "\x00é€"]
+)
+async def test_configuration_constants_reach_lua_exactly(
+    make_budget: MakeBudget, value: str
+) -> None:
+    # However a configured value is spelt, the script's constant is that
+    # value, byte for byte: it cannot end the literal or change the code.
+    budget = make_budget()
+    literal = _lua_string(value)
+    assert await budget.redis.eval(b"return " + literal, 0) == value.encode()
 
 
 async def test_script_cache_flush_is_survived(make_budget: MakeBudget) -> None:

@@ -8,7 +8,15 @@ import sys
 import zipfile
 from pathlib import Path
 
-from spendgate.scripts import SCRIPT_NAMES, lua_dir, script_source
+import pytest
+
+from spendgate.scripts import (
+    SCRIPT_CONSTANTS,
+    SCRIPT_NAMES,
+    configured_source,
+    lua_dir,
+    script_source,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +37,26 @@ def test_checkout_finds_every_script() -> None:
     assert b"local function admit(" in script_source("check")
     # usage -> purge_expired_holds -> remove_held
     assert b"local function remove_held(" in script_source("usage")
+
+
+def test_configured_scripts_start_with_every_constant() -> None:
+    constants = {name: str(i) for i, name in enumerate(SCRIPT_CONSTANTS)}
+    for name in SCRIPT_NAMES:
+        source = configured_source(name, constants)
+        assert source.endswith(script_source(name))
+        prologue = source[: -len(script_source(name))].decode().splitlines()
+        assert prologue == [
+            f"local {constant} = '{i}'" for i, constant in enumerate(SCRIPT_CONSTANTS)
+        ]
+    # Each configuration is its own script.
+    other = {**constants, "USER_DAILY": "5"}
+    assert configured_source("check", other) != configured_source("check", constants)
+    for wrong in (
+        {k: v for k, v in constants.items() if k != "BASE"},
+        {**constants, "EXTRA": "1"},
+    ):
+        with pytest.raises(ValueError, match="BASE"):
+            configured_source("check", wrong)
 
 
 def test_wheel_ships_every_script(tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ and that a live writer's segment is never replayed by anyone else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -285,6 +287,60 @@ async def test_the_next_manager_replays_what_an_earlier_one_left(
         assert usage["user"].daily.spent == Decimal("0.5")
         assert await _ledger_len(second) == 5
         assert not [p for p in second.spool.directory.iterdir() if p.suffix == ".log"]
+
+
+def _as_version_1(fact: SpooledFact, base: str) -> bytes:
+    """The spool line an earlier spendgate wrote for ``fact``: version 1, with
+    the configuration (base, balance rule, idempotency TTL, ledger cap) among
+    the arguments where its scripts took it."""
+    where = {  # position: value, in the order they are put back
+        "lua_record": {0: base, 7: "0", 9: "86400000", 10: "0"},
+        "lua_settle": {0: base, 7: "0", 8: "0"},
+        "lua_credit": {0: base, 4: "86400000", 5: "0"},
+    }[fact.script]
+    args = list(fact.args)
+    for at, value in where.items():
+        args.insert(at, value)
+    body = json.dumps(
+        {"v": 1, "s": fact.script, "k": list(fact.keys), "a": args, "t": 1, "i": {}},
+        separators=(",", ":"),
+    ).encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+async def test_a_spool_written_before_the_configuration_left_the_arguments_replays(
+    flaky: tuple[aioredis.Redis, _Switch, str], tmp_path: Path
+) -> None:
+    # Version 1 records carry the configuration among the arguments; they
+    # are read as the calls they were, and replayed exactly once.
+    _, switch, _ = flaky
+    async with _manager(flaky, tmp_path) as first:
+        lease = await first.reserve("vic", "2")
+        switch.mode = "down"
+        assert (await first.record_spend("vic", "0.25", model="m")).spooled
+        assert (await first.add_credits("vic", "7")).spooled
+        assert (await first.settle(lease, "1.5")).spooled
+        assert first.spool is not None
+        (segment,) = first.spool.directory.glob("seg-*.log")
+        base = first.keys.base
+    switch.mode = "ok"
+    facts = [decode_fact(line) for line in segment.read_bytes().splitlines(True)]
+    assert [f.script for f in facts if f] == ["lua_record", "lua_credit", "lua_settle"]
+    old_lines = [_as_version_1(f, base) for f in facts if f]
+    for old, fact in zip(old_lines, facts, strict=True):
+        assert decode_fact(old) == dataclasses.replace(fact, created_ms=1, info={})
+    segment.write_bytes(b"".join(old_lines))
+
+    async with _manager(flaky, tmp_path) as second:
+        await _drained(second)
+        usage = await second.get_usage("vic")
+        assert usage["user"].daily.spent == Decimal("1.75")
+        assert usage["user"].held == 0
+        assert await _ledger_len(second) == 3
+        assert second.spool is not None and second.spool.corrupt_lines == 0
+    # A version 1 record of the wrong length, or an unknown version, is corrupt.
+    assert decode_fact(old_lines[0].replace(b'"a":[', b'"a":["x",')) is None
+    assert decode_fact(encode_fact(facts[0]).replace(b'"v":2', b'"v":3')) is None
 
 
 async def test_a_manager_opened_lazily_replays_leftovers_on_its_first_call(

@@ -44,7 +44,7 @@ from spendgate.money import (
     from_micros,
     limit_micros,
 )
-from spendgate.scripts import Scripts
+from spendgate.scripts import SCRIPT_CONSTANTS, Scripts
 from spendgate.spool import Spool, SpooledFact, spool_directory
 from spendgate.validation import (
     check_id,
@@ -158,7 +158,7 @@ class BudgetManager:
         self._clock = clock
         self._owns_client = redis is None
         self._client: Redis | None = redis
-        self._scripts: Scripts | None = Scripts(redis) if redis is not None else None
+        self._scripts: Scripts | None = None
         self.embedded = False
         self._state = ClientState.UNOPENED
         self._store_down = False
@@ -179,13 +179,10 @@ class BudgetManager:
         self._base = self.keys.base
         self._max_id = cfg.max_id_length
         self._max_meta = cfg.max_metadata_bytes
-        self._enforce = "1" if cfg.enforce_balance else "0"
-        self._min_balance = str(_signed_micros(cfg.min_balance))
-        self._purge_max = str(cfg.expired_holds_purged_per_call)
-        self._idem_ttl_ms = str(cfg.idempotency_ttl_seconds * 1000)
         self._retention_ms = cfg.counter_retention_seconds * 1000
-        self._maxlen = str(cfg.effective_ledger_maxlen)
-        self._defaults = tuple(
+        # The configuration is part of the scripts, not of each call's
+        # arguments (see spendgate.scripts.configured_source).
+        self._defaults = defaults = tuple(
             "-1" if limit is None else str(limit_micros(limit))
             for limit in (
                 cfg.daily_user_limit,
@@ -196,15 +193,17 @@ class BudgetManager:
                 cfg.monthly_global_limit,
             )
         )
-        # The configuration's part of the script arguments, joined once: the
-        # hot path adds it to the per-call part with one tuple concatenation.
-        self._admission_config = (
-            self._enforce,
-            self._min_balance,
-            self._purge_max,
-            *self._defaults,
-        )
-        self._hold_config = (self._idem_ttl_ms, self._idem_ttl_ms)
+        self._script_constants = {
+            "BASE": self._base,
+            "ENFORCE_BALANCE": "1" if cfg.enforce_balance else "0",
+            "MIN_BALANCE": str(_signed_micros(cfg.min_balance)),
+            "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
+            **dict(zip(SCRIPT_CONSTANTS[4:10], defaults, strict=True)),
+            "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
+            "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
+        }
+        if redis is not None:
+            self._scripts = Scripts(redis, self._script_constants)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -262,7 +261,9 @@ class BudgetManager:
             # be shared, or not a plain redis-py one.
             pipelining = self._owns_client and not self.embedded
             self._scripts = Scripts(
-                self._client, pipelining=pipelining and self.config.redis_pipelining
+                self._client,
+                self._script_constants,
+                pipelining=pipelining and self.config.redis_pipelining,
             )
         self._state = ClientState.OPENED
         self._replay_leftovers()
@@ -540,34 +541,24 @@ class BudgetManager:
         user_id: str,
         project_id: str | None,
     ) -> tuple[Any, ...]:
-        """ARGV[1..16] of check.lua and reserve.lua."""
-        return (
-            self._base,
-            now_ms,
-            w.day,
-            w.month,
-            requested,
-            user_id,
-            project_id or "",
-        ) + self._admission_config
+        """ARGV[1..6] of check.lua and reserve.lua."""
+        return (now_ms, w.day, w.month, requested, user_id, project_id or "")
 
     def _fact_head(self, now_ms: int, amount: int) -> tuple[Any, ...]:
-        """ARGV[1..8] of record.lua and settle.lua: base, now, the day and
-        month with their counters' TTLs, the amount and track_balance. Built
-        here once for both; callers add their own with ``+`` (a tuple
-        concatenation, cheaper than star-unpacking on the hot path)."""
+        """ARGV[1..6] of record.lua and settle.lua: now, the day and month
+        with their counters' TTLs, and the amount. Built here once for both;
+        callers add their own with ``+`` (a tuple concatenation, cheaper than
+        star-unpacking on the hot path)."""
         # Counter TTLs are relative to our clock: Redis's clock plays no part.
         w = self._windows_at(now_ms)
         retain_ms = self._retention_ms - now_ms
         return (
-            self._base,
             now_ms,
             w.day,
             w.day_end_ms + retain_ms,
             w.month,
             w.month_end_ms + retain_ms,
             amount,
-            self._enforce,
         )
 
     # -- admission ---------------------------------------------------------------
@@ -642,10 +633,10 @@ class BudgetManager:
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
         lease_id = _new_id(now_ms)
-        args = (
-            self._admission_args(now_ms, w, requested, user_id, project)
-            + (fingerprint, lease_id, now_ms + ttl_ms)
-            + self._hold_config  # the idempotency TTL; how long the record stays
+        args = self._admission_args(now_ms, w, requested, user_id, project) + (
+            fingerprint,
+            lease_id,
+            now_ms + ttl_ms,
         )
         reply = await self._run("lua_reserve", (ikey,), args)
         code = reply[0]
@@ -738,8 +729,6 @@ class BudgetManager:
             ikey = self.keys.generated_idempotency(entry_id)
         args = self._fact_head(now_ms, amount) + (
             fingerprint,
-            self._idem_ttl_ms,
-            self._maxlen,
             entry_id,
             user_id,
             project or "",
@@ -814,7 +803,6 @@ class BudgetManager:
         now_ms = self._now_ms()
         entry_id = _new_id(now_ms)
         args = self._fact_head(now_ms, amount) + (
-            self._maxlen,
             entry_id,
             model_name or "",
             meta,
@@ -890,9 +878,7 @@ class BudgetManager:
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
         lease_id = check_id("lease_id", lease_id, self._max_id)
-        reply = await self._run(
-            "lua_release", (self.keys.hold(lease_id),), (self._base, lease_id)
-        )
+        reply = await self._run("lua_release", (self.keys.hold(lease_id),), (lease_id,))
         if reply[0] == UNKNOWN_LEASE:
             raise LeaseStateError(
                 lease_id, "unknown (never granted, or forgotten)", "release"
@@ -925,12 +911,9 @@ class BudgetManager:
             key = ""
             ikey = self.keys.generated_idempotency(entry_id)
         args = (
-            self._base,
             now_ms,
             micros,
             _fingerprint("credit", user_id, micros, meta),
-            self._idem_ttl_ms,
-            self._maxlen,
             entry_id,
             user_id,
             meta,
@@ -1060,16 +1043,7 @@ class BudgetManager:
         reply = await self._run(
             "lua_usage",
             (self.keys.balance(user_id),),
-            (
-                self._base,
-                now_ms,
-                w.day,
-                w.month,
-                self._purge_max,
-                user_id,
-                project or "",
-                *self._defaults,
-            ),
+            (now_ms, w.day, w.month, user_id, project or ""),
         )
         scopes: list[tuple[str, str | None]] = [("user", user_id)]
         if project is not None:

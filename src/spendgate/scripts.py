@@ -1,7 +1,8 @@
 """Load the Lua scripts (one per operation) and register them per client.
 
-Each script is the helpers of ``lua/_lib.lua`` it uses followed by
-``lua/<operation>.lua``, so every operation is one self-contained EVALSHA.
+Each script is the manager's configuration as Lua constants, the helpers of
+``lua/_lib.lua`` it uses, then ``lua/<operation>.lua``, so every operation is
+one self-contained EVALSHA whose arguments are only what changes per call.
 On ``NOSCRIPT`` (a restarted Redis, ``SCRIPT FLUSH``) the source is loaded
 again and the call retried once.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,23 @@ SCRIPT_NAMES = (
     "credit",
     "set_limits",
     "usage",
+)
+
+#: the configuration every script starts with, as Lua constants (their
+#: meanings are in ``lua/_lib.lua``), in this order
+SCRIPT_CONSTANTS = (
+    "BASE",
+    "ENFORCE_BALANCE",
+    "MIN_BALANCE",
+    "PURGE_MAX",
+    "USER_DAILY",
+    "USER_MONTHLY",
+    "PROJECT_DAILY",
+    "PROJECT_MONTHLY",
+    "GLOBAL_DAILY",
+    "GLOBAL_MONTHLY",
+    "IDEMPOTENCY_TTL_MS",
+    "LEDGER_MAXLEN",
 )
 
 
@@ -72,6 +90,36 @@ def script_source(name: str) -> bytes:
     return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
 
 
+def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
+    """One operation's script for one configuration: ``constants`` (a value
+    for each of :data:`SCRIPT_CONSTANTS`) as Lua locals, then
+    :func:`script_source`.
+
+    What is the same on every call is part of the script rather than of each
+    call's arguments: each argument costs the client and Redis on every call,
+    a constant costs nothing once loaded. Each configuration is its own
+    script (its own SHA).
+    """
+    if set(constants) != set(SCRIPT_CONSTANTS):
+        raise ValueError(
+            f"script constants must be exactly {', '.join(SCRIPT_CONSTANTS)}"
+        )
+    prologue = b"".join(
+        b"local %s = %s\n" % (constant.encode(), _lua_string(constants[constant]))
+        for constant in SCRIPT_CONSTANTS
+    )
+    return prologue + script_source(name)
+
+
+def _lua_string(value: str) -> bytes:
+    # Every byte but letters and digits as a three-digit decimal escape: no
+    # value can end the literal or change the code around it.
+    return b"'%s'" % b"".join(
+        bytes((byte,)) if chr(byte).isalnum() and byte < 128 else b"\\%03d" % byte
+        for byte in value.encode()
+    )
+
+
 def _link(library: bytes, body: bytes) -> bytes:
     starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
     helpers = {}
@@ -102,7 +150,14 @@ class Scripts:
     lua_set_limits: AsyncScript
     lua_usage: AsyncScript
 
-    def __init__(self, client: Redis, *, pipelining: bool = False) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        constants: Mapping[str, str],
+        *,
+        pipelining: bool = False,
+    ) -> None:
+        """:param constants: the configuration, see :func:`configured_source`"""
         self.client = client
         # With pipelining, concurrent calls share round trips (see
         # spendgate.pipeline); a lone call still goes straight out.
@@ -112,7 +167,8 @@ class Scripts:
             self._pipeline.execute if self._pipeline is not None else self._direct
         )
         for name in SCRIPT_NAMES:
-            setattr(self, f"lua_{name}", client.register_script(script_source(name)))
+            source = configured_source(name, constants)
+            setattr(self, f"lua_{name}", client.register_script(source))
 
     def _direct(self, *command: Any) -> Awaitable[Any]:
         # Looked up per call, not bound once: whoever wraps the client's

@@ -61,7 +61,17 @@ from loguru import logger
 from spendgate.errors import SpoolFullError
 
 #: the record format written by this version
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+
+# Version 1 records carried the manager's configuration among a fact's
+# arguments; the scripts now hold it as constants. Where it sat (0-based),
+# per script, with how many arguments a version 1 record has: dropped on
+# reading, so a spool written before the change still replays exactly.
+_V1_CONFIGURATION = {
+    "lua_record": (17, frozenset({0, 7, 9, 10})),
+    "lua_settle": (13, frozenset({0, 7, 8})),
+    "lua_credit": (10, frozenset({0, 4, 5})),
+}
 
 _SEGMENT_PREFIX = "seg-"
 _SEGMENT_SUFFIX = ".log"
@@ -129,12 +139,18 @@ def decode_fact(line: bytes) -> SpooledFact | None:
         if int(line[:8], 16) != zlib.crc32(body):
             return None
         data = json.loads(body)
-        if data.get("v") != RECORD_VERSION:
+        script, args = str(data["s"]), tuple(data["a"])
+        if data.get("v") == 1:
+            count, configuration = _V1_CONFIGURATION[script]
+            if len(args) != count:
+                return None
+            args = tuple(a for i, a in enumerate(args) if i not in configuration)
+        elif data.get("v") != RECORD_VERSION:
             return None
         return SpooledFact(
-            script=str(data["s"]),
+            script=script,
             keys=tuple(data["k"]),
-            args=tuple(data["a"]),
+            args=args,
             created_ms=int(data["t"]),
             info=dict(data.get("i") or {}),
         )
