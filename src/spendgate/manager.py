@@ -44,7 +44,7 @@ from spendgate.money import (
     from_micros,
     limit_micros,
 )
-from spendgate.scripts import SCRIPT_CONSTANTS, Scripts
+from spendgate.scripts import DEFAULT_CAP_CONSTANTS, Scripts
 from spendgate.spool import Spool, SpooledFact, spool_directory
 from spendgate.validation import (
     check_id,
@@ -198,7 +198,7 @@ class BudgetManager:
             "ENFORCE_BALANCE": "1" if cfg.enforce_balance else "0",
             "MIN_BALANCE": str(_signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
-            **dict(zip(SCRIPT_CONSTANTS[4:10], defaults, strict=True)),
+            **dict(zip(DEFAULT_CAP_CONSTANTS, defaults, strict=True)),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
         }

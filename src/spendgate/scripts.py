@@ -35,6 +35,16 @@ SCRIPT_NAMES = (
     "usage",
 )
 
+#: the default caps among the script constants, in the configuration's order
+DEFAULT_CAP_CONSTANTS = (
+    "USER_DAILY",
+    "USER_MONTHLY",
+    "PROJECT_DAILY",
+    "PROJECT_MONTHLY",
+    "GLOBAL_DAILY",
+    "GLOBAL_MONTHLY",
+)
+
 #: the configuration every script starts with, as Lua constants (their
 #: meanings are in ``lua/_lib.lua``), in this order
 SCRIPT_CONSTANTS = (
@@ -42,12 +52,7 @@ SCRIPT_CONSTANTS = (
     "ENFORCE_BALANCE",
     "MIN_BALANCE",
     "PURGE_MAX",
-    "USER_DAILY",
-    "USER_MONTHLY",
-    "PROJECT_DAILY",
-    "PROJECT_MONTHLY",
-    "GLOBAL_DAILY",
-    "GLOBAL_MONTHLY",
+    *DEFAULT_CAP_CONSTANTS,
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
 )
