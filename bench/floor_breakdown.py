@@ -23,7 +23,8 @@ from typing import Any
 from spendgate import BudgetConfig, BudgetManager
 from spendgate.keys import Keys
 
-TRIVIAL_RECORD = b"\nreturn {0, ARGV[12] .. '|' .. ARGV[2]}"
+# record.lua's answer, "entry|now_ms" (ARGV[8] and ARGV[1]), and nothing else
+TRIVIAL_RECORD = b"\nreturn {0, ARGV[8] .. '|' .. ARGV[1]}"
 
 
 async def _delete_prefix(manager: BudgetManager, prefix: str) -> None:
