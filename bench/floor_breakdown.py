@@ -20,17 +20,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench.runner import delete_prefix
 from spendgate import BudgetConfig, BudgetManager
-from spendgate.keys import Keys
 
 # record.lua's answer, "entry|now_ms" (ARGV[8] and ARGV[1]), and nothing else
 TRIVIAL_RECORD = b"\nreturn {0, ARGV[8] .. '|' .. ARGV[1]}"
-
-
-async def _delete_prefix(manager: BudgetManager, prefix: str) -> None:
-    keys = [k async for k in manager.redis.scan_iter(match=Keys(prefix).pattern())]
-    for start in range(0, len(keys), 500):
-        await manager.redis.delete(*keys[start : start + 500])
 
 
 async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
@@ -77,8 +71,8 @@ async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
                 samples[name].append(time.perf_counter_ns() - started)
         return {name: statistics.median(v) / 1000 for name, v in samples.items()}
     finally:
-        await _delete_prefix(real, real_prefix)
-        await _delete_prefix(real, stub_prefix)
+        await delete_prefix(real.redis, real_prefix)
+        await delete_prefix(real.redis, stub_prefix)
         await real.aclose()
         await stub.aclose()
 

@@ -35,6 +35,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.runner import delete_prefix
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -135,7 +137,7 @@ async def throughput(
                 file=sys.stderr,
             )
             client = Redis.from_url(redis_url)
-            await _delete_prefix(client, prefix)
+            await delete_prefix(client, prefix)
             await client.aclose()
         results["by_batch_size"].append(
             {
@@ -147,11 +149,6 @@ async def throughput(
         )
     results["fill_facts_per_s_median"] = round(statistics.median(fill_rates))
     return results
-
-
-async def _delete_prefix(client: Any, prefix: str) -> None:
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.delete(key)
 
 
 def _produce(redis_url: str, prefix: str, rate: int, duration: float) -> None:
@@ -247,7 +244,7 @@ async def lag(
         deadline = time.monotonic() + 60
         while await client.xlen(stream) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        await _delete_prefix(client, prefix)
+        await delete_prefix(client, prefix)
         await client.aclose()
     finally:
         flusher.terminate()

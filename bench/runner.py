@@ -269,7 +269,7 @@ async def run(options: Options) -> dict[str, Any]:
                 await peer.call("cleanup")
             finally:
                 await peer.stop()
-        deleted = await _delete_prefix(client, prefix)
+        deleted = await delete_prefix(client, prefix)
         await budget.aclose()
         logger.enable("spendgate")
     log(f"bench: cleaned up {deleted} keys")
@@ -441,7 +441,7 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
             and not k.startswith((base + "i:", base + "h:"))
             and k != budget.keys.ledger
         )
-        await _delete_prefix(client, mem_prefix)
+        await delete_prefix(client, mem_prefix)
     return {
         "users": len(users),
         "user_id_length": len(users[0]),
@@ -481,7 +481,9 @@ def _import_times(options: Options) -> dict[str, Any]:
     return out
 
 
-async def _delete_prefix(client: Any, prefix: str) -> int:
+async def delete_prefix(client: Any, prefix: str) -> int:
+    """Delete every key of the deployment ``prefix`` (SCAN, 500 per DEL);
+    return how many there were. Used by every bench that makes keys."""
     from spendgate.keys import Keys
 
     deleted = 0

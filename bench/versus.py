@@ -32,6 +32,7 @@ from bench.runner import (
     SEQUENTIAL,
     bench_config,
     callers,
+    delete_prefix,
     hot_path_ops,
     prefill,
 )
@@ -82,9 +83,7 @@ async def measure(
         out["ping_us"] = p50["ping"]
         return out
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
+        await delete_prefix(client, prefix)
         await budget.aclose()
 
 
