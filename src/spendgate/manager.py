@@ -176,7 +176,6 @@ class BudgetManager:
 
         cfg = self.config
         self.keys = Keys(cfg.key_prefix)
-        self._base = self.keys.base
         self._max_id = cfg.max_id_length
         self._max_meta = cfg.max_metadata_bytes
         self._retention_ms = cfg.counter_retention_seconds * 1000
@@ -194,7 +193,7 @@ class BudgetManager:
             )
         )
         self._script_constants = {
-            "BASE": self._base,
+            "BASE": self.keys.base,
             "ENFORCE_BALANCE": "1" if cfg.enforce_balance else "0",
             "MIN_BALANCE": str(_signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
