@@ -24,15 +24,16 @@ from spendgate import BudgetConfig, BudgetManager
 from spendgate.scripts import _lua_string
 
 
-def _count_commands(client: aioredis.Redis) -> list[str]:
-    sent: list[str] = []
+def _record_commands(client: aioredis.Redis) -> list[tuple[Any, ...]]:
+    """Every command sent through ``client`` from now on, with its arguments."""
+    sent: list[tuple[Any, ...]] = []
     original = client.execute_command
 
-    async def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]).upper())
+    async def recording(*args: Any, **options: Any) -> Any:
+        sent.append(args)
         return await original(*args, **options)
 
-    client.execute_command = counting  # type: ignore[method-assign]
+    client.execute_command = recording  # type: ignore[method-assign]
     return sent
 
 
@@ -55,11 +56,11 @@ async def test_each_hot_path_call_is_one_evalsha(make_budget: MakeBudget) -> Non
     await budget.open()
     await budget.check_availability("warm")
     calls = await _hot_path_calls(budget)
-    sent = _count_commands(budget.redis)
+    sent = _record_commands(budget.redis)
     for name, call in calls:
         sent.clear()
         await call()
-        assert sent == ["EVALSHA"], name
+        assert [str(command[0]).upper() for command in sent] == ["EVALSHA"], name
 
 
 async def test_calls_carry_no_configuration(make_budget: MakeBudget) -> None:
@@ -71,14 +72,7 @@ async def test_calls_carry_no_configuration(make_budget: MakeBudget) -> None:
     await budget.open()
     configured = {budget.keys.base, "123456789", "98765000000", "4321"}
     calls = await _hot_path_calls(budget)
-    sent: list[tuple[Any, ...]] = []
-    original = budget.redis.execute_command
-
-    async def recording(*args: Any, **options: Any) -> Any:
-        sent.append(args)
-        return await original(*args, **options)
-
-    budget.redis.execute_command = recording  # type: ignore[method-assign]
+    sent = _record_commands(budget.redis)
     for name, call in calls:
         sent.clear()
         await call()
