@@ -1,13 +1,19 @@
 """Where a fact's latency goes: the request itself versus its script's work.
 
 Interleaved in one run against the machine's Redis (db 12, prefixes of its
-own, deleted afterwards): PING, ``check_availability``, ``record_spend``, and
-the same ``record_spend`` call on a second manager whose ``record`` script is
-replaced by a trivial one that only returns the payload. The last line is
-what a record-sized call costs with (almost) no Lua at all, so the distance
-between it and ``record_spend`` is the script's work as the caller sees it.
+own, deleted afterwards): PING, ``check_availability``, ``record_spend``,
+``reserve`` + ``settle``, and the same ``record_spend`` call on a second
+manager whose ``record`` script is replaced by a trivial one that only
+returns the payload. The last line is what a record-sized call costs with
+(almost) no Lua at all, so the distance between it and ``record_spend`` is
+the script's work as the caller sees it.
 
-``python -m bench.floor_breakdown [--rounds N] [--redis-url URL]``
+``--block N`` runs each subject N times in a row before the next one (``make
+bench`` times blocks of a few thousand calls); the default, 1, interleaves
+call by call. The PING floor depends on it: alone in a long block, its own
+short path stays in the caches of both processes.
+
+``python -m bench.floor_breakdown [--rounds N] [--block N] [--redis-url URL]``
 """
 
 from __future__ import annotations
@@ -20,15 +26,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.runner import delete_prefix
+from bench.runner import SEQUENTIAL, delete_prefix, hot_path_ops
 from spendgate import BudgetConfig, BudgetManager
 
 # record.lua's answer, "entry|now_ms" (ARGV[8] and ARGV[1]), and nothing else
 TRIVIAL_RECORD = b"\nreturn {0, ARGV[8] .. '|' .. ARGV[1]}"
 
 
-async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
-    """Median latency in µs of each subject, measured in interleaved rounds."""
+async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, float]:
+    """Median latency in µs of each subject, measured in interleaved rounds.
+
+    :param rounds: calls timed per subject
+    :param block: calls of one subject in a row before the next subject's
+    """
+    if rounds < 1 or block < 1:
+        raise ValueError("rounds and block must be at least 1")
     run = uuid.uuid4().hex[:8]
     real_prefix, stub_prefix = f"sgfloor{run}a", f"sgfloor{run}b"
 
@@ -48,27 +60,15 @@ async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
         prelude = source.split(b"-- record:")[0]
         scripts.lua_record.sha = await stub.redis.script_load(prelude + TRIVIAL_RECORD)
 
+        users, projects = [f"user{i}" for i in range(500)], ["p1"]
+        ops, stub_ops = (hot_path_ops(m, users, projects) for m in (real, stub))
         subjects: dict[str, Callable[[int], Awaitable[Any]]] = {
             "PING": lambda i: real.redis.ping(),
-            "check_availability": lambda i: real.check_availability(
-                f"user{i % 500}", "p1", "0.01"
-            ),
-            "record_spend": lambda i: real.record_spend(
-                f"user{i % 500}", "0.002", "p1"
-            ),
-            "record_spend, trivial script": lambda i: stub.record_spend(
-                f"user{i % 500}", "0.002", "p1"
-            ),
+            **{name: ops[name] for name in SEQUENTIAL},
+            "record_spend, trivial script": stub_ops["record_spend"],
         }
-        samples: dict[str, list[int]] = {name: [] for name in subjects}
-        for i in range(300):  # warm-up: connections, scripts, caches
-            for call in subjects.values():
-                await call(i)
-        for i in range(rounds):
-            for name, call in subjects.items():
-                started = time.perf_counter_ns()
-                await call(i)
-                samples[name].append(time.perf_counter_ns() - started)
+        await timed_rounds(subjects, 300, 1)  # warm-up: connections, scripts, caches
+        samples = await timed_rounds(subjects, rounds, block)
         return {name: statistics.median(v) / 1000 for name, v in samples.items()}
     finally:
         await delete_prefix(real.redis, real_prefix)
@@ -77,14 +77,36 @@ async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
         await stub.aclose()
 
 
+async def timed_rounds(
+    subjects: dict[str, Callable[[int], Awaitable[Any]]], rounds: int, block: int
+) -> dict[str, list[int]]:
+    """Time ``rounds`` calls of each subject (called with indexes 0 to
+    ``rounds - 1``), ``block`` calls of one subject in a row, the subjects in
+    turn; nanoseconds per call, in call order."""
+    samples: dict[str, list[int]] = {name: [] for name in subjects}
+    for first in range(0, rounds, block):
+        for name, call in subjects.items():
+            for i in range(first, min(first + block, rounds)):
+                started = time.perf_counter_ns()
+                await call(i)
+                samples[name].append(time.perf_counter_ns() - started)
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--rounds", type=int, default=8000)
+    parser.add_argument(
+        "--block", type=int, default=1, help="calls of a subject in a row (default 1)"
+    )
     args = parser.parse_args()
-    medians = asyncio.run(breakdown(args.redis_url, args.rounds))
+    medians = asyncio.run(breakdown(args.redis_url, args.rounds, args.block))
     floor = medians["PING"]
-    print(f"p50 over {args.rounds} interleaved rounds on {args.redis_url}")
+    print(
+        f"p50 of {args.rounds} calls each, in blocks of {args.block}, "
+        f"on {args.redis_url}"
+    )
     for name, micros in medians.items():
         print(f"{name:32} {micros:7.0f} µs  {micros / floor:5.2f}× PING")
 

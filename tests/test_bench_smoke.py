@@ -14,6 +14,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -121,11 +122,12 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     import redis.asyncio as aioredis
     from bench.floor_breakdown import breakdown
 
-    medians = await breakdown(redis_url, rounds=5)
+    medians = await breakdown(redis_url, rounds=5, block=2)
     assert set(medians) == {
         "PING",
         "check_availability",
         "record_spend",
+        "reserve+settle",
         "record_spend, trivial script",
     }
     assert all(value > 0 for value in medians.values())
@@ -135,6 +137,37 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     finally:
         await client.aclose()
     assert leftovers == []
+
+
+async def test_floor_breakdown_times_subjects_in_blocks_in_turn() -> None:
+    from bench.floor_breakdown import timed_rounds
+
+    calls: list[tuple[str, int]] = []
+
+    def subject(name: str) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            calls.append((name, i))
+
+        return call
+
+    samples = await timed_rounds({"a": subject("a"), "b": subject("b")}, 5, 2)
+    assert calls == [
+        ("a", 0), ("a", 1), ("b", 0), ("b", 1),
+        ("a", 2), ("a", 3), ("b", 2), ("b", 3),
+        ("a", 4), ("b", 4),
+    ]  # fmt: skip
+    assert {name: len(times) for name, times in samples.items()} == {"a": 5, "b": 5}
+    assert all(t >= 0 for times in samples.values() for t in times)
+
+
+async def test_floor_breakdown_refuses_empty_rounds_and_blocks() -> None:
+    from bench.floor_breakdown import breakdown
+
+    # refused before connecting to anything
+    with pytest.raises(ValueError, match="at least 1"):
+        await breakdown("redis://127.0.0.1:1/0", rounds=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        await breakdown("redis://127.0.0.1:1/0", rounds=5, block=0)
 
 
 async def test_versus_compares_two_versions_and_leaves_nothing(
