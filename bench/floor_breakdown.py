@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench.measure import interleaved_samples
 from bench.runner import SEQUENTIAL, delete_prefix, hot_path_ops
 from spendgate import BudgetConfig, BudgetManager
 
@@ -67,30 +67,16 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
             **{name: ops[name] for name in SEQUENTIAL},
             "record_spend, trivial script": stub_ops["record_spend"],
         }
-        await timed_rounds(subjects, 300, 1)  # warm-up: connections, scripts, caches
-        samples = await timed_rounds(subjects, rounds, block)
+        await interleaved_samples(
+            subjects, 300
+        )  # warm-up: connections, scripts, caches
+        samples = await interleaved_samples(subjects, rounds, block=block)
         return {name: statistics.median(v) / 1000 for name, v in samples.items()}
     finally:
         await delete_prefix(real.redis, real_prefix)
         await delete_prefix(real.redis, stub_prefix)
         await real.aclose()
         await stub.aclose()
-
-
-async def timed_rounds(
-    subjects: dict[str, Callable[[int], Awaitable[Any]]], rounds: int, block: int
-) -> dict[str, list[int]]:
-    """Time ``rounds`` calls of each subject (called with indexes 0 to
-    ``rounds - 1``), ``block`` calls of one subject in a row, the subjects in
-    turn; nanoseconds per call, in call order."""
-    samples: dict[str, list[int]] = {name: [] for name in subjects}
-    for first in range(0, rounds, block):
-        for name, call in subjects.items():
-            for i in range(first, min(first + block, rounds)):
-                started = time.perf_counter_ns()
-                await call(i)
-                samples[name].append(time.perf_counter_ns() - started)
-    return samples
 
 
 def main() -> None:

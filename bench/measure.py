@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 #: an operation to time: called with the running sample index
 Op = Callable[[int], Awaitable[object]]
@@ -19,19 +19,35 @@ Op = Callable[[int], Awaitable[object]]
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
-async def latency_samples(op: Op, n: int, start: int = 0) -> list[int]:
-    """Run ``op`` ``n`` times, one after another, and return each duration.
+async def interleaved_samples(
+    ops: Mapping[str, Op], n: int, start: int = 0, block: int = 1
+) -> dict[str, list[int]]:
+    """Run every op ``n`` times, one call after another, the ops in turn:
+    ``block`` calls of one op in a row (1: call by call), then the next op's.
+    The ops' order rotates from one turn to the next, so no op always runs
+    right after the same other one.
 
-    :param start: the first sample index passed to ``op`` (so successive
-        rounds spread over different users)
-    :return: nanoseconds per call, in call order
+    The ``k``-th of ``m`` ops is called with the indexes ``(start + i) * m +
+    k`` for ``i`` from 0 to ``n - 1``: no two calls share an index (so no op
+    finds the caches warmed by another's call for the same user).
+
+    :return: nanoseconds per call of each op, in call order
     """
-    out = [0] * n
+    if n < 0 or block < 1:
+        raise ValueError("n must be at least 0 and block at least 1")
+    names = list(ops)
+    m = len(names)
+    out: dict[str, list[int]] = {name: [] for name in names}
     clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        await op(start + i)
-        out[i] = clock() - t0
+    for turn, first in enumerate(range(start, start + n, block)):
+        last = min(first + block, start + n)
+        for k in range(m):
+            slot = (turn + k) % m
+            op, times = ops[names[slot]], out[names[slot]]
+            for i in range(first, last):
+                t0 = clock()
+                await op(i * m + slot)
+                times.append(clock() - t0)
     return out
 
 

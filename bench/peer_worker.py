@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.measure import latency_samples, throughput
+from bench.measure import interleaved_samples, throughput
 
 
 def _import_peer() -> Any:
@@ -106,8 +106,11 @@ class Worker:
         }[name]
 
     async def latency(self, msg: dict[str, Any]) -> dict[str, Any]:
-        samples = await latency_samples(
-            self._op(msg["op"]), int(msg["n"]), int(msg["start"])
+        """The ops named in ``ops``, interleaved call by call."""
+        samples = await interleaved_samples(
+            {name: self._op(name) for name in msg["ops"]},
+            int(msg["n"]),
+            int(msg["start"]),
         )
         return {"samples": samples}
 

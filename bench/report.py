@@ -39,7 +39,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Workload: {wl['users']} users ({proj}), each pre-filled to "
         f"{wl['prefill']} of a daily cap of {wl['user_limit']}; checks ask "
         f"{wl['check_cost']}, records charge {wl['record_cost']}; "
-        f"{opts['rounds']} interleaved rounds."
+        f"{opts['rounds']} rounds; in each, every side's latency subjects (its "
+        "PING and its calls) interleaved call by call."
     )
     add("")
     add(f"### Sequential latency (µs, {opts['samples'] * opts['rounds']} calls each)")

@@ -1,11 +1,12 @@
 """One benchmark run: floor, spendgate and the peer, interleaved in rounds.
 
-Every round times each subject in turn (the order rotates from round to
-round), first sequentially (latency), then from 1, 16, 64 and 256 concurrent
-tasks (throughput), so machine noise lands on all subjects alike. After the
-rounds: the overshoot test, import times, Redis memory per active user-day,
-machine facts and Redis ``INFO``; then the results are written and every key
-the run created is deleted.
+Every round first times latency, each side (spendgate, the peer) in turn
+with its subjects (its PING floor and its calls) interleaved call by call,
+then throughput from 1, 16, 64 and 256 concurrent tasks, each subject in
+turn; the order rotates from round to round, so machine noise lands on all
+subjects alike. After the rounds: the overshoot test, import times, Redis
+memory per active user-day, machine facts and Redis ``INFO``; then the
+results are written and every key the run created is deleted.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bench.measure import Op, latency_samples, summarize_ns, throughput
+from bench.measure import Op, interleaved_samples, summarize_ns, throughput
+
+T = TypeVar("T")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -210,13 +213,25 @@ async def run(options: Options) -> dict[str, Any]:
                 Subject("check+record", "peer", remote="pair"),
             ]
 
-        async def time_latency(s: Subject, n: int, start: int) -> list[int]:
-            if s.op is not None:
-                return await latency_samples(s.op, n, start)
+        sides = {
+            side: [s for s in latency_subjects if s.side == side]
+            for side in dict.fromkeys(s.side for s in latency_subjects)
+        }
+
+        async def time_latency(side: str, n: int, start: int) -> dict[str, list[int]]:
+            # One side's subjects (each side runs in its own process)
+            # interleaved call by call: a subject timed alone in a long block
+            # keeps its own path warm (PING most of all), and slow drifts of
+            # the host would land on the blocks unevenly.
+            subjects = sides[side]
+            if side == "spendgate":
+                ops = {s.name: s.op for s in subjects if s.op is not None}
+                return await interleaved_samples(ops, n, start)
             assert peer is not None
-            reply = await peer.call("latency", op=s.remote, n=n, start=start)
-            samples: list[int] = reply["samples"]
-            return samples
+            reply = await peer.call(
+                "latency", ops=[s.remote for s in subjects], n=n, start=start
+            )
+            return {s.name: reply["samples"][s.remote] for s in subjects}
 
         async def time_throughput(
             s: Subject, c: int, d: float, start: int
@@ -230,8 +245,8 @@ async def run(options: Options) -> dict[str, Any]:
             return int(reply["done"]), float(reply["elapsed"])
 
         log("bench: warming up (connections, scripts, caches)")
-        for s in latency_subjects:
-            await time_latency(s, min(300, options.samples), 0)
+        for side in sides:
+            await time_latency(side, min(300, options.samples), 0)
         for c in options.concurrency:
             for s in throughput_subjects:
                 await time_throughput(s, c, min(0.1, options.duration_s), 0)
@@ -243,10 +258,10 @@ async def run(options: Options) -> dict[str, Any]:
         cursor = 0
         for r in range(options.rounds):
             log(f"bench: round {r + 1}/{options.rounds}")
-            for s in _rotated(latency_subjects, r):
-                samples[(s.side, s.name)] += await time_latency(
-                    s, options.samples, cursor
-                )
+            for side in _rotated(list(sides), r):
+                timed = await time_latency(side, options.samples, cursor)
+                for name, values in timed.items():
+                    samples[(side, name)] += values
                 cursor += options.samples
             for c in options.concurrency:
                 for s in _rotated(throughput_subjects, r):
@@ -305,7 +320,7 @@ async def _start_peer(
     return peer
 
 
-def _rotated(items: list[Subject], r: int) -> list[Subject]:
+def _rotated(items: list[T], r: int) -> list[T]:
     k = r % len(items)
     return items[k:] + items[:k]
 

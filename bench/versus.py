@@ -6,10 +6,11 @@ Checks ``REV`` out into a temporary git worktree, then runs ``--rounds``
 rounds; each round starts one fresh process per version (``REV``'s sources
 first on ``PYTHONPATH``, then this checkout's), and each process times PING,
 ``check_availability``, ``record_spend`` and ``reserve`` + ``settle``
-sequentially on the bench's workload and reports every p50 as a multiple
-of its own PING p50. A shared host that slows down for minutes at a time
-moves a single ``make bench`` run by ±0.1x; here the drift lands on both
-versions alike, and the table gives each one's median and range.
+sequentially on the bench's workload, interleaved call by call as ``make
+bench`` does, and reports every p50 as a multiple of its own PING p50. A
+shared host that slows down for minutes at a time moves a single ``make
+bench`` run by ±0.1x; here the drift lands on both versions alike, and the
+table gives each one's median and range.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
+from bench.measure import interleaved_samples
 from bench.runner import (
     DEFAULT_REDIS_URL,
     SEQUENTIAL,
@@ -40,12 +41,11 @@ from bench.runner import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def measure(
-    redis_url: str, calls: int, users: int = 1000, rounds: int = 3
-) -> dict[str, float]:
+async def measure(redis_url: str, calls: int, users: int = 1000) -> dict[str, float]:
     """p50 of each of the bench's sequential calls over ``calls`` calls,
-    taken in ``rounds`` interleaved rounds (each after 100 calls to warm up),
-    as a multiple of the PING p50 (``ping_us``: the PING p50 itself).
+    interleaved call by call with PING as ``make bench`` times them (after
+    100 calls each to warm up), as a multiple of the PING p50 (``ping_us``:
+    the PING p50 itself).
 
     The bench's own workload (``bench.runner``), through the public API
     only, so any version of spendgate can run it.
@@ -68,16 +68,8 @@ async def measure(
 
         timed = hot_path_ops(budget, ids, projects)
         ops = {"ping": ping, **{name: timed[name] for name in SEQUENTIAL}}
-        samples: dict[str, list[int]] = {name: [] for name in ops}
-        per_round = max(1, calls // rounds)
-        for r in range(rounds):
-            for name, op in ops.items():
-                for i in range(100):
-                    await op(i)
-                for i in range(r * per_round, (r + 1) * per_round):
-                    started = time.perf_counter_ns()
-                    await op(i)
-                    samples[name].append(time.perf_counter_ns() - started)
+        await interleaved_samples(ops, 100)
+        samples = await interleaved_samples(ops, calls, start=100)
         p50 = {name: statistics.median(v) / 1000 for name, v in samples.items()}
         out = {name: p50[name] / p50["ping"] for name in SEQUENTIAL}
         out["ping_us"] = p50["ping"]

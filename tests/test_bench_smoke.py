@@ -139,8 +139,8 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     assert leftovers == []
 
 
-async def test_floor_breakdown_times_subjects_in_blocks_in_turn() -> None:
-    from bench.floor_breakdown import timed_rounds
+async def test_interleaved_samples_turns_rotate_and_indexes_never_repeat() -> None:
+    from bench.measure import interleaved_samples
 
     calls: list[tuple[str, int]] = []
 
@@ -150,14 +150,21 @@ async def test_floor_breakdown_times_subjects_in_blocks_in_turn() -> None:
 
         return call
 
-    samples = await timed_rounds({"a": subject("a"), "b": subject("b")}, 5, 2)
+    ops = {"a": subject("a"), "b": subject("b")}
+    # call by call, from index 10: a is op 0 of 2, b op 1 (indexes (10+i)*2+k)
+    samples = await interleaved_samples(ops, 3, start=10)
+    assert calls == [("a", 20), ("b", 21), ("b", 23), ("a", 22), ("a", 24), ("b", 25)]
+    assert {name: len(times) for name, times in samples.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for times in samples.values() for t in times)
+    # in blocks of 2: two calls of one op in a row, the last block short
+    calls.clear()
+    samples = await interleaved_samples(ops, 5, block=2)
     assert calls == [
-        ("a", 0), ("a", 1), ("b", 0), ("b", 1),
-        ("a", 2), ("a", 3), ("b", 2), ("b", 3),
-        ("a", 4), ("b", 4),
+        ("a", 0), ("a", 2), ("b", 1), ("b", 3),
+        ("b", 5), ("b", 7), ("a", 4), ("a", 6),
+        ("a", 8), ("b", 9),
     ]  # fmt: skip
     assert {name: len(times) for name, times in samples.items()} == {"a": 5, "b": 5}
-    assert all(t >= 0 for times in samples.values() for t in times)
 
 
 async def test_floor_breakdown_refuses_empty_rounds_and_blocks() -> None:

@@ -466,7 +466,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 async def _bench(url: str, samples: int) -> int:
-    # Sequential calls, interleaved in 4 rounds so noise hits every operation
+    # Sequential calls, interleaved call by call so noise hits every operation
     # alike, under a key prefix of their own that is deleted afterwards.
     import time
     import uuid
@@ -519,14 +519,14 @@ async def _bench(url: str, samples: int) -> int:
         for op in ops.values():  # warm-up: connections, scripts
             for i in range(50):
                 await op(i)
-        per_round = samples // 4
-        for r in range(4):
-            for name, op in ops.items():
-                out = timings[name]
-                for i in range(r * per_round, (r + 1) * per_round):
-                    t0 = time.perf_counter_ns()
-                    await op(i)
-                    out.append(time.perf_counter_ns() - t0)
+        names = list(ops)
+        for i in range(samples):
+            # Call by call, the order rotating each turn, as make bench does.
+            for k in range(len(names)):
+                slot = (i + k) % len(names)
+                t0 = time.perf_counter_ns()
+                await ops[names[slot]](i * len(names) + slot)
+                timings[names[slot]].append(time.perf_counter_ns() - t0)
     finally:
         keys = [k async for k in client.scan_iter(match=budget.keys.pattern())]
         for start in range(0, len(keys), 500):
