@@ -9,9 +9,9 @@ returns the payload. The last line is what a record-sized call costs with
 the script's work as the caller sees it.
 
 ``--block N`` runs each subject N times in a row before the next one (``make
-bench`` times blocks of a few thousand calls); the default, 1, interleaves
-call by call. The PING floor depends on it: alone in a long block, its own
-short path stays in the caches of both processes.
+bench`` timed blocks of 2,000 calls until it went call by call); the
+default, 1, interleaves call by call. The PING floor depends on it: alone in
+a long block, its own short path stays in the caches of both processes.
 
 ``python -m bench.floor_breakdown [--rounds N] [--block N] [--redis-url URL]``
 """
@@ -67,9 +67,8 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
             **{name: ops[name] for name in SEQUENTIAL},
             "record_spend, trivial script": stub_ops["record_spend"],
         }
-        await interleaved_samples(
-            subjects, 300
-        )  # warm-up: connections, scripts, caches
+        # warm-up: connections, scripts, caches
+        await interleaved_samples(subjects, 300)
         samples = await interleaved_samples(subjects, rounds, block=block)
         return {name: statistics.median(v) / 1000 for name, v in samples.items()}
     finally:
