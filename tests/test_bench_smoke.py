@@ -155,7 +155,6 @@ async def test_interleaved_samples_turns_rotate_and_indexes_never_repeat() -> No
     samples = await interleaved_samples(ops, 3, start=10)
     assert calls == [("a", 20), ("b", 21), ("b", 23), ("a", 22), ("a", 24), ("b", 25)]
     assert {name: len(times) for name, times in samples.items()} == {"a": 3, "b": 3}
-    assert all(t >= 0 for times in samples.values() for t in times)
     # in blocks of 2: two calls of one op in a row, the last block short
     calls.clear()
     samples = await interleaved_samples(ops, 5, block=2)
@@ -165,6 +164,10 @@ async def test_interleaved_samples_turns_rotate_and_indexes_never_repeat() -> No
         ("a", 8), ("b", 9),
     ]  # fmt: skip
     assert {name: len(times) for name, times in samples.items()} == {"a": 5, "b": 5}
+    calls.clear()
+    with pytest.raises(ValueError, match="block at least 1"):
+        await interleaved_samples(ops, 5, block=0)
+    assert calls == []
 
 
 async def test_floor_breakdown_refuses_empty_rounds_and_blocks() -> None:
