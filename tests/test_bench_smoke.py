@@ -118,8 +118,18 @@ def test_the_cli_bench_says_when_redis_is_down(
     assert "did not answer" in capsys.readouterr().out
 
 
-async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
+async def _keys_left(redis_url: str, pattern: str) -> list[bytes]:
+    """The keys matching ``pattern`` still in the store (a bench leaves none)."""
     import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return [k async for k in client.scan_iter(match=pattern, count=1000)]
+    finally:
+        await client.aclose()
+
+
+async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     from bench.floor_breakdown import breakdown
 
     medians = await breakdown(redis_url, rounds=5, block=2)
@@ -131,12 +141,7 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
         "record_spend, trivial script",
     }
     assert all(value > 0 for value in medians.values())
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        leftovers = [k async for k in client.scan_iter(match="sgfloor*", count=1000)]
-    finally:
-        await client.aclose()
-    assert leftovers == []
+    assert await _keys_left(redis_url, "sgfloor*") == []
 
 
 async def test_interleaved_samples_turns_rotate_and_indexes_never_repeat() -> None:
@@ -185,7 +190,6 @@ async def test_versus_compares_two_versions_and_leaves_nothing(
 ) -> None:
     import subprocess
 
-    import redis.asyncio as aioredis
     from bench.versus import ROOT, compare
 
     # HEAD against this checkout: two fresh processes, the same table shape.
@@ -210,9 +214,4 @@ async def test_versus_compares_two_versions_and_leaves_nothing(
         check=True,
     ).stdout.splitlines()
     assert not [w for w in worktrees if "spendgate-versus-" in w]  # removed
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        leftovers = [k async for k in client.scan_iter(match="sgversus*", count=1000)]
-    finally:
-        await client.aclose()
-    assert leftovers == []
+    assert await _keys_left(redis_url, "sgversus*") == []
