@@ -4,9 +4,14 @@ Interleaved in one run against the machine's Redis (db 12, prefixes of its
 own, deleted afterwards): PING, ``check_availability``, ``record_spend``,
 ``reserve`` + ``settle``, and the same ``record_spend`` call on a second
 manager whose ``record`` script is replaced by a trivial one that only
-returns the payload. The last line is what a record-sized call costs with
+returns the payload. That line is what a record-sized call costs with
 (almost) no Lua at all, so the distance between it and ``record_spend`` is
-the script's work as the caller sees it.
+the script's work as the caller sees it. Two raw ``EVALSHA`` calls through
+the same client take the call apart further: an empty script with no
+arguments (a script call's own cost beside PING), and the trivial script
+with the arguments a ``record_spend`` sent (what the arguments cost; the
+distance from there to the trivial ``record_spend`` is the manager's
+Python).
 
 ``--block N`` runs each subject N times in a row before the next one (``make
 bench`` timed blocks of 2,000 calls until it went call by call); the
@@ -60,12 +65,24 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
         prelude = source.split(b"-- record:")[0]
         scripts.lua_record.sha = await stub.redis.script_load(prelude + TRIVIAL_RECORD)
 
+        empty = await stub.redis.script_load(b"return 1")
+
         users, projects = [f"user{i}" for i in range(500)], ["p1"]
         ops, stub_ops = (hot_path_ops(m, users, projects) for m in (real, stub))
+        # The command one record_spend sends, as sent: replayed as is (the
+        # trivial script writes nothing, so the same arguments never clash).
+        record_command = await _first_command(stub, stub_ops["record_spend"])
+        client = real.redis
         subjects: dict[str, Callable[[int], Awaitable[Any]]] = {
-            "PING": lambda i: real.redis.ping(),
+            "PING": lambda i: client.ping(),
             **{name: ops[name] for name in SEQUENTIAL},
             "record_spend, trivial script": stub_ops["record_spend"],
+            "EVALSHA, empty script": lambda i: client.execute_command(
+                "EVALSHA", empty, 0
+            ),
+            "EVALSHA, trivial, record's args": lambda i: client.execute_command(
+                *record_command
+            ),
         }
         # warm-up: connections, scripts, caches
         await interleaved_samples(subjects, 300)
@@ -76,6 +93,26 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
         await delete_prefix(real.redis, stub_prefix)
         await real.aclose()
         await stub.aclose()
+
+
+async def _first_command(
+    manager: BudgetManager, op: Callable[[int], Awaitable[Any]]
+) -> tuple[Any, ...]:
+    """The command ``op`` sends through ``manager``'s client, as sent."""
+    client = manager.redis
+    sent: list[tuple[Any, ...]] = []
+    execute = client.execute_command
+
+    async def recording(*command: Any, **options: Any) -> Any:
+        sent.append(command)
+        return await execute(*command, **options)
+
+    client.execute_command = recording  # type: ignore[method-assign]
+    try:
+        await op(0)
+    finally:
+        del client.execute_command  # the class's method again
+    return sent[0]
 
 
 def main() -> None:

@@ -139,9 +139,46 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
         "record_spend",
         "reserve+settle",
         "record_spend, trivial script",
+        "EVALSHA, empty script",
+        "EVALSHA, trivial, record's args",
     }
     assert all(value > 0 for value in medians.values())
     assert await _keys_left(redis_url, "sgfloor*") == []
+
+
+async def test_floor_breakdown_replays_the_command_a_call_sent(
+    redis_url: str,
+) -> None:
+    import uuid
+    from decimal import Decimal
+
+    from bench.floor_breakdown import _first_command
+    from bench.runner import delete_prefix
+
+    from spendgate import BudgetConfig, BudgetManager
+
+    prefix = f"sgfloorcmd{uuid.uuid4().hex[:8]}"
+    manager = BudgetManager(BudgetConfig(redis_url=redis_url, key_prefix=prefix))
+    await manager.open()
+    try:
+
+        async def op(i: int) -> object:
+            return await manager.record_spend("u-cmd", Decimal("0.25"))
+
+        command = await _first_command(manager, op)
+        record_sha = manager._ensure_open().lua_record.sha
+        # EVALSHA <the record script> 1 <idempotency key> <arguments...>
+        assert command[:3] == ("EVALSHA", record_sha, 1)
+        sent = [str(arg) for arg in command]
+        assert "u-cmd" in sent and "250000" in sent  # the user, the micro-units
+        # the call went through, and the client is its own again
+        usage = await manager.get_usage("u-cmd")
+        assert usage["user"].daily.spent == Decimal("0.25")
+        assert "execute_command" not in vars(manager.redis)
+    finally:
+        await delete_prefix(manager.redis, prefix)
+        await manager.aclose()
+    assert await _keys_left(redis_url, f"{prefix}*") == []
 
 
 async def test_interleaved_samples_turns_rotate_and_indexes_never_repeat() -> None:
