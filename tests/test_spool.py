@@ -301,11 +301,21 @@ def _as_version_1(fact: SpooledFact, base: str) -> bytes:
     args = list(fact.args)
     for at, value in where.items():
         args.insert(at, value)
-    body = json.dumps(
-        {"v": 1, "s": fact.script, "k": list(fact.keys), "a": args, "t": 1, "i": {}},
-        separators=(",", ":"),
-    ).encode()
+    return _signed_line(
+        {"v": 1, "s": fact.script, "k": list(fact.keys), "a": args, "t": 1, "i": {}}
+    )
+
+
+def _signed_line(record: dict[str, Any]) -> bytes:
+    """A spool line holding ``record``, with its checksum right."""
+    body = json.dumps(record, separators=(",", ":")).encode()
     return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def _record_of(line: bytes) -> dict[str, Any]:
+    """The record a spool line holds (its checksum is not checked)."""
+    record: dict[str, Any] = json.loads(line.rstrip(b"\n")[9:])
+    return record
 
 
 async def test_a_spool_written_before_the_configuration_left_the_arguments_replays(
@@ -338,9 +348,19 @@ async def test_a_spool_written_before_the_configuration_left_the_arguments_repla
         assert usage["user"].held == 0
         assert await _ledger_len(second) == 3
         assert second.spool is not None and second.spool.corrupt_lines == 0
-    # A version 1 record of the wrong length, or an unknown version, is corrupt.
-    assert decode_fact(old_lines[0].replace(b'"a":[', b'"a":["x",')) is None
-    assert decode_fact(encode_fact(facts[0]).replace(b'"v":2', b'"v":3')) is None
+    # A version 1 record of the wrong length, or an unknown version, is
+    # corrupt, though its checksum is right.
+    too_long = _record_of(old_lines[0])
+    too_long["a"].insert(0, "x")
+    assert decode_fact(_signed_line(too_long)) is None
+    unknown = _record_of(encode_fact(facts[0]))
+    assert unknown["v"] == 2
+    unknown["v"] = 3
+    assert decode_fact(_signed_line(unknown)) is None
+    # (the same records as they were, re-signed, still read)
+    assert decode_fact(_signed_line(_record_of(old_lines[0]))) is not None
+    unknown["v"] = 2
+    assert decode_fact(_signed_line(unknown)) == facts[0]
 
 
 async def test_a_manager_opened_lazily_replays_leftovers_on_its_first_call(
