@@ -85,7 +85,7 @@ async def _fill(
 
 
 async def _truncate(dsn: str) -> None:
-    from spendgate.pg import connect
+    from spendgate.ledger.pg import connect
 
     conn = await connect(dsn)
     try:
@@ -203,7 +203,7 @@ async def lag(
     """Sustained load through a producer process and a ``spendgate flush`` process."""
     from redis.asyncio import Redis
 
-    from spendgate.pg import connect
+    from spendgate.ledger.pg import connect
 
     await _truncate(dsn)
     prefix = f"sgbench{uuid.uuid4().hex[:8]}"
@@ -284,7 +284,7 @@ async def lag(
 async def _versions(redis_url: str, dsn: str) -> dict[str, Any]:
     from redis.asyncio import Redis
 
-    from spendgate.pg import connect
+    from spendgate.ledger.pg import connect
 
     client = Redis.from_url(redis_url)
     info = await client.info("server")
@@ -360,8 +360,8 @@ def _markdown(result: dict[str, Any]) -> str:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from bench.runner import machine_info
-    from spendgate.migrations import migrate_dsn
-    from spendgate.pg import connect
+    from spendgate.ledger.migrations import migrate_dsn
+    from spendgate.ledger.pg import connect
 
     admin = await connect(args.postgres_dsn)
     database = f"sgbench_{uuid.uuid4().hex[:8]}"

@@ -498,12 +498,15 @@ def _import_times(options: Options) -> dict[str, Any]:
 
 async def delete_prefix(client: Any, prefix: str) -> int:
     """Delete every key of the deployment ``prefix`` (SCAN, 500 per DEL);
-    return how many there were. Used by every bench that makes keys."""
-    from spendgate.keys import Keys
+    return how many there were. Used by every bench that makes keys.
 
+    Every key of a deployment starts with ``"<prefix>:"``: the pattern is
+    built here, not by spendgate, so every version of spendgate is cleaned
+    alike (``bench.versus`` runs older ones beside this checkout)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     deleted = 0
     batch: list[bytes] = []
-    async for key in client.scan_iter(match=Keys(prefix).pattern(), count=1000):
+    async for key in client.scan_iter(match=escaped + ":*", count=1000):
         batch.append(key)
         if len(batch) >= 500:
             deleted += await client.delete(*batch)

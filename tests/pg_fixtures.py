@@ -57,7 +57,7 @@ async def pg_dsn() -> AsyncIterator[str]:
 @pytest.fixture
 async def ledger_dsn(pg_dsn: str) -> str:
     """A fresh database with the ledger schema applied."""
-    from spendgate.migrations import migrate_dsn
+    from spendgate.ledger.migrations import migrate_dsn
 
     await migrate_dsn(pg_dsn)
     return pg_dsn

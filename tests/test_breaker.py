@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
 from spendgate import BudgetConfig, BudgetManager, BudgetUnavailableError
-from spendgate.breaker import BreakerState, CircuitBreaker
+from spendgate.durability.breaker import BreakerState, CircuitBreaker
 
 
 class _Time:

@@ -92,7 +92,7 @@ def test_secrets_are_redacted() -> None:
 async def test_embedded_default_is_announced_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import spendgate.connection as connection
+    import spendgate.core.connection as connection
 
     monkeypatch.setattr(connection, "_embedded_server", None)
     messages: list[str] = []
@@ -116,8 +116,8 @@ async def test_embedded_default_is_announced_once(
 async def test_demo_walkthrough_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import spendgate.connection as connection
-    from spendgate.demo import walkthrough
+    import spendgate.core.connection as connection
+    from spendgate.cli.demo import walkthrough
 
     monkeypatch.setattr(connection, "_embedded_server", None)
     await walkthrough()

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager
-from spendgate.scripts import _lua_string
+from spendgate.core.scripts import _lua_string
 
 
 def _record_commands(client: aioredis.Redis) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import FakeClock, MakeBudget
 from spendgate import BudgetExceededError
-from spendgate.money import charge_micros, credit_micros, from_micros
+from spendgate.core.money import charge_micros, credit_micros, from_micros
 
 
 async def test_day_rolls_over_at_utc_midnight(
@@ -156,7 +156,7 @@ def test_rounding_helpers_are_exact() -> None:
 
 
 def test_memoised_conversions_stay_exact_and_bounded() -> None:
-    from spendgate import money
+    from spendgate.core import money
     from spendgate.errors import InvalidAmountError
 
     # The float 0.1 is read through its shortest repr; a Decimal holding the

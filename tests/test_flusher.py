@@ -35,10 +35,10 @@ from conftest import REDIS_URL, FakeClock, MakeBudget
 from pg_server import PrivatePostgres, wait_for
 from redis_server import free_port
 from spendgate import BudgetConfig, BudgetManager, Flusher, SpendRecord
-from spendgate.flusher import DEFAULT_GROUP, entry_to_row, raw_row
-from spendgate.keys import Keys
-from spendgate.migrations import migrate_dsn
-from spendgate.pg import LedgerUnavailableError
+from spendgate.ledger.flusher import DEFAULT_GROUP, entry_to_row, raw_row
+from spendgate.core.keys import Keys
+from spendgate.ledger.migrations import migrate_dsn
+from spendgate.ledger.pg import LedgerUnavailableError
 
 # ledger_dsn, pg_dsn, private_postgres
 pytest_plugins = ("pg_fixtures",)
@@ -611,7 +611,7 @@ def test_importing_spendgate_does_not_import_asyncpg() -> None:
         "assert 'asyncpg' not in sys.modules\n"
         "assert spendgate.Flusher.__name__ == 'Flusher'\n"
         "assert spendgate.Analytics.__name__ == 'Analytics'\n"
-        "import spendgate.cli, spendgate.reconcile\n"
+        "import spendgate.cli, spendgate.ledger.reconcile\n"
         "spendgate.cli.build_parser()\n"
         "assert 'asyncpg' not in sys.modules\n"
     )
@@ -619,7 +619,7 @@ def test_importing_spendgate_does_not_import_asyncpg() -> None:
 
 
 def test_a_malformed_entry_is_refused_before_postgres() -> None:
-    from spendgate.flusher import PoisonEntryError
+    from spendgate.ledger.flusher import PoisonEntryError
 
     fields = {b"e": b"x", b"k": b"spend", b"t": b"1", b"u": b"u", b"a": b"1"}
     assert entry_to_row(fields)[6] == 1

@@ -30,7 +30,7 @@ from spendgate import (
     InvalidArgumentError,
 )
 from spendgate.integrations.litellm import SpendgateCallback
-from spendgate.money import charge_micros, from_micros
+from spendgate.core.money import charge_micros, from_micros
 
 # LiteLLM's own models trip pydantic warnings when it builds them lazily
 # (mid-test); they are LiteLLM's to fix, not failures of ours.

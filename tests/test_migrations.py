@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from redis_server import free_port
-from spendgate.migrations import VERSION_TABLE, available, migrate, migrate_dsn
+from spendgate.ledger.migrations import VERSION_TABLE, available, migrate, migrate_dsn
 
 # pg_dsn
 pytest_plugins = ("pg_fixtures",)

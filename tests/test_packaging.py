@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spendgate.scripts import (
+from spendgate.core.scripts import (
     SCRIPT_CONSTANTS,
     SCRIPT_NAMES,
     configured_source,
@@ -86,7 +86,7 @@ def test_wheel_ships_every_script(tmp_path: Path) -> None:
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     probe = (
-        "import spendgate.scripts as s; d = s.lua_dir(); "
+        "import spendgate.core.scripts as s; d = s.lua_dir(); "
         "print(d); assert all((d / f'{n}.lua').is_file() for n in s.SCRIPT_NAMES)"
     )
     out = subprocess.run(

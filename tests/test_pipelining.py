@@ -2,7 +2,7 @@
 hiredis packing.
 
 A manager that builds its own client (``redis_url``) sends concurrent calls
-together down one connection (``spendgate.pipeline``) and packs commands
+together down one connection (``spendgate.core.pipeline``) and packs commands
 with hiredis. Checked against the real Redis, with hundreds of concurrent
 tasks: leases still never overshoot, every fact is counted once, replies
 reach the caller that sent the command (in order), an error reply fails
@@ -27,9 +27,9 @@ from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from conftest import REDIS_URL, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetExceededError, BudgetManager
-from spendgate.connection import _pack_with_hiredis
-from spendgate.keys import Keys
-from spendgate.pipeline import AutoPipeline
+from spendgate.core.connection import _pack_with_hiredis
+from spendgate.core.keys import Keys
+from spendgate.core.pipeline import AutoPipeline
 
 pytestmark = pytest.mark.redis
 

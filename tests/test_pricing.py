@@ -5,7 +5,7 @@ cache and reasoning rates, explicit zeros) where every expected value is
 exact; agreement with LiteLLM is checked by calling its ``cost_per_token`` on
 a deterministic sample of the bundled cost map and requiring LiteLLM's float
 to equal ``float(ours)`` within float noise (``rel_tol=1e-12``: see the
-module docstring of ``spendgate.pricing`` for why that, and not rounding
+module docstring of ``spendgate.pricing.catalog`` for why that, and not rounding
 both, is what "agree" means), with every network connection blocked. Lazy,
 offline import is checked in a fresh interpreter.
 """
@@ -31,7 +31,7 @@ from spendgate import (
     SpendgateError,
     UnknownModelError,
 )
-from spendgate.pricing import Pricing
+from spendgate.pricing.catalog import Pricing
 
 # LiteLLM builds some pydantic models lazily; their warnings are LiteLLM's.
 pytestmark = pytest.mark.filterwarnings(
@@ -445,7 +445,7 @@ assert heavy == [], heavy
 import spendgate.integrations.asgi  # pure ASGI: no framework import either
 heavy = [m for m in ("litellm", "fastapi", "starlette", "asyncpg") if m in sys.modules]
 assert heavy == [], heavy
-from spendgate.pricing import Pricing
+from spendgate.pricing.catalog import Pricing
 pricing = Pricing()
 assert "litellm" not in sys.modules
 cost = pricing.calculate("gpt-4o", 1000, 500)

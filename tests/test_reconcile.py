@@ -24,8 +24,8 @@ import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, FakeClock, MakeBudget
 from spendgate import BudgetManager, Flusher
-from spendgate.keys import Keys
-from spendgate.reconcile import reconcile
+from spendgate.core.keys import Keys
+from spendgate.ledger.reconcile import reconcile
 
 # ledger_dsn
 pytest_plugins = ("pg_fixtures",)

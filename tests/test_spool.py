@@ -32,7 +32,7 @@ from redis import exceptions as redis_errors
 
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
-from spendgate.spool import Spool, SpooledFact, decode_fact, encode_fact
+from spendgate.durability.spool import Spool, SpooledFact, decode_fact, encode_fact
 
 
 class _Switch:

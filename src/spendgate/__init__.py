@@ -26,7 +26,7 @@ from spendgate.errors import (
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.money import MAX_AMOUNT
+from spendgate.core.money import MAX_AMOUNT
 
 __version__ = "0.1.0"
 
@@ -60,14 +60,14 @@ __all__ = [
 # The Postgres side loads on first use: importing spendgate never imports
 # asyncpg (the flusher and analytics import it when they first connect).
 if TYPE_CHECKING:
-    from spendgate.analytics import Analytics as Analytics
-    from spendgate.flusher import Flusher as Flusher
-    from spendgate.pg import LedgerUnavailableError as LedgerUnavailableError
+    from spendgate.ledger.analytics import Analytics as Analytics
+    from spendgate.ledger.flusher import Flusher as Flusher
+    from spendgate.ledger.pg import LedgerUnavailableError as LedgerUnavailableError
 
 _LAZY = {
-    "Analytics": "spendgate.analytics",
-    "Flusher": "spendgate.flusher",
-    "LedgerUnavailableError": "spendgate.pg",
+    "Analytics": "spendgate.ledger.analytics",
+    "Flusher": "spendgate.ledger.flusher",
+    "LedgerUnavailableError": "spendgate.ledger.pg",
 }
 __all__ += list(_LAZY)
 

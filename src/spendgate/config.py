@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spendgate.errors import ConfigurationError, InvalidAmountError
-from spendgate.money import to_decimal
+from spendgate.core.money import to_decimal
 
 _COREASON_NAMES = {
     "daily_user_limit_usd": "daily_user_limit",

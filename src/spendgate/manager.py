@@ -23,9 +23,9 @@ from loguru import logger
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from spendgate.breaker import BreakerState, CircuitBreaker
+from spendgate.durability.breaker import BreakerState, CircuitBreaker
 from spendgate.config import BudgetConfig, redact_url
-from spendgate.connection import connect
+from spendgate.core.connection import connect
 from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -35,28 +35,28 @@ from spendgate.errors import (
     Scope,
     StorageError,
 )
-from spendgate.keys import Keys
+from spendgate.core.keys import Keys
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.money import (
+from spendgate.core.money import (
     MAX_MICROS,
     charge_micros,
     credit_micros,
     from_micros,
     limit_micros,
 )
-from spendgate.scripts import DEFAULT_CAP_CONSTANTS, Scripts
-from spendgate.spool import Spool, SpooledFact, spool_directory
-from spendgate.validation import (
+from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS, Scripts
+from spendgate.durability.spool import Spool, SpooledFact, spool_directory
+from spendgate.core.ids import (
     check_id,
     check_model,
     check_optional_id,
     encode_metadata,
     user_id_of,
 )
-from spendgate.windows import Windows, from_ms, to_ms, windows_at
+from spendgate.core.windows import Windows, from_ms, to_ms, windows_at
 
 if TYPE_CHECKING:
-    from spendgate.pricing import Pricing
+    from spendgate.pricing.catalog import Pricing
 
 Clock = Callable[[], datetime]
 
@@ -180,7 +180,7 @@ class BudgetManager:
         self._max_meta = cfg.max_metadata_bytes
         self._retention_ms = cfg.counter_retention_seconds * 1000
         # The configuration is part of the scripts, not of each call's
-        # arguments (see spendgate.scripts.configured_source).
+        # arguments (see spendgate.core.scripts.configured_source).
         self._defaults = defaults = tuple(
             "-1" if limit is None else str(limit_micros(limit))
             for limit in (
@@ -281,7 +281,7 @@ class BudgetManager:
         made on first use (LiteLLM is imported on the first lookup)."""
         if self._pricing is None:
             # Imported on first use: most deployments never price here.
-            from spendgate.pricing import Pricing
+            from spendgate.pricing.catalog import Pricing
 
             self._pricing = Pricing(self.config)
         return self._pricing

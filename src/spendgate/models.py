@@ -7,8 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from spendgate.money import from_micros
-from spendgate.windows import from_ms
+from spendgate.core.money import from_micros
+from spendgate.core.windows import from_ms
 
 
 @dataclass(slots=True)

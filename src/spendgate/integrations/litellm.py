@@ -28,7 +28,7 @@ The life of one call:
    over budget, the call is refused with :class:`~spendgate.BudgetExceededError`
    and never reaches the provider;
 2. on success the lease is settled at the exact cost of the usage LiteLLM
-   reports, priced by :class:`~spendgate.pricing.Pricing` (overrides first,
+   reports, priced by :class:`~spendgate.pricing.catalog.Pricing` (overrides first,
    then LiteLLM's cost map: LiteLLM's own price, computed in ``Decimal``);
 3. on failure the lease is released: nothing is charged.
 
@@ -57,7 +57,7 @@ from spendgate.errors import (
 )
 from spendgate.manager import BudgetManager
 from spendgate.models import Lease
-from spendgate.money import to_decimal
+from spendgate.core.money import to_decimal
 
 # Importing LiteLLM fetches its cost map from the network unless told to use
 # the copy bundled in its wheel; an application that wants the live map sets

@@ -72,9 +72,9 @@ from spendgate.errors import (
     StorageError,
 )
 from spendgate.manager import UNSET, BudgetManager
-from spendgate.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from spendgate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from spendgate.models import Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.money import MAX_AMOUNT, to_decimal
+from spendgate.core.money import MAX_AMOUNT, to_decimal
 
 __all__ = [
     "BALANCE_RETRY_AFTER_SECONDS",

@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 from spendgate.config import BudgetConfig
-from spendgate.money import from_micros
-from spendgate.pg import connect, require_dsn
+from spendgate.core.money import from_micros
+from spendgate.ledger.pg import connect, require_dsn
 
 #: the ledger kinds that are spending (credits are not)
 SPEND_KINDS = ("spend", "settle")

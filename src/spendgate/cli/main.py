@@ -28,7 +28,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from spendgate.demo import main as demo_main
+    from spendgate.cli.demo import main as demo_main
 
     demo_main()
     return EXIT_OK
@@ -400,37 +400,37 @@ def _op_scope(usage: Any) -> dict[str, Any]:
 
 def _op_table(header: list[str], rows: list[list[Any]]) -> None:
     # One table printer for every command (ids escaped, numbers right-aligned).
-    from spendgate.ledger_cli import print_table
+    from spendgate.cli.ledger import print_table
 
     print_table(header, rows)
 
 
 def _op_cell(value: object) -> str:
-    from spendgate.ledger_cli import printable
+    from spendgate.cli.ledger import printable
 
     return printable(value)
 
 
 def _add_migrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from spendgate.ledger_cli import add_migrate
+    from spendgate.cli.ledger import add_migrate
 
     add_migrate(sub)
 
 
 def _add_flush(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from spendgate.ledger_cli import add_flush
+    from spendgate.cli.ledger import add_flush
 
     add_flush(sub)
 
 
 def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from spendgate.ledger_cli import add_report
+    from spendgate.cli.ledger import add_report
 
     add_report(sub)
 
 
 def _add_reconcile(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from spendgate.ledger_cli import add_reconcile
+    from spendgate.cli.ledger import add_reconcile
 
     add_reconcile(sub)
 
@@ -579,5 +579,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -97,7 +97,7 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
 
 async def migrate_dsn(dsn: str, **connect_kwargs: Any) -> list[Migration]:
     """:func:`migrate` over a fresh connection to ``dsn``."""
-    from spendgate.pg import connect
+    from spendgate.ledger.pg import connect
 
     conn = await connect(dsn, **connect_kwargs)
     try:

@@ -26,14 +26,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from spendgate.analytics import SPEND_KINDS
+from spendgate.ledger.analytics import SPEND_KINDS
 from spendgate.config import BudgetConfig
 from spendgate.errors import ConfigurationError
-from spendgate.flusher import clean_text
-from spendgate.keys import SCOPE_LETTERS, Keys
-from spendgate.money import from_micros
-from spendgate.pg import connect, require_dsn
-from spendgate.windows import from_ms, to_ms, windows_at
+from spendgate.ledger.flusher import clean_text
+from spendgate.core.keys import SCOPE_LETTERS, Keys
+from spendgate.core.money import from_micros
+from spendgate.ledger.pg import connect, require_dsn
+from spendgate.core.windows import from_ms, to_ms, windows_at
 
 _SCOPES_BY_LETTER = {letter: scope for scope, letter in SCOPE_LETTERS.items()}
 _PAGE = 10_000

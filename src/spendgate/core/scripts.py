@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spendgate.pipeline import AutoPipeline
+from spendgate.core.pipeline import AutoPipeline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -67,7 +67,7 @@ def lua_dir() -> Path:
     packaged = resources.files("spendgate").joinpath("lua")
     if packaged.is_dir():
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "lua"
+    checkout = Path(__file__).resolve().parents[3] / "lua"
     if checkout.is_dir():
         return checkout
     raise FileNotFoundError(
@@ -165,7 +165,7 @@ class Scripts:
         """:param constants: the configuration, see :func:`configured_source`"""
         self.client = client
         # With pipelining, concurrent calls share round trips (see
-        # spendgate.pipeline); a lone call still goes straight out.
+        # spendgate.core.pipeline); a lone call still goes straight out.
         self._pipeline = AutoPipeline(client) if pipelining else None
         #: sends one command and returns its reply: the hot path's way out
         self.send: Callable[..., Awaitable[Any]] = (

@@ -187,7 +187,7 @@ def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> int:
     from redis import exceptions as redis_errors
 
     from spendgate.errors import ConfigurationError, SpendgateError
-    from spendgate.pg import LedgerUnavailableError, is_unavailable
+    from spendgate.ledger.pg import LedgerUnavailableError, is_unavailable
 
     try:
         return asyncio.run(body())
@@ -219,8 +219,8 @@ def _fail(message: str, code: int) -> int:
 
 def run_migrate(args: argparse.Namespace) -> int:
     async def body() -> int:
-        from spendgate.migrations import applied_versions, available, migrate
-        from spendgate.pg import connect
+        from spendgate.ledger.migrations import applied_versions, available, migrate
+        from spendgate.ledger.pg import connect
 
         config = _config(args, needs_redis=False)
         conn = await connect(config.postgres_dsn)
@@ -260,8 +260,8 @@ def run_flush(args: argparse.Namespace) -> int:
     async def body() -> int:
         import signal
 
-        from spendgate.flusher import Flusher
-        from spendgate.pg import LedgerUnavailableError
+        from spendgate.ledger.flusher import Flusher
+        from spendgate.ledger.pg import LedgerUnavailableError
 
         config = _config(args, needs_redis=True)
         if args.claim_idle <= 0:
@@ -304,7 +304,7 @@ def run_flush(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     async def body() -> int:
-        from spendgate.analytics import Analytics
+        from spendgate.ledger.analytics import Analytics
 
         config = _config(args, needs_redis=False)
         if args.limit is not None and args.limit < 1:
@@ -385,7 +385,7 @@ async def _report(analytics: Any, args: argparse.Namespace) -> Any:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     async def body() -> int:
-        from spendgate.reconcile import reconcile
+        from spendgate.ledger.reconcile import reconcile
 
         config = _config(args, needs_redis=True)
         report = await reconcile(config, args.day, progress=_Progress("reconcile"))

@@ -43,17 +43,17 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.connection import embedded_client
-from spendgate.keys import Keys
-from spendgate.pg import (
+from spendgate.core.connection import embedded_client
+from spendgate.core.keys import Keys
+from spendgate.ledger.pg import (
     LedgerUnavailableError,
     asyncpg_module,
     connect,
     is_unavailable,
     require_dsn,
 )
-from spendgate.scripts import lua_dir
-from spendgate.windows import EPOCH
+from spendgate.core.scripts import lua_dir
+from spendgate.core.windows import EPOCH
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -471,7 +471,7 @@ class Flusher:
         conn = await connect(self.dsn)
         try:
             if self.auto_migrate:
-                from spendgate.migrations import migrate
+                from spendgate.ledger.migrations import migrate
 
                 await migrate(conn)
             await conn.execute(_CREATE_STAGING)

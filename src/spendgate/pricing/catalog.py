@@ -53,7 +53,7 @@ from spendgate.errors import (
     InvalidArgumentError,
     UnknownModelError,
 )
-from spendgate.money import to_decimal
+from spendgate.core.money import to_decimal
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig

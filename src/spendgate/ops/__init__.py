@@ -1,0 +1,3 @@
+"""The operations of :class:`spendgate.BudgetManager`, one small class per
+area (admission, leases, facts, limits and usage) over one store; the
+manager composes them."""
