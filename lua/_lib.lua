@@ -15,30 +15,32 @@
 --   LEDGER_MAXLEN     the ledger's approximate cap, "0" = uncapped
 -- All are text, as arguments would be.
 --
+-- The protocol shared with Python is not written here either: it comes as
+-- constants too, from spendgate.core.protocol and spendgate.core.keys, each
+-- script getting those it names:
+--   R_OK, R_REFUSED, R_REPLAYED, R_CONFLICT, R_UNKNOWN_LEASE, R_LEASE_RELEASED,
+--   R_LEASE_SETTLED   reply codes, the first element of every reply
+--   W_DAILY, W_MONTHLY, W_BALANCE   the window a refusal names
+--   HOLD_PENDING, HOLD_SETTLED, HOLD_VOIDED, HOLD_EXPIRED   a hold's state
+--   KIND_SPEND, KIND_SETTLE, KIND_CREDIT   ledger entry kinds
+--   F_ENTRY_ID, F_KIND, F_OCCURRED_AT, ...   ledger entry field names
+--   K_DAY, K_MONTH, K_HELD, K_LIMITS, K_BALANCE, K_HOLD, K_HOLDS, K_DUE,
+--   K_LEDGER, ...     the key layout's parts, below BASE
+--   S_USER, S_PROJECT, S_GLOBAL   a scope's letter and separator ("u:")
+--
 -- Money is in integer micro-units (1e-6 of the unit) and time in milliseconds
 -- since the Unix epoch, everywhere in these scripts. Lua numbers are doubles:
 -- exact for integers up to 2^53 (about 9e9 units), far above any documented
 -- amount or limit.
 --
--- Key layout, below the deployment's BASE "<prefix>:{sg}:" (one hash tag, so
--- every key of a deployment lives on one cluster slot: the global scope is
--- touched by every call anyway). Ids always come last, after a fixed-format
--- structural part, so no id can alias another entity's key. Everything an
--- admission reads is a string, so it is read with one MGET.
---   d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
---   m:<yyyymm>:<s>:<id>    string: spent in that UTC month
---   r:<s>:<id>             string: held by pending holds (absent at zero)
---   l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
---                          part empty for the configured default (absent: both)
---   b:u:<id>               string: a user's balance (absent: none is kept)
---   h:<lease>              hash: one hold (st = p pending, s settled, v voided, x expired)
---   holds                  zset: pending lease ids scored by expiry
---   due                    string: a time (ms) no later than the earliest
---                          pending expiry: nothing to purge before it
---                          (absent: unknown; 2^53 - 1 when nothing is pending)
---   i:<ns>:<key>           string: "<fingerprint>|<result payload>"
---   ledger                 stream: one entry per fact
--- <s> is u (user), p (project) or g (global, whose id is empty).
+-- The key layout is spendgate.core.keys' (its docstring draws it); ids always
+-- come last, after a fixed-format structural part, so no id can alias
+-- another entity's key. Everything an admission reads is a string, so it is
+-- read with one MGET. A hold record (K_HOLD) is a hash: st (its HOLD_ state),
+-- a (amount), u (user), p (project), x (expires_ms), r (how long to keep it
+-- once final, ms), and once settled c (the cost) and pl (the replay payload).
+-- "due" holds a time (ms) no later than the earliest pending expiry: nothing
+-- to purge before it (absent: unknown; 2^53 - 1 when nothing is pending).
 
 -- string.format keeps large integers out of Lua's %.14g tostring (1e+15).
 local function fmt(n)
@@ -51,13 +53,13 @@ end
 -- values, not a table: they go straight into MGET (a caller that needs the
 -- user's balance too passes its key before them).
 local function scope_keys(day, month, user, project)
-  local d, m = BASE .. 'd:' .. day .. ':', BASE .. 'm:' .. month .. ':'
-  local r, l = BASE .. 'r:', BASE .. 'l:'
-  local u, g = 'u:' .. user, 'g:'
+  local d, m = BASE .. K_DAY .. day .. ':', BASE .. K_MONTH .. month .. ':'
+  local r, l = BASE .. K_HELD, BASE .. K_LIMITS
+  local u, g = S_USER .. user, S_GLOBAL
   if project == '' then
     return d .. u, m .. u, r .. u, l .. u, d .. g, m .. g, r .. g, l .. g
   end
-  local p = 'p:' .. project
+  local p = S_PROJECT .. project
   return d .. u, m .. u, r .. u, l .. u, d .. p, m .. p, r .. p, l .. p,
          d .. g, m .. g, r .. g, l .. g
 end
@@ -86,10 +88,10 @@ end
 -- the number with snprintf on every call) to each scope's held amount.
 local function add_held(user, project, amount, text)
   if amount == 0 then return end  -- a zero hold keeps no key
-  local r = BASE .. 'r:'
-  redis.call('INCRBY', r .. 'u:' .. user, text)
-  if project ~= '' then redis.call('INCRBY', r .. 'p:' .. project, text) end
-  redis.call('INCRBY', r .. 'g:', text)
+  local r = BASE .. K_HELD
+  redis.call('INCRBY', r .. S_USER .. user, text)
+  if project ~= '' then redis.call('INCRBY', r .. S_PROJECT .. project, text) end
+  redis.call('INCRBY', r .. S_GLOBAL, text)
 end
 
 -- A hold ends (settled, released or expired): takes `amount` off each of its
@@ -99,12 +101,13 @@ end
 -- nil for a zero hold, which reads nothing): settle charges it next.
 local function remove_held(user, project, amount)
   if amount == 0 then return nil end  -- nothing held, nothing read
-  local r = BASE .. 'r:'
+  local r = BASE .. K_HELD
+  local u, b = r .. S_USER .. user, BASE .. K_BALANCE .. user
   local keys
   if project == '' then
-    keys = {r .. 'u:' .. user, r .. 'g:', BASE .. 'b:u:' .. user}
+    keys = {u, r .. S_GLOBAL, b}
   else
-    keys = {r .. 'u:' .. user, r .. 'p:' .. project, r .. 'g:', BASE .. 'b:u:' .. user}
+    keys = {u, r .. S_PROJECT .. project, r .. S_GLOBAL, b}
   end
   local seen = redis.call('MGET', unpack(keys))
   local n = #keys - 1  -- the held amounts; the balance is last
@@ -136,14 +139,14 @@ end
 -- stale then) and the due time in force after the call.
 local function purge_expired_holds(now_ms, due)
   if due and tonumber(due) > tonumber(now_ms) then return false, due end
-  local zkey = BASE .. 'holds'
+  local zkey = BASE .. K_HOLDS
   local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', PURGE_MAX)
   for i = 1, #ids do
-    local hkey = BASE .. 'h:' .. ids[i]
+    local hkey = BASE .. K_HOLD .. ids[i]
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
-    if h[1] == 'p' then
+    if h[1] == HOLD_PENDING then
       remove_held(h[3], h[4], tonumber(h[2]))
-      redis.call('HSET', hkey, 'st', 'x')
+      redis.call('HSET', hkey, 'st', HOLD_EXPIRED)
       redis.call('PEXPIRE', hkey, h[5])
     end
   end
@@ -153,7 +156,7 @@ local function purge_expired_holds(now_ms, due)
   -- (a settled or released hold leaves "due" early: harmless, it only
   -- brings this recomputation forward)
   due = redis.call('ZRANGE', zkey, '0', '0', 'WITHSCORES')[2] or '9007199254740991'
-  redis.call('SET', BASE .. 'due', due)
+  redis.call('SET', BASE .. K_DUE, due)
   return #ids > 0, due
 end
 
@@ -161,10 +164,10 @@ end
 -- asked for, then scope_keys; and how many values come before the scopes'.
 local function scopes_mget(day, month, user, project, with_balance)
   if with_balance then
-    return redis.call('MGET', BASE .. 'due', BASE .. 'b:u:' .. user,
+    return redis.call('MGET', BASE .. K_DUE, BASE .. K_BALANCE .. user,
                       scope_keys(day, month, user, project)), 2
   end
-  return redis.call('MGET', BASE .. 'due', scope_keys(day, month, user, project)), 1
+  return redis.call('MGET', BASE .. K_DUE, scope_keys(day, month, user, project)), 1
 end
 
 -- What admission (and usage) reads, with one MGET (now_ms, day, month, user
@@ -186,10 +189,10 @@ end
 -- wins over the configured default. `args` is the admission argument list of
 -- check.lua and reserve.lua (ARGV[1..6]: now, day, month, requested, user,
 -- project), read with read_scopes.
--- Returns {0, room} when admitted, room being the smallest amount still
+-- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
--- refusal {1, scope index, window (1 daily, 2 monthly, 3 balance), limit,
--- spent, held}; and the holds' due time (read_scopes).
+-- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held};
+-- and the holds' due time (read_scopes).
 local function admit(args, requested)
   local enforce = ENFORCE_BALANCE == '1'
   local seen, first, due = read_scopes(args[1], args[2], args[3], args[5], args[6],
@@ -200,16 +203,16 @@ local function admit(args, requested)
     local at = first + 4 * i - 4
     local held = tonumber(seen[at + 3]) or 0
     local daily, monthly = caps(seen[at + 4], default_caps(i, n))
-    for w = 1, 2 do
+    for w = W_DAILY, W_MONTHLY do
       local limit = daily
-      if w == 2 then limit = monthly end
+      if w == W_MONTHLY then limit = monthly end
       -- a corrupt override is nil here, and fails the script: never ignored
       limit = tonumber(limit)
       if limit >= 0 then
-        local used = tonumber(seen[at + w]) or 0
+        local used = tonumber(seen[at + w - W_DAILY + 1]) or 0
         local room = limit - used - held
         if room < requested or (requested == 0 and room <= 0) then
-          return {1, i, w, limit, used, held}
+          return {R_REFUSED, i, w, limit, used, held}
         end
         if tightest < 0 or room < tightest then tightest = room end
       end
@@ -218,12 +221,12 @@ local function admit(args, requested)
       local available = (tonumber(seen[2]) or 0) - tonumber(MIN_BALANCE)
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
-        return {1, i, 3, available, 0, held}
+        return {R_REFUSED, i, W_BALANCE, available, 0, held}
       end
       if tightest < 0 or room < tightest then tightest = room end
     end
   end
-  return {0, tightest}, due
+  return {R_OK, tightest}, due
 end
 
 -- Adds amount to one day or month counter (sent as its text: redis.call
@@ -249,17 +252,17 @@ local function charge(head, user, project, balance)
   local amount = tonumber(text)
   if amount <= 0 then return false end
   local day_ttl, month_ttl = head[3], head[5]
-  local day = BASE .. 'd:' .. head[2] .. ':'
-  local month = BASE .. 'm:' .. head[4] .. ':'
-  count(day .. 'u:' .. user, amount, text, day_ttl)
-  count(month .. 'u:' .. user, amount, text, month_ttl)
+  local day = BASE .. K_DAY .. head[2] .. ':'
+  local month = BASE .. K_MONTH .. head[4] .. ':'
+  count(day .. S_USER .. user, amount, text, day_ttl)
+  count(month .. S_USER .. user, amount, text, month_ttl)
   if project ~= '' then
-    count(day .. 'p:' .. project, amount, text, day_ttl)
-    count(month .. 'p:' .. project, amount, text, month_ttl)
+    count(day .. S_PROJECT .. project, amount, text, day_ttl)
+    count(month .. S_PROJECT .. project, amount, text, month_ttl)
   end
-  count(day .. 'g:', amount, text, day_ttl)
-  count(month .. 'g:', amount, text, month_ttl)
-  local bkey = BASE .. 'b:u:' .. user
+  count(day .. S_GLOBAL, amount, text, day_ttl)
+  count(month .. S_GLOBAL, amount, text, month_ttl)
+  local bkey = BASE .. K_BALANCE .. user
   local enforced = ENFORCE_BALANCE == '1'
   if balance == nil and not enforced then
     balance = redis.call('EXISTS', bkey) == 1
@@ -272,15 +275,15 @@ end
 
 -- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or
 -- false when there is none) answers a call: nil when the key is unused (or
--- there is none), {2, payload} for a replay with the same fingerprint, {3}
--- for the same key with other arguments.
+-- there is none), {R_REPLAYED, payload} for a replay with the same
+-- fingerprint, {R_CONFLICT} for the same key with other arguments.
 local function idem_answer(record, fingerprint)
   if not record then return nil end
   local sep = string.find(record, '|', 1, true)
   if string.sub(record, 1, sep - 1) == fingerprint then
-    return {2, string.sub(record, sep + 1)}
+    return {R_REPLAYED, string.sub(record, sep + 1)}
   end
-  return {3}
+  return {R_CONFLICT}
 end
 
 local function idem_lookup(ikey, fingerprint)
@@ -296,23 +299,23 @@ end
 
 -- Idempotency for a fact, in one command: SET NX GET stores
 -- "<fingerprint>|<payload>" unless the key is taken, and answers what was
--- there. nil when the call is new (its record now stands), {2, payload} for
--- a replay with the same fingerprint, {3} for the same key with other
--- arguments. Called before the fact's first other write: a script that fails
+-- there. nil when the call is new (its record now stands), {R_REPLAYED,
+-- payload} for a replay with the same fingerprint, {R_CONFLICT} for the same
+-- key with other arguments. Called before the fact's first other write: a script that fails
 -- on its first write (an out-of-memory Redis) has then written nothing.
 local function idem_claim(ikey, fingerprint, payload)
   return idem_answer(redis.call('SET', ikey, fingerprint .. '|' .. payload,
                                 'NX', 'GET', 'PX', IDEMPOTENCY_TTL_MS), fingerprint)
 end
 
--- Appends one fact to the ledger stream: the name/value pairs passed, as they
--- are (empty optional fields included: the flusher reads them as absent; as
+-- Appends one fact to the ledger stream: the name/value pairs passed (names
+-- are the F_ constants), as they are (empty optional fields included: the flusher reads them as absent; as
 -- varargs, they reach XADD without a table, which costs the script more than
 -- the fields). LEDGER_MAXLEN "0" means no cap (a flusher drains it),
 -- otherwise the stream is trimmed approximately.
 local function ledger_append(...)
   if LEDGER_MAXLEN ~= '0' then
-    return redis.call('XADD', BASE .. 'ledger', 'MAXLEN', '~', LEDGER_MAXLEN, '*', ...)
+    return redis.call('XADD', BASE .. K_LEDGER, 'MAXLEN', '~', LEDGER_MAXLEN, '*', ...)
   end
-  return redis.call('XADD', BASE .. 'ledger', '*', ...)
+  return redis.call('XADD', BASE .. K_LEDGER, '*', ...)
 end

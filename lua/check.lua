@@ -10,8 +10,9 @@
 -- ARGV[6] - project id, "" for none
 -- (the caps, the balance rule and BASE are the configuration's constants:
 -- see _lib.lua)
--- return {0, room} when admitted (room: smallest amount left over all capped
---        windows, -1 when none is capped), or {1, scope, window, limit, spent, held}
+-- return {R_OK, room} when admitted (room: smallest amount left over all
+--        capped windows, -1 when none is capped), or the refusal
+--        {R_REFUSED, scope, window, limit, spent, held}
 
 local verdict = admit(ARGV, tonumber(ARGV[4]))
 return verdict

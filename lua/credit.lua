@@ -1,4 +1,4 @@
--- credit: add prepaid credits to a user's balance, a fact (ledger kind "credit").
+-- credit: add prepaid credits to a user's balance, a fact (ledger KIND_CREDIT).
 --
 -- KEYS[1] - idempotency key (generated when the caller gave none)
 -- ARGV[1] - now_ms
@@ -8,8 +8,8 @@
 -- ARGV[5] - user id
 -- ARGV[6] - metadata JSON, ""
 -- ARGV[7] - the caller's idempotency key, "" when it was generated
--- return {0, "entry|now_ms|balance"} when credited, {2, same payload} for a
---        replay, {3} for an idempotency conflict
+-- return {R_OK, "entry|now_ms|balance"} when credited, {R_REPLAYED, same
+--        payload} for a replay, {R_CONFLICT} for an idempotency conflict
 
 local ikey = KEYS[1]
 local now_ms = ARGV[1]
@@ -20,10 +20,11 @@ local user = ARGV[5]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
-local balance = redis.call('INCRBY', BASE .. 'b:u:' .. user, ARGV[2])
-ledger_append('e', entry, 'k', 'credit', 't', now_ms, 'u', user, 'a', ARGV[2],
-              'md', ARGV[6], 'i', ARGV[7])
+local balance = redis.call('INCRBY', BASE .. K_BALANCE .. user, ARGV[2])
+ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_CREDIT, F_OCCURRED_AT, now_ms,
+              F_USER_ID, user, F_AMOUNT, ARGV[2], F_METADATA, ARGV[6],
+              F_IDEMPOTENCY_KEY, ARGV[7])
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance)
 idem_store(ikey, fingerprint, payload)
-return {0, payload}
+return {R_OK, payload}

@@ -15,8 +15,8 @@
 -- ARGV[13] - the caller's idempotency key, "" when it was generated
 -- (the user's balance is charged when ENFORCE_BALANCE is "1", else only if
 -- the user has one)
--- return {0, "entry|now_ms"} when recorded, {2, same payload} for a replay,
---        {3} for an idempotency conflict
+-- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
+--        for a replay, {R_CONFLICT} for an idempotency conflict
 
 local ikey = KEYS[1]
 local now_ms = ARGV[1]
@@ -27,6 +27,7 @@ local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
 charge(ARGV, user, project)
-ledger_append('e', entry, 'k', 'spend', 't', now_ms, 'u', user, 'a', ARGV[6],
-              'p', project, 'm', ARGV[11], 'md', ARGV[12], 'i', ARGV[13])
-return {0, payload}
+ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
+              F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
+              F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13])
+return {R_OK, payload}

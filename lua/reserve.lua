@@ -7,9 +7,9 @@
 -- ARGV[8] - lease id (fresh, unique)
 -- ARGV[9] - expires_ms: when the hold stops counting
 -- (the hold record is kept IDEMPOTENCY_TTL_MS once it is final)
--- return {0, "lease|expires_ms"} for a new hold, {2, same payload} for an
---        idempotent replay, {3} for an idempotency conflict, or the refusal
---        {1, scope, window, limit, spent, held}
+-- return {R_OK, "lease|expires_ms"} for a new hold, {R_REPLAYED, same
+--        payload} for an idempotent replay, {R_CONFLICT} for an idempotency
+--        conflict, or the refusal {R_REFUSED, scope, window, limit, spent, held}
 
 local ikey = KEYS[1]
 local fingerprint = ARGV[7]
@@ -19,17 +19,17 @@ if seen then return seen end
 local user, project = ARGV[5], ARGV[6]
 local requested = tonumber(ARGV[4])
 local verdict, due = admit(ARGV, requested)
-if verdict[1] ~= 0 then return verdict end
+if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]
-redis.call('HSET', BASE .. 'h:' .. lease, 'st', 'p', 'a', ARGV[4], 'u', user,
-           'p', project, 'x', expires_ms, 'r', IDEMPOTENCY_TTL_MS)
-redis.call('ZADD', BASE .. 'holds', expires_ms, lease)
+redis.call('HSET', BASE .. K_HOLD .. lease, 'st', HOLD_PENDING, 'a', ARGV[4],
+           'u', user, 'p', project, 'x', expires_ms, 'r', IDEMPOTENCY_TTL_MS)
+redis.call('ZADD', BASE .. K_HOLDS, expires_ms, lease)
 if tonumber(expires_ms) < tonumber(due) then
-  redis.call('SET', BASE .. 'due', expires_ms)  -- the earliest pending expiry now
+  redis.call('SET', BASE .. K_DUE, expires_ms)  -- the earliest pending expiry now
 end
 add_held(user, project, requested, ARGV[4])
 
 local payload = lease .. '|' .. expires_ms
 idem_store(ikey, fingerprint, payload)
-return {0, payload}
+return {R_OK, payload}

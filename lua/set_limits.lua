@@ -1,6 +1,6 @@
 -- set_limits: per-entity cap overrides, effective on the next call.
 --
--- KEYS[1] - the entity's overrides, "<base>l:<scope>:<id>"
+-- KEYS[1] - the entity's overrides (K_LIMITS)
 -- ARGV[1] - daily: "" keeps it, "-" clears the override (back to the
 --           configured default), -1 = no cap, else the cap in micro-units
 -- ARGV[2] - monthly: the same

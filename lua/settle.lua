@@ -3,7 +3,7 @@
 -- the ledger. Settling again with the same cost replays the first result; a
 -- hold whose expiry passed is still settled (the money was spent), marked late.
 --
--- KEYS[1] - the hold record, "<base>h:<lease>"
+-- KEYS[1] - the hold record (K_HOLD)
 -- ARGV[1] - now_ms
 -- ARGV[2] - day (yyyymmdd, UTC)       ARGV[3] - day counters' TTL when created, ms
 -- ARGV[4] - month (yyyymm, UTC)       ARGV[5] - month counters' TTL when created, ms
@@ -11,21 +11,21 @@
 -- ARGV[7] - entry id (fresh, unique)
 -- ARGV[8] - model, ""      ARGV[9] - metadata JSON, ""
 -- ARGV[10] - lease id
--- return {0, user, project, late (1 or 0), estimate} when settled now (the
---        entry and time are the caller's), {2, user, project,
+-- return {R_OK, user, project, late (1 or 0), estimate} when settled now (the
+--        entry and time are the caller's), {R_REPLAYED, user, project,
 --        "entry|settled_ms|late|estimate"} when it already was, at this cost;
---        {3, actual} when it was settled at another cost; {4} unknown lease;
---        {5} the lease was released
+--        {R_CONFLICT, actual} when it was settled at another cost;
+--        {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when the lease was released
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
 local state = h[1]
-if not state then return {4} end
-if state == 'v' then return {5} end
+if not state then return {R_UNKNOWN_LEASE} end
+if state == HOLD_VOIDED then return {R_LEASE_RELEASED} end
 local cost = ARGV[6]
-if state == 's' then
-  if h[7] == cost then return {2, h[3], h[4], h[8]} end
-  return {3, h[7]}
+if state == HOLD_SETTLED then
+  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8]} end
+  return {R_CONFLICT, h[7]}
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
@@ -34,16 +34,17 @@ local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 -- The balance is read with the held amounts: charge need not look again.
 local balance
-if state == 'p' and redis.call('ZREM', BASE .. 'holds', lease) == 1 then
+if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   balance = remove_held(user, project, tonumber(h[2]))
 end
 
 charge(ARGV, user, project, balance)
-ledger_append('e', entry, 'k', 'settle', 't', now_ms, 'u', user, 'a', cost,
-              'l', lease, 'est', h[2], 'late', late, 'p', project, 'm', ARGV[8],
-              'md', ARGV[9])
+ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
+              F_USER_ID, user, F_AMOUNT, cost, F_LEASE_ID, lease, F_ESTIMATE, h[2],
+              F_LATE, late, F_PROJECT_ID, project, F_MODEL, ARGV[8],
+              F_METADATA, ARGV[9])
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
-redis.call('HSET', hkey, 'st', 's', 'c', cost, 'pl', payload)
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {0, user, project, tonumber(late), tonumber(h[2])}
+return {R_OK, user, project, tonumber(late), tonumber(h[2])}

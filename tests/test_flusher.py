@@ -34,11 +34,16 @@ import redis.asyncio as aioredis
 from conftest import REDIS_URL, FakeClock, MakeBudget
 from pg_server import PrivatePostgres, wait_for
 from redis_server import free_port
-from spendgate import BudgetConfig, BudgetManager, Flusher, SpendRecord
-from spendgate.ledger.flusher import DEFAULT_GROUP, entry_to_row, raw_row
+from spendgate import (
+    BudgetConfig,
+    BudgetManager,
+    Flusher,
+    LedgerUnavailableError,
+    SpendRecord,
+)
 from spendgate.core.keys import Keys
+from spendgate.ledger.flusher import DEFAULT_GROUP, entry_to_row, raw_row
 from spendgate.ledger.migrations import migrate_dsn
-from spendgate.ledger.pg import LedgerUnavailableError
 
 # ledger_dsn, pg_dsn, private_postgres
 pytest_plugins = ("pg_fixtures",)
@@ -619,7 +624,7 @@ def test_importing_spendgate_does_not_import_asyncpg() -> None:
 
 
 def test_a_malformed_entry_is_refused_before_postgres() -> None:
-    from spendgate.ledger.flusher import PoisonEntryError
+    from spendgate import PoisonEntryError
 
     fields = {b"e": b"x", b"k": b"spend", b"t": b"1", b"u": b"u", b"a": b"1"}
     assert entry_to_row(fields)[6] == 1

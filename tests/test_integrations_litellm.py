@@ -29,8 +29,8 @@ from spendgate import (
     BudgetUnavailableError,
     InvalidArgumentError,
 )
-from spendgate.integrations.litellm import SpendgateCallback
 from spendgate.core.money import charge_micros, from_micros
+from spendgate.integrations.litellm import SpendgateCallback
 
 # LiteLLM's own models trip pydantic warnings when it builds them lazily
 # (mid-test); they are LiteLLM's to fix, not failures of ours.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from spendgate.config import BudgetConfig
+from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -19,6 +20,8 @@ from spendgate.errors import (
     InvalidIdError,
     InvalidIdTypeError,
     LeaseStateError,
+    LedgerUnavailableError,
+    PoisonEntryError,
     SpendgateError,
     SpoolFullError,
     StorageError,
@@ -26,7 +29,6 @@ from spendgate.errors import (
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.core.money import MAX_AMOUNT
 
 __version__ = "0.1.0"
 
@@ -46,7 +48,9 @@ __all__ = [
     "Lease",
     "LeaseContext",
     "LeaseStateError",
+    "LedgerUnavailableError",
     "Limits",
+    "PoisonEntryError",
     "ScopeUsage",
     "SpendRecord",
     "SpendgateError",
@@ -62,12 +66,10 @@ __all__ = [
 if TYPE_CHECKING:
     from spendgate.ledger.analytics import Analytics as Analytics
     from spendgate.ledger.flusher import Flusher as Flusher
-    from spendgate.ledger.pg import LedgerUnavailableError as LedgerUnavailableError
 
 _LAZY = {
     "Analytics": "spendgate.ledger.analytics",
     "Flusher": "spendgate.ledger.flusher",
-    "LedgerUnavailableError": "spendgate.ledger.pg",
 }
 __all__ += list(_LAZY)
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from spendgate.errors import ConfigurationError, InvalidAmountError
 from spendgate.core.money import to_decimal
+from spendgate.errors import ConfigurationError, InvalidAmountError
 
 _COREASON_NAMES = {
     "daily_user_limit_usd": "daily_user_limit",

@@ -14,7 +14,15 @@
     ├── LeaseStateError              an illegal lease transition
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
     ├── StorageError                 Redis answered with an unexpected error (a bug)
-    └── ConfigurationError           (also ValueError) invalid settings
+    ├── LedgerUnavailableError       Postgres could not be reached
+    ├── ConfigurationError           (also ValueError) invalid settings
+    └── PoisonEntryError             (also ValueError) a ledger entry that cannot
+                                     become a row
+
+Each error has one outcome, in :data:`OUTCOMES`: the HTTP status the server
+answers, the exit code the CLI ends with and the label metrics count it
+under. The server, the CLI and the metrics read that table; none keeps its
+own.
 
 ``BudgetUnavailableError`` subclasses ``BudgetExceededError`` on purpose: code
 written for coreason-budget catches ``BudgetExceededError`` to refuse a call,
@@ -26,7 +34,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from enum import IntEnum
+from typing import Any, Literal, NamedTuple
 
 Scope = Literal["user", "project", "global"]
 Window = Literal["daily", "monthly", "balance"]
@@ -197,3 +206,71 @@ class StorageError(SpendgateError):
 
 class ConfigurationError(SpendgateError, ValueError):
     """Invalid or inconsistent settings."""
+
+
+class LedgerUnavailableError(SpendgateError):
+    """Postgres could not be reached (or went away) while moving the ledger.
+
+    Nothing was acknowledged in Redis: the entries stay in the stream and are
+    moved on a later try.
+    """
+
+
+class PoisonEntryError(SpendgateError, ValueError):
+    """A stream entry that cannot become a ledger row."""
+
+
+class ExitCode(IntEnum):
+    """What the ``spendgate`` command exits with."""
+
+    #: the command did what it was asked
+    OK = 0
+    #: it failed (a bug, a damaged key, an unexpected error)
+    FAILURE = 1
+    #: bad arguments or settings: nothing was tried
+    USAGE = 2
+    #: refused: over a cap or the balance
+    REFUSED = 3
+    #: Redis or Postgres did not answer: nothing was done, try again
+    UNAVAILABLE = 4
+
+
+class Outcome(NamedTuple):
+    """How one error is reported at each edge."""
+
+    #: the HTTP status of the server's answer
+    status: int
+    #: the CLI's exit code
+    exit_code: ExitCode
+    #: the metrics' label for it
+    metric: str
+
+
+#: every error's outcome, most specific first: :func:`outcome_of` takes the
+#: first entry the error is an instance of
+OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
+    (BudgetUnavailableError, Outcome(503, ExitCode.UNAVAILABLE, "unavailable")),
+    (BudgetExceededError, Outcome(429, ExitCode.REFUSED, "refused")),
+    (SpoolFullError, Outcome(503, ExitCode.UNAVAILABLE, "unavailable")),
+    (LedgerUnavailableError, Outcome(503, ExitCode.UNAVAILABLE, "unavailable")),
+    (StorageError, Outcome(503, ExitCode.FAILURE, "storage")),
+    (IdempotencyConflictError, Outcome(409, ExitCode.USAGE, "conflict")),
+    (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
+    (ConfigurationError, Outcome(500, ExitCode.USAGE, "configuration")),
+    (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
+    (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),
+    (PoisonEntryError, Outcome(500, ExitCode.FAILURE, "poison")),
+    (SpendgateError, Outcome(500, ExitCode.FAILURE, "error")),
+)
+
+#: what any other exception is reported as
+UNEXPECTED = Outcome(500, ExitCode.FAILURE, "error")
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The outcome of ``exc`` from :data:`OUTCOMES` (:data:`UNEXPECTED` for an
+    error that is not spendgate's)."""
+    for kind, outcome in OUTCOMES:
+        if isinstance(exc, kind):
+            return outcome
+    return UNEXPECTED

@@ -17,15 +17,34 @@ from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from spendgate.durability.breaker import BreakerState, CircuitBreaker
 from spendgate.config import BudgetConfig, redact_url
 from spendgate.core.connection import connect
+from spendgate.core.ids import (
+    check_id,
+    check_model,
+    check_optional_id,
+    encode_metadata,
+    user_id_of,
+)
+from spendgate.core.keys import Keys
+from spendgate.core.money import (
+    MAX_MICROS,
+    charge_micros,
+    credit_micros,
+    from_micros,
+    limit_micros,
+)
+from spendgate.core.protocol import WINDOW_NAMES, Reply
+from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS, Scripts
+from spendgate.core.windows import Windows, from_ms, to_ms, windows_at
+from spendgate.durability.breaker import BreakerState, CircuitBreaker
+from spendgate.durability.spool import Spool, SpooledFact, spool_directory
 from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -35,39 +54,21 @@ from spendgate.errors import (
     Scope,
     StorageError,
 )
-from spendgate.core.keys import Keys
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.core.money import (
-    MAX_MICROS,
-    charge_micros,
-    credit_micros,
-    from_micros,
-    limit_micros,
-)
-from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS, Scripts
-from spendgate.durability.spool import Spool, SpooledFact, spool_directory
-from spendgate.core.ids import (
-    check_id,
-    check_model,
-    check_optional_id,
-    encode_metadata,
-    user_id_of,
-)
-from spendgate.core.windows import Windows, from_ms, to_ms, windows_at
 
 if TYPE_CHECKING:
     from spendgate.pricing.catalog import Pricing
 
 Clock = Callable[[], datetime]
 
-#: script reply codes (the first element of every reply)
-OK, REFUSED, REPLAYED, CONFLICT, UNKNOWN_LEASE, LEASE_RELEASED, LEASE_SETTLED = range(7)
-
-_WINDOW_NAMES: dict[int, Literal["daily", "monthly", "balance"]] = {
-    1: "daily",
-    2: "monthly",
-    3: "balance",
-}
+OK, REFUSED, REPLAYED, CONFLICT = (
+    Reply.OK,
+    Reply.REFUSED,
+    Reply.REPLAYED,
+    Reply.CONFLICT,
+)
+UNKNOWN_LEASE, LEASE_RELEASED = Reply.UNKNOWN_LEASE, Reply.LEASE_RELEASED
+LEASE_SETTLED = Reply.LEASE_SETTLED
 
 # Errors that mean "the store did not answer": admission fails closed (or
 # open), facts are spooled. Any other Redis error is a bug and is raised.
@@ -515,7 +516,7 @@ class BudgetManager:
             scope, scope_id = "project", project_id
         else:
             scope, scope_id = "global", None
-        window = _WINDOW_NAMES[window_code]
+        window = WINDOW_NAMES[window_code]
         resets_at = None
         if window == "daily":
             resets_at = from_ms(windows.day_end_ms)

@@ -186,8 +186,12 @@ def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command, mapping errors to exit codes."""
     from redis import exceptions as redis_errors
 
-    from spendgate.errors import ConfigurationError, SpendgateError
-    from spendgate.ledger.pg import LedgerUnavailableError, is_unavailable
+    from spendgate.errors import (
+        ConfigurationError,
+        LedgerUnavailableError,
+        SpendgateError,
+    )
+    from spendgate.ledger.pg import is_unavailable
 
     try:
         return asyncio.run(body())
@@ -260,8 +264,8 @@ def run_flush(args: argparse.Namespace) -> int:
     async def body() -> int:
         import signal
 
+        from spendgate.errors import LedgerUnavailableError
         from spendgate.ledger.flusher import Flusher
-        from spendgate.ledger.pg import LedgerUnavailableError
 
         config = _config(args, needs_redis=True)
         if args.claim_idle <= 0:

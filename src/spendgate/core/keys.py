@@ -1,16 +1,65 @@
-"""Redis key names. The layout is documented once, in ``lua/_lib.lua``.
+"""Redis key names, built in this one place.
 
 Every key of a deployment starts with ``"<key_prefix>:{sg}:"``: the prefix
 separates deployments sharing one Redis, the ``{sg}`` hash tag keeps all of a
 deployment's keys on one cluster slot (every call touches the global scope,
 so they could not be spread anyway). Ids are always the last part of a key,
 after a fixed-format structural part, so no id can alias another's key.
+
+The scripts build the keys they touch from the same parts: they receive
+``BASE`` and every ``K_*`` and ``S_*`` constant of :func:`lua_constants` when
+they are loaded. The layout, below ``BASE``::
+
+    d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
+    m:<yyyymm>:<s>:<id>    string: spent in that UTC month
+    r:<s>:<id>             string: held by pending holds (absent at zero)
+    l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
+                           part empty for the configured default
+    b:u:<id>               string: a user's balance (absent: none is kept)
+    h:<lease>              hash: one hold (``st``: a HoldState)
+    holds                  zset: pending lease ids scored by expiry (ms)
+    due                    string: no pending hold expires before this (ms)
+    i:c:<key>              string: an idempotency record of the caller's key
+    i:a:<entry>            string: the record of a fact given no key
+    ledger                 stream: one entry per fact
+
+``<s>`` is the scope letter of :data:`SCOPE_LETTERS` (the global scope's id is
+empty).
 """
 
 from __future__ import annotations
 
 #: scope name -> the letter used in keys
 SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
+
+#: the structural part of each kind of key, below the deployment's base.
+#: Lua: ``K_<NAME>``.
+KEY_PARTS = {
+    "DAY": "d:",
+    "MONTH": "m:",
+    "HELD": "r:",
+    "LIMITS": "l:",
+    "BALANCE": "b:u:",
+    "HOLD": "h:",
+    "HOLDS": "holds",
+    "DUE": "due",
+    "CALLER_IDEMPOTENCY": "i:c:",
+    "GENERATED_IDEMPOTENCY": "i:a:",
+    "LEDGER": "ledger",
+}
+
+
+def lua_constants() -> dict[str, str]:
+    """The key layout as Lua constants: ``K_<part>`` for each of
+    :data:`KEY_PARTS`, and ``S_USER``, ``S_PROJECT``, ``S_GLOBAL``: a scope's
+    letter and its separator (``"u:"``)."""
+    constants = {f"K_{name}": part for name, part in KEY_PARTS.items()}
+    for scope, letter in SCOPE_LETTERS.items():
+        constants[f"S_{scope.upper()}"] = letter + ":"
+    return constants
+
+
+_K = KEY_PARTS
 
 
 class Keys:
@@ -21,42 +70,51 @@ class Keys:
     def __init__(self, key_prefix: str) -> None:
         self.base = f"{key_prefix}:{{sg}}:"
         #: pending leases scored by expiry (ms)
-        self.holds = self.base + "holds"
+        self.holds = self.base + _K["HOLDS"]
         #: no pending lease expires before this time (ms): nothing to purge
-        self.due = self.base + "due"
+        self.due = self.base + _K["DUE"]
         #: the ledger stream, one entry per fact
-        self.ledger = self.base + "ledger"
+        self.ledger = self.base + _K["LEDGER"]
 
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id
         ``""``): ``"<daily>|<monthly>"``, either part empty for the default."""
-        return f"{self.base}l:{SCOPE_LETTERS[scope]}:{scope_id}"
+        return f"{self.base}{_K['LIMITS']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def balance(self, user_id: str) -> str:
         """A user's prepaid balance (absent when none is kept)."""
-        return self.base + "b:u:" + user_id
+        return self.base + _K["BALANCE"] + user_id
 
     def held(self, scope: str, scope_id: str) -> str:
         """What pending holds keep of one scope (absent at zero)."""
-        return f"{self.base}r:{SCOPE_LETTERS[scope]}:{scope_id}"
+        return f"{self.base}{_K['HELD']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def hold(self, lease_id: str) -> str:
-        return self.base + "h:" + lease_id
+        return self.base + _K["HOLD"] + lease_id
 
     def caller_idempotency(self, key: str) -> str:
         """The record of an idempotency key the caller gave."""
-        return self.base + "i:c:" + key
+        return self.base + _K["CALLER_IDEMPOTENCY"] + key
 
     def generated_idempotency(self, entry_id: str) -> str:
         """The record of a fact the caller gave no key for (keyed by its entry id)."""
-        return self.base + "i:a:" + entry_id
+        return self.base + _K["GENERATED_IDEMPOTENCY"] + entry_id
 
     def day(self, day: str, scope: str, scope_id: str) -> str:
-        return f"{self.base}d:{day}:{SCOPE_LETTERS[scope]}:{scope_id}"
+        return f"{self.base}{_K['DAY']}{day}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def days(self, day: str) -> str:
+        """What every day counter of ``day`` starts with (the scope follows)."""
+        return f"{self.base}{_K['DAY']}{day}:"
 
     def month(self, month: str, scope: str, scope_id: str) -> str:
-        return f"{self.base}m:{month}:{SCOPE_LETTERS[scope]}:{scope_id}"
+        return f"{self.base}{_K['MONTH']}{month}:{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""
-        return "".join("\\" + c if c in "*?[]\\" else c for c in self.base) + "*"
+        return glob_escape(self.base) + "*"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a SCAN pattern that matches it literally."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -1,8 +1,10 @@
 """Load the Lua scripts (one per operation) and register them per client.
 
-Each script is the manager's configuration as Lua constants, the helpers of
-``lua/_lib.lua`` it uses, then ``lua/<operation>.lua``, so every operation is
-one self-contained EVALSHA whose arguments are only what changes per call.
+Each script is the manager's configuration as Lua constants, the protocol
+and key layout constants it uses (:mod:`spendgate.core.protocol`,
+:mod:`spendgate.core.keys`), the helpers of ``lua/_lib.lua`` it uses, then
+``lua/<operation>.lua``, so every operation is one self-contained EVALSHA
+whose arguments are only what changes per call.
 On ``NOSCRIPT`` (a restarted Redis, ``SCRIPT FLUSH``) the source is loaded
 again and the call retried once.
 """
@@ -17,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spendgate.core import keys, protocol
 from spendgate.core.pipeline import AutoPipeline
 
 if TYPE_CHECKING:
@@ -24,16 +27,14 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 #: every operation, one ``lua/<name>.lua`` each
-SCRIPT_NAMES = (
-    "check",
-    "reserve",
-    "settle",
-    "release",
-    "record",
-    "credit",
-    "set_limits",
-    "usage",
-)
+SCRIPT_NAMES = tuple(protocol.OPERATIONS)
+
+#: the protocol and the key layout as Lua constants: each script gets those
+#: it names
+PROTOCOL_CONSTANTS: dict[str, int | str] = {
+    **protocol.lua_constants(),
+    **keys.lua_constants(),
+}
 
 #: the default caps among the script constants, in the configuration's order
 DEFAULT_CAP_CONSTANTS = (
@@ -87,12 +88,24 @@ def script_source(name: str) -> bytes:
 
     Redis runs the whole source on every call, so each helper left in costs
     every call the making of its closure; only the used ones are linked in.
+    The protocol constants it names come first (:data:`PROTOCOL_CONSTANTS`).
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    linked = _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    used = [
+        constant
+        for constant in PROTOCOL_CONSTANTS
+        if re.search(rb"\b" + constant.encode() + rb"\b", linked)
+    ]
+    return b"".join(_lua_local(c, PROTOCOL_CONSTANTS[c]) for c in used) + linked
+
+
+def _lua_local(name: str, value: int | str) -> bytes:
+    literal = b"%d" % value if isinstance(value, int) else _lua_string(value)
+    return b"local %s = %s\n" % (name.encode(), literal)
 
 
 def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
@@ -110,8 +123,7 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
             f"script constants must be exactly {', '.join(SCRIPT_CONSTANTS)}"
         )
     prologue = b"".join(
-        b"local %s = %s\n" % (constant.encode(), _lua_string(constants[constant]))
-        for constant in SCRIPT_CONSTANTS
+        _lua_local(constant, constants[constant]) for constant in SCRIPT_CONSTANTS
     )
     return prologue + script_source(name)
 

@@ -50,6 +50,7 @@ from typing import Any
 
 from loguru import logger
 
+from spendgate.core.money import to_decimal
 from spendgate.errors import (
     BudgetUnavailableError,
     InvalidArgumentError,
@@ -57,7 +58,6 @@ from spendgate.errors import (
 )
 from spendgate.manager import BudgetManager
 from spendgate.models import Lease
-from spendgate.core.money import to_decimal
 
 # Importing LiteLLM fetches its cost map from the network unless told to use
 # the copy bundled in its wheel; an application that wants the live map sets

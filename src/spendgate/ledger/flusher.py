@@ -45,15 +45,15 @@ from redis.asyncio import Redis
 from spendgate.config import BudgetConfig
 from spendgate.core.connection import embedded_client
 from spendgate.core.keys import Keys
+from spendgate.core.scripts import lua_dir
+from spendgate.core.windows import EPOCH
+from spendgate.errors import LedgerUnavailableError, PoisonEntryError
 from spendgate.ledger.pg import (
-    LedgerUnavailableError,
     asyncpg_module,
     connect,
     is_unavailable,
     require_dsn,
 )
-from spendgate.core.scripts import lua_dir
-from spendgate.core.windows import EPOCH
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -192,10 +192,6 @@ async def _abandon(task: asyncio.Task[int]) -> None:
         await task
     except BaseException:
         pass
-
-
-class PoisonEntryError(ValueError):
-    """A stream entry that cannot become a ledger row."""
 
 
 def clean_text(value: bytes | str) -> str:

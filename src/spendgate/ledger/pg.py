@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from spendgate.config import redact_url
-from spendgate.errors import ConfigurationError, SpendgateError
+from spendgate.errors import ConfigurationError, LedgerUnavailableError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -19,14 +19,6 @@ if TYPE_CHECKING:
 #: exceptions, insufficient resources (too many connections, disk full),
 #: operator intervention (shutdown, starting up), system errors
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
-
-
-class LedgerUnavailableError(SpendgateError):
-    """Postgres could not be reached (or went away) while moving the ledger.
-
-    Nothing was acknowledged in Redis: the entries stay in the stream and are
-    moved on a later try.
-    """
 
 
 def asyncpg_module() -> Any:

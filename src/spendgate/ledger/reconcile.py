@@ -26,14 +26,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from spendgate.ledger.analytics import SPEND_KINDS
 from spendgate.config import BudgetConfig
-from spendgate.errors import ConfigurationError
-from spendgate.ledger.flusher import clean_text
-from spendgate.core.keys import SCOPE_LETTERS, Keys
+from spendgate.core.keys import SCOPE_LETTERS, Keys, glob_escape
 from spendgate.core.money import from_micros
-from spendgate.ledger.pg import connect, require_dsn
 from spendgate.core.windows import from_ms, to_ms, windows_at
+from spendgate.errors import ConfigurationError
+from spendgate.ledger.analytics import SPEND_KINDS
+from spendgate.ledger.flusher import clean_text
+from spendgate.ledger.pg import connect, require_dsn
 
 _SCOPES_BY_LETTER = {letter: scope for scope, letter in SCOPE_LETTERS.items()}
 _PAGE = 10_000
@@ -96,16 +96,12 @@ def _day_bounds_ms(day: date) -> tuple[int, int]:
     return w.day_start_ms, w.day_end_ms
 
 
-def _escape_glob(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 async def _counters(
     redis: Redis, prefix: str, progress: Callable[[str], None] | None
 ) -> dict[ScopeKey, int]:
     """Every day counter under ``prefix`` as ``{(scope, id): micro-units}``."""
     keys: list[bytes] = []
-    async for key in redis.scan_iter(match=_escape_glob(prefix) + "*", count=1000):
+    async for key in redis.scan_iter(match=glob_escape(prefix) + "*", count=1000):
         keys.append(key)
         if progress is not None and len(keys) % 100_000 == 0:
             progress(f"scanned {len(keys)} counters")
@@ -190,7 +186,7 @@ async def reconcile(
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000
     )
     try:
-        prefix = f"{keys.base}d:{day:%Y%m%d}:"
+        prefix = keys.days(f"{day:%Y%m%d}")
         counters = await _counters(redis, prefix, progress)
         backlog = await _backlog(redis, keys.ledger, start_ms, end_ms)
     finally:

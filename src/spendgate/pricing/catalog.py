@@ -47,13 +47,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from spendgate.core.money import to_decimal
 from spendgate.errors import (
     ConfigurationError,
     InvalidAmountError,
     InvalidArgumentError,
     UnknownModelError,
 )
-from spendgate.core.money import to_decimal
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig

@@ -58,6 +58,7 @@ from pydantic import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spendgate.config import BudgetConfig, load_config
+from spendgate.core.money import MAX_AMOUNT, to_decimal
 from spendgate.errors import (
     BALANCE_RETRY_AFTER_SECONDS,
     BudgetExceededError,
@@ -72,9 +73,8 @@ from spendgate.errors import (
     StorageError,
 )
 from spendgate.manager import UNSET, BudgetManager
-from spendgate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from spendgate.models import Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.core.money import MAX_AMOUNT, to_decimal
+from spendgate.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 
 __all__ = [
     "BALANCE_RETRY_AFTER_SECONDS",

@@ -1,0 +1,218 @@
+"""The protocol between Python and the Lua scripts, defined once.
+
+Everything both sides must agree on lives here: the scripts' reply codes,
+the window codes of a refusal, the states of a hold record, the ledger's
+entry kinds and fields, and each operation's KEYS and ARGV by name. The
+scripts receive these as Lua constants when they are loaded
+(:func:`lua_constants`, used by :mod:`spendgate.core.scripts`), the flusher
+and the SQL read the ledger's fields from :data:`LEDGER_FIELDS`, and the
+spool stores a fact's arguments by the names of :data:`OPERATIONS`. The key
+layout is built in one place too, :mod:`spendgate.core.keys`, which hands its
+parts to the scripts the same way. ``tests/test_protocol_contract.py`` reads
+both sides and proves they agree.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Literal, NamedTuple
+
+
+class Reply(IntEnum):
+    """The first element of every script's reply. Lua: ``R_<NAME>``."""
+
+    #: done (admitted, recorded, settled, released...)
+    OK = 0
+    #: admission refused: ``{REFUSED, scope index, window, limit, spent, held}``
+    REFUSED = 1
+    #: an idempotent replay: the first call's result follows
+    REPLAYED = 2
+    #: the idempotency key was used with other arguments
+    CONFLICT = 3
+    #: no such lease (never granted, or its record is gone)
+    UNKNOWN_LEASE = 4
+    #: the lease was released (a settle is refused)
+    LEASE_RELEASED = 5
+    #: the lease was settled (a release is refused)
+    LEASE_SETTLED = 6
+
+
+class WindowCode(IntEnum):
+    """The window a refusal names. Lua: ``W_<NAME>``."""
+
+    #: the day's cap
+    DAILY = 1
+    #: the month's cap
+    MONTHLY = 2
+    #: the prepaid balance
+    BALANCE = 3
+
+
+#: a refusal's window code -> the name the API uses
+WINDOW_NAMES: dict[int, Literal["daily", "monthly", "balance"]] = {
+    WindowCode.DAILY: "daily",
+    WindowCode.MONTHLY: "monthly",
+    WindowCode.BALANCE: "balance",
+}
+
+
+class HoldState(StrEnum):
+    """The ``st`` field of a hold record. Lua: ``HOLD_<NAME>``."""
+
+    #: counting against its scopes
+    PENDING = "p"
+    #: posted at its actual cost
+    SETTLED = "s"
+    #: released, nothing charged
+    VOIDED = "v"
+    #: its expiry passed before it was settled or released
+    EXPIRED = "x"
+
+
+class LedgerKind(StrEnum):
+    """The ``kind`` of a ledger entry. Lua: ``KIND_<NAME>``."""
+
+    #: a direct charge (``record_spend``)
+    SPEND = "spend"
+    #: a lease posted at its actual cost (``settle``)
+    SETTLE = "settle"
+    #: prepaid credits added (``add_credits``)
+    CREDIT = "credit"
+
+
+#: the kinds whose amount is money spent (analytics, reconcile)
+SPEND_KINDS = (LedgerKind.SPEND, LedgerKind.SETTLE)
+
+
+class LedgerField(NamedTuple):
+    """One field of a ledger stream entry."""
+
+    #: the field's name in the stream (short: every entry carries it)
+    name: str
+    #: the ``spendgate_ledger`` column it fills
+    column: str
+    #: every entry has it (the others may be empty: read as absent)
+    required: bool
+
+
+#: the fields of a ledger entry, in the order the staging table holds them.
+#: Lua: ``F_<COLUMN>`` is the stream name of each.
+LEDGER_FIELDS = (
+    LedgerField("e", "entry_id", True),
+    LedgerField("k", "kind", True),
+    LedgerField("t", "occurred_at", True),
+    LedgerField("u", "user_id", True),
+    LedgerField("p", "project_id", False),
+    LedgerField("a", "amount", True),
+    LedgerField("m", "model", False),
+    LedgerField("md", "metadata", False),
+    LedgerField("i", "idempotency_key", False),
+    LedgerField("l", "lease_id", False),
+    LedgerField("est", "estimate", False),
+    LedgerField("late", "late", False),
+)
+
+#: column -> stream field name
+FIELD = {field.column: field.name for field in LEDGER_FIELDS}
+
+
+class Operation(NamedTuple):
+    """One script's calling convention: its KEYS and ARGV, by name, in order."""
+
+    #: what each KEYS[i] is
+    keys: tuple[str, ...]
+    #: what each ARGV[i] is
+    args: tuple[str, ...]
+    #: a fact: spooled when Redis does not take it, replayed later
+    fact: bool = False
+
+
+# The argument lists shared by several scripts.
+_ADMISSION = ("now_ms", "day", "month", "requested", "user", "project")
+_FACT_HEAD = ("now_ms", "day", "day_ttl_ms", "month", "month_ttl_ms", "amount")
+
+#: every operation, one ``lua/<name>.lua`` each
+OPERATIONS: dict[str, Operation] = {
+    "check": Operation(("balance",), _ADMISSION),
+    "reserve": Operation(
+        ("idempotency",), (*_ADMISSION, "fingerprint", "lease", "expires_ms")
+    ),
+    "settle": Operation(
+        ("hold",), (*_FACT_HEAD, "entry", "model", "metadata", "lease"), fact=True
+    ),
+    "release": Operation(("hold",), ("lease",)),
+    "record": Operation(
+        ("idempotency",),
+        (
+            *_FACT_HEAD,
+            "fingerprint",
+            "entry",
+            "user",
+            "project",
+            "model",
+            "metadata",
+            "idempotency_key",
+        ),
+        fact=True,
+    ),
+    "credit": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "fingerprint",
+            "entry",
+            "user",
+            "metadata",
+            "idempotency_key",
+        ),
+        fact=True,
+    ),
+    "set_limits": Operation(("limits",), ("daily", "monthly")),
+    "usage": Operation(("balance",), ("now_ms", "day", "month", "user", "project")),
+}
+
+#: the operations that are facts (spooled while Redis is away)
+FACT_OPERATIONS = frozenset(name for name, op in OPERATIONS.items() if op.fact)
+
+
+def named_args(operation: str, args: tuple[str | int, ...]) -> dict[str, str | int]:
+    """An operation's ARGV as a mapping from argument name to value.
+
+    :raise ValueError: when ``args`` does not have the operation's length
+    """
+    names = OPERATIONS[operation].args
+    if len(args) != len(names):
+        raise ValueError(f"{operation} takes {len(names)} arguments, not {len(args)}")
+    return dict(zip(names, args, strict=True))
+
+
+def positional_args(
+    operation: str, named: dict[str, str | int]
+) -> tuple[str | int, ...]:
+    """An operation's ARGV, in order, from its named arguments.
+
+    :raise ValueError: when a name is missing or unknown
+    """
+    names = OPERATIONS[operation].args
+    if set(named) != set(names):
+        raise ValueError(
+            f"{operation} takes the arguments {', '.join(names)};"
+            f" got {', '.join(sorted(named))}"
+        )
+    return tuple(named[name] for name in names)
+
+
+def lua_constants() -> dict[str, int | str]:
+    """The protocol as Lua constants: reply codes ``R_*``, window codes
+    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*`` and ledger field
+    names ``F_*``."""
+    constants: dict[str, int | str] = {}
+    constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
+    constants.update({f"W_{window.name}": int(window) for window in WindowCode})
+    constants.update({f"HOLD_{state.name}": str(state) for state in HoldState})
+    constants.update({f"KIND_{kind.name}": str(kind) for kind in LedgerKind})
+    constants.update(
+        {f"F_{field.column.upper()}": field.name for field in LEDGER_FIELDS}
+    )
+    return constants
