@@ -474,8 +474,11 @@ async def test_old_segments_replay_every_fact_exactly_once(
         spool.directory.mkdir(parents=True, exist_ok=True)
         (spool.directory / f"seg-000000000000{copy}-1-old.log").write_bytes(old)
         await budget.open()  # finds the leftovers, replays them
-        await _drained(budget)
-        assert not list(spool.directory.glob("seg-*"))
+        for _ in range(1000):  # (the segment goes once all of it is replayed)
+            if not list(spool.directory.glob("seg-*")):
+                break
+            await asyncio.sleep(0.01)
+        assert not list(spool.directory.glob("seg-*")) and spool.depth == 0
         usage = await budget.get_usage("ada", project_id="proj")
         assert usage["user"].daily.spent == Decimal("3.25")  # 1.25 + 0.5 + 1.5
         assert usage["project"].daily.spent == Decimal("2.75")  # 1.25 + 1.5
