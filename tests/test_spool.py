@@ -20,6 +20,7 @@ they were sent with, and replay every fact exactly once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import uuid
@@ -32,6 +33,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from loguru import logger
 from redis import exceptions as redis_errors
 
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
@@ -493,6 +495,7 @@ async def test_old_segments_replay_every_fact_exactly_once(
             "spooled_total": 0,
             "replayed_total": 5,  # (found applied, the second time)
             "dead_letters": 0,
+            "quarantined": 0,
             "corrupt_lines": 0,
         }
 
@@ -639,4 +642,92 @@ async def test_spool_files_are_private(tmp_path: Path) -> None:
     (segment,) = spool.directory.glob("seg-*")
     assert os.stat(segment).st_mode & 0o077 == 0
     assert os.stat(spool.directory).st_mode & 0o077 == 0
+    await spool.aclose()
+
+
+async def _left_segment(directory: Path, count: int) -> tuple[Path, list[SpooledFact]]:
+    """A segment of ``count`` facts whose writer is gone (as after a crash)."""
+    writer = Spool(directory, 1000)
+    facts = [_record_fact(i) for i in range(count)]
+    for fact in facts:
+        await writer.append(fact)
+    await writer.aclose()
+    (segment,) = directory.glob("seg-*.log")
+    return segment, facts
+
+
+async def _replay_all(spool: Spool) -> list[SpooledFact]:
+    applied: list[SpooledFact] = []
+
+    async def apply(fact: SpooledFact) -> str | None:
+        applied.append(fact)
+        return None
+
+    assert await spool.replay(apply)
+    return applied
+
+
+async def test_an_unreadable_record_is_quarantined_with_its_file_and_offset(
+    tmp_path: Path,
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    lines = segment.read_bytes().splitlines(keepends=True)
+    flipped = bytearray(lines[1])
+    flipped[30] ^= 0x0D  # one flipped byte: the checksum fails
+    torn = lines[2][:25]  # its writer died mid-line: never acknowledged
+    segment.write_bytes(lines[0] + bytes(flipped) + lines[2] + torn)
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
+    spool = Spool(tmp_path, 100)
+    try:
+        applied = await _replay_all(spool)
+    finally:
+        logger.remove(sink)
+    assert [f.args for f in applied] == [facts[0].args, facts[2].args]
+    assert not list(tmp_path.glob("seg-*"))  # replayed, the segment is gone...
+    kept = (tmp_path / "quarantine.log").read_text().splitlines()
+    quarantine = [json.loads(x) for x in kept]
+    assert [(q["segment"], q["offset"]) for q in quarantine] == [
+        (segment.name, len(lines[0])),  # ...but what it could not read is kept
+        (segment.name, len(lines[0]) + len(flipped) + len(lines[2])),
+    ]
+    assert [base64.b64decode(q["raw"]) for q in quarantine] == [bytes(flipped), torn]
+    assert "checksum" in quarantine[0]["reason"] and "torn" in quarantine[1]["reason"]
+    assert spool.stats()["quarantined"] == 2 and spool.quarantined == 2
+    assert spool.stats()["corrupt_lines"] == 1  # (the torn tail is not corrupt)
+    logged = "\n".join(messages)
+    assert f"{segment.name} at byte {len(lines[0])}" in logged
+    assert str(tmp_path / "quarantine.log") in logged
+    await spool.aclose()
+
+
+@pytest.mark.parametrize(
+    "hint",
+    ["999999", "5", "-3", "garbage", "first+1"],
+)
+async def test_a_corrupted_progress_hint_never_skips_facts(
+    tmp_path: Path, hint: str
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    first = len(segment.read_bytes().splitlines(keepends=True)[0])
+    progress = segment.with_name(segment.name + ".done")
+    progress.write_text(str(first + 1) if hint == "first+1" else hint + "\n")
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 3
+    applied = await _replay_all(spool)
+    assert [f.args for f in applied] == [f.args for f in facts]
+    assert not list(tmp_path.glob("seg-*")) and spool.depth == 0
+    await spool.aclose()
+
+
+async def test_a_sound_progress_hint_still_saves_the_replayed_part(
+    tmp_path: Path,
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    first = len(segment.read_bytes().splitlines(keepends=True)[0])
+    segment.with_name(segment.name + ".done").write_text(str(first))
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 2
+    applied = await _replay_all(spool)
+    assert [f.args for f in applied] == [f.args for f in facts[1:]]
     await spool.aclose()

@@ -15,6 +15,7 @@ On disk (one directory per deployment, under ``spool_path``)::
     seg-<created_ms>-<pid>-<random>.log        records, one per line, append-only
     seg-<created_ms>-<pid>-<random>.log.done   byte offset replayed so far (a hint)
     dead.log                                   facts Redis refused on replay
+    quarantine.log                             records that could not be read
 
 - Each process writes its own segment and holds an exclusive ``flock`` on it
   for as long as it lives, so several processes on one host never interleave
@@ -25,13 +26,17 @@ On disk (one directory per deployment, under ``spool_path``)::
   durable by one ``fsync`` (in a worker thread, so the event loop never
   blocks) before any of their callers is answered.
 - Each line is ``<crc32 hex> <json>`` (:mod:`.spool_records`: the format and
-  the older versions it still reads); a torn last line (the process died
-  mid-write, before its caller was answered) fails the check and is skipped.
+  the older versions it still reads). A line that cannot be read (a flipped
+  byte; a torn last line: the process died mid-write, before its caller was
+  answered) is not replayed but quarantined: kept byte for byte in
+  ``quarantine.log`` with its segment and offset, logged, and counted.
 - A segment left by a dead process is claimed with a non-blocking ``flock``
   by whichever process replays next, replayed in order, then deleted. The
   ``.done`` file only saves work: it is written after the records it covers
   were applied, so it never runs ahead of the truth, and replaying from an
-  older offset is harmless (idempotent).
+  older offset is harmless (idempotent). A hint that does not land on a
+  record boundary inside the file is ignored: a damaged hint never skips a
+  fact.
 - The spool is bounded (``spool_max_entries``, counted over the directory):
   when full, the fact raises :class:`~spendgate.errors.SpoolFullError` rather
   than being dropped.
@@ -132,8 +137,14 @@ class Spool:
         return self._records.dead_letters
 
     @property
+    def quarantined(self) -> int:
+        """Records that could not be read, moved to ``quarantine.log``
+        (corrupt lines and torn tails)."""
+        return self._records.quarantined
+
+    @property
     def corrupt_lines(self) -> int:
-        """Corrupt lines skipped."""
+        """Quarantined complete lines that held no readable fact."""
         return self._records.corrupt_lines
 
     @property
@@ -174,6 +185,7 @@ class Spool:
             "spooled_total": self.spooled_total,
             "replayed_total": self.replayed_total,
             "dead_letters": self.dead_letters,
+            "quarantined": self.quarantined,
             "corrupt_lines": self.corrupt_lines,
         }
 

@@ -24,6 +24,8 @@ SEGMENT_SUFFIX = ".log"
 PROGRESS_SUFFIX = ".done"
 #: facts Redis refused for good on replay
 DEAD_LETTERS = "dead.log"
+#: records that could not be read, with their file and offset
+QUARANTINE = "quarantine.log"
 # Bytes of a segment read at once during replay.
 _READ_CHUNK = 1 << 20
 
@@ -63,11 +65,36 @@ def progress_path(segment: Path) -> Path:
     return segment.with_name(segment.name + PROGRESS_SUFFIX)
 
 
-def read_progress(path: Path) -> int:
+def replay_start(segment: Path) -> tuple[int, str | None]:
+    """Where replaying ``segment`` starts: its progress hint when the hint is
+    sound, else 0, with why the hint was not.
+
+    The hint only saves work, so it must never be what skips a fact: an
+    offset counts only when it lands on a record boundary inside the file.
+    Replaying from 0 instead is harmless (replays are idempotent).
+    """
     try:
-        return max(0, int(path.read_text().strip() or 0))
-    except (OSError, ValueError):
-        return 0
+        text = progress_path(segment).read_text().strip()
+    except FileNotFoundError:
+        return 0, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return 0, f"unreadable ({exc})"
+    if not (text.isascii() and text.isdigit()):
+        return (0, None) if not text else (0, f"not an offset: {text[:40]!r}")
+    hint = int(text)
+    if hint == 0:
+        return 0, None
+    try:
+        with open(segment, "rb") as reader:
+            size = os.fstat(reader.fileno()).st_size
+            if hint > size:
+                return 0, f"offset {hint} is past the end of the file ({size} bytes)"
+            reader.seek(hint - 1)
+            if reader.read(1) != b"\n":
+                return 0, f"offset {hint} is not the start of a record"
+    except OSError as exc:
+        return 0, f"the segment is unreadable ({exc})"
+    return hint, None
 
 
 def write_progress(path: Path, offset: int) -> None:
@@ -164,9 +191,9 @@ def append_line(path: Path, line: bytes) -> None:
 async def complete_lines(
     path: Path, start: int, end: int | None
 ) -> AsyncGenerator[tuple[int, bytes], None]:
-    """The complete lines of ``path`` from byte ``start`` (to ``end``), each
-    with the offset where it starts. A torn last line (no newline: its writer
-    died mid-write, before its caller was answered) is not yielded."""
+    """The lines of ``path`` from byte ``start`` (to ``end``), each with the
+    offset where it starts. The last may be torn (no newline: its writer died
+    mid-write, before its caller was answered)."""
     offset = start
     with open(path, "rb") as reader:
         while True:
@@ -178,14 +205,13 @@ async def complete_lines(
             if not chunk:
                 return
             cut = chunk.rfind(b"\n")
-            if cut < 0:
-                if len(chunk) < want:
-                    return  # a torn last line
+            if cut < 0 and len(chunk) == want:
                 # A single record longer than a chunk: read it whole.
                 chunk += await asyncio.to_thread(reader.readline)
                 cut = chunk.rfind(b"\n")
-                if cut < 0:
-                    return
+            if cut < 0:
+                yield offset, chunk  # a torn last line
+                return
             # Split at b"\n" only: a flipped byte that reads as b"\r" must not
             # cut one record in two.
             at = 0

@@ -2,14 +2,18 @@
 
 :class:`RecordReplayer` sends the records of one segment through the
 manager's replay function, in order, and keeps the tallies; a fact Redis
-refuses for good goes to ``dead.log``. :class:`Leftovers` finds the segments
-of other processes on this host, claims those whose writer is gone (its
-``flock`` is free), replays and deletes them.
+refuses for good goes to ``dead.log``, a record that cannot be read (a
+flipped byte, a torn last line) to ``quarantine.log``, with its raw bytes,
+its segment and byte offset: a segment is deleted once replayed, so nothing
+leaves it without a trace. :class:`Leftovers` finds the segments of other
+processes on this host, claims those whose writer is gone (its ``flock`` is
+free), replays and deletes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -19,7 +23,11 @@ from pathlib import Path
 from loguru import logger
 
 from spendgate.durability import spool_files as files
-from spendgate.durability.spool_records import SpooledFact, decode_fact
+from spendgate.durability.spool_records import (
+    CorruptRecordError,
+    SpooledFact,
+    read_fact,
+)
 
 #: replays one fact: returns ``None`` once it is applied (or was already),
 #: a reason when Redis refused it for good (it then goes to the dead letters);
@@ -39,7 +47,9 @@ class RecordReplayer:
         self.replayed_total = 0
         #: facts Redis refused for good on replay (see ``dead.log``)
         self.dead_letters = 0
-        #: corrupt lines skipped
+        #: records moved to ``quarantine.log``: corrupt lines and torn tails
+        self.quarantined = 0
+        #: of those, the complete lines that held no readable fact
         self.corrupt_lines = 0
 
     async def replay_lines(
@@ -59,19 +69,21 @@ class RecordReplayer:
         lines = files.complete_lines(path, start, end)
         async with contextlib.aclosing(lines):
             async for at, line in lines:
-                await self._apply(apply, line)
+                if not line.endswith(b"\n"):
+                    await self._quarantine(path, at, line, "torn last line")
+                else:
+                    try:
+                        fact = read_fact(line)
+                    except CorruptRecordError as exc:
+                        self.corrupt_lines += 1
+                        await self._quarantine(path, at, line, str(exc))
+                    else:
+                        await self._apply(apply, fact, line)
                 offset = at + len(line)
                 on_progress(offset)
         return offset
 
-    async def _apply(self, apply: ReplayFn, line: bytes) -> None:
-        fact = decode_fact(line)
-        if fact is None:
-            self.corrupt_lines += 1
-            logger.error(
-                "spendgate: skipped a corrupt spool record in {}", self.directory
-            )
-            return
+    async def _apply(self, apply: ReplayFn, fact: SpooledFact, line: bytes) -> None:
         reason = await apply(fact)
         if reason is None:
             self.replayed_total += 1
@@ -88,6 +100,37 @@ class RecordReplayer:
             reason,
             {k: v for k, v in fact.info.items() if k != "metadata"},
             self.directory / files.DEAD_LETTERS,
+        )
+
+    async def _quarantine(
+        self, segment: Path, offset: int, raw: bytes, reason: str
+    ) -> None:
+        """Keep a record that cannot be read, exactly as it is, with where it
+        was; it is not replayed (nothing says what it was)."""
+        where = self.directory / files.QUARANTINE
+        entry = {
+            "reason": reason,
+            "segment": segment.name,
+            "offset": offset,
+            "length": len(raw),
+            "raw": base64.b64encode(raw).decode(),
+            "text": raw.decode("utf-8", "backslashreplace"),
+            "quarantined_ms": files.now_ms(),
+        }
+        line = json.dumps(entry).encode() + b"\n"
+        await asyncio.to_thread(files.append_line, where, line)
+        self.quarantined += 1
+        # A torn tail is what a crash mid-write leaves (never acknowledged);
+        # anything else is damage.
+        log = logger.warning if reason == "torn last line" else logger.error
+        log(
+            "spendgate: quarantined an unreadable spool record ({}): {} at byte {},"
+            " {} bytes, kept in {}; it was not replayed",
+            reason,
+            segment.name,
+            offset,
+            len(raw),
+            where,
         )
 
 
@@ -123,7 +166,7 @@ class Leftovers:
             found.append(path)
             try:
                 with open(path, "rb") as reader:
-                    reader.seek(files.read_progress(files.progress_path(path)))
+                    reader.seek(files.replay_start(path)[0])
                     depth += reader.read().count(b"\n")
             except OSError:
                 continue
@@ -146,7 +189,14 @@ class Leftovers:
 
     async def _replay_claimed(self, apply: ReplayFn, path: Path) -> None:
         progress = files.progress_path(path)
-        start = files.read_progress(progress)
+        start, unsound = files.replay_start(path)
+        if unsound is not None:
+            logger.warning(
+                "spendgate: ignored the progress hint of {} ({}): replaying it"
+                " from the start (replays are idempotent)",
+                path.name,
+                unsound,
+            )
         reached = [start, 0]  # offset, records
 
         def advanced(offset: int) -> None:
@@ -166,7 +216,7 @@ class Leftovers:
             with contextlib.suppress(OSError):
                 os.unlink(stale)
         logger.info(
-            "spendgate: replayed {} spooled facts left by another process ({})",
+            "spendgate: replayed {} spooled records left by another process ({})",
             reached[1],
             path.name,
         )
