@@ -10,12 +10,17 @@ told about (counters, balance, and one ledger entry per fact). Also checked:
 the bound (``SpoolFullError`` rather than dropping), an unwritable spool,
 dead letters, segments left by an earlier manager, torn and corrupt lines,
 and that a live writer's segment is never replayed by anyone else.
+
+Upgrades: ``tests/data/`` holds segments written by earlier spendgate
+versions themselves (record versions 1 and 2, see its README); they must
+decode to the right operation and named arguments, rebuild the very keys
+they were sent with, and replay every fact exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import base64
 import json
 import os
 import uuid
@@ -28,11 +33,34 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from loguru import logger
 from redis import exceptions as redis_errors
 
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
+from spendgate.core.keys import Keys, fact_keys
+from spendgate.core.protocol import OPERATIONS, positional_args
+from spendgate.core.scripts import SCRIPT_CONSTANTS, configured_source
 from spendgate.durability.spool import Spool, SpooledFact, decode_fact, encode_fact
+
+DATA = Path(__file__).parent / "data"
+
+
+def _record_fact(i: int = 0, **args: str | int) -> SpooledFact:
+    """A valid ``record`` fact, numbered ``i`` (in its entry id and amount)."""
+    named: dict[str, str | int] = {name: "" for name in OPERATIONS["record"].args}
+    named.update(
+        now_ms=1_773_576_000_000 + i,
+        day="20260315",
+        day_ttl_ms=216_000_000,
+        month="202603",
+        month_ttl_ms=1_598_400_000,
+        amount=1000 + i,
+        entry=f"entry-{i}",
+        user="u",
+    )
+    named.update(args)
+    return SpooledFact("record", named)
 
 
 class _Switch:
@@ -266,7 +294,8 @@ async def test_a_fact_redis_refuses_goes_to_the_dead_letters(
         entry = json.loads(dead[0])
         assert "released" in entry["reason"]
         fact = decode_fact(entry["record"].encode())
-        assert fact is not None and fact.script == "lua_settle"
+        assert fact is not None and fact.operation == "settle"
+        assert fact.args["lease"] == lease.id
         usage = await budget.get_usage("gus")
         assert usage["user"].daily.spent == 0
 
@@ -289,23 +318,6 @@ async def test_the_next_manager_replays_what_an_earlier_one_left(
         assert not [p for p in second.spool.directory.iterdir() if p.suffix == ".log"]
 
 
-def _as_version_1(fact: SpooledFact, base: str) -> bytes:
-    """The spool line an earlier spendgate wrote for ``fact``: version 1, with
-    the configuration (base, balance rule, idempotency TTL, ledger cap) among
-    the arguments where its scripts took it."""
-    where = {  # position: value, in the order they are put back
-        "lua_record": {0: base, 7: "0", 9: "86400000", 10: "0"},
-        "lua_settle": {0: base, 7: "0", 8: "0"},
-        "lua_credit": {0: base, 4: "86400000", 5: "0"},
-    }[fact.script]
-    args = list(fact.args)
-    for at, value in where.items():
-        args.insert(at, value)
-    return _signed_line(
-        {"v": 1, "s": fact.script, "k": list(fact.keys), "a": args, "t": 1, "i": {}}
-    )
-
-
 def _signed_line(record: dict[str, Any]) -> bytes:
     """A spool line holding ``record``, with its checksum right."""
     body = json.dumps(record, separators=(",", ":")).encode()
@@ -318,49 +330,205 @@ def _record_of(line: bytes) -> dict[str, Any]:
     return record
 
 
-async def test_a_spool_written_before_the_configuration_left_the_arguments_replays(
-    flaky: tuple[aioredis.Redis, _Switch, str], tmp_path: Path
-) -> None:
-    # Version 1 records carry the configuration among the arguments; they
-    # are read as the calls they were, and replayed exactly once.
-    _, switch, _ = flaky
-    async with _manager(flaky, tmp_path) as first:
-        lease = await first.reserve("vic", "2")
-        switch.mode = "down"
-        assert (await first.record_spend("vic", "0.25", model="m")).spooled
-        assert (await first.add_credits("vic", "7")).spooled
-        assert (await first.settle(lease, "1.5")).spooled
-        assert first.spool is not None
-        (segment,) = first.spool.directory.glob("seg-*.log")
-        base = first.keys.base
-    switch.mode = "ok"
-    facts = [decode_fact(line) for line in segment.read_bytes().splitlines(True)]
-    assert [f.script for f in facts if f] == ["lua_record", "lua_credit", "lua_settle"]
-    old_lines = [_as_version_1(f, base) for f in facts if f]
-    for old, fact in zip(old_lines, facts, strict=True):
-        assert decode_fact(old) == dataclasses.replace(fact, created_ms=1, info={})
-    segment.write_bytes(b"".join(old_lines))
+#: the segments earlier versions wrote (tests/data/README.md): file, version
+OLD_SEGMENTS = [
+    pytest.param("spool-v1-be06aea.log", 1, id="v1"),
+    pytest.param("spool-v2-a31a7f7.log", 2, id="v2"),
+]
+# What every old segment holds, in order (ids differ per file): operation,
+# and the arguments that are the same in both.
+_HEAD = {
+    "now_ms": 1_773_576_000_000,
+    "day": "20260315",
+    "day_ttl_ms": 216_000_000,
+    "month": "202603",
+    "month_ttl_ms": 1_598_400_000,
+}
+_CALL_7 = {
+    **_HEAD,
+    "amount": 500_000,
+    "fingerprint": "6acaed09bff8bdc355cf",
+    "user": "ada",
+    "project": "",
+    "model": "",
+    "metadata": "",
+    "idempotency_key": "call-7",
+}
+OLD_FACTS: list[tuple[str, dict[str, str | int]]] = [
+    (
+        "record",
+        {
+            **_HEAD,
+            "amount": 1_250_000,
+            "fingerprint": "",
+            "user": "ada",
+            "project": "proj",
+            "model": "gpt-x",
+            "metadata": r'{"n":1,"note":"\u00fcn\u00efcode"}',
+            "idempotency_key": "",
+        },
+    ),
+    ("record", _CALL_7),
+    ("record", _CALL_7),
+    (
+        "credit",
+        {
+            "now_ms": _HEAD["now_ms"],
+            "amount": 10_000_000,
+            "fingerprint": "ff44b6f9ff1875e4a891",
+            "user": "ada",
+            "metadata": '{"why":"top-up"}',
+            "idempotency_key": "",
+        },
+    ),
+    ("settle", {**_HEAD, "amount": 1_500_000, "model": "gpt-x", "metadata": ""}),
+]
 
-    async with _manager(flaky, tmp_path) as second:
-        await _drained(second)
-        usage = await second.get_usage("vic")
-        assert usage["user"].daily.spent == Decimal("1.75")
+
+@pytest.mark.parametrize(("name", "version"), OLD_SEGMENTS)
+def test_old_records_decode_to_their_operation_and_named_arguments(
+    name: str, version: int
+) -> None:
+    lines = (DATA / name).read_bytes().splitlines(keepends=True)
+    assert len(lines) == len(OLD_FACTS)
+    for line, (operation, expected) in zip(lines, OLD_FACTS, strict=True):
+        raw = _record_of(line)
+        assert raw["v"] == version and raw["s"] == f"lua_{operation}"
+        fact = decode_fact(line)
+        assert fact is not None
+        assert fact.operation == operation
+        assert list(fact.args) == list(OPERATIONS[operation].args)
+        # The ids are the file's own; everything else is what was called.
+        ids = {k: fact.args[k] for k in ("entry", "lease") if k in fact.args}
+        assert fact.args == {**expected, **ids}
+        assert fact.args["entry"] == raw["i"]["entry"]
+        assert (fact.created_ms, fact.info) == (raw["t"], raw["i"])
+        # The keys it was sent with follow from the arguments: nothing lost.
+        prefix = raw["k"][0].split(":{sg}:")[0]
+        assert fact_keys(Keys(prefix), operation, fact.args) == tuple(raw["k"])
+        if version == 1:  # the configuration it carried is what was dropped
+            assert raw["a"][0] == f"{prefix}:{{sg}}:"
+            assert (
+                len(raw["a"])
+                == len(fact.args)
+                + {
+                    "record": 4,
+                    "settle": 3,
+                    "credit": 3,
+                }[operation]
+            )
+        else:
+            assert raw["a"] == list(fact.args.values())
+
+
+async def _hold_of_old_lease(client: aioredis.Redis, base: str, lease: str) -> None:
+    """The hold the old segments settle, as their run's ``reserve`` made it
+    (that Redis is gone): same id, user, project, amount and expiry."""
+    constants = dict.fromkeys(SCRIPT_CONSTANTS, "-1")  # no caps
+    constants.update(
+        BASE=base,
+        ENFORCE_BALANCE="0",
+        MIN_BALANCE="0",
+        PURGE_MAX="100",
+        IDEMPOTENCY_TTL_MS="86400000",
+        LEDGER_MAXLEN="0",
+    )
+    reserve = client.register_script(configured_source("reserve", constants))
+    args = {
+        "now_ms": _HEAD["now_ms"],
+        "day": "20260315",
+        "month": "202603",
+        "requested": 2_000_000,
+        "user": "ada",
+        "project": "proj",
+        "fingerprint": "",
+        "lease": lease,
+        "expires_ms": _HEAD["now_ms"] + 300_000,
+    }
+    reply = await reserve(keys=[""], args=positional_args("reserve", args))
+    assert reply[0] == 0, reply
+
+
+@pytest.mark.parametrize(("name", "version"), OLD_SEGMENTS)
+async def test_old_segments_replay_every_fact_exactly_once(
+    make_budget: Any,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+    name: str,
+    version: int,
+) -> None:
+    # Runs on the real Redis (and on fakeredis): a BudgetManager of today
+    # finds a segment an old version left, and replays it; a second copy of
+    # the same segment (as if the first replay was cut short before it could
+    # delete the file) changes nothing.
+    old = (DATA / name).read_bytes()
+    settle = decode_fact(old.splitlines(keepends=True)[-1])
+    assert settle is not None and settle.operation == "settle"
+    lease = str(settle.args["lease"])
+    await _hold_of_old_lease(redis_client, Keys(key_prefix).base, lease)
+    for copy in range(2):
+        budget: BudgetManager = make_budget(
+            spool_path=tmp_path, spool_replay_interval_seconds=0.02
+        )
+        spool = budget.spool
+        assert spool is not None
+        spool.directory.mkdir(parents=True, exist_ok=True)
+        (spool.directory / f"seg-000000000000{copy}-1-old.log").write_bytes(old)
+        await budget.open()  # finds the leftovers, replays them
+        for _ in range(1000):  # (the segment goes once all of it is replayed)
+            if not list(spool.directory.glob("seg-*")):
+                break
+            await asyncio.sleep(0.01)
+        assert not list(spool.directory.glob("seg-*")) and spool.depth == 0
+        usage = await budget.get_usage("ada", project_id="proj")
+        assert usage["user"].daily.spent == Decimal("3.25")  # 1.25 + 0.5 + 1.5
+        assert usage["project"].daily.spent == Decimal("2.75")  # 1.25 + 1.5
+        assert usage["global"].monthly.spent == Decimal("3.25")
         assert usage["user"].held == 0
-        assert await _ledger_len(second) == 3
-        assert second.spool is not None and second.spool.corrupt_lines == 0
-    # A version 1 record of the wrong length, or an unknown version, is
-    # corrupt, though its checksum is right.
-    too_long = _record_of(old_lines[0])
+        balance = await redis_client.get(budget.keys.balance("ada"))
+        assert int(balance) == 8_500_000  # the credit, less the settle
+        assert await _ledger_len(budget) == 4  # "call-7" twice is one fact
+        assert spool.stats() | {"oldest_age_seconds": None} == {
+            "depth": 0,
+            "oldest_age_seconds": None,
+            "spooled_total": 0,
+            "replayed_total": 5,  # (found applied, the second time)
+            "dead_letters": 0,
+            "quarantined": 0,
+            "corrupt_lines": 0,
+        }
+
+
+def test_records_of_no_known_shape_are_corrupt_though_signed() -> None:
+    v1, v2 = (
+        (DATA / name).read_bytes().splitlines(keepends=True)[0]
+        for name in ("spool-v1-be06aea.log", "spool-v2-a31a7f7.log")
+    )
+    # (re-signed as they are, they still read)
+    assert decode_fact(_signed_line(_record_of(v1))) == decode_fact(v1) is not None
+    assert decode_fact(_signed_line(_record_of(v2))) == decode_fact(v2) is not None
+    too_long = _record_of(v1)
     too_long["a"].insert(0, "x")
-    assert decode_fact(_signed_line(too_long)) is None
-    unknown = _record_of(encode_fact(facts[0]))
-    assert unknown["v"] == 2
-    unknown["v"] = 3
-    assert decode_fact(_signed_line(unknown)) is None
-    # (the same records as they were, re-signed, still read)
-    assert decode_fact(_signed_line(_record_of(old_lines[0]))) is not None
-    unknown["v"] = 2
-    assert decode_fact(_signed_line(unknown)) == facts[0]
+    short = _record_of(v2)
+    short["a"].pop()
+    not_a_fact = {**_record_of(v2), "s": "lua_check"}
+    unknown_script = {**_record_of(v2), "s": "record"}
+    fact = _record_fact()
+    v3 = _record_of(encode_fact(fact))
+    assert v3["v"] == 3
+    future = {**v3, "v": 4}
+    extra = {**v3, "a": {**v3["a"], "keys": "x"}}
+    missing = {**v3, "a": {k: v for k, v in v3["a"].items() if k != "entry"}}
+    a_float = {**v3, "a": {**v3["a"], "amount": 1.5}}
+    a_bool = {**v3, "a": {**v3["a"], "amount": True}}
+    not_named = {**v3, "a": list(v3["a"].values())}
+    settle = {**v3, "o": "settle"}
+    for record in (too_long, short, not_a_fact, unknown_script, future, extra):
+        assert decode_fact(_signed_line(record)) is None, record
+    for record in (missing, a_float, a_bool, not_named, settle):
+        assert decode_fact(_signed_line(record)) is None, record
+    assert decode_fact(_signed_line(v3)) == fact
 
 
 async def test_a_manager_opened_lazily_replays_leftovers_on_its_first_call(
@@ -409,7 +577,8 @@ async def test_a_live_writers_segment_is_never_replayed_by_another(
     tmp_path: Path,
 ) -> None:
     writer, other = Spool(tmp_path, 100), Spool(tmp_path, 100)
-    await writer.append(SpooledFact("lua_record", ("k",), ("a", 1)))
+    fact = _record_fact(1)
+    await writer.append(fact)
     applied: list[SpooledFact] = []
 
     async def apply(fact: SpooledFact) -> str | None:
@@ -420,16 +589,14 @@ async def test_a_live_writers_segment_is_never_replayed_by_another(
     assert applied == [] and other.depth == 1  # seen, not claimed
     await writer.aclose()  # the lock is dropped, as when a process dies
     assert await other.replay(apply)
-    assert [f.args for f in applied] == [("a", 1)] and other.depth == 0
+    assert [f.args for f in applied] == [fact.args] and other.depth == 0
     assert not list(tmp_path.glob("seg-*"))
     await other.aclose()
 
 
 async def test_concurrent_appends_are_group_committed_in_order(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 10_000)
-    facts = [
-        SpooledFact("lua_record", (f"k{i}",), (i, "x" * (i % 7))) for i in range(500)
-    ]
+    facts = [_record_fact(i, model="x" * (i % 7)) for i in range(500)]
     await asyncio.gather(*(spool.append(f) for f in facts))
     assert spool.depth == 500 and spool.spooled_total == 500
     seen: list[SpooledFact] = []
@@ -439,31 +606,128 @@ async def test_concurrent_appends_are_group_committed_in_order(tmp_path: Path) -
         return None
 
     assert await spool.replay(apply)
-    assert [f.keys for f in seen] == [f.keys for f in facts]
+    assert [f.args for f in seen] == [f.args for f in facts]
     assert spool.depth == 0 and spool.oldest_age_seconds is None
     await spool.aclose()
 
 
 def test_records_round_trip_exactly() -> None:
-    fact = SpooledFact(
-        "lua_record",
-        ("p:{sg}:i:c:ключ\n*",),
-        ("p:{sg}:", 1_700_000_000_000, "ü\x00{}", 2**53, ""),
-        info={"kind": "spend"},
+    fact = _record_fact(
+        2**53,
+        idempotency_key="ключ\n*",
+        metadata='{"a":"ü\\u0000{}"}',
+        project="p:{sg}:",
     )
+    fact = SpooledFact(fact.operation, fact.args, info={"kind": "spend"})
     line = encode_fact(fact)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert decode_fact(line) == fact
     assert decode_fact(line[:-5]) is None
     assert decode_fact(b"garbage\n") is None
     with pytest.raises(TypeError):
-        encode_fact(SpooledFact("lua_record", (), (1.5,)))  # type: ignore[arg-type]
+        encode_fact(_record_fact(amount=1.5))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        encode_fact(_record_fact(amount=True))
+    with pytest.raises(ValueError, match="not a fact"):
+        encode_fact(SpooledFact("check", fact.args))
+    with pytest.raises(ValueError, match="takes the arguments"):
+        encode_fact(SpooledFact("settle", fact.args))
+    with pytest.raises(ValueError, match="takes the arguments"):
+        encode_fact(SpooledFact("record", {**fact.args, "keys": "k"}))
 
 
 async def test_spool_files_are_private(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "deep" / "spool", 10)
-    await spool.append(SpooledFact("lua_record", ("k",), ("a",)))
+    await spool.append(_record_fact())
     (segment,) = spool.directory.glob("seg-*")
     assert os.stat(segment).st_mode & 0o077 == 0
     assert os.stat(spool.directory).st_mode & 0o077 == 0
+    await spool.aclose()
+
+
+async def _left_segment(directory: Path, count: int) -> tuple[Path, list[SpooledFact]]:
+    """A segment of ``count`` facts whose writer is gone (as after a crash)."""
+    writer = Spool(directory, 1000)
+    facts = [_record_fact(i) for i in range(count)]
+    for fact in facts:
+        await writer.append(fact)
+    await writer.aclose()
+    (segment,) = directory.glob("seg-*.log")
+    return segment, facts
+
+
+async def _replay_all(spool: Spool) -> list[SpooledFact]:
+    applied: list[SpooledFact] = []
+
+    async def apply(fact: SpooledFact) -> str | None:
+        applied.append(fact)
+        return None
+
+    assert await spool.replay(apply)
+    return applied
+
+
+async def test_an_unreadable_record_is_quarantined_with_its_file_and_offset(
+    tmp_path: Path,
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    lines = segment.read_bytes().splitlines(keepends=True)
+    flipped = bytearray(lines[1])
+    flipped[30] ^= 0x0D  # one flipped byte: the checksum fails
+    torn = lines[2][:25]  # its writer died mid-line: never acknowledged
+    segment.write_bytes(lines[0] + bytes(flipped) + lines[2] + torn)
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
+    spool = Spool(tmp_path, 100)
+    try:
+        applied = await _replay_all(spool)
+    finally:
+        logger.remove(sink)
+    assert [f.args for f in applied] == [facts[0].args, facts[2].args]
+    assert not list(tmp_path.glob("seg-*"))  # replayed, the segment is gone...
+    kept = (tmp_path / "quarantine.log").read_text().splitlines()
+    quarantine = [json.loads(x) for x in kept]
+    assert [(q["segment"], q["offset"]) for q in quarantine] == [
+        (segment.name, len(lines[0])),  # ...but what it could not read is kept
+        (segment.name, len(lines[0]) + len(flipped) + len(lines[2])),
+    ]
+    assert [base64.b64decode(q["raw"]) for q in quarantine] == [bytes(flipped), torn]
+    assert "checksum" in quarantine[0]["reason"] and "torn" in quarantine[1]["reason"]
+    assert spool.stats()["quarantined"] == 2 and spool.quarantined == 2
+    assert spool.stats()["corrupt_lines"] == 1  # (the torn tail is not corrupt)
+    logged = "\n".join(messages)
+    assert f"{segment.name} at byte {len(lines[0])}" in logged
+    assert str(tmp_path / "quarantine.log") in logged
+    await spool.aclose()
+
+
+@pytest.mark.parametrize(
+    "hint",
+    ["999999", "5", "-3", "garbage", "first+1"],
+)
+async def test_a_corrupted_progress_hint_never_skips_facts(
+    tmp_path: Path, hint: str
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    first = len(segment.read_bytes().splitlines(keepends=True)[0])
+    progress = segment.with_name(segment.name + ".done")
+    progress.write_text(str(first + 1) if hint == "first+1" else hint + "\n")
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 3
+    applied = await _replay_all(spool)
+    assert [f.args for f in applied] == [f.args for f in facts]
+    assert not list(tmp_path.glob("seg-*")) and spool.depth == 0
+    await spool.aclose()
+
+
+async def test_a_sound_progress_hint_still_saves_the_replayed_part(
+    tmp_path: Path,
+) -> None:
+    segment, facts = await _left_segment(tmp_path, 3)
+    first = len(segment.read_bytes().splitlines(keepends=True)[0])
+    segment.with_name(segment.name + ".done").write_text(str(first))
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 2
+    applied = await _replay_all(spool)
+    assert [f.args for f in applied] == [f.args for f in facts[1:]]
     await spool.aclose()

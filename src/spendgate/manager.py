@@ -32,7 +32,7 @@ from spendgate.core.ids import (
     encode_metadata,
     user_id_of,
 )
-from spendgate.core.keys import Keys
+from spendgate.core.keys import Keys, fact_keys
 from spendgate.core.money import (
     MAX_MICROS,
     charge_micros,
@@ -40,7 +40,13 @@ from spendgate.core.money import (
     from_micros,
     limit_micros,
 )
-from spendgate.core.protocol import WINDOW_NAMES, Reply
+from spendgate.core.protocol import (
+    FACT_OPERATIONS,
+    WINDOW_NAMES,
+    Reply,
+    named_args,
+    positional_args,
+)
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS, Scripts
 from spendgate.core.windows import Windows, from_ms, to_ms, windows_at
 from spendgate.durability.breaker import BreakerState, CircuitBreaker
@@ -89,8 +95,7 @@ _UNAVAILABLE_REPLIES = (
 )
 
 
-#: the scripts a spooled fact may name, and why a replay can be refused for good
-_SPOOLED_SCRIPTS = frozenset({"lua_record", "lua_settle", "lua_credit"})
+#: why a replay can be refused for good
 _REPLAY_REFUSALS = {
     CONFLICT: "idempotency key already used with other arguments",
     UNKNOWN_LEASE: "unknown lease (never granted, or forgotten)",
@@ -378,7 +383,9 @@ class BudgetManager:
             spool = self._get_spool()
             if spool is None:
                 raise failure
-            await spool.append(SpooledFact(script_name, keys, args, info=spool_info()))
+            operation = script_name.removeprefix("lua_")
+            named = named_args(operation, args)
+            await spool.append(SpooledFact(operation, named, info=spool_info()))
             return None
         if fail_open and self.config.fail_open:
             if not self._failing_open:  # once per outage, not per request
@@ -474,10 +481,13 @@ class BudgetManager:
     async def _replay_one(self, fact: SpooledFact) -> str | None:
         """Send one spooled call again: ``None`` once it is in Redis (applied
         now or before), the reason when Redis refuses it for good."""
-        if fact.script not in _SPOOLED_SCRIPTS:
-            return f"not a fact script: {fact.script!r}"
+        operation = fact.operation
+        if operation not in FACT_OPERATIONS:
+            return f"not a fact operation: {operation!r}"
+        keys = fact_keys(self.keys, operation, fact.args)
+        args = positional_args(operation, fact.args)
         try:
-            reply = await self._run(fact.script, fact.keys, fact.args)
+            reply = await self._run(f"lua_{operation}", keys, args)
         except StorageError as exc:
             return str(exc)
         code = reply[0]

@@ -29,6 +29,8 @@ empty).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 #: scope name -> the letter used in keys
 SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
 
@@ -113,6 +115,27 @@ class Keys:
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""
         return glob_escape(self.base) + "*"
+
+
+def fact_keys(
+    keys: Keys, operation: str, args: Mapping[str, str | int]
+) -> tuple[str, ...]:
+    """The KEYS of a fact operation, from its named arguments (a spooled fact
+    stores only those): a record or credit is keyed by the caller's
+    idempotency key, or by its entry id when it was given none; a settle by
+    its lease.
+
+    :raise ValueError: ``operation`` is not a fact
+    :raise KeyError: an argument the keys are made of is missing
+    """
+    if operation in ("record", "credit"):
+        key = str(args["idempotency_key"])
+        if key:
+            return (keys.caller_idempotency(key),)
+        return (keys.generated_idempotency(str(args["entry"])),)
+    if operation == "settle":
+        return (keys.hold(str(args["lease"])),)
+    raise ValueError(f"not a fact operation: {operation!r}")
 
 
 def glob_escape(text: str) -> str:

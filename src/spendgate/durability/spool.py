@@ -2,19 +2,20 @@
 
 A fact (``record_spend``, ``settle``, ``add_credits``) describes money that was
 already spent, so it may never be lost. When Redis cannot be reached (or the
-circuit breaker is open) the manager appends the fact's *exact* script call —
-script name, KEYS and ARGV, the entry id and idempotency key included — to this
-spool and answers ``spooled=True``. Replaying that call later is bit-identical
-to the first attempt, and every fact carries an idempotency key (the caller's,
-or one generated from its entry id; a settle is keyed by its lease), so a fact
-that did reach Redis before the connection broke is answered ``REPLAYED`` and
-counted once.
+circuit breaker is open) the manager appends the fact's *exact* call — its
+operation and arguments by name, the entry id and idempotency key included —
+to this spool and answers ``spooled=True``. Replaying that call later is
+bit-identical to the first attempt (the keys follow from the arguments), and
+every fact carries an idempotency key (the caller's, or one generated from its
+entry id; a settle is keyed by its lease), so a fact that did reach Redis
+before the connection broke is answered ``REPLAYED`` and counted once.
 
 On disk (one directory per deployment, under ``spool_path``)::
 
     seg-<created_ms>-<pid>-<random>.log        records, one per line, append-only
     seg-<created_ms>-<pid>-<random>.log.done   byte offset replayed so far (a hint)
     dead.log                                   facts Redis refused on replay
+    quarantine.log                             records that could not be read
 
 - Each process writes its own segment and holds an exclusive ``flock`` on it
   for as long as it lives, so several processes on one host never interleave
@@ -24,13 +25,18 @@ On disk (one directory per deployment, under ``spool_path``)::
 - Appends are group-committed: concurrent facts are written together and made
   durable by one ``fsync`` (in a worker thread, so the event loop never
   blocks) before any of their callers is answered.
-- Each line is ``<crc32 hex> <json>``; a torn last line (the process died
-  mid-write, before its caller was answered) fails the check and is skipped.
+- Each line is ``<crc32 hex> <json>`` (:mod:`.spool_records`: the format and
+  the older versions it still reads). A line that cannot be read (a flipped
+  byte; a torn last line: the process died mid-write, before its caller was
+  answered) is not replayed but quarantined: kept byte for byte in
+  ``quarantine.log`` with its segment and offset, logged, and counted.
 - A segment left by a dead process is claimed with a non-blocking ``flock``
   by whichever process replays next, replayed in order, then deleted. The
   ``.done`` file only saves work: it is written after the records it covers
   were applied, so it never runs ahead of the truth, and replaying from an
-  older offset is harmless (idempotent).
+  older offset is harmless (idempotent). A hint that does not land on a
+  record boundary inside the file is ignored: a damaged hint never skips a
+  fact.
 - The spool is bounded (``spool_max_entries``, counted over the directory):
   when full, the fact raises :class:`~spendgate.errors.SpoolFullError` rather
   than being dropped.
@@ -44,170 +50,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
-import json
 import os
-import time
-import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from spendgate.durability import spool_files as files
+from spendgate.durability.spool_files import spool_directory
+from spendgate.durability.spool_records import (
+    RECORD_VERSION,
+    CorruptRecordError,
+    SpooledFact,
+    decode_fact,
+    encode_fact,
+    read_fact,
+)
+from spendgate.durability.spool_replay import (
+    PROGRESS_EVERY,
+    Leftovers,
+    RecordReplayer,
+    ReplayFn,
+)
 from spendgate.errors import SpoolFullError
 
-#: the record format written by this version
-RECORD_VERSION = 2
-
-# Version 1 records carried the manager's configuration among a fact's
-# arguments; the scripts now hold it as constants. Where it sat (0-based),
-# per script, with how many arguments a version 1 record has: dropped on
-# reading, so a spool written before the change still replays exactly.
-_V1_CONFIGURATION = {
-    "lua_record": (17, frozenset({0, 7, 9, 10})),
-    "lua_settle": (13, frozenset({0, 7, 8})),
-    "lua_credit": (10, frozenset({0, 4, 5})),
-}
-
-_SEGMENT_PREFIX = "seg-"
-_SEGMENT_SUFFIX = ".log"
-_PROGRESS_SUFFIX = ".done"
-_DEAD_LETTERS = "dead.log"
-# Records replayed between two writes of the progress hint.
-_PROGRESS_EVERY = 500
-# Bytes of a segment read at once during replay.
-_READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledFact:
-    """One fact as it waits in the spool: the exact script call, plus context.
-
-    :param script: the script handle's name, e.g. ``"lua_record"``
-    :param keys: the script's KEYS, exactly as first sent
-    :param args: the script's ARGV, exactly as first sent (``str`` and ``int``)
-    :param created_ms: wall-clock time it was spooled, ms since the epoch (for
-        the age metric; the fact's own time is inside ``args``)
-    :param info: what the fact is (kind, user, amount, entry id), for logs and
-        dead letters; never needed to replay it
-    """
-
-    script: str
-    keys: tuple[str, ...]
-    args: tuple[str | int, ...]
-    created_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-#: replays one fact: returns ``None`` once it is applied (or was already),
-#: a reason when Redis refused it for good (it then goes to the dead letters);
-#: raises when the store cannot be reached (the pass stops, to resume later)
-ReplayFn = Callable[[SpooledFact], Awaitable[str | None]]
-
-
-def encode_fact(fact: SpooledFact) -> bytes:
-    """One spool line: ``<crc32 hex> <json>\\n``."""
-    for value in fact.args:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise TypeError(f"spool arguments must be str or int, not {value!r}")
-    body = json.dumps(
-        {
-            "v": RECORD_VERSION,
-            "s": fact.script,
-            "k": list(fact.keys),
-            "a": list(fact.args),
-            "t": fact.created_ms,
-            "i": fact.info,
-        },
-        separators=(",", ":"),
-        default=str,
-    ).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-
-def decode_fact(line: bytes) -> SpooledFact | None:
-    """The fact of one spool line; ``None`` when it is torn or corrupt."""
-    line = line.rstrip(b"\n")
-    if len(line) < 10 or line[8:9] != b" ":
-        return None
-    body = line[9:]
-    try:
-        if int(line[:8], 16) != zlib.crc32(body):
-            return None
-        data = json.loads(body)
-        script, args = str(data["s"]), tuple(data["a"])
-        if data.get("v") == 1:
-            count, configuration = _V1_CONFIGURATION[script]
-            if len(args) != count:
-                return None
-            args = tuple(a for i, a in enumerate(args) if i not in configuration)
-        elif data.get("v") != RECORD_VERSION:
-            return None
-        return SpooledFact(
-            script=script,
-            keys=tuple(data["k"]),
-            args=args,
-            created_ms=int(data["t"]),
-            info=dict(data.get("i") or {}),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def spool_directory(root: Path, key_prefix: str, store_identity: str) -> Path:
-    """The spool folder of one deployment: ``<root>/<key_prefix>-<hash>``.
-
-    Facts of different Redis servers (or key prefixes) never share a folder,
-    so a process can only ever replay facts into the store they were meant
-    for. ``store_identity`` must not contain secrets; it is hashed anyway.
-    """
-    digest = hashlib.blake2b(
-        f"{store_identity}\x1f{key_prefix}".encode(), digest_size=6
-    ).hexdigest()
-    safe_prefix = "".join(c if c.isalnum() or c in "_-." else "_" for c in key_prefix)
-    return root / f"{safe_prefix}-{digest}"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _read_progress(path: Path) -> int:
-    try:
-        return max(0, int(path.read_text().strip() or 0))
-    except (OSError, ValueError):
-        return 0
-
-
-def _write_progress(path: Path, offset: int) -> None:
-    # A hint only (see the module docstring): written atomically, not fsynced.
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(str(offset))
-        os.replace(tmp, path)
-    except OSError as exc:
-        logger.debug("spendgate: could not save spool progress {}: {}", path, exc)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Claim:
-    """A foreign segment this process holds the lock of while replaying it."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self.fd = fd
-        self.progress = path.with_name(path.name + _PROGRESS_SUFFIX)
+__all__ = [
+    "RECORD_VERSION",
+    "CorruptRecordError",
+    "ReplayFn",
+    "Spool",
+    "SpooledFact",
+    "decode_fact",
+    "encode_fact",
+    "read_fact",
+    "spool_directory",
+]
 
 
 class Spool:
@@ -235,29 +114,44 @@ class Spool:
         self._inflight = 0
         self._writer: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
-        # Segments of other processes, as of the last scan: records and the
-        # oldest segment's creation time.
-        self._foreign_depth = 0
-        self._foreign_oldest_ms: int | None = None
+        # Replaying: the records (and their tallies), and the segments of
+        # other processes, as of the last scan.
+        self._records = RecordReplayer(directory)
+        self._leftovers = Leftovers(directory, self._records)
         self._closed = False
         #: called (no arguments) after facts were made durable: wakes the replayer
         self.on_append: Callable[[], None] | None = None
         #: facts this process spooled
         self.spooled_total = 0
-        #: facts this process replayed into Redis (applied or found applied)
-        self.replayed_total = 0
-        #: facts Redis refused for good on replay (see ``dead.log``)
-        self.dead_letters = 0
-        #: corrupt or torn lines skipped
-        self.corrupt_lines = 0
 
     # -- metrics ---------------------------------------------------------------
+
+    @property
+    def replayed_total(self) -> int:
+        """Facts this process replayed into Redis (applied or found applied)."""
+        return self._records.replayed_total
+
+    @property
+    def dead_letters(self) -> int:
+        """Facts Redis refused for good on replay (see ``dead.log``)."""
+        return self._records.dead_letters
+
+    @property
+    def quarantined(self) -> int:
+        """Records that could not be read, moved to ``quarantine.log``
+        (corrupt lines and torn tails)."""
+        return self._records.quarantined
+
+    @property
+    def corrupt_lines(self) -> int:
+        """Quarantined complete lines that held no readable fact."""
+        return self._records.corrupt_lines
 
     @property
     def depth(self) -> int:
         """Facts in the spool not replayed yet: this process's, plus those of
         other processes' segments as of the last scan."""
-        return len(self._pending_ms) + self._foreign_depth
+        return len(self._pending_ms) + self._leftovers.depth
 
     @property
     def own_depth(self) -> int:
@@ -275,10 +169,10 @@ class Spool:
     @property
     def oldest_age_seconds(self) -> float | None:
         """Age of the oldest fact waiting, in seconds; ``None`` when empty."""
-        oldest = [ms for ms in (self._own_oldest_ms(), self._foreign_oldest_ms) if ms]
+        oldest = [ms for ms in (self._own_oldest_ms(), self._leftovers.oldest_ms) if ms]
         if not oldest:
             return None
-        return max(0.0, (_now_ms() - min(oldest)) / 1000)
+        return max(0.0, (files.now_ms() - min(oldest)) / 1000)
 
     def _own_oldest_ms(self) -> int | None:
         return self._pending_ms[0] if self._pending_ms else None
@@ -291,6 +185,7 @@ class Spool:
             "spooled_total": self.spooled_total,
             "replayed_total": self.replayed_total,
             "dead_letters": self.dead_letters,
+            "quarantined": self.quarantined,
             "corrupt_lines": self.corrupt_lines,
         }
 
@@ -387,24 +282,7 @@ class Spool:
         self._size = start + len(data)
 
     def _open_segment(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = (
-            f"{_SEGMENT_PREFIX}{_now_ms():013d}-{os.getpid()}-"
-            f"{os.urandom(4).hex()}{_SEGMENT_SUFFIX}"
-        )
-        hidden = self.directory / f".{name}.new"
-        path = self.directory / name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(hidden, flags, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.rename(hidden, path)
-            _fsync_dir(self.directory)
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(hidden)
-            raise
+        fd, path = files.create_segment(self.directory)
         self._fd, self._path, self._size, self._replayed = fd, path, 0, 0
 
     def _abandon_segment(self) -> None:
@@ -414,7 +292,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd, self._path, self._size, self._replayed = None, None, 0, 0
-        self._foreign_depth += len(self._pending_ms)
+        self._leftovers.depth += len(self._pending_ms)
         self._pending_ms.clear()
 
     # -- replaying --------------------------------------------------------------------
@@ -424,7 +302,7 @@ class Spool:
 
         Also refreshes :attr:`depth` with what they hold.
         """
-        return bool(self._scan())
+        return bool(self._leftovers.scan(self._own_name()))
 
     async def replay(self, apply: ReplayFn) -> bool:
         """One pass: replay, in order, the segments of dead processes, then
@@ -435,8 +313,8 @@ class Spool:
             next pass
         """
         try:
-            if not await self._replay_foreign(apply):
-                return False
+            if not self._closed:
+                await self._leftovers.replay(apply, self._own_name())
             return await self._replay_own(apply)
         except asyncio.CancelledError:
             raise
@@ -446,84 +324,14 @@ class Spool:
             )
             return False
 
-    async def _apply(self, apply: ReplayFn, line: bytes) -> None:
-        fact = decode_fact(line)
-        if fact is None:
-            self.corrupt_lines += 1
-            logger.error(
-                "spendgate: skipped a corrupt spool record in {}", self.directory
-            )
-            return
-        reason = await apply(fact)
-        if reason is None:
-            self.replayed_total += 1
-            return
-        self.dead_letters += 1
-        await asyncio.to_thread(self._write_dead_letter, line, reason)
-        logger.error(
-            "spendgate: Redis refused a spooled fact for good ({}): {}; kept in {}",
-            reason,
-            {k: v for k, v in fact.info.items() if k != "metadata"},
-            self.directory / _DEAD_LETTERS,
-        )
-
-    def _write_dead_letter(self, line: bytes, reason: str) -> None:
-        record = json.dumps({"reason": reason, "record": line.decode().rstrip("\n")})
-        fd = os.open(
-            self.directory / _DEAD_LETTERS,
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-            0o600,
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, record.encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    async def _replay_lines(
-        self,
-        apply: ReplayFn,
-        path: Path,
-        start: int,
-        end: int | None,
-        on_progress: Callable[[int], None],
-    ) -> int:
-        """Replay the complete lines of ``path`` from byte ``start`` (to ``end``).
-
-        Calls ``on_progress(offset)`` after each applied record; returns the
-        offset reached. Exceptions of ``apply`` propagate (progress is kept).
-        """
-        offset = start
-        with open(path, "rb") as reader:
-            while True:
-                reader.seek(offset)
-                want = _READ_CHUNK if end is None else min(_READ_CHUNK, end - offset)
-                if want <= 0:
-                    break
-                chunk = await asyncio.to_thread(reader.read, want)
-                if not chunk:
-                    break
-                cut = chunk.rfind(b"\n")
-                if cut < 0:
-                    if len(chunk) < want:
-                        break  # a torn last line: never acknowledged, skip it
-                    # A single record longer than a chunk: read it whole.
-                    chunk += await asyncio.to_thread(reader.readline)
-                    cut = chunk.rfind(b"\n")
-                    if cut < 0:
-                        break
-                for line in chunk[: cut + 1].splitlines(keepends=True):
-                    await self._apply(apply, line)
-                    offset += len(line)
-                    on_progress(offset)
-        return offset
+    def _own_name(self) -> str | None:
+        return self._path.name if self._path is not None else None
 
     async def _replay_own(self, apply: ReplayFn) -> bool:
         path = self._path
         if path is None:
             return True
-        progress = path.with_name(path.name + _PROGRESS_SUFFIX)
+        progress = files.progress_path(path)
         count = 0
 
         def advanced(offset: int) -> None:
@@ -532,14 +340,16 @@ class Spool:
             if self._pending_ms:
                 self._pending_ms.popleft()
             count += 1
-            if count % _PROGRESS_EVERY == 0:
-                _write_progress(progress, offset)
+            if count % PROGRESS_EVERY == 0:
+                files.write_progress(progress, offset)
 
         try:
-            await self._replay_lines(apply, path, self._replayed, self._size, advanced)
+            await self._records.replay_lines(
+                apply, path, self._replayed, self._size, advanced
+            )
         finally:
             if count:
-                _write_progress(progress, self._replayed)
+                files.write_progress(progress, self._replayed)
         async with self._io_lock():
             # Drained: drop the segment; the next fact starts a fresh one.
             if self._path == path and self._replayed >= self._size:
@@ -552,111 +362,6 @@ class Spool:
                 if fd is not None:
                     os.close(fd)
         return True
-
-    def _scan(self) -> list[Path]:
-        """Foreign segments in creation order; refreshes the foreign metrics."""
-        try:
-            names = sorted(os.listdir(self.directory))
-        except OSError:  # no folder yet (or an unusable one: appends will say)
-            self._foreign_depth, self._foreign_oldest_ms = 0, None
-            return []
-        own = self._path.name if self._path is not None else None
-        found: list[Path] = []
-        depth = 0
-        oldest: int | None = None
-        for name in names:
-            path = self.directory / name
-            if name.startswith(".") and name.endswith(".new"):
-                self._drop_stale_hidden(path)
-                continue
-            is_segment = name.startswith(_SEGMENT_PREFIX) and name.endswith(
-                _SEGMENT_SUFFIX
-            )
-            if not is_segment or name == own:
-                continue
-            found.append(path)
-            try:
-                with open(path, "rb") as reader:
-                    reader.seek(_read_progress(path.with_name(name + _PROGRESS_SUFFIX)))
-                    depth += reader.read().count(b"\n")
-            except OSError:
-                continue
-            with contextlib.suppress(ValueError, IndexError):
-                created = int(name[len(_SEGMENT_PREFIX) :].split("-", 1)[0])
-                oldest = created if oldest is None else min(oldest, created)
-        self._foreign_depth, self._foreign_oldest_ms = depth, oldest
-        return found
-
-    @staticmethod
-    def _drop_stale_hidden(path: Path) -> None:
-        # A segment whose creator died between create and rename: empty, as
-        # nothing is written before the rename. Unlocked means abandoned.
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def _claim(self, path: Path) -> _Claim | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The lock was won, but the previous claimer may have replayed and
-            # deleted the file meanwhile: only the file still at that path counts.
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                raise FileNotFoundError(path)
-        except OSError:
-            os.close(fd)
-            return None
-        return _Claim(path, fd)
-
-    async def _replay_foreign(self, apply: ReplayFn) -> bool:
-        if self._closed:
-            return True
-        for path in await asyncio.to_thread(self._scan):
-            claim = self._claim(path)
-            if claim is None:
-                continue  # its writer is alive (it replays it), or another claimer
-            try:
-                await self._replay_claim(apply, claim)
-            finally:
-                os.close(claim.fd)
-        return True
-
-    async def _replay_claim(self, apply: ReplayFn, claim: _Claim) -> None:
-        start = _read_progress(claim.progress)
-        reached = [start, 0]  # offset, records
-
-        def advanced(offset: int) -> None:
-            self._foreign_depth = max(0, self._foreign_depth - 1)
-            reached[0] = offset
-            reached[1] += 1
-            if reached[1] % _PROGRESS_EVERY == 0:
-                _write_progress(claim.progress, offset)
-
-        try:
-            await self._replay_lines(apply, claim.path, start, None, advanced)
-        except BaseException:
-            if reached[1]:
-                _write_progress(claim.progress, reached[0])
-            raise
-        for stale in (claim.path, claim.progress):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
-        logger.info(
-            "spendgate: replayed {} spooled facts left by another process ({})",
-            reached[1],
-            claim.path.name,
-        )
 
     async def aclose(self) -> None:
         """Finish pending writes and drop the segment lock (the file stays:
@@ -672,9 +377,8 @@ class Spool:
             if self._fd is not None:
                 if self._replayed:
                     assert self._path is not None
-                    _write_progress(
-                        self._path.with_name(self._path.name + _PROGRESS_SUFFIX),
-                        self._replayed,
+                    files.write_progress(
+                        files.progress_path(self._path), self._replayed
                     )
                 os.close(self._fd)
                 self._fd = None
