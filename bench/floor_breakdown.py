@@ -60,7 +60,7 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
     try:
         # The stub keeps the library prelude (same script size to load) and
         # answers what record.lua answers, without touching any key.
-        scripts = stub._ensure_open()
+        scripts = stub._store.ensure_open()
         source = scripts.lua_record.script
         prelude = source.split(b"-- record:")[0]
         scripts.lua_record.sha = await stub.redis.script_load(prelude + TRIVIAL_RECORD)

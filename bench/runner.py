@@ -182,7 +182,7 @@ async def run(options: Options) -> dict[str, Any]:
         # A reference, not the floor: PING through spendgate's own automatic
         # pipeline, i.e. what concurrent round trips cost once they share
         # writes, as spendgate's concurrent calls do.
-        scripts = budget._scripts
+        scripts = budget._store.scripts
         pipeline = scripts._pipeline if scripts is not None else None
 
         async def sg_ping_pipelined(i: int) -> object:

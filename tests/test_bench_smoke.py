@@ -166,7 +166,7 @@ async def test_floor_breakdown_replays_the_command_a_call_sent(
             return await manager.record_spend("u-cmd", Decimal("0.25"))
 
         command = await _first_command(manager, op)
-        record_sha = manager._ensure_open().lua_record.sha
+        record_sha = manager._store.ensure_open().lua_record.sha
         # EVALSHA <the record script> 1 <idempotency key> <arguments...>
         assert command[:3] == ("EVALSHA", record_sha, 1)
         sent = [str(arg) for arg in command]

@@ -62,7 +62,10 @@ def _config(prefix: str, **settings: object) -> BudgetConfig:
 
 async def test_leases_never_overshoot_when_pipelined(prefix: str) -> None:
     async with BudgetManager(_config(prefix, daily_user_limit=10)) as budget:
-        assert budget._scripts is not None and budget._scripts._pipeline is not None
+        assert (
+            budget._store.scripts is not None
+            and budget._store.scripts._pipeline is not None
+        )
 
         async def one() -> bool:
             try:

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, MaxConnectionsError
 
 from spendgate.config import BudgetConfig, redact_url
+from spendgate.config.redact import scrub
 from spendgate.errors import ConfigurationError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -84,6 +86,30 @@ def _use_hiredis_packing(client: Redis) -> None:
     pool.connection_class = cls
 
 
+class WaitingPool(BlockingConnectionPool):
+    """A pool that, when every connection is taken, waits for one to come back.
+
+    A burst of concurrent calls is this process being busy, not Redis being
+    down: a call waits (at most ``timeout`` seconds) instead of failing at
+    once, and a wait that runs out raises :class:`MaxConnectionsError`, which
+    the store tells apart from an outage (no breaker, no fail-open).
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as exc:
+            # The wait for a free connection ran out (not a failed connect,
+            # which raises redis' own TimeoutError or a ConnectionError
+            # caused by an OSError).
+            if isinstance(exc.__cause__, TimeoutError):
+                raise MaxConnectionsError(
+                    f"all {self.max_connections} connections stayed busy for "
+                    f"{self.timeout}s"
+                ) from exc
+            raise
+
+
 def connect(config: BudgetConfig) -> tuple[Redis, bool]:
     """A client for ``config`` and whether it is the embedded store.
 
@@ -91,17 +117,20 @@ def connect(config: BudgetConfig) -> tuple[Redis, bool]:
     """
     if config.redis_url:
         try:
-            client = Redis.from_url(
+            pool = WaitingPool.from_url(
                 config.redis_url,
                 socket_timeout=config.redis_timeout_seconds,
                 socket_connect_timeout=config.redis_connect_timeout_seconds,
                 max_connections=config.redis_max_connections,
+                timeout=config.redis_pool_timeout_seconds,
                 retry=_no_retries(),
                 decode_responses=False,
             )
+            client = Redis.from_pool(pool)
         except ValueError as exc:
+            reason = scrub(str(exc), config.redis_url)
             raise ConfigurationError(
-                f"invalid redis_url {redact_url(config.redis_url)}: {exc}"
+                f"invalid redis_url {redact_url(config.redis_url)}: {reason}"
             ) from None
         _use_hiredis_packing(client)
         return client, False

@@ -84,6 +84,15 @@ class LedgerKind(StrEnum):
 SPEND_KINDS = (LedgerKind.SPEND, LedgerKind.SETTLE)
 
 
+#: how a cap is written where the scripts read it (a default cap constant,
+#: an override, an argument of set_limits): micro-units, or this for "no cap"
+NO_CAP = "-1"
+#: set_limits: leave this cap as it is
+LIMIT_KEEP = ""
+#: set_limits: drop this cap's override (the configured default applies)
+LIMIT_DEFAULT = "-"
+
+
 class LedgerField(NamedTuple):
     """One field of a ledger stream entry."""
 
@@ -117,30 +126,41 @@ FIELD = {field.column: field.name for field in LEDGER_FIELDS}
 
 
 class Operation(NamedTuple):
-    """One script's calling convention: its KEYS and ARGV, by name, in order."""
+    """One script's calling convention: its KEYS and ARGV, by name, in order,
+    and the reply codes it may answer (a contract test reads the script)."""
 
     #: what each KEYS[i] is
     keys: tuple[str, ...]
     #: what each ARGV[i] is
     args: tuple[str, ...]
+    #: the reply codes the script may answer
+    replies: frozenset[Reply]
     #: a fact: spooled when Redis does not take it, replayed later
     fact: bool = False
 
 
-# The argument lists shared by several scripts.
+# The argument lists and answers shared by several scripts.
 _ADMISSION = ("now_ms", "day", "month", "requested", "user", "project")
 _FACT_HEAD = ("now_ms", "day", "day_ttl_ms", "month", "month_ttl_ms", "amount")
+_ADMITS = frozenset({Reply.OK, Reply.REFUSED})
+_IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
+_LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
 
 #: every operation, one ``lua/<name>.lua`` each
 OPERATIONS: dict[str, Operation] = {
-    "check": Operation(("balance",), _ADMISSION),
+    "check": Operation(("balance",), _ADMISSION, _ADMITS),
     "reserve": Operation(
-        ("idempotency",), (*_ADMISSION, "fingerprint", "lease", "expires_ms")
+        ("idempotency",),
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
+        _ADMITS | _IDEMPOTENT,
     ),
     "settle": Operation(
-        ("hold",), (*_FACT_HEAD, "entry", "model", "metadata", "lease"), fact=True
+        ("hold",),
+        (*_FACT_HEAD, "entry", "model", "metadata", "lease"),
+        _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
+        fact=True,
     ),
-    "release": Operation(("hold",), ("lease",)),
+    "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
     "record": Operation(
         ("idempotency",),
         (
@@ -153,6 +173,7 @@ OPERATIONS: dict[str, Operation] = {
             "metadata",
             "idempotency_key",
         ),
+        _IDEMPOTENT,
         fact=True,
     ),
     "credit": Operation(
@@ -166,10 +187,14 @@ OPERATIONS: dict[str, Operation] = {
             "metadata",
             "idempotency_key",
         ),
+        _IDEMPOTENT,
         fact=True,
     ),
-    "set_limits": Operation(("limits",), ("daily", "monthly")),
-    "usage": Operation(("balance",), ("now_ms", "day", "month", "user", "project")),
+    # (set_limits and usage answer values, no reply code)
+    "set_limits": Operation(("limits",), ("daily", "monthly"), frozenset()),
+    "usage": Operation(
+        ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
+    ),
 }
 
 #: the operations that are facts (spooled while Redis is away)
@@ -205,8 +230,9 @@ def positional_args(
 
 def lua_constants() -> dict[str, int | str]:
     """The protocol as Lua constants: reply codes ``R_*``, window codes
-    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*`` and ledger field
-    names ``F_*``."""
+    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*``, ledger field
+    names ``F_*``, and the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``,
+    ``LIMIT_DEFAULT``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
@@ -214,5 +240,8 @@ def lua_constants() -> dict[str, int | str]:
     constants.update({f"KIND_{kind.name}": str(kind) for kind in LedgerKind})
     constants.update(
         {f"F_{field.column.upper()}": field.name for field in LEDGER_FIELDS}
+    )
+    constants.update(
+        {"NO_CAP": NO_CAP, "LIMIT_KEEP": LIMIT_KEEP, "LIMIT_DEFAULT": LIMIT_DEFAULT}
     )
     return constants

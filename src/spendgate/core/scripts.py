@@ -11,6 +11,7 @@ again and the call retried once.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,6 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
+from spendgate.config import DEFAULT_CAPS
 from spendgate.core import keys, protocol
 from spendgate.core.pipeline import AutoPipeline
 
@@ -36,14 +40,10 @@ PROTOCOL_CONSTANTS: dict[str, int | str] = {
     **keys.lua_constants(),
 }
 
-#: the default caps among the script constants, in the configuration's order
-DEFAULT_CAP_CONSTANTS = (
-    "USER_DAILY",
-    "USER_MONTHLY",
-    "PROJECT_DAILY",
-    "PROJECT_MONTHLY",
-    "GLOBAL_DAILY",
-    "GLOBAL_MONTHLY",
+#: the default caps among the script constants, in the order of
+#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...)
+DEFAULT_CAP_CONSTANTS = tuple(
+    f"{scope}_{window}".upper() for scope, window, _ in DEFAULT_CAPS
 )
 
 #: the configuration every script starts with, as Lua constants (their
@@ -76,6 +76,13 @@ def lua_dir() -> Path:
     )
 
 
+#: times a call that met NOSCRIPT reloads its script before it sends the
+#: whole source instead
+RELOAD_ATTEMPTS = 3
+
+#: a Lua comment, to the end of its line
+_COMMENT = re.compile(rb"--[^\n]*")
+
 #: where each helper of lua/_lib.lua starts
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
@@ -95,10 +102,11 @@ def script_source(name: str) -> bytes:
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
     linked = _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    code = _COMMENT.sub(b"", linked)
     used = [
         constant
         for constant in PROTOCOL_CONSTANTS
-        if re.search(rb"\b" + constant.encode() + rb"\b", linked)
+        if re.search(rb"\b" + constant.encode() + rb"\b", code)
     ]
     return b"".join(_lua_local(c, PROTOCOL_CONSTANTS[c]) for c in used) + linked
 
@@ -156,7 +164,11 @@ def _link(library: bytes, body: bytes) -> bytes:
 
 
 class Scripts:
-    """One registered script handle per operation, for one client."""
+    """One registered script handle per operation, for one client.
+
+    :attr:`handles` maps each operation of :data:`spendgate.core.protocol.OPERATIONS`
+    to its handle (also reachable as ``lua_<operation>``).
+    """
 
     lua_check: AsyncScript
     lua_reserve: AsyncScript
@@ -183,9 +195,14 @@ class Scripts:
         self.send: Callable[..., Awaitable[Any]] = (
             self._pipeline.execute if self._pipeline is not None else self._direct
         )
+        #: operation name -> its registered script
+        self.handles: dict[str, AsyncScript] = {}
+        #: the SCRIPT LOAD in flight per operation (see reload_and_call)
+        self._loading: dict[str, asyncio.Future[Any]] = {}
         for name in SCRIPT_NAMES:
-            source = configured_source(name, constants)
-            setattr(self, f"lua_{name}", client.register_script(source))
+            script = client.register_script(configured_source(name, constants))
+            self.handles[name] = script
+            setattr(self, f"lua_{name}", script)
 
     def _direct(self, *command: Any) -> Awaitable[Any]:
         # Looked up per call, not bound once: whoever wraps the client's
@@ -193,17 +210,41 @@ class Scripts:
         return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
 
     async def reload_and_call(
-        self, name: str, keys: Sequence[str], args: Sequence[Any]
+        self, operation: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Load ``lua_<name>`` again (Redis answered ``NOSCRIPT``: a restart,
-        ``SCRIPT FLUSH``) and run it: the retry of a call that
-        ``BudgetManager`` first sent with :attr:`send` and the registered SHA."""
-        script: AsyncScript = getattr(self, name)
-        script.sha = await self.client.script_load(script.script)
-        return await self.send("EVALSHA", script.sha, len(keys), *keys, *args)
+        """Run ``operation`` after Redis answered ``NOSCRIPT`` (a restart, a
+        failover, ``SCRIPT FLUSH``): the retry of a call first sent with
+        :attr:`send` and the registered SHA.
+
+        The script is loaded once however many calls met the ``NOSCRIPT``
+        together (one ``SCRIPT LOAD`` in flight per script; the others wait
+        for it), through the same way out as every call, so a burst neither
+        takes a connection per caller nor turns into an outage. Should the
+        cache be flushed again between the load and the retry, it is loaded
+        again; after :data:`RELOAD_ATTEMPTS` the call is sent with its whole
+        source (``EVAL``), which cannot meet ``NOSCRIPT``.
+        """
+        script = self.handles[operation]
+        command = (len(keys), *keys, *args)
+        for _ in range(RELOAD_ATTEMPTS):
+            await self._load_once(operation)
+            try:
+                return await self.send("EVALSHA", script.sha, *command)
+            except NoScriptError:
+                continue
+        return await self.send("EVAL", script.script, *command)
+
+    async def _load_once(self, operation: str) -> None:
+        loading = self._loading.get(operation)
+        if loading is None:
+            script = self.handles[operation]
+            loading = asyncio.ensure_future(self.send("SCRIPT", "LOAD", script.script))
+            self._loading[operation] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(operation, None))
+        # shield: one waiter cancelled must not cancel the others' load
+        await asyncio.shield(loading)
 
     async def load_all(self) -> None:
         """Load every script now, so the first call of each is one round trip."""
-        for name in SCRIPT_NAMES:
-            script: AsyncScript = getattr(self, f"lua_{name}")
+        for script in self.handles.values():
             script.sha = await self.client.script_load(script.script)

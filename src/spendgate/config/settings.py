@@ -1,0 +1,158 @@
+"""``BudgetConfig``: every setting, from keyword arguments or ``SPENDGATE_*``
+environment variables, one flat class made of the sections of
+:mod:`spendgate.config.sections`.
+
+coreason-budget's field names (``daily_user_limit_usd``, ``daily_limit_usd``,
+``daily_project_limit_usd``, ``daily_global_limit_usd``,
+``model_price_overrides``) are accepted as keyword arguments, so its users
+switch by changing the import.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import Any
+
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from spendgate.config.redact import redact_url
+from spendgate.config.sections import (
+    CapSettings,
+    DurabilitySettings,
+    GuardSettings,
+    LedgerSettings,
+    PricingSettings,
+    ServerSettings,
+    StoreSettings,
+)
+from spendgate.errors import ConfigurationError
+
+_COREASON_NAMES = {
+    "daily_user_limit_usd": "daily_user_limit",
+    "daily_limit_usd": "daily_user_limit",
+    "daily_project_limit_usd": "daily_project_limit",
+    "daily_global_limit_usd": "daily_global_limit",
+}
+
+#: coreason-budget's documented environment variables -> our fields; read
+#: when the SPENDGATE_ variable of the same field is not set
+COREASON_ENV = {
+    "COREASON_BUDGET_REDIS_URL": "redis_url",
+    "COREASON_BUDGET_DAILY_USER_LIMIT_USD": "daily_user_limit",
+    "COREASON_BUDGET_DAILY_PROJECT_LIMIT_USD": "daily_project_limit",
+    "COREASON_BUDGET_DAILY_GLOBAL_LIMIT_USD": "daily_global_limit",
+    "COREASON_BUDGET_LOG_PATH": "log_path",
+}
+
+
+class _CoreasonEnv(PydanticBaseSettingsSource):
+    """coreason-budget's ``COREASON_BUDGET_*`` variables, below ours."""
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        for variable, name in COREASON_ENV.items():
+            if name == field_name and variable in os.environ:
+                return os.environ[variable], field_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: os.environ[variable]
+            for variable, name in COREASON_ENV.items()
+            if variable in os.environ
+        }
+
+
+# (pydantic lists the fields of the last base first: the sections are named
+# here in reverse, so the fields read store, caps, guard, ... pricing)
+class BudgetConfig(
+    BaseSettings,
+    PricingSettings,
+    ServerSettings,
+    LedgerSettings,
+    DurabilitySettings,
+    GuardSettings,
+    CapSettings,
+    StoreSettings,
+):
+    """Everything a deployment sets. Amounts are in the operator's unit (USD by
+    default); ``None`` for a limit means no cap. The fields are grouped by
+    section in :mod:`spendgate.config.sections`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPENDGATE_",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then SPENDGATE_*, then coreason-budget's variables: a
+        # coreason deployment keeps its settings; ours win when both are set.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            _CoreasonEnv(settings_cls),
+            file_secret_settings,
+        )
+
+    # coreason-budget's field names, readable as its users read them
+    @property
+    def daily_user_limit_usd(self) -> Decimal | None:
+        return self.daily_user_limit
+
+    @property
+    def daily_limit_usd(self) -> Decimal | None:
+        return self.daily_user_limit
+
+    @property
+    def daily_project_limit_usd(self) -> Decimal | None:
+        return self.daily_project_limit
+
+    @property
+    def daily_global_limit_usd(self) -> Decimal | None:
+        return self.daily_global_limit
+
+    def __init__(self, **values: Any) -> None:
+        # coreason-budget's argument names, renamed before the environment is
+        # read: an argument wins over any variable, whatever its name.
+        for old, new in _COREASON_NAMES.items():
+            if old in values:
+                value = values.pop(old)
+                values.setdefault(new, value)
+        super().__init__(**values)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with secrets redacted, for logs and ``spendgate config``."""
+        data = self.model_dump(mode="json")
+        data["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
+        data["postgres_dsn"] = (
+            redact_url(self.postgres_dsn) if self.postgres_dsn else None
+        )
+        return data
+
+
+def load_config(**overrides: Any) -> BudgetConfig:
+    """Build a config, turning pydantic's error into a :class:`ConfigurationError`."""
+    from pydantic import ValidationError
+
+    try:
+        return BudgetConfig(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(str(exc)) from None

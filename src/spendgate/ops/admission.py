@@ -1,0 +1,99 @@
+"""Admission: may this caller spend this much now? One script, one round trip.
+
+A refusal is decoded here, in one place, for every operation that admits
+(``check_availability``, ``reserve``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from spendgate.core.ids import check_optional_id, user_id_of
+from spendgate.core.money import charge_micros, from_micros
+from spendgate.core.protocol import WINDOW_NAMES, Reply
+from spendgate.core.windows import Windows, from_ms
+from spendgate.errors import BudgetExceededError, Scope
+from spendgate.ops.base import Operations
+
+_OK = int(Reply.OK)
+
+
+class Admission(Operations):
+    """``check_availability`` and ``remaining``; the refusal they share with
+    ``reserve``."""
+
+    async def check_availability(
+        self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
+    ) -> bool:
+        """May ``user`` spend ``estimated_cost`` now? Changes nothing.
+
+        The argument order is coreason-budget's. ``user_id`` is a user id or any
+        object with a ``user_id`` attribute.
+
+        :return: ``True`` when admitted
+        :raise BudgetExceededError: when a cap or the balance would be passed
+        :raise BudgetUnavailableError: when the store did not answer in time
+            (unless ``fail_open``)
+        """
+        await self.remaining(user_id, project_id, estimated_cost)
+        return True
+
+    async def remaining(
+        self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
+    ) -> Decimal | None:
+        """Like :meth:`check_availability`, returning what would be left: the
+        smallest ``limit - spent - held`` over every capped window and balance
+        before this request, or ``None`` when nothing is capped (or the store
+        was unavailable and ``fail_open`` admitted)."""
+        user_id = user_id_of(user_id, self._max_id)
+        project = check_optional_id("project_id", project_id, self._max_id)
+        requested = charge_micros(estimated_cost)
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        reply = await self._store.run(
+            "check",
+            (self.keys.balance(user_id),),
+            (now_ms, w.day, w.month, requested, user_id, project or ""),
+            fail_open=True,
+        )
+        if reply is None:
+            return None
+        if reply[0] != _OK:
+            raise self._refusal(reply, user_id, project, requested, w)
+        return None if reply[1] < 0 else from_micros(reply[1])
+
+    def _refusal(
+        self,
+        reply: list[Any],
+        user_id: str,
+        project_id: str | None,
+        requested: int,
+        windows: Windows,
+    ) -> BudgetExceededError:
+        """The error of a ``REFUSED`` reply: ``{REFUSED, scope index, window,
+        limit, spent, held}``, scopes counted user, [project,] global."""
+        _, index, window_code, limit, spent, held = reply
+        scope: Scope
+        if index == 1:
+            scope, scope_id = "user", user_id
+        elif index == 2 and project_id is not None:
+            scope, scope_id = "project", project_id
+        else:
+            scope, scope_id = "global", None
+        window = WINDOW_NAMES[window_code]
+        resets_at = None
+        if window == "daily":
+            resets_at = from_ms(windows.day_end_ms)
+        elif window == "monthly":
+            resets_at = from_ms(windows.month_end_ms)
+        return BudgetExceededError(
+            scope=scope,
+            scope_id=scope_id,
+            window=window,
+            limit=from_micros(limit),
+            spent=from_micros(spent),
+            requested=from_micros(requested),
+            resets_at=resets_at,
+            held=from_micros(held),
+        )

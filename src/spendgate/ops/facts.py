@@ -1,0 +1,177 @@
+"""Facts: money already spent (or paid in). Never refused for a limit, never
+lost: a fact Redis does not take is spooled and replayed exactly once.
+
+Every fact carries an idempotency key, the caller's or one generated from
+its entry id, so a replay (the caller's or the spool's) counts once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spendgate.core.ids import (
+    check_id,
+    check_model,
+    check_optional_id,
+    encode_metadata,
+    user_id_of,
+)
+from spendgate.core.money import charge_micros, credit_micros, from_micros
+from spendgate.core.protocol import Reply
+from spendgate.errors import IdempotencyConflictError
+from spendgate.models import SpendRecord
+from spendgate.ops.base import Operations, fingerprint, new_id, text
+
+_REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
+
+
+class Facts(Operations):
+    """``record_spend`` and ``add_credits``."""
+
+    def _idempotency(
+        self, idempotency_key: str | None, entry_id: str
+    ) -> tuple[str, str]:
+        """The caller's key (checked) and its record's Redis key; a fact
+        without one is keyed by its entry id (key ``""``)."""
+        if idempotency_key is None:
+            return "", self.keys.generated_idempotency(entry_id)
+        key = check_id("idempotency_key", idempotency_key, self._max_id)
+        return key, self.keys.caller_idempotency(key)
+
+    async def record_spend(
+        self,
+        user_id: Any,
+        cost: Any,
+        project_id: str | None = None,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SpendRecord:
+        """Record money already spent (the LLM call happened): a fact.
+
+        Never refused for being over a limit; only invalid input is rejected.
+        The argument order is coreason-budget's.
+
+        :raise IdempotencyConflictError: a key reused with other arguments
+        """
+        user_id = user_id_of(user_id, self._max_id)
+        project = check_optional_id("project_id", project_id, self._max_id)
+        amount = charge_micros(cost)
+        # (None is checked here: most facts carry neither, and a call is not free)
+        model_name = None if model is None else check_model(model)
+        meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
+        now_ms = self._now_ms()
+        entry_id = new_id(now_ms)
+        key, ikey = self._idempotency(idempotency_key, entry_id)
+        # A generated key is this call's own: only a replay of this very call
+        # (the spool's) can meet it, so there is nothing to compare.
+        digest = (
+            fingerprint("spend", user_id, project, amount, model_name, meta)
+            if key
+            else ""
+        )
+        args = self._fact_head(now_ms, amount) + (
+            digest,
+            entry_id,
+            user_id,
+            project or "",
+            model_name or "",
+            meta,
+            key,
+        )
+        reply = await self._store.run(
+            "record",
+            (ikey,),
+            args,
+            spool_info=lambda: {
+                "kind": "spend",
+                "entry": entry_id,
+                "user": user_id,
+                "amount": amount,
+            },
+        )
+        replayed = False
+        occurred_ms = now_ms
+        if reply is not None:
+            code = reply[0]
+            if code == _CONFLICT:
+                raise IdempotencyConflictError(key)
+            if code == _REPLAYED:  # the first call's entry, not this one's
+                replayed = True
+                entry_id, first_ms = text(reply[1]).split("|")
+                occurred_ms = int(first_ms)
+        # Positional, in field order (entry_id, kind, user_id, project_id,
+        # amount_micros, model, occurred_ms, replayed, late, spooled):
+        # keywords cost the dataclass twice the time. None: spooled, replayed
+        # exactly once when Redis answers.
+        return SpendRecord(
+            entry_id,
+            "spend",
+            user_id,
+            project,
+            amount,
+            model_name,
+            occurred_ms,
+            replayed,
+            False,
+            reply is None,
+        )
+
+    async def add_credits(
+        self,
+        user_id: Any,
+        amount: Any,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SpendRecord:
+        """Add prepaid credits to a user's balance (rounded down): a fact.
+
+        :return: the record, with the new ``balance``
+        :raise IdempotencyConflictError: a key reused with other arguments
+        """
+        user_id = user_id_of(user_id, self._max_id)
+        micros = credit_micros(amount)
+        meta = encode_metadata(metadata, self._max_meta)
+        now_ms = self._now_ms()
+        entry_id = new_id(now_ms)
+        key, ikey = self._idempotency(idempotency_key, entry_id)
+        args = (
+            now_ms,
+            micros,
+            fingerprint("credit", user_id, micros, meta),
+            entry_id,
+            user_id,
+            meta,
+            key,
+        )
+        reply = await self._store.run(
+            "credit",
+            (ikey,),
+            args,
+            spool_info=lambda: {
+                "kind": "credit",
+                "entry": entry_id,
+                "user": user_id,
+                "amount": micros,
+            },
+        )
+        record = SpendRecord(
+            entry_id=entry_id,
+            kind="credit",
+            user_id=user_id,
+            project_id=None,
+            amount_micros=micros,
+            model=None,
+            occurred_ms=now_ms,
+            spooled=reply is None,  # spooled: the new balance is not known yet
+        )
+        if reply is None:
+            return record
+        if reply[0] == _CONFLICT:
+            raise IdempotencyConflictError(key)
+        entry_id, occurred_ms, balance = text(reply[1]).split("|")
+        record.entry_id, record.occurred_ms = entry_id, int(occurred_ms)
+        record.replayed = reply[0] == _REPLAYED
+        record.balance = from_micros(int(balance))
+        return record

@@ -1,0 +1,308 @@
+"""Leases: hold an estimate before the call, post the actual cost after it.
+
+``reserve`` admits and holds (it may refuse), ``settle`` posts the hold at
+its actual cost (a fact), ``release`` voids it. A hold stops counting on its
+own once its TTL passes: no janitor is needed for correctness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from spendgate.core.ids import (
+    check_id,
+    check_model,
+    check_optional_id,
+    encode_metadata,
+    user_id_of,
+)
+from spendgate.core.money import charge_micros, from_micros
+from spendgate.core.protocol import Reply
+from spendgate.errors import (
+    IdempotencyConflictError,
+    InvalidArgumentError,
+    LeaseStateError,
+)
+from spendgate.models import Lease, SpendRecord
+from spendgate.ops.admission import Admission
+from spendgate.ops.base import fingerprint, new_id, text
+
+if TYPE_CHECKING:
+    from spendgate.manager import BudgetManager
+
+_OK, _REFUSED, _REPLAYED, _CONFLICT = (
+    int(Reply.OK),
+    int(Reply.REFUSED),
+    int(Reply.REPLAYED),
+    int(Reply.CONFLICT),
+)
+_UNKNOWN = "unknown (never granted, or forgotten)"
+#: the longest a hold may be asked for
+_MAX_TTL_SECONDS = 7 * 86400
+
+
+class Leases(Admission):
+    """``reserve``, ``settle``, ``release`` and the ``lease`` context."""
+
+    async def reserve(
+        self,
+        user_id: Any,
+        amount: Any,
+        project_id: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Lease:
+        """Admit ``amount`` and hold it against every scope until settled,
+        released, or ``ttl_seconds`` pass (then it stops counting by itself).
+
+        :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
+        :raise BudgetExceededError: when a cap or the balance would be passed
+        :raise BudgetUnavailableError: when the store did not answer (a lease
+            is never granted without the store, even with ``fail_open``)
+        :raise IdempotencyConflictError: a key reused with other arguments
+        """
+        user_id = user_id_of(user_id, self._max_id)
+        project = check_optional_id("project_id", project_id, self._max_id)
+        requested = charge_micros(amount)
+        ttl_ms = self._lease_ttl_ms(ttl_seconds)
+        ikey = digest = ""
+        if idempotency_key is not None:
+            key = check_id("idempotency_key", idempotency_key, self._max_id)
+            ikey = self.keys.caller_idempotency(key)
+            digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        lease_id = new_id(now_ms)
+        expires_ms = now_ms + ttl_ms
+        args = (now_ms, w.day, w.month, requested, user_id, project or "")
+        reply = await self._store.run(
+            "reserve", (ikey,), args + (digest, lease_id, expires_ms)
+        )
+        code = reply[0]
+        if code == _REFUSED:
+            raise self._refusal(reply, user_id, project, requested, w)
+        if code == _CONFLICT:
+            raise IdempotencyConflictError(idempotency_key or "")
+        if code == _REPLAYED:  # the first call's lease, not this one's
+            lease_id, first_expiry = text(reply[1]).split("|")
+            expires_ms = int(first_expiry)
+        # Positional, in field order (id, user_id, project_id, amount_micros,
+        # expires_ms, replayed): keywords cost the dataclass twice the time.
+        return Lease(
+            lease_id, user_id, project, requested, expires_ms, code == _REPLAYED
+        )
+
+    def _lease_ttl_ms(self, ttl_seconds: object) -> int:
+        if ttl_seconds is None:
+            return self.config.lease_ttl_seconds * 1000
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int | float):
+            raise InvalidArgumentError(
+                f"ttl_seconds must be a number, not {ttl_seconds!r}"
+            )
+        if not (0 < ttl_seconds <= _MAX_TTL_SECONDS):
+            raise InvalidArgumentError(
+                f"ttl_seconds must be above 0 and at most 7 days, not {ttl_seconds!r}"
+            )
+        return max(1, int(ttl_seconds * 1000))
+
+    def lease(
+        self,
+        user_id: Any,
+        estimate: Any,
+        project_id: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> LeaseContext:
+        """Reserve ``estimate`` for the body of an ``async with`` block.
+
+        Set ``lease.actual_cost`` inside the block: on a normal exit the lease
+        is settled at that cost (at the estimate when it was not set, so spend
+        is never under-counted); on an exception it is released.
+        """
+        return LeaseContext(
+            self, user_id, estimate, project_id, ttl_seconds, idempotency_key
+        )
+
+    async def settle(
+        self,
+        lease: Lease | str,
+        actual_cost: Any,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SpendRecord:
+        """Post a lease at its actual cost: the hold stops counting and the
+        cost is charged (a fact, even above the estimate, even after expiry —
+        then marked ``late``). Settling again at the same cost returns the
+        first record.
+
+        :param lease: the :class:`Lease` or its id
+        :raise LeaseStateError: the lease was released, or is unknown
+        :raise IdempotencyConflictError: it was already settled at another cost
+        """
+        lease_id = lease.id if isinstance(lease, Lease) else lease
+        lease_id = check_id("lease_id", lease_id, self._max_id)
+        amount = charge_micros(actual_cost)
+        # (None is checked here: most facts carry neither, and a call is not free)
+        model_name = None if model is None else check_model(model)
+        meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
+        now_ms = self._now_ms()
+        entry_id = new_id(now_ms)
+        args = self._fact_head(now_ms, amount) + (
+            entry_id,
+            model_name or "",
+            meta,
+            lease_id,
+        )
+        reply = await self._store.run(
+            "settle",
+            (self.keys.hold(lease_id),),
+            args,
+            spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
+        )
+        if reply is None:  # spooled: a repeated settle at one cost is a replay
+            return _spooled_settle(
+                lease, lease_id, entry_id, amount, model_name, now_ms
+            )
+        return _settled(reply, lease_id, entry_id, amount, model_name, now_ms)
+
+    async def release(self, lease: Lease | str) -> bool:
+        """Void a lease: its hold stops counting at once, nothing is charged.
+
+        :return: ``True`` when a counting hold was released; ``False`` when it
+            had already been released or had expired
+        :raise LeaseStateError: the lease was settled, or is unknown
+        """
+        lease_id = lease.id if isinstance(lease, Lease) else lease
+        lease_id = check_id("lease_id", lease_id, self._max_id)
+        reply = await self._store.run(
+            "release", (self.keys.hold(lease_id),), (lease_id,)
+        )
+        if reply[0] == Reply.UNKNOWN_LEASE:
+            raise LeaseStateError(lease_id, _UNKNOWN, "release")
+        if reply[0] == Reply.LEASE_SETTLED:
+            raise LeaseStateError(lease_id, "settled", "release")
+        return bool(reply[1])
+
+
+def _settled(
+    reply: list[Any],
+    lease_id: str,
+    entry_id: str,
+    amount: int,
+    model: str | None,
+    now_ms: int,
+) -> SpendRecord:
+    """The record of a settle the store answered (see settle.lua's reply)."""
+    code = reply[0]
+    if code == Reply.UNKNOWN_LEASE:
+        raise LeaseStateError(lease_id, _UNKNOWN, "settle")
+    if code == Reply.LEASE_RELEASED:
+        raise LeaseStateError(lease_id, "released", "settle")
+    if code == _CONFLICT:
+        raise IdempotencyConflictError(
+            f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
+        )
+    settled_ms = now_ms
+    if code == _OK:  # this call's entry, time: only the verdict comes back
+        late, estimate = reply[3] == 1, reply[4]
+    else:  # REPLAYED: the first settle's
+        entry_id, first_ms, late_text, estimate_text = text(reply[3]).split("|")
+        settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
+    project = text(reply[2])
+    # Positional, in field order (entry_id, kind, user_id, project_id,
+    # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
+    # estimate_micros): keywords cost the dataclass twice the time.
+    return SpendRecord(
+        entry_id,
+        "settle",
+        text(reply[1]),
+        project or None,
+        amount,
+        model,
+        settled_ms,
+        code == _REPLAYED,
+        late,
+        False,
+        lease_id,
+        estimate,
+    )
+
+
+def _spooled_settle(
+    lease: Lease | str,
+    lease_id: str,
+    entry_id: str,
+    amount: int,
+    model: str | None,
+    now_ms: int,
+) -> SpendRecord:
+    known = lease if isinstance(lease, Lease) else None
+    return SpendRecord(
+        entry_id=entry_id,
+        kind="settle",
+        user_id=known.user_id if known is not None else "",
+        project_id=known.project_id if known is not None else None,
+        amount_micros=amount,
+        model=model,
+        occurred_ms=now_ms,
+        spooled=True,
+        lease_id=lease_id,
+        estimate_micros=known.amount_micros if known is not None else None,
+    )
+
+
+class LeaseContext:
+    """``async with budget.lease(...) as lease``: settle on exit, release on error."""
+
+    def __init__(
+        self,
+        budget: Leases | BudgetManager,
+        user_id: Any,
+        estimate: Any,
+        project_id: str | None,
+        ttl_seconds: int | None,
+        idempotency_key: str | None,
+    ) -> None:
+        self._budget = budget
+        self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
+        self.lease: Lease | None = None
+        #: the settle record, once the block has ended normally
+        self.record: SpendRecord | None = None
+
+    async def __aenter__(self) -> Lease:
+        self.lease = await self._budget.reserve(*self._args)
+        return self.lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease = self.lease
+        assert lease is not None
+        if exc_type is None:
+            cost = lease.actual_cost
+            if cost is None:
+                logger.warning(
+                    "spendgate: lease {} ended without actual_cost; "
+                    "settling at the estimate",
+                    lease.id,
+                )
+                cost = lease.amount
+            self.record = await self._budget.settle(
+                lease, cost, lease.model, lease.metadata
+            )
+            return
+        try:
+            await self._budget.release(lease)
+        except Exception as release_error:  # the hold expires by itself anyway
+            logger.warning(
+                "spendgate: could not release lease {} after an error: {}",
+                lease.id,
+                release_error,
+            )

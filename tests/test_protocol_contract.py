@@ -1,0 +1,175 @@
+"""Python and the Lua scripts agree on the protocol (spendgate.core.protocol).
+
+Read statically: every constant a script names is one Python hands it; each
+script answers exactly the reply codes its Operation declares, and its
+header documents exactly the operation's KEYS and ARGV. Then at run time:
+every reply code each operation may answer is fed to the public method
+that sent it (the store answering a canned reply), which must turn it into
+a value or one of spendgate's own errors, never crash on it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from spendgate import BudgetManager, SpendgateError
+from spendgate.core.protocol import (
+    OPERATIONS,
+    WINDOW_NAMES,
+    Reply,
+    WindowCode,
+    named_args,
+    positional_args,
+)
+from spendgate.core.scripts import (
+    PROTOCOL_CONSTANTS,
+    SCRIPT_CONSTANTS,
+    lua_dir,
+    script_source,
+)
+from spendgate.models import Lease
+
+#: a constant a script may name: one of Python's, never a stray global
+_CONSTANT = re.compile(
+    rb"\b(?:[RWFKS]|HOLD|KIND)_[A-Z_]+\b|\b(?:NO_CAP|LIMIT_[A-Z]+)\b"
+)
+_REPLY = re.compile(rb"\bR_([A-Z_]+)\b")
+_HEADER_ARG = re.compile(rb"\bARGV\[(\d+)(?:\.\.(\d+))?\]")
+_HEADER_KEY = re.compile(rb"\bKEYS\[(\d+)\]")
+
+
+def _without_comments(source: bytes) -> bytes:
+    return re.sub(rb"--[^\n]*", b"", source)
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_every_constant_a_script_names_is_handed_to_it(operation: str) -> None:
+    code = _without_comments(script_source(operation))
+    named = {m.decode() for m in _CONSTANT.findall(code)}
+    unknown = named - set(PROTOCOL_CONSTANTS) - set(SCRIPT_CONSTANTS)
+    assert not unknown, f"{operation}.lua names constants Python never sends: {unknown}"
+    # ... and each one it names is defined at the top of its source
+    for constant in named & set(PROTOCOL_CONSTANTS):
+        assert f"local {constant} = ".encode() in script_source(operation)
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_each_script_answers_exactly_its_declared_replies(operation: str) -> None:
+    code = _without_comments(script_source(operation))
+    answered = {Reply[m.decode()] for m in _REPLY.findall(code)}
+    assert answered == set(OPERATIONS[operation].replies)
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_each_script_header_documents_its_keys_and_args(operation: str) -> None:
+    header = (lua_dir() / f"{operation}.lua").read_bytes().split(b"\n\n")[0]
+    args: set[int] = set()
+    for first, last in _HEADER_ARG.findall(header):
+        args.update(range(int(first), int(last or first) + 1))
+    keys = {int(k) for k in _HEADER_KEY.findall(header)}
+    op = OPERATIONS[operation]
+    assert args == set(range(1, len(op.args) + 1))
+    assert keys == set(range(1, len(op.keys) + 1))
+
+
+def test_every_window_code_has_a_name() -> None:
+    assert set(WINDOW_NAMES) == set(WindowCode)
+    assert set(WINDOW_NAMES.values()) == {"daily", "monthly", "balance"}
+
+
+def test_named_and_positional_arguments_round_trip() -> None:
+    for name, op in OPERATIONS.items():
+        args = tuple(f"v{i}" for i in range(len(op.args)))
+        assert positional_args(name, named_args(name, args)) == args
+    with pytest.raises(ValueError):
+        named_args("record", ("too", "few"))
+    with pytest.raises(ValueError):
+        positional_args("release", {"lease": "x", "extra": "y"})
+
+
+# -- every reply code decoded ----------------------------------------------------
+
+_LEASE = Lease("0" * 28, "u", None, 1_000_000, 2_000_000_000_000)
+
+#: a reply of each code each operation may answer, as the script would
+_CANNED: dict[str, dict[Reply, list[Any]]] = {
+    "check": {Reply.OK: [0, -1], Reply.REFUSED: [1, 1, 1, 5, 5, 0]},
+    "reserve": {
+        Reply.OK: [0, b"lease|2000000000000"],
+        Reply.REFUSED: [1, 2, 2, 5, 5, 0],
+        Reply.REPLAYED: [2, b"first|2000000000000"],
+        Reply.CONFLICT: [3],
+    },
+    "settle": {
+        Reply.OK: [0, b"u", b"", 0, 1000000],
+        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
+        Reply.CONFLICT: [3, b"2000000"],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_RELEASED: [5],
+    },
+    "release": {
+        Reply.OK: [0, 1],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_SETTLED: [6],
+    },
+    "record": {
+        Reply.OK: [0, b"entry|1700000000000"],
+        Reply.REPLAYED: [2, b"first|1700000000000"],
+        Reply.CONFLICT: [3],
+    },
+    "credit": {
+        Reply.OK: [0, b"entry|1700000000000|5000000"],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000"],
+        Reply.CONFLICT: [3],
+    },
+}
+
+_CALLS = {
+    "check": lambda b: b.check_availability("u", "p", "1"),
+    "reserve": lambda b: b.reserve("u", "1", idempotency_key="k"),
+    "settle": lambda b: b.settle(_LEASE, "1"),
+    "release": lambda b: b.release(_LEASE),
+    "record": lambda b: b.record_spend("u", "1", idempotency_key="k"),
+    "credit": lambda b: b.add_credits("u", "5", idempotency_key="k"),
+}
+
+
+def test_the_canned_replies_cover_every_declared_reply() -> None:
+    for name, op in OPERATIONS.items():
+        assert set(_CANNED.get(name, {})) == set(op.replies), name
+
+
+@pytest.mark.parametrize(
+    ("operation", "reply"),
+    [(name, reply) for name, replies in _CANNED.items() for reply in replies],
+)
+async def test_every_reply_code_is_decoded(
+    operation: str, reply: Reply, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = BudgetManager()
+    sent: list[str] = []
+
+    async def canned(op: str, keys: Any, args: Any, **options: Any) -> list[Any]:
+        sent.append(op)
+        assert len(keys) == len(OPERATIONS[op].keys)
+        assert len(args) == len(OPERATIONS[op].args)
+        return _CANNED[operation][reply]
+
+    monkeypatch.setattr(budget._store, "run", canned)
+    try:
+        result = await _CALLS[operation](budget)
+    except SpendgateError as exc:
+        # a refusal, a conflict or a lease state: the caller's to handle
+        assert reply not in (Reply.OK, Reply.REPLAYED), exc
+    else:
+        assert reply in (Reply.OK, Reply.REPLAYED)
+        if reply is Reply.REPLAYED and hasattr(result, "replayed"):
+            assert result.replayed
+        if operation == "credit":
+            assert result.balance == Decimal(5)
+    assert sent == [operation]
+    await budget.aclose()
