@@ -51,7 +51,7 @@ async def test_each_cap_admits_up_to_its_limit_and_refuses_past_it(
         else datetime(2026, 4, 1, tzinfo=UTC)
     )
     assert err.resets_at == expected_reset
-    assert scope in str(err) and window in str(err)
+    assert scope in str(err).lower() and window in str(err)
 
 
 @pytest.mark.parametrize(("scope", "window", "setting"), CAPS)

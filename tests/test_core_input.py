@@ -53,7 +53,25 @@ BAD_AMOUNTS: list[Any] = [
     object(),
     b"1",
     complex(1, 0),
+    # a number too large even to turn into text (the error message must not fail)
+    10**5000,
+    # Decimal() reads these; an amount is plain ASCII
+    "1_000",
+    "\u0661\u0662",  # Arabic-Indic digits
+    "\uff11",  # a fullwidth digit
 ]
+
+
+class _NumpyLikeFloat(float):
+    """A float subclass whose repr is not a number, as numpy 2's float64."""
+
+    def __repr__(self) -> str:
+        return f"np.float64({float.__repr__(self)})"
+
+
+async def test_a_float_subclass_is_read_by_its_value(budget: BudgetManager) -> None:
+    record = await budget.record_spend("alice", _NumpyLikeFloat(0.1))
+    assert record.amount == Decimal("0.1")
 
 
 async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
@@ -74,7 +92,13 @@ async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
     return state
 
 
-@pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=repr)
+def _amount_id(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 1000:
+        return f"int of {value.bit_length()} bits"
+    return repr(value)
+
+
+@pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=_amount_id)
 async def test_bad_amounts_are_rejected_and_change_nothing(
     make_budget: MakeBudget, amount: Any
 ) -> None:
@@ -229,6 +253,10 @@ async def test_id_length_limit_is_configurable(make_budget: MakeBudget) -> None:
         {"nan": float("nan")},
         {"obj": object()},
         {"big": "x" * 9000},
+        # JSON can escape a lone surrogate, UTF-8 (and Postgres) cannot hold it
+        {"s": "\udfff"},
+        {"\ud800": "key"},
+        {"nested": ["ok", "\udc00"]},
     ],
     ids=repr,
 )

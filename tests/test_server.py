@@ -207,7 +207,7 @@ async def test_refusal_is_429_with_retry_after_and_the_reason(
     assert Decimal(body["requested"]) == Decimal("0.5")
     assert body["resets_at"] == "2026-03-16T00:00:00+00:00"
     assert body["retry_after_seconds"] == 12 * 3600
-    assert "daily budget of user 'u' exceeded" in body["detail"]
+    assert "User daily limit exceeded for 'u'" in body["detail"]
 
 
 async def test_monthly_refusal_retries_after_the_month(

@@ -111,9 +111,12 @@ class BudgetExceededError(SpendgateError):
         }
 
     def _describe(self) -> str:
-        who = self.scope if self.scope_id is None else f"{self.scope} {self.scope_id!r}"
+        # coreason-budget's wording first ("User daily limit exceeded for
+        # ..."): its callers match on it.
+        scope = (self.scope or "budget").capitalize()
+        who = "" if self.scope_id is None else f" for {self.scope_id!r}"
         text = (
-            f"{self.window} budget of {who} exceeded: limit {self.limit}, "
+            f"{scope} {self.window} limit exceeded{who}: limit {self.limit}, "
             f"spent {self.spent}, held {self.held}, requested {self.requested}"
         )
         if self.resets_at is not None:
@@ -146,7 +149,17 @@ class InvalidAmountError(InvalidArgumentError):
     def __init__(self, value: object, reason: str) -> None:
         self.value = value
         self.reason = reason
-        super().__init__(f"invalid amount {value!r}: {reason}")
+        super().__init__(f"invalid amount {_short_repr(value)}: {reason}")
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    # Whatever the value (a 5,000-digit int cannot even be turned into text),
+    # the message stays short and is always made.
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InvalidIdError(InvalidArgumentError):

@@ -90,7 +90,20 @@ def encode_metadata(metadata: object, max_bytes: int) -> str:
         raise InvalidArgumentError(
             f"metadata is {len(text)} bytes as JSON, above the limit of {max_bytes}"
         )
+    if "\\ud" in text and _has_lone_surrogate(metadata):
+        # JSON escapes it, but no UTF-8 text (nor Postgres jsonb) can hold it:
+        # refused here, like such an id, rather than dead-lettered later.
+        raise InvalidArgumentError("metadata holds a lone surrogate (not UTF-8)")
     return text
+
+
+def _has_lone_surrogate(metadata: Mapping[Any, Any]) -> bool:
+    text = json.dumps(dict(metadata), ensure_ascii=False, default=_json_default)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _json_default(value: object) -> str:

@@ -41,10 +41,14 @@ def to_decimal(value: object) -> Decimal:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidAmountError(value, "not a finite number")
-        amount = Decimal(repr(value))
+        # float's own repr: a subclass's (numpy's "np.float64(0.1)") is no number
+        amount = Decimal(float.__repr__(value))
     elif isinstance(value, str):
         if len(value) > 64:
             raise InvalidAmountError(value[:64] + "...", "too long to be an amount")
+        # Decimal() also reads "1_000", "١٢" and "１": an amount is plain ASCII
+        if not value.isascii() or "_" in value:
+            raise InvalidAmountError(value, "not a plain ASCII decimal number")
         try:
             amount = Decimal(value.strip())
         except InvalidOperation:
