@@ -60,7 +60,9 @@ def real_redis_available() -> str | None:
 def _no_spendgate_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's SPENDGATE_* variables must not leak into the tests.
     for name in list(os.environ):
-        if name.startswith("SPENDGATE_") and not name.startswith("SPENDGATE_TEST_"):
+        if name.startswith(("SPENDGATE_", "COREASON_BUDGET_")) and not name.startswith(
+            "SPENDGATE_TEST_"
+        ):
             monkeypatch.delenv(name)
 
 

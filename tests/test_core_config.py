@@ -9,7 +9,7 @@ import pytest
 from loguru import logger
 from pydantic import ValidationError
 
-from spendgate import BudgetConfig, BudgetManager
+from spendgate import BudgetConfig, BudgetManager, ConfigurationError
 from spendgate.config import redact_url
 
 
@@ -87,6 +87,40 @@ def test_secrets_are_redacted() -> None:
     assert "hunter2" not in str(config.describe())
     assert redact_url("redis://user:pw@h:1/0") == "redis://user:***@h:1/0"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@db:6379/0",
+        "redis://user:hunter2@db:6379/0",
+        "rediss://:hunter2@db:6380/0?ssl_cert_reqs=none",
+        "redis://db:6379/0?password=hunter2",
+        "redis://db:6379/0?db=1&password=hunter2&ssl=true",
+        "redis://:hun#ter2@db:6379/0",
+        "redis://:hun/ter2@db:6379/0",
+        "redis://:hun@ter2@db:6379/0",
+        "postgresql://app:hunter2@pg:5432/ledger",
+        "postgresql://app@pg/ledger?sslmode=require&password=hunter2",
+        "host=pg port=5432 user=app password=hunter2 dbname=ledger",
+        "host=pg password='hun ter2' dbname=ledger",
+        "host=pg PASSWORD = hunter2",
+    ],
+)
+def test_every_form_of_password_is_redacted(url: str) -> None:
+    redacted = redact_url(url)
+    assert "hunter2" not in redacted and "ter2" not in redacted
+    assert "***" in redacted
+    field = "postgres_dsn" if "pg" in url else "redis_url"
+    assert "ter2" not in str(BudgetConfig(**{field: url}).describe())
+
+
+async def test_a_malformed_url_does_not_show_its_password() -> None:
+    budget = BudgetManager(BudgetConfig(redis_url="redis://:pa#ssWORD9@db:6379/0"))
+    with pytest.raises(ConfigurationError) as error:
+        await budget.check_availability("ada")
+    # (the parser reads the part before "#" as a port and quotes it)
+    assert "ssWORD9" not in str(error.value) and "'pa'" not in str(error.value)
 
 
 async def test_embedded_default_is_announced_once(

@@ -518,6 +518,12 @@ class Pricing:
             + reasoning * rate_reasoning
         )
 
+    def calculate_cost(
+        self, model: str, input_tokens: int, output_tokens: int
+    ) -> Decimal:
+        """:meth:`calculate` under coreason-budget's other name."""
+        return self.calculate(model, input_tokens, output_tokens)
+
     def estimate(
         self, model: str, input_tokens: int, max_output_tokens: int
     ) -> Decimal:

@@ -1,0 +1,126 @@
+"""What a coreason-budget user meets on switching: its names and settings work.
+
+Its ``COREASON_BUDGET_*`` variables are read (ours win when both are set), its
+field names can be read back, ``close()``, ``check_availability_sync`` /
+``record_spend_sync`` and ``pricing.calculate_cost`` exist, and a refusal's
+message keeps its wording ("User daily limit exceeded for ...").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from redis import Redis as SyncRedis
+
+from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
+from spendgate import BudgetConfig, BudgetExceededError, BudgetManager
+
+
+@pytest.fixture
+def key_prefix_sync() -> Iterator[str]:
+    """A key prefix of its own on the real Redis, its keys deleted after."""
+    reason = real_redis_available()
+    if reason is not None:
+        service_missing("Redis", reason)
+    prefix = f"sgsync{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = SyncRedis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_coreason_variables_configure_a_deployment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COREASON_BUDGET_REDIS_URL", "redis://coreason:6379/2")
+    monkeypatch.setenv("COREASON_BUDGET_DAILY_USER_LIMIT_USD", "12.5")
+    monkeypatch.setenv("COREASON_BUDGET_DAILY_PROJECT_LIMIT_USD", "300")
+    monkeypatch.setenv("COREASON_BUDGET_DAILY_GLOBAL_LIMIT_USD", "4000")
+    monkeypatch.setenv("COREASON_BUDGET_LOG_PATH", "/var/log/budget.log")
+    config = BudgetConfig()
+    assert config.redis_url == "redis://coreason:6379/2"
+    assert config.daily_user_limit == Decimal("12.5")
+    assert config.daily_project_limit == Decimal(300)
+    assert config.daily_global_limit == Decimal(4000)
+    assert config.log_path == Path("/var/log/budget.log")
+
+
+def test_spendgate_variables_and_arguments_win_over_coreason_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COREASON_BUDGET_REDIS_URL", "redis://coreason:6379/2")
+    monkeypatch.setenv("COREASON_BUDGET_DAILY_USER_LIMIT_USD", "12.5")
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", "redis://ours:6379/3")
+    config = BudgetConfig()
+    assert config.redis_url == "redis://ours:6379/3"
+    assert BudgetConfig(daily_user_limit_usd=7).daily_user_limit == Decimal(7)
+    assert BudgetConfig(daily_user_limit=8).daily_user_limit == Decimal(8)
+
+
+def test_coreason_field_names_read_back() -> None:
+    config = BudgetConfig(
+        daily_user_limit_usd=3, daily_project_limit_usd=30, daily_global_limit_usd=300
+    )
+    assert config.daily_user_limit_usd == Decimal(3)
+    assert config.daily_limit_usd == Decimal(3)
+    assert config.daily_project_limit_usd == Decimal(30)
+    assert config.daily_global_limit_usd == Decimal(300)
+
+
+async def test_close_is_aclose(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    await budget.record_spend("ada", "1")
+    await budget.close()
+    with pytest.raises(RuntimeError):
+        await budget.record_spend("ada", "1")
+
+
+async def test_refusals_keep_coreasons_wording(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="1")
+    await budget.record_spend("ada", "1")
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability("ada", estimated_cost="0.5")
+    assert str(refused.value).startswith("User daily limit exceeded for 'ada'")
+
+
+def test_sync_calls_work_without_an_event_loop(key_prefix_sync: str) -> None:
+    config = BudgetConfig(
+        redis_url=REDIS_URL, key_prefix=key_prefix_sync, daily_user_limit="2"
+    )
+    budget = BudgetManager(config)
+    try:
+        assert budget.check_availability_sync("ada", estimated_cost="1") is True
+        record = budget.record_spend_sync("ada", "2", model="m")
+        assert record.amount == Decimal(2) and not record.spooled
+        with pytest.raises(BudgetExceededError):
+            budget.check_availability_sync("ada", estimated_cost="1")
+    finally:
+        budget.close_sync()
+
+
+async def test_sync_calls_refuse_inside_an_event_loop(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    with pytest.raises(RuntimeError, match="await"):
+        budget.check_availability_sync("ada")
+    await asyncio.sleep(0)
+
+
+def test_pricing_calculate_cost_is_calculate() -> None:
+    budget = BudgetManager(
+        BudgetConfig(
+            model_price_overrides={
+                "m": {"input_cost_per_token": "0.001", "output_cost_per_token": "0.002"}
+            }
+        )
+    )
+    assert budget.pricing.calculate_cost("m", 10, 5) == Decimal("0.020")
+    assert budget.pricing.calculate_cost("m", 10, 5) == budget.pricing.calculate(
+        "m", 10, 5
+    )
