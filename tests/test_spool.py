@@ -23,6 +23,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -730,4 +731,39 @@ async def test_a_sound_progress_hint_still_saves_the_replayed_part(
     assert spool.has_leftovers() and spool.depth == 2
     applied = await _replay_all(spool)
     assert [f.args for f in applied] == [f.args for f in facts[1:]]
+    await spool.aclose()
+
+
+async def test_no_age_is_reported_once_another_process_leftovers_are_replayed(
+    tmp_path: Path,
+) -> None:
+    # A restart replays the segment the previous process left: the spool is
+    # then empty, and an age would alert for ever (issue 23, item 4).
+    segment, _ = await _left_segment(tmp_path, 2)
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.oldest_age_seconds is not None
+    await _replay_all(spool)
+    assert spool.depth == 0
+    assert spool.oldest_age_seconds is None
+    assert spool.stats()["oldest_age_seconds"] is None
+    await spool.aclose()
+
+
+async def test_the_age_is_of_what_is_still_waiting(tmp_path: Path) -> None:
+    # A dead process's segment from a minute ago, and a live writer's new one:
+    # once the first is replayed, the age is the second's.
+    segment, _ = await _left_segment(tmp_path, 1)
+    minute_ago = int(time.time() * 1000) - 60_000
+    segment.rename(tmp_path / f"seg-{minute_ago:013d}-1-dead.log")
+    live = Spool(tmp_path, 100)
+    await live.append(_record_fact(7))
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 2
+    age = spool.oldest_age_seconds
+    assert age is not None and age >= 60
+    applied = await _replay_all(spool)
+    assert len(applied) == 1 and spool.depth == 1  # the live one waits
+    age = spool.oldest_age_seconds
+    assert age is not None and age < 30
+    await live.aclose()
     await spool.aclose()
