@@ -8,8 +8,11 @@ must come back ``spooled=True``; once calls succeed again the background
 replay must bring Redis to exactly the totals of every fact the callers were
 told about (counters, balance, and one ledger entry per fact). Also checked:
 the bound (``SpoolFullError`` rather than dropping), an unwritable spool,
-dead letters, segments left by an earlier manager, torn and corrupt lines,
-and that a live writer's segment is never replayed by anyone else.
+dead letters, segments left by an earlier manager, torn and corrupt lines
+(quarantined with their file and offset), damaged progress hints, the age
+metric, that a live writer's segment is never replayed by anyone else, and
+that an append returns only once ``os.fsync`` made it durable (a spy on
+``os.fsync``; a failing fsync raises from ``append``).
 
 Upgrades: ``tests/data/`` holds segments written by earlier spendgate
 versions themselves (record versions 1 and 2, see its README); they must
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import os
+import stat
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -731,3 +737,112 @@ async def test_a_sound_progress_hint_still_saves_the_replayed_part(
     applied = await _replay_all(spool)
     assert [f.args for f in applied] == [f.args for f in facts[1:]]
     await spool.aclose()
+
+
+async def test_no_age_is_reported_once_another_process_leftovers_are_replayed(
+    tmp_path: Path,
+) -> None:
+    # A restart replays the segment the previous process left: the spool is
+    # then empty, and an age would alert for ever (issue 23, item 4).
+    segment, _ = await _left_segment(tmp_path, 2)
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.oldest_age_seconds is not None
+    await _replay_all(spool)
+    assert spool.depth == 0
+    assert spool.oldest_age_seconds is None
+    assert spool.stats()["oldest_age_seconds"] is None
+    await spool.aclose()
+
+
+async def test_the_age_is_of_what_is_still_waiting(tmp_path: Path) -> None:
+    # A dead process's segment from a minute ago, and a live writer's new one:
+    # once the first is replayed, the age is the second's.
+    segment, _ = await _left_segment(tmp_path, 1)
+    minute_ago = int(time.time() * 1000) - 60_000
+    segment.rename(tmp_path / f"seg-{minute_ago:013d}-1-dead.log")
+    live = Spool(tmp_path, 100)
+    await live.append(_record_fact(7))
+    spool = Spool(tmp_path, 100)
+    assert spool.has_leftovers() and spool.depth == 2
+    age = spool.oldest_age_seconds
+    assert age is not None and age >= 60
+    applied = await _replay_all(spool)
+    assert len(applied) == 1 and spool.depth == 1  # the live one waits
+    age = spool.oldest_age_seconds
+    assert age is not None and age < 30
+    await live.aclose()
+    await spool.aclose()
+
+
+class _FsyncSpy:
+    """Wraps ``os.fsync``: records what each call made durable (the file's
+    inode and size at that moment), and can be told to fail on files."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[int, int, bool]] = []  # inode, size, a folder
+        self.fail_files = False
+        self._real = os.fsync
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        info = os.fstat(fd)
+        folder = stat.S_ISDIR(info.st_mode)
+        if self.fail_files and not folder:
+            raise OSError(errno.EIO, "Input/output error (test)")
+        self._real(fd)
+        self.calls.append((info.st_ino, info.st_size, folder))
+
+
+async def test_an_append_returns_only_once_its_record_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _FsyncSpy(monkeypatch)
+    spool = Spool(tmp_path, 100)
+    for i in range(3):
+        await spool.append(_record_fact(i))
+        (segment,) = tmp_path.glob("seg-*.log")
+        now = os.stat(segment)
+        # The segment was fsynced holding every record appended so far...
+        assert (now.st_ino, now.st_size, False) in spy.calls
+    # ...and its folder, so the segment's name survives a crash too.
+    assert (os.stat(tmp_path).st_ino, True) in {(c[0], c[2]) for c in spy.calls}
+    await spool.aclose()
+
+
+async def test_a_failing_fsync_raises_from_append_and_keeps_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _FsyncSpy(monkeypatch)
+    spool = Spool(tmp_path, 100)
+    await spool.append(_record_fact(0))
+    spy.fail_files = True
+    with pytest.raises(SpoolFullError, match="could not be written"):
+        await spool.append(_record_fact(1))
+    assert spool.spooled_total == 1 and spool.depth == 1
+    spy.fail_files = False
+    await spool.append(_record_fact(2))
+    # The failed record was cut off: its caller was told it is not spooled,
+    # so it must never be replayed (it would be counted if retried).
+    applied = await _replay_all(spool)
+    assert [f.args["entry"] for f in applied] == ["entry-0", "entry-2"]
+    await spool.aclose()
+
+
+async def test_a_fact_is_not_reported_spooled_when_fsync_fails(
+    flaky: tuple[aioredis.Redis, _Switch, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, switch, _ = flaky
+    spy = _FsyncSpy(monkeypatch)
+    async with _manager(flaky, tmp_path) as budget:
+        switch.mode = "down"
+        spy.fail_files = True
+        with pytest.raises(SpoolFullError):
+            await budget.record_spend("kim", "1")
+        spy.fail_files = False
+        assert (await budget.record_spend("kim", "2")).spooled
+        switch.mode = "ok"
+        await _drained(budget)
+        usage = await budget.get_usage("kim")
+        assert usage["user"].daily.spent == Decimal(2)

@@ -168,7 +168,8 @@ class Spool:
 
     @property
     def oldest_age_seconds(self) -> float | None:
-        """Age of the oldest fact waiting, in seconds; ``None`` when empty."""
+        """Age of the oldest fact waiting, in seconds; ``None`` when empty
+        (at depth 0 there is no age, whatever was replayed before)."""
         oldest = [ms for ms in (self._own_oldest_ms(), self._leftovers.oldest_ms) if ms]
         if not oldest:
             return None
@@ -291,8 +292,10 @@ class Spool:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+        if self._path is not None and self._pending_ms:
+            oldest = self._pending_ms[0]
+            self._leftovers.adopt(self._path.name, len(self._pending_ms), oldest)
         self._fd, self._path, self._size, self._replayed = None, None, 0, 0
-        self._leftovers.depth += len(self._pending_ms)
         self._pending_ms.clear()
 
     # -- replaying --------------------------------------------------------------------

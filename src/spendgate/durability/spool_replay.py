@@ -142,8 +142,21 @@ class Leftovers:
         self._records = records
         #: records in them not replayed yet
         self.depth = 0
-        #: creation time of the oldest of them, ms since the epoch
-        self.oldest_ms: int | None = None
+        # Creation time (ms) of each of them holding records not replayed yet.
+        self._waiting: dict[str, int] = {}
+
+    @property
+    def oldest_ms(self) -> int | None:
+        """Creation time of the oldest segment still waiting, ms since the
+        epoch; ``None`` when none is (no age without depth)."""
+        return min(self._waiting.values(), default=None) if self.depth else None
+
+    def adopt(self, name: str, records: int, created_ms: int) -> None:
+        """Count a segment of this process's that it gave up writing: it is
+        replayed as a leftover."""
+        self.depth += records
+        if records:
+            self._waiting[name] = created_ms
 
     def scan(self, own: str | None) -> list[Path]:
         """Segments other than ``own`` (a name), in creation order; refreshes
@@ -151,11 +164,11 @@ class Leftovers:
         try:
             names = sorted(os.listdir(self.directory))
         except OSError:  # no folder yet (or an unusable one: appends will say)
-            self.depth, self.oldest_ms = 0, None
+            self.depth, self._waiting = 0, {}
             return []
         found: list[Path] = []
         depth = 0
-        oldest: int | None = None
+        waiting: dict[str, int] = {}
         for name in names:
             path = self.directory / name
             if name.startswith(".") and name.endswith(".new"):
@@ -167,13 +180,14 @@ class Leftovers:
             try:
                 with open(path, "rb") as reader:
                     reader.seek(files.replay_start(path)[0])
-                    depth += reader.read().count(b"\n")
+                    records = reader.read().count(b"\n")
             except OSError:
                 continue
+            depth += records
             created = files.segment_created_ms(name)
-            if created is not None:
-                oldest = created if oldest is None else min(oldest, created)
-        self.depth, self.oldest_ms = depth, oldest
+            if records and created is not None:
+                waiting[name] = created
+        self.depth, self._waiting = depth, waiting
         return found
 
     async def replay(self, apply: ReplayFn, own: str | None) -> None:
@@ -215,6 +229,7 @@ class Leftovers:
         for stale in (path, progress):
             with contextlib.suppress(OSError):
                 os.unlink(stale)
+        self._waiting.pop(path.name, None)
         logger.info(
             "spendgate: replayed {} spooled records left by another process ({})",
             reached[1],
