@@ -104,6 +104,36 @@ def test_top_level_help_lists_the_operator_commands(
         assert command in out
 
 
+def test_bench_is_not_a_product_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # The quick benchmark lives in the checkout's bench/ (python -m bench.quick).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+def test_json_is_ascii_and_tables_escape_controls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # One rule for every command: JSON never carries a raw non-ASCII character
+    # (a lone surrogate could not even be encoded), and a table cell never a
+    # control character (C1 included), yet the JSON parses back to the text.
+    from datetime import date
+    from decimal import Decimal
+
+    from spendgate.cli.printer import print_json, print_table
+
+    hostile = "caf\u00e9\u202e\x9b\udfff\n"
+    print_json({"id": hostile, "amount": Decimal("0.10"), "day": date(2026, 3, 15)})
+    out = capsys.readouterr().out
+    assert out.isascii()
+    assert json.loads(out) == {"id": hostile, "amount": "0.10", "day": "2026-03-15"}
+    print_table(["id", "total"], [[hostile, Decimal(1)], ["x", 2]])
+    out = capsys.readouterr().out
+    assert "\\x9b" in out and "\\n" in out and "\x9b" not in out
+    assert len(out.splitlines()) == 3
+
+
 # -- credits ---------------------------------------------------------------------
 
 
@@ -294,6 +324,17 @@ def test_invalid_settings_exit_2(
     code, _, err = _run(capsys, "usage", "alice")
     assert code == EXIT_USAGE
     assert "key_prefix" in err
+
+
+def test_a_malformed_redis_url_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Exited 1 ("failure") before the exit codes came from the one error table.
+    for url in ("redis://127.0.0.1:notaport/0", "http://127.0.0.1:6379/0"):
+        monkeypatch.setenv("SPENDGATE_REDIS_URL", url)
+        code, out, err = _run(capsys, "credits", "add", "alice", "1")
+        assert code == EXIT_USAGE
+        assert "invalid redis_url" in err and out == ""
 
 
 def test_serve_checks_before_starting(
