@@ -36,16 +36,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"default: SPENDGATE_REDIS_URL, else {DEFAULT_REDIS_URL}",
     )
     parser.add_argument(
-        "--samples", type=int, default=2000, help="calls per operation (default 2000)"
+        "--samples",
+        type=_positive,
+        default=2000,
+        help="calls per operation, at least 1 (default 2000)",
     )
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the quick bench; returns the exit code."""
     args = parse_args(argv)
     url = args.redis_url or os.environ.get("SPENDGATE_REDIS_URL") or DEFAULT_REDIS_URL
-    return asyncio.run(quick(url, max(4, args.samples)))
+    return asyncio.run(quick(url, args.samples))
 
 
 async def quick(url: str, samples: int) -> int:

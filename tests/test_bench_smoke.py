@@ -121,6 +121,21 @@ def test_the_quick_bench_says_when_redis_is_down(
     assert "did not answer" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("samples", ["0", "-3", "x"])
+def test_the_quick_bench_refuses_no_samples(
+    capsys: pytest.CaptureFixture[str], samples: str
+) -> None:
+    from bench.quick import main
+
+    from spendgate.cli import EXIT_USAGE
+
+    # Refused before connecting: this Redis would answer 4 ("unavailable").
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--samples", samples, "--redis-url", "redis://127.0.0.1:1/0"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "at least 1" in capsys.readouterr().err
+
+
 async def _keys_left(redis_url: str, pattern: str) -> list[bytes]:
     """The keys matching ``pattern`` still in the store (a bench leaves none)."""
     import redis.asyncio as aioredis

@@ -6,7 +6,8 @@ pointing at Redis db 9 and a key prefix of the test's own (deleted after);
 output is read from captured stdout/stderr, state is checked through a
 ``BudgetManager`` on the same prefix. One run goes through a real subprocess
 to check the entry point and that JSON output parses. Exit codes are the
-documented ones: 0 ok, 2 usage, 4 store unavailable.
+documented ones: 0 ok, 2 usage or settings (a malformed URL or DSN too), 4
+store unavailable (a credit that did not reach Redis too).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, real_redis_available, service_missing
-from spendgate import BudgetConfig, BudgetManager
+from spendgate import BudgetConfig, BudgetManager, SpendRecord
 from spendgate.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 
 
@@ -335,6 +337,115 @@ def test_a_malformed_redis_url_is_a_settings_error(
         code, out, err = _run(capsys, "credits", "add", "alice", "1")
         assert code == EXIT_USAGE
         assert "invalid redis_url" in err and out == ""
+
+
+def test_credits_add_on_an_unreachable_redis_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # It used to spool the credit in the home directory, print "spooled" and
+    # exit 0: an operator command that did not reach the store must say so.
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", f"redis://127.0.0.1:{_dead_port()}/0")
+    monkeypatch.setenv("SPENDGATE_SPOOL_PATH", str(tmp_path / "spool"))
+    for extra in ([], ["--json"]):
+        code, out, err = _run(capsys, "credits", "add", "ada", "5", *extra)
+        assert code == EXIT_UNAVAILABLE
+        assert out == "" and "spooled" not in err
+        assert "unavailable" in err
+    spooled = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert spooled == []
+
+
+def test_a_credit_spooled_after_all_exits_4(
+    prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Redis answered the ping, then not the credit: the manager spooled it.
+    async def spooled(self: BudgetManager, user: str, amount: str, **_: Any) -> Any:
+        return SpendRecord(
+            entry_id="e1",
+            kind="credit",
+            user_id=user,
+            project_id=None,
+            amount_micros=5_000_000,
+            model=None,
+            occurred_ms=0,
+            spooled=True,
+        )
+
+    monkeypatch.setattr(BudgetManager, "add_credits", spooled)
+    code, out, err = _run(capsys, "credits", "add", "ada", "5")
+    assert code == EXIT_UNAVAILABLE
+    assert out == ""
+    assert "spooled in" in err and "--idempotency-key" in err and "e1" in err
+    code, out, err = _run(capsys, "credits", "add", "ada", "5", "--json")
+    assert code == EXIT_UNAVAILABLE
+    assert json.loads(out)["spooled"] is True
+
+
+@pytest.mark.parametrize("amount", ["0", "0.0000009", "0e5"])
+def test_a_credit_of_nothing_is_refused(
+    prefix: str, capsys: pytest.CaptureFixture[str], amount: str
+) -> None:
+    code, out, err = _run(capsys, "credits", "add", "ada", amount)
+    assert code == EXIT_USAGE
+    assert "invalid amount" in err and "at least 0.000001" in err
+    assert out == ""
+    assert _budget_call("get_usage", "ada")["user"].balance == 0
+
+
+def test_global_limits_take_no_id(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(capsys, "limits", "get", "global", "extra")
+    assert code == EXIT_USAGE
+    assert "global takes no id" in err and out == ""
+    code, _, err = _run(capsys, "limits", "set", "global", "x", "--daily", "7")
+    assert code == EXIT_USAGE
+    assert _budget_call("set_limits", "global").overridden == frozenset()
+
+
+def test_reconcile_names_the_day_it_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconcile", "--day", "2026-13-45"])
+    assert exit_info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'2026-13-45' is not a calendar day: YYYY-MM-DD" in err
+    assert "fromisoformat" not in err
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://postgres@127.0.0.1:notaport/x",
+        "host=127.0.0.1 port=5432 user=postgres",
+        "mysql://127.0.0.1/x",
+    ],
+)
+def test_a_malformed_dsn_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dsn: str
+) -> None:
+    # It exited 4 ("unavailable"), or with a traceback, before.
+    monkeypatch.setenv("SPENDGATE_POSTGRES_DSN", dsn)
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", REDIS_URL)
+    for argv in (["migrate"], ["report", "stats"], ["flush", "--once"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == EXIT_USAGE, argv
+        assert "invalid settings: the Postgres DSN" in err
+
+
+def test_a_malformed_redis_url_is_refused_by_the_ledger_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # flush and reconcile build their own Redis client: a traceback before.
+    monkeypatch.setenv("SPENDGATE_POSTGRES_DSN", "postgresql://postgres@127.0.0.1/x")
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", "redis://127.0.0.1:notaport/0")
+    for argv in (["flush", "--once"], ["reconcile"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == EXIT_USAGE, argv
+        assert "invalid redis_url" in err
 
 
 def test_serve_checks_before_starting(

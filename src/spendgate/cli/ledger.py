@@ -121,7 +121,7 @@ def add_reconcile(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--day",
-        type=date.fromisoformat,
+        type=_day,
         help="the UTC day, YYYY-MM-DD (default: today)",
     )
     parser.add_argument(
@@ -135,6 +135,16 @@ def _dsn_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn", help="Postgres DSN (default: SPENDGATE_POSTGRES_DSN)", default=None
     )
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        # date's own message ("Invalid isoformat string") names no rule.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a calendar day: YYYY-MM-DD, e.g. 2026-03-15"
+        ) from None
 
 
 def _moment(text: str) -> datetime:

@@ -28,7 +28,7 @@ from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
-    from spendgate.models import Limits, ScopeUsage
+    from spendgate.models import Limits, ScopeUsage, SpendRecord
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -193,6 +193,9 @@ def _scope_json(usage: ScopeUsage) -> dict[str, Any]:
 def run_limits(args: argparse.Namespace) -> int:
     if args.scope != "global" and not args.id:
         return fail(f"an id is needed for scope {args.scope}", ExitCode.USAGE)
+    if args.scope == "global" and args.id is not None:
+        # There is one global scope: an id would be silently ignored.
+        return fail(f"scope global takes no id (got {args.id!r})", ExitCode.USAGE)
     if args.limits_action == "set" and args.daily is None and args.monthly is None:
         return fail("give --daily and/or --monthly", ExitCode.USAGE)
 
@@ -251,6 +254,12 @@ def _print_limits(limits: Limits, *, as_json: bool) -> None:
 
 def run_credits_add(args: argparse.Namespace) -> int:
     async def work(budget: BudgetManager) -> int:
+        _require_a_credit(args.amount)
+        # An operator's credit must reach the store now or not at all: a fact
+        # spooled by this short-lived process would wait in its spool for a
+        # later process that may never come. Redis is asked first, so an
+        # unreachable store changes nothing (the ping raises: exit 4).
+        await budget.redis.ping()
         rec = await budget.add_credits(
             args.user, args.amount, idempotency_key=args.idempotency_key
         )
@@ -265,15 +274,46 @@ def run_credits_add(args: argparse.Namespace) -> int:
                     "spooled": rec.spooled,
                 }
             )
-            return ExitCode.OK
-        unit, who = budget.config.unit, printable(rec.user_id)
-        if rec.spooled:
-            print(f"Redis unreachable: {rec.amount} {unit} for {who} spooled")
         elif rec.replayed:
-            print(f"already added (same key): balance {rec.balance} {unit}")
-        else:
-            print(f"added {rec.amount} {unit}: balance of {who} {rec.balance}")
-        print(f"entry {rec.entry_id}")
+            print(f"already added (same key): balance {rec.balance} {_unit(budget)}")
+        elif not rec.spooled:
+            who = printable(rec.user_id)
+            print(f"added {rec.amount} {_unit(budget)}: balance of {who} {rec.balance}")
+        if rec.spooled:
+            return _spooled(budget, rec)
+        if not args.json:
+            print(f"entry {rec.entry_id}")
         return ExitCode.OK
 
     return run_on_budget(work)
+
+
+def _unit(budget: BudgetManager) -> str:
+    """The deployment's unit of money (``USD`` by default)."""
+    return budget.config.unit
+
+
+def _require_a_credit(amount: str) -> None:
+    """Refuse an amount that would add nothing: 0, or less than a micro-unit
+    (credits round down). Other invalid amounts raise as they always did."""
+    from spendgate.core.money import credit_micros
+    from spendgate.errors import InvalidAmountError
+
+    if credit_micros(amount) == 0:
+        raise InvalidAmountError(
+            amount, "a credit must be at least 0.000001 (credits round down)"
+        )
+
+
+def _spooled(budget: BudgetManager, rec: SpendRecord) -> int:
+    # Redis answered the ping, then not the credit: the credit is durable in
+    # the local spool, not in the store. Say so, and exit "unavailable".
+    spool = budget.spool
+    where = "the local spool" if spool is None else str(spool.directory)
+    return fail(
+        f"Redis stopped answering: the credit of {rec.amount} {_unit(budget)} for "
+        f"{rec.user_id} (entry {rec.entry_id}) is spooled in {where} "
+        "and is added when a spendgate process using that spool reaches Redis; "
+        "run the command again only with the same --idempotency-key",
+        ExitCode.UNAVAILABLE,
+    )

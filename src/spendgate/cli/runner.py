@@ -57,11 +57,28 @@ def settings(
         raise UsageError(
             "no Postgres configured: set SPENDGATE_POSTGRES_DSN or pass --dsn"
         )
-    if needs_redis and not config.redis_url:
+    if needs_redis:
+        _check_redis_url(config.redis_url)
+    return config
+
+
+def _check_redis_url(url: str | None) -> None:
+    """Refuse a missing or malformed Redis URL before anything connects (the
+    flusher and the reconcile build their own clients from it)."""
+    from redis.asyncio.connection import parse_url
+
+    from spendgate.config import redact_url
+
+    if not url:
         raise UsageError(
             "SPENDGATE_REDIS_URL is not set: point it at the Redis your services use"
         )
-    return config
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise UsageError(
+            f"invalid settings: invalid redis_url {redact_url(url)}: {exc}"
+        ) from None
 
 
 def run(body: Body) -> int:
@@ -76,14 +93,8 @@ def run(body: Body) -> int:
         return fail("interrupted", ExitCode.FAILURE)
     except UsageError as exc:
         return fail(str(exc), ExitCode.USAGE)
-    except SpendgateError as exc:
-        code = outcome_of(exc).exit_code
-        if code is ExitCode.FAILURE:
-            # Not an outcome a user can act on by itself: name what it was.
-            return fail(f"{type(exc).__name__}: {exc}", code)
-        return fail(str(exc), code)
     except Exception as exc:
-        mapped = _driver_error(exc)
+        mapped = _exit_of(exc)
         if mapped is None:
             raise
         return fail(*mapped)
@@ -101,6 +112,47 @@ def run_on_budget(work: Callable[[BudgetManager], Awaitable[int]]) -> int:
             return await work(budget)
 
     return run(body)
+
+
+def _exit_of(exc: Exception) -> tuple[str, ExitCode] | None:
+    """The message and exit code of ``exc``, ``None`` for a bug."""
+    dsn_problem = _malformed_dsn(exc)
+    if dsn_problem is not None:
+        return f"invalid settings: the Postgres DSN: {dsn_problem}", ExitCode.USAGE
+    if isinstance(exc, SpendgateError):
+        code = outcome_of(exc).exit_code
+        if code is ExitCode.FAILURE:
+            # Not an outcome a user can act on by itself: name what it was.
+            return f"{type(exc).__name__}: {exc}", code
+        return str(exc), code
+    return _driver_error(exc)
+
+
+def _malformed_dsn(exc: BaseException) -> BaseException | None:
+    """asyncpg's refusal to parse the DSN, found in ``exc`` or its cause.
+
+    asyncpg raises a ``ValueError`` (its ``ClientConfigurationError`` is one)
+    from its connection set-up, before any connection is tried, for a DSN it
+    cannot read: that is a settings error (exit 2), not an unavailable
+    server, even when the ledger wrapped it in ``LedgerUnavailableError``.
+    (asyncpg's ``DataError`` is a ``ValueError`` too, but comes from a query.)
+    """
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, ValueError) and _passed_through(
+            candidate, "asyncpg.connect_utils"
+        ):
+            return candidate
+    return None
+
+
+def _passed_through(exc: BaseException, module: str) -> bool:
+    """Whether ``exc`` was raised in, or through, a function of ``module``."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == module:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _driver_error(exc: Exception) -> tuple[str, ExitCode] | None:
