@@ -462,6 +462,107 @@ def test_serve_checks_before_starting(
     assert code == EXIT_USAGE
 
 
+# -- logging ---------------------------------------------------------------------
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a fresh interpreter; its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stderr
+
+
+def test_the_library_is_quiet_until_the_application_enables_it() -> None:
+    # A store that does not answer: a warning, and DEBUG lines from the spool,
+    # which loguru's default handler printed from any application.
+    code = (
+        "import asyncio, spendgate\n"
+        "{enable}\n"
+        "async def go():\n"
+        "    config = spendgate.BudgetConfig(redis_url='redis://127.0.0.1:1/0')\n"
+        "    async with spendgate.BudgetManager(config) as budget:\n"
+        "        try:\n"
+        "            await budget.check_availability('u', None, 1)\n"
+        "        except spendgate.BudgetUnavailableError:\n"
+        "            pass\n"
+        "asyncio.run(go())\n"
+    )
+    assert _python(code.format(enable="")) == ""
+    enabled = "from loguru import logger; logger.enable('spendgate')"
+    assert "budget store unreachable" in _python(code.format(enable=enabled))
+
+
+def test_data_commands_print_data_not_info_lines(prefix: str) -> None:
+    def usage(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spendgate.cli", *options, "usage", "bob"],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    quiet = usage()
+    assert quiet.returncode == EXIT_OK
+    assert quiet.stderr == ""
+    loud = usage("--log-level", "info")
+    assert loud.returncode == EXIT_OK
+    assert "INFO" in loud.stderr and "using Redis at" in loud.stderr
+
+
+def _serve_log(prefix: str, *options: str) -> str:
+    """Start ``spendgate serve`` with ``options``, wait for /health, stop it
+    with SIGTERM; everything it printed."""
+    import signal
+    import time
+
+    import httpx
+
+    port = _dead_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spendgate.cli", "serve", "--port", str(port), *options],
+        env={**os.environ, "SPENDGATE_API_KEYS": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert proc.poll() is None, "spendgate serve did not start"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    return out
+
+
+@pytest.mark.slow
+def test_serve_logs_at_the_level_asked(prefix: str) -> None:
+    quiet = _serve_log(prefix, "--insecure-no-auth", "--log-level", "error")
+    for level in ("DEBUG", "INFO", "WARNING"):
+        assert level not in quiet, quiet
+    assert "using Redis at" not in quiet
+    # The default, info, in two worker processes: each enables spendgate's
+    # lines (the warning is the server's, logged in the worker).
+    default = _serve_log(prefix, "--insecure-no-auth", "--workers", "2")
+    assert default.count("authentication is DISABLED") == 2, default
+    assert "using Redis at" in default and "DEBUG" not in default
+
+
 def test_entry_point_in_a_subprocess(prefix: str) -> None:
     env = dict(os.environ)  # holds the fixture's SPENDGATE_* settings
     result = subprocess.run(

@@ -5,6 +5,7 @@
     cli/__init__.py   build_parser, main, the exit codes
     cli/printer.py    tables, JSON, error lines: one escaping rule
     cli/runner.py     settings, the event loop, errors -> exit codes
+    cli/logs.py       spendgate's log lines on stderr, at --log-level
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear, credits add
     cli/ledger.py     migrate, flush, report, reconcile
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from spendgate.cli import logs
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_credits, add_limits, add_usage
@@ -55,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"spendgate {__version__}"
     )
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=None,
+        help=f"spendgate's log lines on stderr from this level up (default: "
+        f"{logs.SERVE_DEFAULT} for serve, {logs.DEFAULT} for the other commands)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (
@@ -76,4 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``spendgate`` with ``argv`` (default: the process's arguments);
     returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.log_level is None:
+        args.log_level = logs.SERVE_DEFAULT if args.command == "serve" else logs.DEFAULT
+    logs.configure(args.log_level)
     return int(args.handler(args))

@@ -10,10 +10,13 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from spendgate.cli import logs
 from spendgate.cli.printer import fail
 from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -44,9 +47,10 @@ def add_serve(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="uvicorn's log level (default: %(default)s)",
+        # The same option as spendgate --log-level: given here, it wins.
+        default=argparse.SUPPRESS,
+        choices=logs.LEVELS,
+        help=f"uvicorn's and spendgate's log level (default: {logs.SERVE_DEFAULT})",
     )
     parser.set_defaults(handler=run_serve)
 
@@ -82,14 +86,15 @@ def run_serve(args: argparse.Namespace) -> int:
             "so --workers above 1 would give each worker its own budgets",
             ExitCode.USAGE,
         )
-    # Workers are separate processes: the flag reaches them through the environment.
+    # Workers are separate processes: the flags reach them through the environment.
     if args.insecure_no_auth:
         os.environ[INSECURE_ENV] = "1"
     else:
         os.environ.pop(INSECURE_ENV, None)
+    os.environ[logs.LOG_LEVEL_ENV] = args.log_level
     try:
         uvicorn.run(
-            "spendgate.server:create_app_from_env",
+            "spendgate.cli.serve:app_from_env",
             factory=True,
             host=args.host,
             port=args.port,
@@ -101,3 +106,13 @@ def run_serve(args: argparse.Namespace) -> int:
         # uvicorn exits 3 when the app fails to start; 3 means "refused" here.
         return ExitCode.OK if exc.code in (0, None) else ExitCode.FAILURE
     return ExitCode.OK
+
+
+def app_from_env() -> FastAPI:
+    """The app ``spendgate serve`` runs (a uvicorn factory, called in each
+    worker process): spendgate's log lines on at the level asked, then the
+    server's own factory."""
+    from spendgate.server import create_app_from_env
+
+    logs.configure(os.environ.get(logs.LOG_LEVEL_ENV, logs.SERVE_DEFAULT))
+    return create_app_from_env()
