@@ -21,9 +21,14 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from loguru import logger
 from redis import Redis as SyncRedis
 
 from spendgate import BudgetConfig, BudgetManager
+
+# spendgate's log lines are off until the application enables them; the
+# tests read them (a warning said once, no secret in any line), so they are on.
+logger.enable("spendgate")
 
 REDIS_URL = os.environ.get("SPENDGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 POSTGRES_DSN = os.environ.get(

@@ -1,9 +1,10 @@
-"""The benchmark code still runs: a tiny ``bench`` run and ``spendgate bench``.
+"""The benchmark code still runs: a tiny ``bench`` run and ``bench.quick``.
 
 Runs the whole bench pipeline (interleaved rounds, throughput, overshoot,
 memory, import time, JSON + markdown + chart) with a few samples against the
 real Redis, without the peer (installing it takes a network and a minute),
-into a temporary directory; then the CLI's short version. Asserts that the
+into a temporary directory; then the short version, ``python -m bench.quick``
+(once ``spendgate bench``), called in process. Asserts that the
 outputs are complete and the lease overshoot is zero; no timing is asserted,
 speed lives in ``make bench``.
 """
@@ -92,12 +93,12 @@ async def test_a_tiny_bench_run_writes_every_result(
     assert any("cleaned up" in line for line in lines)
 
 
-def test_the_cli_short_bench(
-    redis_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from spendgate.cli import EXIT_OK, main
+def test_the_quick_bench(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.quick import main
 
-    assert main(["bench", "--samples", "8", "--redis-url", redis_url]) == EXIT_OK
+    from spendgate.cli import EXIT_OK
+
+    assert main(["--samples", "8", "--redis-url", redis_url]) == EXIT_OK
     out = capsys.readouterr().out
     for name in (
         "PING (floor)",
@@ -108,14 +109,31 @@ def test_the_cli_short_bench(
         assert name in out
 
 
-def test_the_cli_bench_says_when_redis_is_down(
+def test_the_quick_bench_says_when_redis_is_down(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from spendgate.cli import EXIT_UNAVAILABLE, main
+    from bench.quick import main
 
-    code = main(["bench", "--samples", "8", "--redis-url", "redis://127.0.0.1:1/0"])
+    from spendgate.cli import EXIT_UNAVAILABLE
+
+    code = main(["--samples", "8", "--redis-url", "redis://127.0.0.1:1/0"])
     assert code == EXIT_UNAVAILABLE
     assert "did not answer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("samples", ["0", "-3", "x"])
+def test_the_quick_bench_refuses_no_samples(
+    capsys: pytest.CaptureFixture[str], samples: str
+) -> None:
+    from bench.quick import main
+
+    from spendgate.cli import EXIT_USAGE
+
+    # Refused before connecting: this Redis would answer 4 ("unavailable").
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--samples", samples, "--redis-url", "redis://127.0.0.1:1/0"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "at least 1" in capsys.readouterr().err
 
 
 async def _keys_left(redis_url: str, pattern: str) -> list[bytes]:

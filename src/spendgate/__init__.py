@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from loguru import logger as _logger
+
 from spendgate.config import BudgetConfig
 from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import (
@@ -31,6 +33,11 @@ from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
 
 __version__ = "0.1.0"
+
+# A library stays quiet unless the application turns it on (loguru's own
+# advice): logger.enable("spendgate") does, and the spendgate command and
+# `spendgate serve` do it at their --log-level.
+_logger.disable("spendgate")
 
 __all__ = [
     "MAX_AMOUNT",

@@ -1,16 +1,39 @@
-"""The ``spendgate`` command: one entry point, subcommands per area."""
+"""The ``spendgate`` command: one entry point, subcommands per area.
+
+::
+
+    cli/__init__.py   build_parser, main, the exit codes
+    cli/printer.py    tables, JSON, error lines: one escaping rule
+    cli/runner.py     settings, the event loop, errors -> exit codes
+    cli/logs.py       spendgate's log lines on stderr, at --log-level
+    cli/serve.py      serve
+    cli/operator.py   usage, limits get|set|clear, credits add
+    cli/ledger.py     migrate, flush, report, reconcile
+    cli/demo.py       demo
+
+Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
+start-up. Exit codes are :class:`spendgate.errors.ExitCode`: 0 success,
+1 failure, 2 usage or settings error, 3 refused (over budget), 4 store
+unavailable.
+"""
 
 from __future__ import annotations
 
-from spendgate.cli.main import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    build_parser,
-    main,
-)
+import argparse
+from collections.abc import Sequence
+
+from spendgate.cli import logs
+from spendgate.cli.demo import add_demo
+from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
+from spendgate.cli.operator import add_credits, add_limits, add_usage
+from spendgate.cli.serve import add_serve
+from spendgate.errors import ExitCode
+
+EXIT_OK = ExitCode.OK
+EXIT_FAILURE = ExitCode.FAILURE
+EXIT_USAGE = ExitCode.USAGE
+EXIT_REFUSED = ExitCode.REFUSED
+EXIT_UNAVAILABLE = ExitCode.UNAVAILABLE
 
 __all__ = [
     "EXIT_FAILURE",
@@ -21,3 +44,48 @@ __all__ = [
     "build_parser",
     "main",
 ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spendgate`` parser with every subcommand registered."""
+    from spendgate import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spendgate",
+        description="spendgate: a Redis-backed, low-latency budget guard for LLM apps",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"spendgate {__version__}"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=None,
+        help=f"spendgate's log lines on stderr from this level up (default: "
+        f"{logs.SERVE_DEFAULT} for serve, {logs.DEFAULT} for the other commands)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (
+        add_demo,
+        add_migrate,
+        add_flush,
+        add_report,
+        add_reconcile,
+        add_serve,
+        add_usage,
+        add_limits,
+        add_credits,
+    ):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``spendgate`` with ``argv`` (default: the process's arguments);
+    returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.log_level is None:
+        args.log_level = logs.SERVE_DEFAULT if args.command == "serve" else logs.DEFAULT
+    logs.configure(args.log_level)
+    return int(args.handler(args))

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from spendgate.cli.main import main
+from spendgate.cli import main
 
 sys.exit(main())

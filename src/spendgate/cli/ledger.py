@@ -1,7 +1,8 @@
 """The ledger subcommands of ``spendgate``: migrate, flush, report, reconcile.
 
 Registered by :mod:`spendgate.cli`; this module imports only the standard
-library at load time, and asyncpg when a command runs. Settings come from the
+library and the CLI's own modules at load time, and asyncpg when a command
+runs. Settings come from the
 ``SPENDGATE_*`` environment (``SPENDGATE_POSTGRES_DSN``,
 ``SPENDGATE_REDIS_URL``, ``SPENDGATE_KEY_PREFIX``, ...).
 
@@ -14,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 4
+from spendgate.cli.printer import dash, print_json, print_table
+from spendgate.cli.runner import UsageError, run, settings
+from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -40,10 +37,6 @@ REPORT_KINDS = {
     "daily": "spend per UTC day",
     "stats": "count, total, distinct users, mean and percentiles of cost per call",
 }
-
-
-class UsageError(Exception):
-    """A command line or settings problem: exit code 2."""
 
 
 # -- registration ------------------------------------------------------------------
@@ -128,7 +121,7 @@ def add_reconcile(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--day",
-        type=date.fromisoformat,
+        type=_day,
         help="the UTC day, YYYY-MM-DD (default: today)",
     )
     parser.add_argument(
@@ -142,6 +135,16 @@ def _dsn_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn", help="Postgres DSN (default: SPENDGATE_POSTGRES_DSN)", default=None
     )
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        # date's own message ("Invalid isoformat string") names no rule.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a calendar day: YYYY-MM-DD, e.g. 2026-03-15"
+        ) from None
 
 
 def _moment(text: str) -> datetime:
@@ -160,74 +163,13 @@ def _moment(text: str) -> datetime:
 # -- running -----------------------------------------------------------------------
 
 
-def _config(args: argparse.Namespace, *, needs_redis: bool) -> Any:
-    from spendgate.config import load_config
-    from spendgate.errors import ConfigurationError
-
-    overrides = {"postgres_dsn": args.dsn} if getattr(args, "dsn", None) else {}
-    try:
-        config = load_config(**overrides)
-    except ConfigurationError as exc:
-        raise UsageError(f"invalid settings: {exc}") from None
-    if not config.postgres_dsn:
-        raise UsageError(
-            "no Postgres configured: set SPENDGATE_POSTGRES_DSN or pass --dsn"
-        )
-    if needs_redis and not config.redis_url:
-        # The embedded store is private to one process: there is nothing to
-        # flush or reconcile in a fresh one.
-        raise UsageError(
-            "SPENDGATE_REDIS_URL is not set: point it at your services' Redis"
-        )
-    return config
-
-
-def _run(body: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run a command, mapping errors to exit codes."""
-    from redis import exceptions as redis_errors
-
-    from spendgate.errors import (
-        ConfigurationError,
-        LedgerUnavailableError,
-        SpendgateError,
-    )
-    from spendgate.ledger.pg import is_unavailable
-
-    try:
-        return asyncio.run(body())
-    except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except ConfigurationError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except LedgerUnavailableError as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        return _fail(f"Redis is unavailable: {exc}", EXIT_UNAVAILABLE)
-    except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_FAILURE)
-    except (SpendgateError, OSError, redis_errors.RedisError) as exc:
-        code = EXIT_UNAVAILABLE if is_unavailable(exc) else EXIT_FAILURE
-        return _fail(f"{type(exc).__name__}: {exc}", code)
-    except Exception as exc:
-        # asyncpg's errors (a missing table, a refused login, ...)
-        if type(exc).__module__.startswith("asyncpg"):
-            code = EXIT_UNAVAILABLE if is_unavailable(exc) else EXIT_FAILURE
-            return _fail(f"Postgres: {type(exc).__name__}: {exc}", code)
-        raise
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"spendgate: {message}", file=sys.stderr)
-    return code
-
-
 def run_migrate(args: argparse.Namespace) -> int:
     async def body() -> int:
         from spendgate.ledger.migrations import applied_versions, available, migrate
-        from spendgate.ledger.pg import connect
+        from spendgate.ledger.pg import connect, require_dsn
 
-        config = _config(args, needs_redis=False)
-        conn = await connect(config.postgres_dsn)
+        config = settings(args, needs_postgres=True)
+        conn = await connect(require_dsn(config.postgres_dsn))
         try:
             applied = await migrate(conn)
             versions = await applied_versions(conn)
@@ -240,9 +182,9 @@ def run_migrate(args: argparse.Namespace) -> int:
         print(
             f"schema {state}: version {max(versions):04d}, {len(applied)} applied now"
         )
-        return EXIT_OK
+        return ExitCode.OK
 
-    return _run(body)
+    return run(body)
 
 
 class _Progress:
@@ -267,7 +209,7 @@ def run_flush(args: argparse.Namespace) -> int:
         from spendgate.errors import LedgerUnavailableError
         from spendgate.ledger.flusher import Flusher
 
-        config = _config(args, needs_redis=True)
+        config = settings(args, needs_postgres=True, needs_redis=True)
         if args.claim_idle <= 0:
             raise UsageError("--claim-idle must be above 0")
         flusher = Flusher(
@@ -285,7 +227,7 @@ def run_flush(args: argparse.Namespace) -> int:
             finally:
                 await flusher.aclose()
             print(f"moved {moved} entries; backlog {backlog.entries}")
-            return EXIT_OK
+            return ExitCode.OK
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, flusher.stop)
@@ -301,26 +243,22 @@ def run_flush(args: argparse.Namespace) -> int:
         )
         await flusher.run()
         print(f"stopped; moved {flusher.moved_total} entries", file=sys.stderr)
-        return EXIT_OK
+        return ExitCode.OK
 
-    return _run(body)
+    return run(body)
 
 
 def run_report(args: argparse.Namespace) -> int:
     async def body() -> int:
         from spendgate.ledger.analytics import Analytics
 
-        config = _config(args, needs_redis=False)
+        config = settings(args, needs_postgres=True)
         if args.limit is not None and args.limit < 1:
             raise UsageError("--limit must be at least 1")
         async with Analytics(config) as analytics:
             result = await _report(analytics, args)
-        window = (
-            f"{args.since.isoformat() if args.since else 'the beginning'} to "
-            f"{args.until.isoformat() if args.until else 'now'}"
-        )
         if args.json:
-            _print_json(
+            print_json(
                 {
                     "kind": args.kind,
                     "since": args.since,
@@ -329,49 +267,16 @@ def run_report(args: argparse.Namespace) -> int:
                     "rows": result,
                 }
             )
-            return EXIT_OK
+            return ExitCode.OK
+        window = (
+            f"{args.since.isoformat() if args.since else 'the beginning'} to "
+            f"{args.until.isoformat() if args.until else 'now'}"
+        )
         print(f"{args.kind}, {window} ({config.unit})")
-        if args.kind == "stats":
-            stats = result
-            rows = [
-                ["calls", stats.calls],
-                ["total", stats.total],
-                ["distinct users", stats.distinct_users],
-                ["distinct projects", stats.distinct_projects],
-                ["mean per call", _dash(stats.mean)],
-                ["min per call", _dash(stats.minimum)],
-                ["max per call", _dash(stats.maximum)],
-                *[
-                    [f"p{p * 100:g} per call", _dash(v)]
-                    for p, v in stats.percentiles.items()
-                ],
-                ["input tokens", stats.input_tokens],
-                ["output tokens", stats.output_tokens],
-            ]
-            print_table(["measure", "value"], rows)
-        elif args.kind == "daily":
-            print_table(
-                ["day", "calls", "users", "total"],
-                [[d.day.isoformat(), d.calls, d.users, d.total] for d in result],
-            )
-        else:
-            label = {"projects": "project", "models": "model"}.get(args.kind, "user")
-            print_table(
-                [label, "calls", "total", "input tokens", "output tokens"],
-                [
-                    [
-                        _dash(g.key, "(none)"),
-                        g.calls,
-                        g.total,
-                        g.input_tokens,
-                        g.output_tokens,
-                    ]
-                    for g in result
-                ],
-            )
-        return EXIT_OK
+        _print_report(args.kind, result)
+        return ExitCode.OK
 
-    return _run(body)
+    return run(body)
 
 
 async def _report(analytics: Any, args: argparse.Namespace) -> Any:
@@ -387,100 +292,86 @@ async def _report(analytics: Any, args: argparse.Namespace) -> Any:
     return await analytics.spend_by(group, *window, limit=args.limit)
 
 
+def _print_report(kind: str, result: Any) -> None:
+    if kind == "stats":
+        stats = result
+        rows = [
+            ["calls", stats.calls],
+            ["total", stats.total],
+            ["distinct users", stats.distinct_users],
+            ["distinct projects", stats.distinct_projects],
+            ["mean per call", dash(stats.mean)],
+            ["min per call", dash(stats.minimum)],
+            ["max per call", dash(stats.maximum)],
+            *[
+                [f"p{p * 100:g} per call", dash(v)]
+                for p, v in stats.percentiles.items()
+            ],
+            ["input tokens", stats.input_tokens],
+            ["output tokens", stats.output_tokens],
+        ]
+        print_table(["measure", "value"], rows)
+    elif kind == "daily":
+        print_table(
+            ["day", "calls", "users", "total"],
+            [[d.day.isoformat(), d.calls, d.users, d.total] for d in result],
+        )
+    else:
+        label = {"projects": "project", "models": "model"}.get(kind, "user")
+        print_table(
+            [label, "calls", "total", "input tokens", "output tokens"],
+            [
+                [
+                    dash(g.key, "(none)"),
+                    g.calls,
+                    g.total,
+                    g.input_tokens,
+                    g.output_tokens,
+                ]
+                for g in result
+            ],
+        )
+
+
 def run_reconcile(args: argparse.Namespace) -> int:
     async def body() -> int:
         from spendgate.ledger.reconcile import reconcile
 
-        config = _config(args, needs_redis=True)
+        config = settings(args, needs_postgres=True, needs_redis=True)
         report = await reconcile(config, args.day, progress=_Progress("reconcile"))
         if args.json:
-            body = asdict(report)
-            body["ok"] = report.ok
-            for diff, raw in zip(report.differences, body["differences"], strict=True):
-                raw["difference"] = diff.difference
-            _print_json(body)
+            raw = asdict(report)
+            raw["ok"] = report.ok
+            for diff, row in zip(report.differences, raw["differences"], strict=True):
+                row["difference"] = diff.difference
+            print_json(raw)
         else:
-            print(
-                f"reconcile {report.day.isoformat()}: {report.scopes_checked} scopes; "
-                f"global counter {report.redis_total}, "
-                f"Postgres {report.postgres_total}, "
-                f"backlog {report.backlog_total} ({report.backlog_entries} entries) "
-                f"{config.unit}"
-            )
-            if report.counters_expired:
-                print(
-                    "note: this day's counters are past their retention "
-                    "(counter_retention_seconds) and may have expired"
-                )
-            if report.ok:
-                print("no differences")
-            else:
-                print_table(
-                    ["scope", "id", "redis", "postgres", "backlog", "difference"],
-                    [
-                        [
-                            d.scope,
-                            _dash(d.scope_id),
-                            d.redis,
-                            d.postgres,
-                            d.backlog,
-                            d.difference,
-                        ]
-                        for d in report.differences
-                    ],
-                )
-        return EXIT_OK if report.ok else EXIT_FAILURE
+            _print_reconcile(report, config.unit)
+        return ExitCode.OK if report.ok else ExitCode.FAILURE
 
-    return _run(body)
+    return run(body)
 
 
-# -- output --------------------------------------------------------------------------
-
-
-def _dash(value: object, missing: str = "-") -> object:
-    return missing if value is None else value
-
-
-def printable(value: object) -> str:
-    """``value`` as text that cannot break a line or a table."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    # An id holding a newline or control character must not break the table.
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Columns aligned; numbers right-aligned."""
-    cells = [list(header)] + [[printable(c) for c in row] for row in rows]
-    numeric = [
-        bool(rows) and all(isinstance(row[i], int | Decimal) for row in rows)
-        for i in range(len(header))
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        line = "  ".join(
-            c.rjust(w) if num else c.ljust(w)
-            for c, w, num in zip(row, widths, numeric, strict=True)
+def _print_reconcile(report: Any, unit: str) -> None:
+    print(
+        f"reconcile {report.day.isoformat()}: {report.scopes_checked} scopes; "
+        f"global counter {report.redis_total}, "
+        f"Postgres {report.postgres_total}, "
+        f"backlog {report.backlog_total} ({report.backlog_entries} entries) "
+        f"{unit}"
+    )
+    if report.counters_expired:
+        print(
+            "note: this day's counters are past their retention "
+            "(counter_retention_seconds) and may have expired"
         )
-        print(line.rstrip())
-    if not rows:
-        print("(no rows)")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(body: Any) -> None:
-    print(json.dumps(_jsonable(body), indent=2, ensure_ascii=False))
+    if report.ok:
+        print("no differences")
+        return
+    print_table(
+        ["scope", "id", "redis", "postgres", "backlog", "difference"],
+        [
+            [d.scope, dash(d.scope_id), d.redis, d.postgres, d.backlog, d.difference]
+            for d in report.differences
+        ],
+    )
