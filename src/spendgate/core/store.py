@@ -223,6 +223,22 @@ class Store:
             if self._down:
                 self._mark_up()
             return reply
+        return await self._instead(
+            operation, args, failure, busy, fail_open, spool_info
+        )
+
+    async def _instead(
+        self,
+        operation: str,
+        args: tuple[Any, ...],
+        failure: BudgetUnavailableError,
+        busy: bool,
+        fail_open: bool,
+        spool_info: Callable[[], dict[str, Any]] | None,
+    ) -> None:
+        """What :meth:`run` does when the store did not take a call: a fact
+        is spooled, an admission admits when ``fail_open`` is configured and
+        the store (not this process's own pool) failed; else ``failure``."""
         if spool_info is not None:
             keep = self.keep_fact
             if keep is None or not await keep(operation, args, spool_info):

@@ -80,17 +80,8 @@ class Facts(Operations):
             meta,
             key,
         )
-        reply = await self._store.run(
-            "record",
-            (ikey,),
-            args,
-            spool_info=lambda: {
-                "kind": "spend",
-                "entry": entry_id,
-                "user": user_id,
-                "amount": amount,
-            },
-        )
+        info = {"kind": "spend", "entry": entry_id, "user": user_id, "amount": amount}
+        reply = await self._store.run("record", (ikey,), args, spool_info=info.copy)
         replayed = False
         occurred_ms = now_ms
         if reply is not None:
@@ -145,17 +136,8 @@ class Facts(Operations):
             meta,
             key,
         )
-        reply = await self._store.run(
-            "credit",
-            (ikey,),
-            args,
-            spool_info=lambda: {
-                "kind": "credit",
-                "entry": entry_id,
-                "user": user_id,
-                "amount": micros,
-            },
-        )
+        info = {"kind": "credit", "entry": entry_id, "user": user_id, "amount": micros}
+        reply = await self._store.run("credit", (ikey,), args, spool_info=info.copy)
         record = SpendRecord(
             entry_id=entry_id,
             kind="credit",
