@@ -31,7 +31,7 @@ from spendgate import (
     SpendgateError,
     UnknownModelError,
 )
-from spendgate.pricing.catalog import Pricing
+from spendgate.pricing import Pricing
 
 # LiteLLM builds some pydantic models lazily; their warnings are LiteLLM's.
 pytestmark = pytest.mark.filterwarnings(
@@ -445,7 +445,7 @@ assert heavy == [], heavy
 import spendgate.integrations.asgi  # pure ASGI: no framework import either
 heavy = [m for m in ("litellm", "fastapi", "starlette", "asyncpg") if m in sys.modules]
 assert heavy == [], heavy
-from spendgate.pricing.catalog import Pricing
+from spendgate.pricing import Pricing
 pricing = Pricing()
 assert "litellm" not in sys.modules
 cost = pricing.calculate("gpt-4o", 1000, 500)

@@ -3,6 +3,7 @@ by ``import spendgate``."""
 
 from __future__ import annotations
 
-from spendgate.pricing.catalog import ModelPrice, Pricing
+from spendgate.pricing.catalog import Pricing
+from spendgate.pricing.rates import ModelPrice
 
 __all__ = ["ModelPrice", "Pricing"]
