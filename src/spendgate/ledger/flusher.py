@@ -4,13 +4,13 @@ Every fact script appends one entry to the stream ``<prefix>:{sg}:ledger``
 inside the step that moves the counters. The flusher drains it:
 
 1. ``XREADGROUP`` a batch as one consumer of a consumer group (entries this
-   consumer was given earlier and never acknowledged first, then entries
-   pending on consumers idle for ``claim_idle_seconds`` via ``XAUTOCLAIM``,
-   then new ones);
+   consumer was given earlier and never acknowledged first, then those of
+   flushers whose heartbeat expired, then entries pending on consumers idle
+   for ``claim_idle_seconds`` via ``XAUTOCLAIM``, then new ones);
 2. ``COPY`` the batch into a temporary staging table, then
    ``INSERT ... SELECT ... ON CONFLICT (entry_id) DO NOTHING`` into
    ``spendgate_ledger``, and commit;
-3. only then ``XACK`` and ``XDEL`` the batch, both in one ``MULTI``.
+3. only then ``XACK`` and ``XDEL`` the batch, both in one script.
 
 Delivery is at least once (a crash anywhere before step 3 leaves the entries
 pending, and they are read again) and the insert is idempotent on the entry
@@ -25,6 +25,10 @@ refuses as data (it cannot be stored at all) is isolated by bisecting the
 batch and moved to the dead-letter stream ``<prefix>:{sg}:ledger:dead``, so
 one bad entry never stalls the ledger.
 
+Each flusher keeps a heartbeat, a key with a TTL renewed while it runs
+(:mod:`spendgate.ledger.heartbeat`): the entries of a flusher that was
+killed are claimed by the others as soon as its heartbeat expires.
+
 The entry schema and its rows are :mod:`spendgate.ledger.entries`, the SQL
 :mod:`spendgate.ledger.sql`, the Redis side :mod:`spendgate.ledger.stream`
 and the Postgres side :mod:`spendgate.ledger.writer`; this module is the loop.
@@ -37,6 +41,7 @@ import os
 import random
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -51,6 +56,7 @@ from spendgate.ledger.entries import (
     entry_to_row,
     raw_row,
 )
+from spendgate.ledger.heartbeat import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
 from spendgate.ledger.mover import BatchMover
 from spendgate.ledger.pg import require_dsn
 from spendgate.ledger.stream import REDIS_UNAVAILABLE, Backlog, StreamConsumer
@@ -102,12 +108,17 @@ class Flusher(BatchMover):
         ``config`` (not closed by :meth:`aclose`)
     :param dsn: the Postgres DSN, overriding ``config.postgres_dsn``
     :param group: the consumer group, shared by every flusher of a deployment
-    :param consumer: this flusher's consumer name, unique per running flusher;
-        a restarted flusher that reuses its name picks up what it had been
-        given before at once, instead of after ``claim_idle_seconds``.
-        Defaults to ``<host>-<pid>-<random>``
+    :param consumer: this flusher's consumer name, unique per running flusher
+        (a stable name, e.g. the pod's, is the one to give); a restarted
+        flusher that reuses its name picks up what it had been given before
+        at once. Defaults to ``<host>-<pid>-<random>``
+    :param heartbeat_seconds: the TTL of this flusher's heartbeat key,
+        renewed every third of it while it works; once another flusher's
+        heartbeat has expired (it was killed or stopped), its pending entries
+        are claimed by the next pass at once. Default 10 s
     :param claim_idle_seconds: entries pending this long on another consumer
-        (one that died) are claimed; defaults to 60 s, well above the time a
+        are claimed even though its heartbeat lives (or it never had one: a
+        flusher of an older version); defaults to 60 s, well above the time a
         live flusher holds a batch
     :param max_backoff_seconds: the longest wait between retries while
         Postgres or Redis is down, default 30 s
@@ -125,6 +136,7 @@ class Flusher(BatchMover):
         dsn: str | None = None,
         group: str = DEFAULT_GROUP,
         consumer: str | None = None,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         claim_idle_seconds: float = 60.0,
         max_backoff_seconds: float = 30.0,
         auto_migrate: bool = True,
@@ -145,7 +157,7 @@ class Flusher(BatchMover):
             StreamConsumer(
                 self.config.redis_url,
                 redis,
-                stream=self.stream,
+                keys=self.keys,
                 group=group,
                 consumer=self.consumer,
                 batch_size=self.batch_size,
@@ -164,6 +176,8 @@ class Flusher(BatchMover):
         self.last_error: str | None = None
         #: the backlog measured at the last failure (logged with it)
         self.last_backlog: Backlog | None = None
+        #: this flusher's heartbeat key, renewed while it runs
+        self.heartbeat = Heartbeat(self.reader, heartbeat_seconds, self._status)
 
     # -- connections ---------------------------------------------------------
 
@@ -191,6 +205,7 @@ class Flusher(BatchMover):
 
     async def aclose(self) -> None:
         """Close the Postgres connection and the Redis client (if it was ours)."""
+        await self.heartbeat.stop(end=False)
         await self.writer.aclose()
         await self.reader.aclose()
 
@@ -202,6 +217,29 @@ class Flusher(BatchMover):
 
     # -- the loop ------------------------------------------------------------------
 
+    async def run_once(self) -> int:
+        """Move what the stream holds now; return how many entries were moved.
+
+        First the entries this consumer was given and never acknowledged,
+        then those of flushers whose heartbeat expired, then those idle on
+        other consumers for ``claim_idle_seconds``, then new ones up to the
+        stream's end as of the call (entries added meanwhile wait for the
+        next pass). The heartbeat is kept during the pass.
+
+        :raise LedgerUnavailableError: Postgres could not be reached; nothing
+            of the failed batch was acknowledged
+        """
+        async with self.heartbeat.kept():
+            return await super().run_once()
+
+    def _status(self) -> str:
+        """The heartbeat's text, for an operator reading the key."""
+        return (
+            f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} moved={self.moved_total}"
+            f" inserted={self.inserted_total} dead_lettered={self.dead_lettered_total}"
+            f" failures={self.consecutive_failures}"
+        )
+
     async def run(self) -> None:
         """Flush every ``flush_interval_seconds`` until cancelled or :meth:`stop`.
 
@@ -212,6 +250,7 @@ class Flusher(BatchMover):
         connections when it ends.
         """
         try:
+            await self.heartbeat.start()
             while not self._stopping:
                 _honour_lost_cancel()
                 try:
@@ -231,6 +270,7 @@ class Flusher(BatchMover):
                     await self._sleep(self.interval_seconds)
         finally:
             self._stopping = False
+            await self.heartbeat.stop()
             await self.aclose()
 
     def stop(self) -> None:

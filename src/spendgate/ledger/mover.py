@@ -1,8 +1,9 @@
 """One pass of the flusher: batches from the stream into Postgres, exactly once.
 
 A pass moves this consumer's own unacknowledged entries first (a batch whose
-insert or ack failed), then entries idle on dead consumers, then new ones up
-to the stream's end as of the pass. Each batch is committed in Postgres
+insert or ack failed), then those of flushers whose heartbeat expired, then
+entries idle on other consumers for the claim-idle time, then new ones up to
+the stream's end as of the pass. Each batch is committed in Postgres
 before it is acknowledged and deleted in Redis, so a crash anywhere leaves it
 pending, to be read again; the insert ignores rows already there.
 """
@@ -131,6 +132,7 @@ class BatchMover:
                 break
             moved += await self._move(batch)
             self._report(moved)
+        moved += await self._claim_dead(moved)
         moved += await self._reclaim(moved)
         end = await self.reader.last_id()
         # New entries, up to the end as of now. Each batch is stored (Postgres,
@@ -161,6 +163,27 @@ class BatchMover:
     def _report(self, moved: int) -> None:
         if self.progress is not None:
             self.progress(moved)
+
+    async def _claim_dead(self, moved: int) -> int:
+        """Claim and move the entries of flushers whose heartbeat expired."""
+        claimed_moved = 0
+        for dead in await self.reader.dead_consumers():
+            # Bounded: a page at a time of what it held when it died.
+            for _ in range(1000):
+                held, batch = await self.reader.claim_dead(dead)
+                if batch:
+                    logger.info(
+                        "spendgate flusher {}: claimed {} entries of flusher {}, "
+                        "whose heartbeat expired",
+                        self.reader.consumer,
+                        len(batch),
+                        dead,
+                    )
+                    claimed_moved += await self._move(batch)
+                    self._report(moved + claimed_moved)
+                if held <= 0:
+                    break
+        return claimed_moved
 
     async def _reclaim(self, moved: int) -> int:
         """Claim and move entries idle on other consumers (dead flushers)."""

@@ -4,6 +4,12 @@ It reads entries (``XREADGROUP``), claims those idle on dead consumers
 (``XAUTOCLAIM``), acknowledges and deletes a stored batch in one script,
 moves entries Postgres refuses to the dead-letter stream, and measures the
 backlog. What to do with the entries is :class:`spendgate.ledger.flusher.Flusher`'s.
+
+Heartbeats: a flusher keeps a key with a TTL (``Keys.flusher``, arq's
+``Worker.record_health`` per consumer) and its name in ``Keys.flushers``. A
+flusher listed there whose key has expired is dead: its pending entries are
+claimed at once (``ledger_claim.lua``), not after the claim-idle time, which
+still applies to consumers that never kept a heartbeat.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from spendgate.core.connection import embedded_client
+from spendgate.core.keys import Keys
 from spendgate.core.scripts import lua_dir
 from spendgate.ledger.entries import RawFields, StreamEntry, clean_text
 
@@ -69,9 +76,13 @@ def stream_entries(raw: Any) -> list[StreamEntry]:
     return [(clean_text(sid), _raw_fields(fields)) for sid, fields in raw]
 
 
+#: entries claimed from a dead flusher at most per script call
+CLAIM_COUNT = 1000
+
+
 @cache
-def _ack_source() -> bytes:
-    return (lua_dir() / "ledger_ack.lua").read_bytes()
+def _source(name: str) -> bytes:
+    return (lua_dir() / f"{name}.lua").read_bytes()
 
 
 class StreamConsumer:
@@ -80,7 +91,8 @@ class StreamConsumer:
     :param redis_url: where to connect on first use when ``redis`` is not
         given; ``None`` for the embedded store
     :param redis: an existing client (not closed by :meth:`aclose`)
-    :param stream: the ledger stream's key
+    :param keys: the deployment's keys (the stream, its dead letters, the
+        heartbeats)
     :param group: the consumer group
     :param consumer: this consumer's name in the group
     :param batch_size: entries read at most per call
@@ -93,23 +105,27 @@ class StreamConsumer:
         redis_url: str | None,
         redis: Redis | None,
         *,
-        stream: str,
+        keys: Keys,
         group: str,
         consumer: str,
         batch_size: int,
         claim_idle_ms: int,
     ) -> None:
         self.redis_url = redis_url
-        self.stream = stream
+        self.keys = keys
+        self.stream = keys.ledger
         #: where entries Postgres refuses as data are moved, with the error
-        self.dead_letter_stream = stream + ":dead"
+        self.dead_letter_stream = keys.ledger_dead
         self.group = group
         self.consumer = consumer
+        #: this consumer's heartbeat key
+        self.heartbeat_key = keys.flusher(consumer)
         self.batch_size = batch_size
         self.claim_idle_ms = claim_idle_ms
         self._redis = redis
         self._owns_redis = redis is None
         self._ack: AsyncScript | None = None
+        self._claim: AsyncScript | None = None
         self._group_ready = False
 
     @property
@@ -130,7 +146,7 @@ class StreamConsumer:
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
-            self._ack = None
+            self._ack = self._claim = None
         self._group_ready = False
 
     async def ensure_group(self) -> None:
@@ -202,8 +218,51 @@ class StreamConsumer:
     async def ack(self, ids: list[str]) -> None:
         """Acknowledge and delete entries, in one atomic script."""
         if self._ack is None:
-            self._ack = self.redis.register_script(_ack_source())
+            self._ack = self.redis.register_script(_source("ledger_ack"))
         await self._ack(keys=[self.stream], args=[self.group, ",".join(ids)])
+
+    async def beat(self, ttl_ms: int, status: str) -> None:
+        """Renew this consumer's heartbeat for ``ttl_ms``; ``status`` is what
+        an operator reads in the key."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(self.keys.flushers, self.consumer)
+        pipe.set(self.heartbeat_key, status, px=ttl_ms)
+        await pipe.execute()
+
+    async def end_beat(self) -> None:
+        """Drop the heartbeat now (a clean stop): what this consumer still
+        holds is claimed at once by the next flusher's pass."""
+        await self.redis.delete(self.heartbeat_key)
+
+    async def dead_consumers(self) -> list[str]:
+        """The flushers that kept a heartbeat and whose heartbeat expired."""
+        names = [
+            name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+            for name in await self.redis.smembers(self.keys.flushers)
+        ]
+        names = [name for name in names if name != self.consumer]
+        if not names:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.flusher(name))
+        alive = await pipe.execute()
+        return [name for name, up in zip(names, alive, strict=True) if not up]
+
+    async def claim_dead(self, dead: str) -> tuple[int, list[StreamEntry]]:
+        """Claim up to :data:`CLAIM_COUNT` entries pending on ``dead``, a
+        flusher whose heartbeat expired; forget it once it holds none.
+
+        :return: how many it held (-1: its heartbeat is back, nothing was
+            claimed), and the entries now this consumer's
+        """
+        if self._claim is None:
+            self._claim = self.redis.register_script(_source("ledger_claim"))
+        held, claimed = await self._claim(
+            keys=[self.stream, self.keys.flushers, self.keys.flusher(dead)],
+            args=[self.group, dead, self.consumer, CLAIM_COUNT],
+        )
+        return int(held), stream_entries(claimed)
 
     async def dead_letter(self, dead: list[tuple[str, RawFields, str]]) -> None:
         """Copy entries to the dead-letter stream, each with its stream id
