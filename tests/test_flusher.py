@@ -20,6 +20,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -450,6 +451,117 @@ async def test_a_dead_consumers_pending_entries_are_reclaimed(
         c["name"] for c in await redis_client.xinfo_consumers(stream, DEFAULT_GROUP)
     }
     assert b"ghost" not in consumers
+
+
+def _pending_on(summary: dict[str, Any], consumer: str) -> int:
+    return sum(
+        int(c["pending"])
+        for c in summary.get("consumers") or []
+        if c["name"] in (consumer, consumer.encode())
+    )
+
+
+@redis_only
+async def test_a_killed_flushers_entries_are_claimed_once_its_heartbeat_expires(
+    wide_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    ledger_dsn: str,
+) -> None:
+    budget = wide_budget(postgres_dsn=ledger_dsn)
+    keys = Keys(key_prefix)
+    records = await make_facts(budget, 100)
+    # A flusher process whose Postgres never answers: it reads batches, then
+    # hangs in the insert, holding them, until it is SIGKILLed.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        port = black_hole.getsockname()[1]
+        code = (
+            "import asyncio\n"
+            "from spendgate import Flusher\n"
+            "asyncio.run(Flusher(consumer='victim', heartbeat_seconds=0.6).run())\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDGATE_")}
+        env.update(
+            SPENDGATE_REDIS_URL=REDIS_URL,
+            SPENDGATE_KEY_PREFIX=key_prefix,
+            SPENDGATE_POSTGRES_DSN=f"postgresql://postgres@127.0.0.1:{port}/x",
+            SPENDGATE_FLUSH_BATCH_SIZE="25",
+        )
+        victim = subprocess.Popen([sys.executable, "-c", code], env=env)
+        try:
+
+            async def holding() -> bool:
+                try:
+                    summary = await redis_client.xpending(keys.ledger, DEFAULT_GROUP)
+                except aioredis.ResponseError:
+                    return False  # no group yet
+                return _pending_on(summary, "victim") > 0
+
+            await wait_for(holding)
+            assert await redis_client.get(keys.flusher("victim"))
+        finally:
+            victim.kill()
+            victim.wait(30)
+    summary = await redis_client.xpending(keys.ledger, DEFAULT_GROUP)
+    assert _pending_on(summary, "victim") > 0  # killed mid-batch, holding entries
+    assert await redis_client.sismember(keys.flushers, "victim")
+
+    # Well within the 60 s claim-idle time: once its heartbeat is gone, the
+    # next pass of another flusher takes what it held.
+    await wait_for(lambda: _gone(redis_client, keys.flusher("victim")), timeout=5)
+    rescuer = Flusher(budget.config, redis=redis_client, consumer="rescuer")
+    assert rescuer.claim_idle_ms == 60_000
+    try:
+        assert await rescuer.run_once() == 100
+    finally:
+        await rescuer.aclose()
+    await assert_exactly_once(ledger_dsn, records)
+    await assert_drained(redis_client, key_prefix)
+    # The dead flusher is forgotten: out of the group and of the set.
+    consumers = await redis_client.xinfo_consumers(keys.ledger, DEFAULT_GROUP)
+    assert b"victim" not in {c["name"] for c in consumers}
+    assert not await redis_client.sismember(keys.flushers, "victim")
+
+
+async def _gone(redis: aioredis.Redis, key: str) -> bool:
+    return not await redis.exists(key)
+
+
+@redis_only
+async def test_a_live_flushers_entries_stay_its_own_until_it_stops(
+    wide_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    ledger_dsn: str,
+) -> None:
+    budget = wide_budget(postgres_dsn=ledger_dsn)
+    keys = Keys(key_prefix)
+    first = await make_facts(budget, 20)
+    alive = Flusher(budget.config, redis=redis_client, consumer="alive")
+    other = Flusher(budget.config, redis=redis_client, consumer="other")
+    try:
+        # "alive" keeps its heartbeat and holds a batch it is still storing.
+        await alive.heartbeat.start()
+        await alive.reader.ensure_group()
+        assert len(await alive.reader.read(">")) == 20
+        status = await redis_client.get(keys.flusher("alive"))
+        assert status is not None and b" moved=0 " in status
+        ttl = await redis_client.pttl(keys.flusher("alive"))
+        assert 0 < ttl <= 10_000
+        later = await make_facts(budget, 10, start=20)
+        # Its heartbeat lives: only the later entries move.
+        assert await other.run_once() == 10
+        # A clean stop drops the heartbeat: what it held is taken at once.
+        await alive.heartbeat.stop()
+        assert not await redis_client.exists(keys.flusher("alive"))
+        assert await other.run_once() == 20
+    finally:
+        await alive.aclose()
+        await other.aclose()
+    await assert_exactly_once(ledger_dsn, first + later)
+    await assert_drained(redis_client, key_prefix)
 
 
 @redis_only

@@ -22,6 +22,10 @@ they are loaded. The layout, below ``BASE``::
     i:c:<key>              string: an idempotency record of the caller's key
     i:a:<entry>            string: the record of a fact given no key
     ledger                 stream: one entry per fact
+    ledger:dead            stream: entries Postgres refused, with the error
+    ledger:flushers        set: the flushers (consumer names) that heartbeat
+    ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
+                           renewed (its status, for operators)
 
 ``<s>`` is the scope letter of :data:`SCOPE_LETTERS` (the global scope's id is
 empty).
@@ -67,7 +71,7 @@ _K = KEY_PARTS
 class Keys:
     """Key builders for one deployment."""
 
-    __slots__ = ("base", "due", "holds", "ledger")
+    __slots__ = ("base", "due", "flushers", "holds", "ledger", "ledger_dead")
 
     def __init__(self, key_prefix: str) -> None:
         self.base = f"{key_prefix}:{{sg}}:"
@@ -77,6 +81,14 @@ class Keys:
         self.due = self.base + _K["DUE"]
         #: the ledger stream, one entry per fact
         self.ledger = self.base + _K["LEDGER"]
+        #: where the flusher moves entries Postgres refuses, with the error
+        self.ledger_dead = self.ledger + ":dead"
+        #: the consumer names of the flushers that keep a heartbeat
+        self.flushers = self.ledger + ":flushers"
+
+    def flusher(self, consumer: str) -> str:
+        """One flusher's heartbeat: present while it is alive."""
+        return self.ledger + ":flusher:" + consumer
 
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id

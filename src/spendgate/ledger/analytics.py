@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import Any, Literal
 
 from spendgate.config import BudgetConfig
+from spendgate.core import protocol
 from spendgate.core.money import from_micros
 from spendgate.ledger.pg import connect, require_dsn
 
-#: the ledger kinds that are spending (credits are not)
-SPEND_KINDS = ("spend", "settle")
+#: the ledger kinds that are spending (credits are not), as text for SQL
+SPEND_KINDS = tuple(str(kind) for kind in protocol.SPEND_KINDS)
 #: the percentiles :meth:`Analytics.stats` reports
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 #: exceptions, insufficient resources (too many connections, disk full),
 #: operator intervention (shutdown, starting up), system errors
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+#: SQLSTATE classes of errors caused by one row's content rather than the
+#: server's state: data exceptions, integrity violations, program limits
+#: (an index row too large for a very long id)
+_DATA_ERROR_CLASSES = ("22", "23", "54")
 
 
 def asyncpg_module() -> Any:
@@ -81,3 +85,10 @@ def is_unavailable(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _UNAVAILABLE_CLASSES
     return False
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Postgres refusing the data itself (retrying the
+    same rows cannot help)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _DATA_ERROR_CLASSES

@@ -29,14 +29,18 @@ from redis.asyncio import Redis
 from spendgate.config import BudgetConfig
 from spendgate.core.keys import SCOPE_LETTERS, Keys, glob_escape
 from spendgate.core.money import from_micros
+from spendgate.core.protocol import FIELD
 from spendgate.core.windows import from_ms, to_ms, windows_at
 from spendgate.errors import ConfigurationError
 from spendgate.ledger.analytics import SPEND_KINDS
-from spendgate.ledger.flusher import clean_text
+from spendgate.ledger.entries import clean_text
 from spendgate.ledger.pg import connect, require_dsn
 
 _SCOPES_BY_LETTER = {letter: scope for scope, letter in SCOPE_LETTERS.items()}
 _PAGE = 10_000
+# the stream fields a backlog entry is read by
+_ENTRY_ID, _KIND, _OCCURRED_AT = FIELD["entry_id"], FIELD["kind"], FIELD["occurred_at"]
+_USER_ID, _PROJECT_ID, _AMOUNT = FIELD["user_id"], FIELD["project_id"], FIELD["amount"]
 
 ScopeKey = tuple[str, str]
 
@@ -131,15 +135,15 @@ async def _backlog(
         page: list[Any] = await redis.xrange(stream, cursor, "+", count=_PAGE) or []
         for _sid, raw in page:
             fields = {clean_text(k): clean_text(v) for k, v in (raw or {}).items()}
-            if fields.get("k") not in SPEND_KINDS:
+            if fields.get(_KIND) not in SPEND_KINDS:
                 continue
             try:
-                at = int(fields["t"])
+                at = int(fields[_OCCURRED_AT])
                 if start_ms <= at < end_ms:
-                    found[fields["e"]] = (
-                        fields["u"],
-                        fields.get("p", ""),
-                        int(fields["a"]),
+                    found[fields[_ENTRY_ID]] = (
+                        fields[_USER_ID],
+                        fields.get(_PROJECT_ID, ""),
+                        int(fields[_AMOUNT]),
                     )
             except (KeyError, ValueError):
                 continue  # malformed: the flusher dead-letters it
@@ -192,9 +196,24 @@ async def reconcile(
     finally:
         if own_client:
             await redis.aclose()
-
+    rows, flushed = await _postgres(dsn, start_ms, end_ms, list(backlog))
     ledger_pg: dict[ScopeKey, int] = {}
     ledger_backlog: dict[ScopeKey, int] = {}
+    for r in rows:
+        _add(ledger_pg, r["user_id"], r["project_id"], int(r["micros"]))
+    for entry_id, (user, project, micros) in backlog.items():
+        if entry_id not in flushed:
+            report.backlog_entries += 1
+            _add(ledger_backlog, user, project, micros)
+    _compare(report, counters, ledger_pg, ledger_backlog)
+    return report
+
+
+async def _postgres(
+    dsn: str, start_ms: int, end_ms: int, ids: list[str]
+) -> tuple[list[Any], set[str]]:
+    """The day's spend per (user, project) in Postgres, and which of the
+    backlog's entry ``ids`` are there already."""
     conn: Any = await connect(dsn)
     try:
         rows = await conn.fetch(
@@ -207,7 +226,6 @@ async def reconcile(
             from_ms(end_ms),
         )
         flushed: set[str] = set()
-        ids = list(backlog)
         for i in range(0, len(ids), _PAGE):
             flushed.update(
                 r["entry_id"]
@@ -219,14 +237,16 @@ async def reconcile(
             )
     finally:
         await conn.close()
+    return list(rows), flushed
 
-    for r in rows:
-        _add(ledger_pg, r["user_id"], r["project_id"], int(r["micros"]))
-    for entry_id, (user, project, micros) in backlog.items():
-        if entry_id not in flushed:
-            report.backlog_entries += 1
-            _add(ledger_backlog, user, project, micros)
 
+def _compare(
+    report: ReconcileReport,
+    counters: dict[ScopeKey, int],
+    ledger_pg: dict[ScopeKey, int],
+    ledger_backlog: dict[ScopeKey, int],
+) -> None:
+    """Fill ``report`` with the totals and every scope that disagrees."""
     scopes = set(counters) | set(ledger_pg) | set(ledger_backlog)
     scopes.add(("global", ""))
     report.scopes_checked = len(scopes)
@@ -248,7 +268,6 @@ async def reconcile(
                     backlog=from_micros(in_backlog),
                 )
             )
-    return report
 
 
 def _add(sums: dict[ScopeKey, int], user: str, project: str, micros: int) -> None:
