@@ -393,3 +393,38 @@ async def test_zero_amounts_move_nothing_and_break_nothing(
     assert usage["user"].held == 0 and usage["user"].balance == 0
     assert usage["user"].daily.spent == 0
     assert await budget.release(lease) is False
+
+
+async def test_a_settle_at_exactly_the_expiry_is_late(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    budget = make_budget()
+    on_time = await budget.reserve("alice", "2", ttl_seconds=60)
+    at_expiry = await budget.reserve("alice", "2", ttl_seconds=60)
+    clock.advance(59.999)
+    assert not (await budget.settle(on_time, "1")).late
+    clock.advance(0.001)  # exactly expires_at: the hold no longer counts
+    assert clock() == at_expiry.expires_at
+    assert (await budget.settle(at_expiry, "1")).late
+
+
+@pytest.mark.parametrize("end", ["settle", "release", "expire"])
+async def test_finished_hold_records_expire_after_the_idempotency_ttl(
+    make_budget: MakeBudget, clock: FakeClock, end: str
+) -> None:
+    """A finished lease's record is kept as long as an idempotency key, then
+    goes: without its TTL, every lease ever granted would stay in Redis."""
+    budget = make_budget(idempotency_ttl_seconds=3600)
+    lease = await budget.reserve("alice", "2", ttl_seconds=60)
+    hold = budget.keys.hold(lease.id)
+    assert await budget.redis.pttl(hold) == -1  # pending: kept until it ends
+    if end == "settle":
+        await budget.settle(lease, "1")
+    elif end == "release":
+        await budget.release(lease)
+    else:
+        clock.advance(61)
+        await budget.check_availability("bob")  # purges the expired hold
+        assert await budget.redis.hget(hold, "st") == b"x"
+    ttl_ms = await budget.redis.pttl(hold)
+    assert 3_500_000 < ttl_ms <= 3_600_000
