@@ -17,7 +17,7 @@ install: $(STAMP)
 
 ## the main job: a narrated walkthrough on the embedded default (no Redis needed)
 demo: $(STAMP)
-	@env -u SPENDGATE_REDIS_URL $(BIN)/spendgate demo
+	@$(BIN)/spendgate demo
 
 ## the whole test suite, against the real Redis and Postgres and the embedded store
 test: $(STAMP)

@@ -29,7 +29,7 @@ from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpendRecord
-from spendgate.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from spendgate.cli import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 
 
 @pytest.fixture
@@ -460,6 +460,64 @@ def test_serve_checks_before_starting(
     assert "SPENDGATE_REDIS_URL" in err
     code, _, err = _run(capsys, "serve", "--port", "70000")
     assert code == EXIT_USAGE
+
+
+# -- demo ------------------------------------------------------------------------
+
+
+def _demo_keys() -> list[bytes]:
+    client = SyncRedis.from_url(REDIS_URL)
+    try:
+        return list(client.scan_iter(match="spendgate-demo-*", count=1000))
+    finally:
+        client.close()
+
+
+def test_demo_ignores_the_deployment_settings(
+    prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The ledger section has users export SPENDGATE_REDIS_URL; the fixture
+    # exports a balance to enforce too, which would refuse Ada at step 1.
+    import spendgate.core.connection as connection
+
+    monkeypatch.setattr(connection, "_embedded_server", None)
+    for _ in range(2):  # re-runnable, in one process (one embedded store) too
+        code, out, err = _run(capsys, "demo")
+        assert code == EXIT_OK, err
+        assert out.startswith("spendgate demo on the embedded in-process store")
+        assert "remaining today: 0.076543 USD" in out
+    assert _demo_keys() == []
+
+
+def test_demo_on_redis_runs_again_and_leaves_nothing(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(2):  # the second run crashed: the first one's spend stayed
+        code, out, err = _run(capsys, "demo", "--redis-url", REDIS_URL)
+        assert code == EXIT_OK, err
+        assert out.startswith(f"spendgate demo on Redis at {REDIS_URL}")
+        assert "replayed entry" in out
+    assert _demo_keys() == []
+    code, _, err = _run(
+        capsys, "demo", "--redis-url", f"redis://127.0.0.1:{_dead_port()}/0"
+    )
+    assert code == EXIT_UNAVAILABLE
+    assert len(err.splitlines()) == 1 and "unavailable" in err
+
+
+def test_demo_without_the_embedded_store_prints_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import spendgate.core.connection as connection
+
+    # A core-only install: importing fakeredis fails.
+    monkeypatch.setitem(sys.modules, "fakeredis", None)
+    monkeypatch.setattr(connection, "_embedded_server", None)
+    code, out, err = _run(capsys, "demo")
+    assert code == EXIT_FAILURE
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "pip install 'spendgate[embedded]'" in err
 
 
 # -- logging ---------------------------------------------------------------------

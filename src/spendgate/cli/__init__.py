@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=logs.LEVELS,
         default=None,
         help=f"spendgate's log lines on stderr from this level up (default: "
-        f"{logs.SERVE_DEFAULT} for serve, {logs.DEFAULT} for the other commands)",
+        f"{logs.SERVE_DEFAULT} for serve, error for demo, {logs.DEFAULT} for the "
+        "other commands)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -86,6 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.log_level is None:
-        args.log_level = logs.SERVE_DEFAULT if args.command == "serve" else logs.DEFAULT
+        args.log_level = getattr(args, "log_level_default", logs.DEFAULT)
     logs.configure(args.log_level)
     return int(args.handler(args))

@@ -4,8 +4,10 @@ The library keeps quiet (``spendgate/__init__.py`` disables its loguru
 logger); the ``spendgate`` command is an application, so it turns the lines
 on, at ``--log-level``, on stderr, and drops loguru's default handler, which
 would print everything down to DEBUG. ``serve`` logs at ``info`` by default
-(a service's start, stop and outages belong in its log); the other commands
-at ``warning``, so a data command prints its data, not "using Redis at ...".
+(a service's start, stop and outages belong in its log), ``demo`` at
+``error``, the other commands at ``warning``, so a data command prints its
+data, not "using Redis at ...". A command's parser names its own default
+(``log_level_default``).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def add_serve(sub: SubParsers) -> None:
         choices=logs.LEVELS,
         help=f"uvicorn's and spendgate's log level (default: {logs.SERVE_DEFAULT})",
     )
-    parser.set_defaults(handler=run_serve)
+    parser.set_defaults(handler=run_serve, log_level_default=logs.SERVE_DEFAULT)
 
 
 def run_serve(args: argparse.Namespace) -> int:
