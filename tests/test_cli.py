@@ -455,7 +455,10 @@ def test_serve_checks_before_starting(
     assert code == EXIT_USAGE
     assert "SPENDGATE_API_KEYS" in err
     monkeypatch.setenv("SPENDGATE_API_KEYS", "k")
-    code, _, err = _run(capsys, "serve", "--workers", "2")
+    code, _, err = _run(capsys, "serve")
+    assert code == EXIT_USAGE  # never the embedded store unless asked for
+    assert "SPENDGATE_REDIS_URL" in err and "--embedded" in err
+    code, _, err = _run(capsys, "serve", "--embedded", "--workers", "2")
     assert code == EXIT_USAGE  # the embedded store cannot be shared by workers
     assert "SPENDGATE_REDIS_URL" in err
     code, _, err = _run(capsys, "serve", "--port", "70000")

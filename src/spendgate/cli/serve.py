@@ -41,6 +41,14 @@ def add_serve(sub: SubParsers) -> None:
         "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
     )
     parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help=(
+            "run on the embedded in-process store when SPENDGATE_REDIS_URL is not "
+            "set (one worker; budgets are lost when it stops): for trying it out"
+        ),
+    )
+    parser.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="accept every caller when no API key is configured (logged as a warning)",
@@ -80,10 +88,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "--insecure-no-auth to accept every caller",
             ExitCode.USAGE,
         )
-    if config.redis_url is None and args.workers > 1:
+    if config.redis_url is None and (args.workers > 1 or not args.embedded):
+        # A service that quietly keeps its budgets in its own memory (per
+        # worker, gone on restart) is never what an operator wants.
         return fail(
-            "SPENDGATE_REDIS_URL is not set: the embedded store lives in one process, "
-            "so --workers above 1 would give each worker its own budgets",
+            "SPENDGATE_REDIS_URL is not set: point it at your Redis, or pass "
+            "--embedded to run one worker on the in-process store (budgets are "
+            "lost when it stops; --workers above 1 would each keep their own)",
             ExitCode.USAGE,
         )
     # Workers are separate processes: the flags reach them through the environment.
