@@ -312,3 +312,31 @@ async def test_non_http_scopes_pass_through(make_budget: MakeBudget) -> None:
 
     await middleware({"type": "lifespan"}, receive, send)
     assert seen == ["lifespan"]
+
+
+async def test_the_readme_example_answers_a_request_without_a_user(
+    make_budget: MakeBudget,
+) -> None:
+    """The README's endpoint reads request.state.spendgate_lease: a request
+    the middleware let through unguarded (no user header) finds it None
+    instead of failing with a 500."""
+    budget = make_budget(daily_user_limit=1)
+    app = FastAPI()
+
+    @app.post("/chat")
+    async def chat(request: Request) -> dict[str, Any]:
+        lease = request.state.spendgate_lease
+        if lease is not None:
+            lease.actual_cost = "0.0123"
+        return {"guarded": lease is not None, "user": request.state.spendgate_user}
+
+    app.add_middleware(
+        BudgetMiddleware, budget=budget, user=user_of, estimate=estimate_of, hold=True
+    )
+    async with client_for(app) as client:
+        anonymous = await client.post("/chat")
+        named = await client.post("/chat", headers={"x-user": "alice"})
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"guarded": False, "user": None}
+    assert named.json() == {"guarded": True, "user": "alice"}
+    assert (await budget.get_usage("alice"))["user"].daily.spent == Decimal("0.0123")

@@ -395,3 +395,82 @@ async def test_unreachable_store_with_fail_open_admits_the_call(
     assert len(recorder.successes) == 1
     # The spend could not reach Redis: it waits in the local spool instead.
     assert any(path.is_file() for path in (tmp_path / "spool").rglob("*"))
+
+
+async def _ledger_metadata(budget: BudgetManager) -> list[dict[str, Any]]:
+    import json
+
+    entries = await budget.redis.xrange(budget.keys.ledger)
+    return [json.loads(fields[b"md"]) for _, fields in entries if fields.get(b"md")]
+
+
+async def test_ledger_rows_carry_the_calls_tokens(
+    make_budget: MakeBudget, recorder: Recorder
+) -> None:
+    """The flusher fills input_tokens/output_tokens from these metadata keys."""
+    budget = make_budget(daily_user_limit=5)
+    callback = SpendgateCallback(budget)
+    install(callback, recorder)
+    await litellm.acompletion(
+        model="gpt-4o",
+        messages=MESSAGES,
+        mock_response="Paris.",
+        user="alice",
+        max_tokens=50,
+    )
+    assert await callback.flush()
+    [seen] = recorder.successes
+    [meta] = await _ledger_metadata(budget)
+    assert meta["input_tokens"] == seen["usage"].prompt_tokens > 0
+    assert meta["output_tokens"] == seen["usage"].completion_tokens > 0
+
+
+async def test_embeddings_are_guarded_and_charged(
+    make_budget: MakeBudget, recorder: Recorder
+) -> None:
+    budget = make_budget(daily_user_limit="0.001")
+    callback = SpendgateCallback(budget)
+    install(callback, recorder)
+    model = "text-embedding-3-small"
+    await litellm.aembedding(
+        model=model, input=["hello world"], mock_response=[0.1, 0.2], user="alice"
+    )
+    assert await callback.flush()
+    [seen] = recorder.successes
+    rate = budget.pricing.price(model).input_cost_per_token
+    expected = seen["usage"].prompt_tokens * rate
+    usage = await budget.get_usage("alice")
+    assert usage["user"].daily.spent == exact(expected) > 0
+    assert usage["user"].held == 0
+    [meta] = await _ledger_metadata(budget)
+    assert meta["input_tokens"] == seen["usage"].prompt_tokens
+
+    await budget.record_spend("bob", "0.001")  # bob is at his cap
+    with pytest.raises(BudgetExceededError):
+        await litellm.aembedding(
+            model=model, input=["hello"], mock_response=[0.1], user="bob"
+        )
+    assert len(recorder.successes) == 1  # never reached the (mock) provider
+
+
+async def test_responses_api_calls_are_guarded_and_charged(
+    make_budget: MakeBudget, recorder: Recorder
+) -> None:
+    budget = make_budget(daily_user_limit=5)
+    callback = SpendgateCallback(budget)
+    install(callback, recorder)
+    await litellm.aresponses(
+        model="gpt-4o",
+        input="hi",
+        mock_response="ok",
+        user="alice",
+        max_output_tokens=200,
+    )
+    assert await callback.flush()
+    usage = (await budget.get_usage("alice"))["user"]
+    [meta] = await _ledger_metadata(budget)
+    assert meta["input_tokens"] > 0 and meta["output_tokens"] > 0
+    expected = meta["input_tokens"] * Decimal("0.0000025") + meta[
+        "output_tokens"
+    ] * Decimal("0.00001")
+    assert usage.daily.spent == exact(expected) and usage.held == 0

@@ -22,7 +22,8 @@ Per request:
   amounts. Store unavailable and failing closed: **503** with ``Retry-After: 1``.
   A bad user or project id: **400**. The endpoint does not run in any of these.
 * The endpoint sees ``request.state.spendgate_user`` /
-  ``spendgate_project`` and, with ``hold=True``, ``spendgate_lease``.
+  ``spendgate_project`` and, with ``hold=True``, ``spendgate_lease`` (all
+  ``None`` on a request that was let through unguarded).
 * Charging is left to the endpoint (``await budget.record_spend(...)``, or set
   ``lease.actual_cost`` with ``hold=True``), or to an ``after`` hook:
   ``after(scope, status, lease)`` runs once the response is sent (``status`` is
@@ -120,7 +121,12 @@ class BudgetMiddleware:
             await self.app(scope, receive, send)
             return
         user = await _resolve(self.user(scope))
+        state = scope.setdefault("state", {})
         if user is None:
+            # Unguarded (no user): the endpoint still finds the attributes,
+            # as None, rather than failing on a missing one.
+            state["spendgate_user"] = state["spendgate_project"] = None
+            state["spendgate_lease"] = None
             await self.app(scope, receive, send)
             return
         project = await _resolve(self.project(scope)) if self.project else None
@@ -146,7 +152,6 @@ class BudgetMiddleware:
             await self._reply(send, 400, {"status": "invalid", "detail": str(exc)})
             return
 
-        state = scope.setdefault("state", {})
         state["spendgate_user"] = user
         state["spendgate_project"] = project
         state["spendgate_lease"] = lease

@@ -1,5 +1,6 @@
-"""LiteLLM integration: one callback admits, charges and refuses every
-``litellm.acompletion`` call.
+"""LiteLLM integration: one callback admits, charges and refuses every async
+LiteLLM call: completions, the Responses API, embeddings and image generation
+(see :mod:`spendgate.integrations.litellm_calls` for what each reports).
 
 ::
 
@@ -56,6 +57,15 @@ from spendgate.errors import (
     InvalidArgumentError,
     UnknownModelError,
 )
+from spendgate.integrations.litellm_calls import (
+    OUTPUT_BOUNDS,
+    Kind,
+    as_int,
+    call_kind,
+    field,
+    prompt_of,
+    usage_tokens,
+)
 from spendgate.manager import BudgetManager
 from spendgate.models import Lease
 
@@ -75,13 +85,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 #: ``estimate(model, kwargs)``: the amount to reserve for one call
 EstimateFn = Callable[[str, Mapping[str, Any]], Any | Awaitable[Any]]
 
-# Call types whose request carries ``messages`` and whose usage is tokens.
-_GUARDED_CALL_TYPES = frozenset({"acompletion", "completion"})
-
-
-def _call_type_name(call_type: object) -> str:
-    return str(getattr(call_type, "value", call_type))
-
 
 def _metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     for key in ("metadata", "litellm_metadata"):
@@ -93,16 +96,6 @@ def _metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
         found: Mapping[str, Any] = params["metadata"]
         return found
     return {}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _field(obj: object, name: str) -> object:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
 
 
 class SpendgateCallback(CustomLogger):
@@ -178,9 +171,13 @@ class SpendgateCallback(CustomLogger):
         project = _metadata(kwargs).get(self.project_key)
         return str(project) if project else None
 
-    def _max_output_tokens(self, model: str, kwargs: Mapping[str, Any]) -> int:
-        for key in ("max_completion_tokens", "max_tokens"):
-            value = _int(kwargs.get(key))
+    def _max_output_tokens(
+        self, model: str, kwargs: Mapping[str, Any], kind: Kind = "chat"
+    ) -> int:
+        if kind == "embedding":
+            return 0
+        for key in OUTPUT_BOUNDS[kind]:
+            value = as_int(kwargs.get(key))
             if value > 0:
                 return value
         if self.default_max_output_tokens is not None:
@@ -193,16 +190,20 @@ class SpendgateCallback(CustomLogger):
             )
         return model_max
 
-    def _prompt_tokens(self, model: str, kwargs: Mapping[str, Any]) -> int:
-        messages = kwargs.get("messages") or []
+    def _prompt_tokens(
+        self, model: str, kwargs: Mapping[str, Any], kind: Kind = "chat"
+    ) -> int:
+        prompt = prompt_of(kind, kwargs)
         try:
-            return int(litellm.token_counter(model=model, messages=messages))
+            return int(litellm.token_counter(model=model, **prompt))
         except Exception:  # an exotic message LiteLLM cannot count
             # A token is at least one character in every tokenizer LiteLLM
             # uses, so the characters bound the tokens from above.
-            return len(str(messages))
+            return len(str(next(iter(prompt.values()))))
 
-    async def estimate(self, model: str, kwargs: Mapping[str, Any]) -> Decimal:
+    async def estimate(
+        self, model: str, kwargs: Mapping[str, Any], kind: Kind = "chat"
+    ) -> Decimal:
         """The amount reserved for a call: the worst case, unless an
         ``estimate`` function was given."""
         if self._estimate is not None:
@@ -210,31 +211,24 @@ class SpendgateCallback(CustomLogger):
             if isinstance(value, Awaitable):
                 value = await value
             return to_decimal(value)
-        choices = max(1, _int(kwargs.get("n")))
+        choices = max(1, as_int(kwargs.get("n")))
         return self.budget.pricing.estimate(
             model,
-            self._prompt_tokens(model, kwargs),
-            self._max_output_tokens(model, kwargs) * choices,
+            self._prompt_tokens(model, kwargs, kind),
+            self._max_output_tokens(model, kwargs, kind) * choices,
         )
 
     def cost(self, model: str, usage: object) -> Decimal:
-        """The exact cost of a response's ``usage`` (a LiteLLM ``Usage`` or a dict)."""
-        prompt = _int(_field(usage, "prompt_tokens"))
-        completion = _int(_field(usage, "completion_tokens"))
-        cached = _int(_field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
-        written = _int(_field(usage, "cache_creation_input_tokens"))
-        reasoning = _int(
-            _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
-        )
-        # Some providers report the cache tokens beside the prompt, not in it.
-        prompt = max(prompt, cached + written)
+        """The exact cost of a response's ``usage`` (a LiteLLM ``Usage`` or a
+        dict; a completion's, a Responses API call's or an embedding's)."""
+        tokens = usage_tokens(usage)
         return self.budget.pricing.calculate(
             model,
-            prompt,
-            completion,
-            cached_input_tokens=cached,
-            cache_creation_input_tokens=written,
-            reasoning_tokens=min(reasoning, completion),
+            tokens.input,
+            tokens.output,
+            cached_input_tokens=tokens.cached,
+            cache_creation_input_tokens=tokens.written,
+            reasoning_tokens=tokens.reasoning,
         )
 
     # -- LiteLLM hooks -------------------------------------------------------
@@ -243,14 +237,21 @@ class SpendgateCallback(CustomLogger):
         self, kwargs: dict[str, Any], call_type: Any
     ) -> dict[str, Any] | None:
         """Reserve the call's worst case, or refuse it (the exception aborts it)."""
-        if _call_type_name(call_type) not in _GUARDED_CALL_TYPES:
+        kind = call_kind(call_type)
+        if kind is None:
             return None
         call_id = kwargs.get("litellm_call_id")
         if not call_id or call_id in self._leases:
             return None
         model = str(kwargs.get("model") or "")
         user = self._user(kwargs)
-        amount = await self.estimate(model, kwargs)
+        if kind == "image" and self._estimate is None:
+            # Priced per image, beyond spendgate's pricing: refused when the
+            # user is already at a cap, charged LiteLLM's cost afterwards.
+            await self.budget.check_availability(user, self._project(kwargs))
+            self._unleased.add(str(call_id))
+            return None
+        amount = await self.estimate(model, kwargs, kind)
         try:
             lease = await self.budget.reserve(
                 user,
@@ -314,7 +315,13 @@ class SpendgateCallback(CustomLogger):
             amount = Decimal(0)  # served from LiteLLM's cache: no provider call
         else:
             amount = self._actual_cost(model, kwargs, response_obj, lease)
-        metadata = {"litellm_call_id": call_id}
+        metadata: dict[str, Any] = {"litellm_call_id": call_id}
+        usage = field(
+            kwargs.get("complete_streaming_response") or response_obj, "usage"
+        )
+        if usage is not None:  # the ledger row's token columns read these
+            tokens = usage_tokens(usage)
+            metadata["input_tokens"], metadata["output_tokens"] = tokens[:2]
         if lease is not None:
             await self.budget.settle(
                 lease, amount, model=model or None, metadata=metadata
@@ -348,7 +355,7 @@ class SpendgateCallback(CustomLogger):
         lease: Lease | None,
     ) -> Decimal:
         response = kwargs.get("complete_streaming_response") or response_obj
-        usage = _field(response, "usage")
+        usage = field(response, "usage")
         if usage is not None:
             try:
                 return self.cost(model, usage)

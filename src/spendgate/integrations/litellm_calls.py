@@ -1,0 +1,100 @@
+"""What each kind of LiteLLM call sends and reports, for the callback of
+:mod:`spendgate.integrations.litellm`: where its prompt is, what bounds its
+output, and the tokens its usage reports.
+
+Chat completions carry ``messages`` and report ``prompt_tokens`` /
+``completion_tokens``; the Responses API carries ``input`` and
+``max_output_tokens`` and reports ``input_tokens`` / ``output_tokens``;
+embeddings carry ``input`` and have no output; image generation is priced
+per image, which spendgate's pricing does not cover: such a call is checked
+against the caps before it runs and charged LiteLLM's own cost after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+Kind = Literal["chat", "responses", "embedding", "image"]
+
+#: LiteLLM's call types the callback guards, and their kind
+CALL_KINDS: dict[str, Kind] = {
+    "acompletion": "chat",
+    "completion": "chat",
+    "aresponses": "responses",
+    "responses": "responses",
+    "aembedding": "embedding",
+    "embedding": "embedding",
+    "aimage_generation": "image",
+    "image_generation": "image",
+}
+
+#: the request keys that bound a call's output tokens, by kind
+OUTPUT_BOUNDS: dict[Kind, tuple[str, ...]] = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "embedding": (),
+    "image": (),
+}
+
+
+def call_kind(call_type: object) -> Kind | None:
+    """The kind of a LiteLLM call type (an enum or its value); ``None`` when
+    the callback does not guard it."""
+    return CALL_KINDS.get(str(getattr(call_type, "value", call_type)))
+
+
+def as_int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def field(obj: object, name: str) -> object:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+class Tokens(NamedTuple):
+    """The tokens of a response's usage, in OpenAI's convention (cached and
+    cache-write tokens are part of ``input``, reasoning part of ``output``)."""
+
+    input: int
+    output: int
+    cached: int
+    written: int
+    reasoning: int
+
+
+def usage_tokens(usage: object) -> Tokens:
+    """The tokens a ``usage`` reports, whichever API's names it uses."""
+    prompt = as_int(field(usage, "prompt_tokens")) or as_int(
+        field(usage, "input_tokens")
+    )
+    output = as_int(field(usage, "completion_tokens")) or as_int(
+        field(usage, "output_tokens")
+    )
+    input_details = field(usage, "prompt_tokens_details") or field(
+        usage, "input_tokens_details"
+    )
+    output_details = field(usage, "completion_tokens_details") or field(
+        usage, "output_tokens_details"
+    )
+    cached = as_int(field(input_details, "cached_tokens"))
+    written = as_int(field(usage, "cache_creation_input_tokens"))
+    reasoning = as_int(field(output_details, "reasoning_tokens"))
+    # Some providers report the cache tokens beside the prompt, not in it.
+    prompt = max(prompt, cached + written)
+    return Tokens(prompt, output, cached, written, min(reasoning, output))
+
+
+def prompt_of(kind: Kind, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What LiteLLM's ``token_counter`` counts for the call's prompt:
+    ``{"messages": [...]}`` or ``{"text": "..."}``."""
+    if kind == "chat":
+        return {"messages": kwargs.get("messages") or []}
+    source = kwargs.get("input") or ""
+    if isinstance(source, list) and all(isinstance(m, Mapping) for m in source):
+        return {"messages": source}  # Responses API input as messages
+    if isinstance(source, list):
+        return {"text": "\n".join(str(part) for part in source)}
+    return {"text": str(source)}
