@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,19 +47,79 @@ def _default_spool_path() -> Path:
     return Path(state) / "spendgate" / "spool"
 
 
+# A URL's scheme, and what follows it.
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>.*)", re.S)
+# A query parameter whose name says it is a password (?password=, &sslpassword=).
+_QUERY_SECRET = re.compile(r"(?i)([?&;][^=&;#?]*password[^=&;#?]*=)([^&;#]*)")
+# A key/value pair (libpq's "host=h password=secret" form), value quoted or not.
+_KEYWORD_SECRET = re.compile(
+    r"(?i)((?:^|\s)\w*password\w*\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)"
+)
+# Where a parser may cut a password (an unencoded "#", "@", a space...).
+_DELIMITERS = re.compile(r"[#/?@:&;\s'\\]")
+
+
+def _userinfo_end(rest: str) -> int:
+    """Where a URL's user-info ends (the "@" before the host), or -1.
+
+    Passwords are not always percent-encoded (an "@", "#" or "/" in them), so
+    it is taken to run to the last "@": when in doubt (an "@" in the query
+    too) more is redacted, never less.
+    """
+    return rest.rfind("@")
+
+
+def _redact_parts(url: str) -> tuple[str, list[str]]:
+    """``url`` with every password replaced by ``***``, and those passwords."""
+    secrets: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        value = match.group(2)
+        secrets.append(value)
+        if value.startswith("'"):  # libpq quoting: 'it\'s'
+            secrets.append(re.sub(r"\\(.)", r"\1", value.strip("'")))
+        return match.group(1) + "***"
+
+    found = _URL.fullmatch(url)
+    if found is None:  # a key/value DSN, or not a URL at all
+        return _KEYWORD_SECRET.sub(hide, url), secrets
+    rest = found["rest"]
+    end = _userinfo_end(rest)
+    userinfo, host = (rest[:end], rest[end + 1 :]) if end >= 0 else ("", rest)
+    if ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+        secrets.append(password)
+        userinfo = f"{user}:***"
+    host = _QUERY_SECRET.sub(hide, host)
+    return found["scheme"] + (f"{userinfo}@" if end >= 0 else "") + host, secrets
+
+
 def redact_url(url: str | None) -> str:
-    """A URL or DSN with its password replaced by ``***``, for logs and errors."""
+    """A URL or DSN with its passwords replaced by ``***``, for logs and
+    errors: the user-info's (``redis://:secret@h``, also with an unencoded
+    ``#`` or ``@``), query parameters named like ``password`` (``?password=``,
+    ``&sslpassword=``) and key/value pairs (``host=h password=secret``)."""
     if not url:
         return "<none>"
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-    except ValueError:
-        return "<unparseable url>"
+    return _redact_parts(url)[0]
+
+
+def redact_secrets(text: str, url: str | None) -> str:
+    """``text`` (a driver's error message, say) with the passwords of ``url``
+    replaced by ``***``: each whole, percent-decoded, and each piece a parser
+    may have cut it into at a ``#``, ``@``, ``/``... (pieces of one character
+    are left: they give nothing away)."""
+    if not url:
+        return text
+    pieces: set[str] = set()
+    for secret in _redact_parts(url)[1]:
+        for form in (secret, unquote(secret)):
+            pieces.add(form)
+            pieces.update(_DELIMITERS.split(form))
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) > 1:
+            text = text.replace(piece, "***")
+    return text
 
 
 class BudgetConfig(BaseSettings):
