@@ -7,6 +7,8 @@ it, which names the extra to install when it is missing.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from spendgate.config import redact_secrets, redact_url
@@ -37,6 +39,23 @@ def asyncpg_module() -> Any:
             "the Postgres ledger needs asyncpg: pip install 'spendgate[postgres]'"
         ) from None
     return asyncpg
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """``DATABASE_URL``, for the ledger commands, when
+    ``SPENDGATE_POSTGRES_DSN`` is not set (it wins when both are).
+
+    Many platforms and tools (bursar among them) export ``DATABASE_URL``; the
+    ledger commands fall back to it. ``BudgetConfig`` does not read it:
+    a configured DSN also means "a flusher drains the stream" (the stream is
+    then uncapped), which an application's own ``DATABASE_URL`` must not.
+
+    :param environ: the environment; ``os.environ`` when omitted
+    """
+    env = os.environ if environ is None else environ
+    if (env.get("SPENDGATE_POSTGRES_DSN") or "").strip():
+        return None
+    return (env.get("DATABASE_URL") or "").strip() or None
 
 
 def require_dsn(dsn: str | None) -> str:
