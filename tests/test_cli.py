@@ -433,7 +433,7 @@ def test_a_malformed_dsn_is_a_settings_error(
     for argv in (["migrate"], ["report", "stats"], ["flush", "--once"]):
         code, _, err = _run(capsys, *argv)
         assert code == EXIT_USAGE, argv
-        assert "invalid settings: the Postgres DSN" in err
+        assert "invalid settings: invalid Postgres DSN" in err
 
 
 def test_a_malformed_redis_url_is_refused_by_the_ledger_commands(

@@ -4,7 +4,8 @@ How: each test gets a fresh database (``pg_fixtures.pg_dsn``) on the real
 PostgreSQL; the runner is applied once, again, and by several callers at the
 same moment, and the catalog is read back (columns, types, indexes, the
 version table). ``spendgate migrate`` is run as a process with
-``SPENDGATE_POSTGRES_DSN``, and without it, and against a closed port.
+``SPENDGATE_POSTGRES_DSN``, and without it, and against a closed port; the
+``DATABASE_URL`` fallback is read from a given environment.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import asyncpg
 import pytest
 
 from redis_server import free_port
+from spendgate import BudgetConfig
 from spendgate.ledger.migrations import VERSION_TABLE, available, migrate, migrate_dsn
+from spendgate.ledger.pg import database_url
 
 # pg_dsn
 pytest_plugins = ("pg_fixtures",)
@@ -101,10 +104,17 @@ async def test_concurrent_runners_apply_each_version_once(pg_dsn: str) -> None:
     assert count == len(available())
 
 
-def _cli(*args: str, dsn: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDGATE_")}
+def _cli(
+    *args: str, dsn: str | None, **more_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SPENDGATE_") and k != "DATABASE_URL"
+    }
     if dsn is not None:
         env["SPENDGATE_POSTGRES_DSN"] = dsn
+    env.update(more_env)
     return subprocess.run(
         [sys.executable, "-m", "spendgate.cli", *args],
         env=env,
@@ -131,3 +141,34 @@ def test_cli_migrate(pg_dsn: str) -> None:
     down = _cli("migrate", dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     assert down.returncode == 4
     assert "unavailable" in down.stderr
+
+
+async def test_database_url_is_the_fallback_of_spendgate_postgres_dsn(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "postgresql://elsewhere/db"
+    assert database_url({"DATABASE_URL": pg_dsn}) == pg_dsn
+    both = {"DATABASE_URL": pg_dsn, "SPENDGATE_POSTGRES_DSN": other}
+    assert database_url(both) is None  # SPENDGATE_POSTGRES_DSN wins
+    blank = {"DATABASE_URL": pg_dsn, "SPENDGATE_POSTGRES_DSN": " "}
+    assert database_url(blank) == pg_dsn
+    assert database_url({"DATABASE_URL": " "}) is None
+    assert database_url({}) is None
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    found = database_url()
+    assert found == pg_dsn
+    assert [m.name for m in await migrate_dsn(found)] == [m.name for m in available()]
+    # The budget's own settings do not read it: an application's DATABASE_URL
+    # must not uncap the stream as a configured ledger does.
+    config = BudgetConfig()
+    assert config.postgres_dsn is None and config.effective_ledger_maxlen > 0
+
+
+def test_cli_migrate_reads_database_url(pg_dsn: str) -> None:
+    done = _cli("migrate", dsn=None, DATABASE_URL=pg_dsn)
+    assert done.returncode == 0, done.stderr
+    assert "applied 0001_ledger" in done.stdout
+    # SPENDGATE_POSTGRES_DSN wins over it.
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    down = _cli("migrate", dsn=closed, DATABASE_URL=pg_dsn)
+    assert down.returncode == 4

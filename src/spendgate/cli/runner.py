@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from spendgate.cli.printer import fail
-from spendgate.errors import ExitCode, SpendgateError, outcome_of
+from spendgate.errors import ConfigurationError, ExitCode, SpendgateError, outcome_of
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig
@@ -45,9 +45,12 @@ def settings(
     :raise UsageError: when the settings are invalid or lack what is needed
     """
     from spendgate.config import load_config
-    from spendgate.errors import ConfigurationError
+    from spendgate.ledger.pg import database_url
 
     dsn = getattr(args, "dsn", None)
+    if dsn is None and needs_postgres:
+        # bursar's (and many platforms') DATABASE_URL, below ours
+        dsn = database_url()
     overrides = {"postgres_dsn": dsn} if dsn else {}
     try:
         config = load_config(**overrides)
@@ -116,6 +119,8 @@ def run_on_budget(work: Callable[[BudgetManager], Awaitable[int]]) -> int:
 
 def _exit_of(exc: Exception) -> tuple[str, ExitCode] | None:
     """The message and exit code of ``exc``, ``None`` for a bug."""
+    if isinstance(exc, ConfigurationError):  # (its message is redacted)
+        return f"invalid settings: {exc}", ExitCode.USAGE
     dsn_problem = _malformed_dsn(exc)
     if dsn_problem is not None:
         return f"invalid settings: the Postgres DSN: {dsn_problem}", ExitCode.USAGE

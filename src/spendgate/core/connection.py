@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, MaxConnectionsError
 
 from spendgate.config import BudgetConfig, redact_url
-from spendgate.config.redact import scrub
+from spendgate.config.redact import redact_secrets
 from spendgate.errors import ConfigurationError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -128,7 +128,7 @@ def connect(config: BudgetConfig) -> tuple[Redis, bool]:
             )
             client = Redis.from_pool(pool)
         except ValueError as exc:
-            reason = scrub(str(exc), config.redis_url)
+            reason = redact_secrets(str(exc), config.redis_url)
             raise ConfigurationError(
                 f"invalid redis_url {redact_url(config.redis_url)}: {reason}"
             ) from None

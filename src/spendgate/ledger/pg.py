@@ -7,9 +7,11 @@ it, which names the extra to install when it is missing.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from spendgate.config import redact_url
+from spendgate.config import redact_secrets, redact_url
 from spendgate.errors import ConfigurationError, LedgerUnavailableError
 
 if TYPE_CHECKING:
@@ -39,6 +41,23 @@ def asyncpg_module() -> Any:
     return asyncpg
 
 
+def database_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """``DATABASE_URL``, for the ledger commands, when
+    ``SPENDGATE_POSTGRES_DSN`` is not set (it wins when both are).
+
+    Many platforms and tools (bursar among them) export ``DATABASE_URL``; the
+    ledger commands fall back to it. ``BudgetConfig`` does not read it:
+    a configured DSN also means "a flusher drains the stream" (the stream is
+    then uncapped), which an application's own ``DATABASE_URL`` must not.
+
+    :param environ: the environment; ``os.environ`` when omitted
+    """
+    env = os.environ if environ is None else environ
+    if (env.get("SPENDGATE_POSTGRES_DSN") or "").strip():
+        return None
+    return (env.get("DATABASE_URL") or "").strip() or None
+
+
 def require_dsn(dsn: str | None) -> str:
     """``dsn``, or a clear error when no Postgres is configured."""
     if not dsn:
@@ -52,21 +71,43 @@ def require_dsn(dsn: str | None) -> str:
 async def connect(
     dsn: str, *, timeout: float = 10.0, **kwargs: Any
 ) -> asyncpg.Connection:
-    """One asyncpg connection.
+    """One asyncpg connection. No error it raises shows the DSN's password.
 
     :raise LedgerUnavailableError: when the server cannot be reached
+    :raise ConfigurationError: when the DSN cannot be used (malformed, or a
+        key/value DSN, which asyncpg does not read)
     """
     module = asyncpg_module()
     try:
         conn: asyncpg.Connection = await module.connect(dsn, timeout=timeout, **kwargs)
     except Exception as exc:
-        if is_unavailable(exc):
-            raise LedgerUnavailableError(
-                f"Postgres at {redact_url(dsn)} is unavailable: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        raise
+        error = _redacted_error(exc, dsn, module)
+        if error is None:
+            raise  # the driver's own error (a refused login...), nothing secret
+        # A traceback prints the cause's message too: chained only when clean.
+        clean = redact_secrets(str(exc), dsn) == str(exc)
+        raise error from (exc if clean and error is not exc else None)
     return conn
+
+
+def _redacted_error(exc: Exception, dsn: str, module: Any) -> Exception | None:
+    """What to raise for ``exc``, a failure to connect to ``dsn``, with the
+    DSN's passwords taken out of its message; ``None``: ``exc`` as it is."""
+    message = redact_secrets(str(exc), dsn)
+    detail = f"{type(exc).__name__}: {message}"
+    if isinstance(exc, module.ClientConfigurationError | ValueError):
+        hint = "" if "://" in dsn else " (use postgresql://user:password@host/db)"
+        return ConfigurationError(
+            f"invalid Postgres DSN {redact_url(dsn)}{hint}: {detail}"
+        )
+    if is_unavailable(exc):
+        return LedgerUnavailableError(
+            f"Postgres at {redact_url(dsn)} is unavailable: {detail}"
+        )
+    if message != str(exc):
+        exc.args = (message,)  # the same error, its type kept for the caller
+        return exc
+    return None
 
 
 def is_unavailable(exc: BaseException) -> bool:
