@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, real_redis_available, service_missing
@@ -637,3 +638,24 @@ def test_entry_point_in_a_subprocess(prefix: str) -> None:
     body = json.loads(result.stdout)
     assert body["user_id"] == "bob"
     assert body["scopes"]["user"]["daily"]["limit"] == "10"
+
+
+def test_log_path_also_gets_the_log_lines(
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """coreason's LOG_PATH (and log_path): the command's lines go there too."""
+    log = tmp_path / "budget.log"
+    monkeypatch.setenv("COREASON_BUDGET_LOG_PATH", str(log))
+    from spendgate.cli import logs
+
+    try:
+        code, _, _ = _run(capsys, "--log-level", "info", "usage", "ada")
+        assert code == EXIT_OK
+        assert "using Redis at" in log.read_text()
+    finally:
+        for handler in logs._handlers:
+            logger.remove(handler)
+        logs._handlers.clear()

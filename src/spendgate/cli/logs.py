@@ -7,12 +7,14 @@ would print everything down to DEBUG. ``serve`` logs at ``info`` by default
 (a service's start, stop and outages belong in its log), ``demo`` at
 ``error``, the other commands at ``warning``, so a data command prints its
 data, not "using Redis at ...". A command's parser names its own default
-(``log_level_default``).
+(``log_level_default``). With ``log_path`` set, the lines also go to
+that file (coreason-budget's ``LOG_PATH``).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from loguru import logger
 
@@ -26,24 +28,38 @@ DEFAULT = "warning"
 LOG_LEVEL_ENV = "SPENDGATE_SERVE_LOG_LEVEL"
 
 _FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {message}"
-#: the handler this module added (replaced when the level is set again)
-_handler: int | None = None
+#: the handlers this module added (replaced when the level is set again)
+_handlers: list[int] = []
 
 
 def configure(level: str) -> None:
     """Send spendgate's log lines at ``level`` and above to stderr, and
     nothing else loguru's default handler would have printed."""
-    global _handler
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
-    for handler in (0, _handler):  # 0: loguru's default stderr handler
-        if handler is not None:
-            try:
-                logger.remove(handler)
-            except ValueError:
-                pass  # already removed
-    _handler = logger.add(_to_stderr, level=level.upper(), format=_FORMAT)
+    for handler in (0, *_handlers):  # 0: loguru's default stderr handler
+        try:
+            logger.remove(handler)
+        except ValueError:
+            pass  # already removed
+    _handlers[:] = [logger.add(_to_stderr, level=level.upper(), format=_FORMAT)]
+    path = _log_path()
+    if path is not None:
+        _handlers.append(logger.add(path, level=level.upper(), format=_FORMAT))
     logger.enable("spendgate")
+
+
+def _log_path() -> Path | None:
+    """``log_path`` of the settings (``SPENDGATE_LOG_PATH``, or coreason's
+    ``COREASON_BUDGET_LOG_PATH``): a file the lines also go to. Settings
+    that do not load are the command's to report, not the log's."""
+    from spendgate.config import load_config
+    from spendgate.errors import ConfigurationError
+
+    try:
+        return load_config().log_path
+    except ConfigurationError:
+        return None
 
 
 def _to_stderr(message: object) -> None:
