@@ -186,6 +186,13 @@ class HealthResponse(BaseModel):
     redis: str
 
 
+class Unhealthy(HealthResponse):
+    """503: Redis is not answering; ``detail`` is worded as coreason-budget's
+    server words it, for callers that match on it."""
+
+    detail: str
+
+
 class CheckResponse(BaseModel):
     status: Literal["allowed"]
     user_id: str
