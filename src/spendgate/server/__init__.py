@@ -12,11 +12,14 @@ Unlike it, this one:
 - reads amounts exactly: JSON numbers are parsed as ``Decimal`` (``0.1`` stays
   ``0.1``), strings are accepted too, and amounts are answered as strings;
 - answers every malformed input with a 4xx: 422 for what does not validate,
-  413 for a body above the size limit.
+  413 for a body above the size limit (64 KiB), 408 for a body that has not
+  arrived in full within 10 s (``BODY_TIMEOUT_SECONDS`` in
+  :mod:`spendgate.server.body`; ``create_app(body_timeout_seconds=...)``);
+- logs a client that disconnects mid-body in one line (no traceback, no 500).
 
-Status codes: 200 ok, 401 no valid key, 409 idempotency conflict or illegal
-lease transition, 413 body too large, 422 invalid input, 429 refused (with
-``Retry-After``), 503 store unavailable.
+Status codes: 200 ok, 401 no valid key, 408 body too slow, 409 idempotency
+conflict or illegal lease transition, 413 body too large, 422 invalid input,
+429 refused (with ``Retry-After``), 503 store unavailable.
 
 Layout: ``app`` (the factory), ``routes/`` (one module per resource),
 ``schemas`` (request and response models), ``errors`` (every error answer,

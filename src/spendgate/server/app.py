@@ -19,7 +19,7 @@ from spendgate.config import BudgetConfig, load_config
 from spendgate.errors import BALANCE_RETRY_AFTER_SECONDS
 from spendgate.manager import BudgetManager
 from spendgate.server.auth import INSECURE_ENV, ApiKeys, authenticate
-from spendgate.server.body import DEFAULT_MAX_BODY_BYTES
+from spendgate.server.body import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES
 from spendgate.server.deps import Clock
 from spendgate.server.errors import install_handlers
 from spendgate.server.metrics import LatencyMiddleware, ServerMetrics
@@ -58,6 +58,7 @@ def create_app(
     api_keys: Sequence[str] | None = None,
     insecure_no_auth: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     clock: Clock | None = None,
 ) -> FastAPI:
     """Build the HTTP app over one budget.
@@ -70,6 +71,8 @@ def create_app(
     :param insecure_no_auth: allow starting without any key: every caller is
         then trusted (logged as a warning). Without it, no keys is an error.
     :param max_body_bytes: larger request bodies are answered with 413
+    :param body_timeout_seconds: a body not received in full within this is
+        answered with 408 and the connection closed
     :param clock: the clock ``Retry-After`` is counted from; defaults to the
         system clock (tests pass the budget's clock)
     :raise ConfigurationError: no API key is configured and
@@ -105,6 +108,7 @@ def create_app(
     app.state.metrics = ServerMetrics()
     app.state.clock = clock or (lambda: datetime.now(UTC))
     app.state.max_body_bytes = max_body_bytes
+    app.state.body_timeout_seconds = body_timeout_seconds
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
     install_handlers(app)
     for router in PUBLIC:

@@ -2,12 +2,16 @@
 
 The routes read their bodies here rather than through FastAPI's body
 parameters: JSON numbers must become ``Decimal`` (``0.1`` stays ``0.1``), the
-size limit holds while the body streams in, and every failure is a 4xx
-:class:`~spendgate.server.errors.RequestProblem`.
+size limit holds while the body streams in, the whole body must arrive within
+the app's ``body_timeout_seconds`` (:data:`BODY_TIMEOUT_SECONDS` by default),
+and every failure is a 4xx :class:`~spendgate.server.errors.RequestProblem`.
+A client that disconnects mid-body raises Starlette's ``ClientDisconnect``,
+which :mod:`spendgate.server.errors` logs in one line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -17,11 +21,16 @@ from pydantic import BaseModel, ValidationError
 
 from spendgate.server.errors import RequestProblem, field_errors, summary
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "read_body"]
+__all__ = ["BODY_TIMEOUT_SECONDS", "DEFAULT_MAX_BODY_BYTES", "read_body"]
 
 #: the largest request body accepted, in bytes (the default metadata limit is
 #: 8 KiB; ids are at most 512 characters by default)
 DEFAULT_MAX_BODY_BYTES = 65_536
+#: the longest a whole request body may take to arrive, in seconds. Callers
+#: are services sending at most 64 KiB, in milliseconds; a body still partial
+#: after this is a stalled or hostile client holding a connection (and a
+#: worker's memory) open, answered 408 and disconnected.
+BODY_TIMEOUT_SECONDS = 10.0
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,10 +56,23 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
 async def read_body(request: Request, model: type[M]) -> M:
     """The body of ``request`` as a ``model``.
 
-    :raise RequestProblem: 413 above the app's ``max_body_bytes``; 422 for an
+    :raise RequestProblem: 413 above the app's ``max_body_bytes``; 408 when
+        the body has not arrived within ``body_timeout_seconds``; 422 for an
         empty body, invalid JSON, not an object, or what ``model`` refuses
+    :raise ClientDisconnect: the client went away before the whole body came
     """
-    raw = await _read_bounded(request, request.app.state.max_body_bytes)
+    state = request.app.state
+    try:
+        async with asyncio.timeout(state.body_timeout_seconds):
+            raw = await _read_bounded(request, state.max_body_bytes)
+    except TimeoutError:
+        raise RequestProblem(
+            408,
+            f"request body not received within {state.body_timeout_seconds:g} s",
+            # The rest of the body may still come: the connection cannot
+            # carry another request, so the server closes it.
+            headers={"Connection": "close"},
+        ) from None
     if not raw.strip():
         raise RequestProblem(422, "request body is empty: a JSON object is expected")
     try:

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from spendgate.errors import (
     UNEXPECTED,
@@ -59,12 +60,17 @@ class RequestProblem(Exception):
     """An answer with a 4xx status and a :class:`Problem` body."""
 
     def __init__(
-        self, status_code: int, detail: str, errors: list[dict[str, Any]] | None = None
+        self,
+        status_code: int,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
 
 def server_outcome(exc: BaseException) -> Outcome:
@@ -116,8 +122,21 @@ def summary(errors: list[dict[str, Any]]) -> str:
 
 async def on_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestProblem)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return problem(exc.status_code, exc.detail, exc.errors, headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem(exc.status_code, exc.detail, exc.errors, headers or None)
+
+
+async def on_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-body: one log line, not a traceback. The
+    answer reaches nobody; 499 is nginx's "client closed request"."""
+    logger.info(
+        "spendgate server: client disconnected before sending the whole body of {} {}",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=499)
 
 
 async def on_request_validation(request: Request, exc: Exception) -> Response:
@@ -179,6 +198,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 def install_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``: every error becomes a JSON answer."""
     app.add_exception_handler(RequestProblem, on_problem)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(SpendgateError, on_spendgate_error)

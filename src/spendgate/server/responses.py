@@ -44,6 +44,7 @@ class SafeJSONResponse(JSONResponse):
 #: the error statuses most operations share
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no valid API key"},
+    408: {"model": Problem, "description": "the body did not arrive in time"},
     413: {"model": Problem, "description": "the body is above the size limit"},
     422: {"model": Problem, "description": "invalid input"},
     503: {"model": Problem, "description": "the budget store did not answer"},

@@ -27,7 +27,7 @@ router = APIRouter()
 @router.post(
     "/check",
     response_model=CheckResponse,
-    responses=responses(401, 413, 422, 503, _429=REFUSED),
+    responses=responses(401, 408, 413, 422, 503, _429=REFUSED),
     openapi_extra=request_body(CheckRequest),
     tags=["coreason-compatible"],
 )
@@ -48,7 +48,7 @@ async def check(request: Request) -> CheckResponse:
 @router.post(
     "/v1/reserve",
     response_model=LeaseResponse,
-    responses=responses(401, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
     openapi_extra=request_body(ReserveRequest),
     tags=["leases"],
 )

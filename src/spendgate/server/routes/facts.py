@@ -22,7 +22,7 @@ router = APIRouter()
 @router.post(
     "/spend",
     response_model=SpendResponse,
-    responses=responses(401, 413, 422, 503, _409=CONFLICT),
+    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT),
     openapi_extra=request_body(SpendRequest),
     tags=["coreason-compatible"],
 )
@@ -48,7 +48,7 @@ async def spend(request: Request) -> SpendResponse:
 @router.post(
     "/v1/credits",
     response_model=CreditsResponse,
-    responses=responses(401, 413, 422, 503, _409=CONFLICT),
+    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT),
     openapi_extra=request_body(CreditsRequest),
     tags=["operators"],
 )

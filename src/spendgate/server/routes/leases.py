@@ -21,7 +21,7 @@ router = APIRouter()
 @router.post(
     "/v1/settle",
     response_model=SettleResponse,
-    responses=responses(401, 413, 422, 503, _409=LEASE_CONFLICT),
+    responses=responses(401, 408, 413, 422, 503, _409=LEASE_CONFLICT),
     openapi_extra=request_body(SettleRequest),
     tags=["leases"],
 )
@@ -41,7 +41,7 @@ async def settle(request: Request) -> SettleResponse:
 @router.post(
     "/v1/release",
     response_model=ReleaseResponse,
-    responses=responses(401, 413, 422, 503, _409=LEASE_CONFLICT),
+    responses=responses(401, 408, 413, 422, 503, _409=LEASE_CONFLICT),
     openapi_extra=request_body(ReleaseRequest),
     tags=["leases"],
 )

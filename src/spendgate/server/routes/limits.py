@@ -44,7 +44,7 @@ async def get_limits(
 @router.put(
     "/v1/limits/{scope}/{scope_id:path}",
     response_model=LimitsResponse,
-    responses=responses(401, 413, 422, 503),
+    responses=responses(401, 408, 413, 422, 503),
     openapi_extra=request_body(LimitsRequest),
     tags=["operators"],
 )
