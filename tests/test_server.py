@@ -608,7 +608,17 @@ async def test_redis_down_fails_closed_with_503(tmp_path: Path) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         health = await client.get("/health")
         assert health.status_code == 503
-        assert health.json() == {"status": "unhealthy", "redis": "disconnected"}
+        assert health.json() == {
+            "status": "unhealthy",
+            "redis": "disconnected",
+            # coreason-budget's wording: its callers match on it
+            "detail": "Redis connection failed",
+        }
+        document = (await client.get("/openapi.json", headers=AUTH)).json()
+        documented = document["paths"]["/health"]["get"]["responses"]["503"]
+        ref = documented["content"]["application/json"]["schema"]["$ref"]
+        schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(schema["required"]) == set(health.json())
         for url, body in [
             ("/check", {"user_id": "u"}),
             ("/v1/reserve", {"user_id": "u", "amount": 1}),

@@ -32,7 +32,9 @@ Metrics:
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import time
+from collections.abc import Awaitable, MutableMapping
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,9 +45,36 @@ from prometheus_client import (
     generate_latest,
 )
 
+from spendgate.errors import (
+    BudgetExceededError,
+    BudgetUnavailableError,
+    IdempotencyConflictError,
+    LeaseStateError,
+    SpendgateError,
+    SpoolFullError,
+    outcome_of,
+)
 from spendgate.manager import BudgetManager
+from spendgate.models import SpendRecord
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LatencyMiddleware", "ServerMetrics"]
+
+T = TypeVar("T")
+
+#: the errors an admission decision (``/check``, ``/v1/reserve``) and a fact
+#: are counted under, with their label in :data:`spendgate.errors.OUTCOMES`;
+#: any other error of spendgate's counts as ``invalid``, the label dashboards
+#: have always seen for it
+DECISION_ERRORS: tuple[type[SpendgateError], ...] = (
+    BudgetExceededError,  # and BudgetUnavailableError, its subclass
+    IdempotencyConflictError,
+)
+FACT_ERRORS: tuple[type[SpendgateError], ...] = (
+    BudgetUnavailableError,
+    SpoolFullError,
+    IdempotencyConflictError,
+    LeaseStateError,
+)
 
 # The hot path answers in well under a millisecond on a local Redis, so the
 # buckets start at 250 us; the top ones catch timeouts (0.25 s by default).
@@ -139,6 +168,39 @@ class ServerMetrics:
         """Count one fact."""
         self.facts.labels(endpoint, outcome).inc()
 
+    async def admit(self, endpoint: str, call: Awaitable[T]) -> T:
+        """Await an admission and count its decision (``allowed``, or the
+        error's label); the error, if any, is raised again."""
+        try:
+            result = await call
+        except SpendgateError as exc:
+            label = _label(exc, DECISION_ERRORS)
+            if label == "refused" and isinstance(exc, BudgetExceededError):
+                self.decision(endpoint, label, exc.scope, exc.window)
+            else:
+                self.decision(endpoint, label)
+            raise
+        self.decision(endpoint, "allowed")
+        return result
+
+    async def record(self, endpoint: str, call: Awaitable[SpendRecord]) -> SpendRecord:
+        """Await a fact and count it (``recorded``, ``replayed``, ``spooled``,
+        or the error's label); the error, if any, is raised again."""
+        try:
+            result = await call
+        except SpendgateError as exc:
+            self.fact(endpoint, _label(exc, FACT_ERRORS))
+            raise
+        outcome = (
+            "spooled"
+            if result.spooled
+            else "replayed"
+            if result.replayed
+            else "recorded"
+        )
+        self.fact(endpoint, outcome)
+        return result
+
     async def render(self, budget: BudgetManager) -> bytes:
         """Refresh the gauges read from the store and the spool, then render.
 
@@ -162,6 +224,36 @@ class ServerMetrics:
             for name in ("closed", "open", "half_open"):
                 self.breaker.labels(name).set(1 if state == name else 0)
         return generate_latest(self.registry)
+
+
+def _label(exc: SpendgateError, counted: tuple[type[SpendgateError], ...]) -> str:
+    return outcome_of(exc).metric if isinstance(exc, counted) else "invalid"
+
+
+def _route_of(scope: MutableMapping[str, Any]) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class LatencyMiddleware:
+    """Times every request into the latency histogram, by route template."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.metrics.latency.labels(
+                _route_of(scope), scope.get("method", "")
+            ).observe(time.perf_counter() - started)
 
 
 async def spool_stats(budget: BudgetManager) -> dict[str, Any] | None:

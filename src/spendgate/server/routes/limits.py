@@ -1,0 +1,78 @@
+"""``/v1/limits/{scope}/{scope_id}``: read, override (``PUT``) and drop
+(``DELETE``) the caps of one user, project or the global scope."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request
+
+from spendgate.manager import UNSET
+from spendgate.server.body import read_body
+from spendgate.server.deps import budget_of
+from spendgate.server.responses import request_body, responses
+from spendgate.server.schemas import LimitsRequest, LimitsResponse
+
+router = APIRouter()
+
+ScopePath = Annotated[
+    Literal["user", "project", "global"], Path(description="the scope")
+]
+ScopeIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        description="the user or project id (anything, e.g. '-', for global)",
+    ),
+]
+
+
+@router.get(
+    "/v1/limits/{scope}/{scope_id:path}",
+    response_model=LimitsResponse,
+    responses=responses(401, 422, 503),
+    tags=["operators"],
+)
+async def get_limits(
+    scope: ScopePath, scope_id: ScopeIdPath, request: Request
+) -> LimitsResponse:
+    """The caps in force for one entity, and which are per-entity overrides."""
+    limits = await budget_of(request).set_limits(scope, scope_id)  # a read
+    return LimitsResponse.of(limits)
+
+
+@router.put(
+    "/v1/limits/{scope}/{scope_id:path}",
+    response_model=LimitsResponse,
+    responses=responses(401, 408, 413, 422, 503),
+    openapi_extra=request_body(LimitsRequest),
+    tags=["operators"],
+)
+async def put_limits(
+    scope: ScopePath, scope_id: ScopeIdPath, request: Request
+) -> LimitsResponse:
+    """Override an entity's caps, effective on the next call: a field left
+    out keeps its value, ``null`` removes the cap."""
+    req = await read_body(request, LimitsRequest)
+    given = req.model_fields_set
+    limits = await budget_of(request).set_limits(
+        scope,
+        scope_id,
+        daily=req.daily if "daily" in given else UNSET,
+        monthly=req.monthly if "monthly" in given else UNSET,
+    )
+    return LimitsResponse.of(limits)
+
+
+@router.delete(
+    "/v1/limits/{scope}/{scope_id:path}",
+    response_model=LimitsResponse,
+    responses=responses(401, 422, 503),
+    tags=["operators"],
+)
+async def delete_limits(
+    scope: ScopePath, scope_id: ScopeIdPath, request: Request
+) -> LimitsResponse:
+    """Drop an entity's overrides: it follows the configured defaults again."""
+    limits = await budget_of(request).clear_limits(scope, scope_id)
+    return LimitsResponse.of(limits)

@@ -1,0 +1,39 @@
+"""``GET /v1/usage/{user_id}``: what a user (and a project) spent, hold and
+may still spend, per scope."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from spendgate.server.deps import budget_of
+from spendgate.server.responses import responses
+from spendgate.server.schemas import ScopeBody, UsageResponse
+
+router = APIRouter()
+
+UserIdPath = Annotated[str, Path(min_length=1, description="the user id")]
+ProjectQuery = Annotated[
+    str | None, Query(min_length=1, description="also report this project")
+]
+
+
+@router.get(
+    "/v1/usage/{user_id:path}",
+    response_model=UsageResponse,
+    responses=responses(401, 422, 503),
+    tags=["operators"],
+)
+async def usage(
+    request: Request, user_id: UserIdPath, project_id: ProjectQuery = None
+) -> UsageResponse:
+    """Spent, held, caps, what remains and the balance, per scope."""
+    budget = budget_of(request)
+    scopes = await budget.get_usage(user_id, project_id)
+    return UsageResponse(
+        user_id=user_id,
+        project_id=project_id,
+        unit=budget.config.unit,
+        scopes={name: ScopeBody.of(s) for name, s in scopes.items()},
+    )

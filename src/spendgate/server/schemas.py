@@ -1,0 +1,383 @@
+"""What the HTTP service reads and answers: the request and response models.
+
+The request models validate bodies (strictly: no coercion, no unknown
+fields); the response models are each route's ``response_model`` and are
+built from the budget's results by their ``of`` constructors, so an answer
+cannot drift from the OpenAPI document. Amounts are answered as exact decimal
+strings, instants as ISO 8601 strings.
+
+The classes' docstrings are their descriptions in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from spendgate.core.money import MAX_AMOUNT, to_decimal
+from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+
+# -- field types ---------------------------------------------------------------------
+
+
+def _exact_amount(value: object) -> Decimal:
+    # JSON numbers arrive as Decimal (the body is parsed with parse_float=Decimal)
+    # or int; strings are read by the same rules as the Python API.
+    return to_decimal(value)
+
+
+#: an amount: a JSON number or a decimal string, read exactly
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_exact_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT)},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,12})?$"},
+            ],
+            "description": "an exact amount: a JSON number or a decimal string, "
+            f"0 to {MAX_AMOUNT}",
+        }
+    ),
+]
+
+
+def _not_blank(value: str) -> str:
+    if value.isspace():
+        raise ValueError("must not be blank")
+    return value
+
+
+#: an opaque id: any string with a non-space character (the configured
+#: ``max_id_length`` is checked by the budget)
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(_not_blank),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"\S"}),
+]
+ModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(_not_blank),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
+    ),
+]
+Metadata = dict[str, Any]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+class CheckRequest(BaseModel):
+    """``POST /check``: may this user spend ``estimated_cost`` now?"""
+
+    model_config = _STRICT
+    user_id: Id
+    project_id: Id | None = None
+    estimated_cost: Amount = Decimal(0)
+
+
+class SpendRequest(BaseModel):
+    """``POST /spend``: record money already spent (a fact)."""
+
+    model_config = _STRICT
+    user_id: Id
+    cost: Amount
+    project_id: Id | None = None
+    model: ModelName | None = None
+    idempotency_key: Id | None = None
+    metadata: Metadata | None = None
+
+
+class ReserveRequest(BaseModel):
+    """``POST /v1/reserve``: hold ``amount`` until settled, released or expired."""
+
+    model_config = _STRICT
+    user_id: Id
+    amount: Amount
+    project_id: Id | None = None
+    ttl_seconds: Annotated[int, Field(gt=0, le=7 * 86400)] | None = None
+    idempotency_key: Id | None = None
+
+
+class SettleRequest(BaseModel):
+    """``POST /v1/settle``: charge a lease's actual cost."""
+
+    model_config = _STRICT
+    lease_id: Id
+    actual_cost: Amount
+    model: ModelName | None = None
+    metadata: Metadata | None = None
+
+
+class ReleaseRequest(BaseModel):
+    """``POST /v1/release``: void a lease."""
+
+    model_config = _STRICT
+    lease_id: Id
+
+
+class CreditsRequest(BaseModel):
+    """``POST /v1/credits``: add prepaid credits to a user's balance."""
+
+    model_config = _STRICT
+    user_id: Id
+    amount: Amount
+    idempotency_key: Id | None = None
+    metadata: Metadata | None = None
+
+
+class LimitsRequest(BaseModel):
+    """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
+    ``null`` removes the cap, an amount sets it."""
+
+    model_config = _STRICT
+    daily: Amount | None = None
+    monthly: Amount | None = None
+
+
+# -- responses (no docstrings where the document has no description) ----------------
+
+
+class Problem(BaseModel):
+    """An error: what went wrong, and per field for invalid input."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class Refusal(BaseModel):
+    """429: the request would pass a cap or the balance."""
+
+    status: Literal["refused"]
+    detail: str
+    scope: str | None
+    scope_id: str | None
+    window: str | None
+    limit: str | None
+    spent: str | None
+    held: str | None
+    requested: str | None
+    resets_at: str | None
+    retry_after_seconds: int
+
+
+class HealthResponse(BaseModel):
+    status: str
+    redis: str
+
+
+class Unhealthy(HealthResponse):
+    """503: Redis is not answering; ``detail`` is worded as coreason-budget's
+    server words it, for callers that match on it."""
+
+    detail: str
+
+
+class CheckResponse(BaseModel):
+    status: Literal["allowed"]
+    user_id: str
+    project_id: str | None
+    #: the smallest amount left over every capped window and balance
+    remaining: str | None
+
+    @classmethod
+    def of(
+        cls, user_id: str, project_id: str | None, remaining: Decimal | None
+    ) -> CheckResponse:
+        return cls(
+            status="allowed",
+            user_id=user_id,
+            project_id=project_id,
+            remaining=_money(remaining),
+        )
+
+
+class SpendResponse(BaseModel):
+    status: Literal["recorded"]
+    entry_id: str
+    replayed: bool
+    spooled: bool
+    user_id: str
+    project_id: str | None
+    model: str | None
+    amount: str
+    occurred_at: str
+
+    @classmethod
+    def of(cls, record: SpendRecord) -> SpendResponse:
+        return cls(
+            status="recorded",
+            entry_id=record.entry_id,
+            replayed=record.replayed,
+            spooled=record.spooled,
+            user_id=record.user_id,
+            project_id=record.project_id,
+            model=record.model,
+            amount=str(record.amount),
+            occurred_at=record.occurred_at.isoformat(),
+        )
+
+
+class LeaseResponse(BaseModel):
+    lease_id: str
+    expires_at: str
+    amount: str
+    user_id: str
+    project_id: str | None
+    replayed: bool
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseResponse:
+        return cls(
+            lease_id=lease.id,
+            expires_at=lease.expires_at.isoformat(),
+            amount=str(lease.amount),
+            user_id=lease.user_id,
+            project_id=lease.project_id,
+            replayed=lease.replayed,
+        )
+
+
+class SettleResponse(BaseModel):
+    status: Literal["settled"]
+    entry_id: str
+    lease_id: str | None
+    replayed: bool
+    spooled: bool
+    late: bool
+    amount: str
+    estimate: str | None
+    user_id: str
+    project_id: str | None
+    model: str | None
+    occurred_at: str
+
+    @classmethod
+    def of(cls, record: SpendRecord) -> SettleResponse:
+        return cls(
+            status="settled",
+            entry_id=record.entry_id,
+            lease_id=record.lease_id,
+            replayed=record.replayed,
+            spooled=record.spooled,
+            late=record.late,
+            amount=str(record.amount),
+            estimate=_money(record.estimate),
+            user_id=record.user_id,
+            project_id=record.project_id,
+            model=record.model,
+            occurred_at=record.occurred_at.isoformat(),
+        )
+
+
+class ReleaseResponse(BaseModel):
+    status: Literal["released"]
+    lease_id: str
+    #: false when the hold had already been released or had expired
+    released: bool
+
+
+class CreditsResponse(BaseModel):
+    status: Literal["credited"]
+    entry_id: str
+    replayed: bool
+    spooled: bool
+    user_id: str
+    amount: str
+    balance: str | None
+    occurred_at: str
+
+    @classmethod
+    def of(cls, record: SpendRecord) -> CreditsResponse:
+        return cls(
+            status="credited",
+            entry_id=record.entry_id,
+            replayed=record.replayed,
+            spooled=record.spooled,
+            user_id=record.user_id,
+            amount=str(record.amount),
+            balance=_money(record.balance),
+            occurred_at=record.occurred_at.isoformat(),
+        )
+
+
+class WindowBody(BaseModel):
+    spent: str
+    held: str
+    limit: str | None
+    remaining: str | None
+    resets_at: str
+
+    @classmethod
+    def of(cls, window: WindowUsage) -> WindowBody:
+        return cls(
+            spent=str(window.spent),
+            held=str(window.held),
+            limit=_money(window.limit),
+            remaining=_money(window.remaining),
+            resets_at=window.resets_at.isoformat(),
+        )
+
+
+class ScopeBody(BaseModel):
+    scope_id: str | None
+    held: str
+    balance: str | None
+    daily: WindowBody
+    monthly: WindowBody
+
+    @classmethod
+    def of(cls, usage: ScopeUsage) -> ScopeBody:
+        return cls(
+            scope_id=usage.scope_id,
+            held=str(usage.held),
+            balance=_money(usage.balance),
+            daily=WindowBody.of(usage.daily),
+            monthly=WindowBody.of(usage.monthly),
+        )
+
+
+class UsageResponse(BaseModel):
+    user_id: str
+    project_id: str | None
+    unit: str
+    scopes: dict[str, ScopeBody]
+
+
+class LimitsResponse(BaseModel):
+    scope: str
+    scope_id: str | None
+    daily: str | None
+    monthly: str | None
+    #: windows with a per-entity override (the others follow the defaults)
+    overridden: list[str]
+
+    @classmethod
+    def of(cls, limits: Limits) -> LimitsResponse:
+        return cls(
+            scope=limits.scope,
+            scope_id=limits.scope_id,
+            daily=_money(limits.daily),
+            monthly=_money(limits.monthly),
+            overridden=sorted(limits.overridden),
+        )
