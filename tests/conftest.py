@@ -69,6 +69,8 @@ def _no_spendgate_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "SPENDGATE_TEST_"
         ):
             monkeypatch.delenv(name)
+    # (the ledger commands fall back to it)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
 class FakeClock:
