@@ -4,11 +4,13 @@
 
     SpendgateError
     ├── BudgetExceededError          admission refused: over a cap or the balance
-    │   └── BudgetUnavailableError   admission refused: the store did not answer
+    │   ├── BudgetUnavailableError   admission refused: the store did not answer
+    │   └── InsufficientCreditsError deduct refused: allowance + balance too low
     ├── InvalidArgumentError         (also ValueError) an argument that is not valid
     │   ├── InvalidAmountError       NaN, infinities, negatives, bools, too large...
     │   ├── InvalidIdError           empty, blank or over-long ids and keys
-    │   └── UnknownModelError        (also LookupError) a model nothing prices
+    │   ├── UnknownModelError        (also LookupError) a model nothing prices
+    │   └── ExpressionError          a pricing expression failed on this usage
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition
@@ -16,6 +18,7 @@
     ├── StorageError                 Redis answered with an unexpected error (a bug)
     ├── LedgerUnavailableError       Postgres could not be reached
     ├── ConfigurationError           (also ValueError) invalid settings
+    │   └── PricingConfigError       a price book that does not load
     └── PoisonEntryError             (also ValueError) a ledger entry that cannot
                                      become a row
 
@@ -182,6 +185,20 @@ class UnknownModelError(InvalidArgumentError, LookupError):
         super().__init__(f"{message}: {reason}" if reason else message)
 
 
+class ExpressionError(InvalidArgumentError):
+    """A pricing expression could not be evaluated for this usage: division
+    or modulo by zero, a non-finite or out-of-range result.
+
+    :param expression: the expression's text
+    :param reason: what went wrong
+    """
+
+    def __init__(self, expression: str, reason: str) -> None:
+        self.expression = expression
+        self.reason = reason
+        super().__init__(f"pricing expression {expression!r}: {reason}")
+
+
 class InvalidIdTypeError(SpendgateError, TypeError):
     """An id that is not a ``str``."""
 
@@ -219,6 +236,40 @@ class StorageError(SpendgateError):
 
 class ConfigurationError(SpendgateError, ValueError):
     """Invalid or inconsistent settings."""
+
+
+class PricingConfigError(ConfigurationError):
+    """A price book that does not load: a malformed document, or an
+    expression outside the allowed subset (found when it is loaded, never
+    when a charge is priced).
+
+    :param reason: what is wrong
+    :param expression: the offending expression, when one is
+    :param position: where in it (``line:column``, 1-based), when known
+    :param where: where the expression sits in the book (``models.gpt-4o``)
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        expression: str | None = None,
+        position: str | None = None,
+        where: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.expression = expression
+        self.position = position
+        self.where = where
+        text = reason
+        if expression is not None:
+            at = f" at {position}" if position else ""
+            text = f"{reason} in {expression!r}{at}"
+        super().__init__(f"{where}: {text}" if where else text)
+
+
+class InsufficientCreditsError(BudgetExceededError):
+    """``deduct`` refused: the allowance and the balance cannot cover the
+    charge above the ``min_balance`` floor (``window == "balance"``)."""
 
 
 class LedgerUnavailableError(SpendgateError):
@@ -269,6 +320,7 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (StorageError, Outcome(503, ExitCode.FAILURE, "storage")),
     (IdempotencyConflictError, Outcome(409, ExitCode.USAGE, "conflict")),
     (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
+    (PricingConfigError, Outcome(422, ExitCode.USAGE, "invalid")),
     (ConfigurationError, Outcome(500, ExitCode.USAGE, "configuration")),
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
     (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),
