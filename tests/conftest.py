@@ -112,9 +112,14 @@ async def redis_client(backend: str) -> AsyncIterator[aioredis.Redis]:
         reason = real_redis_available()
         if reason:
             service_missing("Redis", reason)
-        client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        # (a pool as large as the library's own default: tests fire 200 calls at once)
+        client = aioredis.Redis.from_url(
+            REDIS_URL, socket_timeout=5, max_connections=512
+        )
     else:
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        client = fakeredis.FakeAsyncRedis(
+            server=fakeredis.FakeServer(), max_connections=512
+        )
     yield client
     await client.aclose()
 

@@ -15,7 +15,13 @@ from decimal import Decimal
 import pytest
 
 from conftest import MakeBudget
-from spendgate import BudgetExceededError, IdempotencyConflictError, Lease
+from spendgate import (
+    BudgetConfig,
+    BudgetExceededError,
+    BudgetManager,
+    IdempotencyConflictError,
+    Lease,
+)
 
 
 async def _try_reserve(budget, user: str, project: str | None) -> Lease | None:  # type: ignore[no-untyped-def]
@@ -143,3 +149,15 @@ async def test_same_key_across_operations_conflicts(make_budget: MakeBudget) -> 
         await budget.add_credits("alice", "1", idempotency_key="shared")
     with pytest.raises(IdempotencyConflictError):
         await budget.reserve("alice", "1", idempotency_key="shared")
+
+
+async def test_the_embedded_store_takes_a_burst_above_a_hundred_calls() -> None:
+    """redis-py caps a pool at 100 connections by default: the embedded
+    store's must not turn the 101st concurrent call into an outage."""
+    async with BudgetManager(BudgetConfig(key_prefix=f"burst{id(object())}")) as budget:
+        results = await asyncio.gather(
+            *(budget.record_spend(f"u{i}", "0.01") for i in range(300)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert (await budget.get_usage("u0"))["global"].daily.spent == Decimal("3")

@@ -154,5 +154,9 @@ def embedded_client() -> Redis:
             "store (fakeredis); budgets are lost when this process exits. "
             "Set SPENDGATE_REDIS_URL for production."
         )
-    client: Redis = fakeredis.FakeAsyncRedis(server=_embedded_server)
+    # Its "connections" are in-process objects: a burst of concurrent calls
+    # must not meet redis-py's default cap of 100 (an "unavailable" store).
+    client: Redis = fakeredis.FakeAsyncRedis(
+        server=_embedded_server, max_connections=100_000
+    )
     return client
