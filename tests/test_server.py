@@ -288,7 +288,8 @@ async def test_json_numbers_are_read_exactly(make_client: MakeClient) -> None:
     assert response.json()["amount"] == "1.000001"
     for cost in (0.1, 0.2):
         await client.post("/spend", json={"user_id": "u", "cost": cost}, headers=AUTH)
-    await client.post("/spend", json={"user_id": "u", "cost": "1e-7"}, headers=AUTH)
+    # 1e-7 as a JSON number: a string amount is plain decimal digits only
+    await client.post("/spend", json={"user_id": "u", "cost": 1e-7}, headers=AUTH)
     usage = await client.get("/v1/usage/u", headers=AUTH)
     assert usage.json()["scopes"]["user"]["daily"]["spent"] == "1.300002"
 

@@ -85,7 +85,26 @@ def create_app(
         budget, owned = BudgetManager(config), True
     keys = api_keys if api_keys is not None else budget.config.api_key_list()
     accepted = ApiKeys(keys, insecure_no_auth=insecure_no_auth)
-    app = FastAPI(
+    app = _bare_app()
+    app.state.api_keys = accepted
+    app.state.budget = budget
+    app.state.owns_budget = owned
+    app.state.metrics = ServerMetrics()
+    app.state.clock = clock or (lambda: datetime.now(UTC))
+    app.state.max_body_bytes = max_body_bytes
+    app.state.body_timeout_seconds = body_timeout_seconds
+    app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
+    install_handlers(app)
+    for router in PUBLIC:
+        app.include_router(router)
+    for router in AUTHENTICATED:
+        app.include_router(router, dependencies=[Depends(authenticate)])
+    return app
+
+
+def _bare_app() -> FastAPI:
+    """The FastAPI object: the document's title, the lifespan, JSON answers."""
+    return FastAPI(
         title="spendgate",
         summary="Budget guard for LLM calls: admission, leases, facts, usage, limits.",
         description=(
@@ -102,20 +121,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.api_keys = accepted
-    app.state.budget = budget
-    app.state.owns_budget = owned
-    app.state.metrics = ServerMetrics()
-    app.state.clock = clock or (lambda: datetime.now(UTC))
-    app.state.max_body_bytes = max_body_bytes
-    app.state.body_timeout_seconds = body_timeout_seconds
-    app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
-    install_handlers(app)
-    for router in PUBLIC:
-        app.include_router(router)
-    for router in AUTHENTICATED:
-        app.include_router(router, dependencies=[Depends(authenticate)])
-    return app
 
 
 def create_app_from_env() -> FastAPI:

@@ -44,6 +44,10 @@ class SafeJSONResponse(JSONResponse):
 #: the error statuses most operations share
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no valid API key"},
+    404: {
+        "model": Problem,
+        "description": "no such path: an id in it holds a newline",
+    },
     408: {"model": Problem, "description": "the body did not arrive in time"},
     413: {"model": Problem, "description": "the body is above the size limit"},
     422: {"model": Problem, "description": "invalid input"},

@@ -12,70 +12,12 @@ The classes' docstrings are their descriptions in the OpenAPI document.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    WithJsonSchema,
-)
+from pydantic import BaseModel, ConfigDict
 
-from spendgate.core.money import MAX_AMOUNT, to_decimal
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-
-# -- field types ---------------------------------------------------------------------
-
-
-def _exact_amount(value: object) -> Decimal:
-    # JSON numbers arrive as Decimal (the body is parsed with parse_float=Decimal)
-    # or int; strings are read by the same rules as the Python API.
-    return to_decimal(value)
-
-
-#: an amount: a JSON number or a decimal string, read exactly
-Amount = Annotated[
-    Decimal,
-    BeforeValidator(_exact_amount),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": int(MAX_AMOUNT)},
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,12})?$"},
-            ],
-            "description": "an exact amount: a JSON number or a decimal string, "
-            f"0 to {MAX_AMOUNT}",
-        }
-    ),
-]
-
-
-def _not_blank(value: str) -> str:
-    if value.isspace():
-        raise ValueError("must not be blank")
-    return value
-
-
-#: an opaque id: any string with a non-space character (the configured
-#: ``max_id_length`` is checked by the budget)
-Id = Annotated[
-    str,
-    StringConstraints(min_length=1),
-    AfterValidator(_not_blank),
-    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"\S"}),
-]
-ModelName = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=256),
-    AfterValidator(_not_blank),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
-    ),
-]
-Metadata = dict[str, Any]
+from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -115,7 +57,7 @@ class ReserveRequest(BaseModel):
     user_id: Id
     amount: Amount
     project_id: Id | None = None
-    ttl_seconds: Annotated[int, Field(gt=0, le=7 * 86400)] | None = None
+    ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
 
 

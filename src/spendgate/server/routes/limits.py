@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Request
 from spendgate.manager import UNSET
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of
+from spendgate.server.fields import ScopeIdPath
 from spendgate.server.responses import request_body, responses
 from spendgate.server.schemas import LimitsRequest, LimitsResponse
 
@@ -18,19 +19,12 @@ router = APIRouter()
 ScopePath = Annotated[
     Literal["user", "project", "global"], Path(description="the scope")
 ]
-ScopeIdPath = Annotated[
-    str,
-    Path(
-        min_length=1,
-        description="the user or project id (anything, e.g. '-', for global)",
-    ),
-]
 
 
 @router.get(
     "/v1/limits/{scope}/{scope_id:path}",
     response_model=LimitsResponse,
-    responses=responses(401, 422, 503),
+    responses=responses(401, 404, 422, 503),
     tags=["operators"],
 )
 async def get_limits(
@@ -44,7 +38,7 @@ async def get_limits(
 @router.put(
     "/v1/limits/{scope}/{scope_id:path}",
     response_model=LimitsResponse,
-    responses=responses(401, 408, 413, 422, 503),
+    responses=responses(401, 404, 408, 413, 422, 503),
     openapi_extra=request_body(LimitsRequest),
     tags=["operators"],
 )
@@ -67,7 +61,7 @@ async def put_limits(
 @router.delete(
     "/v1/limits/{scope}/{scope_id:path}",
     response_model=LimitsResponse,
-    responses=responses(401, 422, 503),
+    responses=responses(401, 404, 422, 503),
     tags=["operators"],
 )
 async def delete_limits(

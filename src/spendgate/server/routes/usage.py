@@ -3,26 +3,20 @@ may still spend, per scope."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Request
 
 from spendgate.server.deps import budget_of
+from spendgate.server.fields import ProjectQuery, UserIdPath
 from spendgate.server.responses import responses
 from spendgate.server.schemas import ScopeBody, UsageResponse
 
 router = APIRouter()
 
-UserIdPath = Annotated[str, Path(min_length=1, description="the user id")]
-ProjectQuery = Annotated[
-    str | None, Query(min_length=1, description="also report this project")
-]
-
 
 @router.get(
     "/v1/usage/{user_id:path}",
     response_model=UsageResponse,
-    responses=responses(401, 422, 503),
+    responses=responses(401, 404, 422, 503),
     tags=["operators"],
 )
 async def usage(

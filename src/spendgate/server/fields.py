@@ -1,0 +1,178 @@
+"""The value types of the HTTP API, as the OpenAPI document states them.
+
+The document is the contract: each type's JSON schema and its validator say
+the same thing, and the tests check the one against the other
+(``tests/test_server_document.py``).
+
+- An amount is a JSON number (read exactly, 0 to ``MAX_AMOUNT``) or a plain
+  decimal string matching :data:`AMOUNT_PATTERN`: ASCII digits, at most 12
+  after the point, no sign, exponent, space or underscore, 0 to
+  ``MAX_AMOUNT``. Strings are stricter than the Python API on purpose: what
+  the document allows is all a client may send.
+- An id (user, project, lease, idempotency key, in a body, a path or a query)
+  has a character that is not a space and no control character
+  (:data:`ID_PATTERN`). In a path, a newline makes the path match no route
+  (404, documented on those operations): Starlette's path parameters stop
+  at a newline, and a converter of our own would rename the routes the
+  latency metric is labelled with. Any other control character is a 422.
+- A TTL is a JSON integer; ``14216.0`` is one too, as JSON Schema counts it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Path, Query
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from spendgate.core.money import MAX_AMOUNT, to_decimal
+
+__all__ = [
+    "AMOUNT_PATTERN",
+    "ID_PATTERN",
+    "Amount",
+    "Id",
+    "Metadata",
+    "ModelName",
+    "ProjectQuery",
+    "ScopeIdPath",
+    "TtlSeconds",
+    "UserIdPath",
+]
+
+_MAX = int(MAX_AMOUNT)
+# MAX_AMOUNT is a power of ten (1e9): below it any 9 digits, or exactly it.
+#: a decimal string amount: 0 to MAX_AMOUNT, at most 12 digits after the point
+AMOUNT_PATTERN = (
+    rf"^(?:[0-9]{{1,{len(str(_MAX)) - 1}}}(?:\.[0-9]{{1,12}})?"
+    rf"|{_MAX}(?:\.0{{1,12}})?)$"
+)
+_AMOUNT = re.compile(AMOUNT_PATTERN)
+
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+# The characters str.isspace() counts that are not controls, spelled out:
+# "\s" means a different set in each regex dialect (ECMA-262 adds U+FEFF,
+# Python adds U+001C-U+001F and U+0085; Python tools may read it as ASCII).
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: an id: no control character, and one character that is not a space
+ID_PATTERN = rf"^[^{_CONTROLS}]*[^{_CONTROLS}{_SPACES}][^{_CONTROLS}]*$"
+_CONTROL = re.compile(rf"[{_CONTROLS}]")
+
+
+def _exact_amount(value: object) -> Decimal:
+    # JSON numbers arrive as Decimal (the body is parsed with parse_float=Decimal)
+    # or int. The library's rules first (type, sign, maximum: their messages),
+    # then the document's stricter form for strings.
+    amount = to_decimal(value)
+    if isinstance(value, str) and _AMOUNT.fullmatch(value) is None:
+        raise ValueError(
+            "a string amount is plain decimal digits with at most 12 after "
+            'the point (e.g. "12.5"): no sign, exponent, space or underscore'
+        )
+    return amount
+
+
+#: an amount: a JSON number or a decimal string, read exactly
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_exact_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": _MAX},
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+            ],
+            "description": "an exact amount: a JSON number or a decimal string, "
+            f"0 to {MAX_AMOUNT}",
+        }
+    ),
+]
+
+
+def usable_id(value: str) -> str:
+    """``value``, when it is an id the document allows.
+
+    :raise ValueError: blank, or holding a control character
+    """
+    if value.isspace():
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+#: an opaque id (the configured ``max_id_length`` is checked by the budget)
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(usable_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": ID_PATTERN}),
+]
+
+
+def _not_blank(value: str) -> str:
+    if value.isspace():
+        raise ValueError("must not be blank")
+    return value
+
+
+ModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(_not_blank),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
+    ),
+]
+Metadata = dict[str, Any]
+
+
+def _integral(value: object) -> object:
+    # A JSON number with a fraction of zero (14216.0) is an integer to JSON
+    # Schema; it arrives as a Decimal. Only small ones are turned into int:
+    # int() of 1e100000000 would build a hundred-million-digit number.
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() < 18
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    return value
+
+
+#: a lease's time to live in seconds: 1 to 7 days
+TtlSeconds = Annotated[int, Field(gt=0, le=7 * 86400), BeforeValidator(_integral)]
+
+_ID_SCHEMA = {"pattern": ID_PATTERN}
+UserIdPath = Annotated[
+    str,
+    Path(min_length=1, description="the user id", json_schema_extra=_ID_SCHEMA),
+    AfterValidator(usable_id),
+]
+ScopeIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        description="the user or project id (anything, e.g. '-', for global)",
+        json_schema_extra=_ID_SCHEMA,
+    ),
+    AfterValidator(usable_id),
+]
+ProjectQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        description="also report this project",
+        json_schema_extra=_ID_SCHEMA,
+    ),
+    AfterValidator(lambda value: value if value is None else usable_id(value)),
+]
