@@ -672,7 +672,13 @@ async def test_redis_down_facts_are_spooled(tmp_path: Path) -> None:
         assert check.status_code == 503
         text = (await client.get("/metrics", headers=AUTH)).text
         assert "spendgate_spool_depth_entries 2.0" in text
+        assert "spendgate_spool_quarantined 0.0" in text
         assert 'spendgate_facts_total{endpoint="spend",outcome="spooled"} 1.0' in text
+        # A record that cannot be read is counted once it is quarantined.
+        assert budget.spool is not None
+        budget.spool._records.quarantined = 3
+        text = (await client.get("/metrics", headers=AUTH)).text
+        assert "spendgate_spool_quarantined 3.0" in text
     await budget.aclose()
 
 

@@ -22,9 +22,11 @@ Metrics:
 - ``spendgate_ledger_backlog_entries``: entries in the Redis ledger stream
   that the flusher has not moved to Postgres yet (it deletes what it wrote).
 - ``spendgate_spool_depth_entries``, ``spendgate_spool_oldest_age_seconds``,
-  ``spendgate_spool_dead_letters``: facts waiting in the local spool for Redis
-  to come back, the age of the oldest, and facts Redis refused for good
-  (present only when the budget has a spool: not on the embedded store).
+  ``spendgate_spool_dead_letters``, ``spendgate_spool_quarantined``: facts
+  waiting in the local spool for Redis to come back, the age of the oldest,
+  facts Redis refused for good, and spool records that could not be read
+  (kept with their bytes, file and offset in ``quarantine.log``) (present
+  only when the budget has a spool: not on the embedded store).
 - ``spendgate_breaker_state{state}``: 1 for the circuit breaker's current
   state (``closed``, ``open``, ``half_open``), 0 for the others.
 """
@@ -145,6 +147,11 @@ class ServerMetrics:
             "Spooled facts Redis refused for good (kept aside for an operator)",
             registry=self.registry,
         )
+        self.spool_quarantined = Gauge(
+            "spendgate_spool_quarantined",
+            "Spool records that could not be read, kept in quarantine.log",
+            registry=self.registry,
+        )
         self.breaker = Gauge(
             "spendgate_breaker_state",
             "1 for the circuit breaker's current state, 0 for the others",
@@ -218,6 +225,7 @@ class ServerMetrics:
             self.spool_depth.set(stats.get("depth") or 0)
             self.spool_oldest.set(stats.get("oldest_age_seconds") or 0)
             self.spool_dead.set(stats.get("dead_letters") or 0)
+            self.spool_quarantined.set(stats.get("quarantined") or 0)
         breaker = getattr(budget, "breaker", None)
         state = str(getattr(breaker, "state", "") or "")
         if state:
