@@ -7,14 +7,15 @@ once per process in the log, because its state is gone when the process ends.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, MaxConnectionsError
 
 from spendgate.config import BudgetConfig, redact_url
@@ -86,28 +87,69 @@ def _use_hiredis_packing(client: Redis) -> None:
     pool.connection_class = cls
 
 
-class WaitingPool(BlockingConnectionPool):
+class WaitingPool(ConnectionPool):
     """A pool that, when every connection is taken, waits for one to come back.
 
     A burst of concurrent calls is this process being busy, not Redis being
-    down: a call waits (at most ``timeout`` seconds) instead of failing at
-    once, and a wait that runs out raises :class:`MaxConnectionsError`, which
-    the store tells apart from an outage (no breaker, no fail-open).
+    down: a call that finds every connection in use waits (first come, first
+    served, at most ``timeout`` seconds) for one to be released, and a wait
+    that runs out raises :class:`MaxConnectionsError`, which the store tells
+    apart from an outage (no breaker, no fail-open). A call that finds a
+    connection free takes redis-py's own path, with nothing added: the hot
+    path pays for the wait only when there is one.
+
+    :param timeout: the longest wait for a free connection, seconds
     """
+
+    def __init__(self, *args: Any, timeout: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisConnectionError as exc:
-            # The wait for a free connection ran out (not a failed connect,
-            # which raises redis' own TimeoutError or a ConnectionError
-            # caused by an OSError).
-            if isinstance(exc.__cause__, TimeoutError):
+        except MaxConnectionsError:
+            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise MaxConnectionsError(
                     f"all {self.max_connections} connections stayed busy for "
                     f"{self.timeout}s"
-                ) from exc
-            raise
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                continue  # (the loop raises, the deadline having passed)
+            except BaseException:
+                # Cancelled: a release meant for this call goes to the next.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            try:
+                return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            except MaxConnectionsError:
+                continue  # taken meanwhile by a call that did not wait
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        if self._waiters:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 def connect(config: BudgetConfig) -> tuple[Redis, bool]:
