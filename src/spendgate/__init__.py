@@ -79,10 +79,19 @@ __all__ = [
 if TYPE_CHECKING:
     from spendgate.ledger.analytics import Analytics as Analytics
     from spendgate.ledger.flusher import Flusher as Flusher
+    from spendgate.pricing.engine import PricingEngine as PricingEngine
+    from spendgate.pricing.usage import CostBreakdown as CostBreakdown
+    from spendgate.pricing.usage import ToolCall as ToolCall
+    from spendgate.pricing.usage import UsageMetrics as UsageMetrics
 
 _LAZY = {
     "Analytics": "spendgate.ledger.analytics",
     "Flusher": "spendgate.ledger.flusher",
+    # The price book's modules (ast, the compiler) load on first use too.
+    "CostBreakdown": "spendgate.pricing.usage",
+    "PricingEngine": "spendgate.pricing.engine",
+    "ToolCall": "spendgate.pricing.usage",
+    "UsageMetrics": "spendgate.pricing.usage",
 }
 __all__ += list(_LAZY)
 
