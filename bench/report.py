@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_LATENCY_ORDER = ("ping", "check_availability", "record_spend", "reserve+settle")
+_LATENCY_ORDER = (
+    "ping",
+    "check_availability",
+    "record_spend",
+    "reserve+settle",
+    "deduct",
+)
 
 
 def _label(side: str, name: str) -> str:
@@ -58,7 +64,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{s['p99']:.0f} | {s['p99.9']:.0f} | {s['x_ping_p50']:.2f}× |"
             )
     add("")
-    add("reserve+settle is two round trips (the lease is taken, then posted).")
+    add(
+        "reserve+settle is two round trips (the lease is taken, then posted); "
+        "deduct prices a 5-dimension price book on the client, then checks and "
+        "charges in one."
+    )
     add("")
     has_peer = any("peer_pairs_s" in r for r in results["throughput"])
     add("### Throughput (check_availability + record_spend pairs per second)")

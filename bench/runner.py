@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import deduct_workload
 from bench.measure import Op, interleaved_samples, summarize_ns, throughput
 
 T = TypeVar("T")
@@ -193,6 +194,16 @@ async def run(options: Options) -> dict[str, Any]:
         latency_subjects = [Subject("ping", "spendgate", sg_ping)] + [
             Subject(name, "spendgate", ops[name]) for name in SEQUENTIAL
         ]
+        if deduct_workload.supported(budget):
+            log("bench: publishing the deduct price book, funding the users")
+            await deduct_workload.prepare(budget, users)
+            latency_subjects.append(
+                Subject(
+                    "deduct",
+                    "spendgate",
+                    deduct_workload.deduct_op(budget, users, projects),
+                )
+            )
         throughput_subjects = [
             Subject("ping", "spendgate", sg_ping),
             Subject("check+record", "spendgate", ops["check+record"]),
@@ -665,7 +676,10 @@ def _targets(results: dict[str, Any], options: Options) -> list[dict[str, Any]]:
         ("check_availability", 1.5),
         ("record_spend", 1.5),
         ("reserve+settle", 3.0),
+        ("deduct", 1.6),
     ):
+        if op not in lat:
+            continue
         x = lat[op]["x_ping_p50"]
         add(f"{op} p50", f"<= {limit}x PING p50", x, x <= limit, f"{x:.2f}x")
     row64 = next((r for r in results["throughput"] if r["concurrency"] == 64), None)

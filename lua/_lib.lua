@@ -186,17 +186,18 @@ end
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
 -- nothing is requested). Limits of -1 mean "no cap"; a per-entity override
--- wins over the configured default. `args` is the admission argument list of
--- check.lua and reserve.lua (ARGV[1..6]: now, day, month, requested, user,
--- project), read with read_scopes.
+-- wins over the configured default. now_ms, day, month, user and project
+-- are the arguments' text, read with read_scopes; `floor` is nil for the
+-- configured balance rule (ENFORCE_BALANCE, MIN_BALANCE), else the balance
+-- is enforced above that floor (deduct: the prepaid operation always is).
 -- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held};
 -- and the holds' due time (read_scopes).
-local function admit(args, requested)
-  local enforce = ENFORCE_BALANCE == '1'
-  local seen, first, due = read_scopes(args[1], args[2], args[3], args[5], args[6],
-                                       enforce)
+local function admit(now_ms, day, month, user, project, requested, floor)
+  local enforce = floor ~= nil or ENFORCE_BALANCE == '1'
+  floor = floor or MIN_BALANCE
+  local seen, first, due = read_scopes(now_ms, day, month, user, project, enforce)
   local n = (#seen - first) / 4
   local tightest = -1
   for i = 1, n do
@@ -218,7 +219,7 @@ local function admit(args, requested)
       end
     end
     if i == 1 and enforce then
-      local available = (tonumber(seen[2]) or 0) - tonumber(MIN_BALANCE)
+      local available = (tonumber(seen[2]) or 0) - tonumber(floor)
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {R_REFUSED, i, W_BALANCE, available, 0, held}
@@ -245,9 +246,11 @@ end
 -- are enforced, else only for a user who has one. `head` is the argument list
 -- shared by record.lua and settle.lua (ARGV[1..6]: now, day, day TTL, month,
 -- month TTL, amount). `balance` is the user's balance when the caller has
--- read it already (false: none kept), nil when not. The keys are
--- scope_keys', built from shared prefixes.
-local function charge(head, user, project, balance)
+-- read it already (false: none kept), nil when not; `debit` true takes the
+-- amount off the balance whatever the configuration (deduct). The keys are
+-- scope_keys', built from shared prefixes. Returns the balance after, or
+-- false when none is kept.
+local function charge(head, user, project, balance, debit)
   local text = head[6]
   local amount = tonumber(text)
   if amount <= 0 then return false end
@@ -263,7 +266,7 @@ local function charge(head, user, project, balance)
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
   local bkey = BASE .. K_BALANCE .. user
-  local enforced = ENFORCE_BALANCE == '1'
+  local enforced = debit or ENFORCE_BALANCE == '1'
   if balance == nil and not enforced then
     balance = redis.call('EXISTS', bkey) == 1
   end

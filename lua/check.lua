@@ -14,5 +14,5 @@
 --        capped windows, -1 when none is capped), or the refusal
 --        {R_REFUSED, scope, window, limit, spent, held}
 
-local verdict = admit(ARGV, tonumber(ARGV[4]))
+local verdict = admit(ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6], tonumber(ARGV[4]))
 return verdict

@@ -18,7 +18,7 @@ if seen then return seen end
 
 local user, project = ARGV[5], ARGV[6]
 local requested = tonumber(ARGV[4])
-local verdict, due = admit(ARGV, requested)
+local verdict, due = admit(ARGV[1], ARGV[2], ARGV[3], user, project, requested)
 if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]

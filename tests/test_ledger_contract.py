@@ -91,8 +91,9 @@ def ledger_appends() -> dict[str, list[list[tuple[str, str]]]]:
 
 def test_the_lua_side_is_found() -> None:
     calls = ledger_appends()
-    # The fact operations each append one entry: this test reads something.
-    assert set(calls) == {"record", "settle", "credit"}
+    # The fact operations and deduct each append one entry: this test reads
+    # something.
+    assert set(calls) == {"record", "settle", "credit", "deduct"}
     assert all(len(c) == 1 for c in calls.values())
 
 
@@ -189,7 +190,9 @@ async def test_the_migrated_table_has_the_flushers_columns(ledger_dsn: str) -> N
         )
     finally:
         await conn.close()
-    assert [r["column_name"] for r in rows] == [*ROW_COLUMNS, *DATABASE_COLUMNS]
+    # (in the migrations' order: a later one's columns come after inserted_at)
+    assert [r["column_name"] for r in rows] == migration_columns()
+    assert set(migration_columns()) == {*ROW_COLUMNS, *DATABASE_COLUMNS}
     assert tuple(r["column_name"] for r in staging) == STAGING_COLUMNS
 
 
@@ -203,7 +206,7 @@ def _every_field() -> tuple[dict[bytes, bytes], dict[str, Any]]:
     expected: dict[str, Any] = {}
     for position, field in enumerate(LEDGER_FIELDS, start=10):
         kind = COLUMNS[field.column]
-        if kind in (ColumnType.MILLIS, ColumnType.MICROS):
+        if kind in (ColumnType.MILLIS, ColumnType.MICROS, ColumnType.INTEGER):
             raw: bytes = str(position).encode()
             expected[field.column] = position
         elif kind is ColumnType.FLAG:

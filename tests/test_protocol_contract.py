@@ -11,6 +11,7 @@ a value or one of spendgate's own errors, never crash on it.
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -126,7 +127,18 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.REPLAYED: [2, b"first|1700000000000|5000000"],
         Reply.CONFLICT: [3],
     },
+    "deduct": {
+        Reply.OK: [0, b"entry|1700000000000|5000000|1000000|"],
+        Reply.REFUSED: [1, 1, 3, 5, 0, 0],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000|"],
+        Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b"2"],
+    },
+    "pricing_publish": {Reply.OK: [0, 1]},
+    "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
 }
+
+_BOOK = {"version": 1, "models": {"_default": "input_tokens * 0.001"}}
 
 _CALLS = {
     "check": lambda b: b.check_availability("u", "p", "1"),
@@ -135,6 +147,9 @@ _CALLS = {
     "release": lambda b: b.release(_LEASE),
     "record": lambda b: b.record_spend("u", "1", idempotency_key="k"),
     "credit": lambda b: b.add_credits("u", "5", idempotency_key="k"),
+    "deduct": lambda b: b.deduct("u", "1", idempotency_key="k"),
+    "pricing_publish": lambda b: b.publish_pricing(_BOOK),
+    "pricing_activate": lambda b: b.activate_pricing(1),
 }
 
 
@@ -154,12 +169,16 @@ async def test_every_reply_code_is_decoded(
     sent: list[str] = []
 
     async def canned(op: str, keys: Any, args: Any, **options: Any) -> list[Any]:
-        sent.append(op)
         assert len(keys) == len(OPERATIONS[op].keys)
         assert len(args) == len(OPERATIONS[op].args)
+        if op == "pricing_get" and operation != op:
+            return [None, None, None, None]  # (a deduct reading the book: none)
+        sent.append(op)
         return _CANNED[operation][reply]
 
     monkeypatch.setattr(budget._store, "run", canned)
+    # (no price book active, as just read: a deduct sends only its own script)
+    budget._active = (None, time.monotonic())
     try:
         result = await _CALLS[operation](budget)
     except SpendgateError as exc:
@@ -171,5 +190,6 @@ async def test_every_reply_code_is_decoded(
             assert result.replayed
         if operation == "credit":
             assert result.balance == Decimal(5)
-    assert sent == [operation]
+    # (a deduct priced with a book that is no longer active is priced again)
+    assert sent == [operation] * (3 if reply is Reply.STALE_PRICE else 1)
     await budget.aclose()

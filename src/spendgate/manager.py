@@ -22,8 +22,8 @@ from spendgate.core.store import ClientState, Store
 from spendgate.durability.replay import Replayer
 from spendgate.errors import InvalidArgumentError
 from spendgate.ops.base import Clock
-from spendgate.ops.facts import Facts
-from spendgate.ops.leases import LeaseContext, Leases
+from spendgate.ops.deduct import Deductions
+from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET, LimitsAndUsage
 from spendgate.ops.sync import SyncCalls
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Leases, Facts, LimitsAndUsage):
+class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
@@ -59,6 +59,8 @@ class BudgetManager(SyncCalls, Leases, Facts, LimitsAndUsage):
         self._clock = clock
         self._windows = None
         self._pricing: Pricing | None = None
+        self._books = {}
+        self._active = None
         self.keys = Keys(cfg.key_prefix)
         self._max_id = cfg.max_id_length
         self._max_meta = cfg.max_metadata_bytes

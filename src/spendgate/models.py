@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendgate.core.money import from_micros
 from spendgate.core.windows import from_ms
+
+if TYPE_CHECKING:
+    from spendgate.pricing.usage import CostBreakdown
 
 
 @dataclass(slots=True)
@@ -137,3 +140,43 @@ class Limits:
     monthly: Decimal | None
     #: which windows are overridden (the others follow the configured default)
     overridden: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeductResult:
+    """What :meth:`BudgetManager.deduct` charged."""
+
+    #: the ledger entry id; a replay returns the first call's
+    entry_id: str
+    user_id: str
+    #: the amount charged (the price, rounded up to the micro-unit)
+    amount: Decimal
+    #: the part of it the plan's free allowance paid (0 without a plan)
+    allowance_used: Decimal
+    #: the user's balance after the charge (``None`` when spooled)
+    balance_after: Decimal | None
+    #: the price by dimension (``None`` for a plain amount)
+    breakdown: CostBreakdown | None
+    #: the price book version that priced it (``None``: no book)
+    price_version: int | None
+    #: True when an idempotency key replayed it
+    replayed: bool = False
+    #: True when the store was down and the charge went to the spool
+    #: (only with ``spool_when_unavailable=True``)
+    spooled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBookVersion:
+    """One published price book version (:meth:`BudgetManager.list_pricing`)."""
+
+    version: int
+    label: str | None
+    #: when it was published
+    created_at: datetime
+    #: sha256 of its canonical JSON
+    digest: str
+    #: the version every instance prices with now
+    active: bool
+    #: the book itself (bursar's format); ``None`` in a listing
+    config: dict[str, Any] | None = None

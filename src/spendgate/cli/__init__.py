@@ -26,6 +26,7 @@ from spendgate.cli import logs
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_credits, add_limits, add_usage
+from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
 from spendgate.errors import ExitCode
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_usage,
         add_limits,
         add_credits,
+        add_pricing,
     ):
         add(sub)
     return parser

@@ -22,6 +22,10 @@ they are loaded. The layout, below ``BASE``::
     i:c:<key>              string: an idempotency record of the caller's key
     i:a:<entry>            string: the record of a fact given no key
     ledger                 stream: one entry per fact
+    pb:next                string: the last price book version published
+    pb:active              string: the active price book version
+    pb:v:<n>               string: price book version n (JSON, immutable)
+    pb:m:<n>               string: its label, time and digest (JSON)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -52,6 +56,10 @@ KEY_PARTS = {
     "CALLER_IDEMPOTENCY": "i:c:",
     "GENERATED_IDEMPOTENCY": "i:a:",
     "LEDGER": "ledger",
+    "PRICE_NEXT": "pb:next",
+    "PRICE_ACTIVE": "pb:active",
+    "PRICE_BOOK": "pb:v:",
+    "PRICE_META": "pb:m:",
 }
 
 
@@ -116,6 +124,24 @@ class Keys:
 
     def day(self, day: str, scope: str, scope_id: str) -> str:
         return f"{self.base}{_K['DAY']}{day}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    @property
+    def price_next(self) -> str:
+        """The last price book version published."""
+        return self.base + _K["PRICE_NEXT"]
+
+    @property
+    def price_active(self) -> str:
+        """The active price book version."""
+        return self.base + _K["PRICE_ACTIVE"]
+
+    def price_book(self, version: int) -> str:
+        """Price book version ``version`` (JSON, immutable)."""
+        return f"{self.base}{_K['PRICE_BOOK']}{version}"
+
+    def price_meta(self, version: int) -> str:
+        """The label, time and digest of price book version ``version``."""
+        return f"{self.base}{_K['PRICE_META']}{version}"
 
     def days(self, day: str) -> str:
         """What every day counter of ``day`` starts with (the scope follows)."""

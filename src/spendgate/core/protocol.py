@@ -35,6 +35,11 @@ class Reply(IntEnum):
     LEASE_RELEASED = 5
     #: the lease was settled (a release is refused)
     LEASE_SETTLED = 6
+    #: deduct: the call was priced with a price book that is no longer the
+    #: active one: ``{STALE_PRICE, active version}`` (priced again, retried)
+    STALE_PRICE = 7
+    #: no price book of that version
+    UNKNOWN_VERSION = 8
 
 
 class WindowCode(IntEnum):
@@ -119,6 +124,7 @@ LEDGER_FIELDS = (
     LedgerField("l", "lease_id", False),
     LedgerField("est", "estimate", False),
     LedgerField("late", "late", False),
+    LedgerField("pv", "price_version", False),
 )
 
 #: column -> stream field name
@@ -190,7 +196,31 @@ OPERATIONS: dict[str, Operation] = {
         _IDEMPOTENT,
         fact=True,
     ),
-    # (set_limits and usage answer values, no reply code)
+    "deduct": Operation(
+        ("idempotency",),
+        (
+            *_FACT_HEAD,
+            "fingerprint",
+            "entry",
+            "user",
+            "project",
+            "model",
+            "metadata",
+            "idempotency_key",
+            "price_version",
+            "min_balance",
+        ),
+        _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "pricing_publish": Operation(
+        ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})
+    ),
+    "pricing_activate": Operation(
+        ("active",), ("version",), frozenset({Reply.OK, Reply.UNKNOWN_VERSION})
+    ),
+    # (set_limits, usage and the price book reads answer values, no reply code)
+    "pricing_get": Operation(("active",), ("version",), frozenset()),
+    "pricing_list": Operation(("next",), ("first", "count"), frozenset()),
     "set_limits": Operation(("limits",), ("daily", "monthly"), frozenset()),
     "usage": Operation(
         ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()

@@ -44,6 +44,8 @@ class ColumnType(Enum):
     FLAG = "flag"
     #: a token count read from the metadata, not a stream field (``bigint``)
     TOKENS = "tokens"
+    #: a whole number in the stream (``integer``)
+    INTEGER = "integer"
 
 
 #: the ``spendgate_ledger`` columns the flusher fills, in the table's order
@@ -64,6 +66,8 @@ COLUMNS: dict[str, ColumnType] = {
     "lease_id": ColumnType.TEXT,
     "estimate": ColumnType.MICROS,
     "late": ColumnType.FLAG,
+    # migration 0002
+    "price_version": ColumnType.INTEGER,
 }
 
 #: metadata keys read as token counts, top level or under "usage", first found
@@ -111,7 +115,9 @@ _check_schema()
 _NAMES = tuple(name.encode() for name in STAGING_COLUMNS)
 _TYPES = tuple(COLUMNS[field.column] for field in LEDGER_FIELDS)
 _INTEGERS = tuple(
-    i for i, t in enumerate(_TYPES) if t in (ColumnType.MILLIS, ColumnType.MICROS)
+    i
+    for i, t in enumerate(_TYPES)
+    if t in (ColumnType.MILLIS, ColumnType.MICROS, ColumnType.INTEGER)
 )
 _FLAGS = tuple(i for i, t in enumerate(_TYPES) if t is ColumnType.FLAG)
 _REQUIRED = tuple(i for i, field in enumerate(LEDGER_FIELDS) if field.required)

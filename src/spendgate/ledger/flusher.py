@@ -58,7 +58,7 @@ from spendgate.ledger.entries import (
 )
 from spendgate.ledger.heartbeat import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
 from spendgate.ledger.mover import BatchMover
-from spendgate.ledger.pg import require_dsn
+from spendgate.ledger.pg import is_unavailable, require_dsn
 from spendgate.ledger.stream import REDIS_UNAVAILABLE, Backlog, StreamConsumer
 from spendgate.ledger.writer import LedgerWriter
 
@@ -153,6 +153,8 @@ class Flusher(BatchMover):
         self.claim_idle_ms = max(1, int(claim_idle_seconds * 1000))
         self.max_backoff_seconds = max_backoff_seconds
         self.auto_migrate = auto_migrate
+        #: the last price book version copied into Postgres by this flusher
+        self._price_books_mirrored = 0
         super().__init__(
             StreamConsumer(
                 self.config.redis_url,
@@ -230,7 +232,28 @@ class Flusher(BatchMover):
             of the failed batch was acknowledged
         """
         async with self.heartbeat.kept():
-            return await super().run_once()
+            moved = await super().run_once()
+            await self._mirror_price_books()
+            return moved
+
+    async def _mirror_price_books(self) -> None:
+        """Copy newly published price book versions into Postgres."""
+        from spendgate.ledger.pricebooks import mirror_price_books
+
+        try:
+            self._price_books_mirrored = await mirror_price_books(
+                self.redis,
+                await self.writer.connection(),
+                self.keys,
+                self._price_books_mirrored,
+            )
+        except Exception as exc:
+            if is_unavailable(exc):
+                self.writer.drop()
+                raise LedgerUnavailableError(
+                    f"Postgres failed mirroring price books: {exc}"
+                ) from exc
+            raise
 
     def _status(self) -> str:
         """The heartbeat's text, for an operator reading the key."""

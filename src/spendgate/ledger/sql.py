@@ -19,7 +19,7 @@ from spendgate.ledger.entries import (
     ColumnType,
 )
 
-#: the ledger table, created by migration 0001
+#: the ledger table, created by migration 0001 (0002 adds price_version)
 LEDGER_TABLE = "spendgate_ledger"
 #: the temporary table a batch is copied into
 STAGING_TABLE = "spendgate_ledger_staging"
@@ -32,6 +32,7 @@ _STAGING_TYPES = {
     ColumnType.MILLIS: "bigint",
     ColumnType.MICROS: "bigint",
     ColumnType.FLAG: "boolean",
+    ColumnType.INTEGER: "bigint",
 }
 
 # The metadata parsed once per row, in the subquery of INSERT.

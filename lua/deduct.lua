@@ -1,0 +1,55 @@
+-- deduct: price, check and charge in one step (bursar's deduct). The caps
+-- (Part 1's rule) and the balance above its floor are checked, then the
+-- amount is charged to every scope's counters and debited from the user's
+-- balance, and one ledger entry appended; or the call is refused and nothing
+-- changes. Always enforces the balance (the prepaid operation), whatever
+-- ENFORCE_BALANCE says.
+--
+-- KEYS[1] - idempotency key, "" for none (checked before, stored after: a
+--           refusal leaves nothing behind)
+-- ARGV[1] - now_ms
+-- ARGV[2] - day (yyyymmdd, UTC)       ARGV[3] - day counters' TTL when created, ms
+-- ARGV[4] - month (yyyymm, UTC)       ARGV[5] - month counters' TTL when created, ms
+-- ARGV[6] - amount, micro-units (the price, computed by the caller)
+-- ARGV[7] - fingerprint of the arguments ("" without a key)
+-- ARGV[8] - entry id (fresh, unique)
+-- ARGV[9] - user id        ARGV[10] - project id, "" for none
+-- ARGV[11] - model, ""     ARGV[12] - metadata JSON (the breakdown), ""
+-- ARGV[13] - the caller's idempotency key, ""
+-- ARGV[14] - the price book version the amount was priced with, "" for none
+-- ARGV[15] - the balance floor, micro-units (the book's min_balance), ""
+--            for the configured MIN_BALANCE
+-- return {R_OK, "entry|now_ms|balance|amount|version"} when charged,
+--        {R_REPLAYED, same payload} for a replay, {R_CONFLICT}, the refusal {R_REFUSED, scope,
+--        window, limit, spent, held}, or {R_STALE_PRICE, active version} when
+--        the version priced with is not the active one any more
+
+local ikey = KEYS[1]
+local now_ms, fingerprint = ARGV[1], ARGV[7]
+local entry, user, project = ARGV[8], ARGV[9], ARGV[10]
+
+local seen = idem_lookup(ikey, fingerprint)
+if seen then return seen end
+
+local version = ARGV[14]
+if version ~= '' then
+  local active = redis.call('GET', BASE .. K_PRICE_ACTIVE)
+  if active ~= version then return {R_STALE_PRICE, active or ''} end
+end
+
+local floor = ARGV[15]
+if floor == '' then floor = MIN_BALANCE end
+local verdict = admit(now_ms, ARGV[2], ARGV[4], user, project, tonumber(ARGV[6]),
+                      floor)
+if verdict[1] ~= R_OK then return verdict end
+
+local balance = charge(ARGV, user, project, nil, true)
+ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
+              F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
+              F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],
+              F_PRICE_VERSION, version)
+
+local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
+                .. '|' .. version
+idem_store(ikey, fingerprint, payload)
+return {R_OK, payload}

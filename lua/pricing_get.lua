@@ -1,0 +1,14 @@
+-- pricing_get: one price book version (by default the active one).
+--
+-- KEYS[1] - the active version (K_PRICE_ACTIVE)
+-- ARGV[1] - the version, "" for the active one
+-- return {active version or false, version or false, the book's JSON or
+--        false, its metadata JSON or false}
+
+local active = redis.call('GET', KEYS[1])
+local version = ARGV[1]
+if version == '' then version = active end
+if not version then return {false, false, false, false} end
+local found = redis.call('MGET', BASE .. K_PRICE_BOOK .. version,
+                         BASE .. K_PRICE_META .. version)
+return {active, version, found[1], found[2]}

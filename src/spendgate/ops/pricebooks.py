@@ -1,0 +1,203 @@
+"""Price books: versioned, immutable pricing configurations kept in Redis.
+
+``publish_pricing`` stores a new version (and by default makes it the active
+one), ``activate_pricing`` switches to any published version (rolling back
+is activating an older one), ``get_pricing`` and ``list_pricing`` read them.
+Every instance sees an activation within :data:`REFRESH_SECONDS`: the active
+version is read again at most that often for pricing (the LiteLLM callback,
+``budget.pricing``), and ``deduct`` checks it inside its own script, so a
+charge is always priced by the version active when it is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from spendgate.core.protocol import Reply
+from spendgate.core.windows import from_ms
+from spendgate.errors import InvalidArgumentError
+from spendgate.models import PriceBookVersion
+from spendgate.ops.base import Operations, text
+
+if TYPE_CHECKING:
+    from spendgate.pricing.engine import PricingEngine
+
+#: how stale the active version may be where it is cached (seconds)
+REFRESH_SECONDS = 1.0
+#: versions read per round trip when listing
+_PAGE = 500
+#: the longest label, in characters
+MAX_LABEL_LENGTH = 200
+
+
+def canonical(config: Mapping[str, Any]) -> str:
+    """The JSON a version is stored as (and its digest taken of)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class PriceBooks(Operations):
+    """``publish_pricing``, ``activate_pricing``, ``get_pricing``,
+    ``list_pricing``; the active book, cached."""
+
+    #: price book versions loaded, by version (immutable: kept)
+    _books: dict[int, PricingEngine]
+    #: the active version as last read, and when (monotonic seconds)
+    _active: tuple[int | None, float] | None
+
+    async def publish_pricing(
+        self,
+        config: Mapping[str, Any] | PricingEngine,
+        label: str | None = None,
+        *,
+        activate: bool = True,
+    ) -> int:
+        """Store ``config`` (bursar's format) as a new, immutable version.
+
+        :param config: the price book, or a loaded :class:`PricingEngine`
+        :param label: a note on the version (``"deploy-42"``)
+        :param activate: make it the active version at once (``False``:
+            publish now, :meth:`activate_pricing` later)
+        :return: the new version number
+        :raise PricingConfigError: the book does not load (nothing is stored)
+        """
+        from spendgate.pricing.engine import PricingEngine
+
+        if isinstance(config, PricingEngine):
+            engine = config
+        else:
+            engine = PricingEngine.from_dict(config)
+        if label is not None and (
+            not isinstance(label, str) or len(label) > MAX_LABEL_LENGTH
+        ):
+            raise InvalidArgumentError(
+                f"label must be a str of at most {MAX_LABEL_LENGTH} characters"
+            )
+        document = canonical(engine.config)
+        meta = json.dumps(
+            {
+                "label": label,
+                "created_ms": self._now_ms(),
+                "digest": hashlib.sha256(document.encode()).hexdigest(),
+            }
+        )
+        reply = await self._store.run(
+            "pricing_publish",
+            (self.keys.price_next,),
+            (document, meta, "1" if activate else "0"),
+        )
+        version = int(reply[1])
+        self._books[version] = engine
+        if activate:
+            self._active = (version, time.monotonic())
+        return version
+
+    async def activate_pricing(self, version: int) -> None:
+        """Make ``version`` the active price book, on every instance.
+
+        :raise InvalidArgumentError: no such version was published
+        """
+        number = _version(version)
+        reply = await self._store.run(
+            "pricing_activate", (self.keys.price_active,), (number,)
+        )
+        if reply[0] == Reply.UNKNOWN_VERSION:
+            raise InvalidArgumentError(f"no price book version {number}")
+        self._active = (number, time.monotonic())
+
+    async def get_pricing(self, version: int | None = None) -> PriceBookVersion | None:
+        """One version, with its book (by default the active one).
+
+        :return: ``None`` when no version is active (and none was asked for)
+        :raise InvalidArgumentError: no such version was published
+        """
+        number = "" if version is None else str(_version(version))
+        active, found, document, meta = await self._store.run(
+            "pricing_get", (self.keys.price_active,), (number,)
+        )
+        if found is None or document is None:
+            if version is None:
+                return None
+            raise InvalidArgumentError(f"no price book version {version}")
+        return _version_of(int(found), meta, active, json.loads(document))
+
+    async def list_pricing(self) -> list[PriceBookVersion]:
+        """Every published version (oldest first), without their books."""
+        versions: list[PriceBookVersion] = []
+        first = 1
+        while True:
+            reply = await self._store.run(
+                "pricing_list", (self.keys.price_next,), (first, _PAGE)
+            )
+            active, last, metas = reply[0], reply[1], reply[2:]
+            for offset, meta in enumerate(metas):
+                if meta is not None:
+                    versions.append(_version_of(first + offset, meta, active))
+            if last is None or first + _PAGE > int(last):
+                return versions
+            first += _PAGE
+
+    async def active_pricing(self) -> tuple[int, PricingEngine] | None:
+        """The active version and its engine, read again at most every
+        :data:`REFRESH_SECONDS`; ``None`` when no book is active."""
+        cached = self._active
+        now = time.monotonic()
+        if cached is None or now - cached[1] >= REFRESH_SECONDS:
+            reply = await self._store.run(
+                "pricing_get", (self.keys.price_active,), ("",)
+            )
+            version = None if reply[0] is None else int(reply[0])
+            if version is not None and version not in self._books:
+                self._books[version] = _engine(reply[2])
+            cached = self._active = (version, now)
+        version = cached[0]
+        return None if version is None else (version, await self._book(version))
+
+    async def _book(self, version: int) -> PricingEngine:
+        engine = self._books.get(version)
+        if engine is None:
+            reply = await self._store.run(
+                "pricing_get", (self.keys.price_active,), (str(version),)
+            )
+            if reply[2] is None:
+                raise InvalidArgumentError(f"no price book version {version}")
+            engine = self._books[version] = _engine(reply[2])
+        return engine
+
+    def _forget_active(self) -> None:
+        """The active version changed under us: read it on the next call."""
+        self._active = None
+
+
+def _engine(document: bytes | str) -> PricingEngine:
+    from spendgate.pricing.engine import PricingEngine
+
+    return PricingEngine.from_dict(json.loads(document))
+
+
+def _version(version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidArgumentError(
+            f"a version is a whole number from 1, not {version!r}"
+        )
+    return version
+
+
+def _version_of(
+    version: int,
+    meta: bytes | str,
+    active: bytes | str | None,
+    config: dict[str, Any] | None = None,
+) -> PriceBookVersion:
+    info = json.loads(meta)
+    return PriceBookVersion(
+        version=version,
+        label=info.get("label"),
+        created_at=from_ms(int(info["created_ms"])),
+        digest=str(info["digest"]),
+        active=active is not None and int(text(active)) == version,
+        config=config,
+    )

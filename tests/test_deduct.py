@@ -1,0 +1,154 @@
+"""``deduct``: one script prices nothing on the server but checks the caps and
+the balance above its floor and charges, or refuses and changes nothing.
+
+On both backends: 200 concurrent deducts against a balance that covers 10
+admit exactly 10 and leave exactly what is left; a refusal (balance or cap)
+leaves every key as it was; a replayed key charges once; an unavailable
+store fails closed unless the caller opted into spooling the charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from conftest import MakeBudget
+from spendgate import (
+    BudgetExceededError,
+    BudgetManager,
+    BudgetUnavailableError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    InvalidArgumentError,
+)
+
+
+async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
+    client = budget.redis
+    keys = sorted(
+        [k async for k in client.scan_iter(match=budget.keys.pattern(), count=1000)]
+    )
+    values = {}
+    for key in keys:
+        kind = await client.type(key)
+        if kind == b"string":
+            values[key] = await client.get(key)
+        elif kind == b"stream":
+            values[key] = await client.xlen(key)
+        else:
+            values[key] = kind
+    return values
+
+
+async def test_concurrent_deducts_admit_exactly_what_the_balance_covers(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget()
+    await budget.add_credits("ada", "10")
+    results = await asyncio.gather(
+        *(budget.deduct("ada", "1") for _ in range(200)), return_exceptions=True
+    )
+    charged = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, InsufficientCreditsError)]
+    others = [r for r in results if isinstance(r, BaseException) and r not in refused]
+    assert (len(charged), len(refused), others[:1]) == (10, 190, [])
+    assert sorted(r.balance_after for r in charged) == [Decimal(n) for n in range(10)]
+    usage = await budget.get_usage("ada")
+    assert usage["user"].daily.spent == Decimal(10)
+    assert (await budget.redis.get(budget.keys.balance("ada"))) == b"0"
+
+
+async def test_a_refused_deduct_changes_no_key(make_budget: MakeBudget) -> None:
+    budget = make_budget(daily_user_limit="5")
+    await budget.add_credits("ada", "3")
+    await budget.deduct("ada", "2")
+    before = await _snapshot(budget)
+    with pytest.raises(InsufficientCreditsError) as short:
+        await budget.deduct("ada", "1.5", idempotency_key="k1")
+    assert short.value.window == "balance" and short.value.limit == Decimal(1)
+    await budget.add_credits("ada", "100")
+    before = await _snapshot(budget)
+    with pytest.raises(BudgetExceededError) as capped:
+        await budget.deduct("ada", "3.5", idempotency_key="k2")
+    assert not isinstance(capped.value, InsufficientCreditsError)
+    assert capped.value.window == "daily"
+    assert await _snapshot(budget) == before
+
+
+async def test_deduct_always_enforces_the_balance(make_budget: MakeBudget) -> None:
+    budget = make_budget(enforce_balance=False)
+    with pytest.raises(InsufficientCreditsError):
+        await budget.deduct("nobody", "0.01")
+    # ... above the configured floor: a credit line lets it go below zero
+    lined = make_budget(min_balance="-5")
+    result = await lined.deduct("ada", "4")
+    assert result.balance_after == Decimal(-4)
+
+
+async def test_a_replayed_deduct_charges_once(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    await budget.add_credits("ada", "10")
+    first = await budget.deduct("ada", "2.5", idempotency_key="job-1")
+    again = await budget.deduct("ada", "2.5", idempotency_key="job-1")
+    assert again.replayed and not first.replayed
+    assert (again.entry_id, again.amount, again.balance_after) == (
+        first.entry_id,
+        Decimal("2.5"),
+        Decimal("7.5"),
+    )
+    with pytest.raises(IdempotencyConflictError):
+        await budget.deduct("ada", "3", idempotency_key="job-1")
+    assert (await budget.get_usage("ada"))["user"].daily.spent == Decimal("2.5")
+
+
+async def test_deduct_writes_one_ledger_entry(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    await budget.add_credits("ada", "10")
+    result = await budget.deduct("ada", "1.25", project_id="p", metadata={"job": "x"})
+    entries = await budget.redis.xrange(budget.keys.ledger)
+    fields = entries[-1][1]
+    assert fields[b"e"] == result.entry_id.encode() and fields[b"k"] == b"spend"
+    assert fields[b"a"] == b"1250000" and fields[b"p"] == b"p"
+    assert b'"job":"x"' in fields[b"md"]
+
+
+async def test_deduct_refuses_bad_input_and_reserved_metadata(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget()
+    for bad in ("-1", "NaN", None, True):
+        with pytest.raises(InvalidArgumentError):
+            await budget.deduct("ada", bad)
+    with pytest.raises(InvalidArgumentError):
+        await budget.deduct("ada", "1", metadata={"pricing": 1})
+    assert await _snapshot(budget) == {}
+
+
+async def test_a_zero_deduct_touches_nothing(make_budget: MakeBudget) -> None:
+    budget = make_budget()
+    result = await budget.deduct("ada", "0")
+    assert result.amount == 0 and result.entry_id == ""
+    assert await _snapshot(budget) == {}
+
+
+async def test_unavailable_store_fails_closed_unless_spooling_is_asked(
+    tmp_path: Any,
+) -> None:
+    from spendgate import BudgetConfig
+
+    config = BudgetConfig(
+        redis_url="redis://127.0.0.1:1/0",
+        spool_path=tmp_path / "spool",
+        redis_connect_timeout_seconds=0.05,
+    )
+    async with BudgetManager(config) as budget:
+        with pytest.raises(BudgetUnavailableError):
+            await budget.deduct("ada", "1")
+        spooled = await budget.deduct(
+            "ada", "1", idempotency_key="k", spool_when_unavailable=True
+        )
+        assert spooled.spooled and spooled.amount == Decimal(1)
+        assert budget.spool is not None and budget.spool.depth == 1
