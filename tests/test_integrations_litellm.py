@@ -474,3 +474,37 @@ async def test_responses_api_calls_are_guarded_and_charged(
         "output_tokens"
     ] * Decimal("0.00001")
     assert usage.daily.spent == exact(expected) and usage.held == 0
+
+
+async def test_the_active_price_book_prices_the_callbacks_calls(
+    make_budget: MakeBudget, recorder: Recorder
+) -> None:
+    """Resolution: the active book (the model, else its _default) first,
+    then the overrides and LiteLLM's map; budget.pricing follows it too."""
+    budget = make_budget(daily_user_limit=5)
+    await budget.publish_pricing(
+        {"version": 1, "models": {"gpt-4o": "input_tokens * 0.001 + output_tokens"}}
+    )
+    await budget.active_pricing()
+    assert budget.pricing.calculate("gpt-4o", 10, 2) == Decimal("2.010")
+    assert budget.pricing.calculate_cost("gpt-4o", 10, 2) == Decimal("2.010")
+    # a model the book does not name (and no _default): LiteLLM's price
+    litellm_price = budget.pricing.price("gpt-4o-mini").input_cost_per_token
+    assert budget.pricing.calculate("gpt-4o-mini", 10, 0) == 10 * litellm_price
+
+    callback = SpendgateCallback(budget)
+    install(callback, recorder)
+    await litellm.acompletion(
+        model="gpt-4o",
+        messages=MESSAGES,
+        mock_response="Paris.",
+        user="alice",
+        max_tokens=2,
+    )
+    assert await callback.flush()
+    [seen] = recorder.successes
+    expected = (
+        seen["usage"].prompt_tokens * Decimal("0.001") + seen["usage"].completion_tokens
+    )
+    usage = (await budget.get_usage("alice"))["user"]
+    assert usage.daily.spent == exact(expected) and usage.held == 0

@@ -163,6 +163,9 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
             from spendgate.pricing import Pricing
 
             self._pricing = Pricing(self.config)
+            # the active price book as last read (active_pricing keeps it)
+            version = None if self._active is None else self._active[0]
+            self._pricing.book = None if version is None else self._books.get(version)
         return self._pricing
 
 

@@ -29,8 +29,8 @@ The life of one call:
    over budget, the call is refused with :class:`~spendgate.BudgetExceededError`
    and never reaches the provider;
 2. on success the lease is settled at the exact cost of the usage LiteLLM
-   reports, priced by :class:`~spendgate.pricing.catalog.Pricing` (overrides first,
-   then LiteLLM's cost map: LiteLLM's own price, computed in ``Decimal``);
+   reports, priced by :class:`~spendgate.pricing.catalog.Pricing` (the active
+   price book, the overrides, then LiteLLM's own price, in ``Decimal``);
 3. on failure the lease is released: nothing is charged.
 
 Only the async API is guarded: the sync ``litellm.completion`` does not run the
@@ -43,6 +43,7 @@ TTL and that call goes uncharged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -63,6 +64,7 @@ from spendgate.integrations.litellm_calls import (
     as_int,
     call_kind,
     field,
+    metadata_of,
     prompt_of,
     usage_tokens,
 )
@@ -84,18 +86,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 #: ``estimate(model, kwargs)``: the amount to reserve for one call
 EstimateFn = Callable[[str, Mapping[str, Any]], Any | Awaitable[Any]]
-
-
-def _metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in ("metadata", "litellm_metadata"):
-        value = kwargs.get(key)
-        if isinstance(value, Mapping):
-            return value
-    params = kwargs.get("litellm_params")
-    if isinstance(params, Mapping) and isinstance(params.get("metadata"), Mapping):
-        found: Mapping[str, Any] = params["metadata"]
-        return found
-    return {}
 
 
 class SpendgateCallback(CustomLogger):
@@ -151,7 +141,7 @@ class SpendgateCallback(CustomLogger):
 
     def _user(self, kwargs: Mapping[str, Any]) -> str:
         if self.user_key is not None:
-            named = _metadata(kwargs).get(self.user_key)
+            named = metadata_of(kwargs).get(self.user_key)
             if named:
                 return str(named)
         user = kwargs.get("user")
@@ -168,7 +158,7 @@ class SpendgateCallback(CustomLogger):
     def _project(self, kwargs: Mapping[str, Any]) -> str | None:
         if self.project_key is None:
             return None
-        project = _metadata(kwargs).get(self.project_key)
+        project = metadata_of(kwargs).get(self.project_key)
         return str(project) if project else None
 
     def _max_output_tokens(
@@ -231,6 +221,13 @@ class SpendgateCallback(CustomLogger):
             reasoning_tokens=tokens.reasoning,
         )
 
+    async def _refresh_prices(self) -> None:
+        """The active price book, read at most once a second, so calls are
+        priced by it; while the store does not answer, by the one last read
+        (a charge must still be recorded, and spooled)."""
+        with contextlib.suppress(BudgetUnavailableError):
+            await self.budget.active_pricing()
+
     # -- LiteLLM hooks -------------------------------------------------------
 
     async def async_pre_call_deployment_hook(
@@ -251,6 +248,7 @@ class SpendgateCallback(CustomLogger):
             await self.budget.check_availability(user, self._project(kwargs))
             self._unleased.add(str(call_id))
             return None
+        await self._refresh_prices()
         amount = await self.estimate(model, kwargs, kind)
         try:
             lease = await self.budget.reserve(
@@ -314,6 +312,7 @@ class SpendgateCallback(CustomLogger):
         if kwargs.get("cache_hit"):
             amount = Decimal(0)  # served from LiteLLM's cache: no provider call
         else:
+            await self._refresh_prices()
             amount = self._actual_cost(model, kwargs, response_obj, lease)
         metadata: dict[str, Any] = {"litellm_call_id": call_id}
         usage = field(

@@ -98,3 +98,17 @@ def prompt_of(kind: Kind, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(source, list):
         return {"text": "\n".join(str(part) for part in source)}
     return {"text": str(source)}
+
+
+def metadata_of(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The metadata a call carries (``metadata``, ``litellm_metadata`` or
+    ``litellm_params.metadata``); empty when none."""
+    for key in ("metadata", "litellm_metadata"):
+        value = kwargs.get(key)
+        if isinstance(value, Mapping):
+            return value
+    params = kwargs.get("litellm_params")
+    if isinstance(params, Mapping) and isinstance(params.get("metadata"), Mapping):
+        found: Mapping[str, Any] = params["metadata"]
+        return found
+    return {}

@@ -24,6 +24,7 @@ from spendgate.models import PriceBookVersion
 from spendgate.ops.base import Operations, text
 
 if TYPE_CHECKING:
+    from spendgate.pricing.catalog import Pricing
     from spendgate.pricing.engine import PricingEngine
 
 #: how stale the active version may be where it is cached (seconds)
@@ -47,6 +48,7 @@ class PriceBooks(Operations):
     _books: dict[int, PricingEngine]
     #: the active version as last read, and when (monotonic seconds)
     _active: tuple[int | None, float] | None
+    _pricing: Pricing | None
 
     async def publish_pricing(
         self,
@@ -154,7 +156,10 @@ class PriceBooks(Operations):
                 self._books[version] = _engine(reply[2])
             cached = self._active = (version, now)
         version = cached[0]
-        return None if version is None else (version, await self._book(version))
+        engine = None if version is None else await self._book(version)
+        if self._pricing is not None:  # budget.pricing prices by it too
+            self._pricing.book = engine
+        return None if version is None or engine is None else (version, engine)
 
     async def _book(self, version: int) -> PricingEngine:
         engine = self._books.get(version)

@@ -1,4 +1,5 @@
-"""Exact model prices: ``config.model_price_overrides`` first, then LiteLLM's
+"""Exact model prices: the active price book first (the model's expression,
+else its ``_default``), then ``config.model_price_overrides``, then LiteLLM's
 model cost map, then ``config.default_model_price``.
 
 LiteLLM is imported on first use, never by ``import spendgate``. When this
@@ -63,9 +64,11 @@ from spendgate.pricing.rates import (
     _range_tiers,
     _tiers,
 )
+from spendgate.pricing.usage import UsageMetrics
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig
+    from spendgate.pricing.engine import PricingEngine
 
 
 _import_lock = threading.Lock()
@@ -126,6 +129,16 @@ class Pricing:
         )
         self._model_cost = model_cost
         self._cache: dict[str, ModelPrice] = {}
+        #: the active price book, first in the resolution (set by the manager
+        #: each time it reads the active version; ``None``: no book)
+        self.book: PricingEngine | None = None
+
+    def _book_for(self, model: str) -> PricingEngine | None:
+        """The active book when it prices ``model`` (by name or ``_default``)."""
+        book = self.book
+        if book is not None and (book.has_model(model) or book.has_default_model):
+            return book
+        return None
 
     def load(self) -> None:
         """Import LiteLLM and its cost map now (a no-op when already done)."""
@@ -261,6 +274,17 @@ class Pricing:
             raise InvalidArgumentError(
                 f"reasoning_tokens ({reasoning}) exceed output_tokens ({output_tokens})"
             )
+        book = self._book_for(model)
+        if book is not None:
+            return book.calculate(
+                UsageMetrics(
+                    model=model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cached,
+                    cache_write_tokens=written,
+                )
+            ).total
         price = self.price(model)
         rate_in, rate_out, rate_read, rate_write = price.rates_for(input_tokens)
         rate_reasoning = _first(price.output_cost_per_reasoning_token, rate_out)
@@ -292,6 +316,9 @@ class Pricing:
         """
         input_tokens = _count("input_tokens", input_tokens)
         max_output_tokens = _count("max_output_tokens", max_output_tokens)
+        book = self._book_for(model)
+        if book is not None:  # (a book's expression is its own worst case)
+            return self.calculate(model, input_tokens, max_output_tokens)
         price = self.price(model)
         rate_in, rate_out, rate_read, rate_write = price.rates_for(input_tokens)
         rate_reasoning = _first(price.output_cost_per_reasoning_token, rate_out)
