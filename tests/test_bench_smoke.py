@@ -72,8 +72,10 @@ async def test_a_tiny_bench_run_writes_every_result(
         "check_availability",
         "record_spend",
         "reserve+settle",
+        "deduct",
     }
     assert latency["record_spend"]["n"] == 40
+    assert latency["deduct"]["n"] == 40
     assert [row["concurrency"] for row in written["throughput"]] == [1, 8]
     lease = written["overshoot"]["spendgate_lease"]
     assert (lease["admitted"], lease["recorded"], lease["overshoot"]) == (10, "10", "0")
@@ -85,6 +87,7 @@ async def test_a_tiny_bench_run_writes_every_result(
     assert memory["lease_records"] == memory["leases"]
     names = {t["name"] for t in written["targets"]}
     assert "overshoot with leases" in names and "import spendgate" in names
+    assert "deduct p50" in names
 
     table = (tmp_path / "bench.md").read_text()
     assert "### Sequential latency" in table and "### Targets" in table
