@@ -125,6 +125,7 @@ async def walkthrough(config: BudgetConfig | None = None) -> None:
         try:
             first = await _admit_spend_refuse(budget)
             await _lease_and_replay(budget, first)
+            await _priced_usage(budget)
         finally:
             await _delete_keys(budget)
         _say("Done: every step above was one atomic Lua script, one round trip.")
@@ -203,6 +204,46 @@ async def _lease_and_replay(budget: BudgetManager, first: SpendRecord) -> None:
         f"spent today still {after['user'].daily.spent}"
     )
     _say(f"   remaining today: {after['user'].daily.remaining} {budget.config.unit}\n")
+
+
+#: the demo's price book, in bursar's format
+DEMO_BOOK = {
+    "version": 1,
+    "models": {
+        "gpt-4o": "input_tokens * 0.0000025 + output_tokens * 0.00001",
+        "_default": "input_tokens * 0.000001 + output_tokens * 0.000003",
+    },
+    "tools": {"web_search": "tool_calls * 0.01"},
+    "fixed": {"batch_job": 0.75},
+}
+
+
+async def _priced_usage(budget: BudgetManager) -> None:
+    """Step 6: a price book, prepaid credits and deduct."""
+    from spendgate import InsufficientCreditsError, ToolCall, UsageMetrics
+
+    _say("6. Priced usage: publish a price book (bursar's format), fund Bob, deduct.")
+    version = await budget.publish_pricing(DEMO_BOOK, label="demo")
+    await budget.add_credits("bob", Decimal("0.5"))
+    usage = UsageMetrics(
+        model="gpt-4o",
+        input_tokens=1200,
+        output_tokens=300,
+        tool_calls=(ToolCall(name="web_search"),),
+    )
+    charged = await budget.deduct("bob", usage, idempotency_key="job-7")
+    assert charged.breakdown is not None and charged.price_version == version
+    _say(
+        f"   version {version} priced it {charged.amount} (model "
+        f"{charged.breakdown.model.normalize()} + tools "
+        f"{charged.breakdown.tools.normalize()}); balance {charged.balance_after}"
+    )
+    try:
+        await budget.deduct_fixed("bob", "batch_job")
+    except InsufficientCreditsError as short:
+        _say(f"   a batch_job (0.75) is refused: {short.limit} left; nothing changed\n")
+    else:
+        raise AssertionError("the balance did not refuse")
 
 
 def main() -> None:
