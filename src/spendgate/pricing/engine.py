@@ -48,7 +48,7 @@ from spendgate.pricing.expressions import (
 )
 from spendgate.pricing.functions import CONTEXT
 from spendgate.pricing.plans import check_other, check_plans, check_tiers
-from spendgate.pricing.usage import CostBreakdown, UsageMetrics
+from spendgate.pricing.usage import CostBreakdown, UsageMetrics, priced
 
 __all__ = ["DEFAULT", "TOP_LEVEL_KEYS", "PricingEngine"]
 
@@ -233,7 +233,8 @@ class PricingEngine:
             raise ExpressionError(
                 "(the total)", f"{total:f} is above the largest charge, {MAX_AMOUNT}"
             )
-        return CostBreakdown(total, model, tools, search, cache, _ZERO, by_name)
+        by_name_view = MappingProxyType(by_name)
+        return priced(total, model, tools, search, cache, _ZERO, by_name_view)
 
     def calculate_fixed(self, job: str) -> CostBreakdown:
         """The price of a fixed-cost job from the book's ``fixed``.
