@@ -803,3 +803,16 @@ def test_importing_spendgate_loads_neither_the_engine_nor_litellm() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "6"
+
+
+def test_the_pricing_bench_times_each_subject(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.pricing_bench import main
+
+    code = main(["--samples", "300"])
+    out = capsys.readouterr().out
+    for subject in ("calculate (5 dimensions)", "calculate_fixed", "load the book"):
+        assert subject in out
+    assert "calculate p50" in out
+    assert code == (0 if "within the 20 µs target" in out else 1)

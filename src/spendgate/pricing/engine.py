@@ -71,6 +71,7 @@ TOP_LEVEL_KEYS = (
 )
 
 _ZERO = Decimal(0)
+_NO_TOOLS: Mapping[str, Decimal] = MappingProxyType({})
 _ADD = CONTEXT.add
 # Counters are mostly small: their Decimals are made once.
 _SMALL = tuple(Decimal(n) for n in range(1024))
@@ -245,7 +246,7 @@ class PricingEngine:
         price = self._fixed.get(job)
         if price is None:
             raise InvalidArgumentError(f"the price book has no fixed price for {job!r}")
-        return CostBreakdown(price, _ZERO, _ZERO, _ZERO, _ZERO, price, {})
+        return priced(price, _ZERO, _ZERO, _ZERO, _ZERO, price, _NO_TOOLS)
 
     def _model(
         self, name: str | None, overrides: Mapping[str, Expression] | None
