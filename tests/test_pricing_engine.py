@@ -200,6 +200,8 @@ def test_the_with_plans_config_loads_and_its_rate_overrides_price_the_plan() -> 
         "period": "monthly",
         "action": "deny",
     }
+    with pytest.raises(TypeError):
+        free["features"]["max_concurrency"] = 99  # type: ignore[index]
     call = usage(model="gpt-4", input_tokens=500, output_tokens=200)
     assert engine.calculate(call).total == D(11)  # 500 * 0.01 + 200 * 0.03
     overrides = engine.rate_overrides("free")

@@ -126,9 +126,7 @@ class PricingEngine:
         balance = data.get("min_balance")
         self._min_balance = None if balance is None else amount(balance, "min_balance")
         plans, rates = check_plans(data["plans"]) if data.get("plans") else ({}, {})
-        self._plans = MappingProxyType(
-            {key: MappingProxyType(book.jsonable(plan)) for key, plan in plans.items()}
-        )
+        self._plans: Mapping[str, Mapping[str, Any]] = _frozen(book.jsonable(plans))
         self._plan_rates = {k: MappingProxyType(v) for k, v in rates.items()}
         if data.get("tiers") is not None:
             check_tiers(data["tiers"])
@@ -282,6 +280,15 @@ class PricingEngine:
             env["this_tool_calls"] = _number(others)
             priced[DEFAULT] = self._tool_default.evaluate_decimals(env)
         return priced
+
+
+def _frozen(value: Any) -> Any:
+    # Read-only all the way down: an engine is shared between threads.
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def _expressions(
