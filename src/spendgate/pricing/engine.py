@@ -48,7 +48,7 @@ from spendgate.pricing.expressions import (
 )
 from spendgate.pricing.functions import CONTEXT
 from spendgate.pricing.plans import check_other, check_plans, check_tiers
-from spendgate.pricing.usage import CostBreakdown, UsageMetrics
+from spendgate.pricing.usage import CostBreakdown, UsageMetrics, priced
 
 __all__ = ["DEFAULT", "TOP_LEVEL_KEYS", "PricingEngine"]
 
@@ -71,6 +71,7 @@ TOP_LEVEL_KEYS = (
 )
 
 _ZERO = Decimal(0)
+_NO_TOOLS: Mapping[str, Decimal] = MappingProxyType({})
 _ADD = CONTEXT.add
 # Counters are mostly small: their Decimals are made once.
 _SMALL = tuple(Decimal(n) for n in range(1024))
@@ -125,9 +126,7 @@ class PricingEngine:
         balance = data.get("min_balance")
         self._min_balance = None if balance is None else amount(balance, "min_balance")
         plans, rates = check_plans(data["plans"]) if data.get("plans") else ({}, {})
-        self._plans = MappingProxyType(
-            {key: MappingProxyType(book.jsonable(plan)) for key, plan in plans.items()}
-        )
+        self._plans: Mapping[str, Mapping[str, Any]] = _frozen(book.jsonable(plans))
         self._plan_rates = {k: MappingProxyType(v) for k, v in rates.items()}
         if data.get("tiers") is not None:
             check_tiers(data["tiers"])
@@ -233,7 +232,8 @@ class PricingEngine:
             raise ExpressionError(
                 "(the total)", f"{total:f} is above the largest charge, {MAX_AMOUNT}"
             )
-        return CostBreakdown(total, model, tools, search, cache, _ZERO, by_name)
+        by_name_view = MappingProxyType(by_name)
+        return priced(total, model, tools, search, cache, _ZERO, by_name_view)
 
     def calculate_fixed(self, job: str) -> CostBreakdown:
         """The price of a fixed-cost job from the book's ``fixed``.
@@ -244,7 +244,7 @@ class PricingEngine:
         price = self._fixed.get(job)
         if price is None:
             raise InvalidArgumentError(f"the price book has no fixed price for {job!r}")
-        return CostBreakdown(price, _ZERO, _ZERO, _ZERO, _ZERO, price, {})
+        return priced(price, _ZERO, _ZERO, _ZERO, _ZERO, price, _NO_TOOLS)
 
     def _model(
         self, name: str | None, overrides: Mapping[str, Expression] | None
@@ -280,6 +280,15 @@ class PricingEngine:
             env["this_tool_calls"] = _number(others)
             priced[DEFAULT] = self._tool_default.evaluate_decimals(env)
         return priced
+
+
+def _frozen(value: Any) -> Any:
+    # Read-only all the way down: an engine is shared between threads.
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def _expressions(

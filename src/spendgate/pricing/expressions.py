@@ -180,9 +180,13 @@ def compile_expression(
             where=where,
         )
     if len(text) > TEXT_MAX:
+        # Named by its start: the error must stay small whatever the text.
+        line = text.count("\n", 0, TEXT_MAX) + 1
+        column = TEXT_MAX - text.rfind("\n", 0, TEXT_MAX)
         raise PricingConfigError(
             f"the expression has {len(text)} characters, more than {TEXT_MAX}",
             expression=text[:80] + "...",
+            position=f"{line}:{column}",
             where=where,
         )
     source = _Source(text, where)
