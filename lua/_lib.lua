@@ -193,7 +193,8 @@ end
 -- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held};
--- and the holds' due time (read_scopes).
+-- then the holds' due time, and what read_scopes read (its values and how
+-- many come before the scopes'), for a caller that charges next.
 local function admit(now_ms, day, month, user, project, requested, floor)
   local enforce = floor ~= nil or ENFORCE_BALANCE == '1'
   floor = floor or MIN_BALANCE
@@ -227,7 +228,7 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       if tightest < 0 or room < tightest then tightest = room end
     end
   end
-  return {R_OK, tightest}, due
+  return {R_OK, tightest}, due, seen, first
 end
 
 -- Adds amount to one day or month counter (sent as its text: redis.call
@@ -274,6 +275,39 @@ local function charge(head, user, project, balance, debit)
     return redis.call('DECRBY', bkey, text)
   end
   return false
+end
+
+-- Charges an admitted amount from what admission read (admit's `seen` and
+-- `first`, the balance read with it), without reading anything again: every
+-- scope's day and month counter and the user's balance are written with one
+-- MSET of their new values (the script is atomic: nothing changed them
+-- since); a counter this call creates gets its TTL. `head` is the fact head
+-- (ARGV[1..6]). Returns the balance after.
+local function charge_admitted(head, user, project, seen, first)
+  local text = head[6]
+  local amount = tonumber(text)
+  local keys = {scope_keys(head[2], head[4], user, project)}
+  local writes, fresh = {}, {}
+  for i = 1, #keys / 4 do
+    local at, k = first + 4 * i - 4, 4 * i - 3
+    for w = 0, 1 do
+      local old = seen[at + 1 + w]
+      writes[#writes + 1] = keys[k + w]
+      writes[#writes + 1] = fmt((tonumber(old) or 0) + amount)
+      if not old then fresh[#fresh + 1] = w end
+      if not old then fresh[#fresh + 1] = keys[k + w] end
+    end
+  end
+  local balance = (tonumber(seen[2]) or 0) - amount
+  writes[#writes + 1] = BASE .. K_BALANCE .. user
+  writes[#writes + 1] = fmt(balance)
+  redis.call('MSET', unpack(writes))
+  for i = 1, #fresh, 2 do
+    local ttl = head[3]
+    if fresh[i] == 1 then ttl = head[5] end
+    redis.call('PEXPIRE', fresh[i + 1], ttl)
+  end
+  return balance
 end
 
 -- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or

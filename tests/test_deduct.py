@@ -152,3 +152,44 @@ async def test_unavailable_store_fails_closed_unless_spooling_is_asked(
         )
         assert spooled.spooled and spooled.amount == Decimal(1)
         assert budget.spool is not None and budget.spool.depth == 1
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [(), ("web_search",), ("web_search", 'we"ird\\name', "é")],
+    ids=["none", "plain", "escaped"],
+)
+def test_the_fast_metadata_is_the_json_the_general_path_writes(
+    tools: tuple[str, ...],
+) -> None:
+    """A deduct builds its own metadata without json.dumps when the caller
+    gave none: it must be exactly what encode_metadata writes."""
+    from spendgate import PricingEngine, ToolCall, UsageMetrics
+    from spendgate.core.ids import encode_metadata
+    from spendgate.ops.deduct import _ledger_metadata, _pricing_of
+
+    engine = PricingEngine.from_dict(
+        {
+            "version": 1,
+            "models": {"_default": "input_tokens * 0.000001 + output_tokens * 3"},
+            "tools": {"web_search": "this_tool_calls * 0.01", "_default": "tool_calls"},
+            "cache": {"discount": "-cache_read_tokens * 0.0000012"},
+        }
+    )
+    usage = UsageMetrics(
+        model="m",
+        input_tokens=1234,
+        output_tokens=5,
+        cache_read_tokens=7,
+        tool_calls=tuple(ToolCall(name=t) for t in tools),
+    )
+    breakdown = engine.calculate(usage)
+    for version in (None, 12):
+        general = encode_metadata(
+            {
+                "pricing": _pricing_of(breakdown, version),
+                "usage": {"input_tokens": 1234, "output_tokens": 5},
+            },
+            8192,
+        )
+        assert _ledger_metadata({}, usage, breakdown, version, 8192) == general

@@ -10,6 +10,7 @@ retried, so a charge is priced by exactly one version, the one in force.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -311,15 +312,35 @@ def _metadata_of(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _pricing_of(breakdown: CostBreakdown | None, version: int | None) -> dict[str, Any]:
+    """The ``pricing`` block of a charge's metadata."""
     if breakdown is None:
         return {"version": version}
-    parts = ("model", "tools", "search", "cache", "fixed")
-    return {
-        "version": version,
-        "total": str(breakdown.total),
-        **{part: str(getattr(breakdown, part)) for part in parts},
-        "tools_by_name": {k: str(v) for k, v in breakdown.tools_by_name.items()},
-    }
+    return {**breakdown.to_dict(), "version": version}
+
+
+def _pricing_json(breakdown: CostBreakdown, version: int | None) -> str:
+    """:func:`_pricing_of` as the JSON ``encode_metadata`` writes for it
+    (keys sorted, compact), built directly: on a deduct's path, json.dumps of
+    the nested dict cost more than the pricing itself."""
+    b = breakdown
+    names = b.tools_by_name
+    if not names:
+        by_name = "{}"
+    elif all(k.isascii() and k.isidentifier() for k in names):
+        # names JSON writes as they are (the common case: web_search)
+        by_name = "{" + ",".join(f'"{k}":"{names[k]:f}"' for k in sorted(names)) + "}"
+    else:
+        by_name = json.dumps(
+            {k: format(v, "f") for k, v in names.items()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    return (
+        f'"pricing":{{"cache":"{b.cache:f}","fixed":"{b.fixed:f}",'
+        f'"model":"{b.model:f}","search":"{b.search:f}","tools":"{b.tools:f}",'
+        f'"tools_by_name":{by_name},"total":"{b.total:f}",'
+        f'"version":{"null" if version is None else version}}}'
+    )
 
 
 def _ledger_metadata(
@@ -329,16 +350,36 @@ def _ledger_metadata(
     version: int | None,
     max_bytes: int,
 ) -> str:
-    meta = dict(extra)
-    if breakdown is not None:
-        meta["pricing"] = _pricing_of(breakdown, version)
+    """The charge's metadata: the caller's, the pricing (breakdown and
+    version) and the usage's tokens (the ledger row's token columns read
+    them)."""
+    tokens = None
     if isinstance(usage, UsageMetrics):
-        # the ledger row's token columns read these
-        meta["usage"] = {
+        tokens = {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
         }
-    return encode_metadata(meta, max_bytes) if meta else ""
+    if extra:  # the caller's own metadata: the general path
+        meta = dict(extra)
+        if breakdown is not None:
+            meta["pricing"] = _pricing_of(breakdown, version)
+        if tokens is not None:
+            meta["usage"] = tokens
+        return encode_metadata(meta, max_bytes)
+    parts = []
+    if breakdown is not None:
+        parts.append(_pricing_json(breakdown, version))
+    if tokens is not None:
+        parts.append(
+            f'"usage":{{"input_tokens":{tokens["input_tokens"]},'
+            f'"output_tokens":{tokens["output_tokens"]}}}'
+        )
+    text = "{" + ",".join(parts) + "}" if parts else ""
+    if len(text) > max_bytes:
+        raise InvalidArgumentError(
+            f"metadata is {len(text)} bytes as JSON, above the limit of {max_bytes}"
+        )
+    return text
 
 
 def _floor_micros(value: Decimal | None) -> int | None:
