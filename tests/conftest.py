@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis import Redis as SyncRedis
 
+from redis_server import RedisServer, redis_server_binary
 from spendgate import BudgetConfig, BudgetManager
 
 # spendgate's log lines are off until the application enables them; the
@@ -171,3 +173,15 @@ async def make_budget(
 async def budget(make_budget: MakeBudget) -> BudgetManager:
     """A budget with no caps at all; tests set what they need."""
     return make_budget()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free port (AOF on, fsync always),
+    started, and killed after: for the tests that kill, pause or flush it."""
+    if redis_server_binary() is None:
+        pytest.fail("redis-server is not installed (these tests start their own)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

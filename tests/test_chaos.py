@@ -26,7 +26,6 @@ import subprocess
 import sys
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import pytest
 
 from conftest import FakeClock
-from redis_server import RedisServer, redis_server_binary
+from redis_server import RedisServer
 from spendgate import BudgetConfig, BudgetManager, BudgetUnavailableError, SpendRecord
 
 pytestmark = pytest.mark.slow
@@ -43,13 +42,8 @@ MICRO = Decimal("0.000001")
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_binary() is None:
-        pytest.fail("redis-server is not installed (the chaos tests start their own)")
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    yield srv
-    srv.kill()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 def _config(server: RedisServer, spool: Path, **extra: Any) -> BudgetConfig:

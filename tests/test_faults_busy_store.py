@@ -13,14 +13,13 @@ finds every connection taken waits for one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from redis_server import RedisServer, redis_server_binary
+from redis_server import RedisServer
 from spendgate import (
     BudgetConfig,
     BudgetExceededError,
@@ -32,13 +31,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_binary() is None:
-        pytest.fail("redis-server is not installed (these tests start their own)")
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    yield srv
-    srv.kill()
+def server(private_redis: RedisServer) -> RedisServer:
+    return private_redis
 
 
 def _config(server: RedisServer, tmp_path: Path, **extra: Any) -> BudgetConfig:

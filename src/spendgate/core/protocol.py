@@ -148,6 +148,17 @@ class Operation(NamedTuple):
 # The argument lists and answers shared by several scripts.
 _ADMISSION = ("now_ms", "day", "month", "requested", "user", "project")
 _FACT_HEAD = ("now_ms", "day", "day_ttl_ms", "month", "month_ttl_ms", "amount")
+#: a direct charge's arguments (record; deduct adds its own after them)
+_CHARGE = (
+    *_FACT_HEAD,
+    "fingerprint",
+    "entry",
+    "user",
+    "project",
+    "model",
+    "metadata",
+    "idempotency_key",
+)
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
@@ -167,21 +178,7 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
-    "record": Operation(
-        ("idempotency",),
-        (
-            *_FACT_HEAD,
-            "fingerprint",
-            "entry",
-            "user",
-            "project",
-            "model",
-            "metadata",
-            "idempotency_key",
-        ),
-        _IDEMPOTENT,
-        fact=True,
-    ),
+    "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
     "credit": Operation(
         ("idempotency",),
         (
@@ -198,18 +195,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "deduct": Operation(
         ("idempotency",),
-        (
-            *_FACT_HEAD,
-            "fingerprint",
-            "entry",
-            "user",
-            "project",
-            "model",
-            "metadata",
-            "idempotency_key",
-            "price_version",
-            "min_balance",
-        ),
+        (*_CHARGE, "price_version", "min_balance"),
         _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
     ),
     "pricing_publish": Operation(
