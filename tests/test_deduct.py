@@ -193,3 +193,13 @@ def test_the_fast_metadata_is_the_json_the_general_path_writes(
             8192,
         )
         assert _ledger_metadata({}, usage, breakdown, version, 8192) == general
+
+
+async def test_a_team_is_refused_until_teams_exist(make_budget: MakeBudget) -> None:
+    """DESIGN's signature takes team_id; a charge to a team pool is refused,
+    never silently charged to the user instead."""
+    budget = make_budget()
+    await budget.add_credits("ada", "10")
+    with pytest.raises(InvalidArgumentError, match="team"):
+        await budget.deduct("ada", "1", team_id="eng")
+    assert (await budget.get_usage("ada"))["user"].daily.spent == 0

@@ -51,6 +51,7 @@ class Deductions(PriceBooks, Leases, Facts):
         user_id: Any,
         usage: UsageMetrics | Any,
         project_id: str | None = None,
+        team_id: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         *,
@@ -60,6 +61,8 @@ class Deductions(PriceBooks, Leases, Facts):
 
         :param usage: a :class:`UsageMetrics` (priced by the active price
             book, else by the model prices) or an amount
+        :param team_id: DESIGN's team pool; teams are not built yet, so a
+            team id is refused (``InvalidArgumentError``), never ignored
         :param spool_when_unavailable: when Redis does not answer, record the
             charge as a fact (spooled, replayed later, never refused) instead
             of failing closed: a charge without admission, for work that has
@@ -70,6 +73,8 @@ class Deductions(PriceBooks, Leases, Facts):
         :raise BudgetUnavailableError: Redis did not answer (nothing charged)
         :raise IdempotencyConflictError: a key reused with other arguments
         """
+        if team_id is not None:
+            raise InvalidArgumentError("team_id: teams are not available yet")
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         key = ""
@@ -107,7 +112,11 @@ class Deductions(PriceBooks, Leases, Facts):
             no such job
         """
         return await self.deduct(
-            user_id, _FixedJob(job), project_id, idempotency_key, metadata
+            user_id,
+            _FixedJob(job),
+            project_id,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
         )
 
     async def _price(
