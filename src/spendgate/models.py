@@ -142,7 +142,8 @@ class Limits:
     overridden: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as SpendRecord: built on the hot path, positionally.
+@dataclass(slots=True)
 class DeductResult:
     """What :meth:`BudgetManager.deduct` charged."""
 

@@ -10,6 +10,7 @@ retried, so a charge is priced by exactly one version, the one in force.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -37,6 +38,7 @@ from spendgate.ops.leases import Leases
 from spendgate.ops.pricebooks import PriceBooks
 from spendgate.pricing.usage import CostBreakdown, UsageMetrics
 
+_ZERO = Decimal(0)
 #: metadata keys the charge writes itself
 _RESERVED_METADATA = ("pricing", "usage")
 #: times a deduct is priced again when the active book changed under it
@@ -128,10 +130,14 @@ class Deductions(PriceBooks, Leases, Facts):
             # An amount: priced by no book, but the active book's floor holds
             # (as read within the last REFRESH_SECONDS).
             micros = charge_micros(usage)
-            active = await self.active_pricing() if micros else None
+            active = None
+            if micros:
+                fresh = self._fresh_active()
+                active = await self.active_pricing() if fresh is False else fresh
             floor = None if active is None else active[1].min_balance
             return micros, None, None, None, _floor_micros(floor)
-        active = await self.active_pricing()
+        fresh = self._fresh_active()
+        active = await self.active_pricing() if fresh is False else fresh
         if active is None:
             if isinstance(usage, _FixedJob):
                 raise InvalidArgumentError("no price book is active: no fixed prices")
@@ -218,15 +224,17 @@ class Deductions(PriceBooks, Leases, Facts):
                 self._refusal(reply, user, project, amount, self._windows_at(now_ms))
             )
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
+        # Positional, in field order (entry_id, user_id, amount,
+        # allowance_used, balance_after, breakdown, price_version, replayed).
         return DeductResult(
-            entry_id=entry,
-            user_id=user,
-            amount=from_micros(int(charged)),
-            allowance_used=Decimal(0),
-            balance_after=from_micros(int(balance)),
-            breakdown=breakdown if code == Reply.OK else None,
-            price_version=int(first_version) if first_version else None,
-            replayed=code == Reply.REPLAYED,
+            entry,
+            user,
+            from_micros(int(charged)),
+            _ZERO,
+            from_micros(int(balance)),
+            breakdown if code == Reply.OK else None,
+            int(first_version) if first_version else None,
+            code == Reply.REPLAYED,
         )
 
     async def _spool_deduct(
@@ -391,6 +399,7 @@ def _ledger_metadata(
     return text
 
 
+@functools.lru_cache(maxsize=64)
 def _floor_micros(value: Decimal | None) -> int | None:
     """A book's ``min_balance`` in micro-units (a negative floor is a credit
     line); ``None`` for the configured floor."""

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms
@@ -141,6 +141,19 @@ class PriceBooks(Operations):
             if last is None or first + _PAGE > int(last):
                 return versions
             first += _PAGE
+
+    def _fresh_active(self) -> tuple[int, PricingEngine] | None | Literal[False]:
+        """The active book as cached, when read within :data:`REFRESH_SECONDS`
+        (``None``: none active); ``False`` when it must be read again. No
+        await: the common case costs a deduct no coroutine."""
+        cached = self._active
+        if cached is None or time.monotonic() - cached[1] >= REFRESH_SECONDS:
+            return False
+        version = cached[0]
+        if version is None:
+            return None
+        engine = self._books.get(version)
+        return False if engine is None else (version, engine)
 
     async def active_pricing(self) -> tuple[int, PricingEngine] | None:
         """The active version and its engine, read again at most every
