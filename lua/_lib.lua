@@ -94,6 +94,21 @@ local function add_held(user, project, amount, text)
   redis.call('INCRBY', r .. S_GLOBAL, text)
 end
 
+-- A new hold of `amount` (its text: `text`) for lease `lease`, pending until
+-- expires_ms (text): its record, its place in the expiry index, the due
+-- time brought forward when it is the earliest, and each scope's held amount.
+-- `due` is the due time admission read. The record is kept
+-- IDEMPOTENCY_TTL_MS once it is final.
+local function hold_create(lease, amount, text, user, project, expires_ms, due)
+  redis.call('HSET', BASE .. K_HOLD .. lease, 'st', HOLD_PENDING, 'a', text,
+             'u', user, 'p', project, 'x', expires_ms, 'r', IDEMPOTENCY_TTL_MS)
+  redis.call('ZADD', BASE .. K_HOLDS, expires_ms, lease)
+  if tonumber(expires_ms) < tonumber(due) then
+    redis.call('SET', BASE .. K_DUE, expires_ms)  -- the earliest pending expiry now
+  end
+  add_held(user, project, amount, text)
+end
+
 -- A hold ends (settled, released or expired): takes `amount` off each of its
 -- scopes' held amounts, with one MGET, then one MSET of what stays held and
 -- one DEL of what drops to zero, so an idle scope keeps no key. The user's

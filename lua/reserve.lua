@@ -22,13 +22,7 @@ local verdict, due = admit(ARGV[1], ARGV[2], ARGV[3], user, project, requested)
 if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]
-redis.call('HSET', BASE .. K_HOLD .. lease, 'st', HOLD_PENDING, 'a', ARGV[4],
-           'u', user, 'p', project, 'x', expires_ms, 'r', IDEMPOTENCY_TTL_MS)
-redis.call('ZADD', BASE .. K_HOLDS, expires_ms, lease)
-if tonumber(expires_ms) < tonumber(due) then
-  redis.call('SET', BASE .. K_DUE, expires_ms)  -- the earliest pending expiry now
-end
-add_held(user, project, requested, ARGV[4])
+hold_create(lease, requested, ARGV[4], user, project, expires_ms, due)
 
 local payload = lease .. '|' .. expires_ms
 idem_store(ikey, fingerprint, payload)

@@ -105,6 +105,12 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.REPLAYED: [2, b"first|2000000000000"],
         Reply.CONFLICT: [3],
     },
+    "reserve_up_to": {
+        Reply.OK: [0, b"lease|2000000000000|500000"],
+        Reply.REFUSED: [1, 1, 1, 5, 5, 0],
+        Reply.REPLAYED: [2, b"first|2000000000000|500000"],
+        Reply.CONFLICT: [3],
+    },
     "settle": {
         Reply.OK: [0, b"u", b"", 0, 1000000],
         Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
@@ -143,6 +149,7 @@ _BOOK = {"version": 1, "models": {"_default": "input_tokens * 0.001"}}
 _CALLS = {
     "check": lambda b: b.check_availability("u", "p", "1"),
     "reserve": lambda b: b.reserve("u", "1", idempotency_key="k"),
+    "reserve_up_to": lambda b: b.reserve_up_to("u", "1", idempotency_key="k"),
     "settle": lambda b: b.settle(_LEASE, "1"),
     "release": lambda b: b.release(_LEASE),
     "record": lambda b: b.record_spend("u", "1", idempotency_key="k"),

@@ -171,6 +171,11 @@ OPERATIONS: dict[str, Operation] = {
         (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
         _ADMITS | _IDEMPOTENT,
     ),
+    "reserve_up_to": Operation(
+        ("idempotency",),
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max"),
+        _ADMITS | _IDEMPOTENT,
+    ),
     "settle": Operation(
         ("hold",),
         (*_FACT_HEAD, "entry", "model", "metadata", "lease"),

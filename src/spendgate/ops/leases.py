@@ -96,6 +96,53 @@ class Leases(Admission):
             lease_id, user_id, project, requested, expires_ms, code == _REPLAYED
         )
 
+    async def reserve_up_to(
+        self,
+        user_id: Any,
+        max_amount: Any,
+        min_amount: Any = 0,
+        project_id: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Lease:
+        """Hold as much as fits, up to ``max_amount``: the smaller of
+        ``max_amount`` and the tightest room left under every scope, window
+        and (where enforced) the balance; refused when not even
+        ``min_amount`` fits (TigerBeetle's balancing debit). One script.
+
+        :return: the lease; ``lease.amount`` is what was granted
+        :raise BudgetExceededError: ``min_amount`` does not fit (with
+            ``min_amount`` 0: nothing is left at all)
+        :raise InvalidArgumentError: ``min_amount`` above ``max_amount``
+        """
+        user_id = user_id_of(user_id, self._max_id)
+        project = check_optional_id("project_id", project_id, self._max_id)
+        most, least = charge_micros(max_amount), charge_micros(min_amount)
+        if least > most:
+            raise InvalidArgumentError("min_amount is above max_amount")
+        ttl_ms = self._lease_ttl_ms(ttl_seconds)
+        ikey = digest = ""
+        if idempotency_key is not None:
+            key = check_id("idempotency_key", idempotency_key, self._max_id)
+            ikey = self.keys.caller_idempotency(key)
+            digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        lease_id = new_id(now_ms)
+        args = (now_ms, w.day, w.month, least, user_id, project or "", digest)
+        reply = await self._store.run(
+            "reserve_up_to", (ikey,), args + (lease_id, now_ms + ttl_ms, most)
+        )
+        code = reply[0]
+        if code == _REFUSED:
+            raise self._refusal(reply, user_id, project, least, w)
+        if code == _CONFLICT:
+            raise IdempotencyConflictError(idempotency_key or "")
+        lease_id, expires, granted = text(reply[1]).split("|")
+        return Lease(
+            lease_id, user_id, project, int(granted), int(expires), code == _REPLAYED
+        )
+
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
         if ttl_seconds is None:
             return self.config.lease_ttl_seconds * 1000

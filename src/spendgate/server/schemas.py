@@ -61,6 +61,19 @@ class ReserveRequest(BaseModel):
     idempotency_key: Id | None = None
 
 
+class ReserveUpToRequest(BaseModel):
+    """``POST /v1/reserve_up_to``: hold as much as fits, from ``min_amount``
+    up to ``max_amount``."""
+
+    model_config = _STRICT
+    user_id: Id
+    max_amount: Amount
+    min_amount: Amount = Decimal(0)
+    project_id: Id | None = None
+    ttl_seconds: TtlSeconds | None = None
+    idempotency_key: Id | None = None
+
+
 class SettleRequest(BaseModel):
     """``POST /v1/settle``: charge a lease's actual cost."""
 

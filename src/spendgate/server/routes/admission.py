@@ -19,6 +19,7 @@ from spendgate.server.schemas import (
     CheckResponse,
     LeaseResponse,
     ReserveRequest,
+    ReserveUpToRequest,
 )
 
 router = APIRouter()
@@ -60,6 +61,32 @@ async def reserve(request: Request) -> LeaseResponse:
         budget_of(request).reserve(
             req.user_id,
             req.amount,
+            project_id=req.project_id,
+            ttl_seconds=req.ttl_seconds,
+            idempotency_key=req.idempotency_key,
+        ),
+    )
+    return LeaseResponse.of(lease)
+
+
+@router.post(
+    "/v1/reserve_up_to",
+    response_model=LeaseResponse,
+    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    openapi_extra=request_body(ReserveUpToRequest),
+    tags=["leases"],
+)
+async def reserve_up_to(request: Request) -> LeaseResponse:
+    """Hold as much as fits between ``min_amount`` and ``max_amount`` (the
+    lease's ``amount`` is what was granted); 429 when not even
+    ``min_amount`` fits."""
+    req = await read_body(request, ReserveUpToRequest)
+    lease = await metrics_of(request).admit(
+        "reserve_up_to",
+        budget_of(request).reserve_up_to(
+            req.user_id,
+            req.max_amount,
+            req.min_amount,
             project_id=req.project_id,
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,

@@ -1,0 +1,39 @@
+-- reserve_up_to: hold the most that fits, between a floor and a ceiling
+-- (TigerBeetle's balancing debit): at least `min` must fit under every scope,
+-- window and (where enforced) the balance, or the call is refused and
+-- nothing changes; then the hold is the smaller of `max` and the tightest
+-- room left.
+--
+-- KEYS[1] - idempotency key, "" for none
+-- ARGV[1..6] - as in check.lua (now_ms, day, month, min, user, project):
+--              ARGV[4] is the least that must fit, micro-units
+-- ARGV[7] - fingerprint of the arguments (for the idempotency key)
+-- ARGV[8] - lease id (fresh, unique)
+-- ARGV[9] - expires_ms: when the hold stops counting
+-- ARGV[10] - the most to hold, micro-units
+-- return {R_OK, "lease|expires_ms|granted"} for a new hold, {R_REPLAYED, same
+--        payload} for an idempotent replay, {R_CONFLICT}, or the refusal
+--        {R_REFUSED, scope, window, limit, spent, held} when not even `min`
+--        fits
+
+local ikey = KEYS[1]
+local fingerprint = ARGV[7]
+local seen = idem_lookup(ikey, fingerprint)
+if seen then return seen end
+
+local user, project = ARGV[5], ARGV[6]
+local verdict, due = admit(ARGV[1], ARGV[2], ARGV[3], user, project,
+                           tonumber(ARGV[4]))
+if verdict[1] ~= R_OK then return verdict end
+
+-- the tightest room before this hold (-1: nothing is capped): it fits `min`
+local granted = tonumber(ARGV[10])
+if verdict[2] >= 0 and verdict[2] < granted then granted = verdict[2] end
+local text = fmt(granted)
+
+local lease, expires_ms = ARGV[8], ARGV[9]
+hold_create(lease, granted, text, user, project, expires_ms, due)
+
+local payload = lease .. '|' .. expires_ms .. '|' .. text
+idem_store(ikey, fingerprint, payload)
+return {R_OK, payload}
