@@ -166,7 +166,8 @@ def test_the_fast_metadata_is_the_json_the_general_path_writes(
     gave none: it must be exactly what encode_metadata writes."""
     from spendgate import PricingEngine, ToolCall, UsageMetrics
     from spendgate.core.ids import encode_metadata
-    from spendgate.ops.deduct import _ledger_metadata, _pricing_of
+    from spendgate.ops.deduct_metadata import ledger_metadata as _ledger_metadata
+    from spendgate.ops.deduct_metadata import pricing_of as _pricing_of
 
     engine = PricingEngine.from_dict(
         {

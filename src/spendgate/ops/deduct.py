@@ -11,7 +11,6 @@ retried, so a charge is priced by exactly one version, the one in force.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 from spendgate.core.ids import (
     check_id,
     check_optional_id,
-    encode_metadata,
     user_id_of,
 )
 from spendgate.core.money import charge_micros, from_micros, limit_micros
@@ -33,14 +31,13 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
 from spendgate.ops.pricebooks import PriceBooks
 from spendgate.pricing.usage import CostBreakdown, UsageMetrics
 
 _ZERO = Decimal(0)
-#: metadata keys the charge writes itself
-_RESERVED_METADATA = ("pricing", "usage")
 #: times a deduct is priced again when the active book changed under it
 _PRICE_ATTEMPTS = 3
 
@@ -82,7 +79,7 @@ class Deductions(PriceBooks, Leases, Facts):
         key = ""
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
-        extra = _metadata_of(metadata)
+        extra = metadata_of(metadata)
         for _ in range(_PRICE_ATTEMPTS):
             try:
                 priced = await self._price(usage)
@@ -199,7 +196,7 @@ class Deductions(PriceBooks, Leases, Facts):
             )
         now_ms = self._now_ms()
         entry_id = new_id(now_ms)
-        meta = _ledger_metadata(extra, usage, breakdown, version, self._max_meta)
+        meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta)
         digest = fingerprint("deduct", user, project, repr(usage), meta) if key else ""
         args = self._fact_head(now_ms, amount) + (
             digest,
@@ -255,7 +252,7 @@ class Deductions(PriceBooks, Leases, Facts):
             project,
             model,
             key or None,
-            {**extra, "pricing": _pricing_of(breakdown, version)},
+            {**extra, "pricing": pricing_of(breakdown, version)},
         )
         return DeductResult(
             entry_id=record.entry_id,
@@ -313,90 +310,6 @@ def _refused(error: Any) -> Any:
         resets_at=error.resets_at,
         held=error.held,
     )
-
-
-def _metadata_of(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidArgumentError("metadata must be a mapping")
-    taken = [k for k in _RESERVED_METADATA if k in metadata]
-    if taken:
-        raise InvalidArgumentError(
-            f"metadata keys {taken} are written by deduct itself"
-        )
-    return dict(metadata)
-
-
-def _pricing_of(breakdown: CostBreakdown | None, version: int | None) -> dict[str, Any]:
-    """The ``pricing`` block of a charge's metadata."""
-    if breakdown is None:
-        return {"version": version}
-    return {**breakdown.to_dict(), "version": version}
-
-
-def _pricing_json(breakdown: CostBreakdown, version: int | None) -> str:
-    """:func:`_pricing_of` as the JSON ``encode_metadata`` writes for it
-    (keys sorted, compact), built directly: on a deduct's path, json.dumps of
-    the nested dict cost more than the pricing itself."""
-    b = breakdown
-    names = b.tools_by_name
-    if not names:
-        by_name = "{}"
-    elif all(k.isascii() and k.isidentifier() for k in names):
-        # names JSON writes as they are (the common case: web_search)
-        by_name = "{" + ",".join(f'"{k}":"{names[k]:f}"' for k in sorted(names)) + "}"
-    else:
-        by_name = json.dumps(
-            {k: format(v, "f") for k, v in names.items()},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-    return (
-        f'"pricing":{{"cache":"{b.cache:f}","fixed":"{b.fixed:f}",'
-        f'"model":"{b.model:f}","search":"{b.search:f}","tools":"{b.tools:f}",'
-        f'"tools_by_name":{by_name},"total":"{b.total:f}",'
-        f'"version":{"null" if version is None else version}}}'
-    )
-
-
-def _ledger_metadata(
-    extra: dict[str, Any],
-    usage: Any,
-    breakdown: CostBreakdown | None,
-    version: int | None,
-    max_bytes: int,
-) -> str:
-    """The charge's metadata: the caller's, the pricing (breakdown and
-    version) and the usage's tokens (the ledger row's token columns read
-    them)."""
-    tokens = None
-    if isinstance(usage, UsageMetrics):
-        tokens = {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
-    if extra:  # the caller's own metadata: the general path
-        meta = dict(extra)
-        if breakdown is not None:
-            meta["pricing"] = _pricing_of(breakdown, version)
-        if tokens is not None:
-            meta["usage"] = tokens
-        return encode_metadata(meta, max_bytes)
-    parts = []
-    if breakdown is not None:
-        parts.append(_pricing_json(breakdown, version))
-    if tokens is not None:
-        parts.append(
-            f'"usage":{{"input_tokens":{tokens["input_tokens"]},'
-            f'"output_tokens":{tokens["output_tokens"]}}}'
-        )
-    text = "{" + ",".join(parts) + "}" if parts else ""
-    if len(text) > max_bytes:
-        raise InvalidArgumentError(
-            f"metadata is {len(text)} bytes as JSON, above the limit of {max_bytes}"
-        )
-    return text
 
 
 @functools.lru_cache(maxsize=64)
