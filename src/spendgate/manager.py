@@ -9,18 +9,16 @@ script, one EVALSHA, one round trip.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from spendgate.config import BudgetConfig
 from spendgate.core.keys import Keys
-from spendgate.core.money import MAX_MICROS, limit_micros
+from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
 from spendgate.core.store import ClientState, Store
 from spendgate.durability.replay import Replayer
-from spendgate.errors import InvalidArgumentError
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.leases import LeaseContext
@@ -74,7 +72,7 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
         constants = {
             "BASE": self.keys.base,
             "ENFORCE_BALANCE": "1" if cfg.enforce_balance else "0",
-            "MIN_BALANCE": str(_signed_micros(cfg.min_balance)),
+            "MIN_BALANCE": str(signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
             **dict(zip(DEFAULT_CAP_CONSTANTS, self._defaults, strict=True)),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
@@ -167,10 +165,3 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
             version = None if self._active is None else self._active[0]
             self._pricing.book = None if version is None else self._books.get(version)
         return self._pricing
-
-
-def _signed_micros(value: Decimal) -> int:
-    micros = limit_micros(abs(value))
-    if micros > MAX_MICROS:
-        raise InvalidArgumentError(f"{value} is above the maximum amount")
-    return -micros if value < 0 else micros

@@ -113,6 +113,13 @@ def limit_micros(value: object) -> int:
     return credit_micros(value)
 
 
+def signed_micros(value: Decimal) -> int:
+    """Micro-units of a signed bound, a balance floor (negative: a credit
+    line), rounded toward zero as a cap is."""
+    micros = limit_micros(abs(value))
+    return -micros if value < 0 else micros
+
+
 _DECIMAL_MEMO: dict[int, Decimal] = {}
 
 

@@ -20,7 +20,7 @@ from spendgate.core.ids import (
     check_optional_id,
     user_id_of,
 )
-from spendgate.core.money import charge_micros, from_micros, limit_micros
+from spendgate.core.money import charge_micros, from_micros, signed_micros
 from spendgate.core.protocol import Reply
 from spendgate.errors import (
     BudgetUnavailableError,
@@ -316,7 +316,4 @@ def _refused(error: Any) -> Any:
 def _floor_micros(value: Decimal | None) -> int | None:
     """A book's ``min_balance`` in micro-units (a negative floor is a credit
     line); ``None`` for the configured floor."""
-    if value is None:
-        return None
-    micros = limit_micros(abs(value))
-    return -micros if value < 0 else micros
+    return None if value is None else signed_micros(value)

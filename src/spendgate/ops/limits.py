@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from spendgate.config import DEFAULT_CAPS
 from spendgate.core.ids import check_id, check_optional_id, user_id_of
 from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
@@ -24,8 +25,13 @@ class _Unset(Enum):
 #: "leave this limit as it is" in :meth:`BudgetManager.set_limits`
 UNSET = _Unset.UNSET
 
-#: where each scope's default caps sit in ``Operations._defaults``
-_DEFAULTS_AT = {"user": slice(0, 2), "project": slice(2, 4), "global": slice(4, 6)}
+#: where each scope's default caps (daily, then monthly) sit in
+#: ``Operations._defaults``, which follows the order of DEFAULT_CAPS
+_DEFAULTS_AT = {
+    scope: slice(i, i + 2)
+    for i, (scope, window, _) in enumerate(DEFAULT_CAPS)
+    if window == "daily"
+}
 
 
 class LimitsAndUsage(Operations):
