@@ -94,7 +94,7 @@ class PriceBooks(Operations):
         version = int(reply[1])
         self._books[version] = engine
         if activate:
-            self._active = (version, time.monotonic())
+            self._remember_active(version, engine)
         return version
 
     async def activate_pricing(self, version: int) -> None:
@@ -108,7 +108,7 @@ class PriceBooks(Operations):
         )
         if reply[0] == Reply.UNKNOWN_VERSION:
             raise InvalidArgumentError(f"no price book version {number}")
-        self._active = (number, time.monotonic())
+        self._remember_active(number, await self._book(number))
 
     async def get_pricing(self, version: int | None = None) -> PriceBookVersion | None:
         """One version, with its book (by default the active one).
@@ -158,21 +158,28 @@ class PriceBooks(Operations):
     async def active_pricing(self) -> tuple[int, PricingEngine] | None:
         """The active version and its engine, read again at most every
         :data:`REFRESH_SECONDS`; ``None`` when no book is active."""
-        cached = self._active
-        now = time.monotonic()
-        if cached is None or now - cached[1] >= REFRESH_SECONDS:
-            reply = await self._store.run(
-                "pricing_get", (self.keys.price_active,), ("",)
-            )
-            version = None if reply[0] is None else int(reply[0])
-            if version is not None and version not in self._books:
-                self._books[version] = _engine(reply[2])
-            cached = self._active = (version, now)
-        version = cached[0]
-        engine = None if version is None else await self._book(version)
-        if self._pricing is not None:  # budget.pricing prices by it too
+        fresh = self._fresh_active()
+        if fresh is not False:
+            return fresh
+        reply = await self._store.run("pricing_get", (self.keys.price_active,), ("",))
+        if reply[0] is None:
+            self._remember_active(None, None)
+            return None
+        version = int(reply[0])
+        engine = self._books.get(version)
+        if engine is None:
+            engine = self._books[version] = _engine(reply[2])
+        self._remember_active(version, engine)
+        return version, engine
+
+    def _remember_active(
+        self, version: int | None, engine: PricingEngine | None
+    ) -> None:
+        """The active version as just read or set, and the engine that
+        ``budget.pricing`` prices by from now on."""
+        self._active = (version, time.monotonic())
+        if self._pricing is not None:
             self._pricing.book = engine
-        return None if version is None or engine is None else (version, engine)
 
     async def _book(self, version: int) -> PricingEngine:
         engine = self._books.get(version)
