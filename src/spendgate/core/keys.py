@@ -26,6 +26,8 @@ they are loaded. The layout, below ``BASE``::
     pb:active              string: the active price book version
     pb:v:<n>               string: price book version n (JSON, immutable)
     pb:m:<n>               string: its label, time and digest (JSON)
+    events                 stream: the events scripts write themselves
+                           (thresholds crossed, kill switches, low balance)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -56,6 +58,7 @@ KEY_PARTS = {
     "CALLER_IDEMPOTENCY": "i:c:",
     "GENERATED_IDEMPOTENCY": "i:a:",
     "LEDGER": "ledger",
+    "EVENTS": "events",
     "PRICE_NEXT": "pb:next",
     "PRICE_ACTIVE": "pb:active",
     "PRICE_BOOK": "pb:v:",
@@ -79,7 +82,15 @@ _K = KEY_PARTS
 class Keys:
     """Key builders for one deployment."""
 
-    __slots__ = ("base", "due", "flushers", "holds", "ledger", "ledger_dead")
+    __slots__ = (
+        "base",
+        "due",
+        "events",
+        "flushers",
+        "holds",
+        "ledger",
+        "ledger_dead",
+    )
 
     def __init__(self, key_prefix: str) -> None:
         self.base = f"{key_prefix}:{{sg}}:"
@@ -89,6 +100,8 @@ class Keys:
         self.due = self.base + _K["DUE"]
         #: the ledger stream, one entry per fact
         self.ledger = self.base + _K["LEDGER"]
+        #: the events stream: what scripts emit besides facts
+        self.events = self.base + _K["EVENTS"]
         #: where the flusher moves entries Postgres refuses, with the error
         self.ledger_dead = self.ledger + ":dead"
         #: the consumer names of the flushers that keep a heartbeat

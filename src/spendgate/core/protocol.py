@@ -98,6 +98,49 @@ LIMIT_KEEP = ""
 LIMIT_DEFAULT = "-"
 
 
+class EventType(StrEnum):
+    """The ``type`` of an event (bursar's names). Lua: ``EV_<NAME>``."""
+
+    #: a charge was recorded (from the ledger stream)
+    DEDUCTED = "credits.deducted"
+    #: credits were added (from the ledger stream)
+    ADDED = "credits.added"
+    #: a charge was refunded (from the ledger stream)
+    REFUNDED = "credits.refunded"
+    #: a grant's remainder expired (from the ledger stream)
+    EXPIRED = "credits.expired"
+    #: a threshold below 1 of a cap was crossed (written by the script)
+    CAP_WARNING = "credits.cap_warning"
+    #: a cap was reached, or a kill switch tripped (written by the script)
+    CAP_REACHED = "credits.cap_reached"
+    #: a balance fell below the configured amount (written by the script)
+    LOW_BALANCE = "credits.low_balance"
+
+
+class EventField(NamedTuple):
+    """One field of an entry of the events stream (the events a script
+    writes itself; the fact events are read off the ledger stream)."""
+
+    #: the field's name in the stream
+    name: str
+    #: the attribute of the delivered event it fills
+    attribute: str
+
+
+#: the fields of an events stream entry. The event's stable id is its
+#: stream entry id: the script that crosses a threshold writes it once.
+#: Lua: ``EF_<ATTRIBUTE>`` is the stream name of each.
+EVENT_FIELDS = (
+    EventField("ty", "type"),
+    EventField("t", "occurred_at"),
+    EventField("u", "user_id"),
+    EventField("sc", "scope"),
+    EventField("si", "scope_id"),
+    EventField("w", "window"),
+    EventField("d", "data"),
+)
+
+
 class LedgerField(NamedTuple):
     """One field of a ledger stream entry."""
 
@@ -251,14 +294,18 @@ def positional_args(
 
 def lua_constants() -> dict[str, int | str]:
     """The protocol as Lua constants: reply codes ``R_*``, window codes
-    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*``, ledger field
-    names ``F_*``, and the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``,
-    ``LIMIT_DEFAULT``)."""
+    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*``, event types
+    ``EV_*`` and event field names ``EF_*``, ledger field names ``F_*``,
+    and the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
     constants.update({f"HOLD_{state.name}": str(state) for state in HoldState})
     constants.update({f"KIND_{kind.name}": str(kind) for kind in LedgerKind})
+    constants.update({f"EV_{event.name}": str(event) for event in EventType})
+    constants.update(
+        {f"EF_{field.attribute.upper()}": field.name for field in EVENT_FIELDS}
+    )
     constants.update(
         {f"F_{field.column.upper()}": field.name for field in LEDGER_FIELDS}
     )
