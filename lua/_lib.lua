@@ -13,6 +13,9 @@
 --   GLOBAL_MONTHLY    the default caps, micro-units, "-1" = no cap
 --   IDEMPOTENCY_TTL_MS how long idempotency and finished hold records are kept
 --   LEDGER_MAXLEN     the ledger's approximate cap, "0" = uncapped
+--   GRANTS_PER_CALL   grants one call expires, and draws on, at most
+--   REFUND_WINDOW_MS  how long a charge keeps its refund record (K_CHARGE),
+--                     "0" = none: refunds are off
 -- All are text, as arguments would be.
 --
 -- The protocol shared with Python is not written here either: it comes as
@@ -22,7 +25,8 @@
 --   R_LEASE_SETTLED   reply codes, the first element of every reply
 --   W_DAILY, W_MONTHLY, W_BALANCE   the window a refusal names
 --   HOLD_PENDING, HOLD_SETTLED, HOLD_VOIDED, HOLD_EXPIRED   a hold's state
---   KIND_SPEND, KIND_SETTLE, KIND_CREDIT   ledger entry kinds
+--   KIND_SPEND, KIND_SETTLE, KIND_GRANT, ...   ledger entry kinds
+--   GRANT_NEVER       a never-expiring grant's expiry (ms)
 --   F_ENTRY_ID, F_KIND, F_OCCURRED_AT, ...   ledger entry field names
 --   K_DAY, K_MONTH, K_HELD, K_LIMITS, K_BALANCE, K_HOLD, K_HOLDS, K_DUE,
 --   K_LEDGER, ...     the key layout's parts, below BASE
@@ -41,6 +45,7 @@
 -- once final, ms), and once settled c (the cost) and pl (the replay payload).
 -- "due" holds a time (ms) no later than the earliest pending expiry: nothing
 -- to purge before it (absent: unknown; 2^53 - 1 when nothing is pending).
+-- A user's balance (K_BALANCE) and grants are _grants.lua's.
 
 -- string.format keeps large integers out of Lua's %.14g tostring (1e+15).
 local function fmt(n)
@@ -235,7 +240,11 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       end
     end
     if i == 1 and enforce then
-      local available = (tonumber(seen[2]) or 0) - tonumber(floor)
+      local balance = tonumber(seen[2])
+      if not balance and seen[2] then  -- a user holding grants (_grants.lua)
+        balance, seen[2] = counted_balance(now_ms, user, seen[2])
+      end
+      local available = (balance or 0) - tonumber(floor)
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {R_REFUSED, i, W_BALANCE, available, 0, held}
@@ -259,14 +268,19 @@ end
 
 -- Adds one fact's amount to the day and month counters of every scope, and
 -- takes it off the user's balance where balances are kept: always when they
--- are enforced, else only for a user who has one. `head` is the argument list
--- shared by record.lua and settle.lua (ARGV[1..6]: now, day, day TTL, month,
--- month TTL, amount). `balance` is the user's balance when the caller has
+-- are enforced, else only for a user who has one (a user holding grants
+-- draws on them: draw_grants). `head` is the argument list shared by
+-- record.lua and settle.lua (ARGV[1..6]: now, day, day TTL, month, month
+-- TTL, amount). `balance` is the balance key's value when the caller has
 -- read it already (false: none kept), nil when not; `debit` true takes the
--- amount off the balance whatever the configuration (deduct). The keys are
--- scope_keys', built from shared prefixes. Returns the balance after, or
--- false when none is kept.
-local function charge(head, user, project, balance, debit)
+-- amount off the balance whatever the configuration (deduct). `entry` is the
+-- fact's entry id: unless REFUND_WINDOW_MS is "0", the charge keeps what a
+-- refund needs for that long (K_CHARGE, one string: "<refunded>|<amount>|
+-- <day>|<draws>|<length of the user id>|<user id><project id>", draws as
+-- draw_grants returns them, "L" for all from a balance without grants, ""
+-- for none). The keys are scope_keys', built from shared prefixes. Returns
+-- the balance after, or false when none is kept.
+local function charge(head, user, project, balance, debit, entry)
   local text = head[6]
   local amount = tonumber(text)
   if amount <= 0 then return false end
@@ -283,13 +297,31 @@ local function charge(head, user, project, balance, debit)
   count(month .. S_GLOBAL, amount, text, month_ttl)
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'
-  if balance == nil and not enforced then
-    balance = redis.call('EXISTS', bkey) == 1
+  local after, draws = false, ''
+  if balance == nil then
+    if enforced then  -- a plain balance is the common case: one command
+      after = redis.pcall('DECRBY', bkey, text)
+      if type(after) == 'number' then
+        draws = 'L'
+      else  -- (not an integer: a user holding grants)
+        after, balance = false, redis.call('GET', bkey)
+      end
+    else
+      balance = redis.call('GET', bkey)
+    end
   end
-  if enforced or balance then
-    return redis.call('DECRBY', bkey, text)
+  if draws == '' then
+    if balance and string.find(balance, '|', 1, true) then
+      after, draws = draw_grants(head[1], user, balance, amount)
+    elseif balance or enforced then
+      after, draws = redis.call('DECRBY', bkey, text), 'L'
+    end
   end
-  return false
+  if REFUND_WINDOW_MS ~= '0' then
+    redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '|'
+               .. draws .. '|' .. #user .. '|' .. user .. project, 'PX', REFUND_WINDOW_MS)
+  end
+  return after
 end
 
 -- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or

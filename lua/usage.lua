@@ -1,5 +1,6 @@
 -- usage: spent, held, limits and balance of every scope of a user (and
--- project), after purging expired holds.
+-- project), after purging expired holds and expiring the user's grants whose
+-- expiry passed.
 --
 -- KEYS[1] - the user's balance key (routes the call; all keys share one slot)
 -- ARGV[1] - now_ms
@@ -7,17 +8,19 @@
 -- ARGV[3] - month (yyyymm, UTC)
 -- ARGV[4] - user id
 -- ARGV[5] - project id, "" for none
--- return per scope (user, [project,] global) six values: held, balance (false
---        but for a user who has one), daily limit, monthly limit (-1 = no cap),
+-- return per scope (user, [project,] global) six values: held, balance (the
+--        balance key's value, its user's grants expired first; false but for
+--        a user who has one), daily limit, monthly limit (-1 = no cap),
 --        daily spent, monthly spent
 
 local seen, first = read_scopes(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], true)
+local _, balance = counted_balance(ARGV[1], ARGV[4], seen[2])  -- grants expired first
 local out = {}
 local n = (#seen - first) / 4
 for i = 1, n do
   local at = first + 4 * i - 4
   out[#out + 1] = seen[at + 3] or '0'
-  if i == 1 then out[#out + 1] = seen[2] else out[#out + 1] = false end  -- the balance
+  if i == 1 then out[#out + 1] = balance else out[#out + 1] = false end
   local daily, monthly = caps(seen[at + 4], default_caps(i, n))
   out[#out + 1] = daily
   out[#out + 1] = monthly

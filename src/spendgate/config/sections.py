@@ -157,6 +157,17 @@ class GuardSettings(BaseModel):
     max_metadata_bytes: int = Field(default=8192, ge=0, le=1_048_576)
 
 
+class CreditSettings(BaseModel):
+    """Prepaid grants and refunds."""
+
+    #: how long a charge can be refunded: each charge keeps a small record
+    #: this long (see the README for its memory); 0 = no record, refunds off
+    refund_window_seconds: int = Field(default=30 * 86400, ge=0, le=400 * 86400)
+    #: the most grants one call expires, and the most one charge draws on: the
+    #: bound on a call's work whatever the number of grants a user holds
+    grants_per_call: int = Field(default=64, ge=1, le=1000)
+
+
 def _default_spool_path() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"

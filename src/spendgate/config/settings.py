@@ -24,6 +24,7 @@ from pydantic_settings import (
 from spendgate.config.redact import redact_url
 from spendgate.config.sections import (
     CapSettings,
+    CreditSettings,
     DurabilitySettings,
     GuardSettings,
     LedgerSettings,
@@ -78,6 +79,7 @@ class BudgetConfig(
     ServerSettings,
     LedgerSettings,
     DurabilitySettings,
+    CreditSettings,
     GuardSettings,
     CapSettings,
     StoreSettings,

@@ -15,7 +15,16 @@ they are loaded. The layout, below ``BASE``::
     r:<s>:<id>             string: held by pending holds (absent at zero)
     l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
                            part empty for the configured default
-    b:u:<id>               string: a user's balance (absent: none is kept)
+    b:u:<id>               string: a user's balance (absent: none is kept),
+                           "<balance>" or, while the user holds grants,
+                           "<balance>|<granted>|<next expiry ms>"
+    gr:u:<id>              hash: a user's live grants, member -> remaining
+    go:u:<id>              zset: the same members scored by priority, in the
+                           order charges draw on them
+    gx:u:<id>              zset: the expiring ones scored by expiry (ms)
+    gdue                   zset: users scored by their next grant expiry (ms)
+    c:<entry>              string: what a refund of that charge needs, kept
+                           the refund window
     h:<lease>              hash: one hold (``st``: a HoldState)
     holds                  zset: pending lease ids scored by expiry (ms)
     due                    string: no pending hold expires before this (ms)
@@ -52,6 +61,11 @@ KEY_PARTS = {
     "HELD": "r:",
     "LIMITS": "l:",
     "BALANCE": "b:u:",
+    "GRANTS": "gr:u:",
+    "GRANT_ORDER": "go:u:",
+    "GRANT_EXPIRY": "gx:u:",
+    "GRANTS_DUE": "gdue",
+    "CHARGE": "c:",
     "HOLD": "h:",
     "HOLDS": "holds",
     "DUE": "due",
@@ -86,6 +100,7 @@ class Keys:
         "base",
         "due",
         "events",
+        "grants_due",
         "flushers",
         "holds",
         "ledger",
@@ -98,6 +113,8 @@ class Keys:
         self.holds = self.base + _K["HOLDS"]
         #: no pending lease expires before this time (ms): nothing to purge
         self.due = self.base + _K["DUE"]
+        #: users scored by the next expiry of their grants (ms): the sweep's
+        self.grants_due = self.base + _K["GRANTS_DUE"]
         #: the ledger stream, one entry per fact
         self.ledger = self.base + _K["LEDGER"]
         #: the events stream: what scripts emit besides facts
@@ -119,6 +136,22 @@ class Keys:
     def balance(self, user_id: str) -> str:
         """A user's prepaid balance (absent when none is kept)."""
         return self.base + _K["BALANCE"] + user_id
+
+    def grants(self, user_id: str) -> str:
+        """A user's live grants: member -> remaining (micro-units)."""
+        return self.base + _K["GRANTS"] + user_id
+
+    def grant_order(self, user_id: str) -> str:
+        """A user's live grants in the order charges draw on them."""
+        return self.base + _K["GRANT_ORDER"] + user_id
+
+    def grant_expiry(self, user_id: str) -> str:
+        """A user's expiring live grants, scored by expiry (ms)."""
+        return self.base + _K["GRANT_EXPIRY"] + user_id
+
+    def charge(self, entry_id: str) -> str:
+        """What a refund of charge ``entry_id`` needs (kept the refund window)."""
+        return self.base + _K["CHARGE"] + entry_id
 
     def held(self, scope: str, scope_id: str) -> str:
         """What pending holds keep of one scope (absent at zero)."""
@@ -172,14 +205,14 @@ def fact_keys(
     keys: Keys, operation: str, args: Mapping[str, str | int]
 ) -> tuple[str, ...]:
     """The KEYS of a fact operation, from its named arguments (a spooled fact
-    stores only those): a record or credit is keyed by the caller's
+    stores only those): a record, credit or refund is keyed by the caller's
     idempotency key, or by its entry id when it was given none; a settle by
     its lease.
 
     :raise ValueError: ``operation`` is not a fact
     :raise KeyError: an argument the keys are made of is missing
     """
-    if operation in ("record", "credit"):
+    if operation in ("record", "credit", "refund"):
         key = str(args["idempotency_key"])
         if key:
             return (keys.caller_idempotency(key),)

@@ -40,6 +40,12 @@ class Reply(IntEnum):
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
+    #: refund: no refundable charge of that entry id (never made, older than
+    #: the refund window, or made while refunds were off)
+    UNKNOWN_ENTRY = 9
+    #: refund: more than what is left to refund of the charge:
+    #: ``{REFUND_EXCEEDS, refundable left}``
+    REFUND_EXCEEDS = 10
 
 
 class WindowCode(IntEnum):
@@ -87,6 +93,11 @@ class LedgerKind(StrEnum):
 
 #: the kinds whose amount is money spent (analytics, reconcile)
 SPEND_KINDS = (LedgerKind.SPEND, LedgerKind.SETTLE)
+
+
+#: a grant's expiry when it never expires (ms; Lua ``GRANT_NEVER``): every
+#: real expiry is before it, so it sorts last among 13-digit times
+GRANT_NEVER_MS = 9_999_999_999_999
 
 
 #: how a cap is written where the scripts read it (a default cap constant,
@@ -188,6 +199,15 @@ class Operation(NamedTuple):
     fact: bool = False
 
 
+#: the arguments a credit gained with grants, and what a credit spooled
+#: before them stands for (a never-expiring purchase of priority 0)
+CREDIT_GRANT_ARGS = ("expires_ms", "priority", "grant_kind")
+CREDIT_GRANT_DEFAULTS: dict[str, str | int] = {
+    "expires_ms": "",
+    "priority": 0,
+    "grant_kind": "purchase",
+}
+
 # The argument lists and answers shared by several scripts.
 _ADMISSION = ("now_ms", "day", "month", "requested", "user", "project")
 _FACT_HEAD = ("now_ms", "day", "day_ttl_ms", "month", "month_ttl_ms", "amount")
@@ -237,8 +257,23 @@ OPERATIONS: dict[str, Operation] = {
             "user",
             "metadata",
             "idempotency_key",
+            *CREDIT_GRANT_ARGS,
         ),
         _IDEMPOTENT,
+        fact=True,
+    ),
+    "refund": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "charge",
+            "amount",
+            "fingerprint",
+            "entry",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT | {Reply.UNKNOWN_ENTRY, Reply.REFUND_EXCEEDS},
         fact=True,
     ),
     "deduct": Operation(
@@ -258,6 +293,13 @@ OPERATIONS: dict[str, Operation] = {
     "set_limits": Operation(("limits",), ("daily", "monthly"), frozenset()),
     "usage": Operation(
         ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
+    ),
+    # (the grants' reads and the sweep answer values too)
+    "balance": Operation(("balance",), ("now_ms", "user", "count"), frozenset()),
+    "grants_sweep": Operation(
+        ("due",),
+        ("now_ms", "dry_run", "users_offset", "grants_offset", "budget"),
+        frozenset(),
     ),
 }
 
@@ -296,7 +338,8 @@ def lua_constants() -> dict[str, int | str]:
     """The protocol as Lua constants: reply codes ``R_*``, window codes
     ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*``, event types
     ``EV_*`` and event field names ``EF_*``, ledger field names ``F_*``,
-    and the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``)."""
+    the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``) and
+    a never-expiring grant's expiry (``GRANT_NEVER``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
@@ -312,4 +355,5 @@ def lua_constants() -> dict[str, int | str]:
     constants.update(
         {"NO_CAP": NO_CAP, "LIMIT_KEEP": LIMIT_KEEP, "LIMIT_DEFAULT": LIMIT_DEFAULT}
     )
+    constants["GRANT_NEVER"] = GRANT_NEVER_MS
     return constants

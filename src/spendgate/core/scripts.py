@@ -56,6 +56,8 @@ SCRIPT_CONSTANTS = (
     *DEFAULT_CAP_CONSTANTS,
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
+    "GRANTS_PER_CALL",
+    "REFUND_WINDOW_MS",
 )
 
 
@@ -83,16 +85,21 @@ RELOAD_ATTEMPTS = 3
 #: a Lua comment, to the end of its line
 _COMMENT = re.compile(rb"--[^\n]*")
 
-#: where each helper of lua/_lib.lua starts
+#: where each helper of the library files starts
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
+
+#: the helper libraries: ``lua/_<name>.lua``, every helper named once
+#: across them (a script gets the ones it uses, each after those it uses)
+LIBRARIES = ("_lib.lua", "_grants.lua")
 
 
 @cache
 def script_source(name: str) -> bytes:
-    """The full source of one operation's script: the helpers of
-    ``lua/_lib.lua`` it uses (directly or through another helper), in the
-    library's order, then ``lua/<name>.lua``, the constants still named
-    (:func:`configured_source` writes their values in).
+    """The full source of one operation's script: the helpers of the
+    libraries (:data:`LIBRARIES`) it uses, directly or through another
+    helper, each after the helpers it uses itself, then ``lua/<name>.lua``,
+    the constants still named (:func:`configured_source` writes their values
+    in).
 
     Redis runs the whole source on every call, so each helper left in costs
     every call the making of its closure; only the used ones are linked in.
@@ -101,7 +108,8 @@ def script_source(name: str) -> bytes:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    library = b"\n".join((folder / lib).read_bytes() for lib in LIBRARIES)
+    return _link(library, body) + b"\n" + body
 
 
 def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
@@ -155,21 +163,36 @@ def _lua_string(value: str) -> bytes:
 
 
 def _link(library: bytes, body: bytes) -> bytes:
+    """The helpers of ``library`` that ``body`` uses, directly or not, each
+    after the ones it uses (a Lua local is visible only below its
+    definition), else in the library's order."""
     starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
     helpers = {}
     for start, end in itertools.pairwise(starts):
         match = _HELPER.match(library, start)
         assert match is not None
+        if match.group(1) in helpers:
+            raise ValueError(f"helper {match.group(1).decode()} defined twice")
         helpers[match.group(1)] = library[start:end]
-    used: set[bytes] = set()
-    pending = [body]
-    while pending:
-        source = pending.pop()
-        for helper, text in helpers.items():
-            if helper not in used and re.search(rb"\b" + helper + rb"\(", source):
-                used.add(helper)
-                pending.append(text)
-    return b"".join(text for helper, text in helpers.items() if helper in used)
+
+    def uses(source: bytes) -> list[bytes]:
+        return [h for h in helpers if re.search(rb"\b" + h + rb"\(", source)]
+
+    linked: dict[bytes, None] = {}
+    visiting: set[bytes] = set()
+
+    def visit(helper: bytes) -> None:
+        if helper in linked or helper in visiting:
+            return  # (a helper calling itself, or a cycle: left as written)
+        visiting.add(helper)
+        for dependency in uses(helpers[helper]):
+            if dependency != helper:
+                visit(dependency)
+        linked[helper] = None
+
+    for helper in uses(body):
+        visit(helper)
+    return b"".join(helpers[helper] for helper in linked)
 
 
 class Scripts:
@@ -187,6 +210,9 @@ class Scripts:
     lua_credit: AsyncScript
     lua_set_limits: AsyncScript
     lua_usage: AsyncScript
+    lua_refund: AsyncScript
+    lua_balance: AsyncScript
+    lua_grants_sweep: AsyncScript
 
     def __init__(
         self,
