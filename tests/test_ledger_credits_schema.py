@@ -8,7 +8,8 @@ Redis backends, entries of the new kinds (``grant``, ``expire``, ``refund``,
 ``adjust``, a team charge) are XADDed to the ledger stream as the scripts
 write them and moved by the flusher: each arrives once with every new field
 in its column, also when the same entries are delivered again; a negative
-amount outside ``adjust`` is dead-lettered before Postgres.
+amount outside ``adjust`` is dead-lettered before Postgres, a charge without a
+user by Postgres (only an adjust of a project or the global scope has none).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.postgres
 
 _T0 = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 _OLD_ROWS = [
-    # entry_id, kind, user, project, model, amount, metadata, lease, estimate, late
+    # entry_id, kind, user, project, model, amount, metadata
     ("e1", "spend", "ada", "p1", "gpt-4o", "1.250000", '{"input_tokens": 3}'),
     ("e2", "settle", "bob", None, "claude", "0.000001", None),
     ("e3", "credit", "ada", None, None, "10.000000", None),
@@ -113,6 +114,18 @@ async def test_0003_migrates_a_0001_table_holding_rows_in_place(pg_dsn: str) -> 
                 _T0,
                 amount,
             )
+        # a project's adjustment names no user; every other row does
+        await conn.execute(
+            "INSERT INTO spendgate_ledger (entry_id, kind, occurred_at, amount,"
+            " project_id, scope) VALUES ('pa', 'adjust', $1, 1, 'p1', 'project')",
+            _T0,
+        )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO spendgate_ledger (entry_id, kind, occurred_at, amount)"
+                " VALUES ('nu', 'spend', $1, 1)",
+                _T0,
+            )
         for kind in ("spend", "refund", "grant", "expire"):
             with pytest.raises(asyncpg.CheckViolationError):
                 await conn.execute(
@@ -130,7 +143,7 @@ async def test_0003_migrates_a_0001_table_holding_rows_in_place(pg_dsn: str) -> 
         }
     finally:
         await conn.close()
-    assert count == len(_OLD_ROWS) + len(LedgerKind)
+    assert count == len(_OLD_ROWS) + len(LedgerKind) + 1
     assert {
         "spendgate_ledger_link_idx",
         "spendgate_ledger_grant_idx",
@@ -169,7 +182,15 @@ NEW_KIND_ENTRIES = [
         metadata='{"reason": "bad answer"}',
     ),
     _entry("a-1", LedgerKind.ADJUST, -750_000, scope="user", window="2026-03-15"),
-    _entry("a-2", LedgerKind.ADJUST, 40_000, scope="project", window="2026-03"),
+    _entry(
+        "a-2",
+        LedgerKind.ADJUST,
+        40_000,
+        user_id="",
+        project_id="p1",
+        scope="project",
+        window="2026-03",
+    ),
     _entry("s-1", LedgerKind.SPEND, 1_000_000, team_id="team-a", project_id="p1"),
     _entry("c-1", LedgerKind.CREDIT, 2_000_000),
 ]
@@ -182,14 +203,19 @@ async def test_the_flusher_moves_every_new_kind_and_field_exactly_once(
     stream = Keys(key_prefix).ledger
     for fields in NEW_KIND_ENTRIES:
         await redis_client.xadd(stream, fields)  # type: ignore[arg-type]
-    # a negative amount of a kind that is not signed never reaches Postgres
+    # a negative amount of a kind that is not signed never reaches Postgres,
+    # nor does a charge that names no user
     await redis_client.xadd(
         stream,
         _entry("bad-1", LedgerKind.REFUND, -1, link_id="s-1"),  # type: ignore[arg-type]
     )
+    await redis_client.xadd(
+        stream,
+        _entry("bad-2", LedgerKind.SPEND, 1, user_id=""),  # type: ignore[arg-type]
+    )
     flusher = Flusher(config, redis=redis_client)
     try:
-        assert await flusher.run_once() == len(NEW_KIND_ENTRIES) + 1
+        assert await flusher.run_once() == len(NEW_KIND_ENTRIES) + 2
         # the same entries delivered again (a crash before the ack): no new row
         for fields in NEW_KIND_ENTRIES:
             await redis_client.xadd(stream, fields)  # type: ignore[arg-type]
@@ -198,7 +224,7 @@ async def test_the_flusher_moves_every_new_kind_and_field_exactly_once(
     finally:
         await flusher.aclose()
     assert flusher.inserted_total == len(NEW_KIND_ENTRIES)
-    assert flusher.dead_lettered_total == 1
+    assert flusher.dead_lettered_total == 2
     rows = await _rows(ledger_dsn)
     assert set(rows) == {f[FIELD["entry_id"]] for f in NEW_KIND_ENTRIES}
     assert rows["g-1"]["kind"] == "grant" and rows["g-1"]["grant_id"] == "gr-1"
@@ -218,10 +244,13 @@ async def test_the_flusher_moves_every_new_kind_and_field_exactly_once(
         "user",
         "2026-03-15",
     )
-    assert (rows["a-2"]["amount"], rows["a-2"]["window"]) == (
+    project = rows["a-2"]
+    assert (project["amount"], project["window"], project["project_id"]) == (
         Decimal("0.04"),
         "2026-03",
+        "p1",
     )
+    assert project["user_id"] is None
     assert rows["s-1"]["team_id"] == "team-a"
     assert rows["c-1"]["kind"] == "credit"
     assert all(rows[e]["link_id"] is None for e in rows if e != "r-1")

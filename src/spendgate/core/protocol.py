@@ -172,7 +172,9 @@ LEDGER_FIELDS = (
     LedgerField("e", "entry_id", True),
     LedgerField("k", "kind", True),
     LedgerField("t", "occurred_at", True),
-    LedgerField("u", "user_id", True),
+    # every kind names its user but an adjust of a project or the global scope
+    # (the table checks it: user_id IS NOT NULL OR kind = 'adjust')
+    LedgerField("u", "user_id", False),
     LedgerField("p", "project_id", False),
     LedgerField("a", "amount", True),
     LedgerField("m", "model", False),

@@ -20,6 +20,12 @@ ALTER TABLE spendgate_ledger DROP CONSTRAINT IF EXISTS spendgate_ledger_amount_c
 ALTER TABLE spendgate_ledger ADD CONSTRAINT spendgate_ledger_amount_sign
     CHECK (amount >= 0 OR kind = 'adjust');
 
+-- Every row names its user but an adjust of a project's or the global counter,
+-- which has none (its scope and project_id say whose counter moved).
+ALTER TABLE spendgate_ledger ALTER COLUMN user_id DROP NOT NULL;
+ALTER TABLE spendgate_ledger ADD CONSTRAINT spendgate_ledger_user_named
+    CHECK (user_id IS NOT NULL OR kind = 'adjust');
+
 -- refund: the entry id of the charge it gives money back for
 ALTER TABLE spendgate_ledger ADD COLUMN IF NOT EXISTS link_id text;
 -- grant and expire: the grant (a charge's draws are in its metadata)
