@@ -323,7 +323,7 @@ async def test_balance_admission_and_spending(make_budget: MakeBudget) -> None:
         await budget.check_availability("alice")  # nothing left at all
 
     credit = await budget.add_credits("alice", "5")
-    assert credit.balance == Decimal("5") and credit.kind == "credit"
+    assert credit.balance == Decimal("5") and credit.kind == "grant"
     lease = await budget.reserve("alice", "3")
     with pytest.raises(BudgetExceededError) as refused:
         await budget.check_availability("alice", None, "2.01")
@@ -354,12 +354,17 @@ async def test_min_balance_is_a_floor_or_a_credit_line(make_budget: MakeBudget) 
         await credit_line.check_availability("bob", None, "10.01")
 
 
-async def test_balance_is_none_unless_enforced(make_budget: MakeBudget) -> None:
+async def test_balance_is_shown_whether_enforced_or_not(
+    make_budget: MakeBudget,
+) -> None:
     budget = make_budget()
+    assert (await budget.get_usage("bob"))["user"].balance == 0  # none kept
     await budget.add_credits("alice", "5")
     await budget.record_spend("alice", "1")
-    assert (await budget.get_usage("alice"))["user"].balance is None
-    # The credit account is still kept exact, for when enforcement is switched on.
+    usage = await budget.get_usage("alice", "p")
+    assert usage["user"].balance == Decimal("4")
+    assert usage["project"].balance is None and usage["global"].balance is None
+    # The credit account is kept exact, for when enforcement is switched on.
     enforced = make_budget(enforce_balance=True, key_prefix=budget.config.key_prefix)
     assert (await enforced.get_usage("alice"))["user"].balance == Decimal("4")
 

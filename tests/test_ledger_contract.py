@@ -15,12 +15,13 @@ against the protocol. A field added on one side only fails here.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from conftest import MakeBudget
+from conftest import FakeClock, MakeBudget
 from spendgate.core.keys import Keys
 from spendgate.core.protocol import (
     LEDGER_FIELDS,
@@ -39,11 +40,11 @@ pytest_plugins = ("pg_fixtures",)
 #: columns the database fills itself
 DATABASE_COLUMNS = {"inserted_at"}
 #: kinds and fields of the protocol that no script of this tree writes yet:
-#: grants, expiries and refunds (the grants work), teams (the teams work).
+#: adjustments (the ledger work), teams (the teams work).
 #: ``credit`` stays a kind once ``add_credits`` writes ``grant``: older rows
 #: have it. Whatever is written must be known; only these may be unwritten.
-NOT_WRITTEN_YET_KINDS = {"credit", "grant", "expire", "refund", "adjust"}
-NOT_WRITTEN_YET_FIELDS = {"link_id", "grant_id", "team_id", "scope", "window"}
+NOT_WRITTEN_YET_KINDS = {"credit", "adjust"}
+NOT_WRITTEN_YET_FIELDS = {"team_id", "scope", "window"}
 #: words that open a table constraint, not a column, in CREATE TABLE
 _TABLE_CONSTRAINTS = {"PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT", "FOREIGN", "EXCLUDE"}
 
@@ -99,8 +100,10 @@ def test_the_lua_side_is_found() -> None:
     calls = ledger_appends()
     # The fact operations and deduct each append one entry: this test reads
     # something.
-    assert set(calls) >= {"record", "settle", "credit", "deduct"}
-    assert all(len(c) == 1 for c in calls.values())
+    assert set(calls) >= {"record", "settle", "credit", "deduct", "refund"}
+    # (the grants' helpers write the expiries: of a grant, of a refund's part)
+    assert all(len(c) == 1 for name, c in calls.items() if name != "_grants")
+    assert len(calls["_grants"]) == 2
 
 
 def test_every_field_a_script_writes_is_a_protocol_field() -> None:
@@ -269,15 +272,25 @@ def test_the_sql_names_every_field_and_column() -> None:
 
 
 async def test_each_fact_writes_protocol_fields_only(
-    make_budget: MakeBudget, redis_client: aioredis.Redis, key_prefix: str
+    make_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    clock: FakeClock,
 ) -> None:
     budget = make_budget()
-    await budget.record_spend("u", 1, project_id="p", model="m", metadata={"a": 1})
+    spent = await budget.record_spend(
+        "u", 1, project_id="p", model="m", metadata={"a": 1}
+    )
     lease = await budget.reserve("u", 2, project_id="p")
     await budget.settle(lease, 1, model="m", metadata={"b": 2})
-    await budget.add_credits("u", 3, idempotency_key="c1")
+    await budget.add_credits(
+        "u", 3, idempotency_key="c1", expires_at=clock.now + timedelta(hours=1)
+    )
+    await budget.refund(spent.entry_id, "0.5", reason="wrong model")
+    clock.advance(hours=2)
+    assert (await budget.sweep_expired_credits()).count == 1
     written = await redis_client.xrange(Keys(key_prefix).ledger)
-    assert len(written) == 3
+    assert len(written) == 5
     names = {field.name.encode() for field in LEDGER_FIELDS}
     required = {field.name.encode() for field in LEDGER_FIELDS if field.required}
     kind = next(f.name for f in LEDGER_FIELDS if f.column == "kind").encode()
@@ -287,5 +300,4 @@ async def test_each_fact_writes_protocol_fields_only(
         assert required <= set(fields)
         kinds.add(fields[kind].decode())
         entries.raw_row(fields)  # the flusher takes it as it is
-    # a spend, a settle, and a credit (kind grant once grants are in)
-    assert len(kinds) == 3 and kinds <= {str(k) for k in LedgerKind}
+    assert kinds == {"spend", "settle", "grant", "refund", "expire"}

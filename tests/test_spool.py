@@ -45,7 +45,11 @@ from redis import exceptions as redis_errors
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
 from spendgate.core.keys import Keys, fact_keys
-from spendgate.core.protocol import OPERATIONS, positional_args
+from spendgate.core.protocol import (
+    CREDIT_GRANT_DEFAULTS,
+    OPERATIONS,
+    positional_args,
+)
 from spendgate.core.scripts import SCRIPT_CONSTANTS, configured_source
 from spendgate.durability.spool import Spool, SpooledFact, decode_fact, encode_fact
 
@@ -385,6 +389,8 @@ OLD_FACTS: list[tuple[str, dict[str, str | int]]] = [
             "user": "ada",
             "metadata": '{"why":"top-up"}',
             "idempotency_key": "",
+            # (a credit spooled before grants: a never-expiring purchase)
+            **CREDIT_GRANT_DEFAULTS,
         },
     ),
     ("settle", {**_HEAD, "amount": 1_500_000, "model": "gpt-x", "metadata": ""}),
@@ -412,11 +418,13 @@ def test_old_records_decode_to_their_operation_and_named_arguments(
         # The keys it was sent with follow from the arguments: nothing lost.
         prefix = raw["k"][0].split(":{sg}:")[0]
         assert fact_keys(Keys(prefix), operation, fact.args) == tuple(raw["k"])
+        # (the arguments the operation gained since were not written)
+        written = [v for k, v in fact.args.items() if k not in CREDIT_GRANT_DEFAULTS]
         if version == 1:  # the configuration it carried is what was dropped
             assert raw["a"][0] == f"{prefix}:{{sg}}:"
             assert (
                 len(raw["a"])
-                == len(fact.args)
+                == len(written)
                 + {
                     "record": 4,
                     "settle": 3,
@@ -424,7 +432,7 @@ def test_old_records_decode_to_their_operation_and_named_arguments(
                 }[operation]
             )
         else:
-            assert raw["a"] == list(fact.args.values())
+            assert raw["a"] == written
 
 
 async def _hold_of_old_lease(client: aioredis.Redis, base: str, lease: str) -> None:
@@ -492,8 +500,9 @@ async def test_old_segments_replay_every_fact_exactly_once(
         assert usage["project"].daily.spent == Decimal("2.75")  # 1.25 + 1.5
         assert usage["global"].monthly.spent == Decimal("3.25")
         assert usage["user"].held == 0
-        balance = await redis_client.get(budget.keys.balance("ada"))
-        assert int(balance) == 8_500_000  # the credit, less the settle
+        balance = await budget.get_balance("ada")
+        assert balance.total == Decimal("8.5")  # the credit, less the settle
+        assert [g.remaining for g in balance.grants] == [Decimal("8.5")]
         assert await _ledger_len(budget) == 4  # "call-7" twice is one fact
         assert spool.stats() | {"oldest_age_seconds": None} == {
             "depth": 0,

@@ -27,13 +27,25 @@ from spendgate.errors import (
     LedgerUnavailableError,
     PoisonEntryError,
     PricingConfigError,
+    RefundExceedsChargeError,
     SpendgateError,
     SpoolFullError,
     StorageError,
+    UnknownEntryError,
     UnknownModelError,
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
-from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.models import (
+    Balance,
+    Grant,
+    Lease,
+    Limits,
+    RefundResult,
+    ScopeUsage,
+    SpendRecord,
+    SweepReport,
+    WindowUsage,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +57,7 @@ _logger.disable("spendgate")
 __all__ = [
     "MAX_AMOUNT",
     "UNSET",
+    "Balance",
     "BudgetConfig",
     "BudgetExceededError",
     "BudgetManager",
@@ -52,6 +65,7 @@ __all__ = [
     "ConfigurationError",
     "ExpressionError",
     "IdempotencyConflictError",
+    "Grant",
     "InsufficientCreditsError",
     "InvalidAmountError",
     "InvalidArgumentError",
@@ -64,11 +78,15 @@ __all__ = [
     "Limits",
     "PoisonEntryError",
     "PricingConfigError",
+    "RefundExceedsChargeError",
+    "RefundResult",
     "ScopeUsage",
     "SpendRecord",
     "SpendgateError",
     "SpoolFullError",
     "StorageError",
+    "SweepReport",
+    "UnknownEntryError",
     "UnknownModelError",
     "WindowUsage",
     "__version__",

@@ -11,7 +11,9 @@
     │   ├── InvalidIdError           empty, blank or over-long ids and keys
     │   ├── UnknownModelError        (also LookupError) a model nothing prices
     │   └── ExpressionError          a pricing expression failed on this usage
+    │   └── RefundExceedsChargeError more refunded than what is left of a charge
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
+    ├── UnknownEntryError            (also LookupError) no refundable charge of that id
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
@@ -199,6 +201,41 @@ class ExpressionError(InvalidArgumentError):
         super().__init__(f"pricing expression {expression!r}: {reason}")
 
 
+class RefundExceedsChargeError(InvalidArgumentError):
+    """A refund above what is left to refund of the charge: the refunds of a
+    charge never add up to more than it. Nothing was refunded.
+
+    :param entry_id: the charge's entry id
+    :param requested: the amount asked for (``None``: all that is left)
+    :param refundable: what is left to refund of the charge
+    """
+
+    def __init__(
+        self, entry_id: str, requested: Decimal | None, refundable: Decimal
+    ) -> None:
+        self.entry_id = entry_id
+        self.requested = requested
+        self.refundable = refundable
+        asked = "the rest" if requested is None else str(requested)
+        super().__init__(
+            f"cannot refund {asked} of charge {entry_id!r}: {refundable} is left"
+            " to refund"
+        )
+
+
+class UnknownEntryError(SpendgateError, LookupError):
+    """No refundable charge has that entry id: never made, older than the
+    refund window (``refund_window_seconds``), or made while refunds were
+    off. Nothing was refunded."""
+
+    def __init__(self, entry_id: str) -> None:
+        self.entry_id = entry_id
+        super().__init__(
+            f"no refundable charge {entry_id!r} (unknown, older than the refund"
+            " window, or recorded while refunds were off)"
+        )
+
+
 class InvalidIdTypeError(SpendgateError, TypeError):
     """An id that is not a ``str``."""
 
@@ -320,6 +357,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (StorageError, Outcome(503, ExitCode.FAILURE, "storage")),
     (IdempotencyConflictError, Outcome(409, ExitCode.USAGE, "conflict")),
     (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
+    (RefundExceedsChargeError, Outcome(409, ExitCode.USAGE, "refund_exceeds")),
+    (UnknownEntryError, Outcome(404, ExitCode.USAGE, "unknown_entry")),
     (PricingConfigError, Outcome(422, ExitCode.USAGE, "invalid")),
     (ConfigurationError, Outcome(500, ExitCode.USAGE, "configuration")),
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),

@@ -20,9 +20,11 @@ from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
 from spendgate.core.store import ClientState, Store
 from spendgate.durability.replay import Replayer
 from spendgate.ops.base import Clock
+from spendgate.ops.credits import Credits
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET, LimitsAndUsage
+from spendgate.ops.refunds import Refunds
 from spendgate.ops.sync import SyncCalls
 
 if TYPE_CHECKING:
@@ -35,8 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
-    """The budget guard: admission, leases, facts and usage over one Redis.
+class BudgetManager(SyncCalls, Deductions, Credits, Refunds, LimitsAndUsage):
+    """The budget guard: admission, leases, facts, credits and usage over one
+    Redis.
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
     :param clock: returns the current aware UTC ``datetime``; decides the day
@@ -77,6 +80,8 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
             **dict(zip(DEFAULT_CAP_CONSTANTS, self._defaults, strict=True)),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
+            "GRANTS_PER_CALL": str(cfg.grants_per_call),
+            "REFUND_WINDOW_MS": str(cfg.refund_window_seconds * 1000),
         }
         self._store = store = Store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.

@@ -57,11 +57,11 @@ class Lease:
 # client-side cost. It is the caller's own copy; nothing reads it back.
 @dataclass(slots=True)
 class SpendRecord:
-    """One fact in the ledger: a spend, a settle or a credit."""
+    """One fact in the ledger: a spend, a settle or a grant of credits."""
 
     #: the ledger entry id; a replay returns the same one
     entry_id: str
-    #: ``"spend"``, ``"settle"`` or ``"credit"``
+    #: ``"spend"``, ``"settle"`` or ``"grant"`` (``add_credits``)
     kind: str
     user_id: str
     project_id: str | None
@@ -80,7 +80,7 @@ class SpendRecord:
     lease_id: str | None = None
     #: what the settled lease held, in micro-units (see ``estimate``)
     estimate_micros: int | None = None
-    #: the user's balance after a credit
+    #: the user's balance after a credit (``None`` when spooled)
     balance: Decimal | None = None
 
     @property
@@ -125,7 +125,8 @@ class ScopeUsage:
     daily: WindowUsage
     monthly: WindowUsage
     held: Decimal
-    #: the prepaid balance; ``None`` unless balances are enforced (user scope)
+    #: the prepaid balance (user scope: enforced or not, 0 when the user has
+    #: none; see also ``get_balance``); ``None`` for the other scopes
     balance: Decimal | None
 
 
@@ -181,3 +182,74 @@ class PriceBookVersion:
     active: bool
     #: the book itself (bursar's format); ``None`` in a listing
     config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Prepaid credits a user holds (:meth:`BudgetManager.add_credits`),
+    drawn on by charges in order: lower ``priority`` first, then the earliest
+    ``expires_at`` (never-expiring last), then the oldest."""
+
+    #: the grant's id: the entry id of the ``add_credits`` that made it
+    id: str
+    #: what the operator called it (``"purchase"``, ``"promo"``, ...)
+    kind: str
+    #: what is left of it
+    remaining: Decimal
+    #: when it stops counting (UTC); ``None``: never
+    expires_at: datetime | None
+    priority: int
+    #: when it was granted (UTC, to the millisecond)
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A user's prepaid balance (:meth:`BudgetManager.get_balance`)."""
+
+    #: what the live grants have left plus the part outside grants (a
+    #: balance from before grants, money refunded to it; negative: a debt)
+    total: Decimal
+    #: what admission would let the user spend now, before ``min_balance``:
+    #: the balance it counts less what open leases hold
+    available: Decimal
+    #: what the user's open leases hold
+    held: Decimal
+    #: the live grants, in the order charges draw on them (at most
+    #: ``GRANTS_LISTED``)
+    grants: list[Grant]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What :meth:`BudgetManager.sweep_expired_credits` expired (or, in a dry
+    run, would expire)."""
+
+    #: the grants' remainders expired (one ``expire`` ledger entry each)
+    count: int
+    #: their sum
+    amount: Decimal
+    #: nothing was changed
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """What :meth:`BudgetManager.refund` gave back."""
+
+    #: the refund's own ledger entry id (a replay returns the first call's)
+    entry_id: str
+    #: the charge refunded (its entry id)
+    charge_id: str
+    #: the amount refunded by this call (``None``: spooled, "all that is
+    #: left" is decided when it reaches Redis)
+    refunded: Decimal | None
+    #: what is left to refund of the charge after it (``None`` when spooled)
+    refundable_left: Decimal | None
+    #: the user's balance after it (``None`` when the charge took nothing
+    #: off a balance, or when spooled)
+    balance_after: Decimal | None
+    #: True when an idempotency key replayed it
+    replayed: bool = False
+    #: True when Redis was unreachable and the refund went to the spool
+    spooled: bool = False

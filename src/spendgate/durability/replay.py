@@ -34,6 +34,8 @@ _REPLAY_REFUSALS = {
     Reply.CONFLICT: "idempotency key already used with other arguments",
     Reply.UNKNOWN_LEASE: "unknown lease (never granted, or forgotten)",
     Reply.LEASE_RELEASED: "the lease was released before the settle",
+    Reply.UNKNOWN_ENTRY: "no refundable charge of that entry id",
+    Reply.REFUND_EXCEEDS: "the refund is above what is left of the charge",
 }
 
 

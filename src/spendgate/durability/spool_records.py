@@ -21,6 +21,10 @@ Versions read as well, so a spool left by an older spendgate replays:
 
 Both read as version 3: script ``lua_<op>`` is operation ``<op>``, positional
 arguments get their names, the stored keys are dropped.
+
+An operation may gain arguments: a record written before stands for the
+call with their defaults (:data:`_ADDED_ARGS`). A credit spooled before
+grants (7 arguments) replays as a never-expiring purchase of priority 0.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ _V1_CONFIGURATION = {
     "credit": (10, frozenset({0, 4, 5})),
 }
 
+# Arguments operations gained after records were written, with what an older
+# record stands for.
+_ADDED_ARGS: dict[str, dict[str, str | int]] = {
+    "credit": protocol.CREDIT_GRANT_DEFAULTS,
+}
+
 # Versions 1 and 2 named the script handle, not the operation.
 _SCRIPT_PREFIX = "lua_"
 
@@ -58,7 +68,7 @@ class SpooledFact:
     """One fact as it waits in the spool: the operation, its arguments, context.
 
     :param operation: a fact operation of :mod:`spendgate.core.protocol`:
-        ``"record"``, ``"settle"`` or ``"credit"``
+        ``"record"``, ``"settle"``, ``"credit"`` or ``"refund"``
     :param args: the operation's ARGV by name, exactly as first sent (``str``
         and ``int``); the keys are rebuilt from them on replay
     :param created_ms: wall-clock time it was spooled, ms since the epoch (for
@@ -142,7 +152,7 @@ def _operation_and_args(data: dict[str, Any]) -> tuple[str, dict[str, str | int]
         operation, args = str(data["o"]), data["a"]
         if not isinstance(args, dict):
             raise CorruptRecordError("arguments are not a mapping")
-        return operation, _checked_args(operation, args)
+        return operation, _checked_args(operation, _with_added(operation, args))
     if version not in (1, 2):
         raise CorruptRecordError(f"unknown record version {version!r}")
     script, positional = str(data["s"]), data["a"]
@@ -158,8 +168,22 @@ def _operation_and_args(data: dict[str, Any]) -> tuple[str, dict[str, str | int]
                 f"a version 1 {script} has {count} arguments, not {len(positional)}"
             )
         positional = [a for i, a in enumerate(positional) if i not in configuration]
-    named = protocol.named_args(operation, tuple(positional))
+    added = _ADDED_ARGS.get(operation, {})
+    names = [n for n in protocol.OPERATIONS[operation].args if n not in added]
+    if len(positional) == len(names):  # written before the added arguments
+        named = {**dict(zip(names, positional, strict=True)), **added}
+    else:
+        named = protocol.named_args(operation, tuple(positional))
     return operation, _checked_args(operation, named)
+
+
+def _with_added(operation: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the arguments the operation gained since, at their
+    defaults, when it has none of them (a record written before)."""
+    added = _ADDED_ARGS.get(operation)
+    if added and not set(added) & set(args):
+        return {**args, **added}
+    return args
 
 
 def _checked_args(operation: str, args: dict[str, Any]) -> dict[str, str | int]:

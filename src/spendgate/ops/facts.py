@@ -17,7 +17,7 @@ from spendgate.core.ids import (
     encode_metadata,
     user_id_of,
 )
-from spendgate.core.money import charge_micros, credit_micros, from_micros
+from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError
 from spendgate.models import SpendRecord
@@ -27,7 +27,9 @@ _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
 
 
 class Facts(Operations):
-    """``record_spend`` and ``add_credits``."""
+    """``record_spend``, and the idempotency every fact shares (``add_credits``
+    and ``refund`` are :mod:`spendgate.ops.credits`' and
+    :mod:`spendgate.ops.refunds`')."""
 
     def _idempotency(
         self, idempotency_key: str | None, entry_id: str
@@ -108,52 +110,3 @@ class Facts(Operations):
             False,
             reply is None,
         )
-
-    async def add_credits(
-        self,
-        user_id: Any,
-        amount: Any,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SpendRecord:
-        """Add prepaid credits to a user's balance (rounded down): a fact.
-
-        :return: the record, with the new ``balance``
-        :raise IdempotencyConflictError: a key reused with other arguments
-        """
-        user_id = user_id_of(user_id, self._max_id)
-        micros = credit_micros(amount)
-        meta = encode_metadata(metadata, self._max_meta)
-        now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
-        key, ikey = self._idempotency(idempotency_key, entry_id)
-        args = (
-            now_ms,
-            micros,
-            fingerprint("credit", user_id, micros, meta),
-            entry_id,
-            user_id,
-            meta,
-            key,
-        )
-        info = {"kind": "credit", "entry": entry_id, "user": user_id, "amount": micros}
-        reply = await self._store.run("credit", (ikey,), args, spool_info=info.copy)
-        record = SpendRecord(
-            entry_id=entry_id,
-            kind="credit",
-            user_id=user_id,
-            project_id=None,
-            amount_micros=micros,
-            model=None,
-            occurred_ms=now_ms,
-            spooled=reply is None,  # spooled: the new balance is not known yet
-        )
-        if reply is None:
-            return record
-        if reply[0] == _CONFLICT:
-            raise IdempotencyConflictError(key)
-        entry_id, occurred_ms, balance = text(reply[1]).split("|")
-        record.entry_id, record.occurred_ms = entry_id, int(occurred_ms)
-        record.replayed = reply[0] == _REPLAYED
-        record.balance = from_micros(int(balance))
-        return record

@@ -15,7 +15,7 @@ from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
 from spendgate.core.windows import from_ms
 from spendgate.errors import InvalidArgumentError, Scope
 from spendgate.models import Limits, ScopeUsage, WindowUsage
-from spendgate.ops.base import Operations
+from spendgate.ops.base import Operations, text
 
 
 class _Unset(Enum):
@@ -131,8 +131,8 @@ class LimitsAndUsage(Operations):
         for i, (scope, scope_id) in enumerate(scopes):
             held_m, balance_m, dl, ml, ds, ms = reply[i * 6 : i * 6 + 6]
             balance = None
-            if scope == "user" and self.config.enforce_balance:
-                balance = from_micros(int(balance_m or 0))
+            if scope == "user":  # shown whether enforced or not: 0 when none
+                balance = from_micros(int(text(balance_m or b"0").split("|", 1)[0]))
             usage[scope] = ScopeUsage(
                 scope=scope,
                 scope_id=scope_id,
