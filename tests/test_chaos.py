@@ -81,7 +81,7 @@ class Told:
     def add(self, record: SpendRecord, user: str) -> None:
         self.facts += 1
         self.spooled += record.spooled
-        if record.kind == "credit":
+        if record.kind == "grant":
             self.credited[user] += record.amount
         else:
             self.charged[user] += record.amount

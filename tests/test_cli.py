@@ -82,6 +82,9 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         ["limits", "clear"],
         ["credits"],
         ["credits", "add"],
+        ["credits", "sweep"],
+        ["balance"],
+        ["refund"],
     ],
     ids=lambda argv: " ".join(argv) or "top",
 )
@@ -103,7 +106,7 @@ def test_top_level_help_lists_the_operator_commands(
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("serve", "usage", "limits", "credits", "demo"):
+    for command in ("serve", "usage", "limits", "credits", "balance", "refund"):
         assert command in out
 
 

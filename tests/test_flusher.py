@@ -209,7 +209,7 @@ async def test_facts_arrive_once_with_every_field(
     assert t["project_id"] is None and t["metadata"] is None
     c = rows[credit.entry_id]
     assert (c["kind"], c["user_id"], c["amount"]) == (
-        "credit",
+        "grant",
         "carol",
         Decimal("3.000000"),
     )
@@ -250,7 +250,7 @@ async def test_2000_concurrent_facts_arrive_exactly_once(
     assert Counter(r.kind for r in records) == {
         "spend": 1000,
         "settle": 500,
-        "credit": 500,
+        "grant": 500,
     }
     await assert_drained(redis_client, key_prefix)
     assert flusher.moved_total == flusher.inserted_total == 2000

@@ -12,6 +12,7 @@ dashboards have always seen. A non-spendgate exception is a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -32,9 +33,11 @@ from spendgate.errors import (
     Outcome,
     PoisonEntryError,
     PricingConfigError,
+    RefundExceedsChargeError,
     SpendgateError,
     SpoolFullError,
     StorageError,
+    UnknownEntryError,
 )
 from spendgate.server import create_app
 
@@ -50,6 +53,8 @@ INSTANCES: dict[type[BaseException], SpendgateError] = {
     StorageError: StorageError("damaged"),
     IdempotencyConflictError: IdempotencyConflictError("k1"),
     LeaseStateError: LeaseStateError("l1", "settled", "release"),
+    RefundExceedsChargeError: RefundExceedsChargeError("e1", Decimal(2), Decimal(1)),
+    UnknownEntryError: UnknownEntryError("e1"),
     PricingConfigError: PricingConfigError("bad", "x ** 2", "1:2", "models.m"),
     ConfigurationError: ConfigurationError("bad"),
     InvalidArgumentError: InvalidArgumentError("bad"),

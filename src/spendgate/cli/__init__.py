@@ -7,7 +7,8 @@
     cli/runner.py     settings, the event loop, errors -> exit codes
     cli/logs.py       spendgate's log lines on stderr, at --log-level
     cli/serve.py      serve
-    cli/operator.py   usage, limits get|set|clear, credits add
+    cli/operator.py   usage, limits get|set|clear
+    cli/credits.py    credits add|sweep, balance, refund
     cli/ledger.py     migrate, flush, report, reconcile
     cli/demo.py       demo
 
@@ -23,9 +24,10 @@ import argparse
 from collections.abc import Sequence
 
 from spendgate.cli import logs
+from spendgate.cli.credits import add_balance, add_credits, add_refund
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
-from spendgate.cli.operator import add_credits, add_limits, add_usage
+from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
 from spendgate.errors import ExitCode
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_usage,
         add_limits,
         add_credits,
+        add_balance,
+        add_refund,
         add_pricing,
     ):
         add(sub)

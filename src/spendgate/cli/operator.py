@@ -1,4 +1,5 @@
-"""The operator commands: ``usage``, ``limits get|set|clear``, ``credits add``.
+"""The operator commands: ``usage``, ``limits get|set|clear`` (``credits``,
+``balance`` and ``refund`` are :mod:`spendgate.cli.credits`').
 
 They work on the Redis in ``SPENDGATE_REDIS_URL`` through a
 ``BudgetManager`` (never on the embedded store, which would report or change
@@ -28,7 +29,7 @@ from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
-    from spendgate.models import Limits, ScopeUsage, SpendRecord
+    from spendgate.models import Limits, ScopeUsage
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -93,30 +94,6 @@ def add_limits(sub: SubParsers) -> None:
                 )
         _json_option(action)
         action.set_defaults(handler=run_limits)
-
-
-def add_credits(sub: SubParsers) -> None:
-    parser = sub.add_parser(
-        "credits",
-        help="add prepaid credits to a user's balance",
-        description="Prepaid credits (balances are enforced when "
-        "SPENDGATE_ENFORCE_BALANCE is true).",
-    )
-    actions = parser.add_subparsers(dest="credits_action", metavar="ACTION")
-    actions.required = True
-    add = actions.add_parser(
-        "add",
-        help="add credits to a user's balance (rounded down to the micro-unit)",
-        description="Add credits to a user's balance (rounded down to the micro-unit).",
-    )
-    add.add_argument("user", help="the user id")
-    add.add_argument("amount", help="the amount, e.g. 25 or 0.50")
-    add.add_argument(
-        "--idempotency-key",
-        help="run it again with the same key and nothing is added twice",
-    )
-    add.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add.set_defaults(handler=run_credits_add)
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -247,73 +224,3 @@ def _print_limits(limits: Limits, *, as_json: bool) -> None:
         for window in WINDOWS
     ]
     print_table(["scope", "id", "window", "limit", "source"], rows)
-
-
-# -- credits -----------------------------------------------------------------------
-
-
-def run_credits_add(args: argparse.Namespace) -> int:
-    async def work(budget: BudgetManager) -> int:
-        _require_a_credit(args.amount)
-        # An operator's credit must reach the store now or not at all: a fact
-        # spooled by this short-lived process would wait in its spool for a
-        # later process that may never come. Redis is asked first, so an
-        # unreachable store changes nothing (the ping raises: exit 4).
-        await budget.redis.ping()
-        rec = await budget.add_credits(
-            args.user, args.amount, idempotency_key=args.idempotency_key
-        )
-        if args.json:
-            print_json(
-                {
-                    "entry_id": rec.entry_id,
-                    "user_id": rec.user_id,
-                    "amount": str(rec.amount),
-                    "balance": text_or_none(rec.balance),
-                    "replayed": rec.replayed,
-                    "spooled": rec.spooled,
-                }
-            )
-        elif rec.replayed:
-            print(f"already added (same key): balance {rec.balance} {_unit(budget)}")
-        elif not rec.spooled:
-            who = printable(rec.user_id)
-            print(f"added {rec.amount} {_unit(budget)}: balance of {who} {rec.balance}")
-        if rec.spooled:
-            return _spooled(budget, rec)
-        if not args.json:
-            print(f"entry {rec.entry_id}")
-        return ExitCode.OK
-
-    return run_on_budget(work)
-
-
-def _unit(budget: BudgetManager) -> str:
-    """The deployment's unit of money (``USD`` by default)."""
-    return budget.config.unit
-
-
-def _require_a_credit(amount: str) -> None:
-    """Refuse an amount that would add nothing: 0, or less than a micro-unit
-    (credits round down). Other invalid amounts raise as they always did."""
-    from spendgate.core.money import credit_micros
-    from spendgate.errors import InvalidAmountError
-
-    if credit_micros(amount) == 0:
-        raise InvalidAmountError(
-            amount, "a credit must be at least 0.000001 (credits round down)"
-        )
-
-
-def _spooled(budget: BudgetManager, rec: SpendRecord) -> int:
-    # Redis answered the ping, then not the credit: the credit is durable in
-    # the local spool, not in the store. Say so, and exit "unavailable".
-    spool = budget.spool
-    where = "the local spool" if spool is None else str(spool.directory)
-    return fail(
-        f"Redis stopped answering: the credit of {rec.amount} {_unit(budget)} for "
-        f"{rec.user_id} (entry {rec.entry_id}) is spooled in {where} "
-        "and is added when a spendgate process using that spool reaches Redis; "
-        "run the command again only with the same --idempotency-key",
-        ExitCode.UNAVAILABLE,
-    )

@@ -12,7 +12,8 @@ Metrics:
   decisions (``/check``, ``/v1/reserve``); outcome is ``allowed``,
   ``refused``, ``unavailable`` (failed closed), ``conflict`` or ``invalid``;
   ``scope``/``window`` name the cap that refused (``none`` otherwise).
-- ``spendgate_facts_total{endpoint, outcome}``: facts (spend, settle, credit);
+- ``spendgate_facts_total{endpoint, outcome}``: facts (spend, settle, credit,
+  refund);
   outcome is ``recorded``, ``replayed``, ``spooled``, ``unavailable``,
   ``conflict``, ``lease_state`` or ``invalid``.
 - ``spendgate_request_duration_seconds{route, method}``: latency of every
@@ -36,7 +37,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -57,11 +58,21 @@ from spendgate.errors import (
     outcome_of,
 )
 from spendgate.manager import BudgetManager
-from spendgate.models import SpendRecord
 
 __all__ = ["CONTENT_TYPE_LATEST", "LatencyMiddleware", "ServerMetrics"]
 
 T = TypeVar("T")
+
+
+class _Fact(Protocol):
+    @property
+    def spooled(self) -> bool: ...
+    @property
+    def replayed(self) -> bool: ...
+
+
+#: a fact's result (a SpendRecord, a RefundResult)
+F = TypeVar("F", bound=_Fact)
 
 #: the errors an admission decision (``/check``, ``/v1/reserve``) and a fact
 #: are counted under, with their label in :data:`spendgate.errors.OUTCOMES`;
@@ -190,7 +201,7 @@ class ServerMetrics:
         self.decision(endpoint, "allowed")
         return result
 
-    async def record(self, endpoint: str, call: Awaitable[SpendRecord]) -> SpendRecord:
+    async def record(self, endpoint: str, call: Awaitable[F]) -> F:
         """Await a fact and count it (``recorded``, ``replayed``, ``spooled``,
         or the error's label); the error, if any, is raised again."""
         try:

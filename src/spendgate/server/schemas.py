@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -92,13 +93,17 @@ class ReleaseRequest(BaseModel):
 
 
 class CreditsRequest(BaseModel):
-    """``POST /v1/credits``: add prepaid credits to a user's balance."""
+    """``POST /v1/credits``: grant prepaid credits to a user (expiring at
+    ``expires_at``, drawn on by ``priority``, lower first)."""
 
     model_config = _STRICT
     user_id: Id
     amount: Amount
     idempotency_key: Id | None = None
     metadata: Metadata | None = None
+    expires_at: Instant | None = None
+    priority: Priority = 0
+    kind: GrantKind = "purchase"
 
 
 class LimitsRequest(BaseModel):

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from spendgate.server.routes import (
     admission,
+    credits,
     facts,
     health,
     leases,
@@ -25,6 +26,7 @@ PUBLIC: tuple[APIRouter, ...] = (health.router,)
 AUTHENTICATED: tuple[APIRouter, ...] = (
     admission.router,
     facts.router,
+    credits.router,
     leases.router,
     usage.router,
     limits.router,

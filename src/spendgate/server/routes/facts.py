@@ -4,6 +4,8 @@ and is spooled while Redis is down where the budget has a spool."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 
 from spendgate.server.body import read_body
@@ -53,7 +55,9 @@ async def spend(request: Request) -> SpendResponse:
     tags=["operators"],
 )
 async def credits(request: Request) -> CreditsResponse:
-    """Add prepaid credits to a user's balance (rounded down to the micro-unit)."""
+    """Grant prepaid credits to a user (rounded down to the micro-unit): they
+    pay its debt first, then are drawn on in order (lower ``priority``, then
+    the earliest ``expires_at``, never-expiring last, then the oldest)."""
     req = await read_body(request, CreditsRequest)
     rec = await metrics_of(request).record(
         "credits",
@@ -62,6 +66,11 @@ async def credits(request: Request) -> CreditsResponse:
             req.amount,
             idempotency_key=req.idempotency_key,
             metadata=req.metadata,
+            expires_at=None
+            if req.expires_at is None
+            else datetime.fromisoformat(req.expires_at),
+            priority=req.priority,
+            kind=req.kind,
         ),
     )
     return CreditsResponse.of(rec)
