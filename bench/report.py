@@ -159,6 +159,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| per lease: finished lease record (kept `idempotency_ttl_seconds`) | "
         f"{m['per_lease_record_bytes']:.0f} B |"
     )
+    if "per_refund_record_bytes" in m:
+        add(
+            f"| per charge (spend, settle, deduct): refund record, user without "
+            f"balance (kept `refund_window_seconds`, 30 days) | "
+            f"{m['per_refund_record_bytes']:.0f} B |"
+        )
+        add(
+            f"| per charge drawing on one grant: refund record | "
+            f"{m['per_refund_record_with_grant_bytes']:.0f} B |"
+        )
+        add(f"| per grant held (3 keys of its user's) | {m['per_grant_bytes']:.0f} B |")
     add(
         f"| per fact (spend or settle): ledger stream entry (until the flusher "
         f"drains it) | "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import deduct_workload
+from bench.grant_memory import grant_memory
 from bench.measure import Op, interleaved_samples, summarize_ns, throughput
 
 T = TypeVar("T")
@@ -407,7 +408,8 @@ def _overshoot_row(admitted: int, recorded: Decimal, limit: int) -> dict[str, An
 
 
 async def _memory(options: Options, prefix: str) -> dict[str, Any]:
-    """``MEMORY USAGE`` of what active users leave in Redis over one day.
+    """``MEMORY USAGE`` of what active users leave in Redis over one day,
+    and of grants and refund records (:mod:`bench.grant_memory`).
 
     Each simulated user (a 36-character UUID id, in a project) makes 20
     checks, 10 direct charges and 5 leases in the day. The user's own keys
@@ -452,6 +454,7 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
         for user in users:
             per_user.append(sum(v for k, v in sizes.items() if k.endswith(":" + user)))
         idem = [v for k, v in sizes.items() if k.startswith(base + "i:")]
+        charges = [v for k, v in sizes.items() if k.startswith(base + "c:")]
         holds = [v for k, v in sizes.items() if k.startswith(base + "h:")]
         ledger_bytes = sizes.get(budget.keys.ledger, 0)
         ledger_len = int(await client.xlen(budget.keys.ledger))
@@ -464,9 +467,10 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
             v
             for k, v in sizes.items()
             if not any(k.endswith(":" + u) for u in users)
-            and not k.startswith((base + "i:", base + "h:"))
+            and not k.startswith((base + "i:", base + "h:", base + "c:"))
             and k != budget.keys.ledger
         )
+        grants = await grant_memory(budget, RECORD_COST)
         await delete_prefix(client, mem_prefix)
     return {
         "users": len(users),
@@ -477,6 +481,11 @@ async def _memory(options: Options, prefix: str) -> dict[str, Any]:
         "per_fact_idempotency_bytes": sum(idem) / len(idem) if idem else 0,
         "idempotency_records": len(idem),
         "per_lease_record_bytes": sum(holds) / len(holds) if holds else 0,
+        # (a charge's refund record, kept refund_window_seconds; these users
+        # hold no balance, so it names no grant)
+        "per_refund_record_bytes": sum(charges) / len(charges) if charges else 0,
+        "refund_records": len(charges),
+        **grants,
         "lease_records": len(holds),
         "per_ledger_entry_bytes": ledger_bytes / ledger_len if ledger_len else 0,
         "ledger_entries": ledger_len,

@@ -1,6 +1,10 @@
 -- Grants: a user's prepaid credits, each with what is left of it, a priority
--- and maybe an expiry (DESIGN.md "Grants, balances, expiry"). Helpers, linked
--- into the scripts that use them like those of _lib.lua (and using its).
+-- and maybe an expiry (DESIGN.md "Grants, balances, expiry"). One helper,
+-- grants(), linked like those of _lib.lua (and using its): it makes and
+-- returns the grant functions only when called, so a script that calls it
+-- only for a user holding grants (a charge, an admission) costs the others
+-- one closure, not one per function (Redis makes every helper's closure
+-- again on each call).
 --
 -- The user's balance key (K_BALANCE) holds "<balance>" while the user holds
 -- no live grant, else "<balance>|<granted>|<next expiry>": the balance
@@ -29,200 +33,206 @@
 -- charge needing more takes the rest from the part outside grants, into a
 -- debt the next credit pays first).
 
--- The balance key's value as numbers: the balance, then, for a user holding
--- grants, the grants' total and the next expiry (nil otherwise).
-local function balance_parts(raw)
-  local i = string.find(raw, '|', 1, true)
-  if not i then return tonumber(raw) end
-  local j = string.find(raw, '|', i + 1, true)
-  return tonumber(string.sub(raw, 1, i - 1)), tonumber(string.sub(raw, i + 1, j - 1)),
-         tonumber(string.sub(raw, j + 1))
-end
+local function grants()
+  local G = {}
 
--- The balance key's value: plain once no live grant is left.
-local function balance_text(balance, granted, next_expiry)
-  if not granted or granted <= 0 then return fmt(balance) end
-  return fmt(balance) .. '|' .. fmt(granted) .. '|' .. fmt(next_expiry)
-end
-
--- A grant's id, from its member.
-local function grant_id(member)
-  return string.match(member, '^%d+:([^:]+):')
-end
-
--- The user's next grant expiry (GRANT_NEVER: none), read again after grants
--- left the expiry index; K_GRANTS_DUE follows when it changed from `was`.
-local function next_expiry(user, was)
-  local first = redis.call('ZRANGE', BASE .. K_GRANT_EXPIRY .. user, 0, 0, 'WITHSCORES')[2]
-  local nx = tonumber(first) or GRANT_NEVER
-  if nx ~= was then
-    if nx == GRANT_NEVER then
-      redis.call('ZREM', BASE .. K_GRANTS_DUE, user)
-    else
-      redis.call('ZADD', BASE .. K_GRANTS_DUE, fmt(nx), user)
-    end
+  -- The balance key's value as numbers: the balance, then, for a user holding
+  -- grants, the grants' total and the next expiry (nil otherwise).
+  function G.parts(raw)
+    local i = string.find(raw, '|', 1, true)
+    if not i then return tonumber(raw) end
+    local j = string.find(raw, '|', i + 1, true)
+    return tonumber(string.sub(raw, 1, i - 1)), tonumber(string.sub(raw, i + 1, j - 1)),
+           tonumber(string.sub(raw, j + 1))
   end
-  return nx
-end
 
--- Expires up to `limit` of the user's grants whose expiry is at or before
--- now_ms (the argument's text): each remainder leaves the balance with one
--- KIND_EXPIRE entry (occurred at the expiry; its id the grant's, ".x" and
--- the time it was found). `balance`, `granted`, `nx` are the balance key's
--- parts (granted nil: no grants, nothing to do). Returns them after, then
--- how many grants expired and their remainders' sum.
-local function expire_grants(now_ms, user, balance, granted, nx, limit)
-  if not granted or nx > tonumber(now_ms) then return balance, granted, nx, 0, 0 end
-  local xkey = BASE .. K_GRANT_EXPIRY .. user
-  local gone = redis.call('ZRANGEBYSCORE', xkey, '-inf', now_ms, 'LIMIT', 0, limit)
-  local amount = 0
-  if #gone > 0 then
-    local gkey = BASE .. K_GRANTS .. user
-    local left = redis.call('HMGET', gkey, unpack(gone))
-    for i = 1, #gone do
-      local member, rest = gone[i], tonumber(left[i]) or 0
-      if rest > 0 then
-        local id = grant_id(member)
-        ledger_append(F_ENTRY_ID, id .. '.x' .. now_ms, F_KIND, KIND_EXPIRE,
-                      F_OCCURRED_AT, fmt(tonumber(string.sub(member, 1, 13))),
-                      F_USER_ID, user, F_AMOUNT, fmt(rest), F_GRANT_ID, id)
-        amount = amount + rest
-      end
-    end
-    redis.call('HDEL', gkey, unpack(gone))
-    redis.call('ZREM', BASE .. K_GRANT_ORDER .. user, unpack(gone))
-    redis.call('ZREM', xkey, unpack(gone))
+  -- The balance key's value: plain once no live grant is left.
+  function G.text(balance, granted, nx)
+    if not granted or granted <= 0 then return fmt(balance) end
+    return fmt(balance) .. '|' .. fmt(granted) .. '|' .. fmt(nx)
   end
-  return balance - amount, granted - amount, next_expiry(user, nx), #gone, amount
-end
 
--- The balance admission counts, from the balance key's value `raw` (false:
--- none kept, 0): for a user whose next grant expiry has passed, the grants
--- expired by now_ms are expired first (expire_grants, bounded) and the key
--- written again; should more be due than one call expires, only the part
--- outside grants counts until they are (it refuses, never overshoots).
--- Returns that count and the key's value now.
-local function counted_balance(now_ms, user, raw)
-  if not raw then return 0, raw end
-  local balance, granted, nx = balance_parts(raw)
-  if not granted or nx > tonumber(now_ms) then return balance, raw end
-  balance, granted, nx = expire_grants(now_ms, user, balance, granted, nx, GRANTS_PER_CALL)
-  raw = balance_text(balance, granted, nx)
-  redis.call('SET', BASE .. K_BALANCE .. user, raw)
-  if granted > 0 and nx <= tonumber(now_ms) then return balance - granted, raw end
-  return balance, raw
-end
-
--- Takes `amount` off the balance of a user holding grants (`raw`, its
--- balance key's value): the grants expired by now_ms are expired first, then
--- the live ones are drawn on in order (the part outside grants, when
--- positive, in the place of a never-expiring grant of priority 0 older than
--- any other), and whatever they do not cover is taken from the part outside
--- grants, into a debt. Returns the balance after and what was drawn, in
--- order: "<member>=<amount>" each, "L=<amount>" for the part outside grants,
--- comma-separated.
-local function draw_grants(now_ms, user, raw, amount)
-  local balance, granted, nx = balance_parts(raw)
-  balance, granted, nx = expire_grants(now_ms, user, balance, granted, nx, GRANTS_PER_CALL)
-  local okey, gkey = BASE .. K_GRANT_ORDER .. user, BASE .. K_GRANTS .. user
-  local now = tonumber(now_ms)
-  local outside, left, own = balance - granted, amount, 0
-  local parts, gone, expiring = {}, {}, false
-  local top = {}
-  if granted > 0 then
-    top = redis.call('ZRANGE', okey, 0, GRANTS_PER_CALL - 1, 'WITHSCORES')
+  -- A grant's id, from its member.
+  function G.grant_id(member)
+    return string.match(member, '^%d+:([^:]+):')
   end
-  local members = {}
-  for i = 1, #top, 2 do members[#members + 1] = top[i] end
-  local rests = {}
-  if #members > 0 then rests = redis.call('HMGET', gkey, unpack(members)) end
-  for i = 1, #members do
-    local member = members[i]
-    local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
-    if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
-      own = math.min(outside, left)
-      outside, left = outside - own, left - own
-    end
-    if left == 0 then break end
-    if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
-      local rest = tonumber(rests[i])
-      local take = math.min(rest, left)
-      left, granted = left - take, granted - take
-      parts[#parts + 1] = member .. '=' .. fmt(take)
-      if take == rest then
-        gone[#gone + 1] = member
-        expiring = expiring or expires ~= GRANT_NEVER
+
+  -- The user's next grant expiry (GRANT_NEVER: none), read again after grants
+  -- left the expiry index; K_GRANTS_DUE follows when it changed from `was`.
+  function G.next_expiry(user, was)
+    local first = redis.call('ZRANGE', BASE .. K_GRANT_EXPIRY .. user, 0, 0, 'WITHSCORES')[2]
+    local nx = tonumber(first) or GRANT_NEVER
+    if nx ~= was then
+      if nx == GRANT_NEVER then
+        redis.call('ZREM', BASE .. K_GRANTS_DUE, user)
       else
-        redis.call('HSET', gkey, member, fmt(rest - take))
+        redis.call('ZADD', BASE .. K_GRANTS_DUE, fmt(nx), user)
       end
     end
+    return nx
   end
-  own = own + left
-  if own > 0 then parts[#parts + 1] = 'L=' .. fmt(own) end
-  if #gone > 0 then
-    redis.call('HDEL', gkey, unpack(gone))
-    redis.call('ZREM', okey, unpack(gone))
-    if expiring then
-      redis.call('ZREM', BASE .. K_GRANT_EXPIRY .. user, unpack(gone))
-      nx = next_expiry(user, nx)
-    end
-  end
-  balance = balance - amount
-  redis.call('SET', BASE .. K_BALANCE .. user, balance_text(balance, granted, nx))
-  return balance, table.concat(parts, ',')
-end
 
--- Gives `amount` of a charge back to where it came from. `draws` is what the
--- charge drew ("" when it took nothing off a balance: nothing to give back;
--- "L" when all of `charged` came from a balance without grants; else
--- draw_grants' list), `refunded` what earlier refunds gave back already.
--- Refunds go back in the reverse of the draw order: the part outside grants
--- first, then the grants last drawn on. A live grant gets its part back (one
--- used up since lives again); a grant expired since gets nothing: its part
--- expires at once, with a KIND_EXPIRE entry linked to the refund (`entry`;
--- ids "<entry>.f<n>"). Returns the balance after, or false.
-local function give_back(now_ms, entry, user, draws, charged, refunded, amount)
-  if draws == '' then return false end
-  if draws == 'L' then draws = 'L=' .. fmt(charged) end
-  local bkey = BASE .. K_BALANCE .. user
-  local raw = redis.call('GET', bkey)
-  local balance, granted, nx = 0, 0, GRANT_NEVER
-  if raw then
-    local b, g, x = balance_parts(raw)
-    balance, granted, nx = b, g or 0, x or GRANT_NEVER
-  end
-  local parts = {}
-  for part in string.gmatch(draws, '[^,]+') do parts[#parts + 1] = part end
-  local was, now, skip, give, forfeits = nx, tonumber(now_ms), refunded, amount, 0
-  for i = #parts, 1, -1 do
-    if give == 0 then break end
-    local at = string.find(parts[i], '=', 1, true)
-    local member, part = string.sub(parts[i], 1, at - 1), tonumber(string.sub(parts[i], at + 1))
-    local done = math.min(skip, part)
-    local back = math.min(part - done, give)
-    skip, give = skip - done, give - back
-    local expires = tonumber(string.sub(member, 1, 13))
-    if back == 0 then  -- (given back by earlier refunds)
-    elseif member == 'L' then
-      balance = balance + back
-    elseif expires <= now then
-      forfeits = forfeits + 1
-      ledger_append(F_ENTRY_ID, entry .. '.f' .. forfeits, F_KIND, KIND_EXPIRE,
-                    F_OCCURRED_AT, now_ms, F_USER_ID, user, F_AMOUNT, fmt(back),
-                    F_GRANT_ID, grant_id(member), F_LINK_ID, entry)
-    else
-      if redis.call('HINCRBY', BASE .. K_GRANTS .. user, member, back) == back then
-        local priority = string.match(member, '^%d+:[^:]+:(%-?%d+):')
-        redis.call('ZADD', BASE .. K_GRANT_ORDER .. user, priority, member)
-        if expires ~= GRANT_NEVER then
-          redis.call('ZADD', BASE .. K_GRANT_EXPIRY .. user, fmt(expires), member)
-          if expires < nx then nx = expires end
+  -- Expires up to `limit` of the user's grants whose expiry is at or before
+  -- now_ms (the argument's text): each remainder leaves the balance with one
+  -- KIND_EXPIRE entry (occurred at the expiry; its id the grant's, ".x" and
+  -- the time it was found). `balance`, `granted`, `nx` are the balance key's
+  -- parts (granted nil: no grants, nothing to do). Returns them after, then
+  -- how many grants expired and their remainders' sum.
+  function G.expire(now_ms, user, balance, granted, nx, limit)
+    if not granted or nx > tonumber(now_ms) then return balance, granted, nx, 0, 0 end
+    local xkey = BASE .. K_GRANT_EXPIRY .. user
+    local gone = redis.call('ZRANGEBYSCORE', xkey, '-inf', now_ms, 'LIMIT', 0, limit)
+    local amount = 0
+    if #gone > 0 then
+      local gkey = BASE .. K_GRANTS .. user
+      local left = redis.call('HMGET', gkey, unpack(gone))
+      for i = 1, #gone do
+        local member, rest = gone[i], tonumber(left[i]) or 0
+        if rest > 0 then
+          local id = G.grant_id(member)
+          ledger_append(F_ENTRY_ID, id .. '.x' .. now_ms, F_KIND, KIND_EXPIRE,
+                        F_OCCURRED_AT, fmt(tonumber(string.sub(member, 1, 13))),
+                        F_USER_ID, user, F_AMOUNT, fmt(rest), F_GRANT_ID, id)
+          amount = amount + rest
         end
       end
-      balance, granted = balance + back, granted + back
+      redis.call('HDEL', gkey, unpack(gone))
+      redis.call('ZREM', BASE .. K_GRANT_ORDER .. user, unpack(gone))
+      redis.call('ZREM', xkey, unpack(gone))
     end
+    return balance - amount, granted - amount, G.next_expiry(user, nx), #gone, amount
   end
-  if nx ~= was then redis.call('ZADD', BASE .. K_GRANTS_DUE, fmt(nx), user) end
-  redis.call('SET', bkey, balance_text(balance, granted, nx))
-  return balance
+
+  -- The balance admission counts, from the balance key's value `raw` (false:
+  -- none kept, 0): for a user whose next grant expiry has passed, the grants
+  -- expired by now_ms are expired first (G.expire, bounded) and the key
+  -- written again; should more be due than one call expires, only the part
+  -- outside grants counts until they are (it refuses, never overshoots).
+  -- Returns that count and the key's value now.
+  function G.counted(now_ms, user, raw)
+    if not raw then return 0, raw end
+    local balance, granted, nx = G.parts(raw)
+    if not granted or nx > tonumber(now_ms) then return balance, raw end
+    balance, granted, nx = G.expire(now_ms, user, balance, granted, nx, GRANTS_PER_CALL)
+    raw = G.text(balance, granted, nx)
+    redis.call('SET', BASE .. K_BALANCE .. user, raw)
+    if granted > 0 and nx <= tonumber(now_ms) then return balance - granted, raw end
+    return balance, raw
+  end
+
+  -- Takes `amount` off the balance of a user holding grants (`raw`, its
+  -- balance key's value): the grants expired by now_ms are expired first, then
+  -- the live ones are drawn on in order (the part outside grants, when
+  -- positive, in the place of a never-expiring grant of priority 0 older than
+  -- any other), and whatever they do not cover is taken from the part outside
+  -- grants, into a debt. Returns the balance after and what was drawn, in
+  -- order: "<member>=<amount>" each, "L=<amount>" for the part outside grants,
+  -- comma-separated.
+  function G.draw(now_ms, user, raw, amount)
+    local balance, granted, nx = G.parts(raw)
+    balance, granted, nx = G.expire(now_ms, user, balance, granted, nx, GRANTS_PER_CALL)
+    local okey, gkey = BASE .. K_GRANT_ORDER .. user, BASE .. K_GRANTS .. user
+    local now = tonumber(now_ms)
+    local outside, left, own = balance - granted, amount, 0
+    local parts, gone, expiring = {}, {}, false
+    local top = {}
+    if granted > 0 then
+      top = redis.call('ZRANGE', okey, 0, GRANTS_PER_CALL - 1, 'WITHSCORES')
+    end
+    local members = {}
+    for i = 1, #top, 2 do members[#members + 1] = top[i] end
+    local rests = {}
+    if #members > 0 then rests = redis.call('HMGET', gkey, unpack(members)) end
+    for i = 1, #members do
+      local member = members[i]
+      local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
+      if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
+        own = math.min(outside, left)
+        outside, left = outside - own, left - own
+      end
+      if left == 0 then break end
+      if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
+        local rest = tonumber(rests[i])
+        local take = math.min(rest, left)
+        left, granted = left - take, granted - take
+        parts[#parts + 1] = member .. '=' .. fmt(take)
+        if take == rest then
+          gone[#gone + 1] = member
+          expiring = expiring or expires ~= GRANT_NEVER
+        else
+          redis.call('HSET', gkey, member, fmt(rest - take))
+        end
+      end
+    end
+    own = own + left
+    if own > 0 then parts[#parts + 1] = 'L=' .. fmt(own) end
+    if #gone > 0 then
+      redis.call('HDEL', gkey, unpack(gone))
+      redis.call('ZREM', okey, unpack(gone))
+      if expiring then
+        redis.call('ZREM', BASE .. K_GRANT_EXPIRY .. user, unpack(gone))
+        nx = G.next_expiry(user, nx)
+      end
+    end
+    balance = balance - amount
+    redis.call('SET', BASE .. K_BALANCE .. user, G.text(balance, granted, nx))
+    return balance, table.concat(parts, ',')
+  end
+
+  -- Gives `amount` of a charge back to where it came from. `draws` is what the
+  -- charge drew ("" when it took nothing off a balance: nothing to give back;
+  -- "L" when all of `charged` came from a balance without grants; else
+  -- G.draw's list), `refunded` what earlier refunds gave back already.
+  -- Refunds go back in the reverse of the draw order: the part outside grants
+  -- first, then the grants last drawn on. A live grant gets its part back (one
+  -- used up since lives again); a grant expired since gets nothing: its part
+  -- expires at once, with a KIND_EXPIRE entry linked to the refund (`entry`;
+  -- ids "<entry>.f<n>"). Returns the balance after, or false.
+  function G.give_back(now_ms, entry, user, draws, charged, refunded, amount)
+    if draws == '' then return false end
+    if draws == 'L' then draws = 'L=' .. fmt(charged) end
+    local bkey = BASE .. K_BALANCE .. user
+    local raw = redis.call('GET', bkey)
+    local balance, granted, nx = 0, 0, GRANT_NEVER
+    if raw then
+      local b, g, x = G.parts(raw)
+      balance, granted, nx = b, g or 0, x or GRANT_NEVER
+    end
+    local parts = {}
+    for part in string.gmatch(draws, '[^,]+') do parts[#parts + 1] = part end
+    local was, now, skip, give, forfeits = nx, tonumber(now_ms), refunded, amount, 0
+    for i = #parts, 1, -1 do
+      if give == 0 then break end
+      local at = string.find(parts[i], '=', 1, true)
+      local member, part = string.sub(parts[i], 1, at - 1), tonumber(string.sub(parts[i], at + 1))
+      local done = math.min(skip, part)
+      local back = math.min(part - done, give)
+      skip, give = skip - done, give - back
+      local expires = tonumber(string.sub(member, 1, 13))
+      if back == 0 then  -- (given back by earlier refunds)
+      elseif member == 'L' then
+        balance = balance + back
+      elseif expires <= now then
+        forfeits = forfeits + 1
+        ledger_append(F_ENTRY_ID, entry .. '.f' .. forfeits, F_KIND, KIND_EXPIRE,
+                      F_OCCURRED_AT, now_ms, F_USER_ID, user, F_AMOUNT, fmt(back),
+                      F_GRANT_ID, G.grant_id(member), F_LINK_ID, entry)
+      else
+        if redis.call('HINCRBY', BASE .. K_GRANTS .. user, member, back) == back then
+          local priority = string.match(member, '^%d+:[^:]+:(%-?%d+):')
+          redis.call('ZADD', BASE .. K_GRANT_ORDER .. user, priority, member)
+          if expires ~= GRANT_NEVER then
+            redis.call('ZADD', BASE .. K_GRANT_EXPIRY .. user, fmt(expires), member)
+            if expires < nx then nx = expires end
+          end
+        end
+        balance, granted = balance + back, granted + back
+      end
+    end
+    if nx ~= was then redis.call('ZADD', BASE .. K_GRANTS_DUE, fmt(nx), user) end
+    redis.call('SET', bkey, G.text(balance, granted, nx))
+    return balance
+  end
+
+  return G
 end

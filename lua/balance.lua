@@ -12,7 +12,8 @@
 
 local bkey, now_ms, user = KEYS[1], ARGV[1], ARGV[2]
 purge_expired_holds(now_ms, redis.call('GET', BASE .. K_DUE))
-local counted, raw = counted_balance(now_ms, user, redis.call('GET', bkey))
+local G = grants()
+local counted, raw = G.counted(now_ms, user, redis.call('GET', bkey))
 local held = redis.call('GET', BASE .. K_HELD .. S_USER .. user) or '0'
 local out = {raw, fmt(counted), held}
 if raw and string.find(raw, '|', 1, true) then

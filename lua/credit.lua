@@ -26,13 +26,14 @@ local user = ARGV[5]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
+local G = grants()
 local bkey = BASE .. K_BALANCE .. user
 local raw = redis.call('GET', bkey)
 local balance, granted, nx = 0, 0, GRANT_NEVER
 if raw then
-  local b, g, x = balance_parts(raw)
+  local b, g, x = G.parts(raw)
   if g then
-    balance, granted, nx = expire_grants(now_ms, user, b, g, x, GRANTS_PER_CALL)
+    balance, granted, nx = G.expire(now_ms, user, b, g, x, GRANTS_PER_CALL)
   else
     balance = b
   end
@@ -58,7 +59,7 @@ if rest > 0 then
   granted = granted + rest
 end
 balance = balance + amount
-redis.call('SET', bkey, balance_text(balance, granted, nx))
+redis.call('SET', bkey, G.text(balance, granted, nx))
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_GRANT, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[2], F_METADATA, ARGV[6],
               F_IDEMPOTENCY_KEY, ARGV[7], F_GRANT_ID, entry)

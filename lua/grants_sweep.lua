@@ -1,7 +1,7 @@
 -- grants_sweep: expire what is left of every grant whose expiry has passed,
 -- for every user (a user's own calls expire its grants on their way: the
 -- sweep is for those who make none), with one KIND_EXPIRE entry per
--- remainder (expire_grants in _grants.lua). Each grant is expired by one
+-- remainder (G.expire in _grants.lua). Each grant is expired by one
 -- script, once: two sweeps at once, or a sweep and a charge, never both
 -- write its entry. Bounded: at most `budget` grants per call; the caller
 -- calls again until nothing more is due. A dry run counts the same and
@@ -40,22 +40,23 @@ if ARGV[2] == '1' then
   return {count, fmt(amount), done, skip_users + #users, 0}
 end
 
+local G = grants()
 local users = redis.call('ZRANGEBYSCORE', due, '-inf', now_ms, 'LIMIT', 0, budget)
 for i = 1, #users do
   local user = users[i]
   local bkey = BASE .. K_BALANCE .. user
   local raw = redis.call('GET', bkey)
   local balance, granted
-  if raw then balance, granted = balance_parts(raw) end
+  if raw then balance, granted = G.parts(raw) end
   if not granted then
     redis.call('ZREM', due, user)  -- (holds no grant any more)
   else
-    -- (a next expiry of -1 makes expire_grants look, and write the user's
+    -- (a next expiry of -1 makes G.expire look, and write the user's
     -- due time again whatever it was)
     local nx, n, a
-    balance, granted, nx, n, a = expire_grants(now_ms, user, balance, granted, -1,
+    balance, granted, nx, n, a = G.expire(now_ms, user, balance, granted, -1,
                                                budget - count)
-    redis.call('SET', bkey, balance_text(balance, granted, nx))
+    redis.call('SET', bkey, G.text(balance, granted, nx))
     count, amount = count + n, amount + a
     if count >= budget then break end
   end

@@ -2,7 +2,7 @@
 -- linked to the charge). Reads the charge's refund record (K_CHARGE, written
 -- by charge in _lib.lua): the spent counters of the charge's day and month go
 -- down by the amount in every scope it counted in, and the money goes back
--- where it came from (give_back in _grants.lua). The refunds of a charge
+-- where it came from (grants().give_back in _grants.lua). The refunds of a charge
 -- never add up to more than it; a refused refund changes nothing.
 --
 -- KEYS[1] - idempotency key (generated when the caller gave none; checked
@@ -65,7 +65,7 @@ end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_REFUND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, fmt(amount), F_PROJECT_ID, project,
               F_METADATA, ARGV[6], F_IDEMPOTENCY_KEY, ARGV[7], F_LINK_ID, charge_id)
-local balance = give_back(now_ms, entry, user, draws, charged, refunded, amount)
+local balance = grants().give_back(now_ms, entry, user, draws, charged, refunded, amount)
 redis.call('SET', ckey, fmt(refunded + amount) .. string.sub(record, at[1]), 'KEEPTTL')
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(amount) .. '|' .. fmt(left - amount)

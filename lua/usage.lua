@@ -14,7 +14,11 @@
 --        daily spent, monthly spent
 
 local seen, first = read_scopes(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], true)
-local _, balance = counted_balance(ARGV[1], ARGV[4], seen[2])  -- grants expired first
+local balance = seen[2]
+if balance and string.find(balance, '|', 1, true) then  -- grants expired first
+  local _
+  _, balance = grants().counted(ARGV[1], ARGV[4], balance)
+end
 local out = {}
 local n = (#seen - first) / 4
 for i = 1, n do

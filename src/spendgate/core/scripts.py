@@ -176,7 +176,8 @@ def _link(library: bytes, body: bytes) -> bytes:
         helpers[match.group(1)] = library[start:end]
 
     def uses(source: bytes) -> list[bytes]:
-        return [h for h in helpers if re.search(rb"\b" + h + rb"\(", source)]
+        code = _COMMENT.sub(b"", source)  # (a comment naming a helper is no use)
+        return [h for h in helpers if re.search(rb"\b" + h + rb"\(", code)]
 
     linked: dict[bytes, None] = {}
     visiting: set[bytes] = set()
