@@ -135,32 +135,36 @@ local function grants()
     local now = tonumber(now_ms)
     local outside, left, own = balance - granted, amount, 0
     local parts, gone, expiring = {}, {}, false
-    local top = {}
-    if granted > 0 then
-      top = redis.call('ZRANGE', okey, 0, GRANTS_PER_CALL - 1, 'WITHSCORES')
-    end
-    local members = {}
-    for i = 1, #top, 2 do members[#members + 1] = top[i] end
-    local rests = {}
-    if #members > 0 then rests = redis.call('HMGET', gkey, unpack(members)) end
-    for i = 1, #members do
-      local member = members[i]
-      local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
-      if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
-        own = math.min(outside, left)
-        outside, left = outside - own, left - own
-      end
-      if left == 0 then break end
-      if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
-        local rest = tonumber(rests[i])
-        local take = math.min(rest, left)
-        left, granted = left - take, granted - take
-        parts[#parts + 1] = member .. '=' .. fmt(take)
-        if take == rest then
-          gone[#gone + 1] = member
-          expiring = expiring or expires ~= GRANT_NEVER
-        else
-          redis.call('HSET', gkey, member, fmt(rest - take))
+    -- Read the grants a page at a time, 1, 4, 16... (most charges need the
+    -- first only), up to GRANTS_PER_CALL in all.
+    local seen, page, bound = 0, 1, tonumber(GRANTS_PER_CALL)
+    while left > 0 and granted > 0 and seen < bound do
+      local last = math.min(seen + page, bound) - 1
+      local top = redis.call('ZRANGE', okey, seen, last, 'WITHSCORES')
+      if #top == 0 then break end
+      local members = {}
+      for i = 1, #top, 2 do members[#members + 1] = top[i] end
+      local rests = redis.call('HMGET', gkey, unpack(members))
+      seen, page = seen + #members, page * 4
+      for i = 1, #members do
+        local member = members[i]
+        local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
+        if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
+          own = math.min(outside, left)
+          outside, left = outside - own, left - own
+        end
+        if left == 0 then break end
+        if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
+          local rest = tonumber(rests[i])
+          local take = math.min(rest, left)
+          left, granted = left - take, granted - take
+          parts[#parts + 1] = member .. '=' .. fmt(take)
+          if take == rest then
+            gone[#gone + 1] = member
+            expiring = expiring or expires ~= GRANT_NEVER
+          else
+            redis.call('HSET', gkey, member, fmt(rest - take))
+          end
         end
       end
     end

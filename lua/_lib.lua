@@ -298,24 +298,11 @@ local function charge(head, user, project, balance, debit, entry)
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'
   local after, draws = false, ''
-  if balance == nil then
-    if enforced then  -- a plain balance is the common case: one command
-      after = redis.pcall('DECRBY', bkey, text)
-      if type(after) == 'number' then
-        draws = 'L'
-      else  -- (not an integer: a user holding grants)
-        after, balance = false, redis.call('GET', bkey)
-      end
-    else
-      balance = redis.call('GET', bkey)
-    end
-  end
-  if draws == '' then
-    if balance and string.find(balance, '|', 1, true) then
-      after, draws = grants().draw(head[1], user, balance, amount)
-    elseif balance or enforced then
-      after, draws = redis.call('DECRBY', bkey, text), 'L'
-    end
+  if balance == nil then balance = redis.call('GET', bkey) end
+  if balance and string.find(balance, '|', 1, true) then  -- a user holding grants
+    after, draws = grants().draw(head[1], user, balance, amount)
+  elseif balance or enforced then
+    after, draws = redis.call('DECRBY', bkey, text), 'L'
   end
   if REFUND_WINDOW_MS ~= '0' then
     redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '|'
