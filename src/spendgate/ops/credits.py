@@ -90,25 +90,7 @@ class Credits(Facts):
         )
         info = {"kind": "grant", "entry": entry_id, "user": user_id, "amount": micros}
         reply = await self._store.run("credit", (ikey,), args, spool_info=info.copy)
-        record = SpendRecord(
-            entry_id=entry_id,
-            kind="grant",
-            user_id=user_id,
-            project_id=None,
-            amount_micros=micros,
-            model=None,
-            occurred_ms=now_ms,
-            spooled=reply is None,  # spooled: the new balance is not known yet
-        )
-        if reply is None:
-            return record
-        if reply[0] == _CONFLICT:
-            raise IdempotencyConflictError(key)
-        entry_id, occurred_ms, balance = text(reply[1]).split("|")
-        record.entry_id, record.occurred_ms = entry_id, int(occurred_ms)
-        record.replayed = reply[0] == _REPLAYED
-        record.balance = from_micros(int(balance))
-        return record
+        return _credit_record(reply, entry_id, user_id, micros, now_ms, key)
 
     async def get_balance(self, user_id: Any) -> Balance:
         """A user's prepaid balance and live grants, with or without
@@ -170,6 +152,32 @@ class Credits(Facts):
                 break
             users, grants = int(reply[3]), int(reply[4])
         return SweepReport(count, from_micros(amount), dry_run)
+
+
+def _credit_record(
+    reply: Any, entry_id: str, user_id: str, micros: int, now_ms: int, key: str
+) -> SpendRecord:
+    """The record of the credit script's reply (``None``: spooled, the new
+    balance is not known yet)."""
+    record = SpendRecord(
+        entry_id=entry_id,
+        kind="grant",
+        user_id=user_id,
+        project_id=None,
+        amount_micros=micros,
+        model=None,
+        occurred_ms=now_ms,
+        spooled=reply is None,
+    )
+    if reply is None:
+        return record
+    if reply[0] == _CONFLICT:
+        raise IdempotencyConflictError(key)
+    entry_id, occurred_ms, balance = text(reply[1]).split("|")
+    record.entry_id, record.occurred_ms = entry_id, int(occurred_ms)
+    record.replayed = reply[0] == _REPLAYED
+    record.balance = from_micros(int(balance))
+    return record
 
 
 def _grant(member: str, remaining: int) -> Grant:

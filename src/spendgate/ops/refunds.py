@@ -66,18 +66,8 @@ class Refunds(Facts):
                 " to refund"
             )
         charge_id = check_id("entry_id", entry_id, self._max_id)
-        micros = None
-        if amount is not None:
-            micros = credit_micros(amount)
-            if micros == 0:
-                raise InvalidAmountError(amount, "a refund must be above 0")
-        meta = ""
-        if reason is not None:
-            if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
-                raise InvalidArgumentError(
-                    f"reason must be a str of at most {MAX_REASON_LENGTH} characters"
-                )
-            meta = encode_metadata({"reason": reason}, self._max_meta)
+        micros = _refund_micros(amount)
+        meta = _reason_metadata(reason, self._max_meta)
         now_ms = self._now_ms()
         entry = new_id(now_ms)
         key, ikey = self._idempotency(idempotency_key, entry)
@@ -93,25 +83,49 @@ class Refunds(Facts):
         )
         info = {"kind": "refund", "entry": entry, "charge": charge_id}
         reply = await self._store.run("refund", (ikey,), args, spool_info=info.copy)
-        if reply is None:  # spooled: applied (or refused) when Redis answers
-            refunded = None if micros is None else from_micros(micros)
-            return RefundResult(entry, charge_id, refunded, None, None, spooled=True)
-        code = reply[0]
-        if code == Reply.CONFLICT:
-            raise IdempotencyConflictError(key)
-        if code == Reply.UNKNOWN_ENTRY:
-            raise UnknownEntryError(charge_id)
-        if code == Reply.REFUND_EXCEEDS:
-            requested = None if micros is None else from_micros(micros)
-            raise RefundExceedsChargeError(
-                charge_id, requested, from_micros(int(reply[1]))
-            )
-        entry, _, refunded_m, left, balance = text(reply[1]).split("|")
-        return RefundResult(
-            entry_id=entry,
-            charge_id=charge_id,
-            refunded=from_micros(int(refunded_m)),
-            refundable_left=from_micros(int(left)),
-            balance_after=from_micros(int(balance)) if balance else None,
-            replayed=code == Reply.REPLAYED,
+        return _result(reply, entry, charge_id, micros, key)
+
+
+def _refund_micros(amount: Any) -> int | None:
+    """The amount asked for, rounded down (``None``: all that is left)."""
+    if amount is None:
+        return None
+    micros = credit_micros(amount)
+    if micros == 0:
+        raise InvalidAmountError(amount, "a refund must be above 0")
+    return micros
+
+
+def _reason_metadata(reason: object, max_bytes: int) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidArgumentError(
+            f"reason must be a str of at most {MAX_REASON_LENGTH} characters"
         )
+    return encode_metadata({"reason": reason}, max_bytes)
+
+
+def _result(
+    reply: Any, entry: str, charge_id: str, micros: int | None, key: str
+) -> RefundResult:
+    """The result of the refund script's reply (``None``: spooled)."""
+    requested = None if micros is None else from_micros(micros)
+    if reply is None:  # spooled: applied (or refused) when Redis answers
+        return RefundResult(entry, charge_id, requested, None, None, spooled=True)
+    code = reply[0]
+    if code == Reply.CONFLICT:
+        raise IdempotencyConflictError(key)
+    if code == Reply.UNKNOWN_ENTRY:
+        raise UnknownEntryError(charge_id)
+    if code == Reply.REFUND_EXCEEDS:
+        raise RefundExceedsChargeError(charge_id, requested, from_micros(int(reply[1])))
+    entry, _, refunded, left, balance = text(reply[1]).split("|")
+    return RefundResult(
+        entry_id=entry,
+        charge_id=charge_id,
+        refunded=from_micros(int(refunded)),
+        refundable_left=from_micros(int(left)),
+        balance_after=from_micros(int(balance)) if balance else None,
+        replayed=code == Reply.REPLAYED,
+    )
