@@ -1,10 +1,10 @@
 -- Grants: a user's prepaid credits, each with what is left of it, a priority
--- and maybe an expiry (DESIGN.md "Grants, balances, expiry"). One helper,
--- grants(), linked like those of _lib.lua (and using its): it makes and
--- returns the grant functions only when called, so a script that calls it
--- only for a user holding grants (a charge, an admission) costs the others
--- one closure, not one per function (Redis makes every helper's closure
--- again on each call).
+-- and maybe an expiry (DESIGN.md "Grants, balances, expiry"). Two helpers,
+-- linked like those of _lib.lua (and using its): grants() makes and returns
+-- the grant functions only when called, so a script that calls it only for
+-- a user holding grants (an admission) costs the others one closure, not one
+-- per function (Redis makes every helper's closure again on each call); and
+-- draw_grants, a charge's, which does its common case without them.
 --
 -- The user's balance key (K_BALANCE) holds "<balance>" while the user holds
 -- no live grant, else "<balance>|<granted>|<next expiry>": the balance
@@ -120,73 +120,10 @@ local function grants()
     return balance, raw
   end
 
-  -- Takes `amount` off the balance of a user holding grants (`raw`, its
-  -- balance key's value): the grants expired by now_ms are expired first, then
-  -- the live ones are drawn on in order (the part outside grants, when
-  -- positive, in the place of a never-expiring grant of priority 0 older than
-  -- any other), and whatever they do not cover is taken from the part outside
-  -- grants, into a debt. Returns the balance after and what was drawn, in
-  -- order: "<member>=<amount>" each, "L=<amount>" for the part outside grants,
-  -- comma-separated.
-  function G.draw(now_ms, user, raw, amount)
-    local balance, granted, nx = G.parts(raw)
-    balance, granted, nx = G.expire(now_ms, user, balance, granted, nx, GRANTS_PER_CALL)
-    local okey, gkey = BASE .. K_GRANT_ORDER .. user, BASE .. K_GRANTS .. user
-    local now = tonumber(now_ms)
-    local outside, left, own = balance - granted, amount, 0
-    local parts, gone, expiring = {}, {}, false
-    -- Read the grants a page at a time, 1, 4, 16... (most charges need the
-    -- first only), up to GRANTS_PER_CALL in all.
-    local seen, page, bound = 0, 1, tonumber(GRANTS_PER_CALL)
-    while left > 0 and granted > 0 and seen < bound do
-      local last = math.min(seen + page, bound) - 1
-      local top = redis.call('ZRANGE', okey, seen, last, 'WITHSCORES')
-      if #top == 0 then break end
-      local members = {}
-      for i = 1, #top, 2 do members[#members + 1] = top[i] end
-      local rests = redis.call('HMGET', gkey, unpack(members))
-      seen, page = seen + #members, page * 4
-      for i = 1, #members do
-        local member = members[i]
-        local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
-        if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
-          own = math.min(outside, left)
-          outside, left = outside - own, left - own
-        end
-        if left == 0 then break end
-        if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
-          local rest = tonumber(rests[i])
-          local take = math.min(rest, left)
-          left, granted = left - take, granted - take
-          parts[#parts + 1] = member .. '=' .. fmt(take)
-          if take == rest then
-            gone[#gone + 1] = member
-            expiring = expiring or expires ~= GRANT_NEVER
-          else
-            redis.call('HSET', gkey, member, fmt(rest - take))
-          end
-        end
-      end
-    end
-    own = own + left
-    if own > 0 then parts[#parts + 1] = 'L=' .. fmt(own) end
-    if #gone > 0 then
-      redis.call('HDEL', gkey, unpack(gone))
-      redis.call('ZREM', okey, unpack(gone))
-      if expiring then
-        redis.call('ZREM', BASE .. K_GRANT_EXPIRY .. user, unpack(gone))
-        nx = G.next_expiry(user, nx)
-      end
-    end
-    balance = balance - amount
-    redis.call('SET', BASE .. K_BALANCE .. user, G.text(balance, granted, nx))
-    return balance, table.concat(parts, ',')
-  end
-
   -- Gives `amount` of a charge back to where it came from. `draws` is what the
   -- charge drew ("" when it took nothing off a balance: nothing to give back;
   -- "L" when all of `charged` came from a balance without grants; else
-  -- G.draw's list), `refunded` what earlier refunds gave back already.
+  -- draw_grants' list), `refunded` what earlier refunds gave back already.
   -- Refunds go back in the reverse of the draw order: the part outside grants
   -- first, then the grants last drawn on. A live grant gets its part back (one
   -- used up since lives again); a grant expired since gets nothing: its part
@@ -239,4 +176,78 @@ local function grants()
   end
 
   return G
+end
+
+-- Takes `amount` off the balance of a user holding grants (`raw`, its
+-- balance key's value): the grants expired by now_ms are expired first, then
+-- the live ones are drawn on in order (the part outside grants, when
+-- positive, in the place of a never-expiring grant of priority 0 older than
+-- any other), and whatever they do not cover is taken from the part outside
+-- grants, into a debt. Returns the balance after and what was drawn, in
+-- order: "<member>=<amount>" each, "L=<amount>" for the part outside grants,
+-- comma-separated.
+local function draw_grants(now_ms, user, raw, amount)
+  -- (the common case inline, without grants()' closures: the balance key's
+  -- parts, and no grant due to expire)
+  local i = string.find(raw, '|', 1, true)
+  local j = string.find(raw, '|', i + 1, true)
+  local balance = tonumber(string.sub(raw, 1, i - 1))
+  local granted = tonumber(string.sub(raw, i + 1, j - 1))
+  local nx = tonumber(string.sub(raw, j + 1))
+  local now = tonumber(now_ms)
+  if nx <= now then
+    balance, granted, nx = grants().expire(now_ms, user, balance, granted, nx,
+                                           GRANTS_PER_CALL)
+  end
+  local okey, gkey = BASE .. K_GRANT_ORDER .. user, BASE .. K_GRANTS .. user
+  local outside, left, own = balance - granted, amount, 0
+  local parts, gone, expiring = {}, {}, false
+  -- Read the grants a page at a time, 1, 4, 16... (most charges need the
+  -- first only), up to GRANTS_PER_CALL in all.
+  local seen, page, bound = 0, 1, tonumber(GRANTS_PER_CALL)
+  while left > 0 and granted > 0 and seen < bound do
+    local last = math.min(seen + page, bound) - 1
+    local top = redis.call('ZRANGE', okey, seen, last, 'WITHSCORES')
+    if #top == 0 then break end
+    local members = {}
+    for i = 1, #top, 2 do members[#members + 1] = top[i] end
+    local rests = redis.call('HMGET', gkey, unpack(members))
+    seen, page = seen + #members, page * 4
+    for i = 1, #members do
+      local member = members[i]
+      local expires, priority = tonumber(string.sub(member, 1, 13)), tonumber(top[2 * i])
+      if outside > 0 and (priority > 0 or (priority == 0 and expires == GRANT_NEVER)) then
+        own = math.min(outside, left)
+        outside, left = outside - own, left - own
+      end
+      if left == 0 then break end
+      if expires > now then  -- (one past the expiry bound is skipped, not drawn on)
+        local rest = tonumber(rests[i])
+        local take = math.min(rest, left)
+        left, granted = left - take, granted - take
+        parts[#parts + 1] = member .. '=' .. fmt(take)
+        if take == rest then
+          gone[#gone + 1] = member
+          expiring = expiring or expires ~= GRANT_NEVER
+        else
+          redis.call('HSET', gkey, member, fmt(rest - take))
+        end
+      end
+    end
+  end
+  own = own + left
+  if own > 0 then parts[#parts + 1] = 'L=' .. fmt(own) end
+  if #gone > 0 then
+    redis.call('HDEL', gkey, unpack(gone))
+    redis.call('ZREM', okey, unpack(gone))
+    if expiring then
+      redis.call('ZREM', BASE .. K_GRANT_EXPIRY .. user, unpack(gone))
+      nx = grants().next_expiry(user, nx)
+    end
+  end
+  balance = balance - amount
+  local value = fmt(balance)
+  if granted > 0 then value = value .. '|' .. fmt(granted) .. '|' .. fmt(nx) end
+  redis.call('SET', BASE .. K_BALANCE .. user, value)
+  return balance, table.concat(parts, ',')
 end

@@ -269,7 +269,7 @@ end
 -- Adds one fact's amount to the day and month counters of every scope, and
 -- takes it off the user's balance where balances are kept: always when they
 -- are enforced, else only for a user who has one (a user holding grants
--- draws on them: grants().draw). `head` is the argument list shared by
+-- draws on them: draw_grants). `head` is the argument list shared by
 -- record.lua and settle.lua (ARGV[1..6]: now, day, day TTL, month, month
 -- TTL, amount). `balance` is the balance key's value when the caller has
 -- read it already (false: none kept), nil when not; `debit` true takes the
@@ -277,7 +277,7 @@ end
 -- fact's entry id: unless REFUND_WINDOW_MS is "0", the charge keeps what a
 -- refund needs for that long (K_CHARGE, one string: "<refunded>|<amount>|
 -- <day>|<draws>|<length of the user id>|<user id><project id>", draws as
--- grants().draw returns them, "L" for all from a balance without grants, ""
+-- draw_grants returns them, "L" for all from a balance without grants, ""
 -- for none). The keys are scope_keys', built from shared prefixes. Returns
 -- the balance after, or false when none is kept.
 local function charge(head, user, project, balance, debit, entry)
@@ -300,7 +300,7 @@ local function charge(head, user, project, balance, debit, entry)
   local after, draws = false, ''
   if balance == nil then balance = redis.call('GET', bkey) end
   if balance and string.find(balance, '|', 1, true) then  -- a user holding grants
-    after, draws = grants().draw(head[1], user, balance, amount)
+    after, draws = draw_grants(head[1], user, balance, amount)
   elseif balance or enforced then
     after, draws = redis.call('DECRBY', bkey, text), 'L'
   end
