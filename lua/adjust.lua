@@ -36,7 +36,7 @@ local key = BASE .. part .. ARGV[9] .. ':' .. letters[scope] .. scope_id
 
 local before = tonumber(redis.call('GET', key) or '0')
 local applied = amount
-if before + applied < 0 then applied = -before end
+if before + applied < 0 then applied = 0 - before end  -- (not -before: "-0")
 local after = before
 if applied ~= 0 then
   after = redis.call('INCRBY', key, fmt(applied))
