@@ -39,7 +39,7 @@ STREAM_SCAN_MAX = 100_000
 _PAGE = 1000
 
 _OPEN_START_MS = 0
-_OPEN_END_MS = 253_402_300_800_000  # 10000-01-01
+_OPEN_END_MS = to_ms(datetime(9999, 1, 1, tzinfo=UTC))
 
 #: the columns a transaction is read from, quoted ("window" is reserved)
 _COLUMNS = (
