@@ -14,6 +14,10 @@ exact amount when a refund did not lower the counters.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -314,3 +318,43 @@ async def test_a_refund_that_did_not_lower_the_counters_is_reported(
         ("global", None): Decimal("2.5"),
     }
     assert (await reconcile(budget.config, date(2026, 3, 15), redis=redis_client)).ok
+
+
+async def test_cli_report_credits_and_net_users(
+    net_ledger: None, ledger_dsn: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDGATE_")}
+    env["SPENDGATE_POSTGRES_DSN"] = ledger_dsn
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spendgate.cli", "report", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    credits = report("credits", "--json")
+    assert credits.returncode == 0, credits.stderr
+    ada = json.loads(credits.stdout)["rows"][0]
+    assert (ada["user_id"], ada["granted"], ada["expired"], ada["net"]) == (
+        "ada",
+        "10",
+        "1.5",
+        "-4.5",
+    )
+    table = report("credits")
+    assert table.returncode == 0 and table.stdout.splitlines()[1].split() == [
+        "user",
+        "granted",
+        "expired",
+        "spent",
+        "net",
+    ]
+    users = json.loads(report("users", "--json").stdout)["rows"]
+    assert [(u["key"], u["total"], u["refunded"]) for u in users][0] == (
+        "ada",
+        "12",
+        "3",
+    )
