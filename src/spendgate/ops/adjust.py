@@ -11,6 +11,7 @@ applied.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal
@@ -113,12 +114,7 @@ class Corrections(LimitsAndUsage, Facts):
                 f"window must be 'daily' or 'monthly', not {window!r}"
             )
         micros = adjust_micros(amount)
-        if reason is not None and not isinstance(reason, str):
-            raise InvalidArgumentError(f"reason must be a str, not {reason!r}")
-        meta = {"requested": str(from_micros(micros))}
-        if reason is not None:
-            meta["reason"] = reason
-        metadata = encode_metadata(meta, self._max_meta)
+        metadata = self._adjust_metadata(micros, reason)
         now_ms = self._now_ms()
         period, label, ttl_ms = self._adjusted_window(
             window, now_ms, None if at is None else _moment_ms(at)
@@ -147,22 +143,30 @@ class Corrections(LimitsAndUsage, Facts):
             spooled=reply is None,
         )
         if reply is None:
-            return result
+            return result  # spooled: what it applies is known once replayed
         if reply[0] == _CONFLICT:
             raise IdempotencyConflictError(key)
         first, first_ms, applied, after = text(reply[1]).split("|")
-        return Adjustment(
+        return replace(
+            result,
             entry_id=first,
-            scope=kind,
-            scope_id=result.scope_id,
-            window=window,
-            period=label,
-            requested=result.requested,
             applied=from_micros(int(applied)),
             spent_after=from_micros(int(after)),
             occurred_at=from_ms(int(first_ms)),
             replayed=reply[0] == _REPLAYED,
         )
+
+    def _adjust_metadata(self, micros: int, reason: object) -> str:
+        """The entry's metadata: the amount asked for, and the reason.
+
+        :raise InvalidArgumentError: a reason that is not a str
+        """
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidArgumentError(f"reason must be a str, not {reason!r}")
+        meta = {"requested": str(from_micros(micros))}
+        if reason is not None:
+            meta["reason"] = reason
+        return encode_metadata(meta, self._max_meta)
 
     def _adjusted_window(
         self, window: AdjustWindow, now_ms: int, at_ms: int | None
