@@ -42,8 +42,8 @@ DATABASE_COLUMNS = {"inserted_at"}
 #: grants, expiries and refunds (the grants work), teams (the teams work).
 #: ``credit`` stays a kind once ``add_credits`` writes ``grant``: older rows
 #: have it. Whatever is written must be known; only these may be unwritten.
-NOT_WRITTEN_YET_KINDS = {"credit", "grant", "expire", "refund", "adjust"}
-NOT_WRITTEN_YET_FIELDS = {"link_id", "grant_id", "team_id", "scope", "window"}
+NOT_WRITTEN_YET_KINDS = {"credit", "grant", "expire", "refund"}
+NOT_WRITTEN_YET_FIELDS = {"link_id", "grant_id", "team_id"}
 #: words that open a table constraint, not a column, in CREATE TABLE
 _TABLE_CONSTRAINTS = {"PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT", "FOREIGN", "EXCLUDE"}
 

@@ -143,6 +143,11 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
     },
+    "adjust": {
+        Reply.OK: [0, b"entry|1700000000000|-1000000|0"],
+        Reply.REPLAYED: [2, b"first|1700000000000|-1000000|0"],
+        Reply.CONFLICT: [3],
+    },
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
 }
@@ -158,6 +163,7 @@ _CALLS = {
     "record": lambda b: b.record_spend("u", "1", idempotency_key="k"),
     "credit": lambda b: b.add_credits("u", "5", idempotency_key="k"),
     "deduct": lambda b: b.deduct("u", "1", idempotency_key="k"),
+    "adjust": lambda b: b.adjust_usage("user", "u", "-1", idempotency_key="k"),
     "pricing_publish": lambda b: b.publish_pricing(_BOOK),
     "pricing_activate": lambda b: b.activate_pricing(1),
 }

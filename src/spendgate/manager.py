@@ -19,11 +19,13 @@ from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
 from spendgate.core.store import ClientState, Store
 from spendgate.durability.replay import Replayer
+from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.leases import LeaseContext
-from spendgate.ops.limits import UNSET, LimitsAndUsage
+from spendgate.ops.limits import UNSET
 from spendgate.ops.sync import SyncCalls
+from spendgate.ops.transactions import Transactions
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
+class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted

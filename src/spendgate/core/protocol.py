@@ -267,6 +267,25 @@ OPERATIONS: dict[str, Operation] = {
         (*_CHARGE, "price_version", "min_balance"),
         _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
     ),
+    "adjust": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "ttl_ms",
+            "fingerprint",
+            "entry",
+            "scope",
+            "scope_id",
+            "window",
+            "period",
+            "window_label",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT,
+        fact=True,
+    ),
     "pricing_publish": Operation(
         ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})
     ),
