@@ -11,7 +11,8 @@ Metrics:
 - ``spendgate_decisions_total{endpoint, outcome, scope, window}``: admission
   decisions (``/check``, ``/v1/reserve``, ``/v1/reserve_up_to``,
   ``/v1/extend``); outcome is ``allowed``, ``refused``, ``unavailable``
-  (failed closed), ``conflict``, ``lease_state`` (extend) or ``invalid``;
+  (failed closed), ``conflict`` or ``invalid`` (an extend of a lease no
+  longer live counts here too);
   ``scope``/``window`` name the cap that refused (``none`` otherwise).
 - ``spendgate_facts_total{endpoint, outcome}``: facts (spend, settle, credit);
   outcome is ``recorded``, ``replayed``, ``spooled``, ``unavailable``,
@@ -71,7 +72,6 @@ T = TypeVar("T")
 DECISION_ERRORS: tuple[type[SpendgateError], ...] = (
     BudgetExceededError,  # and BudgetUnavailableError, its subclass
     IdempotencyConflictError,
-    LeaseStateError,  # (an extend of a lease no longer live)
 )
 FACT_ERRORS: tuple[type[SpendgateError], ...] = (
     BudgetUnavailableError,
