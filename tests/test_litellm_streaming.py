@@ -82,6 +82,7 @@ class Upstream:
         self.stream, self.after, self.fail = stream, after, fail
         self.stalled = asyncio.Event()
         self.closed = False
+        self.end_after: asyncio.Event | None = None
 
     def __aiter__(self) -> Upstream:
         return self
@@ -93,7 +94,12 @@ class Upstream:
             self.stalled.set()
             await asyncio.Event().wait()
         self.after -= 1
-        return await self.stream.__anext__()
+        try:
+            return await self.stream.__anext__()
+        except StopAsyncIteration:
+            if self.end_after is not None:  # its end reaches the guard late
+                await self.end_after.wait()
+            raise
 
     async def aclose(self) -> None:
         self.closed = True
@@ -169,6 +175,33 @@ async def test_a_stream_within_budget_grows_its_hold_and_is_charged_its_usage(
     [seen] = recorder.successes
     expected = from_micros(charge_micros(callback.cost(MODEL, seen["usage"])))
     assert await _spent_and_held(budget) == (expected, 0)
+
+
+async def test_a_success_event_before_the_streams_end_is_handed_on(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget(daily_user_limit="1")
+    callback = SpendgateCallback(budget, stream_step_tokens=4)
+    recorder = Recorder()
+    install(callback, recorder)
+    upstream = Upstream(await open_stream(), after=1000)
+    upstream.end_after = asyncio.Event()
+
+    async def delivered() -> None:  # LiteLLM's success event reached both
+        while not recorder.successes:
+            await asyncio.sleep(0.005)
+        upstream.end_after.set()  # type: ignore[union-attr]
+
+    waiting = asyncio.create_task(delivered())
+    call_id = stream_call_id(upstream.stream)
+    pieces = [text_of(chunk) async for chunk in callback.guard(upstream, call_id)]
+    await waiting
+    assert "".join(pieces) == TEXT
+    assert await callback.flush()
+    [seen] = recorder.successes
+    expected = from_micros(charge_micros(callback.cost(MODEL, seen["usage"])))
+    assert await _spent_and_held(budget) == (expected, 0)
+    assert callback.open_leases == 0
 
 
 async def test_a_consumer_that_stops_early_is_charged_what_it_read(

@@ -314,7 +314,8 @@ class SpendgateCallback(StreamingHolds, CustomLogger):
         self, kwargs: Mapping[str, Any], response_obj: object
     ) -> None:
         call_id = str(kwargs.get("litellm_call_id"))
-        self._streams.pop(call_id, None)  # (a stream read unguarded)
+        if self._stream_success(call_id, kwargs, response_obj):
+            return  # (its stream's guard hands it on when the stream ends)
         lease = self._leases.pop(call_id, None)
         admitted_unleased = call_id in self._unleased
         self._unleased.discard(call_id)

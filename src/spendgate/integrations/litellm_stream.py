@@ -99,6 +99,10 @@ class StreamingHolds:
             self, model: str, kwargs: Mapping[str, Any], kind: Kind = "chat"
         ) -> int: ...
 
+        async def async_log_success_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None: ...
+
     def _init_streams(self, stream_step_tokens: int | None) -> None:
         if stream_step_tokens is not None and stream_step_tokens < 1:
             raise ValueError("stream_step_tokens must be at least 1")
@@ -107,6 +111,20 @@ class StreamingHolds:
         self._streams: dict[str, StreamPlan] = {}
         #: streams being guarded now (their leases are the guards')
         self._guarded: set[str] = set()
+        #: success events that came while their stream was still guarded
+        self._early: dict[str, tuple[Mapping[str, Any], object]] = {}
+
+    def _stream_success(
+        self, call_id: str, kwargs: Mapping[str, Any], response_obj: object
+    ) -> bool:
+        """Whether a success event belongs to a stream still guarded: it is
+        then kept for the guard, which hands it on as the stream ends (LiteLLM
+        queues the event before the consumer sees the stream's end)."""
+        self._streams.pop(call_id, None)  # (a stream read unguarded)
+        if call_id not in self._guarded:
+            return False
+        self._early[call_id] = (kwargs, response_obj)
+        return True
 
     async def _first_hold(
         self, call_id: str, model: str, kwargs: Mapping[str, Any], kind: Kind
@@ -184,10 +202,13 @@ class StreamingHolds:
             raise
         finally:
             if ending == "completed":
-                # Handed back before any await: LiteLLM's success event,
-                # queued now, settles it at the usage the provider reported.
+                # Handed back: LiteLLM's success event, queued by now, settles
+                # it at the usage the provider reported.
                 self._leases[call_id] = lease
                 self._guarded.discard(call_id)
+                early = self._early.pop(call_id, None)
+                if early is not None:  # it came before the stream's end did
+                    await self.async_log_success_event(*early, None, None)
             else:
                 await self._end_stream(stream, call_id, meter, plan, output, ending)
 
@@ -213,6 +234,7 @@ class StreamingHolds:
             await asyncio.shield(asyncio.ensure_future(charge))
         finally:
             self._guarded.discard(call_id)
+            self._early.pop(call_id, None)  # (it came as the consumer left)
             self._busy -= 1
 
     async def _charge_stream(
