@@ -5,12 +5,13 @@
 Checks ``REV`` out into a temporary git worktree, then runs ``--rounds``
 rounds; each round starts one fresh process per version (``REV``'s sources
 first on ``PYTHONPATH``, then this checkout's), and each process times PING,
-``check_availability``, ``record_spend`` and ``reserve`` + ``settle``
-sequentially on the bench's workload, interleaved call by call as ``make
-bench`` does, and reports every p50 as a multiple of its own PING p50. A
-shared host that slows down for minutes at a time moves a single ``make
-bench`` run by ±0.1x; here the drift lands on both versions alike, and the
-table gives each one's median and range.
+``check_availability``, ``record_spend``, ``reserve`` + ``settle`` and
+``deduct`` (when both versions have it) sequentially on the bench's
+workload, interleaved call by call as ``make bench`` does, and reports
+every p50 as a multiple of its own PING p50. A shared host that slows down
+for minutes at a time moves a single ``make bench`` run by ±0.1x; here the
+drift lands on both versions alike, and the table gives each one's median
+and range.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from bench import deduct_workload
 from bench.measure import interleaved_samples
 from bench.runner import (
     DEFAULT_REDIS_URL,
@@ -68,10 +70,13 @@ async def measure(redis_url: str, calls: int, users: int = 1000) -> dict[str, fl
 
         timed = hot_path_ops(budget, ids, projects)
         ops = {"ping": ping, **{name: timed[name] for name in SEQUENTIAL}}
+        if deduct_workload.supported(budget):
+            await deduct_workload.prepare(budget, ids)
+            ops["deduct"] = deduct_workload.deduct_op(budget, ids, projects)
         await interleaved_samples(ops, 100)
         samples = await interleaved_samples(ops, calls, start=100)
         p50 = {name: statistics.median(v) / 1000 for name, v in samples.items()}
-        out = {name: p50[name] / p50["ping"] for name in SEQUENTIAL}
+        out = {name: p50[name] / p50["ping"] for name in ops if name != "ping"}
         out["ping_us"] = p50["ping"]
         return out
     finally:
@@ -86,7 +91,10 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> str:
         "| | " + " | ".join(f"{n}: median (range)" for n in names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    for subject in ("ping_us", *SEQUENTIAL):
+    # (deduct only when every version measured has it)
+    for subject in ("ping_us", *SEQUENTIAL, "deduct"):
+        if not all(subject in run for runs_of in runs.values() for run in runs_of):
+            continue
         cells = []
         for name in names:
             values = [run[subject] for run in runs[name]]

@@ -2,8 +2,8 @@
 -- each operation still runs as one self-contained, atomic EVALSHA.
 --
 -- The manager's configuration is not sent with each call: spendgate.scripts
--- puts it in front of every script as constants when the scripts are loaded
--- (each configuration is its own script, its own SHA):
+-- writes these constants' values into every script when the scripts are
+-- loaded (each configuration is its own script, its own SHA):
 --   BASE              the deployment's key base, "<prefix>:{sg}:"
 --   ENFORCE_BALANCE   "1" when balances are enforced (a user's balance is then
 --                     always kept and checked), else "0"
@@ -16,8 +16,8 @@
 -- All are text, as arguments would be.
 --
 -- The protocol shared with Python is not written here either: it comes as
--- constants too, from spendgate.core.protocol and spendgate.core.keys, each
--- script getting those it names:
+-- constants too, from spendgate.core.protocol and spendgate.core.keys,
+-- written in the same way:
 --   R_OK, R_REFUSED, R_REPLAYED, R_CONFLICT, R_UNKNOWN_LEASE, R_LEASE_RELEASED,
 --   R_LEASE_SETTLED   reply codes, the first element of every reply
 --   W_DAILY, W_MONTHLY, W_BALANCE   the window a refusal names
@@ -290,39 +290,6 @@ local function charge(head, user, project, balance, debit)
     return redis.call('DECRBY', bkey, text)
   end
   return false
-end
-
--- Charges an admitted amount from what admission read (admit's `seen` and
--- `first`, the balance read with it), without reading anything again: every
--- scope's day and month counter and the user's balance are written with one
--- MSET of their new values (the script is atomic: nothing changed them
--- since); a counter this call creates gets its TTL. `head` is the fact head
--- (ARGV[1..6]). Returns the balance after.
-local function charge_admitted(head, user, project, seen, first)
-  local text = head[6]
-  local amount = tonumber(text)
-  local keys = {scope_keys(head[2], head[4], user, project)}
-  local writes, fresh = {}, {}
-  for i = 1, #keys / 4 do
-    local at, k = first + 4 * i - 4, 4 * i - 3
-    for w = 0, 1 do
-      local old = seen[at + 1 + w]
-      writes[#writes + 1] = keys[k + w]
-      writes[#writes + 1] = fmt((tonumber(old) or 0) + amount)
-      if not old then fresh[#fresh + 1] = w end
-      if not old then fresh[#fresh + 1] = keys[k + w] end
-    end
-  end
-  local balance = (tonumber(seen[2]) or 0) - amount
-  writes[#writes + 1] = BASE .. K_BALANCE .. user
-  writes[#writes + 1] = fmt(balance)
-  redis.call('MSET', unpack(writes))
-  for i = 1, #fresh, 2 do
-    local ttl = head[3]
-    if fresh[i] == 1 then ttl = head[5] end
-    redis.call('PEXPIRE', fresh[i + 1], ttl)
-  end
-  return balance
 end
 
 -- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or

@@ -39,11 +39,11 @@ end
 
 local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
-local verdict, _, seen, first = admit(now_ms, ARGV[2], ARGV[4], user, project,
-                                     tonumber(ARGV[6]), floor)
+local verdict, _, seen = admit(now_ms, ARGV[2], ARGV[4], user, project,
+                               tonumber(ARGV[6]), floor)
 if verdict[1] ~= R_OK then return verdict end
 
-local balance = charge_admitted(ARGV, user, project, seen, first)
+local balance = charge(ARGV, user, project, seen[2], true)
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],

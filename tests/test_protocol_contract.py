@@ -30,6 +30,7 @@ from spendgate.core.protocol import (
 from spendgate.core.scripts import (
     PROTOCOL_CONSTANTS,
     SCRIPT_CONSTANTS,
+    configured_source,
     lua_dir,
     script_source,
 )
@@ -54,9 +55,10 @@ def test_every_constant_a_script_names_is_handed_to_it(operation: str) -> None:
     named = {m.decode() for m in _CONSTANT.findall(code)}
     unknown = named - set(PROTOCOL_CONSTANTS) - set(SCRIPT_CONSTANTS)
     assert not unknown, f"{operation}.lua names constants Python never sends: {unknown}"
-    # ... and each one it names is defined at the top of its source
-    for constant in named & set(PROTOCOL_CONSTANTS):
-        assert f"local {constant} = ".encode() in script_source(operation)
+    # ... and each one it names is written in as its value when configured
+    configured = configured_source(operation, {name: "0" for name in SCRIPT_CONSTANTS})
+    left = {m.decode() for m in _CONSTANT.findall(configured)}
+    assert not named & left, f"{operation}: {named & left} not written in"
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))

@@ -91,49 +91,58 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 def script_source(name: str) -> bytes:
     """The full source of one operation's script: the helpers of
     ``lua/_lib.lua`` it uses (directly or through another helper), in the
-    library's order, then ``lua/<name>.lua``.
+    library's order, then ``lua/<name>.lua``, the constants still named
+    (:func:`configured_source` writes their values in).
 
     Redis runs the whole source on every call, so each helper left in costs
     every call the making of its closure; only the used ones are linked in.
-    The protocol constants it names come first (:data:`PROTOCOL_CONSTANTS`).
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    linked = _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
-    code = _COMMENT.sub(b"", linked)
-    used = [
-        constant
-        for constant in PROTOCOL_CONSTANTS
-        if re.search(rb"\b" + constant.encode() + rb"\b", code)
-    ]
-    return b"".join(_lua_local(c, PROTOCOL_CONSTANTS[c]) for c in used) + linked
-
-
-def _lua_local(name: str, value: int | str) -> bytes:
-    literal = b"%d" % value if isinstance(value, int) else _lua_string(value)
-    return b"local %s = %s\n" % (name.encode(), literal)
+    return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
 
 
 def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
-    """One operation's script for one configuration: ``constants`` (a value
-    for each of :data:`SCRIPT_CONSTANTS`) as Lua locals, then
-    :func:`script_source`.
+    """One operation's script for one configuration: :func:`script_source`
+    with every constant it names written in as a literal: ``constants`` (a
+    value for each of :data:`SCRIPT_CONSTANTS`) and the protocol's
+    (:data:`PROTOCOL_CONSTANTS`). Adjacent string literals are joined, so a
+    key's fixed part (``BASE .. K_DAY``) is one literal, and comments go.
 
     What is the same on every call is part of the script rather than of each
     call's arguments: each argument costs the client and Redis on every call,
-    a constant costs nothing once loaded. Each configuration is its own
-    script (its own SHA).
+    a constant costs nothing once loaded. Written in rather than declared as
+    locals: a local that a helper uses is an upvalue of its closure, and
+    Redis makes every helper's closure again on every call, looking each
+    upvalue up among the open ones (a cost that grows with the constants).
+    Each configuration is its own script (its own SHA).
     """
     if set(constants) != set(SCRIPT_CONSTANTS):
         raise ValueError(
             f"script constants must be exactly {', '.join(SCRIPT_CONSTANTS)}"
         )
-    prologue = b"".join(
-        _lua_local(constant, constants[constant]) for constant in SCRIPT_CONSTANTS
-    )
-    return prologue + script_source(name)
+    values = {
+        **{name.encode(): _lua_literal(v) for name, v in PROTOCOL_CONSTANTS.items()},
+        **{name.encode(): _lua_literal(constants[name]) for name in SCRIPT_CONSTANTS},
+    }
+    code = _COMMENT.sub(b"", script_source(name))
+    code = _CONSTANT_NAME.sub(lambda m: values.get(m.group(), m.group()), code)
+    joined = _ADJACENT_LITERALS.sub(rb"'\1\2'", code)
+    while joined != code:  # 'a' .. 'b' .. 'c': one pair per pass
+        code, joined = joined, _ADJACENT_LITERALS.sub(rb"'\1\2'", joined)
+    return code
+
+
+#: a name that may be a constant's (constants are upper case)
+_CONSTANT_NAME = re.compile(rb"\b[A-Z][A-Z0-9_]*\b")
+#: two string literals as _lua_literal writes them, concatenated
+_ADJACENT_LITERALS = re.compile(rb"'([A-Za-z0-9\\]*)' \.\. '([A-Za-z0-9\\]*)'")
+
+
+def _lua_literal(value: int | str) -> bytes:
+    return b"%d" % value if isinstance(value, int) else _lua_string(value)
 
 
 def _lua_string(value: str) -> bytes:
