@@ -277,3 +277,19 @@ async def test_an_unguarded_stream_is_still_charged_its_usage(
 def test_a_step_below_one_token_is_refused(budget: BudgetManager) -> None:
     with pytest.raises(ValueError):
         SpendgateCallback(budget, stream_step_tokens=0)
+
+
+async def test_a_stream_without_a_plan_passes_through_and_keeps_its_lease(
+    budget: BudgetManager, callback: SpendgateCallback
+) -> None:
+    # (a stream the callback made no plan for, such as the Responses API's:
+    # its success event still needs its lease)
+    lease = await budget.reserve("ada", "0.0001")
+    callback._leases["not-planned"] = lease
+
+    async def events() -> Any:
+        for event in ("a", "b"):
+            yield event
+
+    assert [e async for e in callback.guard(events(), "not-planned")] == ["a", "b"]
+    assert callback._leases["not-planned"] is lease

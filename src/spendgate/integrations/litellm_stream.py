@@ -171,7 +171,7 @@ class StreamingHolds:
         # The lease is taken here, at the first chunk asked for: a stream
         # never read keeps its lease with the callback (its events end it).
         plan = self._streams.pop(call_id, None) if call_id else None
-        lease = self._leases.pop(call_id, None) if call_id else None
+        lease = self._leases.pop(call_id, None) if call_id and plan else None
         if call_id is None or lease is None or plan is None:
             async for chunk in stream:
                 yield chunk
@@ -221,21 +221,17 @@ class StreamingHolds:
         output: int,
         ending: Ending,
     ) -> None:
-        """Close the provider's stream, then settle (or release) the lease;
-        shielded, so a consumer cancelled again (a client gone) cannot stop
-        the charge half way."""
+        """Settle (or release) the lease, in a task of its own, and close the
+        provider's stream: a consumer cancelled again (a client gone) cannot
+        stop the charge half way."""
         self._busy += 1
-        try:
-            closing = getattr(stream, "aclose", None)
-            if ending != "failed" and closing is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(closing())
-            charge = self._charge_stream(call_id, meter, plan, output, ending)
-            await asyncio.shield(asyncio.ensure_future(charge))
-        finally:
-            self._guarded.discard(call_id)
-            self._early.pop(call_id, None)  # (it came as the consumer left)
-            self._busy -= 1
+        charge = self._charge_stream(call_id, meter, plan, output, ending)
+        charging = asyncio.ensure_future(charge)
+        closing = getattr(stream, "aclose", None)
+        if ending != "failed" and closing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(closing())
+        await asyncio.shield(charging)
 
     async def _charge_stream(
         self,
@@ -265,3 +261,7 @@ class StreamingHolds:
                 call_id,
                 exc,
             )
+        finally:
+            self._guarded.discard(call_id)
+            self._early.pop(call_id, None)  # (it came as the consumer left)
+            self._busy -= 1
