@@ -40,6 +40,8 @@ class Reply(IntEnum):
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
+    #: the lease's expiry passed (an extend is refused; a settle is not)
+    LEASE_EXPIRED = 9
 
 
 class WindowCode(IntEnum):
@@ -247,6 +249,22 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
+    "extend": Operation(
+        ("hold", "idempotency"),
+        (
+            "now_ms",
+            "day",
+            "month",
+            "requested",
+            "lease",
+            "fingerprint",
+            "expires_ms",
+        ),
+        _ADMITS
+        | _IDEMPOTENT
+        | _LEASE
+        | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
+    ),
     "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
     "credit": Operation(
         ("idempotency",),
