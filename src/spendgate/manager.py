@@ -17,7 +17,7 @@ from spendgate.core.keys import Keys
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
-from spendgate.core.store import ClientState, Store
+from spendgate.core.store import ClientState, make_store
 from spendgate.durability.replay import Replayer
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
@@ -28,7 +28,7 @@ from spendgate.ops.sync import SyncCalls
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from spendgate.durability.breaker import CircuitBreaker
+    from spendgate.durability.breaker import CircuitBreaker, NodeBreakers
     from spendgate.durability.spool import Spool
     from spendgate.pricing import Pricing
 
@@ -78,7 +78,7 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
         }
-        self._store = store = Store(cfg, constants, redis)
+        self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)
         store.keep_fact = replayer.keep
@@ -148,9 +148,10 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
         return self._replayer.spool
 
     @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker in front of the store (``.state``)."""
-        return self._store.breaker
+    def breaker(self) -> CircuitBreaker | NodeBreakers:
+        """The circuit breaker in front of the store (``.state``); on a
+        cluster, one per master (``.state``: the worst of them)."""
+        return self._store.breakers
 
     @property
     def pricing(self) -> Pricing:
