@@ -108,7 +108,8 @@ async def measure(
             got = await interleaved_samples(ops, args.samples, start=(r + 1) * 10**6)
             for name, values in got.items():
                 samples[name] += values
-            for side, side_ops in (("single", single_ops), ("cluster", cluster_ops)):
+            sides = [("single", single_ops), ("cluster", cluster_ops)]
+            for side, side_ops in sides if r % 2 else sides[::-1]:  # turn about
                 for name, op in side_ops.items():
                     done, seconds = await throughput(
                         op, args.concurrency, args.duration, start=(r + 7) * 10**7

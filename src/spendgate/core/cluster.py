@@ -68,6 +68,8 @@ from spendgate.errors import BudgetUnavailableError
 #: of a ``MOVED`` after the second in a row. Then the call is unavailable.
 PAUSES = (0.0, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.2)
 
+_CLOSED = BreakerState.CLOSED
+
 #: errors that mean "this node did not answer"
 _NODE_DOWN = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 #: error replies that mean the same (the node is there but cannot serve)
@@ -144,26 +146,51 @@ class ClusterScripts:
         """
         key = command[3]
         slot = key_slot(key.encode() if isinstance(key, str) else key)
+        node = self._owners[slot]
+        # The hot path: a known master, up, that answers.
+        if node is None or node.down or node.breaker.state is not _CLOSED:
+            return await self._send_carefully(slot, command, None)
+        try:
+            reply = await node.scripts.send(*command)
+        except BaseException as exc:
+            return await self._send_carefully(slot, command, (node, exc))
+        node.breaker.success()
+        return reply
+
+    async def _send_carefully(
+        self,
+        slot: int,
+        command: tuple[Any, ...],
+        failed: tuple[Node, BaseException] | None,
+    ) -> Any:
+        """:meth:`send` for a slot whose master is unknown or was down, or
+        after ``failed``: the first attempt's node and error."""
         asking: Node | None = None
+        reload = False
         last: BaseException | None = None
         for pause in PAUSES:
-            node = asking or self._owners[slot] or await self._find_owner(slot)
+            if failed is not None:
+                node = failed[0]
+            else:
+                node = asking or self._owners[slot] or await self._find_owner(slot)
+                self._pass_breaker(node)
             breaker = node.breaker
-            if breaker.state is not BreakerState.CLOSED and not breaker.allow():
-                self.topology.refresh_soon()  # its slots may be served elsewhere now
-                raise BudgetUnavailableError(
-                    f"Redis node {node.name} unavailable: circuit breaker open "
-                    "after repeated failures"
-                )
             try:
-                if asking is None:
-                    try:
-                        reply = await node.scripts.send(*command)
-                    except NoScriptError:
-                        reply = await self._reload_and_call(node, command)
+                if failed is not None:
+                    error, failed = failed[1], None
+                    raise error
+                if reload:
+                    reload = False
+                    reply = await self._reload_and_call(node, command)
+                elif asking is None:
+                    reply = await node.scripts.send(*command)
                 else:
                     asking = None
                     reply = await self._send_asking(node, command)
+            except NoScriptError:
+                breaker.success()
+                reload = True  # (the node loads it, once for all who met it)
+                continue
             except MovedError as exc:
                 breaker.success()
                 self.redirections["MOVED"] += 1
@@ -197,6 +224,15 @@ class ClusterScripts:
         raise _unavailable(
             f"the cluster kept redirecting or refusing slot {slot}: {last}", last
         )
+
+    def _pass_breaker(self, node: Node) -> None:
+        breaker = node.breaker
+        if breaker.state is not _CLOSED and not breaker.allow():
+            self.topology.refresh_soon()  # its slots may be served elsewhere now
+            raise BudgetUnavailableError(
+                f"Redis node {node.name} unavailable: circuit breaker open "
+                "after repeated failures"
+            )
 
     async def _find_owner(self, slot: int) -> Node:
         try:
