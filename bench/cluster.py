@@ -161,6 +161,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             single.kill()
             cluster.stop()
+            logger.enable("spendgate")
 
 
 def main(argv: list[str] | None = None) -> int:

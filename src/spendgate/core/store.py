@@ -5,6 +5,11 @@ one round trip. It also decides, in one place, what a failure means: a store
 that does not answer is *unavailable* (admission fails closed, or open when
 configured; a fact is handed to the spool), any other Redis error is a bug
 (:class:`~spendgate.errors.StorageError`).
+
+On a Redis Cluster (``redis_cluster=True``) :class:`ClusterStore` runs the
+same :meth:`Store.run`; its scripts route each call to its key's master and
+its breakers are per master (:mod:`spendgate.core.cluster`).
+:func:`make_store` chooses, once, when the manager is made.
 """
 
 from __future__ import annotations
