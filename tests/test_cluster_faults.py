@@ -1,4 +1,5 @@
-"""A Redis Cluster that changes under traffic: a slot moved, a master killed.
+"""A Redis Cluster that changes under traffic: a slot moved, a master killed,
+a master answering CLUSTERDOWN.
 
 How: each test starts its OWN 3-master cluster (tests/redis_cluster.py;
 ``appendfsync always``, so an acknowledged write survives ``SIGKILL``) and a
@@ -146,6 +147,33 @@ async def test_a_call_while_the_slot_is_half_moved_follows_ask(
             await budget.check_availability("ada", estimated_cost="1.5")
         assert refused.value.limit == 2
         await budget.check_availability("ada", estimated_cost="1")
+
+
+async def test_clusterdown_is_retried_then_unavailable_and_facts_replay(
+    private_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    cluster = private_cluster
+    owner = cluster.owner()
+    async with BudgetManager(
+        _config(cluster, tmp_path / "spool"), clock=FakeClock()
+    ) as budget:
+        await budget.record_spend("ada", 1)
+        # The owner stops serving: a slot of its own left uncovered, with
+        # full coverage required, and it answers CLUSTERDOWN for every slot.
+        with owner.client() as client:
+            client.config_set("cluster-require-full-coverage", "yes")
+            client.execute_command("CLUSTER", "DELSLOTS", 5000)
+        with pytest.raises(BudgetUnavailableError, match="cluster is down"):
+            await budget.check_availability("ada", estimated_cost=1)
+        assert _router(budget).redirections["CLUSTERDOWN"] > 1  # retried first
+        spooled = await budget.record_spend("ada", 2)
+        assert spooled.spooled
+        with owner.client() as client:
+            client.execute_command("CLUSTER", "ADDSLOTS", 5000)
+        await _drained(budget)
+        usage = await budget.get_usage("ada")
+        assert usage["user"].daily.spent == 3
+        assert await budget.redis.xlen(budget.keys.ledger) == 2
 
 
 async def test_a_dead_master_fails_admission_closed_and_its_facts_replay(

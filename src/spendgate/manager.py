@@ -43,7 +43,8 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
         and month a charge falls in and when holds expire. Defaults to the
         system clock (``time.time_ns``). Injected by tests.
     :param redis: an existing ``redis.asyncio.Redis`` to use instead of
-        connecting from ``config`` (it is not closed by :meth:`aclose`)
+        connecting from ``config`` (it is not closed by :meth:`aclose`; used
+        as it is, ``redis_cluster`` or not)
     """
 
     def __init__(
@@ -131,7 +132,9 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
 
     @property
     def redis(self) -> Redis:
-        """The Redis client (opening the manager if needed)."""
+        """The Redis client (opening the manager if needed); with
+        ``redis_cluster``, redis-py's ``RedisCluster`` (each key's command to
+        its node, SCAN of every master)."""
         self._store.ensure_open()
         assert self._store.client is not None
         return self._store.client

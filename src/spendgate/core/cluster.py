@@ -207,7 +207,8 @@ class ClusterScripts:
                 continue
             except (TryAgainError, ClusterDownError) as exc:
                 breaker.success()
-                self.redirections[type(exc).__name__] += 1
+                retry = "TRYAGAIN" if isinstance(exc, TryAgainError) else "CLUSTERDOWN"
+                self.redirections[retry] += 1
                 self.topology.refresh_soon()
                 await asyncio.sleep(pause or 0.005)
                 last = exc
