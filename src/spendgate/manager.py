@@ -17,7 +17,7 @@ from spendgate.core.keys import Keys
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
-from spendgate.core.store import ClientState, Store
+from spendgate.core.store import ClientState, make_store
 from spendgate.durability.replay import Replayer
 from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
@@ -30,7 +30,7 @@ from spendgate.ops.transactions import Transactions
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from spendgate.durability.breaker import CircuitBreaker
+    from spendgate.durability.breaker import CircuitBreaker, NodeBreakers
     from spendgate.durability.spool import Spool
     from spendgate.pricing import Pricing
 
@@ -45,7 +45,8 @@ class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
         and month a charge falls in and when holds expire. Defaults to the
         system clock (``time.time_ns``). Injected by tests.
     :param redis: an existing ``redis.asyncio.Redis`` to use instead of
-        connecting from ``config`` (it is not closed by :meth:`aclose`)
+        connecting from ``config`` (it is not closed by :meth:`aclose`; used
+        as it is, ``redis_cluster`` or not)
     """
 
     def __init__(
@@ -80,7 +81,7 @@ class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
         }
-        self._store = store = Store(cfg, constants, redis)
+        self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)
         store.keep_fact = replayer.keep
@@ -133,7 +134,9 @@ class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
 
     @property
     def redis(self) -> Redis:
-        """The Redis client (opening the manager if needed)."""
+        """The Redis client (opening the manager if needed); with
+        ``redis_cluster``, redis-py's ``RedisCluster`` (each key's command to
+        its node, SCAN of every master)."""
         self._store.ensure_open()
         assert self._store.client is not None
         return self._store.client
@@ -150,9 +153,10 @@ class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
         return self._replayer.spool
 
     @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker in front of the store (``.state``)."""
-        return self._store.breaker
+    def breaker(self) -> CircuitBreaker | NodeBreakers:
+        """The circuit breaker in front of the store (``.state``); on a
+        cluster, one per master (``.state``: the worst of them)."""
+        return self._store.breakers
 
     @property
     def pricing(self) -> Pricing:

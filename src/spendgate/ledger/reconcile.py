@@ -29,6 +29,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
+from spendgate.core.connection import client_for
 from spendgate.core.keys import Keys
 from spendgate.core.money import from_micros
 from spendgate.errors import ConfigurationError
@@ -120,8 +121,11 @@ async def reconcile(
             raise ConfigurationError(
                 "reconcile needs the deployment's Redis: set SPENDGATE_REDIS_URL"
             )
-        redis = Redis.from_url(
-            config.redis_url, socket_timeout=30, socket_connect_timeout=5
+        redis = client_for(
+            config.redis_url,
+            cluster=config.redis_cluster,
+            socket_timeout=30,
+            socket_connect_timeout=5,
         )
     keys = Keys(config.key_prefix)
     start_ms, end_ms = day_bounds_ms(day)
