@@ -274,13 +274,14 @@ end
 -- TTL, amount). `balance` is the balance key's value when the caller has
 -- read it already (false: none kept), nil when not; `debit` true takes the
 -- amount off the balance whatever the configuration (deduct). `entry` is the
--- fact's entry id: unless REFUND_WINDOW_MS is "0", the charge keeps what a
--- refund needs for that long (K_CHARGE, one string: "<refunded>|<amount>|
--- <day>|<draws>|<length of the user id>|<user id><project id>", draws as
+-- fact's entry id, `model` its model (""): unless REFUND_WINDOW_MS is "0",
+-- the charge keeps what a refund needs for that long (K_CHARGE, one string:
+-- "<refunded>|<amount>|<day>|<draws>|<length of the user id>|<length of the
+-- project id>|<user id><project id><model>", draws as
 -- draw_grants returns them, "L" for all from a balance without grants, ""
 -- for none). The keys are scope_keys', built from shared prefixes. Returns
 -- the balance after, or false when none is kept.
-local function charge(head, user, project, balance, debit, entry)
+local function charge(head, user, project, balance, debit, entry, model)
   local text = head[6]
   local amount = tonumber(text)
   if amount <= 0 then return false end
@@ -306,7 +307,8 @@ local function charge(head, user, project, balance, debit, entry)
   end
   if REFUND_WINDOW_MS ~= '0' then
     redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '|'
-               .. draws .. '|' .. #user .. '|' .. user .. project, 'PX', REFUND_WINDOW_MS)
+               .. draws .. '|' .. #user .. '|' .. #project .. '|' .. user .. project
+               .. model, 'PX', REFUND_WINDOW_MS)
   end
   return after
 end

@@ -43,7 +43,7 @@ local verdict, _, seen = admit(now_ms, ARGV[2], ARGV[4], user, project,
                                tonumber(ARGV[6]), floor)
 if verdict[1] ~= R_OK then return verdict end
 
-local balance = charge(ARGV, user, project, seen[2], true, entry)
+local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],

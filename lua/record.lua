@@ -27,7 +27,7 @@ local payload = entry .. '|' .. now_ms
 local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
-charge(ARGV, user, project, nil, false, entry)
+charge(ARGV, user, project, nil, false, entry, ARGV[11])
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13])

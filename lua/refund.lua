@@ -29,10 +29,10 @@ if seen then return seen end
 local ckey = BASE .. K_CHARGE .. charge_id
 local record = redis.call('GET', ckey)
 if not record then return {R_UNKNOWN_ENTRY} end
--- "<refunded>|<amount>|<day>|<draws>|<length of the user id>|<user><project>"
+-- "<refunded>|<amount>|<day>|<draws>|<#user>|<#project>|<user><project><model>"
 local at = {}
 local from = 1
-for i = 1, 5 do
+for i = 1, 6 do
   at[i] = string.find(record, '|', from, true)
   from = at[i] + 1
 end
@@ -40,8 +40,10 @@ local refunded = tonumber(string.sub(record, 1, at[1] - 1))
 local charged = tonumber(string.sub(record, at[1] + 1, at[2] - 1))
 local day = string.sub(record, at[2] + 1, at[3] - 1)
 local draws = string.sub(record, at[3] + 1, at[4] - 1)
-local cut = at[5] + tonumber(string.sub(record, at[4] + 1, at[5] - 1))
-local user, project = string.sub(record, at[5] + 1, cut), string.sub(record, cut + 1)
+local cut = at[6] + tonumber(string.sub(record, at[4] + 1, at[5] - 1))
+local cut2 = cut + tonumber(string.sub(record, at[5] + 1, at[6] - 1))
+local user, project = string.sub(record, at[6] + 1, cut), string.sub(record, cut + 1, cut2)
+local model = string.sub(record, cut2 + 1)
 
 local left = charged - refunded
 local amount = left
@@ -62,9 +64,13 @@ for _, window in ipairs({K_DAY .. day, K_MONTH .. string.sub(day, 1, 6)}) do
   end
 end
 
+-- (the charge's user, project and model, and its day as the window whose
+-- counters the refund lowered: the analytics count it there)
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_REFUND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, fmt(amount), F_PROJECT_ID, project,
-              F_METADATA, ARGV[6], F_IDEMPOTENCY_KEY, ARGV[7], F_LINK_ID, charge_id)
+              F_MODEL, model, F_METADATA, ARGV[6], F_IDEMPOTENCY_KEY, ARGV[7],
+              F_LINK_ID, charge_id, F_WINDOW, string.sub(day, 1, 4) .. '-'
+              .. string.sub(day, 5, 6) .. '-' .. string.sub(day, 7, 8))
 local balance = grants().give_back(now_ms, entry, user, draws, charged, refunded, amount)
 redis.call('SET', ckey, fmt(refunded + amount) .. string.sub(record, at[1]), 'KEEPTTL')
 

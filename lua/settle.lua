@@ -38,7 +38,7 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
   balance = remove_held(user, project, tonumber(h[2]))
 end
 
-charge(ARGV, user, project, balance, false, entry)
+charge(ARGV, user, project, balance, false, entry, ARGV[8])
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, cost, F_LEASE_ID, lease, F_ESTIMATE, h[2],
               F_LATE, late, F_PROJECT_ID, project, F_MODEL, ARGV[8],

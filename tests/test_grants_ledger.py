@@ -1,12 +1,12 @@
 """Grants, expiries and refunds reach Postgres: every new kind moved by the
 flusher exactly once, with its links (``grant_id``, ``link_id``), and the
-ledger adds up to the balance Redis holds.
+ledger adds up to the balance Redis holds; ``reconcile`` agrees after real
+refunds (one of a charge flushed the day before) and expiries.
 
 How: facts on the test's backend (real Redis and fakeredis) with the
-injected clock, a ``Flusher`` run twice into a freshly migrated database
-(``pg_fixtures``' ``ledger_dsn``), rows read back with asyncpg. (Whether
-``spendgate reconcile`` agrees after refunds and expiries is the ledger
-work's: it counts the new kinds.)
+injected clock, a ``Flusher`` run into a freshly migrated database
+(``pg_fixtures``' ``ledger_dsn``), rows read back with asyncpg, and
+``reconcile`` run on both days, before and after the last flush.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from conftest import FakeClock, MakeBudget
 from spendgate import Flusher
+from spendgate.ledger.reconcile import reconcile
 
 pytest_plugins = ("pg_fixtures",)
 
@@ -78,3 +79,35 @@ async def test_grants_expiries_and_refunds_arrive_once_and_add_up(
     # grants - charges + refunds - expiries = the balance Redis holds
     ledger = total("grant") - total("spend") + total("refund") - total("expire")
     assert ledger == (await budget.get_balance("ada")).total == Decimal(10)
+
+
+async def test_reconcile_agrees_after_real_refunds_and_expiries(
+    make_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    ledger_dsn: str,
+    clock: FakeClock,
+) -> None:
+    budget = make_budget(postgres_dsn=ledger_dsn)
+    day14, day15 = clock.now - timedelta(days=1), clock.now
+    clock.set(day14)
+    await budget.add_credits("ada", 5, kind="promo", expires_at=day15)
+    first = await budget.record_spend("ada", 3, "p1", "gpt")
+    second = await budget.record_spend("bob", 2, "p1")
+    flusher = Flusher(budget.config, redis=redis_client)
+    try:
+        await flusher.run_once()  # the 14th's charges in Postgres
+        clock.set(day15)
+        await budget.refund(first.entry_id, 1)  # of the 14th, given on the 15th
+        await budget.record_spend("ada", 4, "p1")  # expires the promo's 3 first
+        await budget.refund(second.entry_id)
+        assert (await budget.sweep_expired_credits()).count == 0  # done already
+        for flushed in (False, True):  # from the backlog, then from Postgres
+            if flushed:
+                await flusher.run_once()
+            for day in (day14.date(), day15.date()):
+                report = await reconcile(budget.config, day, redis=redis_client)
+                assert report.ok, (flushed, day, report.differences)
+    finally:
+        await flusher.aclose()
+    usage = await budget.get_usage("ada", "p1")
+    assert (usage["user"].daily.spent, usage["project"].daily.spent) == (4, 4)

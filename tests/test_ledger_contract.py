@@ -40,11 +40,11 @@ pytest_plugins = ("pg_fixtures",)
 #: columns the database fills itself
 DATABASE_COLUMNS = {"inserted_at"}
 #: kinds and fields of the protocol that no script of this tree writes yet:
-#: adjustments (the ledger work), teams (the teams work).
+#: teams (the teams work).
 #: ``credit`` stays a kind once ``add_credits`` writes ``grant``: older rows
 #: have it. Whatever is written must be known; only these may be unwritten.
-NOT_WRITTEN_YET_KINDS = {"credit", "adjust"}
-NOT_WRITTEN_YET_FIELDS = {"team_id", "scope", "window"}
+NOT_WRITTEN_YET_KINDS = {"credit"}
+NOT_WRITTEN_YET_FIELDS = {"team_id"}
 #: words that open a table constraint, not a column, in CREATE TABLE
 _TABLE_CONSTRAINTS = {"PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT", "FOREIGN", "EXCLUDE"}
 

@@ -81,7 +81,13 @@ async def test_a_full_refund_lowers_the_counters_and_gives_the_balance_back(
         spent.entry_id,
         "2500000",
     )
-    assert (entry["u"], entry["p"]) == ("ada", "p")
+    # the charge's user, project, model, and its day: the window it lowered
+    assert (entry["u"], entry["p"], entry["m"], entry["w"]) == (
+        "ada",
+        "p",
+        "m",
+        "2026-03-15",
+    )
     assert entry["md"] == '{"reason":"wrong model"}'
 
 

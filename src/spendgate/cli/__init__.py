@@ -10,6 +10,7 @@
     cli/operator.py   usage, limits get|set|clear
     cli/credits.py    credits add|sweep, balance, refund
     cli/ledger.py     migrate, flush, report, reconcile
+    cli/corrections.py adjust, transactions
     cli/demo.py       demo
 
 Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
@@ -24,6 +25,7 @@ import argparse
 from collections.abc import Sequence
 
 from spendgate.cli import logs
+from spendgate.cli.corrections import add_adjust, add_transactions
 from spendgate.cli.credits import add_balance, add_credits, add_refund
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_credits,
         add_balance,
         add_refund,
+        add_adjust,
+        add_transactions,
         add_pricing,
     ):
         add(sub)

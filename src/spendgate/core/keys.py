@@ -206,13 +206,13 @@ def fact_keys(
 ) -> tuple[str, ...]:
     """The KEYS of a fact operation, from its named arguments (a spooled fact
     stores only those): a record, credit or refund is keyed by the caller's
-    idempotency key, or by its entry id when it was given none; a settle by
-    its lease.
+    idempotency key, or by its entry id when it was given none (an adjust
+    too); a settle by its lease.
 
     :raise ValueError: ``operation`` is not a fact
     :raise KeyError: an argument the keys are made of is missing
     """
-    if operation in ("record", "credit", "refund"):
+    if operation in ("record", "credit", "refund", "adjust"):
         key = str(args["idempotency_key"])
         if key:
             return (keys.caller_idempotency(key),)

@@ -40,12 +40,14 @@ class Reply(IntEnum):
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
+    #: the lease's expiry passed (an extend is refused; a settle is not)
+    LEASE_EXPIRED = 9
     #: refund: no refundable charge of that entry id (never made, older than
     #: the refund window, or made while refunds were off)
-    UNKNOWN_ENTRY = 9
+    UNKNOWN_ENTRY = 10
     #: refund: more than what is left to refund of the charge:
     #: ``{REFUND_EXCEEDS, refundable left}``
-    REFUND_EXCEEDS = 10
+    REFUND_EXCEEDS = 11
 
 
 class WindowCode(IntEnum):
@@ -267,6 +269,22 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
+    "extend": Operation(
+        ("hold", "idempotency"),
+        (
+            "now_ms",
+            "day",
+            "month",
+            "requested",
+            "lease",
+            "fingerprint",
+            "expires_ms",
+        ),
+        _ADMITS
+        | _IDEMPOTENT
+        | _LEASE
+        | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
+    ),
     "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
     "credit": Operation(
         ("idempotency",),
@@ -301,6 +319,25 @@ OPERATIONS: dict[str, Operation] = {
         ("idempotency",),
         (*_CHARGE, "price_version", "min_balance"),
         _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "adjust": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "ttl_ms",
+            "fingerprint",
+            "entry",
+            "scope",
+            "scope_id",
+            "window",
+            "period",
+            "window_label",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT,
+        fact=True,
     ),
     "pricing_publish": Operation(
         ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})

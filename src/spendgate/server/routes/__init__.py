@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from spendgate.server.routes import (
     admission,
+    corrections,
     credits,
     facts,
     health,
@@ -30,5 +31,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     leases.router,
     usage.router,
     limits.router,
+    corrections.router,
     ops.router,
 )
