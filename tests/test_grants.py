@@ -264,7 +264,7 @@ async def test_work_per_call_is_bounded_past_grants_per_call(
     assert (balance.total, [g.remaining for g in balance.grants]) == (0, [D(1)])
 
 
-async def test_thousands_of_grants_are_drawn_one_call_at_a_time(
+async def test_a_thousand_grants_are_drawn_one_call_at_a_time(
     make_budget: MakeBudget,
 ) -> None:
     budget = make_budget(enforce_balance=True)
