@@ -21,6 +21,7 @@ from spendgate.core.store import ClientState, Store
 from spendgate.durability.replay import Replayer
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
+from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET, LimitsAndUsage
 from spendgate.ops.sync import SyncCalls
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
+class BudgetManager(SyncCalls, Features, Deductions, LimitsAndUsage):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
