@@ -16,6 +16,8 @@ __all__ = ["FeatureCheck", "FeatureLimit", "Plan", "UserPlan", "has_feature"]
 
 #: what a feature limit does at ``max_calls``
 FeatureAction = Literal["deny", "warn", "notify"]
+#: the calendar period a feature limit counts in (UTC)
+FeaturePeriod = Literal["daily", "weekly", "monthly", "yearly"]
 
 
 def has_feature(features: Mapping[str, Any], feature: str) -> bool:
@@ -33,7 +35,7 @@ class FeatureLimit:
     #: the calls allowed per period
     max_calls: int
     #: ``daily``, ``weekly`` (ISO, from Monday), ``monthly`` or ``yearly``
-    period: str = "monthly"
+    period: FeaturePeriod = "monthly"
     #: at ``max_calls``: ``deny`` refuses, ``warn`` and ``notify`` admit and
     #: write one ``credits.cap_warning`` event per period
     action: FeatureAction = "deny"

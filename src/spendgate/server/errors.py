@@ -24,6 +24,7 @@ from spendgate.errors import (
     UNEXPECTED,
     BudgetExceededError,
     BudgetUnavailableError,
+    FeatureLimitExceededError,
     LedgerUnavailableError,
     Outcome,
     SpendgateError,
@@ -155,7 +156,9 @@ async def on_spendgate_error(request: Request, exc: Exception) -> Response:
     """Every :class:`SpendgateError`: the status from the table; a refusal
     answers why and when to retry, a 503 counts a store error."""
     outcome = server_outcome(exc)
-    if outcome.status == 429 and isinstance(exc, BudgetExceededError):
+    if outcome.status == 429 and isinstance(
+        exc, BudgetExceededError | FeatureLimitExceededError
+    ):
         body = Refusal.model_validate(exc.to_json(clock_of(request)()))
         return SafeJSONResponse(
             body.model_dump(),

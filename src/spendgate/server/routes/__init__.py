@@ -16,6 +16,7 @@ from spendgate.server.routes import (
     leases,
     limits,
     ops,
+    plans,
     usage,
 )
 
@@ -28,5 +29,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     leases.router,
     usage.router,
     limits.router,
+    plans.router,
     ops.router,
 )
