@@ -8,6 +8,7 @@
     cli/logs.py       spendgate's log lines on stderr, at --log-level
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear, credits add
+    cli/plans.py      plans list|set|assign|unassign|show, features check|use
     cli/ledger.py     migrate, flush, report, reconcile
     cli/demo.py       demo
 
@@ -26,6 +27,7 @@ from spendgate.cli import logs
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_credits, add_limits, add_usage
+from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
 from spendgate.errors import ExitCode
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_limits,
         add_credits,
         add_pricing,
+        add_plans,
+        add_features,
     ):
         add(sub)
     return parser
