@@ -256,3 +256,15 @@ async def test_bad_ids_and_unknown_plans_are_refused_and_nothing_changes(
     with pytest.raises(InvalidIdTypeError):
         await budget.get_user_plan(None)
     assert await snapshot(budget) == before
+
+
+async def test_a_plan_read_is_the_callers_to_change(budget: BudgetManager) -> None:
+    await budget.set_plan("pro", features={"limits": {"seats": 3}})
+    await budget.assign_plan("ada", "pro")
+    plan = await budget.get_plan("pro")
+    assert plan is not None
+    plan.features["limits"]["seats"] = 99  # type: ignore[index]
+    up = await budget.get_user_plan("ada")
+    assert up is not None
+    up.features["limits"]["seats"] = 98  # type: ignore[index]
+    assert (await budget.check_feature("ada", "limits")).value == {"seats": 3}

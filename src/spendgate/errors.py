@@ -233,28 +233,6 @@ class FeatureLimitExceededError(SpendgateError):
             f" {limit} {period} calls used; resets at {resets_at.isoformat()}"
         )
 
-    def retry_after_seconds(self, now: datetime) -> int:
-        """Whole seconds from ``now`` until the count starts again (>= 1)."""
-        return max(1, math.ceil((self.resets_at - now).total_seconds()))
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        """The refusal as a refused budget says it (scope ``user``, the
-        period as the window, calls as the limit and what was spent), as the
-        HTTP server answers a 429 with it."""
-        return {
-            "status": "refused",
-            "detail": str(self),
-            "scope": "user",
-            "scope_id": self.user_id,
-            "window": self.period,
-            "limit": str(self.limit),
-            "spent": str(self.used),
-            "held": None,
-            "requested": "1",
-            "resets_at": self.resets_at.isoformat(),
-            "retry_after_seconds": self.retry_after_seconds(now),
-        }
-
 
 class FeatureNotEntitledError(SpendgateError):
     """``use_feature`` refused: the user's plan neither has the feature

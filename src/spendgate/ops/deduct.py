@@ -264,10 +264,7 @@ class Deductions(Plans, Leases, Facts):
         reply = await self._store.run("deduct", (ikey,), args)
         code = reply[0]
         if code == Reply.STALE_PRICE:
-            if len(reply) > 2:  # the user's plan: priced again for it
-                self._plans().remember(user, text(reply[2]))
-            else:  # the active book: priced again with it
-                self._forget_active()
+            self._stale(user, reply)
             return None
         if code == Reply.CONFLICT:
             raise IdempotencyConflictError(key)
@@ -288,6 +285,14 @@ class Deductions(Plans, Leases, Facts):
             int(first_version) if first_version else None,
             code == Reply.REPLAYED,
         )
+
+    def _stale(self, user: str, reply: Any) -> None:
+        """What a STALE_PRICE answer changed: the user's plan (the charge is
+        priced again for it), or the active book (priced again with it)."""
+        if len(reply) > 2:
+            self._plans().remember(user, text(reply[2]))
+        else:
+            self._forget_active()
 
     async def _spool_deduct(
         self,

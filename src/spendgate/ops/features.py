@@ -111,15 +111,7 @@ class Features(Plans):
             if code == Reply.CONFLICT:
                 raise IdempotencyConflictError(key)
             if code == Reply.REFUSED:
-                assert limit is not None and window is not None
-                raise FeatureLimitExceededError(
-                    user,
-                    name,
-                    int(reply[2]),
-                    int(reply[1]),
-                    limit.period,
-                    from_ms(window.end_ms),
-                )
+                raise _limited(user, name, limit, window, reply)
             if code == Reply.OK and not entitled:
                 raise FeatureNotEntitledError(user, name, pid)
             used, over = text(reply[1]).split("|")
@@ -176,6 +168,20 @@ class Features(Plans):
             data,
         )
         return (ikey, plan_key, counter), args
+
+
+def _limited(
+    user: str,
+    name: str,
+    limit: FeatureLimit | None,
+    window: Period | None,
+    reply: Any,
+) -> FeatureLimitExceededError:
+    """The refusal ``{REFUSED, used, max_calls}`` as its error."""
+    assert limit is not None and window is not None  # (only a limit refuses)
+    return FeatureLimitExceededError(
+        user, name, int(reply[2]), int(reply[1]), limit.period, from_ms(window.end_ms)
+    )
 
 
 def _feature_of(

@@ -17,6 +17,8 @@ cycle's allowance is whole and what was left of the old one is gone.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -103,19 +105,20 @@ class Plans(PriceBooks):
             raise InvalidArgumentError(f"there may be at most {MAX_PLANS} plans")
         # (the plans are read again by the next call that needs them)
         self._plans_rev_seen = text(reply[1])
-        return plan
+        return _copy(plan)
 
     async def get_plan(self, plan_id: str) -> Plan | None:
         """The plan in force of that id (``None``: there is none)."""
         pid = check_id("plan_id", plan_id, NAME_MAX)
         _, plans = await self._plans_now()
-        return plans.get(pid)
+        plan = plans.get(pid)
+        return None if plan is None else _copy(plan)
 
     async def list_plans(self) -> list[Plan]:
         """Every plan in force, by id: ``set_plan``'s and the active price
         book's (``.source`` says which)."""
         _, plans = await self._plans_now()
-        return [plans[pid] for pid in sorted(plans)]
+        return [_copy(plans[pid]) for pid in sorted(plans)]
 
     async def assign_plan(self, user_id: Any, plan_id: str) -> UserPlan:
         """Put a user on a plan: its cycle starts now (again, when the user
@@ -219,6 +222,18 @@ class Plans(PriceBooks):
         self._plans_rev_seen = revision
 
 
+def _copy(plan: Plan) -> Plan:
+    """A plan the caller may change without changing the one every call
+    shares (the compiled rates are immutable, and shared)."""
+    return dataclasses.replace(
+        plan,
+        rate_overrides=dict(plan.rate_overrides),
+        features=copy.deepcopy(dict(plan.features)),
+        feature_limits=dict(plan.feature_limits),
+        config=copy.deepcopy(dict(plan.config)),
+    )
+
+
 def _user_plan(
     user: str,
     plan_id: str,
@@ -237,7 +252,7 @@ def _user_plan(
         user_id=user,
         plan_id=plan_id,
         name=None if plan is None else plan.name,
-        features={} if plan is None else dict(plan.features),
+        features={} if plan is None else copy.deepcopy(dict(plan.features)),
         allowance=allowance,
         allowance_used=used,
         allowance_remaining=max(_ZERO, allowance - used),
