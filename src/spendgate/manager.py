@@ -22,6 +22,7 @@ from spendgate.durability.replay import Replayer
 from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
+from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
 from spendgate.ops.sync import SyncCalls
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, Corrections, Transactions):
+class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
