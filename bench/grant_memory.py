@@ -5,8 +5,9 @@ and charges leave.
 A charge keeps a refund record (``c:<entry>``) for ``refund_window_seconds``
 (30 days by default); its size grows with the ids, the model, and what the
 charge drew from (nothing for a user without a balance, a few bytes for a
-plain balance, a member and an amount per grant drawn on). A grant costs its entries in three keys of
-the user's (``gr:u:``, ``go:u:``, ``gx:u:``) while it lives.
+plain balance, a member and an amount per grant drawn on). A grant costs
+its entries in three keys of the user's (``gr:u:``, ``go:u:``, ``gx:u:``)
+while it lives.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ async def test_grants_balance_refund_and_sweep_over_http(
     too_much = await client.post(
         "/v1/refunds", json={"entry_id": spent["entry_id"], "amount": 5}, headers=AUTH
     )
-    assert too_much.status_code == 409 and "1 is left" in too_much.json()["detail"]
+    assert too_much.status_code == 409 and "1 left" in too_much.json()["detail"]
     unknown = await client.post("/v1/refunds", json={"entry_id": "nope"}, headers=AUTH)
     assert unknown.status_code == 404
     clock.advance(hours=2)
@@ -132,7 +132,7 @@ def test_credits_balance_refund_and_sweep_commands(
     code, out, _ = _run(capsys, "refund", spent.entry_id)
     assert code == EXIT_OK and "refunded 2 USD" in out and "balance 7" in out
     code, _, err = _run(capsys, "refund", spent.entry_id)
-    assert code == EXIT_USAGE and "0 is left" in err
+    assert code == EXIT_USAGE and "0 left" in err
     code, out, _ = _run(capsys, "credits", "sweep", "--dry-run")
     assert code == EXIT_OK and out.startswith("would expire 0 grants")
     code, out, _ = _run(capsys, "credits", "sweep", "--json")

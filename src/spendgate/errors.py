@@ -10,10 +10,12 @@
     │   ├── InvalidAmountError       NaN, infinities, negatives, bools, too large...
     │   ├── InvalidIdError           empty, blank or over-long ids and keys
     │   ├── UnknownModelError        (also LookupError) a model nothing prices
-    │   └── ExpressionError          a pricing expression failed on this usage
+    │   ├── ExpressionError          a pricing expression failed on this usage
     │   └── RefundExceedsChargeError more refunded than what is left of a charge
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
     ├── UnknownEntryError            (also LookupError) no refundable charge of that id
+    ├── FeatureLimitExceededError    use_feature refused: the feature's max_calls
+    ├── FeatureNotEntitledError      use_feature: the user's plan has no such feature
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
@@ -202,37 +204,69 @@ class ExpressionError(InvalidArgumentError):
 
 
 class RefundExceedsChargeError(InvalidArgumentError):
-    """A refund above what is left to refund of the charge: the refunds of a
-    charge never add up to more than it. Nothing was refunded.
+    """A refund above what is left of the charge (``refundable``; ``requested``
+    ``None``: all of it): a charge's refunds never exceed it. Nothing changed."""
 
-    :param entry_id: the charge's entry id
-    :param requested: the amount asked for (``None``: all that is left)
-    :param refundable: what is left to refund of the charge
-    """
-
-    def __init__(
-        self, entry_id: str, requested: Decimal | None, refundable: Decimal
-    ) -> None:
-        self.entry_id = entry_id
-        self.requested = requested
-        self.refundable = refundable
+    def __init__(self, entry_id: str, requested: Decimal | None, refundable: Decimal):
+        self.entry_id, self.requested, self.refundable = entry_id, requested, refundable
         asked = "the rest" if requested is None else str(requested)
-        super().__init__(
-            f"cannot refund {asked} of charge {entry_id!r}: {refundable} is left"
-            " to refund"
-        )
+        super().__init__(f"cannot refund {asked} of {entry_id!r}: {refundable} left")
 
 
 class UnknownEntryError(SpendgateError, LookupError):
-    """No refundable charge has that entry id: never made, older than the
-    refund window (``refund_window_seconds``), or made while refunds were
-    off. Nothing was refunded."""
+    """No refundable charge of that entry id: unknown, older than
+    ``refund_window_seconds``, or made with refunds off. Nothing changed."""
 
     def __init__(self, entry_id: str) -> None:
         self.entry_id = entry_id
+        super().__init__(f"no refundable charge {entry_id!r}")
+
+
+class FeatureLimitExceededError(SpendgateError):
+    """``use_feature`` refused: the feature's calls reached ``max_calls`` in
+    this period and its action is ``deny``. Nothing was counted.
+
+    :param user_id: the user
+    :param feature: the feature
+    :param limit: ``max_calls``
+    :param used: the calls counted this period
+    :param period: the limit's calendar period (``"monthly"``...)
+    :param resets_at: when the count starts again (UTC)
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        feature: str,
+        limit: int,
+        used: int,
+        period: str,
+        resets_at: datetime,
+    ) -> None:
+        self.user_id = user_id
+        self.feature = feature
+        self.limit = limit
+        self.used = used
+        self.period = period
+        self.resets_at = resets_at
         super().__init__(
-            f"no refundable charge {entry_id!r} (unknown, older than the refund"
-            " window, or recorded while refunds were off)"
+            f"feature {feature!r} limit reached for {user_id!r}: {used} of"
+            f" {limit} {period} calls used; resets at {resets_at.isoformat()}"
+        )
+
+
+class FeatureNotEntitledError(SpendgateError):
+    """``use_feature`` refused: the user's plan neither has the feature
+    (bursar's truthy rule) nor limits it, or the user has no plan. Nothing
+    was counted."""
+
+    def __init__(self, user_id: str, feature: str, plan_id: str | None) -> None:
+        self.user_id = user_id
+        self.feature = feature
+        self.plan_id = plan_id
+        plan = "has no plan" if plan_id is None else f"has plan {plan_id!r}"
+        super().__init__(
+            f"user {user_id!r} {plan}, which does not include feature {feature!r}"
         )
 
 
@@ -356,6 +390,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (LedgerUnavailableError, Outcome(503, ExitCode.UNAVAILABLE, "unavailable")),
     (StorageError, Outcome(503, ExitCode.FAILURE, "storage")),
     (IdempotencyConflictError, Outcome(409, ExitCode.USAGE, "conflict")),
+    (FeatureLimitExceededError, Outcome(429, ExitCode.REFUSED, "feature_limit")),
+    (FeatureNotEntitledError, Outcome(403, ExitCode.REFUSED, "not_entitled")),
     (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
     (RefundExceedsChargeError, Outcome(409, ExitCode.USAGE, "refund_exceeds")),
     (UnknownEntryError, Outcome(404, ExitCode.USAGE, "unknown_entry")),

@@ -23,6 +23,7 @@ from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.credits import Credits
 from spendgate.ops.deduct import Deductions
+from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
 from spendgate.ops.refunds import Refunds
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, Credits, Refunds, Corrections, Transactions):
+class BudgetManager(
+    SyncCalls, Features, Deductions, Credits, Refunds, Corrections, Transactions
+):
     """The budget guard: admission, leases, facts, credits and usage over one
     Redis.
 

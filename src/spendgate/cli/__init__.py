@@ -9,6 +9,7 @@
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear
     cli/credits.py    credits add|sweep, balance, refund
+    cli/plans.py      plans list|set|assign|unassign|show, features check|use
     cli/ledger.py     migrate, flush, report, reconcile
     cli/corrections.py adjust, transactions
     cli/demo.py       demo
@@ -30,6 +31,7 @@ from spendgate.cli.credits import add_balance, add_credits, add_refund
 from spendgate.cli.demo import add_demo
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_limits, add_usage
+from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
 from spendgate.errors import ExitCode
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_adjust,
         add_transactions,
         add_pricing,
+        add_plans,
+        add_features,
     ):
         add(sub)
     return parser

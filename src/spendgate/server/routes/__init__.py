@@ -18,6 +18,7 @@ from spendgate.server.routes import (
     leases,
     limits,
     ops,
+    plans,
     usage,
 )
 
@@ -32,5 +33,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     usage.router,
     limits.router,
     corrections.router,
+    plans.router,
     ops.router,
 )
