@@ -21,7 +21,7 @@
 --            for the configured MIN_BALANCE
 -- return {R_OK, "entry|now_ms|balance|amount|version"} when charged,
 --        {R_REPLAYED, same payload} for a replay, {R_CONFLICT}, the refusal {R_REFUSED, scope,
---        window, limit, spent, held}, or {R_STALE_PRICE, active version} when
+--        window, limit, spent, held[, free_ms]}, or {R_STALE_PRICE, active version} when
 --        the version priced with is not the active one any more
 
 local ikey = KEYS[1]
@@ -39,11 +39,13 @@ end
 
 local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
-local verdict, _, seen, first = admit(now_ms, ARGV[2], ARGV[4], user, project,
-                                     tonumber(ARGV[6]), floor)
+local verdict, _, seen, first, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
+                                              project, tonumber(ARGV[6]), floor)
 if verdict[1] ~= R_OK then return verdict end
 
 local balance = charge_admitted(ARGV, user, project, seen, first)
+if WEEKLY == '1' then count_weeks(ARGV, user, project) end
+if minutes then count_admitted_minutes(minutes, now_ms, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],

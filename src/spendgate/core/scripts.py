@@ -41,7 +41,8 @@ PROTOCOL_CONSTANTS: dict[str, int | str] = {
 }
 
 #: the default caps among the script constants, in the order of
-#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...)
+#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...,
+#: "USER_WEEKLY", ..., "USER_PER_MINUTE", ...)
 DEFAULT_CAP_CONSTANTS = tuple(
     f"{scope}_{window}".upper() for scope, window, _ in DEFAULT_CAPS
 )
@@ -54,6 +55,9 @@ SCRIPT_CONSTANTS = (
     "MIN_BALANCE",
     "PURGE_MAX",
     *DEFAULT_CAP_CONSTANTS,
+    "WEEKLY",
+    "VELOCITY",
+    "KILL_SWITCH_MS",
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
 )
@@ -83,25 +87,35 @@ RELOAD_ATTEMPTS = 3
 #: a Lua comment, to the end of its line
 _COMMENT = re.compile(rb"--[^\n]*")
 
-#: where each helper of lua/_lib.lua starts
+#: where each helper of a library starts
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
 
+#: the helper libraries of ``lua/``, in the order their helpers are listed:
+#: ``_windows`` holds those of the weekly and per-minute windows only
+LIBRARIES = ("_lib", "_windows")
+
+
 @cache
-def script_source(name: str) -> bytes:
-    """The full source of one operation's script: the helpers of
-    ``lua/_lib.lua`` it uses (directly or through another helper), in the
-    library's order, then ``lua/<name>.lua``.
+def script_source(name: str, windows: bool = True) -> bytes:
+    """The full source of one operation's script: the helpers of the
+    :data:`LIBRARIES` it uses (directly or through another helper), each
+    after the helpers it calls, then ``lua/<name>.lua``.
 
     Redis runs the whole source on every call, so each helper left in costs
     every call the making of its closure; only the used ones are linked in.
+    With ``windows`` false (a configuration with neither weekly counters nor
+    per-minute caps) the helpers of ``lua/_windows.lua`` are left out too:
+    the scripts call them only behind ``WEEKLY``/``VELOCITY`` checks.
     The protocol constants it names come first (:data:`PROTOCOL_CONSTANTS`).
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    linked = _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    libraries = LIBRARIES if windows else LIBRARIES[:1]
+    library = b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries)
+    linked = _link(library, body) + b"\n" + body
     code = _COMMENT.sub(b"", linked)
     used = [
         constant
@@ -109,6 +123,12 @@ def script_source(name: str) -> bytes:
         if re.search(rb"\b" + constant.encode() + rb"\b", code)
     ]
     return b"".join(_lua_local(c, PROTOCOL_CONSTANTS[c]) for c in used) + linked
+
+
+def windows_linked(constants: Mapping[str, str]) -> bool:
+    """Whether a configuration's scripts need the helpers of
+    ``lua/_windows.lua``: unless both ``WEEKLY`` and ``VELOCITY`` are off."""
+    return not (constants["WEEKLY"] == "0" and constants["VELOCITY"] == "0")
 
 
 def _lua_local(name: str, value: int | str) -> bytes:
@@ -133,7 +153,7 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
     prologue = b"".join(
         _lua_local(constant, constants[constant]) for constant in SCRIPT_CONSTANTS
     )
-    return prologue + script_source(name)
+    return prologue + script_source(name, windows_linked(constants))
 
 
 def _lua_string(value: str) -> bytes:
@@ -146,21 +166,48 @@ def _lua_string(value: str) -> bytes:
 
 
 def _link(library: bytes, body: bytes) -> bytes:
+    """The helpers of ``library`` that ``body`` calls, directly or through
+    another helper: each after the ones it calls (a Lua local function sees
+    only the locals defined before it), otherwise in the library's order."""
     starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
     helpers = {}
     for start, end in itertools.pairwise(starts):
         match = _HELPER.match(library, start)
         assert match is not None
         helpers[match.group(1)] = library[start:end]
+    calls = {
+        helper: [
+            other
+            for other in helpers
+            if other != helper and re.search(rb"\b" + other + rb"\(", code)
+        ]
+        for helper, code in (
+            (helper, _COMMENT.sub(b"", text)) for helper, text in helpers.items()
+        )
+    }
+    code = _COMMENT.sub(b"", body)
+    pending = [h for h in helpers if re.search(rb"\b" + h + rb"\(", code)]
     used: set[bytes] = set()
-    pending = [body]
     while pending:
-        source = pending.pop()
-        for helper, text in helpers.items():
-            if helper not in used and re.search(rb"\b" + helper + rb"\(", source):
-                used.add(helper)
-                pending.append(text)
-    return b"".join(text for helper, text in helpers.items() if helper in used)
+        helper = pending.pop()
+        if helper not in used:
+            used.add(helper)
+            pending.extend(calls[helper])
+    # Kahn's order: the first helper in the library whose callees are all
+    # placed (a call cycle, which Lua locals cannot have, keeps its order).
+    ordered: list[bytes] = []
+    while len(ordered) < len(used):
+        ready = [
+            h
+            for h in helpers
+            if h in used
+            and h not in ordered
+            and all(c in ordered or c not in used for c in calls[h])
+        ]
+        ordered.append(
+            ready[0] if ready else next(h for h in helpers if h in used - set(ordered))
+        )
+    return b"".join(helpers[helper] for helper in ordered)
 
 
 class Scripts:

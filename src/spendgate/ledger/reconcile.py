@@ -1,7 +1,8 @@
 """Reconcile: do a day's Redis counters agree with the ledger?
 
-For one UTC day, every scope's day counter in Redis (user, project, global;
-charged by ``spend`` and ``settle`` facts) is compared with the ledger's
+For one day (in the window time zone, UTC by default), every scope's day
+counter in Redis (user, project, global; charged by ``spend`` and ``settle``
+facts) is compared with the ledger's
 account of the same day: the rows in Postgres plus the entries still in the
 Redis stream (the flusher's backlog). Both come from the same scripts, so on
 a healthy deployment every difference is zero.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
@@ -94,9 +96,12 @@ class ReconcileReport:
         return not self.differences
 
 
-def _day_bounds_ms(day: date) -> tuple[int, int]:
-    start = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-    w = windows_at(start)
+def _day_bounds_ms(day: date, zone: str) -> tuple[int, int]:
+    """The first and last-plus-one millisecond of a day in the window time
+    zone (23 or 25 hours long across a daylight saving change)."""
+    tz = None if zone == "UTC" else ZoneInfo(zone)
+    start = to_ms(datetime(day.year, day.month, day.day, 12, tzinfo=tz or UTC))
+    w = windows_at(start, tz)
     return w.day_start_ms, w.day_end_ms
 
 
@@ -161,10 +166,11 @@ async def reconcile(
     dsn: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ReconcileReport:
-    """Compare one UTC day's Redis counters with Postgres plus the backlog.
+    """Compare one day's Redis counters with Postgres plus the backlog.
 
     :param config: the settings (``redis_url``, ``key_prefix``, ``postgres_dsn``)
-    :param day: the UTC day; today (system clock) when omitted
+    :param day: the day, in the window time zone (``window_timezone``);
+        today there (system clock) when omitted
     :param redis: an existing client instead of connecting from ``config``
         (not closed here)
     :param dsn: a Postgres DSN overriding ``config.postgres_dsn``
@@ -173,7 +179,7 @@ async def reconcile(
     config = config if config is not None else BudgetConfig()
     dsn = require_dsn(dsn or config.postgres_dsn)
     if day is None:
-        day = datetime.now(UTC).date()
+        day = datetime.now(ZoneInfo(config.window_timezone)).date()
     own_client = redis is None
     if redis is None:
         if not config.redis_url:
@@ -184,7 +190,7 @@ async def reconcile(
             config.redis_url, socket_timeout=30, socket_connect_timeout=5
         )
     keys = Keys(config.key_prefix)
-    start_ms, end_ms = _day_bounds_ms(day)
+    start_ms, end_ms = _day_bounds_ms(day, config.window_timezone)
     report = ReconcileReport(day=day)
     report.counters_expired = (
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000
