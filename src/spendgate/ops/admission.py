@@ -26,7 +26,9 @@ class Admission(Operations):
     async def check_availability(
         self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
     ) -> bool:
-        """May ``user`` spend ``estimated_cost`` now? Changes nothing.
+        """May ``user`` spend ``estimated_cost`` now? Changes nothing (but a
+        scope found at its per-minute cap trips its kill switch, when one is
+        configured: a check-then-record loop is stopped by its checks).
 
         The argument order is coreason-budget's. ``user_id`` is a user id or any
         object with a ``user_id`` attribute.
