@@ -192,8 +192,8 @@ local function purge_expired_holds(now_ms, due)
 end
 
 -- The one MGET of read_scopes: the holds' due time, the user's balance when
--- asked for, then scope_keys (and, with WEEKLY, the week counters:
--- weekly_mget); and how many values come before the scopes'.
+-- asked for (with WEEKLY, the week counters: weekly_mget), then
+-- scope_keys; and how many values come before the scopes'.
 local function scopes_mget(day, month, user, project, with_balance)
   if WEEKLY == '1' then
     return weekly_mget(day, month, user, project, with_balance)
@@ -269,9 +269,10 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       if tightest < 0 or room < tightest then tightest = room end
     end
     if WEEKLY == '1' or VELOCITY == '1' then
+      -- (with WEEKLY, the week counters come just before the scopes' keys)
+      local week = WEEKLY == '1' and seen[first - n + i] or nil
       local refusal, room, minute = admit_more(now_ms, i, n, user, project, more,
-                                               held, seen[first + 4 * n + i],
-                                               requested)
+                                               held, week, requested)
       if refusal then return refusal end
       if room >= 0 and (tightest < 0 or room < tightest) then tightest = room end
       if minute then

@@ -29,7 +29,8 @@ for i = 1, n do
   out[#out + 1] = seen[at + 1] or '0'
   out[#out + 1] = seen[at + 2] or '0'
   if WEEKLY == '1' or VELOCITY == '1' then
-    usage_more(out, ARGV[1], i, n, user, project, more, seen[first + 4 * n + i])
+    local week = WEEKLY == '1' and seen[first - n + i] or nil
+    usage_more(out, ARGV[1], i, n, user, project, more, week)
   else
     for _, value in ipairs({NO_CAP, '0', NO_CAP, '0', 0, 0}) do out[#out + 1] = value end
   end

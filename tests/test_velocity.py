@@ -389,3 +389,8 @@ def test_unconfigured_scripts_link_none_of_the_window_helpers() -> None:
     configured = BudgetManager(BudgetConfig(per_minute_user_limit="1"))
     source = configured_source("check", configured._store._constants)
     assert b"local function minute_admit(" in source
+    assert b"local function week_of(" not in source
+    weekly = BudgetManager(BudgetConfig(weekly_caps=True))
+    source = configured_source("check", weekly._store._constants)
+    assert b"local function week_of(" in source
+    assert b"local function minute_admit(" not in source

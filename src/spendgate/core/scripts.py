@@ -92,28 +92,28 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
 
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
-#: ``_windows`` holds those of the weekly and per-minute windows only
-LIBRARIES = ("_lib", "_windows")
+#: ``_windows`` holds what the weekly and per-minute windows share,
+#: ``_week`` and ``_minute`` each window's own
+LIBRARIES = ("_lib", "_windows", "_week", "_minute")
 
 
 @cache
-def script_source(name: str, windows: bool = True) -> bytes:
+def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
     """The full source of one operation's script: the helpers of the
-    :data:`LIBRARIES` it uses (directly or through another helper), each
-    after the helpers it calls, then ``lua/<name>.lua``.
+    ``libraries`` it uses (directly or through another helper), each after
+    the helpers it calls, then ``lua/<name>.lua``.
 
     Redis runs the whole source on every call, so each helper left in costs
-    every call the making of its closure; only the used ones are linked in.
-    With ``windows`` false (a configuration with neither weekly counters nor
-    per-minute caps) the helpers of ``lua/_windows.lua`` are left out too:
-    the scripts call them only behind ``WEEKLY``/``VELOCITY`` checks.
+    every call the making of its closure; only the used ones are linked in,
+    and only from the libraries a configuration needs
+    (:func:`linked_libraries`): the scripts call the windows' helpers only
+    behind ``WEEKLY``/``VELOCITY`` checks.
     The protocol constants it names come first (:data:`PROTOCOL_CONSTANTS`).
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    libraries = LIBRARIES if windows else LIBRARIES[:1]
     library = b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries)
     linked = _link(library, body) + b"\n" + body
     code = _COMMENT.sub(b"", linked)
@@ -125,10 +125,14 @@ def script_source(name: str, windows: bool = True) -> bytes:
     return b"".join(_lua_local(c, PROTOCOL_CONSTANTS[c]) for c in used) + linked
 
 
-def windows_linked(constants: Mapping[str, str]) -> bool:
-    """Whether a configuration's scripts need the helpers of
-    ``lua/_windows.lua``: unless both ``WEEKLY`` and ``VELOCITY`` are off."""
-    return not (constants["WEEKLY"] == "0" and constants["VELOCITY"] == "0")
+def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
+    """The libraries a configuration's scripts are linked from: ``_lib``;
+    ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
+    is, and ``_windows`` with either."""
+    week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
+    wanted = {"_lib", *(["_windows"] if week or minute else [])}
+    wanted |= {lib for lib, on in (("_week", week), ("_minute", minute)) if on}
+    return tuple(lib for lib in LIBRARIES if lib in wanted)
 
 
 def _lua_local(name: str, value: int | str) -> bytes:
@@ -153,7 +157,7 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
     prologue = b"".join(
         _lua_local(constant, constants[constant]) for constant in SCRIPT_CONSTANTS
     )
-    return prologue + script_source(name, windows_linked(constants))
+    return prologue + script_source(name, linked_libraries(constants))
 
 
 def _lua_string(value: str) -> bytes:
