@@ -27,11 +27,12 @@ end
 -- latest second written (the head), "k" until when its kill switch refuses
 -- (ms). The minute is the 60 seconds up to and including now_s: spend made
 -- in second s counts until (s + 60) * 1000 ms, between 59 and 60 seconds.
--- Returns the minute's spend, the head and kill time (nil when absent) and
--- what was read (minute_free_at walks it).
+-- Returns the minute's spend, the head and kill time (nil when absent),
+-- what was read (minute_free_at walks it) and the buckets that have left
+-- the minute (their fields: minute_add drops them).
 local function minute_read(key, now_s)
   local raw = redis.call('HGETALL', key)
-  local used, head, kill = 0, nil, nil
+  local used, head, kill, stale = 0, nil, nil, {}
   for j = 1, #raw, 2 do
     local field, value = raw[j], tonumber(raw[j + 1])
     if field == 't' then
@@ -40,9 +41,11 @@ local function minute_read(key, now_s)
       kill = value
     elseif tonumber(field) > now_s - 60 then
       used = used + value
+    else
+      stale[#stale + 1] = field
     end
   end
-  return used, head, kill, raw
+  return used, head, kill, raw, stale
 end
 
 -- When a request refused by the minute fits again, ms: seconds leave the
@@ -102,18 +105,19 @@ end
 -- cap when nothing is requested; reaching the cap trips the kill switch,
 -- when there is one). Returns the refusal {R_REFUSED, i, W_MINUTE, cap,
 -- minute, 0, free_ms}, else nil, the room left in the minute, and the
--- minute as read ({key, head, kill}: count_admitted_minutes writes it).
+-- minute as read ({key, head, kill, stale}: count_admitted_minutes writes
+-- it).
 local function minute_admit(now_ms, i, n, user, project, cap, requested)
   local key = minute_key(i, n, user, project)
   local now = tonumber(now_ms)
   local now_s = math.floor(now / 1000)
-  local used, head, kill, raw = minute_read(key, now_s)
+  local used, head, kill, raw, stale = minute_read(key, now_s)
   if kill and kill > now then
     return {R_REFUSED, i, W_MINUTE, cap, used, 0, kill}
   end
   local room = cap - used
   if room >= requested and (requested > 0 or room > 0) then
-    return nil, room, {key, head, kill}
+    return nil, room, {key, head, kill, stale}
   end
   local free_ms
   if used >= cap and KILL_SWITCH_MS ~= '0' then
@@ -126,27 +130,43 @@ end
 
 -- Counts `text` (an amount, micro-units) in a minute hash at now_ms (text),
 -- the hash's head and kill time being `head` and `kill` as read (nil when
--- absent). When the head moves on, the buckets that left the minute are
--- dropped (at most 60 fields, whatever the gap) and the TTL renewed, so the
+-- absent) and `stale` the fields of the buckets that have left the minute.
+-- When the head moves on, those are dropped and the TTL renewed, so the
 -- hash holds at most the last minute's seconds and dies a minute after its
 -- last write (or when its kill switch ends, if later). A caller whose clock
 -- is behind the head's counts in the oldest second still in the minute.
-local function minute_add(key, head, kill, now_ms, text)
+local function minute_add(key, head, kill, stale, now_ms, text)
   local now = tonumber(now_ms)
   local now_s = math.floor(now / 1000)
   if head and now_s <= head then
     redis.call('HINCRBY', key, fmt(math.max(now_s, head - 59)), text)
     return
   end
-  if head then
-    local gone = {}
-    for s = head - 59, math.min(head, now_s - 60) do gone[#gone + 1] = fmt(s) end
-    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   redis.call('HSET', key, 't', fmt(now_s), fmt(now_s), text)
   local keep = 61000
   if kill and kill - now > keep then keep = kill - now end
   redis.call('PEXPIRE', key, fmt(keep))
+end
+
+-- The fields of a minute hash whose buckets have left the minute at now_s,
+-- for a writer that has read only its head (`head`; a fact): none while the
+-- head has not moved on; after a short gap the seconds the head moved past
+-- (the buckets that could have left: no HKEYS needed), after a longer one
+-- those HKEYS finds.
+local function minute_stale(key, head, now_s)
+  local stale = {}
+  if not head or now_s <= head then return stale end
+  if now_s - head <= 4 then
+    for s = head - 59, math.min(head, now_s - 60) do stale[#stale + 1] = fmt(s) end
+    return stale
+  end
+  local fields = redis.call('HKEYS', key)
+  for j = 1, #fields do
+    local s = tonumber(fields[j])  -- nil for "t" and "k"
+    if s and s <= now_s - 60 then stale[#stale + 1] = fields[j] end
+  end
+  return stale
 end
 
 -- Counts an admitted amount (`text`: its text) in the minute of every scope
@@ -156,14 +176,14 @@ local function count_admitted_minutes(minutes, now_ms, amount, text)
   if not minutes or amount <= 0 then return end
   for j = 1, #minutes do
     local m = minutes[j]
-    minute_add(m[1], m[2], m[3], now_ms, text)
+    minute_add(m[1], m[2], m[3], m[4], now_ms, text)
   end
 end
 
 -- Counts a fact's amount (`text`: its text) in the minute of every scope
 -- with a per-minute cap, with VELOCITY: a fact is not admitted, so the
 -- scopes' overrides are read here (one MGET), and each capped scope's head
--- (HMGET). Without VELOCITY it reads and writes nothing.
+-- (HMGET; minute_stale). Without VELOCITY it reads and writes nothing.
 local function count_minutes(now_ms, user, project, amount, text)
   if VELOCITY ~= '1' or amount <= 0 then return end
   local l = BASE .. K_LIMITS
@@ -181,7 +201,9 @@ local function count_minutes(now_ms, user, project, amount, text)
     if tonumber(per_minute) >= 0 then
       local key = minute_key(i, n, user, project)
       local h = redis.call('HMGET', key, 't', 'k')
-      minute_add(key, tonumber(h[1]), tonumber(h[2]), now_ms, text)
+      local head = tonumber(h[1])
+      local stale = minute_stale(key, head, math.floor(tonumber(now_ms) / 1000))
+      minute_add(key, head, tonumber(h[2]), stale, now_ms, text)
     end
   end
 end
