@@ -1,5 +1,8 @@
 -- Shared helpers: spendgate.scripts prepends the ones each script uses to it, so
--- each operation still runs as one self-contained, atomic EVALSHA.
+-- each operation still runs as one self-contained, atomic EVALSHA. The
+-- weekly and per-minute windows' helpers live in _windows.lua, _week.lua
+-- and _minute.lua, linked only into the scripts of a deployment that uses
+-- them (the calls to them here are behind WEEKLY/VELOCITY checks).
 --
 -- The manager's configuration is not sent with each call: spendgate.scripts
 -- puts it in front of every script as constants when the scripts are loaded
