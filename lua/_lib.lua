@@ -20,6 +20,10 @@
 --   VELOCITY          "1" when spend is counted per minute where a
 --                     per-minute cap applies, else "0" (no minute key is
 --                     then read or written, no override part parsed)
+--   MINUTE_OVERRIDES  "1" when per-entity per-minute caps may be set
+--                     (per_minute_caps): facts then read the scopes'
+--                     overrides to know which minutes to count; "0": the
+--                     defaults alone decide
 --   KILL_SWITCH_MS    how long a scope that reached its per-minute cap is
 --                     refused, ms; "0" = no kill switch
 --   IDEMPOTENCY_TTL_MS how long idempotency and finished hold records are kept

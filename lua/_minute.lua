@@ -1,68 +1,75 @@
--- Helpers of the sliding minute and the kill switch, linked only into the
--- scripts of a deployment with VELOCITY "1" (see _windows.lua).
+-- Helpers of the sliding minute, linked only into the scripts of a
+-- deployment with VELOCITY "1" (see _windows.lua); the kill switch's trip
+-- is in _kill.lua, called only when KILL_SWITCH_MS is not "0".
 --
 -- A minute (K_MINUTE, one hash per scope with a per-minute cap) is per-second
 -- buckets: field = the second since the epoch, value = micro-units spent (or
--- held) in it; "t" the latest second written (the head), "k" until when the
--- scope's kill switch refuses (ms). The buckets of seconds that left the
--- minute are dropped whenever the head moves on, so the hash never holds
--- more than 60 of them; it expires a minute after its last write.
+-- held) in it; "t" the latest second written (the head), "s" the sum of the
+-- buckets, "k" until when the scope's kill switch refuses (ms). The minute
+-- at second now_s is the 60 seconds up to and including it: spend made in
+-- second x counts until (x + 60) * 1000 ms, between 59 and 60 seconds. The
+-- buckets that left the minute are dropped (and taken off "s") whenever the
+-- head moves on, so the hash holds the buckets of (t - 60, t] only, at most
+-- 60, and expires a minute after its last write. Reading a minute is O(1):
+-- "s" less the one bucket that leaves when the head is a second behind.
 
--- The i-th of n scopes in reporting order: its name and id ("" for global).
-local function scope_of(i, n, user, project)
-  if i == 1 then return SN_USER, user end
-  if i == n then return SN_GLOBAL, '' end
-  return SN_PROJECT, project
-end
-
--- The minute hash of the i-th of n scopes (K_MINUTE: see minute_read).
+-- The minute hash of the i-th of n scopes.
 local function minute_key(i, n, user, project)
   if i == 1 then return BASE .. K_MINUTE .. S_USER .. user end
   if i == n then return BASE .. K_MINUTE .. S_GLOBAL end
   return BASE .. K_MINUTE .. S_PROJECT .. project
 end
 
--- A scope's sliding minute, with one HGETALL of its hash: per-second
--- buckets (field: the second since the epoch, value: micro-units), "t" the
--- latest second written (the head), "k" until when its kill switch refuses
--- (ms). The minute is the 60 seconds up to and including now_s: spend made
--- in second s counts until (s + 60) * 1000 ms, between 59 and 60 seconds.
--- Returns the minute's spend, the head and kill time (nil when absent),
--- what was read (minute_free_at walks it) and the buckets that have left
--- the minute (their fields: minute_add drops them).
+-- A minute at second now_s, read with one HMGET (head, sum, kill time, the
+-- bucket that leaves when the head is one second behind, the current
+-- second's); a head 2 to 59 seconds behind needs the buckets it left
+-- behind: one HGETALL then. Returns the minute as a table: key, used (the
+-- minute's spend), head and kill (nil when absent), sum (as stored), now_s,
+-- current (the current second's bucket), gone (the fields of the buckets
+-- that left) and gone_sum (their total), all = true when every bucket left.
 local function minute_read(key, now_s)
-  local raw = redis.call('HGETALL', key)
-  local used, head, kill, stale = 0, nil, nil, {}
-  for j = 1, #raw, 2 do
-    local field, value = raw[j], tonumber(raw[j + 1])
-    if field == 't' then
-      head = value
-    elseif field == 'k' then
-      kill = value
-    elseif tonumber(field) > now_s - 60 then
-      used = used + value
-    else
-      stale[#stale + 1] = field
+  local v = redis.call('HMGET', key, 't', 's', 'k', fmt(now_s - 60), fmt(now_s))
+  local m = {key = key, head = tonumber(v[1]), sum = tonumber(v[2]) or 0,
+             kill = tonumber(v[3]), now_s = now_s, current = tonumber(v[5]) or 0,
+             gone = {}, gone_sum = 0}
+  local gap = m.head and now_s - m.head or 0
+  if gap <= 0 then
+    m.used = m.sum
+  elseif gap == 1 then
+    if v[4] then m.gone, m.gone_sum = {fmt(now_s - 60)}, tonumber(v[4]) end
+    m.used = m.sum - m.gone_sum
+  elseif gap >= 60 then
+    m.all, m.gone_sum, m.used = true, m.sum, 0
+  else
+    local raw = redis.call('HGETALL', key)
+    for j = 1, #raw, 2 do
+      local x = tonumber(raw[j])  -- nil for "t", "s" and "k"
+      if x and x <= now_s - 60 then
+        m.gone[#m.gone + 1] = raw[j]
+        m.gone_sum = m.gone_sum + tonumber(raw[j + 1])
+      end
     end
+    m.used = m.sum - m.gone_sum
   end
-  return used, head, kill, raw, stale
+  return m
 end
 
--- When a request refused by the minute fits again, ms: seconds leave the
--- minute oldest first, second s at (s + 60) * 1000. `raw` is what
--- minute_read read, `used` the minute's spend. A request above the cap
--- never fits: then when the minute has emptied.
-local function minute_free_at(raw, now_s, used, cap, requested)
+-- When a request refused by the minute `m` (minute_read's) fits again, ms:
+-- buckets leave the minute oldest first, second x at (x + 60) * 1000. Reads
+-- the buckets (one HGETALL: a refusal's cost only). A request above the
+-- cap never fits: then when the minute has emptied.
+local function minute_free_at(m, cap, requested)
+  local raw = redis.call('HGETALL', m.key)
   local seconds, amounts = {}, {}
   for j = 1, #raw, 2 do
-    local s = tonumber(raw[j])  -- nil for "t" and "k"
-    if s and s > now_s - 60 then
-      seconds[#seconds + 1] = s
-      amounts[s] = tonumber(raw[j + 1])
+    local x = tonumber(raw[j])  -- nil for "t", "s" and "k"
+    if x and x > m.now_s - 60 then
+      seconds[#seconds + 1] = x
+      amounts[x] = tonumber(raw[j + 1])
     end
   end
   table.sort(seconds)
-  local left = used
+  local left = m.used
   for j = 1, #seconds do
     left = left - amounts[seconds[j]]
     local room = cap - left
@@ -70,34 +77,7 @@ local function minute_free_at(raw, now_s, used, cap, requested)
       return (seconds[j] + 60) * 1000
     end
   end
-  return ((seconds[#seconds] or now_s) + 60) * 1000
-end
-
--- An amount in micro-units as the API writes it: a decimal string ("2.5").
-local function decimal(micros)
-  local units = math.floor(micros / 1000000)
-  local frac = micros - units * 1000000
-  if frac == 0 then return fmt(units) end
-  return (string.gsub(fmt(units) .. '.' .. string.format('%06d', frac), '0+$', ''))
-end
-
--- Trips the kill switch of the i-th of n scopes, whose minute (`key`)
--- reached its per-minute cap: the scope is refused until now +
--- KILL_SWITCH_MS ("k" in its minute hash, which lives at least that long),
--- and one EV_CAP_REACHED event names the minute (data: limit, spent, until
--- ms). Admission finds the switch before anything else of a minute, so a
--- trip is written once. Returns until when (ms).
-local function kill_trip(key, now, i, n, user, project, cap, used)
-  local until_ms = now + tonumber(KILL_SWITCH_MS)
-  redis.call('HSET', key, 'k', fmt(until_ms))
-  redis.call('PEXPIRE', key, fmt(math.max(tonumber(KILL_SWITCH_MS), 61000)))
-  local scope, id = scope_of(i, n, user, project)
-  local data = '{"limit":"' .. decimal(cap) .. '","spent":"' .. decimal(used)
-               .. '","until":' .. fmt(until_ms) .. '}'
-  redis.call('XADD', BASE .. K_EVENTS, '*', EF_TYPE, EV_CAP_REACHED,
-             EF_OCCURRED_AT, fmt(now), EF_USER_ID, user, EF_SCOPE, scope,
-             EF_SCOPE_ID, id, EF_WINDOW, WN_MINUTE, EF_DATA, data)
-  return until_ms
+  return ((seconds[#seconds] or m.now_s) + 60) * 1000
 end
 
 -- The per-minute rule of the i-th of n scopes, whose cap is `cap`: refused
@@ -105,68 +85,57 @@ end
 -- cap when nothing is requested; reaching the cap trips the kill switch,
 -- when there is one). Returns the refusal {R_REFUSED, i, W_MINUTE, cap,
 -- minute, 0, free_ms}, else nil, the room left in the minute, and the
--- minute as read ({key, head, kill, stale}: count_admitted_minutes writes
--- it).
+-- minute as read (count_admitted_minutes writes it).
 local function minute_admit(now_ms, i, n, user, project, cap, requested)
-  local key = minute_key(i, n, user, project)
   local now = tonumber(now_ms)
-  local now_s = math.floor(now / 1000)
-  local used, head, kill, raw, stale = minute_read(key, now_s)
-  if kill and kill > now then
-    return {R_REFUSED, i, W_MINUTE, cap, used, 0, kill}
+  local m = minute_read(minute_key(i, n, user, project), math.floor(now / 1000))
+  if m.kill and m.kill > now then
+    return {R_REFUSED, i, W_MINUTE, cap, m.used, 0, m.kill}
   end
-  local room = cap - used
+  local room = cap - m.used
   if room >= requested and (requested > 0 or room > 0) then
-    return nil, room, {key, head, kill, stale}
+    return nil, room, m
   end
   local free_ms
-  if used >= cap and KILL_SWITCH_MS ~= '0' then
-    free_ms = kill_trip(key, now, i, n, user, project, cap, used)
+  if m.used >= cap and KILL_SWITCH_MS ~= '0' then
+    free_ms = kill_trip(m.key, now, i, n, user, project, cap, m.used)
   else
-    free_ms = minute_free_at(raw, now_s, used, cap, requested)
+    free_ms = minute_free_at(m, cap, requested)
   end
-  return {R_REFUSED, i, W_MINUTE, cap, used, 0, free_ms}
+  return {R_REFUSED, i, W_MINUTE, cap, m.used, 0, free_ms}
 end
 
--- Counts `text` (an amount, micro-units) in a minute hash at now_ms (text),
--- the hash's head and kill time being `head` and `kill` as read (nil when
--- absent) and `stale` the fields of the buckets that have left the minute.
--- When the head moves on, those are dropped and the TTL renewed, so the
--- hash holds at most the last minute's seconds and dies a minute after its
--- last write (or when its kill switch ends, if later). A caller whose clock
--- is behind the head's counts in the oldest second still in the minute.
-local function minute_add(key, head, kill, stale, now_ms, text)
-  local now = tonumber(now_ms)
-  local now_s = math.floor(now / 1000)
+-- Counts `amount` (`text`: its text, micro-units) in the minute `m`, as
+-- minute_read read it at now_ms. In the head's second, one HSET of the
+-- bucket and the sum; when the head moves on, the buckets that left are
+-- dropped with it (all of them after a minute's gap) and the TTL renewed:
+-- a minute past this write, or when the kill switch ends if later. A
+-- caller whose clock is behind the head's counts in the oldest second
+-- still in the minute.
+local function minute_add(m, now_ms, amount, text)
+  local key, now_s, head = m.key, m.now_s, m.head
+  local sum = fmt(m.sum - m.gone_sum + amount)
   if head and now_s <= head then
-    redis.call('HINCRBY', key, fmt(math.max(now_s, head - 59)), text)
+    if now_s > head - 60 then
+      redis.call('HSET', key, 's', sum, fmt(now_s), fmt(m.current + amount))
+    else
+      redis.call('HINCRBY', key, fmt(head - 59), text)
+      redis.call('HSET', key, 's', sum)
+    end
     return
   end
-  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  redis.call('HSET', key, 't', fmt(now_s), fmt(now_s), text)
+  local now = tonumber(now_ms)
+  local kill = m.kill
+  if m.all then
+    redis.call('DEL', key)
+    if kill and kill > now then redis.call('HSET', key, 'k', fmt(kill)) end
+  elseif #m.gone > 0 then
+    redis.call('HDEL', key, unpack(m.gone))
+  end
+  redis.call('HSET', key, 't', fmt(now_s), 's', sum, fmt(now_s), text)
   local keep = 61000
   if kill and kill - now > keep then keep = kill - now end
   redis.call('PEXPIRE', key, fmt(keep))
-end
-
--- The fields of a minute hash whose buckets have left the minute at now_s,
--- for a writer that has read only its head (`head`; a fact): none while the
--- head has not moved on; after a short gap the seconds the head moved past
--- (the buckets that could have left: no HKEYS needed), after a longer one
--- those HKEYS finds.
-local function minute_stale(key, head, now_s)
-  local stale = {}
-  if not head or now_s <= head then return stale end
-  if now_s - head <= 4 then
-    for s = head - 59, math.min(head, now_s - 60) do stale[#stale + 1] = fmt(s) end
-    return stale
-  end
-  local fields = redis.call('HKEYS', key)
-  for j = 1, #fields do
-    local s = tonumber(fields[j])  -- nil for "t" and "k"
-    if s and s <= now_s - 60 then stale[#stale + 1] = fields[j] end
-  end
-  return stale
 end
 
 -- Counts an admitted amount (`text`: its text) in the minute of every scope
@@ -175,35 +144,35 @@ end
 local function count_admitted_minutes(minutes, now_ms, amount, text)
   if not minutes or amount <= 0 then return end
   for j = 1, #minutes do
-    local m = minutes[j]
-    minute_add(m[1], m[2], m[3], m[4], now_ms, text)
+    minute_add(minutes[j], now_ms, amount, text)
   end
 end
 
 -- Counts a fact's amount (`text`: its text) in the minute of every scope
--- with a per-minute cap, with VELOCITY: a fact is not admitted, so the
--- scopes' overrides are read here (one MGET), and each capped scope's head
--- (HMGET; minute_stale). Without VELOCITY it reads and writes nothing.
+-- with a per-minute cap, with VELOCITY: a fact is not admitted, so with
+-- MINUTE_OVERRIDES the scopes' overrides are read here (one MGET; without,
+-- the defaults decide), and each capped scope's minute (minute_read).
+-- Without VELOCITY it reads and writes nothing.
 local function count_minutes(now_ms, user, project, amount, text)
   if VELOCITY ~= '1' or amount <= 0 then return end
   local l = BASE .. K_LIMITS
-  local n, overrides = 2, nil
-  if project == '' then
+  local n, overrides = 2, {}
+  if project ~= '' then n = 3 end
+  if MINUTE_OVERRIDES ~= '1' then
+    -- (no override can exist: every scope has its default)
+  elseif n == 2 then
     overrides = redis.call('MGET', l .. S_USER .. user, l .. S_GLOBAL)
   else
-    n = 3
     overrides = redis.call('MGET', l .. S_USER .. user,
                            l .. S_PROJECT .. project, l .. S_GLOBAL)
   end
+  local now_s = math.floor(tonumber(now_ms) / 1000)
   for i = 1, n do
     local _, _, more = caps(overrides[i], '', '')
     local per_minute = more_caps(more, default_more_caps(i, n))
     if tonumber(per_minute) >= 0 then
-      local key = minute_key(i, n, user, project)
-      local h = redis.call('HMGET', key, 't', 'k')
-      local head = tonumber(h[1])
-      local stale = minute_stale(key, head, math.floor(tonumber(now_ms) / 1000))
-      minute_add(key, head, tonumber(h[2]), stale, now_ms, text)
+      local m = minute_read(minute_key(i, n, user, project), now_s)
+      minute_add(m, now_ms, amount, text)
     end
   end
 end

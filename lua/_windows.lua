@@ -71,10 +71,10 @@ local function usage_more(out, now_ms, i, n, user, project, more, week_spent)
     return
   end
   local now = tonumber(now_ms)
-  local used, head, kill = minute_read(minute_key(i, n, user, project),
-                                       math.floor(now / 1000))
+  local m = minute_read(minute_key(i, n, user, project), math.floor(now / 1000))
   out[#out + 1] = per_minute
-  out[#out + 1] = fmt(used)
-  if used > 0 then out[#out + 1] = (head + 60) * 1000 else out[#out + 1] = 0 end
-  if kill and kill > now then out[#out + 1] = kill else out[#out + 1] = 0 end
+  out[#out + 1] = fmt(m.used)
+  -- (what the minute holds has all left it a minute after its head)
+  if m.used > 0 then out[#out + 1] = (m.head + 60) * 1000 else out[#out + 1] = 0 end
+  if m.kill and m.kill > now then out[#out + 1] = m.kill else out[#out + 1] = 0 end
 end

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -303,11 +304,17 @@ async def test_an_override_written_before_still_reads(
 
 
 async def test_per_minute_caps_are_refused_where_they_are_off(
-    budget: BudgetManager, redis_client: aioredis.Redis
+    make_budget: MakeBudget, redis_client: aioredis.Redis
 ) -> None:
+    budget = make_budget()
     for window in ("per_minute", "weekly"):
         with pytest.raises(InvalidArgumentError, match=window.replace("_", "-")):
             await budget.set_limits("user", "ada", **{window: "1"})
+    # A per-minute default alone does not allow overrides: facts count by the
+    # defaults without reading any override.
+    defaults_only = make_budget(per_minute_user_limit="1")
+    with pytest.raises(InvalidArgumentError, match="per_minute_caps"):
+        await defaults_only.set_limits("user", "ada", per_minute="5", daily="1")
     assert await redis_client.exists(budget.keys.limits("user", "ada")) == 0
 
 
@@ -369,15 +376,25 @@ async def test_the_minute_holds_at_most_a_minute_of_seconds(
         if step % 7 == 0:
             await budget.check_availability("ada", None, "0.01")
         clock.advance(1)
-        assert await redis_client.hlen(key) <= 61  # 60 seconds and "t"
+        assert await redis_client.hlen(key) <= 62  # 60 seconds, "t" and "s"
     assert 0 < await redis_client.pttl(key) <= 61_000
     usage = (await budget.get_usage("ada"))["user"].minute
     assert usage is not None
     assert usage.spent == Decimal("0.59")  # seconds 241..299: 300 is now
-    # After a gap longer than the minute, every old second is dropped.
+    # After a gap longer than the minute, every old second is dropped; after
+    # a shorter one, those that left.
     clock.advance(3600)
     await budget.record_spend("ada", "0.01")
-    assert await redis_client.hlen(key) == 2
+    assert await redis_client.hlen(key) == 3
+    for gap in (1, 1, 30, 2, 45):
+        clock.advance(gap)
+        await budget.record_spend("ada", "0.01")
+    # (at +79 s, the buckets of +32, +34 and +79 are in the minute)
+    assert await redis_client.hlen(key) == 3 + 2
+    usage = (await budget.get_usage("ada"))["user"].minute
+    assert usage is not None
+    assert usage.spent == Decimal("0.03")
+    assert await redis_client.hget(key, "s") == b"30000"  # the sum kept exact
 
 
 def test_unconfigured_scripts_link_none_of_the_window_helpers() -> None:
@@ -394,3 +411,34 @@ def test_unconfigured_scripts_link_none_of_the_window_helpers() -> None:
     source = configured_source("check", weekly._store._constants)
     assert b"local function week_of(" in source
     assert b"local function minute_admit(" not in source
+
+
+async def test_the_minute_matches_a_model_of_its_seconds(
+    make_budget: MakeBudget, redis_client: aioredis.Redis, clock: FakeClock
+) -> None:
+    # Random charges at random gaps (sub-second to over a minute): after each,
+    # the minute the scripts report is the model's (every charge of the 60
+    # whole seconds up to now), and the hash's sum is its buckets' total.
+    rng = random.Random(22)
+    clock.set(START)
+    budget = make_budget(per_minute_user_limit="1000000")
+    key = budget.keys.minute("user", "ada")
+    charges: list[tuple[int, int]] = []  # (second, micro-units)
+    for _ in range(250):
+        clock.advance(rng.choice([0, 0.2, 0.7, 1, 1.5, 2, 5, 13, 59, 60, 61, 90]))
+        micros = rng.randint(1, 50_000)
+        amount = Decimal(micros) / 1_000_000
+        if rng.random() < 0.5:
+            await budget.record_spend("ada", amount)
+        else:
+            await budget.reserve("ada", amount)
+        now_s = to_ms(clock.now) // 1000
+        charges.append((now_s, micros))
+        model = sum(m for s, m in charges if s > now_s - 60)
+        usage = (await budget.get_usage("ada"))["user"].minute
+        assert usage is not None
+        assert usage.spent == Decimal(model) / 1_000_000
+        fields = await redis_client.hgetall(key)
+        buckets = [int(v) for f, v in fields.items() if f.isdigit()]
+        assert int(fields[b"s"]) == sum(buckets) == model
+        assert len(buckets) <= 60

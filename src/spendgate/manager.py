@@ -82,6 +82,7 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage):
             **dict(zip(DEFAULT_CAP_CONSTANTS, self._defaults, strict=True)),
             "WEEKLY": "1" if cfg.weekly_enabled else "0",
             "VELOCITY": "1" if cfg.per_minute_enabled else "0",
+            "MINUTE_OVERRIDES": "1" if cfg.per_minute_caps else "0",
             "KILL_SWITCH_MS": str(cfg.kill_switch_seconds * 1000),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),

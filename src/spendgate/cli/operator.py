@@ -8,8 +8,9 @@ exact strings.
 Caps on the command line, one spelling each: an amount sets a cap, the word
 ``none`` (any case) means no cap, an option left out leaves that cap
 unchanged, and ``limits clear`` drops the overrides (back to the defaults).
-``--weekly`` and ``--per-minute`` need those windows on in the deployment
-(``SPENDGATE_WEEKLY_CAPS`` / ``SPENDGATE_PER_MINUTE_CAPS``, or a default).
+``--weekly`` needs weekly counters on in the deployment
+(``SPENDGATE_WEEKLY_CAPS`` or a weekly default), ``--per-minute`` needs
+``SPENDGATE_PER_MINUTE_CAPS``.
 """
 
 from __future__ import annotations

@@ -130,8 +130,9 @@ class CapSettings(BaseModel):
     per_minute_user_limit: Decimal | None = None
     per_minute_project_limit: Decimal | None = None
     per_minute_global_limit: Decimal | None = None
-    #: allow per-entity per-minute caps with no per-minute default (facts
-    #: then read each scope's overrides); on by itself when a default is set
+    #: allow per-entity per-minute caps (set_limits per_minute=...): facts
+    #: then read each scope's overrides to know which minutes to count; off,
+    #: the per-minute defaults alone apply
     per_minute_caps: bool = False
     #: once a scope reaches its per-minute cap, refuse it for this long
     #: (seconds; 0 = no kill switch, only the sliding minute)

@@ -57,6 +57,7 @@ SCRIPT_CONSTANTS = (
     *DEFAULT_CAP_CONSTANTS,
     "WEEKLY",
     "VELOCITY",
+    "MINUTE_OVERRIDES",
     "KILL_SWITCH_MS",
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
@@ -93,8 +94,8 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
 #: ``_windows`` holds what the weekly and per-minute windows share,
-#: ``_week`` and ``_minute`` each window's own
-LIBRARIES = ("_lib", "_windows", "_week", "_minute")
+#: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's
+LIBRARIES = ("_lib", "_windows", "_week", "_minute", "_kill")
 
 
 @cache
@@ -128,11 +129,18 @@ def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
-    is, and ``_windows`` with either."""
+    is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
+    ``KILL_SWITCH_MS`` is ``"0"``."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
-    wanted = {"_lib", *(["_windows"] if week or minute else [])}
-    wanted |= {lib for lib, on in (("_week", week), ("_minute", minute)) if on}
-    return tuple(lib for lib in LIBRARIES if lib in wanted)
+    kill = minute and constants["KILL_SWITCH_MS"] != "0"
+    on = {
+        "_lib": True,
+        "_windows": week or minute,
+        "_week": week,
+        "_minute": minute,
+        "_kill": kill,
+    }
+    return tuple(lib for lib in LIBRARIES if on[lib])
 
 
 def _lua_local(name: str, value: int | str) -> bytes:

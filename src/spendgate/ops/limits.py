@@ -65,8 +65,8 @@ class LimitsAndUsage(Operations):
         :param monthly: the same, for the month
         :param weekly: the same, for the ISO week (needs weekly caps on:
             ``weekly_caps`` or a weekly default)
-        :param per_minute: the same, for the sliding minute (needs per-minute
-            caps on: ``per_minute_caps`` or a per-minute default)
+        :param per_minute: the same, for the sliding minute (needs
+            ``per_minute_caps``: facts then read the scopes' overrides)
         :raise InvalidArgumentError: a weekly or per-minute cap where the
             deployment does not count that window
         """
@@ -76,11 +76,10 @@ class LimitsAndUsage(Operations):
                 "weekly caps are off in this deployment: set weekly_caps=true "
                 "(SPENDGATE_WEEKLY_CAPS) or a weekly default, in every process"
             )
-        if per_minute is not UNSET and not self.config.per_minute_enabled:
+        if per_minute is not UNSET and not self.config.per_minute_caps:
             raise InvalidArgumentError(
-                "per-minute caps are off in this deployment: set "
-                "per_minute_caps=true (SPENDGATE_PER_MINUTE_CAPS) or a "
-                "per-minute default, in every process"
+                "per-entity per-minute caps are off in this deployment: set "
+                "per_minute_caps=true (SPENDGATE_PER_MINUTE_CAPS) in every process"
             )
         encoded = []
         for value in (daily, monthly, per_minute, weekly):
