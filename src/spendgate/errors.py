@@ -43,7 +43,7 @@ from enum import IntEnum
 from typing import Any, Literal, NamedTuple
 
 Scope = Literal["user", "project", "global"]
-Window = Literal["daily", "monthly", "balance"]
+Window = Literal["daily", "monthly", "balance", "weekly", "minute"]
 
 #: ``Retry-After`` of a refusal with no window to wait for: a balance can be
 #: topped up at any moment
@@ -59,14 +59,17 @@ class BudgetExceededError(SpendgateError):
 
     :param scope: ``"user"``, ``"project"`` or ``"global"``
     :param scope_id: the user or project id; ``None`` for the global scope
-    :param window: ``"daily"``, ``"monthly"`` or ``"balance"``
+    :param window: ``"daily"``, ``"weekly"``, ``"monthly"``, ``"minute"``
+        (the per-minute cap, or its kill switch) or ``"balance"``
     :param limit: the cap of that window; for ``"balance"``, the balance above
         ``min_balance`` (what could be spent at all)
     :param spent: spent in the window (for ``"balance"``: 0, the balance
         already reflects spending)
     :param requested: the amount asked for
     :param held: the amount held by open leases in that scope
-    :param resets_at: when the window rolls over (UTC); ``None`` for balances
+    :param resets_at: when the window rolls over (UTC); for ``"minute"``,
+        when enough of the minute's spend has left it for this request to
+        fit (or when the kill switch ends); ``None`` for balances
     """
 
     def __init__(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from spendgate.config import BudgetConfig
 from spendgate.core.keys import Keys
@@ -60,6 +61,10 @@ class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
         self.config = cfg = config if config is not None else BudgetConfig()
         self._clock = clock
         self._windows = None
+        # (None: UTC, the windows' fast path)
+        self._zone = (
+            None if cfg.window_timezone == "UTC" else ZoneInfo(cfg.window_timezone)
+        )
         self._pricing: Pricing | None = None
         self._books = {}
         self._active = None
@@ -79,6 +84,10 @@ class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
             "MIN_BALANCE": str(signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
             **dict(zip(DEFAULT_CAP_CONSTANTS, self._defaults, strict=True)),
+            "WEEKLY": "1" if cfg.weekly_enabled else "0",
+            "VELOCITY": "1" if cfg.per_minute_enabled else "0",
+            "MINUTE_OVERRIDES": "1" if cfg.per_minute_caps else "0",
+            "KILL_SWITCH_MS": str(cfg.kill_switch_seconds * 1000),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
         }

@@ -15,6 +15,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -23,7 +24,7 @@ from spendgate.errors import InvalidAmountError
 
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-#: the six default caps, in the one order used everywhere (the scripts'
+#: the default caps, in the one order used everywhere (the scripts'
 #: constants, the manager's defaults): (scope, window, field)
 DEFAULT_CAPS = (
     ("user", "daily", "daily_user_limit"),
@@ -32,6 +33,12 @@ DEFAULT_CAPS = (
     ("project", "monthly", "monthly_project_limit"),
     ("global", "daily", "daily_global_limit"),
     ("global", "monthly", "monthly_global_limit"),
+    ("user", "weekly", "weekly_user_limit"),
+    ("project", "weekly", "weekly_project_limit"),
+    ("global", "weekly", "weekly_global_limit"),
+    ("user", "per_minute", "per_minute_user_limit"),
+    ("project", "per_minute", "per_minute_project_limit"),
+    ("global", "per_minute", "per_minute_global_limit"),
 )
 #: the fields of the default caps
 LIMIT_FIELDS = tuple(field for _, _, field in DEFAULT_CAPS)
@@ -110,6 +117,31 @@ class CapSettings(BaseModel):
     enforce_balance: bool = False
     #: the balance a user may not go below at admission (negative: a credit line)
     min_balance: Decimal = Decimal(0)
+    #: the time zone (IANA name) whose midnight starts the daily, weekly and
+    #: monthly windows, for the whole deployment
+    window_timezone: str = "UTC"
+    # Weekly caps (ISO weeks, from Monday 00:00 in window_timezone). Weekly
+    # counters are kept only when a weekly default is set or weekly_caps is
+    # on: otherwise no script reads or writes one.
+    weekly_user_limit: Decimal | None = None
+    weekly_project_limit: Decimal | None = None
+    weekly_global_limit: Decimal | None = None
+    #: keep weekly counters (and allow per-entity weekly caps) with no
+    #: weekly default; on by itself when a weekly default is set
+    weekly_caps: bool = False
+    # Per-minute caps: a sliding minute of spend per scope. Counted only where
+    # a per-minute cap applies, and only when a per-minute default is set or
+    # per_minute_caps is on: otherwise no script reads or writes a minute.
+    per_minute_user_limit: Decimal | None = None
+    per_minute_project_limit: Decimal | None = None
+    per_minute_global_limit: Decimal | None = None
+    #: allow per-entity per-minute caps (set_limits per_minute=...): facts
+    #: then read each scope's overrides to know which minutes to count; off,
+    #: the per-minute defaults alone apply
+    per_minute_caps: bool = False
+    #: once a scope reaches its per-minute cap, refuse it for this long
+    #: (seconds; 0 = no kill switch, only the sliding minute)
+    kill_switch_seconds: int = Field(default=0, ge=0, le=7 * 86400)
 
     @field_validator(*LIMIT_FIELDS, mode="before")
     @classmethod
@@ -138,9 +170,40 @@ class CapSettings(BaseModel):
             return -amount if negative else amount
         raise ValueError(f"min_balance must be a number, not {type(value).__name__}")
 
+    @field_validator("window_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: an IANA name such as "
+                "'America/New_York' (install tzdata where the system has no "
+                "time zone database)"
+            ) from None
+        return value
+
     def default_caps(self) -> tuple[Decimal | None, ...]:
-        """The six default caps, in the order of :data:`DEFAULT_CAPS`."""
+        """The default caps, in the order of :data:`DEFAULT_CAPS`."""
         return tuple(getattr(self, field) for _, _, field in DEFAULT_CAPS)
+
+    @property
+    def weekly_enabled(self) -> bool:
+        """Weekly counters are kept: ``weekly_caps``, or a weekly default."""
+        return self.weekly_caps or self._any_default("weekly")
+
+    @property
+    def per_minute_enabled(self) -> bool:
+        """Spend is counted per minute where a per-minute cap applies:
+        ``per_minute_caps``, or a per-minute default."""
+        return self.per_minute_caps or self._any_default("per_minute")
+
+    def _any_default(self, window: str) -> bool:
+        return any(
+            getattr(self, field) is not None
+            for _, kind, field in DEFAULT_CAPS
+            if kind == window
+        )
 
 
 class GuardSettings(BaseModel):

@@ -10,11 +10,19 @@ The scripts build the keys they touch from the same parts: they receive
 ``BASE`` and every ``K_*`` and ``S_*`` constant of :func:`lua_constants` when
 they are loaded. The layout, below ``BASE``::
 
-    d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
-    m:<yyyymm>:<s>:<id>    string: spent in that UTC month
+    d:<yyyymmdd>:<s>:<id>  string: spent in that day (of the window time zone)
+    m:<yyyymm>:<s>:<id>    string: spent in that month
+    w:<yyyymmdd>:<s>:<id>  string: spent in the ISO week starting that Monday
+                           (kept only when weekly caps are on)
+    v:<s>:<id>             hash: the sliding minute of a scope with a
+                           per-minute cap: spend per second (field: the
+                           second since the epoch), ``t`` the latest second
+                           written, ``k`` until when its kill switch refuses
+                           (ms); gone a minute after its last write
     r:<s>:<id>             string: held by pending holds (absent at zero)
-    l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
-                           part empty for the configured default
+    l:<s>:<id>             string: cap overrides,
+                           "<daily>|<monthly>[|<per_minute>[|<weekly>]]",
+                           a part empty for the configured default
     b:u:<id>               string: a user's balance (absent: none is kept)
     h:<lease>              hash: one hold (``st``: a HoldState)
     holds                  zset: pending lease ids scored by expiry (ms)
@@ -63,6 +71,8 @@ SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
 KEY_PARTS = {
     "DAY": "d:",
     "MONTH": "m:",
+    "WEEK": "w:",
+    "MINUTE": "v:",
     "HELD": "r:",
     "LIMITS": "l:",
     "BALANCE": "b:u:",
@@ -87,11 +97,13 @@ KEY_PARTS = {
 
 def lua_constants() -> dict[str, str]:
     """The key layout as Lua constants: ``K_<part>`` for each of
-    :data:`KEY_PARTS`, and ``S_USER``, ``S_PROJECT``, ``S_GLOBAL``: a scope's
-    letter and its separator (``"u:"``)."""
+    :data:`KEY_PARTS`, ``S_USER``, ``S_PROJECT``, ``S_GLOBAL``: a scope's
+    letter and its separator (``"u:"``), and ``SN_USER``... : a scope's name
+    (as events name it)."""
     constants = {f"K_{name}": part for name, part in KEY_PARTS.items()}
     for scope, letter in SCOPE_LETTERS.items():
         constants[f"S_{scope.upper()}"] = letter + ":"
+        constants[f"SN_{scope.upper()}"] = scope
     return constants
 
 
@@ -138,7 +150,8 @@ class Keys:
 
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id
-        ``""``): ``"<daily>|<monthly>"``, either part empty for the default."""
+        ``""``): ``"<daily>|<monthly>[|<per_minute>[|<weekly>]]"``, a part
+        empty for the default."""
         return f"{self.base}{_K['LIMITS']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def balance(self, user_id: str) -> str:
@@ -199,6 +212,14 @@ class Keys:
 
     def month(self, month: str, scope: str, scope_id: str) -> str:
         return f"{self.base}{_K['MONTH']}{month}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def week(self, monday: str, scope: str, scope_id: str) -> str:
+        """Spent in the ISO week starting ``monday`` (``yyyymmdd``)."""
+        return f"{self.base}{_K['WEEK']}{monday}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def minute(self, scope: str, scope_id: str) -> str:
+        """The sliding minute of one scope with a per-minute cap."""
+        return f"{self.base}{_K['MINUTE']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""

@@ -41,7 +41,8 @@ PROTOCOL_CONSTANTS: dict[str, int | str] = {
 }
 
 #: the default caps among the script constants, in the order of
-#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...)
+#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...,
+#: "USER_WEEKLY", ..., "USER_PER_MINUTE", ...)
 DEFAULT_CAP_CONSTANTS = tuple(
     f"{scope}_{window}".upper() for scope, window, _ in DEFAULT_CAPS
 )
@@ -54,6 +55,10 @@ SCRIPT_CONSTANTS = (
     "MIN_BALANCE",
     "PURGE_MAX",
     *DEFAULT_CAP_CONSTANTS,
+    "WEEKLY",
+    "VELOCITY",
+    "MINUTE_OVERRIDES",
+    "KILL_SWITCH_MS",
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
 )
@@ -83,25 +88,52 @@ RELOAD_ATTEMPTS = 3
 #: a Lua comment, to the end of its line
 _COMMENT = re.compile(rb"--[^\n]*")
 
-#: where each helper of lua/_lib.lua starts
+#: where each helper of a library starts
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
 
+#: the helper libraries of ``lua/``, in the order their helpers are listed:
+#: ``_windows`` holds what the weekly and per-minute windows share,
+#: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's
+LIBRARIES = ("_lib", "_windows", "_week", "_minute", "_kill")
+
+
 @cache
-def script_source(name: str) -> bytes:
-    """The full source of one operation's script: the helpers of
-    ``lua/_lib.lua`` it uses (directly or through another helper), in the
-    library's order, then ``lua/<name>.lua``, the constants still named
+def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
+    """The full source of one operation's script: the helpers of the
+    ``libraries`` it uses (directly or through another helper), each after
+    the helpers it calls, then ``lua/<name>.lua``, the constants still named
     (:func:`configured_source` writes their values in).
 
     Redis runs the whole source on every call, so each helper left in costs
-    every call the making of its closure; only the used ones are linked in.
+    every call the making of its closure; only the used ones are linked in,
+    and only from the libraries a configuration needs
+    (:func:`linked_libraries`): the scripts call the windows' helpers only
+    behind ``WEEKLY``/``VELOCITY`` checks.
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    return _link((folder / "_lib.lua").read_bytes(), body) + b"\n" + body
+    library = b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries)
+    return _link(library, body) + b"\n" + body
+
+
+def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
+    """The libraries a configuration's scripts are linked from: ``_lib``;
+    ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
+    is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
+    ``KILL_SWITCH_MS`` is ``"0"``."""
+    week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
+    kill = minute and constants["KILL_SWITCH_MS"] != "0"
+    on = {
+        "_lib": True,
+        "_windows": week or minute,
+        "_week": week,
+        "_minute": minute,
+        "_kill": kill,
+    }
+    return tuple(lib for lib in LIBRARIES if on[lib])
 
 
 def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
@@ -127,7 +159,7 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
         **{name.encode(): _lua_literal(v) for name, v in PROTOCOL_CONSTANTS.items()},
         **{name.encode(): _lua_literal(constants[name]) for name in SCRIPT_CONSTANTS},
     }
-    code = _COMMENT.sub(b"", script_source(name))
+    code = _COMMENT.sub(b"", script_source(name, linked_libraries(constants)))
     code = _CONSTANT_NAME.sub(lambda m: values.get(m.group(), m.group()), code)
     joined = _ADJACENT_LITERALS.sub(rb"'\1\2'", code)
     while joined != code:  # 'a' .. 'b' .. 'c': one pair per pass
@@ -155,21 +187,48 @@ def _lua_string(value: str) -> bytes:
 
 
 def _link(library: bytes, body: bytes) -> bytes:
+    """The helpers of ``library`` that ``body`` calls, directly or through
+    another helper: each after the ones it calls (a Lua local function sees
+    only the locals defined before it), otherwise in the library's order."""
     starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
     helpers = {}
     for start, end in itertools.pairwise(starts):
         match = _HELPER.match(library, start)
         assert match is not None
         helpers[match.group(1)] = library[start:end]
+    calls = {
+        helper: [
+            other
+            for other in helpers
+            if other != helper and re.search(rb"\b" + other + rb"\(", code)
+        ]
+        for helper, code in (
+            (helper, _COMMENT.sub(b"", text)) for helper, text in helpers.items()
+        )
+    }
+    code = _COMMENT.sub(b"", body)
+    pending = [h for h in helpers if re.search(rb"\b" + h + rb"\(", code)]
     used: set[bytes] = set()
-    pending = [body]
     while pending:
-        source = pending.pop()
-        for helper, text in helpers.items():
-            if helper not in used and re.search(rb"\b" + helper + rb"\(", source):
-                used.add(helper)
-                pending.append(text)
-    return b"".join(text for helper, text in helpers.items() if helper in used)
+        helper = pending.pop()
+        if helper not in used:
+            used.add(helper)
+            pending.extend(calls[helper])
+    # Kahn's order: the first helper in the library whose callees are all
+    # placed (a call cycle, which Lua locals cannot have, keeps its order).
+    ordered: list[bytes] = []
+    while len(ordered) < len(used):
+        ready = [
+            h
+            for h in helpers
+            if h in used
+            and h not in ordered
+            and all(c in ordered or c not in used for c in calls[h])
+        ]
+        ordered.append(
+            ready[0] if ready else next(h for h in helpers if h in used - set(ordered))
+        )
+    return b"".join(helpers[helper] for helper in ordered)
 
 
 class Scripts:
