@@ -442,3 +442,19 @@ async def test_the_minute_matches_a_model_of_its_seconds(
         buckets = [int(v) for f, v in fields.items() if f.isdigit()]
         assert int(fields[b"s"]) == sum(buckets) == model
         assert len(buckets) <= 60
+
+
+async def test_an_extend_counts_in_the_minute_and_is_refused_with_its_free_time(
+    make_budget: MakeBudget, clock: FakeClock
+) -> None:
+    clock.set(START)
+    budget = make_budget(per_minute_user_limit="10")
+    lease = await budget.reserve("ada", "4")
+    await budget.extend(lease, "5")  # 9 of the minute's 10 taken
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.extend(lease, "2")
+    assert refused.value.window == "minute"
+    assert refused.value.scope == "user"
+    # the minute frees up as the reserve's second leaves it, a minute on
+    assert refused.value.resets_at == START + timedelta(minutes=1)
+    assert lease.amount == Decimal(9)
