@@ -9,6 +9,7 @@
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear, credits add
     cli/ledger.py     migrate, flush, report, reconcile
+    cli/events.py     events run|tail
     cli/demo.py       demo
 
 Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from spendgate.cli import logs
 from spendgate.cli.demo import add_demo
+from spendgate.cli.events import add_events
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_credits, add_limits, add_usage
 from spendgate.cli.pricing import add_pricing
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_limits,
         add_credits,
         add_pricing,
+        add_events,
     ):
         add(sub)
     return parser
