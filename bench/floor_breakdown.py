@@ -62,7 +62,9 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
         # answers what record.lua answers, without touching any key.
         scripts = stub._store.ensure_open()
         source = scripts.lua_record.script
-        prelude = source.split(b"-- record:")[0]
+        # (record.lua's own code starts where its idempotency key is read)
+        prelude, found, _ = source.rpartition(b"\nlocal ikey = KEYS[1]")
+        assert found, "record.lua's body moved: update the stub's split"
         scripts.lua_record.sha = await stub.redis.script_load(prelude + TRIVIAL_RECORD)
 
         empty = await stub.redis.script_load(b"return 1")

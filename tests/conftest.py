@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import pytest
@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis import Redis as SyncRedis
 
+from redis_cluster import LocalCluster, redis_cli_binary
 from redis_server import RedisServer, redis_server_binary
 from spendgate import BudgetConfig, BudgetManager
 
@@ -108,9 +109,23 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def redis_client(backend: str) -> AsyncIterator[aioredis.Redis]:
-    """A client of the parametrized backend; keys are cleaned by ``key_prefix``."""
-    if backend == "redis":
+async def redis_client(
+    backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[aioredis.Redis]:
+    """A client of the parametrized backend; keys are cleaned by ``key_prefix``.
+
+    The ``cluster`` backend (tests/test_cluster_core.py) is redis-py's
+    ``RedisCluster`` on the session's test cluster, through a master that
+    does not own spendgate's slot."""
+    if backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        client = cast(
+            aioredis.Redis,
+            aioredis.RedisCluster.from_url(
+                cluster.url(cluster.not_owning()), socket_timeout=5
+            ),
+        )
+    elif backend == "redis":
         reason = real_redis_available()
         if reason:
             service_missing("Redis", reason)
@@ -130,13 +145,10 @@ async def redis_client(backend: str) -> AsyncIterator[aioredis.Redis]:
 async def key_prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
     prefix = f"t{uuid.uuid4().hex[:12]}"
     yield prefix
-    cursor = 0
-    while True:
-        cursor, keys = await redis_client.scan(cursor, match=f"{prefix}:*", count=1000)
-        if keys:
-            await redis_client.delete(*keys)
-        if cursor == 0:
-            break
+    # (scan_iter: on a cluster, every master's keys)
+    keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await redis_client.delete(*keys[start : start + 1000])
 
 
 MakeBudget = Callable[..., BudgetManager]
@@ -144,11 +156,26 @@ MakeBudget = Callable[..., BudgetManager]
 
 @pytest.fixture
 async def make_budget(
-    redis_client: aioredis.Redis, key_prefix: str, clock: FakeClock
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    clock: FakeClock,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[MakeBudget]:
     """``make_budget(**settings)``: a BudgetManager on the test's backend, prefix
-    and clock. Limits default to none at all, so each test states its own."""
+    and clock. Limits default to none at all, so each test states its own.
+
+    On the ``cluster`` backend the manager connects itself
+    (``redis_cluster=True``) through a master that does not own its keys."""
     made: list[BudgetManager] = []
+    cluster_settings: dict[str, Any] = {}
+    if backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster_settings = {
+            "redis_url": cluster.url(cluster.not_owning()),
+            "redis_cluster": True,
+            "spool_path": request.getfixturevalue("tmp_path") / "spool",
+        }
 
     def make(*, use_clock: bool = True, **settings: Any) -> BudgetManager:
         base: dict[str, Any] = {
@@ -156,10 +183,13 @@ async def make_budget(
             "daily_user_limit": None,
             "daily_project_limit": None,
             "daily_global_limit": None,
+            **cluster_settings,
         }
         base.update(settings)
         budget = BudgetManager(
-            BudgetConfig(**base), clock=clock if use_clock else None, redis=redis_client
+            BudgetConfig(**base),
+            clock=clock if use_clock else None,
+            redis=None if cluster_settings else redis_client,
         )
         made.append(budget)
         return budget
@@ -173,6 +203,44 @@ async def make_budget(
 async def budget(make_budget: MakeBudget) -> BudgetManager:
     """A budget with no caps at all; tests set what they need."""
     return make_budget()
+
+
+def _start_cluster(directory: Path, replicas: int = 0) -> LocalCluster:
+    if redis_server_binary() is None or redis_cli_binary() is None:
+        service_missing("Redis Cluster", "redis-server or redis-cli is not installed")
+    cluster = LocalCluster(directory, replicas=replicas)
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        pytest.fail(f"the test cluster did not start: {exc}", pytrace=False)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-master Redis Cluster of the session's own (started once, torn down
+    at the end): for tests that do not change its topology."""
+    cluster = _start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A 3-master Redis Cluster of the test's own: for tests that kill a
+    master or move slots."""
+    cluster = _start_cluster(tmp_path / "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """3 masters with a replica each, of the test's own: for failovers."""
+    cluster = _start_cluster(tmp_path / "cluster", replicas=1)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis import Redis as SyncRedis
@@ -34,15 +35,17 @@ class RedisServer:
     """One private redis-server process.
 
     :param directory: where its AOF (and log) live
+    :param extra_args: more ``redis-server`` options (a cluster node's)
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_args: Sequence[str] = ()) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +75,7 @@ class RedisServer:
                 str(self.directory / "redis.log"),
                 "--daemonize",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -38,6 +38,12 @@ pytest_plugins = ("pg_fixtures",)
 
 #: columns the database fills itself
 DATABASE_COLUMNS = {"inserted_at"}
+#: kinds and fields of the protocol that no script of this tree writes yet:
+#: grants, expiries and refunds (the grants work), teams (the teams work).
+#: ``credit`` stays a kind once ``add_credits`` writes ``grant``: older rows
+#: have it. Whatever is written must be known; only these may be unwritten.
+NOT_WRITTEN_YET_KINDS = {"credit", "grant", "expire", "refund"}
+NOT_WRITTEN_YET_FIELDS = {"link_id", "grant_id", "team_id"}
 #: words that open a table constraint, not a column, in CREATE TABLE
 _TABLE_CONSTRAINTS = {"PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT", "FOREIGN", "EXCLUDE"}
 
@@ -93,7 +99,7 @@ def test_the_lua_side_is_found() -> None:
     calls = ledger_appends()
     # The fact operations and deduct each append one entry: this test reads
     # something.
-    assert set(calls) == {"record", "settle", "credit", "deduct"}
+    assert set(calls) >= {"record", "settle", "credit", "deduct"}
     assert all(len(c) == 1 for c in calls.values())
 
 
@@ -123,7 +129,10 @@ def test_every_protocol_field_is_written_by_some_script() -> None:
         for pairs in calls
         for name, _ in pairs
     }
-    assert written == {field.name for field in LEDGER_FIELDS}
+    every = {field.name for field in LEDGER_FIELDS}
+    assert written <= every
+    unwritten = {f.column for f in LEDGER_FIELDS if f.name not in written}
+    assert unwritten <= NOT_WRITTEN_YET_FIELDS
 
 
 def test_every_kind_a_script_writes_is_known_and_each_is_written() -> None:
@@ -135,7 +144,8 @@ def test_every_kind_a_script_writes_is_known_and_each_is_written() -> None:
             assert re.fullmatch(r"KIND_[A-Z_]+", value), f"{script}.lua: {value}"
             assert value in constants, f"{script}.lua writes unknown kind {value}"
             kinds.add(str(constants[value]))
-    assert kinds == {str(kind) for kind in LedgerKind}
+    assert kinds <= {str(kind) for kind in LedgerKind}
+    assert {str(kind) for kind in LedgerKind} - kinds <= NOT_WRITTEN_YET_KINDS
     assert set(SPEND_KINDS) <= set(LedgerKind)
 
 
@@ -156,7 +166,7 @@ def migration_columns() -> list[str]:
     columns = [w for w in words if w not in _TABLE_CONSTRAINTS]
     for later in shipped[1:]:
         columns += re.findall(
-            r"ALTER TABLE\s+spendgate_ledger\s+ADD COLUMN(?: IF NOT EXISTS)?\s+(\w+)",
+            r'ALTER TABLE\s+spendgate_ledger\s+ADD COLUMN(?: IF NOT EXISTS)?\s+"?(\w+)',
             later.sql,
             re.I,
         )
@@ -250,7 +260,8 @@ def test_the_sql_names_every_field_and_column() -> None:
         assert re.search(rf"\b{field.name}\b", sql.INSERT.split("SELECT", 1)[1])
     for statement in (sql.INSERT, sql.INSERT_ONE):
         listed = re.search(r"spendgate_ledger \(([^)]*)\)", statement)
-        assert listed and listed.group(1).split(", ") == list(ROW_COLUMNS)
+        assert listed
+        assert [c.strip('"') for c in listed.group(1).split(", ")] == list(ROW_COLUMNS)
     assert sql.INSERT_ONE.count("$") == len(ROW_COLUMNS)
 
 
@@ -276,4 +287,5 @@ async def test_each_fact_writes_protocol_fields_only(
         assert required <= set(fields)
         kinds.add(fields[kind].decode())
         entries.raw_row(fields)  # the flusher takes it as it is
-    assert kinds == {str(k) for k in LedgerKind}
+    # a spend, a settle, and a credit (kind grant once grants are in)
+    assert len(kinds) == 3 and kinds <= {str(k) for k in LedgerKind}

@@ -126,6 +126,16 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_SETTLED: [6],
     },
+    "extend": {
+        Reply.OK: [0, b"2000000|2000000000000", b"u", b""],
+        Reply.REFUSED: [1, 1, 1, 5, 5, 0, b"u", b""],
+        Reply.REPLAYED: [2, b"2000000|2000000000000", b"u", b"p"],
+        Reply.CONFLICT: [3],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_RELEASED: [5],
+        Reply.LEASE_SETTLED: [6],
+        Reply.LEASE_EXPIRED: [9],
+    },
     "record": {
         Reply.OK: [0, b"entry|1700000000000"],
         Reply.REPLAYED: [2, b"first|1700000000000"],
@@ -143,6 +153,11 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
     },
+    "adjust": {
+        Reply.OK: [0, b"entry|1700000000000|-1000000|0"],
+        Reply.REPLAYED: [2, b"first|1700000000000|-1000000|0"],
+        Reply.CONFLICT: [3],
+    },
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
 }
@@ -155,9 +170,11 @@ _CALLS = {
     "reserve_up_to": lambda b: b.reserve_up_to("u", "1", idempotency_key="k"),
     "settle": lambda b: b.settle(_LEASE, "1"),
     "release": lambda b: b.release(_LEASE),
+    "extend": lambda b: b.extend(_LEASE.id, "1", idempotency_key="k"),
     "record": lambda b: b.record_spend("u", "1", idempotency_key="k"),
     "credit": lambda b: b.add_credits("u", "5", idempotency_key="k"),
     "deduct": lambda b: b.deduct("u", "1", idempotency_key="k"),
+    "adjust": lambda b: b.adjust_usage("user", "u", "-1", idempotency_key="k"),
     "pricing_publish": lambda b: b.publish_pricing(_BOOK),
     "pricing_activate": lambda b: b.activate_pricing(1),
 }

@@ -17,26 +17,28 @@ from spendgate.core.keys import Keys
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
-from spendgate.core.store import ClientState, Store
+from spendgate.core.store import ClientState, make_store
 from spendgate.durability.replay import Replayer
+from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.events import Events
 from spendgate.ops.leases import LeaseContext
-from spendgate.ops.limits import UNSET, LimitsAndUsage
+from spendgate.ops.limits import UNSET
 from spendgate.ops.sync import SyncCalls
+from spendgate.ops.transactions import Transactions
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from spendgate.durability.breaker import CircuitBreaker
+    from spendgate.durability.breaker import CircuitBreaker, NodeBreakers
     from spendgate.durability.spool import Spool
     from spendgate.pricing import Pricing
 
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, LimitsAndUsage, Events):
+class BudgetManager(SyncCalls, Deductions, Corrections, Transactions, Events):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     Events: ``budget.events.on(type, handler)`` is all it takes; the manager
@@ -48,7 +50,8 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage, Events):
         and month a charge falls in and when holds expire. Defaults to the
         system clock (``time.time_ns``). Injected by tests.
     :param redis: an existing ``redis.asyncio.Redis`` to use instead of
-        connecting from ``config`` (it is not closed by :meth:`aclose`)
+        connecting from ``config`` (it is not closed by :meth:`aclose`; used
+        as it is, ``redis_cluster`` or not)
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage, Events):
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
         }
-        self._store = store = Store(cfg, constants, redis)
+        self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)
         store.keep_fact = replayer.keep
@@ -146,7 +149,9 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage, Events):
 
     @property
     def redis(self) -> Redis:
-        """The Redis client (opening the manager if needed)."""
+        """The Redis client (opening the manager if needed); with
+        ``redis_cluster``, redis-py's ``RedisCluster`` (each key's command to
+        its node, SCAN of every master)."""
         self._store.ensure_open()
         assert self._store.client is not None
         return self._store.client
@@ -163,9 +168,10 @@ class BudgetManager(SyncCalls, Deductions, LimitsAndUsage, Events):
         return self._replayer.spool
 
     @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker in front of the store (``.state``)."""
-        return self._store.breaker
+    def breaker(self) -> CircuitBreaker | NodeBreakers:
+        """The circuit breaker in front of the store (``.state``); on a
+        cluster, one per master (``.state``: the worst of them)."""
+        return self._store.breakers
 
     @property
     def pricing(self) -> Pricing:

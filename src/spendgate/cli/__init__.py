@@ -9,6 +9,7 @@
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear, credits add
     cli/ledger.py     migrate, flush, report, reconcile
+    cli/corrections.py adjust, transactions
     cli/events.py     events run|tail
     cli/demo.py       demo
 
@@ -24,6 +25,7 @@ import argparse
 from collections.abc import Sequence
 
 from spendgate.cli import logs
+from spendgate.cli.corrections import add_adjust, add_transactions
 from spendgate.cli.demo import add_demo
 from spendgate.cli.events import add_events
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_usage,
         add_limits,
         add_credits,
+        add_adjust,
+        add_transactions,
         add_pricing,
         add_events,
     ):

@@ -53,6 +53,11 @@ def add_demo(sub: SubParsers) -> None:
         help="run on this Redis instead, under a key prefix of its own that is "
         "deleted afterwards",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="--redis-url is a node of a Redis Cluster",
+    )
     # The embedded store's "not for production" warning is the demo's point.
     parser.set_defaults(handler=run_demo, log_level_default="error")
 
@@ -62,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return fail(_EMBEDDED_HINT, ExitCode.FAILURE)
 
     async def body() -> int:
-        await walkthrough(demo_config(args.redis_url))
+        await walkthrough(demo_config(args.redis_url, cluster=args.redis_cluster))
         return ExitCode.OK
 
     return run(body)
@@ -92,11 +97,13 @@ class _DemoConfig(BudgetConfig):
         return (init_settings,)
 
 
-def demo_config(redis_url: str | None = None) -> BudgetConfig:
+def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> BudgetConfig:
     """The demo's settings: a user cap of 1.00 a day, a fresh key prefix, and
-    ``redis_url`` (``None``: the embedded store), whatever the environment."""
+    ``redis_url`` (``None``: the embedded store; ``cluster``: a node of a
+    Redis Cluster), whatever the environment."""
     return _DemoConfig(
         redis_url=redis_url,
+        redis_cluster=cluster,
         key_prefix=f"spendgate-demo-{uuid.uuid4().hex[:8]}",
         daily_user_limit=Decimal("1.00"),
         daily_project_limit=Decimal("50"),

@@ -150,14 +150,17 @@ def run_events(args: argparse.Namespace) -> int:
 
 def run_tail(args: argparse.Namespace) -> int:
     async def body() -> int:
-        from redis.asyncio import Redis
+        from spendgate.core.connection import client_for
 
         if args.count < 0:
             raise UsageError("--count must be 0 or more")
         config = settings(needs_redis=True)
         assert config.redis_url is not None
-        redis = Redis.from_url(
-            config.redis_url, socket_timeout=15, socket_connect_timeout=5
+        redis = client_for(
+            config.redis_url,
+            cluster=config.redis_cluster,
+            socket_timeout=15,
+            socket_connect_timeout=5,
         )
         try:
             if args.dead:

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from spendgate.cli.printer import dash, print_json, print_table
+from spendgate.cli.printer import dash, print_json, print_table, printable
 from spendgate.cli.runner import UsageError, run, settings
 from spendgate.errors import ExitCode
 
@@ -36,6 +36,7 @@ REPORT_KINDS = {
     "top-users": "the users who spent the most (--limit, default 10)",
     "daily": "spend per UTC day",
     "stats": "count, total, distinct users, mean and percentiles of cost per call",
+    "credits": "credits granted, expired and spent per user, most granted first",
 }
 
 
@@ -87,8 +88,8 @@ def add_report(sub: SubParsers) -> None:
     parser = sub.add_parser(
         "report",
         help="spend analytics from the Postgres ledger",
-        description="Spend (kinds spend and settle) over a time window, from "
-        "spendgate_ledger. Kinds: "
+        description="Net spend (charges less their refunds, plus adjustments) "
+        "over a time window, from spendgate_ledger. Kinds: "
         + "; ".join(f"{k}: {v}" for k, v in REPORT_KINDS.items()),
     )
     parser.add_argument("kind", choices=list(REPORT_KINDS), help="what to report")
@@ -286,6 +287,8 @@ async def _report(analytics: Any, args: argparse.Namespace) -> Any:
     if args.kind == "daily":
         rows = await analytics.daily_spend(*window)
         return rows[-args.limit :] if args.limit else rows
+    if args.kind == "credits":
+        return await analytics.credits_by_user(*window, limit=args.limit)
     if args.kind == "top-users":
         return await analytics.top_users(*window, limit=args.limit or 10)
     group = {"users": "user", "projects": "project", "models": "model"}[args.kind]
@@ -311,6 +314,14 @@ def _print_report(kind: str, result: Any) -> None:
             ["output tokens", stats.output_tokens],
         ]
         print_table(["measure", "value"], rows)
+    elif kind == "credits":
+        print_table(
+            ["user", "granted", "expired", "spent", "net"],
+            [
+                [printable(f.user_id), f.granted, f.expired, f.spent, f.net]
+                for f in result
+            ],
+        )
     elif kind == "daily":
         print_table(
             ["day", "calls", "users", "total"],

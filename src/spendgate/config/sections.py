@@ -71,6 +71,11 @@ class StoreSettings(BaseModel):
     #: send calls made concurrently together, in one round trip (each is
     #: still its own atomic script); a lone call is sent at once either way
     redis_pipelining: bool = True
+    #: ``redis_url`` is any node of a Redis Cluster: each call goes straight
+    #: to the master that owns its keys (found from the cluster's slot map,
+    #: followed through MOVED and ASK), with its own pool and pipelining per
+    #: node; a node that does not answer is unavailable for its keys only
+    redis_cluster: bool = False
 
     @field_validator("key_prefix")
     @classmethod

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import DataError, MaxConnectionsError
@@ -152,6 +153,18 @@ class WaitingPool(ConnectionPool):
                 return
 
 
+def _pool_options(config: BudgetConfig) -> dict[str, Any]:
+    # The hot path's pool: what connect() and every cluster node's pool use.
+    return {
+        "socket_timeout": config.redis_timeout_seconds,
+        "socket_connect_timeout": config.redis_connect_timeout_seconds,
+        "max_connections": config.redis_max_connections,
+        "timeout": config.redis_pool_timeout_seconds,
+        "retry": _no_retries(),
+        "decode_responses": False,
+    }
+
+
 def connect(config: BudgetConfig) -> tuple[Redis, bool]:
     """A client for ``config`` and whether it is the embedded store.
 
@@ -159,15 +172,7 @@ def connect(config: BudgetConfig) -> tuple[Redis, bool]:
     """
     if config.redis_url:
         try:
-            pool = WaitingPool.from_url(
-                config.redis_url,
-                socket_timeout=config.redis_timeout_seconds,
-                socket_connect_timeout=config.redis_connect_timeout_seconds,
-                max_connections=config.redis_max_connections,
-                timeout=config.redis_pool_timeout_seconds,
-                retry=_no_retries(),
-                decode_responses=False,
-            )
+            pool = WaitingPool.from_url(config.redis_url, **_pool_options(config))
             client = Redis.from_pool(pool)
         except ValueError as exc:
             reason = redact_secrets(str(exc), config.redis_url)
@@ -177,6 +182,70 @@ def connect(config: BudgetConfig) -> tuple[Redis, bool]:
         _use_hiredis_packing(client)
         return client, False
     return embedded_client(), True
+
+
+def cluster_node_options(config: BudgetConfig) -> dict[str, Any]:
+    """What every cluster node's connections share, read from ``redis_url``
+    (any node of the cluster: its host and port are only where the slot map
+    is first asked for).
+
+    :raise ConfigurationError: no URL, an invalid one, a Unix socket or a
+        database other than 0 (a cluster has only database 0)
+    """
+    url = config.redis_url
+    if not url:
+        raise ConfigurationError("redis_cluster=True needs redis_url (any node)")
+    try:
+        options: dict[str, Any] = dict(parse_url(url))
+    except ValueError as exc:
+        reason = redact_secrets(str(exc), url)
+        raise ConfigurationError(
+            f"invalid redis_url {redact_url(url)}: {reason}"
+        ) from None
+    if options.get("path"):
+        raise ConfigurationError("a Redis Cluster is reached over TCP, not a socket")
+    if options.pop("db", 0):
+        raise ConfigurationError("a Redis Cluster has only database 0")
+    return options
+
+
+def node_client(
+    config: BudgetConfig, options: dict[str, Any], host: str, port: int
+) -> Redis:
+    """The hot path's client of one cluster node: the pool, waiting and
+    hiredis packing of a single Redis (see :func:`connect`)."""
+    # (options in the URL win, as they do in WaitingPool.from_url)
+    settings = {**_pool_options(config), **options, "host": host, "port": port}
+    pool = WaitingPool(**settings)
+    client = Redis.from_pool(pool)
+    _use_hiredis_packing(client)
+    return client
+
+
+def client_for(
+    url: str, *, cluster: bool, socket_timeout: float, socket_connect_timeout: float
+) -> Redis:
+    """A client for the work beside the hot path (the flusher, reconcile,
+    scans): redis-py's own, ``RedisCluster`` on a cluster.
+
+    ``RedisCluster`` has the commands spendgate sends there (each key's
+    command goes to its node, SCAN to every master): it is typed as
+    ``Redis`` for the callers, which use nothing else.
+    """
+    if cluster:
+        return cast(
+            Redis,
+            RedisCluster.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+            ),
+        )
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_connect_timeout,
+    )
 
 
 def embedded_client() -> Redis:

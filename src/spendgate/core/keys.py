@@ -191,13 +191,13 @@ def fact_keys(
 ) -> tuple[str, ...]:
     """The KEYS of a fact operation, from its named arguments (a spooled fact
     stores only those): a record or credit is keyed by the caller's
-    idempotency key, or by its entry id when it was given none; a settle by
-    its lease.
+    idempotency key, or by its entry id when it was given none (an adjust
+    too); a settle by its lease.
 
     :raise ValueError: ``operation`` is not a fact
     :raise KeyError: an argument the keys are made of is missing
     """
-    if operation in ("record", "credit"):
+    if operation in ("record", "credit", "adjust"):
         key = str(args["idempotency_key"])
         if key:
             return (keys.caller_idempotency(key),)

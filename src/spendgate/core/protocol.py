@@ -40,6 +40,8 @@ class Reply(IntEnum):
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
+    #: the lease's expiry passed (an extend is refused; a settle is not)
+    LEASE_EXPIRED = 9
 
 
 class WindowCode(IntEnum):
@@ -81,12 +83,26 @@ class LedgerKind(StrEnum):
     SPEND = "spend"
     #: a lease posted at its actual cost (``settle``)
     SETTLE = "settle"
-    #: prepaid credits added (``add_credits``)
+    #: prepaid credits added: the legacy kind of ``add_credits`` rows written
+    #: before grants (counted exactly as ``grant``)
     CREDIT = "credit"
+    #: a grant of prepaid credits (``add_credits``)
+    GRANT = "grant"
+    #: the unused remainder of a grant that expired (the sweep)
+    EXPIRE = "expire"
+    #: money given back for a charge (``refund``; ``link_id`` names the charge)
+    REFUND = "refund"
+    #: an operator's correction of a counter (``adjust_usage``); the only kind
+    #: whose amount is signed (+ raises the counter, - lowers it)
+    ADJUST = "adjust"
 
 
 #: the kinds whose amount is money spent (analytics, reconcile)
 SPEND_KINDS = (LedgerKind.SPEND, LedgerKind.SETTLE)
+#: the kinds whose amount is signed. Every other kind's amount is >= 0 and
+#: its sign is the kind's: net spend = spend + settle - refund (+ adjust),
+#: credits in = grant + credit, credits out = expire.
+SIGNED_KINDS = (LedgerKind.ADJUST,)
 
 
 #: how a cap is written where the scripts read it (a default cap constant,
@@ -158,7 +174,9 @@ LEDGER_FIELDS = (
     LedgerField("e", "entry_id", True),
     LedgerField("k", "kind", True),
     LedgerField("t", "occurred_at", True),
-    LedgerField("u", "user_id", True),
+    # every kind names its user but an adjust of a project or the global scope
+    # (the table checks it: user_id IS NOT NULL OR kind = 'adjust')
+    LedgerField("u", "user_id", False),
     LedgerField("p", "project_id", False),
     LedgerField("a", "amount", True),
     LedgerField("m", "model", False),
@@ -168,6 +186,11 @@ LEDGER_FIELDS = (
     LedgerField("est", "estimate", False),
     LedgerField("late", "late", False),
     LedgerField("pv", "price_version", False),
+    LedgerField("ln", "link_id", False),
+    LedgerField("g", "grant_id", False),
+    LedgerField("tm", "team_id", False),
+    LedgerField("sc", "scope", False),
+    LedgerField("w", "window", False),
 )
 
 #: column -> stream field name
@@ -226,6 +249,22 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
+    "extend": Operation(
+        ("hold", "idempotency"),
+        (
+            "now_ms",
+            "day",
+            "month",
+            "requested",
+            "lease",
+            "fingerprint",
+            "expires_ms",
+        ),
+        _ADMITS
+        | _IDEMPOTENT
+        | _LEASE
+        | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
+    ),
     "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
     "credit": Operation(
         ("idempotency",),
@@ -245,6 +284,25 @@ OPERATIONS: dict[str, Operation] = {
         ("idempotency",),
         (*_CHARGE, "price_version", "min_balance"),
         _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "adjust": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "ttl_ms",
+            "fingerprint",
+            "entry",
+            "scope",
+            "scope_id",
+            "window",
+            "period",
+            "window_label",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT,
+        fact=True,
     ),
     "pricing_publish": Operation(
         ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})

@@ -5,6 +5,11 @@ one round trip. It also decides, in one place, what a failure means: a store
 that does not answer is *unavailable* (admission fails closed, or open when
 configured; a fact is handed to the spool), any other Redis error is a bug
 (:class:`~spendgate.errors.StorageError`).
+
+On a Redis Cluster (``redis_cluster=True``) :class:`ClusterStore` runs the
+same :meth:`Store.run`; its scripts route each call to its key's master and
+its breakers are per master (:mod:`spendgate.core.cluster`).
+:func:`make_store` chooses, once, when the manager is made.
 """
 
 from __future__ import annotations
@@ -17,9 +22,15 @@ from loguru import logger
 from redis import exceptions as redis_errors
 
 from spendgate.config import BudgetConfig, redact_url
-from spendgate.core.connection import connect
+from spendgate.core.cluster import ClusterScripts
+from spendgate.core.connection import client_for, connect
 from spendgate.core.scripts import Scripts
-from spendgate.durability.breaker import BreakerState, CircuitBreaker
+from spendgate.durability.breaker import (
+    BreakerState,
+    CircuitBreaker,
+    NeverOpen,
+    NodeBreakers,
+)
 from spendgate.errors import BudgetUnavailableError, StorageError
 
 if TYPE_CHECKING:
@@ -84,11 +95,12 @@ class Store:
         self._constants = constants
         self.client: Redis | None = client
         self.owns_client = client is None
-        self.scripts: Scripts | None = None
+        self.scripts: Scripts | ClusterScripts | None = None
         #: running on the in-process fakeredis (no spool: it cannot be down)
         self.embedded = False
         self.state = ClientState.UNOPENED
-        self.breaker = CircuitBreaker(
+        #: what run() consults before each call
+        self.breaker: CircuitBreaker | NeverOpen = CircuitBreaker(
             config.breaker_failure_threshold, config.breaker_reset_seconds
         )
         self._down = False
@@ -102,31 +114,40 @@ class Store:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def ensure_open(self) -> Scripts:
+    def ensure_open(self) -> Scripts | ClusterScripts:
         """The scripts, connecting first when needed."""
         if self.state is ClientState.OPENED and self.scripts is not None:
             return self.scripts
         if self.state is ClientState.CLOSED:
             raise RuntimeError("Cannot reopen a BudgetManager once it has been closed.")
+        if self.scripts is None:
+            self.scripts = self._make_scripts()
+        self.state = ClientState.OPENED
+        if self.on_open is not None:
+            self.on_open()
+        return self.scripts
+
+    def _make_scripts(self) -> Scripts | ClusterScripts:
         if self.client is None:
             self.client, self.embedded = connect(self.config)
             if not self.embedded:
                 logger.info(
                     "spendgate: using Redis at {}", redact_url(self.config.redis_url)
                 )
-        if self.scripts is None:
-            # Pipelining only on a client of our own: a caller's client may
-            # be shared, or not a plain redis-py one.
-            pipelining = self.owns_client and not self.embedded
-            self.scripts = Scripts(
-                self.client,
-                self._constants,
-                pipelining=pipelining and self.config.redis_pipelining,
-            )
-        self.state = ClientState.OPENED
-        if self.on_open is not None:
-            self.on_open()
-        return self.scripts
+        # Pipelining only on a client of our own: a caller's client may
+        # be shared, or not a plain redis-py one.
+        pipelining = self.owns_client and not self.embedded
+        return Scripts(
+            self.client,
+            self._constants,
+            pipelining=pipelining and self.config.redis_pipelining,
+        )
+
+    @property
+    def breakers(self) -> CircuitBreaker | NodeBreakers:
+        """The breaker(s) to report (``.state``): the store's."""
+        assert isinstance(self.breaker, CircuitBreaker)
+        return self.breaker
 
     async def load_scripts(self) -> None:
         """Load every script now; a store that is down now is not an error."""
@@ -252,3 +273,70 @@ class Store:
                 )
             return None
         raise failure
+
+
+class ClusterStore(Store):
+    """The store on a Redis Cluster (``redis_cluster=True``): the same
+    :meth:`~Store.run`, its calls routed to each key's master by
+    :class:`~spendgate.core.cluster.ClusterScripts`.
+
+    A master that does not answer is unavailable for its own slots: the
+    breakers are per node (:attr:`node_breakers`), the store-wide one never
+    opens, and the outage is logged per node, not for the store.
+    :attr:`client` is redis-py's ``RedisCluster`` (``BudgetManager.redis``:
+    every command, each key's to its node), made on first use.
+    """
+
+    def __init__(self, config: BudgetConfig, constants: Mapping[str, str]) -> None:
+        super().__init__(config, constants)
+        self.breaker = NeverOpen()
+        #: one breaker per master
+        self.node_breakers = NodeBreakers(
+            config.breaker_failure_threshold, config.breaker_reset_seconds
+        )
+
+    def _make_scripts(self) -> ClusterScripts:
+        scripts = ClusterScripts(
+            self.config,
+            self._constants,
+            self.node_breakers,
+            pipelining=self.config.redis_pipelining,
+        )
+        assert self.config.redis_url is not None  # (checked by ClusterScripts)
+        self.client = client_for(
+            self.config.redis_url,
+            cluster=True,
+            socket_timeout=self.config.redis_timeout_seconds,
+            socket_connect_timeout=self.config.redis_connect_timeout_seconds,
+        )
+        logger.info(
+            "spendgate: using the Redis Cluster of {}",
+            redact_url(self.config.redis_url),
+        )
+        return scripts
+
+    @property
+    def breakers(self) -> NodeBreakers:
+        """The masters' breakers (``.state``: the worst of them)."""
+        return self.node_breakers
+
+    def mark_down(self, exc: BaseException) -> None:
+        pass  # per node: ClusterScripts logs which master went away
+
+    async def aclose(self) -> None:
+        """Close every node's pool and the ``RedisCluster`` client."""
+        self.state = ClientState.CLOSED
+        if isinstance(self.scripts, ClusterScripts):
+            await self.scripts.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def make_store(
+    config: BudgetConfig, constants: Mapping[str, str], client: Redis | None = None
+) -> Store:
+    """The store for ``config``: on a cluster when ``redis_cluster`` is set
+    and no client is given (a given client is used as it is)."""
+    if config.redis_cluster and client is None:
+        return ClusterStore(config, constants)
+    return Store(config, constants, client)

@@ -153,3 +153,78 @@ class CircuitBreaker:
                 self._failures,
                 self.reset_seconds,
             )
+
+
+class NodeBreakers:
+    """One :class:`CircuitBreaker` per Redis Cluster master, made on first use.
+
+    On a cluster a master that does not answer is unavailable for the slots
+    it owns only: each call consults the breaker of the node it goes to
+    (:class:`spendgate.core.cluster.ClusterScripts`), never a breaker of the
+    whole store. Read as one (``state``, for metrics and health), it is the
+    worst of its nodes'.
+
+    :param failure_threshold: see :class:`CircuitBreaker`, per node
+    :param reset_seconds: see :class:`CircuitBreaker`, per node
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int,
+        reset_seconds: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self._monotonic = monotonic
+        #: node name ("host:port") -> its breaker
+        self.nodes: dict[str, CircuitBreaker] = {}
+
+    def node(self, name: str) -> CircuitBreaker:
+        """The breaker of the node ``name``."""
+        breaker = self.nodes.get(name)
+        if breaker is None:
+            breaker = self.nodes[name] = CircuitBreaker(
+                self.failure_threshold,
+                self.reset_seconds,
+                name=f"Redis node {name}",
+                monotonic=self._monotonic,
+            )
+        return breaker
+
+    @property
+    def state(self) -> BreakerState:
+        """Open when any node's is, half-open when any is probing, else closed."""
+        states = {breaker.state for breaker in self.nodes.values()}
+        for state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+            if state in states:
+                return state
+        return BreakerState.CLOSED
+
+    @property
+    def opened_count(self) -> int:
+        """How many times a node's breaker has opened, all nodes together."""
+        return sum(breaker.opened_count for breaker in self.nodes.values())
+
+
+class NeverOpen:
+    """The store-wide breaker of a cluster store: always closed, so
+    :meth:`spendgate.core.store.Store.run` never fails a call for another
+    node's outage (the nodes' own breakers decide, see :class:`NodeBreakers`)."""
+
+    __slots__ = ()
+
+    state = BreakerState.CLOSED
+
+    def allow(self) -> bool:
+        return True
+
+    def success(self) -> None:
+        pass
+
+    def failure(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass

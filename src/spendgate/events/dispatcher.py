@@ -33,7 +33,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.connection import embedded_client
+from spendgate.core.connection import client_for, embedded_client
 from spendgate.core.keys import Keys
 from spendgate.errors import PoisonEntryError
 from spendgate.events.delivery import RetryPolicy, deliver
@@ -403,8 +403,9 @@ def _connect(config: BudgetConfig, block_seconds: float) -> Redis:
     if not config.redis_url:
         return embedded_client()
     # The timeout covers a blocking read; not the hot path's.
-    return Redis.from_url(
+    return client_for(
         config.redis_url,
+        cluster=config.redis_cluster,
         socket_timeout=block_seconds + 10,
         socket_connect_timeout=5,
     )

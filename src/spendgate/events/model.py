@@ -31,16 +31,15 @@ from spendgate.ledger.entries import (
     clean_text,
 )
 
-#: a ledger entry's kind -> the event it is. Kinds another part adds later
-#: (grants, refunds, expiry) are named by their values; a kind not listed
-#: (an operator's ``adjust``) is no event.
+#: a ledger entry's kind -> the event it is; a kind not listed (an
+#: operator's ``adjust`` of a counter) is no event
 FACT_EVENTS: dict[str, EventType] = {
     LedgerKind.SPEND: EventType.DEDUCTED,
     LedgerKind.SETTLE: EventType.DEDUCTED,
     LedgerKind.CREDIT: EventType.ADDED,
-    "grant": EventType.ADDED,
-    "refund": EventType.REFUNDED,
-    "expire": EventType.EXPIRED,
+    LedgerKind.GRANT: EventType.ADDED,
+    LedgerKind.REFUND: EventType.REFUNDED,
+    LedgerKind.EXPIRE: EventType.EXPIRED,
 }
 
 #: the event types read off the ledger stream

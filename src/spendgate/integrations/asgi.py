@@ -31,6 +31,16 @@ Per request:
   ``actual_cost``; a request that failed (exception or status >= 400) without
   one is released, and a successful one is settled at the estimate, so spend
   is never under-counted.
+* Streamed responses (``hold=True`` and ``stream_step``): the endpoint also
+  sees ``request.state.spendgate_meter``, a
+  :class:`~spendgate.integrations.streaming.LeaseMeter` over the request's
+  lease. The body's generator calls ``await meter.add(cost)`` for what each
+  chunk costs before sending it; when the total would pass the hold, the
+  lease is extended by ``stream_step`` (or by exactly what is missing, when
+  a whole step does not fit). A refused extension raises
+  ``BudgetExceededError`` in the generator, which ends the stream there.
+  The metered total is the lease's ``actual_cost``: the lease is settled at
+  exactly what was sent, also when the client disconnects mid-stream.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from spendgate.errors import (
     InvalidArgumentError,
     InvalidIdTypeError,
 )
+from spendgate.integrations.streaming import LeaseMeter
 from spendgate.manager import BudgetManager
 from spendgate.models import Lease
 
@@ -91,6 +102,9 @@ class BudgetMiddleware:
     :param hold: reserve the estimate as a lease for the request's duration
         instead of only checking it
     :param after: ``after(scope, status, lease)``, run once the response is done
+    :param stream_step: with ``hold``, what one extension of a streamed
+        response's lease adds (an amount): the endpoint gets a
+        ``spendgate_meter``; ``None`` (the default): no meter
     :param clock: what ``Retry-After`` counts from (returns an aware UTC
         ``datetime``); defaults to the system clock (tests pass the budget's)
     """
@@ -106,6 +120,7 @@ class BudgetMiddleware:
         hold: bool = False,
         after: AfterFn | None = None,
         clock: Callable[[], datetime] | None = None,
+        stream_step: Any = None,
     ) -> None:
         self.app = app
         self.budget = budget
@@ -115,6 +130,7 @@ class BudgetMiddleware:
         self.hold = hold
         self.after = after
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.stream_step = stream_step
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +142,7 @@ class BudgetMiddleware:
             # Unguarded (no user): the endpoint still finds the attributes,
             # as None, rather than failing on a missing one.
             state["spendgate_user"] = state["spendgate_project"] = None
-            state["spendgate_lease"] = None
+            state["spendgate_lease"] = state["spendgate_meter"] = None
             await self.app(scope, receive, send)
             return
         project = await _resolve(self.project(scope)) if self.project else None
@@ -155,6 +171,9 @@ class BudgetMiddleware:
         state["spendgate_user"] = user
         state["spendgate_project"] = project
         state["spendgate_lease"] = lease
+        state["spendgate_meter"] = None
+        if lease is not None and self.stream_step is not None:
+            state["spendgate_meter"] = LeaseMeter(self.budget, lease, self.stream_step)
         status: int | None = None
 
         async def tracking_send(message: Message) -> None:

@@ -33,6 +33,9 @@ The life of one call:
    price book, the overrides, then LiteLLM's own price, in ``Decimal``);
 3. on failure the lease is released: nothing is charged.
 
+Streams can be held a step at a time, cut at the cap and charged what they
+streamed: see :mod:`spendgate.integrations.litellm_stream`.
+
 Only the async API is guarded: the sync ``litellm.completion`` does not run the
 async pre-call hook (with ``record_unadmitted=True`` a successful sync call
 that reports back is still charged, as a fact). LiteLLM's logging worker is
@@ -56,7 +59,6 @@ from spendgate.core.money import to_decimal
 from spendgate.errors import (
     BudgetUnavailableError,
     InvalidArgumentError,
-    UnknownModelError,
 )
 from spendgate.integrations.litellm_calls import (
     OUTPUT_BOUNDS,
@@ -66,8 +68,10 @@ from spendgate.integrations.litellm_calls import (
     field,
     metadata_of,
     prompt_of,
+    reported_cost,
     usage_tokens,
 )
+from spendgate.integrations.litellm_stream import StreamingHolds
 from spendgate.manager import BudgetManager
 from spendgate.models import Lease
 
@@ -88,7 +92,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 EstimateFn = Callable[[str, Mapping[str, Any]], Any | Awaitable[Any]]
 
 
-class SpendgateCallback(CustomLogger):
+class SpendgateCallback(StreamingHolds, CustomLogger):
     """A LiteLLM ``CustomLogger`` that puts every async completion under a budget.
 
     :param budget: the :class:`~spendgate.BudgetManager` to charge
@@ -107,6 +111,10 @@ class SpendgateCallback(CustomLogger):
     :param record_unadmitted: also charge (as a fact) a successful call this
         callback did not admit, such as a sync ``litellm.completion``. Off by
         default: two callbacks on one budget would then charge a call twice.
+    :param stream_step_tokens: streaming holds: a streamed completion holds
+        its prompt plus this many output tokens, and :meth:`guard` extends the
+        hold by as many each time the stream needs more (``None``: the worst
+        case is held, as for any call). Set it when every stream is guarded.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class SpendgateCallback(CustomLogger):
         estimate: EstimateFn | None = None,
         ttl_seconds: int | None = None,
         record_unadmitted: bool = False,
+        stream_step_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.budget = budget
@@ -136,6 +145,7 @@ class SpendgateCallback(CustomLogger):
         self._unleased: set[str] = set()
         #: success / failure events being handled now
         self._busy = 0
+        self._init_streams(stream_step_tokens)
 
     # -- who and how much ------------------------------------------------------
 
@@ -249,7 +259,7 @@ class SpendgateCallback(CustomLogger):
             self._unleased.add(str(call_id))
             return None
         await self._refresh_prices()
-        amount = await self.estimate(model, kwargs, kind)
+        amount = await self._first_hold(str(call_id), model, kwargs, kind)
         try:
             lease = await self.budget.reserve(
                 user,
@@ -287,6 +297,7 @@ class SpendgateCallback(CustomLogger):
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         """Release the call's lease: a failed call is not charged."""
+        self._streams.pop(str(kwargs.get("litellm_call_id")), None)
         self._unleased.discard(str(kwargs.get("litellm_call_id")))
         lease = self._leases.pop(str(kwargs.get("litellm_call_id")), None)
         if lease is None:  # refused before a lease was taken, or not ours
@@ -303,6 +314,8 @@ class SpendgateCallback(CustomLogger):
         self, kwargs: Mapping[str, Any], response_obj: object
     ) -> None:
         call_id = str(kwargs.get("litellm_call_id"))
+        if self._stream_success(call_id, kwargs, response_obj):
+            return  # (its stream's guard hands it on when the stream ends)
         lease = self._leases.pop(call_id, None)
         admitted_unleased = call_id in self._unleased
         self._unleased.discard(call_id)
@@ -313,7 +326,7 @@ class SpendgateCallback(CustomLogger):
             amount = Decimal(0)  # served from LiteLLM's cache: no provider call
         else:
             await self._refresh_prices()
-            amount = self._actual_cost(model, kwargs, response_obj, lease)
+            amount = reported_cost(self.cost, model, kwargs, response_obj, lease)
         metadata: dict[str, Any] = {"litellm_call_id": call_id}
         usage = field(
             kwargs.get("complete_streaming_response") or response_obj, "usage"
@@ -346,41 +359,16 @@ class SpendgateCallback(CustomLogger):
             metadata=metadata,
         )
 
-    def _actual_cost(
-        self,
-        model: str,
-        kwargs: Mapping[str, Any],
-        response_obj: object,
-        lease: Lease | None,
-    ) -> Decimal:
-        response = kwargs.get("complete_streaming_response") or response_obj
-        usage = field(response, "usage")
-        if usage is not None:
-            try:
-                return self.cost(model, usage)
-            except UnknownModelError:
-                pass
-        # No usage, or a model our pricing cannot price: LiteLLM's own figure
-        # (a float, read through its shortest repr), else the reserved amount,
-        # so spend is never under-counted.
-        reported = kwargs.get("response_cost")
-        if isinstance(reported, int | float) and not isinstance(reported, bool):
-            if reported >= 0:
-                return to_decimal(reported)
-        if lease is not None:
-            logger.warning(
-                "spendgate: no cost for LiteLLM call on {!r}; settling at the estimate",
-                model,
-            )
-            return lease.amount
-        raise UnknownModelError(model, "LiteLLM reported neither usage nor a cost")
+    # LiteLLM's proxy passes every stream through this hook, which it looks
+    # for in this class itself: the guard.
+    async_post_call_streaming_iterator_hook = StreamingHolds.proxy_stream_hook
 
     # -- operations ----------------------------------------------------------
 
     @property
     def open_leases(self) -> int:
         """Calls admitted whose success or failure has not arrived yet."""
-        return len(self._leases) + len(self._unleased)
+        return len(self._leases) + len(self._unleased) + len(self._guarded)
 
     async def flush(self, timeout_seconds: float = 10.0) -> bool:
         """Wait until every admitted call has been settled or released.
@@ -391,7 +379,7 @@ class SpendgateCallback(CustomLogger):
         :return: ``True`` when none is left open, ``False`` on timeout
         """
         deadline = time.monotonic() + timeout_seconds
-        while self._leases or self._unleased or self._busy:
+        while self._leases or self._unleased or self._busy or self._guarded:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.01)

@@ -1,6 +1,7 @@
 """What each kind of LiteLLM call sends and reports, for the callback of
 :mod:`spendgate.integrations.litellm`: where its prompt is, what bounds its
-output, and the tokens its usage reports.
+output, the tokens its usage reports (and the text a streamed chunk
+carries), and what it cost.
 
 Chat completions carry ``messages`` and report ``prompt_tokens`` /
 ``completion_tokens``; the Responses API carries ``input`` and
@@ -12,8 +13,17 @@ against the caps before it runs and charged LiteLLM's own cost after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from loguru import logger
+
+from spendgate.core.money import to_decimal
+from spendgate.errors import UnknownModelError
+
+if TYPE_CHECKING:
+    from spendgate.models import Lease
 
 Kind = Literal["chat", "responses", "embedding", "image"]
 
@@ -112,3 +122,63 @@ def metadata_of(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
         found: Mapping[str, Any] = params["metadata"]
         return found
     return {}
+
+
+def streamed_texts(chunk: object) -> list[str]:
+    """The output a streamed chat chunk carries, piece by piece: each
+    choice's content and reasoning, and its tool calls' names and arguments
+    (empty for a chunk that carries none, such as a usage chunk)."""
+    texts: list[str] = []
+    for choice in _items(field(chunk, "choices")):
+        delta = field(choice, "delta")
+        if delta is None:
+            continue
+        calls = _items(field(delta, "tool_calls"))
+        legacy = field(delta, "function_call")
+        functions = [field(call, "function") for call in calls]
+        pieces = [field(delta, "content"), field(delta, "reasoning_content")]
+        for function in [*functions, legacy]:
+            if function is not None:
+                pieces += [field(function, "name"), field(function, "arguments")]
+        texts += [piece for piece in pieces if isinstance(piece, str) and piece]
+    return texts
+
+
+def _items(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def reported_cost(
+    cost: Callable[[str, object], Decimal],
+    model: str,
+    kwargs: Mapping[str, Any],
+    response_obj: object,
+    lease: Lease | None,
+) -> Decimal:
+    """What a call that succeeded cost: its usage priced by ``cost(model,
+    usage)``; without usage, or for a model ``cost`` cannot price, LiteLLM's
+    own figure; else the lease's amount.
+
+    :raise UnknownModelError: none of these is known
+    """
+    response = kwargs.get("complete_streaming_response") or response_obj
+    usage = field(response, "usage")
+    if usage is not None:
+        try:
+            return cost(model, usage)
+        except UnknownModelError:
+            pass
+    # No usage, or a model our pricing cannot price: LiteLLM's own figure
+    # (a float, read through its shortest repr), else the reserved amount,
+    # so spend is never under-counted.
+    reported = kwargs.get("response_cost")
+    if isinstance(reported, int | float) and not isinstance(reported, bool):
+        if reported >= 0:
+            return to_decimal(reported)
+    if lease is not None:
+        logger.warning(
+            "spendgate: no cost for LiteLLM call on {!r}; settling at the estimate",
+            model,
+        )
+        return lease.amount
+    raise UnknownModelError(model, "LiteLLM reported neither usage nor a cost")

@@ -1,17 +1,21 @@
 """Analytics over the Postgres ledger: who spent what, on which model, when.
 
 Every query covers a time window on ``occurred_at`` (``since`` inclusive,
-``until`` exclusive; ``None`` leaves that side open) and counts the facts that
-are spending: kinds ``spend`` and ``settle``. Credits are not spending and are
-left out. Amounts come back as exact ``Decimal`` (summed in Postgres
-``numeric``, carried as integer micro-units, never through a float); the mean
-is rounded to the micro-unit, and percentiles are *discrete* (the amount of
-an actual call at that rank, ``percentile_disc``), so they are exact too.
+``until`` exclusive; ``None`` leaves that side open) and counts **net
+spend**: the charges (kinds ``spend`` and ``settle``) net of their refunds,
+plus the daily adjustments of the scope grouped by
+(:mod:`spendgate.ledger.netspend` says exactly how: a refund counts on its
+charge's user, project, model and day). Credits are not spending and are
+left out of these; :meth:`Analytics.credits_by_user` reports them (grants
+in, expiries out). Amounts come back as exact ``Decimal`` (summed in
+Postgres ``numeric``, carried as integer micro-units, never through a
+float); the mean is rounded to the micro-unit, and percentiles are
+*discrete* (the net amount of an actual call at that rank,
+``percentile_disc``), so they are exact too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import TracebackType
@@ -20,23 +24,52 @@ from typing import Any, Literal
 from spendgate.config import BudgetConfig
 from spendgate.core import protocol
 from spendgate.core.money import from_micros
+from spendgate.ledger.analytics_rows import (
+    CreditFlow,
+    DailySpend,
+    SpendGroup,
+    SpendStats,
+)
+from spendgate.ledger.netspend import NET_FACTS, adjust_filter
 from spendgate.ledger.pg import connect, require_dsn
+
+__all__ = [
+    "PERCENTILES",
+    "SPEND_KINDS",
+    "Analytics",
+    "CreditFlow",
+    "DailySpend",
+    "GroupBy",
+    "SpendGroup",
+    "SpendStats",
+]
 
 #: the ledger kinds that are spending (credits are not), as text for SQL
 SPEND_KINDS = tuple(str(kind) for kind in protocol.SPEND_KINDS)
 #: the percentiles :meth:`Analytics.stats` reports
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 
+#: the kinds that add credits, as SQL (credit: add_credits before grants)
+_CREDIT_KINDS = ", ".join(
+    f"'{kind}'" for kind in (protocol.LedgerKind.GRANT, protocol.LedgerKind.CREDIT)
+)
+
 _OPEN_START = datetime(1970, 1, 1, tzinfo=UTC)
 _OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
 
-_WINDOW = "kind = ANY($1::text[]) AND occurred_at >= $2 AND occurred_at < $3"
 
-# Sums are taken in numeric and turned into integer micro-units in SQL, so
-# they reach Python exactly: numeric(20,6) * 1e6 is an integer.
+def _micros(expression: str, name: str) -> str:
+    """A sum taken in numeric and turned into integer micro-units in SQL, so
+    it reaches Python exactly: numeric(20,6) * 1e6 is an integer."""
+    return f"(coalesce(sum({expression}), 0) * 1000000)::bigint AS {name}"
+
+
+# calls: the charges (a refund or an adjustment is not a call)
 _SUMS = (
-    "count(*) AS calls,"
-    " (coalesce(sum(amount), 0) * 1000000)::bigint AS total_micros,"
+    "sum(calls)::bigint AS calls,"
+    f" {_micros('amount', 'total_micros')},"
+    f" {_micros('refunded', 'refunded_micros')},"
+    f" {_micros('adjusted', 'adjusted_micros')},"
     " coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
     " coalesce(sum(output_tokens), 0)::bigint AS output_tokens"
 )
@@ -62,55 +95,10 @@ def _bound(moment: datetime | date | None, open_end: datetime) -> datetime:
 
 
 def _exact(amount: Decimal | None) -> Decimal | None:
-    """A ``numeric(20,6)`` value written as amounts are: ``0.1``, not ``0.100000``."""
+    """A ``numeric`` value written as amounts are: ``0.1``, not ``0.100000``."""
     if amount is None:
         return None
     return from_micros(int(amount.scaleb(6)))
-
-
-@dataclass(frozen=True)
-class SpendGroup:
-    """Spending of one user, project or model over the window."""
-
-    #: the user id, project id or model; ``None`` for "no project" / "no model"
-    key: str | None
-    #: facts counted
-    calls: int
-    #: their total amount
-    total: Decimal
-    #: token counts summed where the metadata carried them (0 otherwise)
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(frozen=True)
-class DailySpend:
-    """Spending of one UTC day."""
-
-    day: date
-    calls: int
-    total: Decimal
-    #: users that spent that day
-    users: int
-
-
-@dataclass(frozen=True)
-class SpendStats:
-    """Aggregates over the window; amounts ``None`` when there were no calls."""
-
-    #: facts counted (cost per call = the amount of one fact)
-    calls: int
-    total: Decimal
-    distinct_users: int
-    distinct_projects: int
-    #: mean cost per call, rounded to the micro-unit
-    mean: Decimal | None
-    minimum: Decimal | None
-    maximum: Decimal | None
-    #: discrete percentiles of cost per call, keyed by fraction (0.5, 0.9, ...)
-    percentiles: dict[float, Decimal | None]
-    input_tokens: int
-    output_tokens: int
 
 
 class Analytics:
@@ -157,11 +145,7 @@ class Analytics:
     ) -> list[Any]:
         conn = await self._db()
         rows: list[Any] = await conn.fetch(
-            sql,
-            list(SPEND_KINDS),
-            _bound(since, _OPEN_START),
-            _bound(until, _OPEN_END),
-            *args,
+            sql, _bound(since, _OPEN_START), _bound(until, _OPEN_END), *args
         )
         return rows
 
@@ -173,16 +157,18 @@ class Analytics:
         *,
         limit: int | None = None,
     ) -> list[SpendGroup]:
-        """Spending grouped by ``"user"``, ``"project"`` or ``"model"``,
-        largest total first (ties by key).
+        """Net spend grouped by ``"user"``, ``"project"`` or ``"model"``,
+        largest total first (ties by key). The adjustments counted are those
+        of the user's or the project's own counters (a model has none).
 
         :param limit: at most this many groups; ``None`` for all
         """
         column = _GROUP_COLUMNS[group]
         rows = await self._fetch(
-            f"SELECT {column} AS key, {_SUMS} FROM spendgate_ledger WHERE {_WINDOW}"
+            f"{NET_FACTS} SELECT {column} AS key, {_SUMS} FROM net"
+            f" WHERE {adjust_filter(group)}"
             f" GROUP BY {column} ORDER BY total_micros DESC, {column} NULLS LAST"
-            " LIMIT $4",
+            " LIMIT $3",
             since,
             until,
             limit,
@@ -194,6 +180,8 @@ class Analytics:
                 total=from_micros(r["total_micros"]),
                 input_tokens=r["input_tokens"],
                 output_tokens=r["output_tokens"],
+                refunded=from_micros(r["refunded_micros"]),
+                adjusted=from_micros(r["adjusted_micros"]),
             )
             for r in rows
         ]
@@ -205,7 +193,7 @@ class Analytics:
         *,
         limit: int | None = None,
     ) -> list[SpendGroup]:
-        """Spending per user, largest first."""
+        """Net spend per user, largest first."""
         return await self.spend_by("user", since, until, limit=limit)
 
     async def spend_by_project(
@@ -215,7 +203,7 @@ class Analytics:
         *,
         limit: int | None = None,
     ) -> list[SpendGroup]:
-        """Spending per project, largest first (``key=None``: no project)."""
+        """Net spend per project, largest first (``key=None``: no project)."""
         return await self.spend_by("project", since, until, limit=limit)
 
     async def spend_by_model(
@@ -225,7 +213,7 @@ class Analytics:
         *,
         limit: int | None = None,
     ) -> list[SpendGroup]:
-        """Spending per model, largest first (``key=None``: no model given)."""
+        """Net spend per model, largest first (``key=None``: no model given)."""
         return await self.spend_by("model", since, until, limit=limit)
 
     async def top_users(
@@ -235,7 +223,7 @@ class Analytics:
         *,
         limit: int = 10,
     ) -> list[SpendGroup]:
-        """The ``limit`` users who spent the most."""
+        """The ``limit`` users whose net spend is the largest."""
         return await self.spend_by("user", since, until, limit=limit)
 
     async def daily_spend(
@@ -243,12 +231,13 @@ class Analytics:
         since: datetime | date | None = None,
         until: datetime | date | None = None,
     ) -> list[DailySpend]:
-        """Spending per UTC day, oldest first (days without spending are absent)."""
+        """Net spend per UTC day, oldest first (refunds on their charge's
+        day, the global counter's adjustments on the day they corrected;
+        days with none of these are absent)."""
         rows = await self._fetch(
-            "SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS calls,"
-            " (sum(amount) * 1000000)::bigint AS total_micros,"
-            " count(DISTINCT user_id) AS users"
-            f" FROM spendgate_ledger WHERE {_WINDOW} GROUP BY 1 ORDER BY 1",
+            f"{NET_FACTS} SELECT (at AT TIME ZONE 'UTC')::date AS day, {_SUMS},"
+            " count(DISTINCT user_id) FILTER (WHERE calls = 1) AS users"
+            f" FROM net WHERE {adjust_filter('all')} GROUP BY 1 ORDER BY 1",
             since,
             until,
         )
@@ -258,6 +247,8 @@ class Analytics:
                 calls=r["calls"],
                 total=from_micros(r["total_micros"]),
                 users=r["users"],
+                refunded=from_micros(r["refunded_micros"]),
+                adjusted=from_micros(r["adjusted_micros"]),
             )
             for r in rows
         ]
@@ -267,16 +258,20 @@ class Analytics:
         since: datetime | date | None = None,
         until: datetime | date | None = None,
     ) -> SpendStats:
-        """Count, total, distinct users and projects, and the mean, minimum,
-        maximum and percentiles of the cost per call."""
+        """Count, net total, distinct users and projects, and the mean,
+        minimum, maximum and percentiles of the net cost per call (a charge
+        less its refunds)."""
         rows = await self._fetch(
-            f"SELECT {_SUMS},"
-            " count(DISTINCT user_id) AS users,"
-            " count(DISTINCT project_id) AS projects,"
-            " round(avg(amount) * 1000000)::bigint AS mean_micros,"
-            " min(amount) AS minimum, max(amount) AS maximum,"
-            " percentile_disc($4::float8[]) WITHIN GROUP (ORDER BY amount) AS pct"
-            f" FROM spendgate_ledger WHERE {_WINDOW}",
+            f"{NET_FACTS} SELECT {_SUMS},"
+            " count(DISTINCT user_id) FILTER (WHERE calls = 1) AS users,"
+            " count(DISTINCT project_id) FILTER (WHERE calls = 1) AS projects,"
+            " round(avg(amount) FILTER (WHERE calls = 1) * 1000000)::bigint"
+            " AS mean_micros,"
+            " min(amount) FILTER (WHERE calls = 1) AS minimum,"
+            " max(amount) FILTER (WHERE calls = 1) AS maximum,"
+            " percentile_disc($3::float8[]) WITHIN GROUP (ORDER BY amount)"
+            " FILTER (WHERE calls = 1) AS pct"
+            f" FROM net WHERE {adjust_filter('all')}",
             since,
             until,
             list(PERCENTILES),
@@ -284,7 +279,7 @@ class Analytics:
         r = rows[0]
         pct = r["pct"] or [None] * len(PERCENTILES)
         return SpendStats(
-            calls=r["calls"],
+            calls=r["calls"] or 0,
             total=from_micros(r["total_micros"]),
             distinct_users=r["users"],
             distinct_projects=r["projects"],
@@ -294,4 +289,55 @@ class Analytics:
             percentiles={p: _exact(v) for p, v in zip(PERCENTILES, pct, strict=True)},
             input_tokens=r["input_tokens"],
             output_tokens=r["output_tokens"],
+            refunded=from_micros(r["refunded_micros"]),
+            adjusted=from_micros(r["adjusted_micros"]),
         )
+
+    async def credits_by_user(
+        self,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[CreditFlow]:
+        """Credits in (grants), out (expiries) and spent, per user, by the
+        rows' ``occurred_at`` (a charge's refunds on the charge's row), the
+        most granted first (ties by user).
+
+        :param limit: at most this many users; ``None`` for all
+        """
+        rows = await self._fetch(
+            f"{NET_FACTS}, flows AS ("
+            " SELECT user_id,"
+            f"  CASE WHEN kind IN ({_CREDIT_KINDS}) THEN amount ELSE 0 END AS granted,"
+            f"  CASE WHEN kind = '{protocol.LedgerKind.EXPIRE}' THEN amount"
+            "   ELSE 0 END AS expired,"
+            "  0::numeric AS spent,"
+            f"  (kind IN ({_CREDIT_KINDS}))::int AS grants,"
+            f"  (kind = '{protocol.LedgerKind.EXPIRE}')::int AS expiries"
+            " FROM spendgate_ledger"
+            f" WHERE kind IN ({_CREDIT_KINDS}, '{protocol.LedgerKind.EXPIRE}')"
+            "  AND occurred_at >= $1 AND occurred_at < $2"
+            " UNION ALL SELECT user_id, 0, 0, amount, 0, 0 FROM net"
+            " WHERE scope IS NULL)"
+            f" SELECT user_id, {_micros('granted', 'granted')},"
+            f" {_micros('expired', 'expired')}, {_micros('spent', 'spent')},"
+            " sum(grants)::bigint AS grants, sum(expiries)::bigint AS expiries"
+            " FROM flows WHERE user_id IS NOT NULL GROUP BY user_id"
+            " ORDER BY granted DESC, user_id LIMIT $3",
+            since,
+            until,
+            limit,
+        )
+        return [
+            CreditFlow(
+                user_id=r["user_id"],
+                granted=from_micros(r["granted"]),
+                expired=from_micros(r["expired"]),
+                spent=from_micros(r["spent"]),
+                net=from_micros(r["granted"] - r["expired"] - r["spent"]),
+                grants=r["grants"],
+                expiries=r["expiries"],
+            )
+            for r in rows
+        ]

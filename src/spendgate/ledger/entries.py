@@ -19,6 +19,7 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
+from spendgate.core import protocol
 from spendgate.core.protocol import LEDGER_FIELDS, LedgerField
 from spendgate.core.windows import EPOCH
 from spendgate.errors import PoisonEntryError
@@ -49,8 +50,8 @@ class ColumnType(Enum):
 
 
 #: the ``spendgate_ledger`` columns the flusher fills, in the table's order
-#: (migration 0001), and their types. Every column but the token counts is a
-#: stream field of :data:`LEDGER_FIELDS`; checked below.
+#: (migrations 0001, 0002, 0003), and their types. Every column but the token
+#: counts is a stream field of :data:`LEDGER_FIELDS`; checked below.
 COLUMNS: dict[str, ColumnType] = {
     "entry_id": ColumnType.TEXT,
     "kind": ColumnType.TEXT,
@@ -68,6 +69,12 @@ COLUMNS: dict[str, ColumnType] = {
     "late": ColumnType.FLAG,
     # migration 0002
     "price_version": ColumnType.INTEGER,
+    # migration 0003
+    "link_id": ColumnType.TEXT,
+    "grant_id": ColumnType.TEXT,
+    "team_id": ColumnType.TEXT,
+    "scope": ColumnType.TEXT,
+    "window": ColumnType.TEXT,
 }
 
 #: metadata keys read as token counts, top level or under "usage", first found
@@ -85,8 +92,11 @@ STAGING_COLUMNS = tuple(field.name for field in LEDGER_FIELDS)
 ROW_COLUMNS = tuple(COLUMNS)
 #: the one column that holds the metadata
 METADATA_COLUMN = next(c for c, t in COLUMNS.items() if t is ColumnType.JSON)
-#: the column whose negative value makes an entry malformed
+#: the column whose negative value makes an entry malformed, unless the
+#: entry's kind is signed (:data:`spendgate.core.protocol.SIGNED_KINDS`)
 AMOUNT_COLUMN = "amount"
+#: the kinds whose amount may be negative, as Redis holds them
+SIGNED_KINDS = frozenset(str(kind).encode() for kind in protocol.SIGNED_KINDS)
 
 _MAX_BIGINT = 2**63 - 1
 
@@ -103,9 +113,9 @@ def _check_schema() -> None:
     json_columns = [c for c, t in COLUMNS.items() if t is ColumnType.JSON]
     if tokens != set(TOKEN_FIELDS) or len(json_columns) != 1:
         raise RuntimeError("token columns need one metadata column and TOKEN_FIELDS")
-    if not (FIELDS["entry_id"].required and FIELDS[AMOUNT_COLUMN].required):
-        # the insert's conflict key, and the fact itself
-        raise RuntimeError("the entry id and the amount are required ledger fields")
+    if not all(FIELDS[c].required for c in ("entry_id", "kind", AMOUNT_COLUMN)):
+        # the insert's conflict key, the fact itself, and the kind its sign reads
+        raise RuntimeError("the entry id, kind and amount are required ledger fields")
 
 
 _check_schema()
@@ -123,6 +133,7 @@ _FLAGS = tuple(i for i, t in enumerate(_TYPES) if t is ColumnType.FLAG)
 _REQUIRED = tuple(i for i, field in enumerate(LEDGER_FIELDS) if field.required)
 _required_values = itemgetter(*_REQUIRED)
 _AMOUNT = STAGING_COLUMNS.index(FIELDS[AMOUNT_COLUMN].name)
+_KIND = STAGING_COLUMNS.index(FIELDS["kind"].name)
 
 
 def clean_text(value: bytes | str) -> str:
@@ -152,7 +163,7 @@ def raw_row(fields: RawFields) -> tuple[Any, ...]:
 
     :param fields: the entry's fields as Redis returns them (bytes)
     :raise PoisonEntryError: when a required field is missing, empty or
-        malformed, or the amount is negative
+        malformed, or the amount is negative (but for a signed kind)
     """
     get = fields.get
     row: list[Any] = [get(name) or None for name in _NAMES]
@@ -166,7 +177,7 @@ def raw_row(fields: RawFields) -> tuple[Any, ...]:
         raise _malformed(fields, exc) from None
     for i in _FLAGS:
         row[i] = row[i] == b"1"
-    if row[_AMOUNT] < 0:
+    if row[_AMOUNT] < 0 and row[_KIND] not in SIGNED_KINDS:
         raise _malformed(fields)
     return tuple(row)
 

@@ -164,6 +164,7 @@ class Flusher(BatchMover):
                 consumer=self.consumer,
                 batch_size=self.batch_size,
                 claim_idle_ms=self.claim_idle_ms,
+                cluster=self.config.redis_cluster,
             ),
             LedgerWriter(self.dsn, auto_migrate=auto_migrate),
             progress=progress,

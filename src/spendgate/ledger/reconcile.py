@@ -1,10 +1,13 @@
 """Reconcile: do a day's Redis counters agree with the ledger?
 
-For one UTC day, every scope's day counter in Redis (user, project, global;
-charged by ``spend`` and ``settle`` facts) is compared with the ledger's
-account of the same day: the rows in Postgres plus the entries still in the
-Redis stream (the flusher's backlog). Both come from the same scripts, so on
-a healthy deployment every difference is zero.
+For one UTC day, every scope's day counter in Redis (user, project, global)
+is compared with the ledger's account of the same day, net of refunds and
+adjustments (:mod:`spendgate.ledger.reconcile_sources` says exactly what
+counts): the rows in Postgres plus the entries still in the Redis stream
+(the flusher's backlog). Both come from the same scripts, so on a healthy
+deployment every difference is zero. A refund lowers the counters of its
+charge's day, so it is counted on that day whenever it was given; an
+adjustment is counted on the day whose counter it moved.
 
 The stream is read before Postgres, and stream entries already in Postgres
 are counted once: an entry the flusher moves while the reconcile runs is
@@ -18,31 +21,28 @@ days cannot be reconciled (the report says so).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.keys import SCOPE_LETTERS, Keys, glob_escape
+from spendgate.core.connection import client_for
+from spendgate.core.keys import Keys
 from spendgate.core.money import from_micros
-from spendgate.core.protocol import FIELD
-from spendgate.core.windows import from_ms, to_ms, windows_at
 from spendgate.errors import ConfigurationError
-from spendgate.ledger.analytics import SPEND_KINDS
-from spendgate.ledger.entries import clean_text
-from spendgate.ledger.pg import connect, require_dsn
-
-_SCOPES_BY_LETTER = {letter: scope for scope, letter in SCOPE_LETTERS.items()}
-_PAGE = 10_000
-# the stream fields a backlog entry is read by
-_ENTRY_ID, _KIND, _OCCURRED_AT = FIELD["entry_id"], FIELD["kind"], FIELD["occurred_at"]
-_USER_ID, _PROJECT_ID, _AMOUNT = FIELD["user_id"], FIELD["project_id"], FIELD["amount"]
-
-ScopeKey = tuple[str, str]
+from spendgate.ledger.pg import require_dsn
+from spendgate.ledger.reconcile_sources import (
+    Movement,
+    ScopeKey,
+    backlog_refunds,
+    counters,
+    day_bounds_ms,
+    read_backlog,
+    read_postgres,
+)
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ class ScopeDifference:
     scope_id: str | None
     #: the Redis day counter (0 when it is missing)
     redis: Decimal
-    #: rows in Postgres for that day and scope
+    #: rows in Postgres for that day and scope (net of refunds, adjustments)
     postgres: Decimal
-    #: entries still in the stream (not flushed yet)
+    #: entries still in the stream (not flushed yet), net the same way
     backlog: Decimal
 
     @property
@@ -82,7 +82,7 @@ class ReconcileReport:
     redis_total: Decimal = Decimal(0)
     postgres_total: Decimal = Decimal(0)
     backlog_total: Decimal = Decimal(0)
-    #: stream entries of that day not yet in Postgres
+    #: stream entries not yet in Postgres that moved that day's counters
     backlog_entries: int = 0
     #: the scopes that disagree; empty when healthy
     differences: list[ScopeDifference] = field(default_factory=list)
@@ -92,65 +92,6 @@ class ReconcileReport:
     @property
     def ok(self) -> bool:
         return not self.differences
-
-
-def _day_bounds_ms(day: date) -> tuple[int, int]:
-    start = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-    w = windows_at(start)
-    return w.day_start_ms, w.day_end_ms
-
-
-async def _counters(
-    redis: Redis, prefix: str, progress: Callable[[str], None] | None
-) -> dict[ScopeKey, int]:
-    """Every day counter under ``prefix`` as ``{(scope, id): micro-units}``."""
-    keys: list[bytes] = []
-    async for key in redis.scan_iter(match=glob_escape(prefix) + "*", count=1000):
-        keys.append(key)
-        if progress is not None and len(keys) % 100_000 == 0:
-            progress(f"scanned {len(keys)} counters")
-    counters: dict[ScopeKey, int] = {}
-    head = len(prefix.encode())
-    for i in range(0, len(keys), 1000):
-        chunk = keys[i : i + 1000]
-        for key, value in zip(chunk, await redis.mget(chunk), strict=True):
-            if value is None:
-                continue  # expired between SCAN and MGET
-            rest = key[head:].decode("utf-8", "replace")
-            letter, _, scope_id = rest.partition(":")
-            scope = _SCOPES_BY_LETTER.get(letter)
-            if scope is not None:
-                counters[(scope, clean_text(scope_id))] = int(value)
-    return counters
-
-
-async def _backlog(
-    redis: Redis, stream: str, start_ms: int, end_ms: int
-) -> dict[str, tuple[str, str, int]]:
-    """Stream entries of the day that charge counters: ``{entry_id: (user,
-    project, micro-units)}``."""
-    found: dict[str, tuple[str, str, int]] = {}
-    cursor = "-"
-    while True:
-        page: list[Any] = await redis.xrange(stream, cursor, "+", count=_PAGE) or []
-        for _sid, raw in page:
-            fields = {clean_text(k): clean_text(v) for k, v in (raw or {}).items()}
-            if fields.get(_KIND) not in SPEND_KINDS:
-                continue
-            try:
-                at = int(fields[_OCCURRED_AT])
-                if start_ms <= at < end_ms:
-                    found[fields[_ENTRY_ID]] = (
-                        fields[_USER_ID],
-                        fields.get(_PROJECT_ID, ""),
-                        int(fields[_AMOUNT]),
-                    )
-            except (KeyError, ValueError):
-                continue  # malformed: the flusher dead-letters it
-        if len(page) < _PAGE:
-            return found
-        last = clean_text(page[-1][0])
-        cursor = "(" + last
 
 
 async def reconcile(
@@ -180,64 +121,43 @@ async def reconcile(
             raise ConfigurationError(
                 "reconcile needs the deployment's Redis: set SPENDGATE_REDIS_URL"
             )
-        redis = Redis.from_url(
-            config.redis_url, socket_timeout=30, socket_connect_timeout=5
+        redis = client_for(
+            config.redis_url,
+            cluster=config.redis_cluster,
+            socket_timeout=30,
+            socket_connect_timeout=5,
         )
     keys = Keys(config.key_prefix)
-    start_ms, end_ms = _day_bounds_ms(day)
+    start_ms, end_ms = day_bounds_ms(day)
     report = ReconcileReport(day=day)
     report.counters_expired = (
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000
     )
     try:
-        prefix = keys.days(f"{day:%Y%m%d}")
-        counters = await _counters(redis, prefix, progress)
-        backlog = await _backlog(redis, keys.ledger, start_ms, end_ms)
+        in_redis = await counters(redis, keys.days(f"{day:%Y%m%d}"), progress)
+        backlog = await read_backlog(redis, keys.ledger, day, start_ms, end_ms)
     finally:
         if own_client:
             await redis.aclose()
-    rows, flushed = await _postgres(dsn, start_ms, end_ms, list(backlog))
+    side = await read_postgres(dsn, day, start_ms, end_ms, backlog)
     ledger_pg: dict[ScopeKey, int] = {}
     ledger_backlog: dict[ScopeKey, int] = {}
-    for r in rows:
-        _add(ledger_pg, r["user_id"], r["project_id"], int(r["micros"]))
-    for entry_id, (user, project, micros) in backlog.items():
-        if entry_id not in flushed:
-            report.backlog_entries += 1
-            _add(ledger_backlog, user, project, micros)
-    _compare(report, counters, ledger_pg, ledger_backlog)
+    _add(ledger_pg, side.movements)
+    waiting = [
+        m
+        for m in backlog.movements + backlog_refunds(backlog, side, day)
+        if m.entry_id not in side.flushed
+    ]
+    report.backlog_entries = len(waiting)
+    _add(ledger_backlog, waiting)
+    _compare(report, in_redis, ledger_pg, ledger_backlog)
     return report
 
 
-async def _postgres(
-    dsn: str, start_ms: int, end_ms: int, ids: list[str]
-) -> tuple[list[Any], set[str]]:
-    """The day's spend per (user, project) in Postgres, and which of the
-    backlog's entry ``ids`` are there already."""
-    conn: Any = await connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT user_id, coalesce(project_id, '') AS project_id,"
-            " (sum(amount) * 1000000)::bigint AS micros FROM spendgate_ledger"
-            " WHERE kind = ANY($1::text[]) AND occurred_at >= $2 AND occurred_at < $3"
-            " GROUP BY 1, 2",
-            list(SPEND_KINDS),
-            from_ms(start_ms),
-            from_ms(end_ms),
-        )
-        flushed: set[str] = set()
-        for i in range(0, len(ids), _PAGE):
-            flushed.update(
-                r["entry_id"]
-                for r in await conn.fetch(
-                    "SELECT entry_id FROM spendgate_ledger"
-                    " WHERE entry_id = ANY($1::text[])",
-                    ids[i : i + _PAGE],
-                )
-            )
-    finally:
-        await conn.close()
-    return list(rows), flushed
+def _add(sums: dict[ScopeKey, int], movements: Iterable[Movement]) -> None:
+    for movement in movements:
+        for scope in movement.scopes:
+            sums[scope] = sums.get(scope, 0) + movement.micros
 
 
 def _compare(
@@ -268,10 +188,3 @@ def _compare(
                     backlog=from_micros(in_backlog),
                 )
             )
-
-
-def _add(sums: dict[ScopeKey, int], user: str, project: str, micros: int) -> None:
-    sums[("user", user)] = sums.get(("user", user), 0) + micros
-    if project:
-        sums[("project", project)] = sums.get(("project", project), 0) + micros
-    sums[("global", "")] = sums.get(("global", ""), 0) + micros

@@ -19,7 +19,8 @@ from spendgate.ledger.entries import (
     ColumnType,
 )
 
-#: the ledger table, created by migration 0001 (0002 adds price_version)
+#: the ledger table, created by migration 0001 (0002 adds price_version, 0003
+#: the link, grant, team, scope and window columns)
 LEDGER_TABLE = "spendgate_ledger"
 #: the temporary table a batch is copied into
 STAGING_TABLE = "spendgate_ledger_staging"
@@ -37,6 +38,16 @@ _STAGING_TYPES = {
 
 # The metadata parsed once per row, in the subquery of INSERT.
 _METADATA_JSON = "j"
+
+
+def quoted(column: str) -> str:
+    """A column name as SQL reads it whatever it is: quoted (``window`` is a
+    reserved word in Postgres)."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+#: the ledger's columns the inserts fill, in order, quoted
+_INSERT_COLUMNS = ", ".join(quoted(column) for column in ROW_COLUMNS)
 
 
 def _staging_ddl() -> str:
@@ -85,7 +96,7 @@ def _select_sql(column: str) -> str:
 def _insert_sql() -> str:
     metadata = FIELDS[METADATA_COLUMN].name
     return (
-        f"INSERT INTO {LEDGER_TABLE} ({', '.join(ROW_COLUMNS)})"
+        f"INSERT INTO {LEDGER_TABLE} ({_INSERT_COLUMNS})"
         f" SELECT {', '.join(_select_sql(c) for c in ROW_COLUMNS)}"
         f" FROM (SELECT *, convert_from({metadata}, 'UTF8')::jsonb"
         f" AS {_METADATA_JSON} FROM {STAGING_TABLE}) AS s"
@@ -108,7 +119,7 @@ def _insert_one_sql() -> str:
         for position, column in enumerate(ROW_COLUMNS, start=1)
     )
     return (
-        f"INSERT INTO {LEDGER_TABLE} ({', '.join(ROW_COLUMNS)})"
+        f"INSERT INTO {LEDGER_TABLE} ({_INSERT_COLUMNS})"
         f" VALUES ({values}) ON CONFLICT (entry_id) DO NOTHING"
     )
 

@@ -19,9 +19,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
-from spendgate.core.connection import embedded_client
+from spendgate.core.connection import client_for, embedded_client
 from spendgate.core.keys import Keys
 from spendgate.core.scripts import lua_dir
 from spendgate.ledger.entries import RawFields, StreamEntry, clean_text
@@ -91,6 +91,7 @@ class StreamConsumer:
 
     :param redis_url: where to connect on first use when ``redis`` is not
         given; ``None`` for the embedded store
+    :param cluster: ``redis_url`` is a node of a Redis Cluster
     :param redis: an existing client (not closed by :meth:`aclose`)
     :param keys: the deployment's keys (the stream, its dead letters, the
         heartbeats)
@@ -111,8 +112,10 @@ class StreamConsumer:
         consumer: str,
         batch_size: int,
         claim_idle_ms: int,
+        cluster: bool = False,
     ) -> None:
         self.redis_url = redis_url
+        self.cluster = cluster
         self.keys = keys
         self.stream = keys.ledger
         #: where entries Postgres refuses as data are moved, with the error
@@ -138,8 +141,11 @@ class StreamConsumer:
         if self._redis is None:
             if self.redis_url:
                 # Not the hot path: batches are large, so generous timeouts.
-                self._redis = Redis.from_url(
-                    self.redis_url, socket_timeout=30, socket_connect_timeout=5
+                self._redis = client_for(
+                    self.redis_url,
+                    cluster=self.cluster,
+                    socket_timeout=30,
+                    socket_connect_timeout=5,
                 )
             else:
                 self._redis = embedded_client()
@@ -297,8 +303,15 @@ class StreamConsumer:
         pipe = self.redis.pipeline(transaction=False)
         pipe.xlen(self.stream)
         pipe.xrange(self.stream, "-", "+", count=1)
-        pipe.time()
-        entries, first, (seconds, micros) = await pipe.execute()
+        if isinstance(self.redis, RedisCluster):
+            # A cluster's pipeline takes keyed commands only: the time is
+            # read apart (any master's clock; they agree to well under 1 s).
+            entries, first = await pipe.execute()
+            now = await self.redis.time()
+            seconds, micros = next(iter(now.values())) if isinstance(now, dict) else now
+        else:
+            pipe.time()
+            entries, first, (seconds, micros) = await pipe.execute()
         pending = 0
         if entries:
             try:

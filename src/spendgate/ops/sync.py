@@ -14,13 +14,13 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from spendgate.models import SpendRecord
+from spendgate.ops.extend import Extensions
 from spendgate.ops.facts import Facts
-from spendgate.ops.leases import Leases
 
 T = TypeVar("T")
 
 
-class SyncCalls(Leases, Facts):
+class SyncCalls(Extensions, Facts):
     """``check_availability_sync``, ``record_spend_sync``, ``close_sync``."""
 
     _sync_loop: asyncio.AbstractEventLoop | None = None

@@ -9,6 +9,8 @@ the same thing, and the tests check the one against the other
   after the point, no sign, exponent, space or underscore, 0 to
   ``MAX_AMOUNT``. Strings are stricter than the Python API on purpose: what
   the document allows is all a client may send.
+- A signed amount (a correction) is the same with an optional leading
+  ``-`` (:data:`SIGNED_AMOUNT_PATTERN`), ``-MAX_AMOUNT`` to ``MAX_AMOUNT``.
 - An id (user, project, lease, idempotency key, in a body, a path or a query)
   has a character that is not a space and no control character
   (:data:`ID_PATTERN`). In a path, a newline makes the path match no route
@@ -43,7 +45,9 @@ __all__ = [
     "Metadata",
     "ModelName",
     "ProjectQuery",
+    "SIGNED_AMOUNT_PATTERN",
     "ScopeIdPath",
+    "SignedAmount",
     "TtlSeconds",
     "UserIdPath",
 ]
@@ -92,6 +96,46 @@ Amount = Annotated[
             ],
             "description": "an exact amount: a JSON number or a decimal string, "
             f"0 to {MAX_AMOUNT}",
+        }
+    ),
+]
+
+
+#: a signed decimal string amount: an amount string with an optional "-"
+SIGNED_AMOUNT_PATTERN = "^-?" + AMOUNT_PATTERN[1:]
+_SIGNED_AMOUNT = re.compile(SIGNED_AMOUNT_PATTERN)
+
+
+def _exact_signed_amount(value: object) -> Decimal:
+    # The magnitude is read by the library's rules (type, maximum: their
+    # messages), the sign kept; strings take the document's stricter form.
+    if isinstance(value, str):
+        if _SIGNED_AMOUNT.fullmatch(value) is None:
+            raise ValueError(
+                "a string amount is an optional '-' then plain decimal digits "
+                'with at most 12 after the point (e.g. "-12.5")'
+            )
+        magnitude = to_decimal(value.removeprefix("-"))
+        return -magnitude if value.startswith("-") else magnitude
+    if isinstance(value, Decimal) and value.is_signed():
+        return -to_decimal(value.copy_abs())
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return -to_decimal(-value)
+    return to_decimal(value)
+
+
+#: a signed amount (+ raises, - lowers): a JSON number or a decimal string
+SignedAmount = Annotated[
+    Decimal,
+    BeforeValidator(_exact_signed_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": -_MAX, "maximum": _MAX},
+                {"type": "string", "pattern": SIGNED_AMOUNT_PATTERN},
+            ],
+            "description": "an exact signed amount: a JSON number or a decimal "
+            f"string, -{MAX_AMOUNT} to {MAX_AMOUNT}",
         }
     ),
 ]

@@ -9,8 +9,10 @@ worker per container and let the orchestrator scale them.
 Metrics:
 
 - ``spendgate_decisions_total{endpoint, outcome, scope, window}``: admission
-  decisions (``/check``, ``/v1/reserve``); outcome is ``allowed``,
-  ``refused``, ``unavailable`` (failed closed), ``conflict`` or ``invalid``;
+  decisions (``/check``, ``/v1/reserve``, ``/v1/reserve_up_to``,
+  ``/v1/extend``); outcome is ``allowed``, ``refused``, ``unavailable``
+  (failed closed), ``conflict`` or ``invalid`` (an extend of a lease no
+  longer live counts here too);
   ``scope``/``window`` name the cap that refused (``none`` otherwise).
 - ``spendgate_facts_total{endpoint, outcome}``: facts (spend, settle, credit);
   outcome is ``recorded``, ``replayed``, ``spooled``, ``unavailable``,

@@ -65,7 +65,7 @@ CONFLICT = {
 LEASE_CONFLICT = {
     "model": Problem,
     "description": "illegal lease transition (settle after release, unknown lease, "
-    "settle at another cost)",
+    "settle at another cost, extend of a lease no longer live)",
 }
 
 

@@ -84,6 +84,17 @@ class SettleRequest(BaseModel):
     metadata: Metadata | None = None
 
 
+class ExtendRequest(BaseModel):
+    """``POST /v1/extend``: top a live lease up by ``more``, admitted like a
+    reserve of ``more``; ``ttl_seconds`` moves its expiry later."""
+
+    model_config = _STRICT
+    lease_id: Id
+    more: Amount
+    ttl_seconds: TtlSeconds | None = None
+    idempotency_key: Id | None = None
+
+
 class ReleaseRequest(BaseModel):
     """``POST /v1/release``: void a lease."""
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from spendgate.server.routes import (
     admission,
+    corrections,
     facts,
     health,
     leases,
@@ -28,5 +29,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     leases.router,
     usage.router,
     limits.router,
+    corrections.router,
     ops.router,
 )

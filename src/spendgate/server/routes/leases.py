@@ -1,4 +1,5 @@
-"""Ending a lease: ``POST /v1/settle`` charges its actual cost (a fact),
+"""A lease after its reserve: ``POST /v1/extend`` tops it up (an admission:
+429 when refused), ``POST /v1/settle`` charges its actual cost (a fact),
 ``POST /v1/release`` voids it. An illegal transition is a 409."""
 
 from __future__ import annotations
@@ -7,8 +8,15 @@ from fastapi import APIRouter, Request
 
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of, metrics_of
-from spendgate.server.responses import LEASE_CONFLICT, request_body, responses
+from spendgate.server.responses import (
+    LEASE_CONFLICT,
+    REFUSED,
+    request_body,
+    responses,
+)
 from spendgate.server.schemas import (
+    ExtendRequest,
+    LeaseResponse,
     ReleaseRequest,
     ReleaseResponse,
     SettleRequest,
@@ -16,6 +24,31 @@ from spendgate.server.schemas import (
 )
 
 router = APIRouter()
+
+
+@router.post(
+    "/v1/extend",
+    response_model=LeaseResponse,
+    responses=responses(401, 408, 413, 422, 503, _409=LEASE_CONFLICT, _429=REFUSED),
+    openapi_extra=request_body(ExtendRequest),
+    tags=["leases"],
+)
+async def extend(request: Request) -> LeaseResponse:
+    """Top a live lease up by ``more`` (its ``amount`` is the new total);
+    429 when a cap or the balance would be passed (nothing changes), 409
+    when the lease is settled, released, expired or unknown, or the
+    idempotency key was used with other arguments."""
+    req = await read_body(request, ExtendRequest)
+    lease = await metrics_of(request).admit(
+        "extend",
+        budget_of(request).extend(
+            req.lease_id,
+            req.more,
+            ttl_seconds=req.ttl_seconds,
+            idempotency_key=req.idempotency_key,
+        ),
+    )
+    return LeaseResponse.of(lease)
 
 
 @router.post(

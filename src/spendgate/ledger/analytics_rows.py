@@ -1,0 +1,89 @@
+"""What the analytics answer: one record per group, day, or window.
+
+Amounts are exact ``Decimal``; "net" is the charges less their refunds plus
+the adjustments that apply (see :mod:`spendgate.ledger.netspend`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class SpendGroup:
+    """Net spend of one user, project or model over the window."""
+
+    #: the user id, project id or model; ``None`` for "no project" / "no model"
+    key: str | None
+    #: charges counted (refunds and adjustments are not calls)
+    calls: int
+    #: net spend: the charges, less their refunds, plus the adjustments
+    total: Decimal
+    #: token counts summed where the metadata carried them (0 otherwise)
+    input_tokens: int
+    output_tokens: int
+    #: given back by refunds of these charges (already taken off ``total``)
+    refunded: Decimal = Decimal(0)
+    #: operators' adjustments of this scope's daily counters (in ``total``)
+    adjusted: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class DailySpend:
+    """Net spend of one UTC day (refunds on their charge's day)."""
+
+    day: date
+    calls: int
+    total: Decimal
+    #: users that were charged that day
+    users: int
+    #: given back by refunds of that day's charges (already taken off ``total``)
+    refunded: Decimal = Decimal(0)
+    #: adjustments of that day's global counter (in ``total``)
+    adjusted: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class SpendStats:
+    """Aggregates over the window; amounts ``None`` when there were no calls."""
+
+    #: charges counted (cost per call = the net amount of one charge)
+    calls: int
+    #: net spend, global adjustments included
+    total: Decimal
+    distinct_users: int
+    distinct_projects: int
+    #: mean net cost per call, rounded to the micro-unit
+    mean: Decimal | None
+    minimum: Decimal | None
+    maximum: Decimal | None
+    #: discrete percentiles of net cost per call, keyed by fraction (0.5, ...)
+    percentiles: dict[float, Decimal | None]
+    input_tokens: int
+    output_tokens: int
+    #: given back by refunds (already taken off ``total``)
+    refunded: Decimal = Decimal(0)
+    #: adjustments of the global daily counters (in ``total``)
+    adjusted: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class CreditFlow:
+    """Prepaid credits of one user over the window."""
+
+    user_id: str
+    #: credits added (kinds ``grant`` and the legacy ``credit``)
+    granted: Decimal
+    #: unused remainders that expired (kind ``expire``)
+    expired: Decimal
+    #: charges less their refunds (by the charges' time)
+    spent: Decimal
+    #: ``granted - expired - spent``: what the user's balance moved by when
+    #: every charge draws on it (not so for charges a plan's allowance covers)
+    net: Decimal
+    #: grant rows (credits added)
+    grants: int
+    #: expire rows
+    expiries: int

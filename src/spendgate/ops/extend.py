@@ -1,0 +1,106 @@
+"""Streaming holds: ``extend`` tops a live lease up while its call runs.
+
+A streamed completion's cost grows chunk by chunk: rather than hold the
+worst case up front, a caller holds a first step and extends the lease as
+output accrues. Each extension is admitted like a reserve of the same amount
+(the lease's own hold already counts), in one script; a refusal changes
+nothing, and the caller cuts the stream and settles what was used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spendgate.core.ids import check_id
+from spendgate.core.money import charge_micros
+from spendgate.core.protocol import Reply
+from spendgate.errors import IdempotencyConflictError, LeaseStateError
+from spendgate.models import Lease
+from spendgate.ops.base import fingerprint, text
+from spendgate.ops.leases import Leases
+
+_OK, _REFUSED, _REPLAYED, _CONFLICT = (
+    int(Reply.OK),
+    int(Reply.REFUSED),
+    int(Reply.REPLAYED),
+    int(Reply.CONFLICT),
+)
+#: what a lease that cannot be extended is, by the script's reply
+_STATES = {
+    int(Reply.UNKNOWN_LEASE): "unknown (never granted, or forgotten)",
+    int(Reply.LEASE_RELEASED): "released",
+    int(Reply.LEASE_SETTLED): "settled",
+    int(Reply.LEASE_EXPIRED): "expired",
+}
+
+
+class Extensions(Leases):
+    """The lease operations, and ``extend``."""
+
+    async def extend(
+        self,
+        lease: Lease | str,
+        more: Any,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Lease:
+        """Top a live hold up by ``more``, atomically, under the admission
+        rule of :meth:`reserve`: for every scope and window, spent + held
+        (this hold included) + ``more`` must stay within the cap, and the
+        balance above ``min_balance`` where enforced. A refusal changes
+        nothing. Settling the lease later charges the actual cost as usual.
+
+        Without an ``idempotency_key`` each call adds ``more``; with one, a
+        retried call adds it once and answers the first call's result (the
+        hold's amount and expiry right after it).
+
+        :param lease: the :class:`Lease` or its id; a ``Lease`` is updated in
+            place (``amount``, ``expires_at``, ``replayed``) and returned
+        :param more: the amount to add; 0 adds nothing and is always admitted
+        :param ttl_seconds: when given, the hold now expires ``ttl_seconds``
+            from now, unless it already expires later (a hold never shortens)
+        :return: the lease with its new amount; ``replayed`` says whether
+            this call was an idempotent replay
+        :raise BudgetExceededError: a cap or the balance would be passed
+        :raise LeaseStateError: the lease is unknown, settled, released or
+            expired
+        :raise IdempotencyConflictError: a key reused with other arguments
+        :raise BudgetUnavailableError: the store did not answer (never
+            extended without it, even with ``fail_open``)
+        """
+        lease_id = lease.id if isinstance(lease, Lease) else lease
+        lease_id = check_id("lease_id", lease_id, self._max_id)
+        requested = charge_micros(more)
+        ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)
+        ikey = digest = ""
+        if idempotency_key is not None:
+            key = check_id("idempotency_key", idempotency_key, self._max_id)
+            ikey = self.keys.caller_idempotency(key)
+            digest = fingerprint("extend", lease_id, requested, ttl_ms)
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        expires = "" if ttl_ms is None else now_ms + ttl_ms
+        reply = await self._store.run(
+            "extend",
+            (self.keys.hold(lease_id), ikey),
+            (now_ms, w.day, w.month, requested, lease_id, digest, expires),
+        )
+        code = reply[0]
+        if code == _REFUSED:
+            user, project = text(reply[6]), text(reply[7])
+            raise self._refusal(reply[:6], user, project or None, requested, w)
+        if code == _CONFLICT:
+            raise IdempotencyConflictError(idempotency_key or "")
+        if code not in (_OK, _REPLAYED):
+            raise LeaseStateError(lease_id, _STATES[code], "extend")
+        amount, expires_ms = text(reply[1]).split("|")
+        replayed = code == _REPLAYED
+        if isinstance(lease, Lease):
+            lease.amount_micros = int(amount)
+            lease.expires_ms = int(expires_ms)
+            lease.replayed = replayed
+            return lease
+        user, project = text(reply[2]), text(reply[3])
+        return Lease(
+            lease_id, user, project or None, int(amount), int(expires_ms), replayed
+        )

@@ -1,0 +1,238 @@
+"""A user's transactions: the ledger entries that name them, newest first.
+
+Where they are read from depends on the deployment:
+
+- with ``postgres_dsn`` set, from ``spendgate_ledger`` (one connection per
+  call): everything the flusher has moved, which is every entry but the last
+  flush interval's (an entry reaches Postgres a flush after its fact);
+- without it, from the Redis ledger stream: nothing drains the stream then,
+  so it holds the newest ``ledger_maxlen`` entries (1,000,000 by default) of
+  every user. The stream is read from its newest entry back, at most
+  :data:`STREAM_SCAN_MAX` entries per call, and ordered as it was written.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+from spendgate.core.ids import user_id_of
+from spendgate.core.money import from_micros
+from spendgate.core.protocol import FIELD
+from spendgate.core.store import UNAVAILABLE_ERRORS
+from spendgate.core.windows import from_ms, to_ms
+from spendgate.errors import (
+    BudgetUnavailableError,
+    ConfigurationError,
+    InvalidArgumentError,
+    LedgerUnavailableError,
+)
+from spendgate.ledger.entries import clean_text
+from spendgate.models import Transaction
+from spendgate.ops.base import Operations
+
+#: the most transactions one call returns
+MAX_TRANSACTIONS = 1000
+#: the most stream entries one call reads without Postgres
+STREAM_SCAN_MAX = 100_000
+_PAGE = 1000
+
+_OPEN_START_MS = 0
+_OPEN_END_MS = to_ms(datetime(9999, 1, 1, tzinfo=UTC))
+
+#: the columns a transaction is read from, quoted ("window" is reserved)
+_COLUMNS = (
+    "entry_id",
+    "kind",
+    "occurred_at",
+    "amount",
+    "user_id",
+    "project_id",
+    "model",
+    "link_id",
+    "grant_id",
+    "team_id",
+    "scope",
+    "window",
+    "idempotency_key",
+    "lease_id",
+    "price_version",
+    "metadata",
+)
+_SELECT = (
+    f"SELECT {', '.join(chr(34) + c + chr(34) for c in _COLUMNS)},"
+    ' ("amount" * 1000000)::bigint AS micros FROM spendgate_ledger'
+    " WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
+    " ORDER BY occurred_at DESC, entry_id DESC LIMIT $4"
+)
+
+
+def _bound_ms(moment: datetime | date | None, name: str, open_ms: int) -> int:
+    if moment is None:
+        return open_ms
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            raise InvalidArgumentError(f"{name} must be an aware datetime (UTC)")
+        return to_ms(moment)
+    if isinstance(moment, date):
+        return to_ms(datetime(moment.year, moment.month, moment.day, tzinfo=UTC))
+    raise InvalidArgumentError(f"{name} must be a datetime or a date, not {moment!r}")
+
+
+def _metadata(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"_unparsed": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+class Transactions(Operations):
+    """``list_transactions``."""
+
+    async def list_transactions(
+        self,
+        user_id: Any,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        limit: int = 100,
+    ) -> list[Transaction]:
+        """A user's ledger entries, newest first: charges, refunds, grants,
+        expiries and the adjustments of their own counters.
+
+        Read from Postgres when ``postgres_dsn`` is set (what the flusher has
+        moved), else from the Redis ledger stream (its newest entries; see
+        :mod:`spendgate.ops.transactions`).
+
+        :param since: from this instant on (a date: its 00:00 UTC), inclusive
+        :param until: before this instant, exclusive
+        :param limit: at most this many, 1 to :data:`MAX_TRANSACTIONS`
+        :raise InvalidArgumentError: a bad limit, or a naive datetime
+        :raise LedgerUnavailableError: Postgres could not be reached
+        """
+        user = user_id_of(user_id, self._max_id)
+        if type(limit) is not int or not 1 <= limit <= MAX_TRANSACTIONS:
+            raise InvalidArgumentError(
+                f"limit must be an int from 1 to {MAX_TRANSACTIONS}, not {limit!r}"
+            )
+        start = _bound_ms(since, "since", _OPEN_START_MS)
+        end = _bound_ms(until, "until", _OPEN_END_MS)
+        if start >= end:
+            return []
+        if self.config.postgres_dsn:
+            return await self._from_postgres(user, start, end, limit)
+        return await self._from_stream(user, start, end, limit)
+
+    async def _from_postgres(
+        self, user: str, start_ms: int, end_ms: int, limit: int
+    ) -> list[Transaction]:
+        from spendgate.ledger.pg import asyncpg_module, connect, is_unavailable
+
+        assert self.config.postgres_dsn
+        conn = await connect(self.config.postgres_dsn)
+        try:
+            rows = await conn.fetch(
+                _SELECT, user, from_ms(start_ms), from_ms(end_ms), limit
+            )
+        except asyncpg_module().UndefinedTableError as exc:
+            raise ConfigurationError(
+                "the ledger table is missing: run `spendgate migrate`"
+            ) from exc
+        except asyncpg_module().UndefinedColumnError as exc:
+            raise ConfigurationError(
+                "the ledger table is older than this spendgate: run `spendgate migrate`"
+            ) from exc
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise LedgerUnavailableError(f"Postgres failed: {exc}") from exc
+            raise
+        finally:
+            await conn.close()
+        return [_from_row(r) for r in rows]
+
+    async def _from_stream(
+        self, user: str, start_ms: int, end_ms: int, limit: int
+    ) -> list[Transaction]:
+        self._store.ensure_open()
+        redis = self._store.client
+        assert redis is not None
+        found: list[Transaction] = []
+        wanted = user.encode()
+        cursor, scanned = "+", 0
+        while scanned < STREAM_SCAN_MAX:
+            try:
+                page: list[Any] = (
+                    await redis.xrevrange(self.keys.ledger, cursor, "-", count=_PAGE)
+                    or []
+                )
+            except UNAVAILABLE_ERRORS as exc:
+                raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            for _sid, fields in page:
+                if fields.get(_USER) != wanted:
+                    continue
+                at = int(fields.get(_OCCURRED_AT, b"0"))
+                if start_ms <= at < end_ms:
+                    found.append(_from_fields(fields))
+                    if len(found) == limit:
+                        return found
+            scanned += len(page)
+            if len(page) < _PAGE:
+                break
+            cursor = "(" + clean_text(page[-1][0])
+        return found
+
+
+_USER = FIELD["user_id"].encode()
+_OCCURRED_AT = FIELD["occurred_at"].encode()
+
+
+def _from_row(r: Any) -> Transaction:
+    return Transaction(
+        entry_id=r["entry_id"],
+        kind=r["kind"],
+        occurred_at=r["occurred_at"].astimezone(UTC),
+        amount=from_micros(int(r["micros"])),
+        user_id=r["user_id"],
+        project_id=r["project_id"],
+        model=r["model"],
+        link_id=r["link_id"],
+        grant_id=r["grant_id"],
+        team_id=r["team_id"],
+        scope=r["scope"],
+        window=r["window"],
+        idempotency_key=r["idempotency_key"],
+        lease_id=r["lease_id"],
+        price_version=r["price_version"],
+        metadata=_metadata(r["metadata"]),
+    )
+
+
+def _from_fields(raw: dict[bytes, bytes]) -> Transaction:
+    """A transaction from a stream entry (empty fields read as absent)."""
+    f = {
+        column: clean_text(raw[name.encode()]) or None
+        for column, name in FIELD.items()
+        if raw.get(name.encode())
+    }
+    version = f.get("price_version")
+    return Transaction(
+        entry_id=f.get("entry_id") or "",
+        kind=f.get("kind") or "",
+        occurred_at=from_ms(int(f.get("occurred_at") or 0)),
+        amount=from_micros(int(f.get("amount") or 0)),
+        user_id=f.get("user_id"),
+        project_id=f.get("project_id"),
+        model=f.get("model"),
+        link_id=f.get("link_id"),
+        grant_id=f.get("grant_id"),
+        team_id=f.get("team_id"),
+        scope=f.get("scope"),
+        window=f.get("window"),
+        idempotency_key=f.get("idempotency_key"),
+        lease_id=f.get("lease_id"),
+        price_version=int(version) if version else None,
+        metadata=_metadata(f.get("metadata")),
+    )
