@@ -109,8 +109,10 @@ class WebhookSink:
         self._secret = secret.encode()
         self.timeout_seconds = timeout_seconds
         self._types = frozenset(check_type(t) for t in types)
-        #: how logs and dead letters name it: scheme and host, never the token
-        self.name = f"webhook {redact_webhook_url(url)}"
+        #: scheme and host: what logs may show of the URL (never its token)
+        self.origin = redact_webhook_url(url)
+        #: how logs and dead letters name it
+        self.name = f"webhook {self.origin}"
         self._client = client
         self._owns_client = client is None
 
@@ -178,10 +180,10 @@ class WebhookSink:
         except httpx.HTTPError as exc:
             # (a transport's message may quote the URL: its token is hidden)
             reason = f"{type(exc).__name__}: {exc}".replace(self.url, "<url>")
-            raise WebhookError(self.name, reason or "failed") from None
+            raise WebhookError(self.origin, reason or "failed") from None
         if not 200 <= response.status_code < 300:
             raise WebhookError(
-                self.name,
+                self.origin,
                 f"answered {response.status_code}",
                 response.status_code,
             )
