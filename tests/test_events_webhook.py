@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -479,3 +481,19 @@ async def test_a_sigkilled_events_run_process_leaves_its_events_to_another(
     assert hanging.received[0] == ids[0]  # the one it died on, delivered again
     pending = await real_client.xpending(keys.ledger, "spendgate-webhooks")
     assert pending["pending"] == 0
+
+
+def test_the_readme_verification_snippet_verifies_a_real_request() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    [snippet] = [b for b in blocks if "def verify(secret: bytes" in b]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # the receiver's code, as documented
+    event = Event("1773576000000-0", "credits.cap_reached", datetime.now(UTC))
+    body, headers = sink("https://h/x").request(event)
+    verify = namespace["verify"]
+    assert verify(SECRET.encode(), body, headers)
+    assert not verify(b"other", body, headers)
+    assert not verify(SECRET.encode(), body.replace(b"cap", b"cop"), headers)
+    old = dict(headers, **{"X-Spendgate-Timestamp": str(int(time.time()) - 3600)})
+    assert not verify(SECRET.encode(), body, old)

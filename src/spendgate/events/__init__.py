@@ -14,5 +14,14 @@ from spendgate.events.delivery import RetryPolicy
 from spendgate.events.dispatcher import EventDispatcher
 from spendgate.events.model import Event
 from spendgate.events.targets import EventHandlers
+from spendgate.events.webhook import WebhookSink, sign, verify_signature
 
-__all__ = ["Event", "EventDispatcher", "EventHandlers", "RetryPolicy"]
+__all__ = [
+    "Event",
+    "EventDispatcher",
+    "EventHandlers",
+    "RetryPolicy",
+    "WebhookSink",
+    "sign",
+    "verify_signature",
+]
