@@ -31,7 +31,7 @@ from spendgate import BudgetConfig, BudgetManager, InvalidArgumentError
 from spendgate.core.keys import Keys
 from spendgate.core.protocol import EVENT_FIELDS, EventType
 from spendgate.events import Event, EventDispatcher, EventHandlers, RetryPolicy
-from spendgate.events.dispatcher import sibling_client
+from spendgate.events.clients import sibling_client
 
 #: settings that make retries quick
 FAST = {

@@ -5,6 +5,7 @@
 - ``delivery``: attempts with exponential backoff (:class:`RetryPolicy`)
 - ``streams``: the Redis side (consumer groups, claims, acks, dead letters)
 - ``dispatcher``: :class:`EventDispatcher`, the loop
+- ``clients``: the dispatcher's own Redis client
 - ``webhook``: :class:`WebhookSink` (signed POSTs) and :func:`verify_signature`
 """
 

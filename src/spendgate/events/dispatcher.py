@@ -33,19 +33,15 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.connection import client_for, embedded_client
 from spendgate.core.keys import Keys
 from spendgate.errors import PoisonEntryError
+from spendgate.events.clients import BLOCK_SECONDS, dispatcher_client
 from spendgate.events.delivery import RetryPolicy, deliver
 from spendgate.events.model import Event, from_events_entry, from_ledger_entry
 from spendgate.events.streams import DeadLetter, Entry, EventStreams, Source
 from spendgate.events.targets import EventHandlers, Target, wants_facts
 from spendgate.ledger.heartbeat import Heartbeat
 from spendgate.ledger.stream import REDIS_UNAVAILABLE
-
-#: the longest a blocking read waits before the loop looks around (stop,
-#: claims, a newly wanted stream), seconds
-BLOCK_SECONDS = 1.0
 
 
 class Stopping(Exception):
@@ -122,7 +118,7 @@ class EventDispatcher:
         self.policy = RetryPolicy.from_config(cfg)
         self.block_ms = max(1, int(block_seconds * 1000))
         if redis is None:
-            redis = _connect(cfg, block_seconds)
+            redis = dispatcher_client(cfg, block_seconds)
             close_redis = True if close_redis is None else close_redis
         self._redis = redis
         self._close_redis = bool(close_redis)
@@ -396,39 +392,3 @@ class EventDispatcher:
             f" delivered={self.delivered_total}"
             f" dead_lettered={self.dead_lettered_total}"
         )
-
-
-def _connect(config: BudgetConfig, block_seconds: float) -> Redis:
-    """A client of the dispatcher's own (the embedded store's, without a URL)."""
-    if not config.redis_url:
-        return embedded_client()
-    # The timeout covers a blocking read; not the hot path's.
-    return client_for(
-        config.redis_url,
-        cluster=config.redis_cluster,
-        socket_timeout=block_seconds + 10,
-        socket_connect_timeout=5,
-    )
-
-
-def sibling_client(client: Redis, block_seconds: float = BLOCK_SECONDS) -> Redis:
-    """A client of the same server as ``client`` with a pool of its own (a
-    blocking read must not take a connection of the hot path's pool).
-
-    :raise TypeError: ``client`` has no connection pool to copy (then use
-        it as it is)
-    """
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or not hasattr(pool, "connection_kwargs"):
-        raise TypeError(f"cannot copy the connection settings of {client!r}")
-    from redis.asyncio import ConnectionPool
-
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["socket_timeout"] = block_seconds + 10
-    kwargs.setdefault("socket_connect_timeout", 5)
-    # from_pool: closing the client closes the pool (and its sockets).
-    return Redis.from_pool(
-        ConnectionPool(
-            connection_class=pool.connection_class, max_connections=16, **kwargs
-        )
-    )

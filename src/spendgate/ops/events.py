@@ -67,7 +67,8 @@ class Events(Operations):
         task = self._dispatch_task
         if task is not None and not task.done():
             return
-        from spendgate.events.dispatcher import EventDispatcher, sibling_client
+        from spendgate.events.clients import sibling_client
+        from spendgate.events.dispatcher import EventDispatcher
 
         client = self._store.client
         redis, close = None, None
