@@ -19,10 +19,15 @@
 -- ARGV[14] - the price book version the amount was priced with, "" for none
 -- ARGV[15] - the balance floor, micro-units (the book's min_balance), ""
 --            for the configured MIN_BALANCE
+-- ARGV[16] - "=" and the user's plan the usage was priced for (K_USER_PLAN's
+--            value, "" for none), or "" when no plan can price it (no plans
+--            exist, or the charge is an amount): then nothing is read
 -- return {R_OK, "entry|now_ms|balance|amount|version"} when charged,
 --        {R_REPLAYED, same payload} for a replay, {R_CONFLICT}, the refusal {R_REFUSED, scope,
---        window, limit, spent, held}, or {R_STALE_PRICE, active version} when
---        the version priced with is not the active one any more
+--        window, limit, spent, held}, {R_STALE_PRICE, active version} when
+--        the version priced with is not the active one any more, or
+--        {R_STALE_PRICE, version, the user's plan} when the user's plan is
+--        not the one priced for
 
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
@@ -35,6 +40,11 @@ local version = ARGV[14]
 if version ~= '' then
   local active = redis.call('GET', BASE .. K_PRICE_ACTIVE)
   if active ~= version then return {R_STALE_PRICE, active or ''} end
+end
+local plan = ARGV[16]
+if plan ~= '' then
+  local assigned = redis.call('GET', BASE .. K_USER_PLAN .. user) or ''
+  if '=' .. assigned ~= plan then return {R_STALE_PRICE, version, assigned} end
 end
 
 local floor = ARGV[15]

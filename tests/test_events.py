@@ -469,3 +469,29 @@ async def test_stopped_mid_retry_the_event_stays_pending_for_a_restart(
     )
     await restarted.drain()
     assert got == [sid]
+
+
+async def test_a_scripts_own_event_reaches_its_handler(make_budget: MakeBudget) -> None:
+    # use_feature with action "warn" writes credits.cap_warning in its script
+    budget = make_budget()
+    got: list[Event] = []
+    budget.events.on("credits.cap_warning", got.append)
+    await budget.set_plan(
+        "pro",
+        features={"image_gen": True},
+        feature_limits={
+            "image_gen": {"max_calls": 2, "period": "monthly", "action": "warn"}
+        },
+    )
+    await budget.assign_plan("ada", "pro")
+    for _ in range(4):
+        await budget.use_feature("ada", "image_gen")
+    await until(lambda: bool(got), "the warning")
+    [event] = got
+    assert (event.type, event.user_id, event.scope, event.window) == (
+        "credits.cap_warning",
+        "ada",
+        "user",
+        "monthly",
+    )
+    assert event.data["feature"] == "image_gen" and event.data["used"] == 3

@@ -158,11 +158,33 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.REPLAYED: [2, b"first|1700000000000|-1000000|0"],
         Reply.CONFLICT: [3],
     },
+    "use_feature": {
+        Reply.OK: [0, b"1|0"],
+        Reply.REFUSED: [1, 1, 1],
+        Reply.REPLAYED: [2, b"1|0"],
+        Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b"1700000000000|pro"],
+    },
+    "plan_set": {Reply.OK: [0, 1], Reply.REFUSED: [1, 1000]},
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
 }
 
 _BOOK = {"version": 1, "models": {"_default": "input_tokens * 0.001"}}
+
+
+def _on_a_plan(budget: BudgetManager) -> BudgetManager:
+    """``budget`` knowing user "u" on plan "pro", whose feature "f" is
+    limited (as last read: no round trip before the call's own)."""
+    from spendgate.plans.definitions import plan_document
+
+    limits = {"f": {"max_calls": 1}}
+    _, plan = plan_document("pro", None, 0, "monthly", None, None, limits)
+    budget._plans().load("1", {"pro": plan})
+    budget._plans().remember("u", "1|pro")
+    budget._plans_rev_seen = "1"
+    return budget
+
 
 _CALLS = {
     "check": lambda b: b.check_availability("u", "p", "1"),
@@ -175,6 +197,8 @@ _CALLS = {
     "credit": lambda b: b.add_credits("u", "5", idempotency_key="k"),
     "deduct": lambda b: b.deduct("u", "1", idempotency_key="k"),
     "adjust": lambda b: b.adjust_usage("user", "u", "-1", idempotency_key="k"),
+    "use_feature": lambda b: _on_a_plan(b).use_feature("u", "f", "k"),
+    "plan_set": lambda b: b.set_plan("pro"),
     "pricing_publish": lambda b: b.publish_pricing(_BOOK),
     "pricing_activate": lambda b: b.activate_pricing(1),
 }

@@ -12,6 +12,7 @@ dashboards have always seen. A non-spendgate exception is a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
     ConfigurationError,
+    FeatureLimitExceededError,
+    FeatureNotEntitledError,
     IdempotencyConflictError,
     InvalidArgumentError,
     InvalidIdTypeError,
@@ -50,6 +53,11 @@ INSTANCES: dict[type[BaseException], SpendgateError] = {
     LedgerUnavailableError: LedgerUnavailableError("pg"),
     StorageError: StorageError("damaged"),
     IdempotencyConflictError: IdempotencyConflictError("k1"),
+    # (its count starts again far ahead: Retry-After says how far)
+    FeatureLimitExceededError: FeatureLimitExceededError(
+        "u", "f", 5, 5, "monthly", datetime.now(UTC) + timedelta(days=400)
+    ),
+    FeatureNotEntitledError: FeatureNotEntitledError("u", "f", None),
     LeaseStateError: LeaseStateError("l1", "settled", "release"),
     PricingConfigError: PricingConfigError("bad", "x ** 2", "1:2", "models.m"),
     ConfigurationError: ConfigurationError("bad"),
@@ -117,7 +125,11 @@ async def test_status_and_store_errors_come_from_the_table(
             assert response.json()["detail"]
             if status == 429:
                 assert response.json()["status"] == "refused"
-                assert response.headers["retry-after"] == "60"
+                wait = int(response.headers["retry-after"])
+                if kind is FeatureLimitExceededError:
+                    assert 399 * 86400 < wait <= 400 * 86400
+                else:
+                    assert wait == 60
     counted = sample(app, "spendgate_redis_errors_total", kind=outcome.metric)
     assert counted == (2 if status == 503 else 0)
 

@@ -17,6 +17,8 @@ from spendgate.errors import (
     BudgetUnavailableError,
     ConfigurationError,
     ExpressionError,
+    FeatureLimitExceededError,
+    FeatureNotEntitledError,
     IdempotencyConflictError,
     InsufficientCreditsError,
     InvalidAmountError,
@@ -52,6 +54,8 @@ __all__ = [
     "BudgetUnavailableError",
     "ConfigurationError",
     "ExpressionError",
+    "FeatureLimitExceededError",
+    "FeatureNotEntitledError",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
     "InvalidAmountError",
@@ -83,6 +87,10 @@ if TYPE_CHECKING:
     from spendgate.events.model import Event as Event
     from spendgate.ledger.analytics import Analytics as Analytics
     from spendgate.ledger.flusher import Flusher as Flusher
+    from spendgate.plans.models import FeatureCheck as FeatureCheck
+    from spendgate.plans.models import FeatureLimit as FeatureLimit
+    from spendgate.plans.models import Plan as Plan
+    from spendgate.plans.models import UserPlan as UserPlan
     from spendgate.pricing.engine import PricingEngine as PricingEngine
     from spendgate.pricing.usage import CostBreakdown as CostBreakdown
     from spendgate.pricing.usage import ToolCall as ToolCall
@@ -96,6 +104,11 @@ _LAZY = {
     "Flusher": "spendgate.ledger.flusher",
     # The price book's modules (ast, the compiler) load on first use too.
     "CostBreakdown": "spendgate.pricing.usage",
+    # The plans' result types (their module loads the calendar and pricing).
+    "FeatureCheck": "spendgate.plans.models",
+    "FeatureLimit": "spendgate.plans.models",
+    "Plan": "spendgate.plans.models",
+    "UserPlan": "spendgate.plans.models",
     "PricingEngine": "spendgate.pricing.engine",
     "ToolCall": "spendgate.pricing.usage",
     "UsageMetrics": "spendgate.pricing.usage",

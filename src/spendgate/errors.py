@@ -12,6 +12,8 @@
     │   ├── UnknownModelError        (also LookupError) a model nothing prices
     │   └── ExpressionError          a pricing expression failed on this usage
     ├── InvalidIdTypeError           (also TypeError) an id that is not a str
+    ├── FeatureLimitExceededError    use_feature refused: the feature's max_calls
+    ├── FeatureNotEntitledError      use_feature: the user's plan has no such feature
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
@@ -201,6 +203,54 @@ class ExpressionError(InvalidArgumentError):
         super().__init__(f"pricing expression {expression!r}: {reason}")
 
 
+class FeatureLimitExceededError(SpendgateError):
+    """``use_feature`` refused: the feature's calls reached ``max_calls`` in
+    this period and its action is ``deny``. Nothing was counted.
+
+    :param user_id: the user
+    :param feature: the feature
+    :param limit: ``max_calls``
+    :param used: the calls counted this period
+    :param period: the limit's calendar period (``"monthly"``...)
+    :param resets_at: when the count starts again (UTC)
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        feature: str,
+        limit: int,
+        used: int,
+        period: str,
+        resets_at: datetime,
+    ) -> None:
+        self.user_id = user_id
+        self.feature = feature
+        self.limit = limit
+        self.used = used
+        self.period = period
+        self.resets_at = resets_at
+        super().__init__(
+            f"feature {feature!r} limit reached for {user_id!r}: {used} of"
+            f" {limit} {period} calls used; resets at {resets_at.isoformat()}"
+        )
+
+
+class FeatureNotEntitledError(SpendgateError):
+    """``use_feature`` refused: the user's plan neither has the feature
+    (bursar's truthy rule) nor limits it, or the user has no plan. Nothing
+    was counted."""
+
+    def __init__(self, user_id: str, feature: str, plan_id: str | None) -> None:
+        self.user_id = user_id
+        self.feature = feature
+        self.plan_id = plan_id
+        plan = "has no plan" if plan_id is None else f"has plan {plan_id!r}"
+        super().__init__(
+            f"user {user_id!r} {plan}, which does not include feature {feature!r}"
+        )
+
+
 class InvalidIdTypeError(SpendgateError, TypeError):
     """An id that is not a ``str``."""
 
@@ -338,6 +388,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (LedgerUnavailableError, Outcome(503, ExitCode.UNAVAILABLE, "unavailable")),
     (StorageError, Outcome(503, ExitCode.FAILURE, "storage")),
     (IdempotencyConflictError, Outcome(409, ExitCode.USAGE, "conflict")),
+    (FeatureLimitExceededError, Outcome(429, ExitCode.REFUSED, "feature_limit")),
+    (FeatureNotEntitledError, Outcome(403, ExitCode.REFUSED, "not_entitled")),
     (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
     (PricingConfigError, Outcome(422, ExitCode.USAGE, "invalid")),
     (ConfigurationError, Outcome(500, ExitCode.USAGE, "configuration")),

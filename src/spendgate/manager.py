@@ -23,6 +23,7 @@ from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.events import Events
+from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
 from spendgate.ops.sync import SyncCalls
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Deductions, Corrections, Transactions, Events):
+class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions, Events):
     """The budget guard: admission, leases, facts and usage over one Redis.
 
     Events: ``budget.events.on(type, handler)`` is all it takes; the manager

@@ -8,6 +8,7 @@
     cli/logs.py       spendgate's log lines on stderr, at --log-level
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear, credits add
+    cli/plans.py      plans list|set|assign|unassign|show, features check|use
     cli/ledger.py     migrate, flush, report, reconcile
     cli/corrections.py adjust, transactions
     cli/events.py     events run|tail
@@ -30,6 +31,7 @@ from spendgate.cli.demo import add_demo
 from spendgate.cli.events import add_events
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_credits, add_limits, add_usage
+from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
 from spendgate.errors import ExitCode
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_adjust,
         add_transactions,
         add_pricing,
+        add_plans,
+        add_features,
         add_events,
     ):
         add(sub)

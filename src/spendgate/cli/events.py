@@ -229,7 +229,8 @@ async def _tail(redis: Redis, config: BudgetConfig, args: argparse.Namespace) ->
             # no event (adjustments) are skipped.
             raw: Any = await redis.xrevrange(stream, "+", "-", count=args.count * 2)
             existing.extend(_events_of(source, list(reversed(raw))))
-    existing.sort(key=lambda e: (e.occurred_at, e.id))
+    # (stable: events of one millisecond keep their stream order)
+    existing.sort(key=lambda e: e.occurred_at)
     for event in existing[-args.count :] if args.count else []:
         _show(event, args.json)
     if not args.follow:

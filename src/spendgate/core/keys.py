@@ -22,6 +22,20 @@ they are loaded. The layout, below ``BASE``::
     i:c:<key>              string: an idempotency record of the caller's key
     i:a:<entry>            string: the record of a fact given no key
     ledger                 stream: one entry per fact
+    plans                  hash: the plans set with ``set_plan``, plan id ->
+                           ``{"period": <cycle>, "plan": <bursar's plan>}``
+    plans:rev              string: bumped by every ``set_plan`` (absent: no
+                           plan was ever set; read with the active price book)
+    up:<user>              string: the user's plan, "<anchor_ms>|<plan id>"
+                           (the cycle's anchor: when it was assigned)
+    al:<start_ms>:<user>   string: the user's allowance used in the cycle
+                           period starting at start_ms, micro-units (the
+                           charge path consumes it; expires after the period)
+    fu:<period>:<user>     hash: the user's feature calls in one calendar
+                           period (``d``/``w``/``m``/``y`` and its first day,
+                           ``m20250101``): ``c:<feature>`` the calls counted,
+                           ``w:<feature>`` present once the over-limit event
+                           was written (expires after the period)
     pb:next                string: the last price book version published
     pb:active              string: the active price book version
     pb:v:<n>               string: price book version n (JSON, immutable)
@@ -69,6 +83,11 @@ KEY_PARTS = {
     "PRICE_ACTIVE": "pb:active",
     "PRICE_BOOK": "pb:v:",
     "PRICE_META": "pb:m:",
+    "PLANS": "plans",
+    "PLANS_REV": "plans:rev",
+    "USER_PLAN": "up:",
+    "ALLOWANCE": "al:",
+    "FEATURE_USE": "fu:",
 }
 
 
@@ -97,6 +116,8 @@ class Keys:
         "holds",
         "ledger",
         "ledger_dead",
+        "plans",
+        "plans_rev",
     )
 
     def __init__(self, key_prefix: str) -> None:
@@ -115,6 +136,10 @@ class Keys:
         self.ledger_dead = self.ledger + ":dead"
         #: the consumer names of the flushers that keep a heartbeat
         self.flushers = self.ledger + ":flushers"
+        #: the plans set with set_plan (hash: plan id -> JSON)
+        self.plans = self.base + _K["PLANS"]
+        #: bumped by every set_plan: instances reload the plans when it moves
+        self.plans_rev = self.base + _K["PLANS_REV"]
 
     def flusher(self, consumer: str) -> str:
         """One flusher's heartbeat: present while it is alive."""
@@ -173,6 +198,18 @@ class Keys:
     def price_meta(self, version: int) -> str:
         """The label, time and digest of price book version ``version``."""
         return f"{self.base}{_K['PRICE_META']}{version}"
+
+    def user_plan(self, user_id: str) -> str:
+        """A user's plan: ``"<anchor_ms>|<plan id>"`` (absent: none)."""
+        return self.base + _K["USER_PLAN"] + user_id
+
+    def allowance(self, user_id: str, period_start_ms: int) -> str:
+        """The allowance a user used in the cycle period starting then."""
+        return f"{self.base}{_K['ALLOWANCE']}{period_start_ms}:{user_id}"
+
+    def feature_use(self, user_id: str, period: str) -> str:
+        """A user's feature calls in one calendar period (``m20250101``)."""
+        return f"{self.base}{_K['FEATURE_USE']}{period}:{user_id}"
 
     def days(self, day: str) -> str:
         """What every day counter of ``day`` starts with (the scope follows)."""

@@ -36,7 +36,10 @@ class Reply(IntEnum):
     #: the lease was settled (a release is refused)
     LEASE_SETTLED = 6
     #: deduct: the call was priced with a price book that is no longer the
-    #: active one: ``{STALE_PRICE, active version}`` (priced again, retried)
+    #: active one: ``{STALE_PRICE, active version}``, or for a user whose
+    #: plan is not the one priced for: ``{STALE_PRICE, version, the user's
+    #: plan}`` (priced again, retried); use_feature: the user's plan is not
+    #: the one expected: ``{STALE_PRICE, the user's plan}`` (retried)
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
@@ -282,7 +285,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "deduct": Operation(
         ("idempotency",),
-        (*_CHARGE, "price_version", "min_balance"),
+        (*_CHARGE, "price_version", "min_balance", "plan"),
         _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
     ),
     "adjust": Operation(
@@ -304,16 +307,39 @@ OPERATIONS: dict[str, Operation] = {
         _IDEMPOTENT,
         fact=True,
     ),
+    "use_feature": Operation(
+        ("idempotency", "user_plan", "feature_use"),
+        (
+            "now_ms",
+            "fingerprint",
+            "user",
+            "feature",
+            "plan",
+            "max_calls",
+            "action",
+            "window",
+            "ttl_ms",
+            "data",
+        ),
+        _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "plan_set": Operation(
+        ("plans", "revision"), ("plan", "document", "max_plans"), _ADMITS
+    ),
     "pricing_publish": Operation(
         ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})
     ),
     "pricing_activate": Operation(
         ("active",), ("version",), frozenset({Reply.OK, Reply.UNKNOWN_VERSION})
     ),
-    # (set_limits, usage and the price book reads answer values, no reply code)
+    # (set_limits, usage, the price book and plan reads answer values, no
+    # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),
     "pricing_list": Operation(("next",), ("first", "count"), frozenset()),
     "set_limits": Operation(("limits",), ("daily", "monthly"), frozenset()),
+    "plans_get": Operation(("plans", "revision"), (), frozenset()),
+    "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),
+    "plan_read": Operation(("user_plan", "counter"), ("mode", "field"), frozenset()),
     "usage": Operation(
         ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
     ),

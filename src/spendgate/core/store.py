@@ -45,7 +45,15 @@ UNAVAILABLE_ERRORS = (
     ConnectionError,
     OSError,
 )
-#: error replies that mean the same (the server is there but cannot serve)
+#: error replies that mean the same (the server is there but cannot serve):
+#: the classes redis-py parses them into (it strips the code from their
+#: message: "OOM ..." arrives as OutOfMemoryError("command not allowed..."))
+UNAVAILABLE_REPLY_ERRORS = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,  # and MasterDownError, a kind of it
+)
+#: ... and the codes of those it leaves as a plain ResponseError ("BUSY ...")
 UNAVAILABLE_REPLIES = (
     "OOM",
     "READONLY",
@@ -219,7 +227,8 @@ class Store:
         except BudgetUnavailableError as exc:
             failure = exc
         except redis_errors.ResponseError as exc:
-            if not str(exc).startswith(UNAVAILABLE_REPLIES):
+            cannot_serve = isinstance(exc, UNAVAILABLE_REPLY_ERRORS)
+            if not cannot_serve and not str(exc).startswith(UNAVAILABLE_REPLIES):
                 breaker.success()
                 raise StorageError(f"{operation} failed: {exc}") from exc
             breaker.failure()

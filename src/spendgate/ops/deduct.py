@@ -6,6 +6,13 @@ and the balance above its floor and charges, or refuses and changes nothing.
 The script also checks that the book priced with is still the active one;
 when it is not, the usage is priced again with the new one and the call
 retried, so a charge is priced by exactly one version, the one in force.
+
+Usage is priced for the user's plan (its ``rate_overrides`` first) as the
+manager last knew it; when plans exist, the script checks that plan against
+the user's in Redis the same way, and the call is priced again for the real
+one when they differ: a charge is priced by exactly one plan, the user's.
+When no plan exists (as of the active book's last read, at most a second
+old) nothing about plans is read or sent.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendgate.core.ids import (
     check_id,
@@ -34,15 +41,28 @@ from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
-from spendgate.ops.pricebooks import PriceBooks
+from spendgate.ops.plans import Plans
+from spendgate.plans.cache import split_assignment
 from spendgate.pricing.usage import CostBreakdown, UsageMetrics
+
+if TYPE_CHECKING:
+    from spendgate.plans.models import Plan
+    from spendgate.pricing.engine import PricingEngine
+
+#: a priced charge: micro-units, breakdown, book version, model, the book's
+#: balance floor (micro-units, ``None``: the configured one), the plan that
+#: priced it, and what the script checks the user's plan against ("" for
+#: nothing)
+_Priced = tuple[
+    int, CostBreakdown | None, int | None, str | None, int | None, str | None, str
+]
 
 _ZERO = Decimal(0)
 #: times a deduct is priced again when the active book changed under it
 _PRICE_ATTEMPTS = 3
 
 
-class Deductions(PriceBooks, Leases, Facts):
+class Deductions(Plans, Leases, Facts):
     """``deduct`` and ``deduct_fixed``."""
 
     async def deduct(
@@ -82,19 +102,21 @@ class Deductions(PriceBooks, Leases, Facts):
         extra = metadata_of(metadata)
         for _ in range(_PRICE_ATTEMPTS):
             try:
-                priced = await self._price(usage)
+                priced = await self._price(usage, user)
                 result = await self._deduct_once(
                     user, project, key, extra, usage, *priced
                 )
             except BudgetUnavailableError:
                 if not spool_when_unavailable:
                     raise
-                offline = self._price_offline(usage)
+                offline = self._price_offline(usage, user)
                 return await self._spool_deduct(user, project, key, extra, *offline)
             if result is not None:
                 return result
-            self._forget_active()  # STALE_PRICE: price with the new book
-        raise StorageError("the active price book kept changing during a deduct")
+            # (STALE_PRICE: priced again with the new book, or for the plan)
+        raise StorageError(
+            "the active price book or the user's plan kept changing during a deduct"
+        )
 
     async def deduct_fixed(
         self,
@@ -118,11 +140,8 @@ class Deductions(PriceBooks, Leases, Facts):
             metadata=metadata,
         )
 
-    async def _price(
-        self, usage: Any
-    ) -> tuple[int, CostBreakdown | None, int | None, str | None, int | None]:
-        """The micro-units, breakdown, book version, model and the book's
-        balance floor (micro-units, ``None`` for the configured one)."""
+    async def _price(self, usage: Any, user: str) -> _Priced:
+        """The charge, priced (see :data:`_Priced`)."""
         if not isinstance(usage, UsageMetrics | _FixedJob):
             # An amount: priced by no book, but the active book's floor holds
             # (as read within the last REFRESH_SECONDS).
@@ -132,18 +151,28 @@ class Deductions(PriceBooks, Leases, Facts):
                 fresh = self._fresh_active()
                 active = await self.active_pricing() if fresh is False else fresh
             floor = None if active is None else active[1].min_balance
-            return micros, None, None, None, _floor_micros(floor)
+            return micros, None, None, None, _floor_micros(floor), None, ""
         fresh = self._fresh_active()
         active = await self.active_pricing() if fresh is False else fresh
+        plan, check = None, ""
+        if isinstance(usage, UsageMetrics) and self._plans_exist(
+            None if active is None else active[1]
+        ):
+            cache = self._plans()
+            if cache.stale(self._plans_rev_seen):
+                await self._load_plans()
+            plan, check = self._plan_to_price(user, active)
+        pid = None if plan is None else plan.plan_id
         if active is None:
             if isinstance(usage, _FixedJob):
                 raise InvalidArgumentError("no price book is active: no fixed prices")
-            return _priced_by_models(self, usage)
+            return (*_priced_by_models(self, usage, plan), pid, check)
         version, engine = active
         if isinstance(usage, _FixedJob):
             breakdown = engine.calculate_fixed(usage.job)
         else:
-            breakdown = engine.calculate(usage)
+            rates = None if plan is None else plan.rates
+            breakdown = engine.calculate(usage, rate_overrides=rates)
         model = usage.model if isinstance(usage, UsageMetrics) else None
         return (
             charge_micros(breakdown.total),
@@ -151,30 +180,48 @@ class Deductions(PriceBooks, Leases, Facts):
             version,
             model,
             _floor_micros(engine.min_balance),
+            pid,
+            check,
         )
 
-    def _price_offline(
-        self, usage: Any
-    ) -> tuple[int, CostBreakdown | None, int | None, str | None, int | None]:
+    def _plan_to_price(
+        self, user: str, active: tuple[int, PricingEngine] | None
+    ) -> tuple[Plan | None, str]:
+        """The user's plan as last read (``None``: none, or not in force) and
+        the check the script makes of it."""
+        cache = self._plans()
+        guess = cache.guess(user)
+        parts = split_assignment(guess)
+        engine = None if active is None else active[1]
+        plan = None if parts is None else cache.view(engine).get(parts[1])
+        return plan, "=" + guess
+
+    def _price_offline(self, usage: Any, user: str) -> _Priced:
         """The price while Redis does not answer: an amount as it is, usage by
-        the book last read (the active one, as of that read).
+        the book last read (the active one, as of that read) for the user's
+        plan as last read.
 
         :raise BudgetUnavailableError: usage, and no book was ever read
         """
         if not isinstance(usage, UsageMetrics | _FixedJob):
-            return charge_micros(usage), None, None, None, None
+            return charge_micros(usage), None, None, None, None, None, ""
         version = None if self._active is None else self._active[0]
         engine = None if version is None else self._books.get(version)
         if version is None or engine is None:
             raise BudgetUnavailableError(
                 "the store did not answer, and no price book was read before"
             )
+        plan = None
         if isinstance(usage, _FixedJob):
             breakdown = engine.calculate_fixed(usage.job)
         else:
-            breakdown = engine.calculate(usage)
+            if self._plan_cache is not None and self._plans_exist(engine):
+                plan = self._plan_to_price(user, (version, engine))[0]
+            rates = None if plan is None else plan.rates
+            breakdown = engine.calculate(usage, rate_overrides=rates)
         model = usage.model if isinstance(usage, UsageMetrics) else None
-        return charge_micros(breakdown.total), breakdown, version, model, None
+        pid = None if plan is None else plan.plan_id
+        return charge_micros(breakdown.total), breakdown, version, model, None, pid, ""
 
     async def _deduct_once(
         self,
@@ -188,15 +235,18 @@ class Deductions(PriceBooks, Leases, Facts):
         version: int | None,
         model: str | None,
         floor: int | None,
+        plan: str | None,
+        check: str,
     ) -> DeductResult | None:
-        """One try; ``None`` when the book priced with is no longer active."""
+        """One try; ``None`` when the book priced with is no longer active,
+        or the plan priced for is not the user's (the caches are updated)."""
         if amount == 0:  # bursar's short-circuit: nothing to charge or check
             return DeductResult(
                 "", user, Decimal(0), Decimal(0), None, breakdown, version
             )
         now_ms = self._now_ms()
         entry_id = new_id(now_ms)
-        meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta)
+        meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = fingerprint("deduct", user, project, repr(usage), meta) if key else ""
         args = self._fact_head(now_ms, amount) + (
             digest,
@@ -208,11 +258,13 @@ class Deductions(PriceBooks, Leases, Facts):
             key,
             "" if version is None else version,
             "" if floor is None else floor,
+            check,
         )
         ikey = self.keys.caller_idempotency(key) if key else ""
         reply = await self._store.run("deduct", (ikey,), args)
         code = reply[0]
         if code == Reply.STALE_PRICE:
+            self._stale(user, reply)
             return None
         if code == Reply.CONFLICT:
             raise IdempotencyConflictError(key)
@@ -234,6 +286,14 @@ class Deductions(PriceBooks, Leases, Facts):
             code == Reply.REPLAYED,
         )
 
+    def _stale(self, user: str, reply: Any) -> None:
+        """What a STALE_PRICE answer changed: the user's plan (the charge is
+        priced again for it), or the active book (priced again with it)."""
+        if len(reply) > 2:
+            self._plans().remember(user, text(reply[2]))
+        else:
+            self._forget_active()
+
     async def _spool_deduct(
         self,
         user: str,
@@ -245,6 +305,8 @@ class Deductions(PriceBooks, Leases, Facts):
         version: int | None,
         model: str | None,
         floor: int | None,
+        plan: str | None,
+        check: str,
     ) -> DeductResult:
         record = await self.record_spend(
             user,
@@ -252,7 +314,7 @@ class Deductions(PriceBooks, Leases, Facts):
             project,
             model,
             key or None,
-            {**extra, "pricing": pricing_of(breakdown, version)},
+            {**extra, "pricing": pricing_of(breakdown, version, plan)},
         )
         return DeductResult(
             entry_id=record.entry_id,
@@ -280,9 +342,16 @@ class _FixedJob:
 
 
 def _priced_by_models(
-    budget: Any, usage: UsageMetrics
+    budget: Any, usage: UsageMetrics, plan: Plan | None
 ) -> tuple[int, CostBreakdown | None, int | None, str | None, int | None]:
-    """No book active: the model prices (overrides, LiteLLM's map, default)."""
+    """No book active: the plan's rate overrides when they price the model,
+    else the model prices (overrides, LiteLLM's map, default)."""
+    rates = None if plan is None else plan.engine
+    if rates is not None and (
+        rates.has_default_model or (usage.model and rates.has_model(usage.model))
+    ):
+        breakdown = rates.calculate(usage)
+        return charge_micros(breakdown.total), breakdown, None, usage.model, None
     if not usage.model:
         raise InvalidArgumentError("usage names no model, and no price book is active")
     cost = budget.pricing.calculate(

@@ -37,14 +37,21 @@ def metadata_of(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(metadata)
 
 
-def pricing_of(breakdown: CostBreakdown | None, version: int | None) -> dict[str, Any]:
-    """The ``pricing`` block of a charge's metadata."""
-    if breakdown is None:
-        return {"version": version}
-    return {**breakdown.to_dict(), "version": version}
+def pricing_of(
+    breakdown: CostBreakdown | None, version: int | None, plan: str | None = None
+) -> dict[str, Any]:
+    """The ``pricing`` block of a charge's metadata (``plan``: the user's
+    plan it was priced for, when the user has one)."""
+    block: dict[str, Any] = {} if breakdown is None else dict(breakdown.to_dict())
+    block["version"] = version
+    if plan is not None:
+        block["plan"] = plan
+    return block
 
 
-def _pricing_json(breakdown: CostBreakdown, version: int | None) -> str:
+def _pricing_json(
+    breakdown: CostBreakdown, version: int | None, plan: str | None
+) -> str:
     """:func:`_pricing_of` as the JSON ``encode_metadata`` writes for it
     (keys sorted, compact), built directly: on a deduct's path, json.dumps of
     the nested dict cost more than the pricing itself."""
@@ -61,10 +68,12 @@ def _pricing_json(breakdown: CostBreakdown, version: int | None) -> str:
             sort_keys=True,
             separators=(",", ":"),
         )
+    # (keys sorted: "plan" comes after "model", only when there is one)
+    plan_part = "" if plan is None else f'"plan":{json.dumps(plan)},'
     return (
         f'"pricing":{{"cache":"{b.cache:f}","fixed":"{b.fixed:f}",'
-        f'"model":"{b.model:f}","search":"{b.search:f}","tools":"{b.tools:f}",'
-        f'"tools_by_name":{by_name},"total":"{b.total:f}",'
+        f'"model":"{b.model:f}",{plan_part}"search":"{b.search:f}",'
+        f'"tools":"{b.tools:f}","tools_by_name":{by_name},"total":"{b.total:f}",'
         f'"version":{"null" if version is None else version}}}'
     )
 
@@ -75,10 +84,11 @@ def ledger_metadata(
     breakdown: CostBreakdown | None,
     version: int | None,
     max_bytes: int,
+    plan: str | None = None,
 ) -> str:
-    """The charge's metadata: the caller's, the pricing (breakdown and
-    version) and the usage's tokens (the ledger row's token columns read
-    them)."""
+    """The charge's metadata: the caller's, the pricing (breakdown, version
+    and the user's plan) and the usage's tokens (the ledger row's token
+    columns read them)."""
     tokens = None
     if isinstance(usage, UsageMetrics):
         tokens = {
@@ -88,13 +98,13 @@ def ledger_metadata(
     if extra:  # the caller's own metadata: the general path
         meta = dict(extra)
         if breakdown is not None:
-            meta["pricing"] = pricing_of(breakdown, version)
+            meta["pricing"] = pricing_of(breakdown, version, plan)
         if tokens is not None:
             meta["usage"] = tokens
         return encode_metadata(meta, max_bytes)
     parts = []
     if breakdown is not None:
-        parts.append(_pricing_json(breakdown, version))
+        parts.append(_pricing_json(breakdown, version, plan))
     if tokens is not None:
         parts.append(
             f'"usage":{{"input_tokens":{tokens["input_tokens"]},'

@@ -49,6 +49,9 @@ class PriceBooks(Operations):
     #: the active version as last read, and when (monotonic seconds)
     _active: tuple[int | None, float] | None
     _pricing: Pricing | None
+    #: the revision of the plans set with set_plan, as read with the active
+    #: version (``None``: no plan was ever set)
+    _plans_rev_seen: str | None = None
 
     async def publish_pricing(
         self,
@@ -117,9 +120,10 @@ class PriceBooks(Operations):
         :raise InvalidArgumentError: no such version was published
         """
         number = "" if version is None else str(_version(version))
-        active, found, document, meta = await self._store.run(
+        reply = await self._store.run(
             "pricing_get", (self.keys.price_active,), (number,)
         )
+        active, found, document, meta = reply[:4]
         if found is None or document is None:
             if version is None:
                 return None
@@ -162,6 +166,9 @@ class PriceBooks(Operations):
         if fresh is not False:
             return fresh
         reply = await self._store.run("pricing_get", (self.keys.price_active,), ("",))
+        # (the plans' revision comes with it: plans reload when it moves)
+        revision = reply[4] if len(reply) > 4 else None
+        self._plans_rev_seen = None if revision is None else text(revision)
         if reply[0] is None:
             self._remember_active(None, None)
             return None

@@ -53,8 +53,10 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_body(request: Request, model: type[M]) -> M:
+async def read_body(request: Request, model: type[M], *, empty_ok: bool = False) -> M:
     """The body of ``request`` as a ``model``.
+
+    :param empty_ok: an empty body is the model's defaults (an optional body)
 
     :raise RequestProblem: 413 above the app's ``max_body_bytes``; 408 when
         the body has not arrived within ``body_timeout_seconds``; 422 for an
@@ -74,6 +76,8 @@ async def read_body(request: Request, model: type[M]) -> M:
             headers={"Connection": "close"},
         ) from None
     if not raw.strip():
+        if empty_ok:
+            return model()
         raise RequestProblem(422, "request body is empty: a JSON object is expected")
     try:
         # parse_float=Decimal keeps 0.1 exactly 0.1; NaN and Infinity,

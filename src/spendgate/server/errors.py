@@ -10,7 +10,9 @@ that is not the store's is logged (one line) and answered without details.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +26,7 @@ from spendgate.errors import (
     UNEXPECTED,
     BudgetExceededError,
     BudgetUnavailableError,
+    FeatureLimitExceededError,
     LedgerUnavailableError,
     Outcome,
     SpendgateError,
@@ -155,8 +158,14 @@ async def on_spendgate_error(request: Request, exc: Exception) -> Response:
     """Every :class:`SpendgateError`: the status from the table; a refusal
     answers why and when to retry, a 503 counts a store error."""
     outcome = server_outcome(exc)
-    if outcome.status == 429 and isinstance(exc, BudgetExceededError):
-        body = Refusal.model_validate(exc.to_json(clock_of(request)()))
+    if outcome.status == 429 and isinstance(
+        exc, BudgetExceededError | FeatureLimitExceededError
+    ):
+        now = clock_of(request)()
+        if isinstance(exc, BudgetExceededError):
+            body = Refusal.model_validate(exc.to_json(now))
+        else:
+            body = _feature_refusal(exc, now)
         return SafeJSONResponse(
             body.model_dump(),
             status_code=429,
@@ -168,6 +177,26 @@ async def on_spendgate_error(request: Request, exc: Exception) -> Response:
     if outcome.status >= 500:
         return await on_unexpected(request, exc)
     return problem(outcome.status, str(exc))
+
+
+def _feature_refusal(exc: FeatureLimitExceededError, now: datetime) -> Refusal:
+    """A feature limit's refusal as a refused budget says it: scope
+    ``user``, the limit's period as the window, calls as the limit and
+    what was spent; retry when the period ends."""
+    wait = max(1, math.ceil((exc.resets_at - now).total_seconds()))
+    return Refusal(
+        status="refused",
+        detail=str(exc),
+        scope="user",
+        scope_id=exc.user_id,
+        window=exc.period,
+        limit=str(exc.limit),
+        spent=str(exc.used),
+        held=None,
+        requested="1",
+        resets_at=exc.resets_at.isoformat(),
+        retry_after_seconds=wait,
+    )
 
 
 def _unavailable(request: Request, exc: Exception) -> Response:

@@ -17,6 +17,7 @@ from spendgate.server.routes import (
     leases,
     limits,
     ops,
+    plans,
     usage,
 )
 
@@ -30,5 +31,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     usage.router,
     limits.router,
     corrections.router,
+    plans.router,
     ops.router,
 )
