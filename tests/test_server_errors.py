@@ -38,6 +38,7 @@ from spendgate.errors import (
     SpendgateError,
     SpoolFullError,
     StorageError,
+    WebhookError,
 )
 from spendgate.server import create_app
 
@@ -63,6 +64,7 @@ INSTANCES: dict[type[BaseException], SpendgateError] = {
     InvalidArgumentError: InvalidArgumentError("bad"),
     InvalidIdTypeError: InvalidIdTypeError("user_id", 5),
     PoisonEntryError: PoisonEntryError("poison"),
+    WebhookError: WebhookError("https://hooks.example.com/***", "answered 500", 500),
     SpendgateError: SpendgateError("other"),
 }
 

@@ -33,6 +33,7 @@ from spendgate.errors import (
     SpoolFullError,
     StorageError,
     UnknownModelError,
+    WebhookError,
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
@@ -74,6 +75,7 @@ __all__ = [
     "SpoolFullError",
     "StorageError",
     "UnknownModelError",
+    "WebhookError",
     "WindowUsage",
     "__version__",
 ]
@@ -81,6 +83,8 @@ __all__ = [
 # The Postgres side loads on first use: importing spendgate never imports
 # asyncpg (the flusher and analytics import it when they first connect).
 if TYPE_CHECKING:
+    from spendgate.events.dispatcher import EventDispatcher as EventDispatcher
+    from spendgate.events.model import Event as Event
     from spendgate.ledger.analytics import Analytics as Analytics
     from spendgate.ledger.flusher import Flusher as Flusher
     from spendgate.plans.models import FeatureCheck as FeatureCheck
@@ -94,6 +98,9 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Analytics": "spendgate.ledger.analytics",
+    # Event delivery loads when used (a manager without handlers never does).
+    "Event": "spendgate.events.model",
+    "EventDispatcher": "spendgate.events.dispatcher",
     "Flusher": "spendgate.ledger.flusher",
     # The price book's modules (ast, the compiler) load on first use too.
     "CostBreakdown": "spendgate.pricing.usage",

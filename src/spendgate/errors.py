@@ -21,8 +21,10 @@
     ├── LedgerUnavailableError       Postgres could not be reached
     ├── ConfigurationError           (also ValueError) invalid settings
     │   └── PricingConfigError       a price book that does not load
-    └── PoisonEntryError             (also ValueError) a ledger entry that cannot
-                                     become a row
+    ├── PoisonEntryError             (also ValueError) a ledger entry that cannot
+    │                                become a row
+    └── WebhookError                 a webhook did not take an event (an answer
+                                     other than 2xx, a timeout, no connection)
 
 Each error has one outcome, in :data:`OUTCOMES`: the HTTP status the server
 answers, the exit code the CLI ends with and the label metrics count it
@@ -337,6 +339,23 @@ class PoisonEntryError(SpendgateError, ValueError):
     """A stream entry that cannot become a ledger row."""
 
 
+class WebhookError(SpendgateError):
+    """A webhook did not take an event: it answered other than 2xx, or not
+    in time, or could not be reached. The dispatcher retries it, then
+    dead-letters the event.
+
+    :param target: the webhook, as logs may show it (scheme and host only)
+    :param reason: what went wrong (the status, or the transport's error)
+    :param status: the HTTP status it answered, ``None`` when it did not
+    """
+
+    def __init__(self, target: str, reason: str, status: int | None = None) -> None:
+        self.target = target
+        self.reason = reason
+        self.status = status
+        super().__init__(f"webhook {target}: {reason}")
+
+
 class ExitCode(IntEnum):
     """What the ``spendgate`` command exits with."""
 
@@ -380,6 +399,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
     (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),
     (PoisonEntryError, Outcome(500, ExitCode.FAILURE, "poison")),
+    # (the server never delivers webhooks: one reaching it is a bug, 500)
+    (WebhookError, Outcome(500, ExitCode.UNAVAILABLE, "webhook")),
     (SpendgateError, Outcome(500, ExitCode.FAILURE, "error")),
 )
 

@@ -23,6 +23,7 @@ from spendgate.durability.replay import Replayer
 from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.deduct import Deductions
+from spendgate.ops.events import Events
 from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
@@ -39,8 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
-class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
+class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions, Events):
     """The budget guard: admission, leases, facts and usage over one Redis.
+
+    Events: ``budget.events.on(type, handler)`` is all it takes; the manager
+    then delivers events to the handlers while it is open (see
+    :mod:`spendgate.ops.events`).
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
     :param clock: returns the current aware UTC ``datetime``; decides the day
@@ -95,7 +100,14 @@ class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)
         store.keep_fact = replayer.keep
-        store.on_open = replayer.replay_leftovers
+        store.on_open = self._opened
+
+    def _opened(self) -> None:
+        """Once the store is opened: replay an earlier process's spool, and
+        start delivering events if handlers were registered before."""
+        self._replayer.replay_leftovers()
+        if self._events is not None:
+            self._start_events()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -118,13 +130,15 @@ class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
         down now is not an error here; calls fail closed until it answers.
         """
         await self._store.load_scripts()
-        self._replayer.replay_leftovers()
+        self._opened()
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was passed in).
 
-        A last replay pass gives spooled facts a chance to reach Redis; what
-        is still spooled stays on disk for the next process.
+        The event dispatcher stops first (an event it was delivering stays
+        pending, delivered again later). A last replay pass gives spooled
+        facts a chance to reach Redis; what is still spooled stays on disk
+        for the next process.
         """
         if self._sync_loop is not None:
             await self._close_on_sync_loop()
@@ -137,6 +151,7 @@ class BudgetManager(SyncCalls, Features, Deductions, Corrections, Transactions):
     async def _close_resources(self) -> None:
         if self._store.state is ClientState.CLOSED:
             return
+        await self._stop_events()
         await self._replayer.aclose()
         await self._store.aclose()
 

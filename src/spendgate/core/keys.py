@@ -50,6 +50,12 @@ they are loaded. The layout, below ``BASE``::
     pb:m:<n>               string: its label, time and digest (JSON)
     events                 stream: the events scripts write themselves
                            (thresholds crossed, kill switches, low balance)
+    events:dead            stream: events no handler or webhook took after
+                           every retry, with the error
+    events:dispatchers:<g> set: the dispatchers (consumer names) of consumer
+                           group <g> that heartbeat
+    events:dispatcher:<c>  string: one dispatcher's heartbeat, expires unless
+                           renewed (its status, for operators)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -117,6 +123,7 @@ class Keys:
         "base",
         "due",
         "events",
+        "events_dead",
         "flushers",
         "holds",
         "ledger",
@@ -135,6 +142,8 @@ class Keys:
         self.ledger = self.base + _K["LEDGER"]
         #: the events stream: what scripts emit besides facts
         self.events = self.base + _K["EVENTS"]
+        #: where the dispatcher moves events no target took, with the error
+        self.events_dead = self.events + ":dead"
         #: where the flusher moves entries Postgres refuses, with the error
         self.ledger_dead = self.ledger + ":dead"
         #: the consumer names of the flushers that keep a heartbeat
@@ -147,6 +156,15 @@ class Keys:
     def flusher(self, consumer: str) -> str:
         """One flusher's heartbeat: present while it is alive."""
         return self.ledger + ":flusher:" + consumer
+
+    def dispatchers(self, group: str) -> str:
+        """The consumer names of one group's event dispatchers that keep a
+        heartbeat."""
+        return self.events + ":dispatchers:" + group
+
+    def dispatcher(self, consumer: str) -> str:
+        """One event dispatcher's heartbeat: present while it is alive."""
+        return self.events + ":dispatcher:" + consumer
 
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id
