@@ -1,5 +1,8 @@
 -- Shared helpers: spendgate.scripts prepends the ones each script uses to it, so
--- each operation still runs as one self-contained, atomic EVALSHA.
+-- each operation still runs as one self-contained, atomic EVALSHA. The
+-- weekly and per-minute windows' helpers live in _windows.lua, _week.lua
+-- and _minute.lua, linked only into the scripts of a deployment that uses
+-- them (the calls to them here are behind WEEKLY/VELOCITY checks).
 --
 -- The manager's configuration is not sent with each call: spendgate.scripts
 -- writes these constants' values into every script when the scripts are
@@ -10,7 +13,19 @@
 --   MIN_BALANCE       the lowest balance a user may reach, micro-units
 --   PURGE_MAX         expired holds purged at most per call
 --   USER_DAILY, USER_MONTHLY, PROJECT_DAILY, PROJECT_MONTHLY, GLOBAL_DAILY,
---   GLOBAL_MONTHLY    the default caps, micro-units, "-1" = no cap
+--   GLOBAL_MONTHLY, USER_WEEKLY, ..., USER_PER_MINUTE, ...
+--                     the default caps, micro-units, "-1" = no cap
+--   WEEKLY            "1" when weekly counters are kept, else "0" (no week
+--                     key is then read or written)
+--   VELOCITY          "1" when spend is counted per minute where a
+--                     per-minute cap applies, else "0" (no minute key is
+--                     then read or written, no override part parsed)
+--   MINUTE_OVERRIDES  "1" when per-entity per-minute caps may be set
+--                     (per_minute_caps): facts then read the scopes'
+--                     overrides to know which minutes to count; "0": the
+--                     defaults alone decide
+--   KILL_SWITCH_MS    how long a scope that reached its per-minute cap is
+--                     refused, ms; "0" = no kill switch
 --   IDEMPOTENCY_TTL_MS how long idempotency and finished hold records are kept
 --   LEDGER_MAXLEN     the ledger's approximate cap, "0" = uncapped
 --   GRANTS_PER_CALL   grants one call expires, and draws on, at most
@@ -23,7 +38,8 @@
 -- written in the same way:
 --   R_OK, R_REFUSED, R_REPLAYED, R_CONFLICT, R_UNKNOWN_LEASE, R_LEASE_RELEASED,
 --   R_LEASE_SETTLED   reply codes, the first element of every reply
---   W_DAILY, W_MONTHLY, W_BALANCE   the window a refusal names
+--   W_DAILY, W_MONTHLY, W_BALANCE, W_WEEKLY, W_MINUTE   the window a refusal
+--                     names; WN_MINUTE... its name (as events name it)
 --   HOLD_PENDING, HOLD_SETTLED, HOLD_VOIDED, HOLD_EXPIRED   a hold's state
 --   KIND_SPEND, KIND_SETTLE, KIND_GRANT, ...   ledger entry kinds
 --   GRANT_NEVER       a never-expiring grant's expiry (ms)
@@ -31,6 +47,8 @@
 --   K_DAY, K_MONTH, K_HELD, K_LIMITS, K_BALANCE, K_HOLD, K_HOLDS, K_DUE,
 --   K_LEDGER, ...     the key layout's parts, below BASE
 --   S_USER, S_PROJECT, S_GLOBAL   a scope's letter and separator ("u:")
+--   SN_USER, SN_PROJECT, SN_GLOBAL   a scope's name
+--   EV_CAP_REACHED, EF_TYPE, ...   event types and events stream fields
 --
 -- Money is in integer micro-units (1e-6 of the unit) and time in milliseconds
 -- since the Unix epoch, everywhere in these scripts. Lua numbers are doubles:
@@ -69,16 +87,21 @@ local function scope_keys(day, month, user, project)
          d .. g, m .. g, r .. g, l .. g
 end
 
--- The caps in force: a scope's overrides ("<daily>|<monthly>", false when it
--- has none) over the given defaults, as text. A corrupt override (no "|")
--- fails the script: it is never ignored.
+-- The caps in force: a scope's overrides ("<daily>|<monthly>", then
+-- optionally "|<per_minute>|<weekly>"; false when it has none) over the
+-- given defaults, as text, and what follows the monthly part (nil when
+-- nothing does: see more_caps). A corrupt override (no "|") fails the
+-- script: it is never ignored.
 local function caps(override, daily, monthly)
   if not override then return daily, monthly end
   local sep = string.find(override, '|', 1, true)
   local d, m = string.sub(override, 1, sep - 1), string.sub(override, sep + 1)
+  local more
+  sep = string.find(m, '|', 1, true)
+  if sep then m, more = string.sub(m, 1, sep - 1), string.sub(m, sep + 1) end
   if d == '' then d = daily end
   if m == '' then m = monthly end
-  return d, m
+  return d, m, more
 end
 
 -- The configured default caps of the i-th of n scopes in reporting order:
@@ -181,8 +204,12 @@ local function purge_expired_holds(now_ms, due)
 end
 
 -- The one MGET of read_scopes: the holds' due time, the user's balance when
--- asked for, then scope_keys; and how many values come before the scopes'.
+-- asked for (with WEEKLY, the week counters: weekly_mget), then
+-- scope_keys; and how many values come before the scopes'.
 local function scopes_mget(day, month, user, project, with_balance)
+  if WEEKLY == '1' then
+    return weekly_mget(day, month, user, project, with_balance)
+  end
   if with_balance then
     return redis.call('MGET', BASE .. K_DUE, BASE .. K_BALANCE .. user,
                       scope_keys(day, month, user, project)), 2
@@ -205,26 +232,32 @@ end
 -- Admission for every scope and window: spent + held + requested <= limit
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
--- nothing is requested). Limits of -1 mean "no cap"; a per-entity override
--- wins over the configured default. now_ms, day, month, user and project
--- are the arguments' text, read with read_scopes; `floor` is nil for the
--- configured balance rule (ENFORCE_BALANCE, MIN_BALANCE), else the balance
--- is enforced above that floor (deduct: the prepaid operation always is).
+-- nothing is requested); with WEEKLY the same for each week, and with
+-- VELOCITY minute + requested <= the per-minute cap (admit_more). Limits of
+-- -1 mean "no cap"; a per-entity override wins over the configured default.
+-- now_ms, day, month, user and project are the arguments' text, read with
+-- read_scopes; `floor` is nil for the configured balance rule
+-- (ENFORCE_BALANCE, MIN_BALANCE), else the balance is enforced above that
+-- floor (deduct: the prepaid operation always is).
 -- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
--- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held};
--- then the holds' due time, and what read_scopes read (its values and how
--- many come before the scopes'), for a caller that charges next.
+-- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held}
+-- (a W_MINUTE one adds when the scope frees up, ms); then the holds' due
+-- time, what read_scopes read (its values and how many come before the
+-- scopes'), for a caller that charges next, and the minutes of the scopes
+-- with a per-minute cap (nil when none: count_admitted_minutes counts what
+-- the caller then holds or charges in them).
 local function admit(now_ms, day, month, user, project, requested, floor)
   local enforce = floor ~= nil or ENFORCE_BALANCE == '1'
   floor = floor or MIN_BALANCE
   local seen, first, due = read_scopes(now_ms, day, month, user, project, enforce)
-  local n = (#seen - first) / 4
-  local tightest = -1
+  local n = 2
+  if project ~= '' then n = 3 end
+  local tightest, minutes = -1, nil
   for i = 1, n do
     local at = first + 4 * i - 4
     local held = tonumber(seen[at + 3]) or 0
-    local daily, monthly = caps(seen[at + 4], default_caps(i, n))
+    local daily, monthly, more = caps(seen[at + 4], default_caps(i, n))
     for w = W_DAILY, W_MONTHLY do
       local limit = daily
       if w == W_MONTHLY then limit = monthly end
@@ -251,8 +284,20 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       end
       if tightest < 0 or room < tightest then tightest = room end
     end
+    if WEEKLY == '1' or VELOCITY == '1' then
+      -- (with WEEKLY, the week counters come just before the scopes' keys)
+      local week = WEEKLY == '1' and seen[first - n + i] or nil
+      local refusal, room, minute = admit_more(now_ms, i, n, user, project, more,
+                                               held, week, requested)
+      if refusal then return refusal end
+      if room >= 0 and (tightest < 0 or room < tightest) then tightest = room end
+      if minute then
+        minutes = minutes or {}
+        minutes[#minutes + 1] = minute
+      end
+    end
   end
-  return {R_OK, tightest}, due, seen, first
+  return {R_OK, tightest}, due, seen, first, minutes
 end
 
 -- Adds amount to one day or month counter (sent as its text: redis.call

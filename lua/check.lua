@@ -12,7 +12,9 @@
 -- see _lib.lua)
 -- return {R_OK, room} when admitted (room: smallest amount left over all
 --        capped windows, -1 when none is capped), or the refusal
---        {R_REFUSED, scope, window, limit, spent, held}
+--        {R_REFUSED, scope, window, limit, spent, held[, free_ms]} (free_ms:
+--        when a per-minute refusal's scope frees up; reaching a per-minute
+--        cap trips the kill switch, when there is one, even here)
 
 local verdict = admit(ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6], tonumber(ARGV[4]))
 return verdict

@@ -24,10 +24,10 @@
 --            exist, or the charge is an amount): then nothing is read
 -- return {R_OK, "entry|now_ms|balance|amount|version"} when charged,
 --        {R_REPLAYED, same payload} for a replay, {R_CONFLICT}, the refusal {R_REFUSED, scope,
---        window, limit, spent, held}, {R_STALE_PRICE, active version} when
---        the version priced with is not the active one any more, or
---        {R_STALE_PRICE, version, the user's plan} when the user's plan is
---        not the one priced for
+--        window, limit, spent, held[, free_ms]}, {R_STALE_PRICE, active
+--        version} when the version priced with is not the active one any
+--        more, or {R_STALE_PRICE, version, the user's plan} when the user's
+--        plan is not the one priced for
 
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
@@ -49,11 +49,13 @@ end
 
 local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
-local verdict, _, seen = admit(now_ms, ARGV[2], ARGV[4], user, project,
-                               tonumber(ARGV[6]), floor)
+local verdict, _, seen, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
+                                          project, tonumber(ARGV[6]), floor)
 if verdict[1] ~= R_OK then return verdict end
 
 local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])
+if WEEKLY == '1' then count_weeks(ARGV, user, project) end
+if minutes then count_admitted_minutes(minutes, now_ms, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],

@@ -18,7 +18,8 @@
 --        amount, {R_REPLAYED, the first call's payload, user, project} for an
 --        idempotent replay, {R_CONFLICT}, {R_UNKNOWN_LEASE},
 --        {R_LEASE_RELEASED}, {R_LEASE_SETTLED}, {R_LEASE_EXPIRED}, or the
---        refusal {R_REFUSED, scope, window, limit, spent, held, user, project}
+--        refusal {R_REFUSED, scope, window, limit, spent, held[, free_ms],
+--        user, project} (free_ms for a per-minute refusal, as admit answers)
 
 local hkey, ikey = KEYS[1], KEYS[2]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x')
@@ -43,12 +44,17 @@ local more = tonumber(ARGV[4])
 if more > 0 then
   -- The hold's own amount is among the held amounts admission reads, so the
   -- rule is reserve's for the hold's new total.
-  local verdict = admit(now_ms, ARGV[2], ARGV[3], user, project, more)
+  local verdict, _, _, _, minutes = admit(now_ms, ARGV[2], ARGV[3], user,
+                                          project, more)
   if verdict[1] ~= R_OK then
-    verdict[7], verdict[8] = user, project
+    local at = #verdict + 1
+    verdict[at], verdict[at + 1] = user, project
     return verdict
   end
   add_held(user, project, more, ARGV[4])
+  -- (a top-up counts in the minute of a scope with a per-minute cap, as a
+  -- new hold does)
+  if minutes then count_admitted_minutes(minutes, now_ms, more, ARGV[4]) end
 end
 
 local amount = fmt(tonumber(h[2]) + more)

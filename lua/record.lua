@@ -14,8 +14,9 @@
 -- ARGV[11] - model, ""     ARGV[12] - metadata JSON, ""
 -- ARGV[13] - the caller's idempotency key, "" when it was generated
 -- (the user's balance is charged when ENFORCE_BALANCE is "1", else only if
--- the user has one, drawing on the user's grants; unless REFUND_WINDOW_MS is
--- "0" the charge keeps a refund record)
+-- the user has one, drawing on the user's grants; the week counters with
+-- WEEKLY, the minute of every scope with a per-minute cap with VELOCITY;
+-- unless REFUND_WINDOW_MS is "0" the charge keeps a refund record)
 -- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
 --        for a replay, {R_CONFLICT} for an idempotency conflict
 
@@ -28,6 +29,8 @@ local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
 charge(ARGV, user, project, nil, false, entry, ARGV[11])
+if WEEKLY == '1' then count_weeks(ARGV, user, project) end
+if VELOCITY == '1' then count_minutes(now_ms, user, project, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13])

@@ -9,7 +9,8 @@
 -- (the hold record is kept IDEMPOTENCY_TTL_MS once it is final)
 -- return {R_OK, "lease|expires_ms"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT} for an idempotency
---        conflict, or the refusal {R_REFUSED, scope, window, limit, spent, held}
+--        conflict, or the refusal {R_REFUSED, scope, window, limit, spent,
+--        held[, free_ms]} (free_ms: a per-minute refusal's)
 
 local ikey = KEYS[1]
 local fingerprint = ARGV[7]
@@ -18,11 +19,14 @@ if seen then return seen end
 
 local user, project = ARGV[5], ARGV[6]
 local requested = tonumber(ARGV[4])
-local verdict, due = admit(ARGV[1], ARGV[2], ARGV[3], user, project, requested)
+local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
+                                          project, requested)
 if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, requested, ARGV[4], user, project, expires_ms, due)
+-- (a hold counts in the minute of a scope with a per-minute cap when taken)
+if minutes then count_admitted_minutes(minutes, ARGV[1], requested, ARGV[4]) end
 
 local payload = lease .. '|' .. expires_ms
 idem_store(ikey, fingerprint, payload)

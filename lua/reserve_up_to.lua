@@ -13,8 +13,8 @@
 -- ARGV[10] - the most to hold, micro-units
 -- return {R_OK, "lease|expires_ms|granted"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT}, or the refusal
---        {R_REFUSED, scope, window, limit, spent, held} when not even `min`
---        fits
+--        {R_REFUSED, scope, window, limit, spent, held[, free_ms]} when not
+--        even `min` fits
 
 local ikey = KEYS[1]
 local fingerprint = ARGV[7]
@@ -22,8 +22,8 @@ local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
 local user, project = ARGV[5], ARGV[6]
-local verdict, due = admit(ARGV[1], ARGV[2], ARGV[3], user, project,
-                           tonumber(ARGV[4]))
+local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
+                                          project, tonumber(ARGV[4]))
 if verdict[1] ~= R_OK then return verdict end
 
 -- the tightest room before this hold (-1: nothing is capped): it fits `min`
@@ -33,6 +33,7 @@ local text = fmt(granted)
 
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, granted, text, user, project, expires_ms, due)
+if minutes then count_admitted_minutes(minutes, ARGV[1], granted, text) end
 
 local payload = lease .. '|' .. expires_ms .. '|' .. text
 idem_store(ikey, fingerprint, payload)

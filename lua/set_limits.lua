@@ -5,13 +5,25 @@
 --           (back to the configured default), NO_CAP = no cap, else the cap
 --           in micro-units
 -- ARGV[2] - monthly: the same
--- return {daily, monthly} overrides now in force, false where there is none
+-- ARGV[3] - per_minute: the same
+-- ARGV[4] - weekly: the same
+-- return {daily, monthly, per_minute, weekly} overrides now in force, false
+--        where there is none
 
 local key = KEYS[1]
--- (in the stored override, an empty part means "the default")
-local daily, monthly = caps(redis.call('GET', key), '', '')
-local now = {daily, monthly}
-for i = 1, 2 do
+-- (in the stored override, an empty part means "the default"; the parts
+-- after the monthly one are written only when one of them is set, so an
+-- override of the daily and monthly caps reads as it always did)
+local override = redis.call('GET', key)
+local daily, monthly, more = caps(override, '', '')
+local per_minute, weekly = '', ''
+if more then
+  local sep = string.find(more, '|', 1, true)
+  per_minute = more
+  if sep then per_minute, weekly = string.sub(more, 1, sep - 1), string.sub(more, sep + 1) end
+end
+local now = {daily, monthly, per_minute, weekly}
+for i = 1, 4 do
   local change = ARGV[i]
   if change == LIMIT_DEFAULT then
     now[i] = ''
@@ -19,9 +31,12 @@ for i = 1, 2 do
     now[i] = change
   end
 end
-if now[1] == '' and now[2] == '' then
+local last = 4
+while last > 2 and now[last] == '' do last = last - 1 end
+if last == 2 and now[1] == '' and now[2] == '' then
   redis.call('DEL', key)  -- no override left: the entity keeps no key
 else
-  redis.call('SET', key, now[1] .. '|' .. now[2])
+  redis.call('SET', key, table.concat(now, '|', 1, last))
 end
-return {now[1] ~= '' and now[1], now[2] ~= '' and now[2]}
+return {now[1] ~= '' and now[1], now[2] ~= '' and now[2],
+        now[3] ~= '' and now[3], now[4] ~= '' and now[4]}

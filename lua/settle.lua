@@ -39,6 +39,13 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
 end
 
 charge(ARGV, user, project, balance, false, entry, ARGV[8])
+if WEEKLY == '1' then count_weeks(ARGV, user, project) end
+-- The hold counted in the minute when it was taken: only a cost above it
+-- counts now.
+if VELOCITY == '1' then
+  local above = tonumber(cost) - tonumber(h[2])
+  if above > 0 then count_minutes(now_ms, user, project, above, fmt(above)) end
+end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, cost, F_LEASE_ID, lease, F_ESTIMATE, h[2],
               F_LATE, late, F_PROJECT_ID, project, F_MODEL, ARGV[8],

@@ -191,7 +191,9 @@ def test_limits_set_get_clear(prefix: str, capsys: pytest.CaptureFixture[str]) -
         "scope": "user",
         "scope_id": "alice",
         "daily": "10",
+        "weekly": None,
         "monthly": None,
+        "per_minute": None,
         "overridden": [],
     }
     code, out, _ = _run(

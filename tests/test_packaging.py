@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from spendgate.core.scripts import (
+    LIBRARIES,
     SCRIPT_CONSTANTS,
     SCRIPT_NAMES,
     configured_source,
@@ -79,7 +80,7 @@ def test_wheel_ships_every_script(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("spendgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in (*SCRIPT_NAMES, "_lib"):
+    for name in (*SCRIPT_NAMES, *LIBRARIES):
         assert f"spendgate/lua/{name}.lua" in names
     assert "spendgate/py.typed" in names
 

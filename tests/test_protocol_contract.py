@@ -14,7 +14,7 @@ import json
 import re
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -24,6 +24,7 @@ from spendgate.core.protocol import (
     WINDOW_NAMES,
     Reply,
     WindowCode,
+    WindowName,
     named_args,
     positional_args,
 )
@@ -34,11 +35,12 @@ from spendgate.core.scripts import (
     lua_dir,
     script_source,
 )
+from spendgate.errors import Window
 from spendgate.models import Lease
 
 #: a constant a script may name: one of Python's, never a stray global
 _CONSTANT = re.compile(
-    rb"\b(?:[RWFKS]|HOLD|KIND)_[A-Z_]+\b|\b(?:NO_CAP|LIMIT_[A-Z]+)\b"
+    rb"\b(?:[RWFKS]|HOLD|KIND|WN|SN|EV|EF)_[A-Z_]+\b|\b(?:NO_CAP|LIMIT_[A-Z]+)\b"
 )
 _REPLY = re.compile(rb"\bR_([A-Z_]+)\b")
 _HEADER_ARG = re.compile(rb"\bARGV\[(\d+)(?:\.\.(\d+))?\]")
@@ -82,7 +84,8 @@ def test_each_script_header_documents_its_keys_and_args(operation: str) -> None:
 
 def test_every_window_code_has_a_name() -> None:
     assert set(WINDOW_NAMES) == set(WindowCode)
-    assert set(WINDOW_NAMES.values()) == {"daily", "monthly", "balance"}
+    assert set(WINDOW_NAMES.values()) == set(get_args(Window))
+    assert set(get_args(WindowName)) == set(get_args(Window))
 
 
 def test_named_and_positional_arguments_round_trip() -> None:
@@ -101,7 +104,8 @@ _LEASE = Lease("0" * 28, "u", None, 1_000_000, 2_000_000_000_000)
 
 #: a reply of each code each operation may answer, as the script would
 _CANNED: dict[str, dict[Reply, list[Any]]] = {
-    "check": {Reply.OK: [0, -1], Reply.REFUSED: [1, 1, 1, 5, 5, 0]},
+    # (a per-minute refusal: when the scope frees up comes last)
+    "check": {Reply.OK: [0, -1], Reply.REFUSED: [1, 1, 5, 5, 5, 0, 1700000060000]},
     "reserve": {
         Reply.OK: [0, b"lease|2000000000000"],
         Reply.REFUSED: [1, 2, 2, 5, 5, 0],
@@ -110,7 +114,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     },
     "reserve_up_to": {
         Reply.OK: [0, b"lease|2000000000000|500000"],
-        Reply.REFUSED: [1, 1, 1, 5, 5, 0],
+        Reply.REFUSED: [1, 1, 4, 5, 5, 0],
         Reply.REPLAYED: [2, b"first|2000000000000|500000"],
         Reply.CONFLICT: [3],
     },

@@ -458,6 +458,8 @@ async def test_limits_get_put_delete(make_client: MakeClient) -> None:
         "scope_id": "u",
         "daily": "10",
         "monthly": None,
+        "weekly": None,
+        "per_minute": None,
         "overridden": [],
     }
     put = await client.put("/v1/limits/user/u", json={"daily": "0.5"}, headers=AUTH)

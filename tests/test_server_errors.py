@@ -41,6 +41,7 @@ from spendgate.errors import (
     SpoolFullError,
     StorageError,
     UnknownEntryError,
+    WebhookError,
 )
 from spendgate.server import create_app
 
@@ -68,6 +69,7 @@ INSTANCES: dict[type[BaseException], SpendgateError] = {
     InvalidArgumentError: InvalidArgumentError("bad"),
     InvalidIdTypeError: InvalidIdTypeError("user_id", 5),
     PoisonEntryError: PoisonEntryError("poison"),
+    WebhookError: WebhookError("https://hooks.example.com/***", "answered 500", 500),
     SpendgateError: SpendgateError("other"),
 }
 

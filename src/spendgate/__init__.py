@@ -35,6 +35,7 @@ from spendgate.errors import (
     StorageError,
     UnknownEntryError,
     UnknownModelError,
+    WebhookError,
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import (
@@ -92,6 +93,7 @@ __all__ = [
     "SweepReport",
     "UnknownEntryError",
     "UnknownModelError",
+    "WebhookError",
     "WindowUsage",
     "__version__",
 ]
@@ -99,6 +101,8 @@ __all__ = [
 # The Postgres side loads on first use: importing spendgate never imports
 # asyncpg (the flusher and analytics import it when they first connect).
 if TYPE_CHECKING:
+    from spendgate.events.dispatcher import EventDispatcher as EventDispatcher
+    from spendgate.events.model import Event as Event
     from spendgate.ledger.analytics import Analytics as Analytics
     from spendgate.ledger.flusher import Flusher as Flusher
     from spendgate.plans.models import FeatureCheck as FeatureCheck
@@ -112,6 +116,9 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Analytics": "spendgate.ledger.analytics",
+    # Event delivery loads when used (a manager without handlers never does).
+    "Event": "spendgate.events.model",
+    "EventDispatcher": "spendgate.events.dispatcher",
     "Flusher": "spendgate.ledger.flusher",
     # The price book's modules (ast, the compiler) load on first use too.
     "CostBreakdown": "spendgate.pricing.usage",

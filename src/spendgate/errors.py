@@ -23,8 +23,10 @@
     ├── LedgerUnavailableError       Postgres could not be reached
     ├── ConfigurationError           (also ValueError) invalid settings
     │   └── PricingConfigError       a price book that does not load
-    └── PoisonEntryError             (also ValueError) a ledger entry that cannot
-                                     become a row
+    ├── PoisonEntryError             (also ValueError) a ledger entry that cannot
+    │                                become a row
+    └── WebhookError                 a webhook did not take an event (an answer
+                                     other than 2xx, a timeout, no connection)
 
 Each error has one outcome, in :data:`OUTCOMES`: the HTTP status the server
 answers, the exit code the CLI ends with and the label metrics count it
@@ -45,7 +47,7 @@ from enum import IntEnum
 from typing import Any, Literal, NamedTuple
 
 Scope = Literal["user", "project", "global"]
-Window = Literal["daily", "monthly", "balance"]
+Window = Literal["daily", "monthly", "balance", "weekly", "minute"]
 
 #: ``Retry-After`` of a refusal with no window to wait for: a balance can be
 #: topped up at any moment
@@ -61,14 +63,17 @@ class BudgetExceededError(SpendgateError):
 
     :param scope: ``"user"``, ``"project"`` or ``"global"``
     :param scope_id: the user or project id; ``None`` for the global scope
-    :param window: ``"daily"``, ``"monthly"`` or ``"balance"``
+    :param window: ``"daily"``, ``"weekly"``, ``"monthly"``, ``"minute"``
+        (the per-minute cap, or its kill switch) or ``"balance"``
     :param limit: the cap of that window; for ``"balance"``, the balance above
         ``min_balance`` (what could be spent at all)
     :param spent: spent in the window (for ``"balance"``: 0, the balance
         already reflects spending)
     :param requested: the amount asked for
     :param held: the amount held by open leases in that scope
-    :param resets_at: when the window rolls over (UTC); ``None`` for balances
+    :param resets_at: when the window rolls over (UTC); for ``"minute"``,
+        when enough of the minute's spend has left it for this request to
+        fit (or when the kill switch ends); ``None`` for balances
     """
 
     def __init__(
@@ -355,6 +360,23 @@ class PoisonEntryError(SpendgateError, ValueError):
     """A stream entry that cannot become a ledger row."""
 
 
+class WebhookError(SpendgateError):
+    """A webhook did not take an event: it answered other than 2xx, or not
+    in time, or could not be reached. The dispatcher retries it, then
+    dead-letters the event.
+
+    :param target: the webhook, as logs may show it (scheme and host only)
+    :param reason: what went wrong (the status, or the transport's error)
+    :param status: the HTTP status it answered, ``None`` when it did not
+    """
+
+    def __init__(self, target: str, reason: str, status: int | None = None) -> None:
+        self.target = target
+        self.reason = reason
+        self.status = status
+        super().__init__(f"webhook {target}: {reason}")
+
+
 class ExitCode(IntEnum):
     """What the ``spendgate`` command exits with."""
 
@@ -400,6 +422,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
     (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),
     (PoisonEntryError, Outcome(500, ExitCode.FAILURE, "poison")),
+    # (the server never delivers webhooks: one reaching it is a bug, 500)
+    (WebhookError, Outcome(500, ExitCode.UNAVAILABLE, "webhook")),
     (SpendgateError, Outcome(500, ExitCode.FAILURE, "error")),
 )
 

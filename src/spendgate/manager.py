@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from spendgate.config import BudgetConfig
 from spendgate.core.keys import Keys
@@ -23,6 +24,7 @@ from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.credits import Credits
 from spendgate.ops.deduct import Deductions
+from spendgate.ops.events import Events
 from spendgate.ops.features import Features
 from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
@@ -41,10 +43,21 @@ __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
 class BudgetManager(
-    SyncCalls, Features, Deductions, Credits, Refunds, Corrections, Transactions
+    SyncCalls,
+    Features,
+    Deductions,
+    Credits,
+    Refunds,
+    Corrections,
+    Transactions,
+    Events,
 ):
     """The budget guard: admission, leases, facts, credits and usage over one
     Redis.
+
+    Events: ``budget.events.on(type, handler)`` is all it takes; the manager
+    then delivers events to the handlers while it is open (see
+    :mod:`spendgate.ops.events`).
 
     :param config: the settings; ``BudgetConfig()`` (environment) when omitted
     :param clock: returns the current aware UTC ``datetime``; decides the day
@@ -65,6 +78,10 @@ class BudgetManager(
         self.config = cfg = config if config is not None else BudgetConfig()
         self._clock = clock
         self._windows = None
+        # (None: UTC, the windows' fast path)
+        self._zone = (
+            None if cfg.window_timezone == "UTC" else ZoneInfo(cfg.window_timezone)
+        )
         self._pricing: Pricing | None = None
         self._books = {}
         self._active = None
@@ -84,6 +101,10 @@ class BudgetManager(
             "MIN_BALANCE": str(signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),
             **dict(zip(DEFAULT_CAP_CONSTANTS, self._defaults, strict=True)),
+            "WEEKLY": "1" if cfg.weekly_enabled else "0",
+            "VELOCITY": "1" if cfg.per_minute_enabled else "0",
+            "MINUTE_OVERRIDES": "1" if cfg.per_minute_caps else "0",
+            "KILL_SWITCH_MS": str(cfg.kill_switch_seconds * 1000),
             "IDEMPOTENCY_TTL_MS": str(cfg.idempotency_ttl_seconds * 1000),
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
             "GRANTS_PER_CALL": str(cfg.grants_per_call),
@@ -93,7 +114,14 @@ class BudgetManager(
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)
         store.keep_fact = replayer.keep
-        store.on_open = replayer.replay_leftovers
+        store.on_open = self._opened
+
+    def _opened(self) -> None:
+        """Once the store is opened: replay an earlier process's spool, and
+        start delivering events if handlers were registered before."""
+        self._replayer.replay_leftovers()
+        if self._events is not None:
+            self._start_events()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -116,13 +144,15 @@ class BudgetManager(
         down now is not an error here; calls fail closed until it answers.
         """
         await self._store.load_scripts()
-        self._replayer.replay_leftovers()
+        self._opened()
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was passed in).
 
-        A last replay pass gives spooled facts a chance to reach Redis; what
-        is still spooled stays on disk for the next process.
+        The event dispatcher stops first (an event it was delivering stays
+        pending, delivered again later). A last replay pass gives spooled
+        facts a chance to reach Redis; what is still spooled stays on disk
+        for the next process.
         """
         if self._sync_loop is not None:
             await self._close_on_sync_loop()
@@ -135,6 +165,7 @@ class BudgetManager(
     async def _close_resources(self) -> None:
         if self._store.state is ClientState.CLOSED:
             return
+        await self._stop_events()
         await self._replayer.aclose()
         await self._store.aclose()
 

@@ -102,16 +102,19 @@ class SpendRecord:
 
 @dataclass(frozen=True, slots=True)
 class WindowUsage:
-    """Spend in one window (a UTC day or month) of one scope."""
+    """Spend in one window (a day, week or month in the window time zone, or
+    the sliding minute) of one scope."""
 
     spent: Decimal
-    #: held by open leases (holds count against every window)
+    #: held by open leases (holds count against every calendar window; the
+    #: minute counts a hold in ``spent`` when it is taken: 0 here)
     held: Decimal
     #: the cap; ``None`` when there is none
     limit: Decimal | None
     #: ``limit - spent - held`` (at least 0); ``None`` without a cap
     remaining: Decimal | None
-    #: when the window rolls over (UTC)
+    #: when the window rolls over (UTC); for the minute, when what it holds
+    #: now has all left it
     resets_at: datetime
 
 
@@ -128,6 +131,12 @@ class ScopeUsage:
     #: the prepaid balance (user scope: enforced or not, 0 when the user has
     #: none; see also ``get_balance``); ``None`` for the other scopes
     balance: Decimal | None
+    #: the ISO week; ``None`` unless weekly counters are kept
+    weekly: WindowUsage | None = None
+    #: the sliding minute; ``None`` unless a per-minute cap applies
+    minute: WindowUsage | None = None
+    #: until when the kill switch refuses the scope; ``None`` when it does not
+    kill_switch_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,10 @@ class Limits:
     monthly: Decimal | None
     #: which windows are overridden (the others follow the configured default)
     overridden: frozenset[str]
+    #: the weekly cap in force (``None``: no cap, or weekly caps are off)
+    weekly: Decimal | None = None
+    #: the per-minute cap in force (``None``: no cap, or per-minute caps are off)
+    per_minute: Decimal | None = None
 
 
 # Not frozen, as SpendRecord: built on the hot path, positionally.

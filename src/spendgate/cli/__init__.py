@@ -12,6 +12,7 @@
     cli/plans.py      plans list|set|assign|unassign|show, features check|use
     cli/ledger.py     migrate, flush, report, reconcile
     cli/corrections.py adjust, transactions
+    cli/events.py     events run|tail
     cli/demo.py       demo
 
 Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
@@ -29,6 +30,7 @@ from spendgate.cli import logs
 from spendgate.cli.corrections import add_adjust, add_transactions
 from spendgate.cli.credits import add_balance, add_credits, add_refund
 from spendgate.cli.demo import add_demo
+from spendgate.cli.events import add_events
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
 from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.plans import add_features, add_plans
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_pricing,
         add_plans,
         add_features,
+        add_events,
     ):
         add(sub)
     return parser

@@ -116,14 +116,15 @@ def add_reconcile(sub: SubParsers) -> None:
     parser = sub.add_parser(
         "reconcile",
         help="compare a day's Redis counters with the Postgres ledger",
-        description="Compare one UTC day's Redis counters, per scope, with Postgres "
+        description="Compare one day's Redis counters, per scope, with Postgres "
         "plus the not-yet-flushed stream. Exit 0 when they agree, 1 when any "
         "scope differs.",
     )
     parser.add_argument(
         "--day",
         type=_day,
-        help="the UTC day, YYYY-MM-DD (default: today)",
+        help="the day in the window time zone (SPENDGATE_WINDOW_TIMEZONE, UTC by "
+        "default), YYYY-MM-DD (default: today)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"

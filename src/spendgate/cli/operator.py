@@ -9,6 +9,9 @@ exact strings.
 Caps on the command line, one spelling each: an amount sets a cap, the word
 ``none`` (any case) means no cap, an option left out leaves that cap
 unchanged, and ``limits clear`` drops the overrides (back to the defaults).
+``--weekly`` needs weekly counters on in the deployment
+(``SPENDGATE_WEEKLY_CAPS`` or a weekly default), ``--per-minute`` needs
+``SPENDGATE_PER_MINUTE_CAPS``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ if TYPE_CHECKING:
 
 #: the scopes limits can be set on
 SCOPES = ("user", "project", "global")
-#: the windows a cap is set for
+#: the calendar windows every deployment has
 WINDOWS = ("daily", "monthly")
+#: the windows a cap is set for (``set_limits``' keywords), in table order
+CAP_WINDOWS = ("daily", "weekly", "monthly", "per_minute")
 #: the one word for "no cap" on the command line
 NO_CAP = "none"
 #: what a table shows for a window without a cap
@@ -65,7 +70,7 @@ def add_usage(sub: SubParsers) -> None:
 def add_limits(sub: SubParsers) -> None:
     parser = sub.add_parser(
         "limits",
-        help="show, set or clear per-entity daily and monthly caps",
+        help="show, set or clear per-entity caps (daily, weekly, monthly, per minute)",
         description="Per-entity cap overrides, effective on the next call "
         "(no restart).",
         epilog=_LIMITS_EPILOG,
@@ -85,12 +90,13 @@ def add_limits(sub: SubParsers) -> None:
             "id", nargs="?", help="the user or project id (not for global)"
         )
         if name == "set":
-            for window in WINDOWS:
+            for window in CAP_WINDOWS:
                 action.add_argument(
-                    f"--{window}",
+                    "--" + window.replace("_", "-"),
+                    dest=window,
                     metavar="AMOUNT",
-                    help=f"the {window} cap: an amount, or '{NO_CAP}' for no cap; "
-                    "left out: unchanged",
+                    help=f"the {window.replace('_', '-')} cap: an amount, or "
+                    f"'{NO_CAP}' for no cap; left out: unchanged",
                 )
         _json_option(action)
         action.set_defaults(handler=run_limits)
@@ -120,8 +126,18 @@ def run_usage(args: argparse.Namespace) -> int:
             return ExitCode.OK
         print_table(
             ["scope", "id", "window", "spent", "held", "limit", "remaining", "resets"],
-            [_usage_row(name, s, w) for name, s in scopes.items() for w in WINDOWS],
+            [
+                _usage_row(name, s, w)
+                for name, s in scopes.items()
+                for w in ("daily", "weekly", "monthly", "minute")
+                if getattr(s, w) is not None
+            ],
         )
+        for name, s in scopes.items():
+            if s.kill_switch_until is not None:
+                who = printable(f"{name} {dash(s.scope_id, '')}".strip())
+                until = s.kill_switch_until.strftime("%Y-%m-%d %H:%M:%S UTC")
+                print(f"kill switch: {who} refused until {until}")
         balance = scopes["user"].balance
         if balance is not None:
             who = printable(args.user)
@@ -141,12 +157,16 @@ def _usage_row(name: str, usage: ScopeUsage, window: str) -> list[object]:
         str(w.held),
         str(dash(w.limit, NO_CAP_TEXT)),
         str(dash(w.remaining)),
-        w.resets_at.strftime("%Y-%m-%d %H:%M UTC"),
+        w.resets_at.strftime(
+            "%Y-%m-%d %H:%M:%S UTC" if window == "minute" else "%Y-%m-%d %H:%M UTC"
+        ),
     ]
 
 
 def _scope_json(usage: ScopeUsage) -> dict[str, Any]:
-    def window(w: Any) -> dict[str, Any]:
+    def window(w: Any) -> dict[str, Any] | None:
+        if w is None:
+            return None
         return {
             "spent": str(w.spent),
             "held": str(w.held),
@@ -155,12 +175,16 @@ def _scope_json(usage: ScopeUsage) -> dict[str, Any]:
             "resets_at": w.resets_at.isoformat(),
         }
 
+    until = usage.kill_switch_until
     return {
         "scope_id": usage.scope_id,
         "held": str(usage.held),
         "balance": text_or_none(usage.balance),
         "daily": window(usage.daily),
         "monthly": window(usage.monthly),
+        "weekly": window(usage.weekly),
+        "minute": window(usage.minute),
+        "kill_switch_until": None if until is None else until.isoformat(),
     }
 
 
@@ -173,15 +197,26 @@ def run_limits(args: argparse.Namespace) -> int:
     if args.scope == "global" and args.id is not None:
         # There is one global scope: an id would be silently ignored.
         return fail(f"scope global takes no id (got {args.id!r})", ExitCode.USAGE)
-    if args.limits_action == "set" and args.daily is None and args.monthly is None:
-        return fail("give --daily and/or --monthly", ExitCode.USAGE)
+    if args.limits_action == "set" and all(
+        getattr(args, window) is None for window in CAP_WINDOWS
+    ):
+        return fail(
+            "give --daily, --weekly, --monthly and/or --per-minute", ExitCode.USAGE
+        )
 
     async def work(budget: BudgetManager) -> int:
         if args.limits_action == "clear":
             limits = await budget.clear_limits(args.scope, args.id)
         else:
             limits = await budget.set_limits(args.scope, args.id, **_cap_changes(args))
-        _print_limits(limits, as_json=args.json)
+        shown = [
+            window
+            for window in CAP_WINDOWS
+            if window in WINDOWS
+            or (window == "weekly" and budget.config.weekly_enabled)
+            or (window == "per_minute" and budget.config.per_minute_enabled)
+        ]
+        _print_limits(limits, shown, as_json=args.json)
         return ExitCode.OK
 
     return run_on_budget(work)
@@ -191,9 +226,9 @@ def _cap_changes(args: argparse.Namespace) -> dict[str, Any]:
     """``set_limits``' keyword arguments: a window left out stays ``UNSET``."""
     from spendgate.manager import UNSET
 
-    changes: dict[str, Any] = {window: UNSET for window in WINDOWS}
+    changes: dict[str, Any] = {window: UNSET for window in CAP_WINDOWS}
     if args.limits_action == "set":
-        for window in WINDOWS:
+        for window in CAP_WINDOWS:
             value = getattr(args, window)
             if value is not None:
                 no_cap = value.strip().lower() == NO_CAP
@@ -201,14 +236,15 @@ def _cap_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def _print_limits(limits: Limits, *, as_json: bool) -> None:
+def _print_limits(limits: Limits, shown: list[str], *, as_json: bool) -> None:
+    """The caps in force; the table shows the windows in ``shown`` (those
+    the deployment counts), the JSON every window (``null``: no cap)."""
     if as_json:
         print_json(
             {
                 "scope": limits.scope,
                 "scope_id": limits.scope_id,
-                "daily": text_or_none(limits.daily),
-                "monthly": text_or_none(limits.monthly),
+                **{w: text_or_none(getattr(limits, w)) for w in CAP_WINDOWS},
                 "overridden": sorted(limits.overridden),
             }
         )
@@ -217,10 +253,10 @@ def _print_limits(limits: Limits, *, as_json: bool) -> None:
         [
             limits.scope,
             dash(limits.scope_id),
-            window,
+            window.replace("_", "-"),
             str(dash(getattr(limits, window), NO_CAP_TEXT)),
             "override" if window in limits.overridden else "default",
         ]
-        for window in WINDOWS
+        for window in shown
     ]
     print_table(["scope", "id", "window", "limit", "source"], rows)

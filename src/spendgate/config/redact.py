@@ -85,3 +85,19 @@ def redact_secrets(text: str, url: str | None) -> str:
         if len(piece) > 1:
             text = text.replace(piece, "***")
     return text
+
+
+def redact_webhook_url(url: str) -> str:
+    """A webhook URL as logs may show it: its scheme and host only. Webhook
+    URLs often carry their token in the path or the query
+    (``https://hooks.example.com/services/T0/B0/secret``), so both are
+    replaced by ``/***``, and any user-info is dropped."""
+    found = _URL.fullmatch(url)
+    if found is None:
+        return "***"
+    rest = found["rest"]
+    # A password may hold an unencoded "/": when in doubt, show less.
+    after = rest[rest.rfind("@") + 1 :]
+    host = re.split(r"[/?#]", after, maxsplit=1)[0]
+    hidden = "/***" if host != rest else ""
+    return found["scheme"] + host + hidden

@@ -15,6 +15,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -23,7 +24,7 @@ from spendgate.errors import InvalidAmountError
 
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-#: the six default caps, in the one order used everywhere (the scripts'
+#: the default caps, in the one order used everywhere (the scripts'
 #: constants, the manager's defaults): (scope, window, field)
 DEFAULT_CAPS = (
     ("user", "daily", "daily_user_limit"),
@@ -32,6 +33,12 @@ DEFAULT_CAPS = (
     ("project", "monthly", "monthly_project_limit"),
     ("global", "daily", "daily_global_limit"),
     ("global", "monthly", "monthly_global_limit"),
+    ("user", "weekly", "weekly_user_limit"),
+    ("project", "weekly", "weekly_project_limit"),
+    ("global", "weekly", "weekly_global_limit"),
+    ("user", "per_minute", "per_minute_user_limit"),
+    ("project", "per_minute", "per_minute_project_limit"),
+    ("global", "per_minute", "per_minute_global_limit"),
 )
 #: the fields of the default caps
 LIMIT_FIELDS = tuple(field for _, _, field in DEFAULT_CAPS)
@@ -110,6 +117,31 @@ class CapSettings(BaseModel):
     enforce_balance: bool = False
     #: the balance a user may not go below at admission (negative: a credit line)
     min_balance: Decimal = Decimal(0)
+    #: the time zone (IANA name) whose midnight starts the daily, weekly and
+    #: monthly windows, for the whole deployment
+    window_timezone: str = "UTC"
+    # Weekly caps (ISO weeks, from Monday 00:00 in window_timezone). Weekly
+    # counters are kept only when a weekly default is set or weekly_caps is
+    # on: otherwise no script reads or writes one.
+    weekly_user_limit: Decimal | None = None
+    weekly_project_limit: Decimal | None = None
+    weekly_global_limit: Decimal | None = None
+    #: keep weekly counters (and allow per-entity weekly caps) with no
+    #: weekly default; on by itself when a weekly default is set
+    weekly_caps: bool = False
+    # Per-minute caps: a sliding minute of spend per scope. Counted only where
+    # a per-minute cap applies, and only when a per-minute default is set or
+    # per_minute_caps is on: otherwise no script reads or writes a minute.
+    per_minute_user_limit: Decimal | None = None
+    per_minute_project_limit: Decimal | None = None
+    per_minute_global_limit: Decimal | None = None
+    #: allow per-entity per-minute caps (set_limits per_minute=...): facts
+    #: then read each scope's overrides to know which minutes to count; off,
+    #: the per-minute defaults alone apply
+    per_minute_caps: bool = False
+    #: once a scope reaches its per-minute cap, refuse it for this long
+    #: (seconds; 0 = no kill switch, only the sliding minute)
+    kill_switch_seconds: int = Field(default=0, ge=0, le=7 * 86400)
 
     @field_validator(*LIMIT_FIELDS, mode="before")
     @classmethod
@@ -138,9 +170,40 @@ class CapSettings(BaseModel):
             return -amount if negative else amount
         raise ValueError(f"min_balance must be a number, not {type(value).__name__}")
 
+    @field_validator("window_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: an IANA name such as "
+                "'America/New_York' (install tzdata where the system has no "
+                "time zone database)"
+            ) from None
+        return value
+
     def default_caps(self) -> tuple[Decimal | None, ...]:
-        """The six default caps, in the order of :data:`DEFAULT_CAPS`."""
+        """The default caps, in the order of :data:`DEFAULT_CAPS`."""
         return tuple(getattr(self, field) for _, _, field in DEFAULT_CAPS)
+
+    @property
+    def weekly_enabled(self) -> bool:
+        """Weekly counters are kept: ``weekly_caps``, or a weekly default."""
+        return self.weekly_caps or self._any_default("weekly")
+
+    @property
+    def per_minute_enabled(self) -> bool:
+        """Spend is counted per minute where a per-minute cap applies:
+        ``per_minute_caps``, or a per-minute default."""
+        return self.per_minute_caps or self._any_default("per_minute")
+
+    def _any_default(self, window: str) -> bool:
+        return any(
+            getattr(self, field) is not None
+            for _, kind, field in DEFAULT_CAPS
+            if kind == window
+        )
 
 
 class GuardSettings(BaseModel):
@@ -272,3 +335,105 @@ class PricingSettings(BaseModel):
         if not isinstance(value, dict):
             return value
         return {k: _exact(v, "default_model_price") for k, v in value.items()}
+
+
+#: a consumer group's name: it ends the heartbeat set's key
+_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _comma_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class EventSettings(BaseModel):
+    """Event delivery: the dispatcher, its retries, and the webhook sink.
+
+    Named ``events_*`` in :class:`~spendgate.config.BudgetConfig` (and
+    ``SPENDGATE_EVENTS_*`` in the environment).
+    """
+
+    #: webhook URL(s) that ``spendgate events run`` POSTs every event to,
+    #: comma-separated. May carry a token: kept out of repr, logs (only the
+    #: scheme and host are shown) and ``describe()``
+    events_webhook_url: str | None = Field(default=None, repr=False)
+    #: the secret each webhook body is signed with (HMAC-SHA256); required
+    #: with a webhook URL. Kept out of repr, logs and ``describe()``
+    events_webhook_secret: SecretStr | None = Field(default=None, repr=False)
+    #: the event types the webhook gets, comma-separated; ``*`` for all
+    events_webhook_types: str = "*"
+    #: one webhook request's timeout (connect, send and answer), seconds
+    events_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: the consumer group of ``spendgate events run`` (each group gets every
+    #: event once; the dispatchers of one group share them)
+    events_webhook_group: str = "spendgate-webhooks"
+    #: the consumer group of the in-process dispatcher (``budget.events.on``)
+    events_group: str = "spendgate-events"
+    #: attempts to deliver one event to one handler or webhook before it is
+    #: dead-lettered
+    events_max_attempts: int = Field(default=5, ge=1, le=100)
+    #: the wait after a first failed attempt, doubled after each (with
+    #: jitter), seconds
+    events_backoff_seconds: float = Field(default=0.5, ge=0, le=3600)
+    #: the longest wait between two attempts, seconds
+    events_max_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: stream entries read at most per batch
+    events_batch_size: int = Field(default=100, ge=1, le=10_000)
+    #: one handler call's timeout (a call that takes longer is a failed
+    #: attempt), seconds
+    events_handler_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: a dispatcher's heartbeat TTL: how long the events of a killed
+    #: dispatcher wait before another claims them, seconds
+    events_heartbeat_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: events pending this long on a consumer that keeps no heartbeat are
+    #: claimed by another, seconds
+    events_claim_idle_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+    @field_validator("events_webhook_url", mode="before")
+    @classmethod
+    def _webhook_urls(cls, value: Any) -> Any:
+        value = _blank_is_none(value)
+        if not isinstance(value, str):
+            return value
+        for url in _comma_list(value):
+            if not url.lower().startswith(("http://", "https://")):
+                # (the URL itself may hold a token: not repeated here)
+                raise ValueError("each events_webhook_url must be http:// or https://")
+        return value
+
+    @field_validator("events_webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+    @field_validator("events_webhook_types")
+    @classmethod
+    def _known_types(cls, value: str) -> str:
+        from spendgate.core.protocol import EventType
+
+        known = {str(t) for t in EventType}
+        for name in _comma_list(value):
+            if name != "*" and name not in known:
+                raise ValueError(
+                    f"unknown event type {name!r} in events_webhook_types; "
+                    f"known: *, {', '.join(sorted(known))}"
+                )
+        return value
+
+    @field_validator("events_group", "events_webhook_group")
+    @classmethod
+    def _plain_group(cls, value: str) -> str:
+        if not _GROUP_PATTERN.fullmatch(value):
+            raise ValueError(
+                "a consumer group name is 1-64 letters, digits and _ . : -"
+            )
+        return value
+
+    def webhook_url_list(self) -> list[str]:
+        """The configured webhook URLs (``events_webhook_url`` split at commas)."""
+        return _comma_list(self.events_webhook_url)
+
+    def webhook_type_list(self) -> list[str]:
+        """The event types the webhook gets; ``["*"]`` for all."""
+        return _comma_list(self.events_webhook_types) or ["*"]

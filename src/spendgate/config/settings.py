@@ -21,11 +21,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from spendgate.config.redact import redact_url
+from spendgate.config.redact import redact_url, redact_webhook_url
 from spendgate.config.sections import (
     CapSettings,
     CreditSettings,
     DurabilitySettings,
+    EventSettings,
     GuardSettings,
     LedgerSettings,
     PricingSettings,
@@ -72,9 +73,10 @@ class _CoreasonEnv(PydanticBaseSettingsSource):
 
 
 # (pydantic lists the fields of the last base first: the sections are named
-# here in reverse, so the fields read store, caps, guard, ... pricing)
+# here in reverse, so the fields read store, caps, guard, ... pricing, events)
 class BudgetConfig(
     BaseSettings,
+    EventSettings,
     PricingSettings,
     ServerSettings,
     LedgerSettings,
@@ -146,6 +148,9 @@ class BudgetConfig(
         data["redis_url"] = redact_url(self.redis_url) if self.redis_url else None
         data["postgres_dsn"] = (
             redact_url(self.postgres_dsn) if self.postgres_dsn else None
+        )
+        data["events_webhook_url"] = (
+            ",".join(redact_webhook_url(url) for url in self.webhook_url_list()) or None
         )
         return data
 

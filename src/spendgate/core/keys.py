@@ -10,11 +10,19 @@ The scripts build the keys they touch from the same parts: they receive
 ``BASE`` and every ``K_*`` and ``S_*`` constant of :func:`lua_constants` when
 they are loaded. The layout, below ``BASE``::
 
-    d:<yyyymmdd>:<s>:<id>  string: spent in that UTC day
-    m:<yyyymm>:<s>:<id>    string: spent in that UTC month
+    d:<yyyymmdd>:<s>:<id>  string: spent in that day (of the window time zone)
+    m:<yyyymm>:<s>:<id>    string: spent in that month
+    w:<yyyymmdd>:<s>:<id>  string: spent in the ISO week starting that Monday
+                           (kept only when weekly caps are on)
+    v:<s>:<id>             hash: the sliding minute of a scope with a
+                           per-minute cap: spend per second (field: the
+                           second since the epoch), ``t`` the latest second
+                           written, ``k`` until when its kill switch refuses
+                           (ms); gone a minute after its last write
     r:<s>:<id>             string: held by pending holds (absent at zero)
-    l:<s>:<id>             string: cap overrides, "<daily>|<monthly>", either
-                           part empty for the configured default
+    l:<s>:<id>             string: cap overrides,
+                           "<daily>|<monthly>[|<per_minute>[|<weekly>]]",
+                           a part empty for the configured default
     b:u:<id>               string: a user's balance (absent: none is kept),
                            "<balance>" or, while the user holds grants,
                            "<balance>|<granted>|<next expiry ms>"
@@ -51,6 +59,12 @@ they are loaded. The layout, below ``BASE``::
     pb:m:<n>               string: its label, time and digest (JSON)
     events                 stream: the events scripts write themselves
                            (thresholds crossed, kill switches, low balance)
+    events:dead            stream: events no handler or webhook took after
+                           every retry, with the error
+    events:dispatchers:<g> set: the dispatchers (consumer names) of consumer
+                           group <g> that heartbeat
+    events:dispatcher:<c>  string: one dispatcher's heartbeat, expires unless
+                           renewed (its status, for operators)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -72,6 +86,8 @@ SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
 KEY_PARTS = {
     "DAY": "d:",
     "MONTH": "m:",
+    "WEEK": "w:",
+    "MINUTE": "v:",
     "HELD": "r:",
     "LIMITS": "l:",
     "BALANCE": "b:u:",
@@ -101,11 +117,13 @@ KEY_PARTS = {
 
 def lua_constants() -> dict[str, str]:
     """The key layout as Lua constants: ``K_<part>`` for each of
-    :data:`KEY_PARTS`, and ``S_USER``, ``S_PROJECT``, ``S_GLOBAL``: a scope's
-    letter and its separator (``"u:"``)."""
+    :data:`KEY_PARTS`, ``S_USER``, ``S_PROJECT``, ``S_GLOBAL``: a scope's
+    letter and its separator (``"u:"``), and ``SN_USER``... : a scope's name
+    (as events name it)."""
     constants = {f"K_{name}": part for name, part in KEY_PARTS.items()}
     for scope, letter in SCOPE_LETTERS.items():
         constants[f"S_{scope.upper()}"] = letter + ":"
+        constants[f"SN_{scope.upper()}"] = scope
     return constants
 
 
@@ -119,6 +137,7 @@ class Keys:
         "base",
         "due",
         "events",
+        "events_dead",
         "grants_due",
         "flushers",
         "holds",
@@ -140,6 +159,8 @@ class Keys:
         self.ledger = self.base + _K["LEDGER"]
         #: the events stream: what scripts emit besides facts
         self.events = self.base + _K["EVENTS"]
+        #: where the dispatcher moves events no target took, with the error
+        self.events_dead = self.events + ":dead"
         #: where the flusher moves entries Postgres refuses, with the error
         self.ledger_dead = self.ledger + ":dead"
         #: the consumer names of the flushers that keep a heartbeat
@@ -153,9 +174,19 @@ class Keys:
         """One flusher's heartbeat: present while it is alive."""
         return self.ledger + ":flusher:" + consumer
 
+    def dispatchers(self, group: str) -> str:
+        """The consumer names of one group's event dispatchers that keep a
+        heartbeat."""
+        return self.events + ":dispatchers:" + group
+
+    def dispatcher(self, consumer: str) -> str:
+        """One event dispatcher's heartbeat: present while it is alive."""
+        return self.events + ":dispatcher:" + consumer
+
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id
-        ``""``): ``"<daily>|<monthly>"``, either part empty for the default."""
+        ``""``): ``"<daily>|<monthly>[|<per_minute>[|<weekly>]]"``, a part
+        empty for the default."""
         return f"{self.base}{_K['LIMITS']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def balance(self, user_id: str) -> str:
@@ -232,6 +263,14 @@ class Keys:
 
     def month(self, month: str, scope: str, scope_id: str) -> str:
         return f"{self.base}{_K['MONTH']}{month}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def week(self, monday: str, scope: str, scope_id: str) -> str:
+        """Spent in the ISO week starting ``monday`` (``yyyymmdd``)."""
+        return f"{self.base}{_K['WEEK']}{monday}:{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def minute(self, scope: str, scope_id: str) -> str:
+        """The sliding minute of one scope with a per-minute cap."""
+        return f"{self.base}{_K['MINUTE']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""

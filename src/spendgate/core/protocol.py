@@ -23,7 +23,9 @@ class Reply(IntEnum):
 
     #: done (admitted, recorded, settled, released...)
     OK = 0
-    #: admission refused: ``{REFUSED, scope index, window, limit, spent, held}``
+    #: admission refused: ``{REFUSED, scope index, window, limit, spent, held}``;
+    #: a ``MINUTE`` refusal adds when the scope frees up (ms):
+    #: ``{..., held, free_ms}``
     REFUSED = 1
     #: an idempotent replay: the first call's result follows
     REPLAYED = 2
@@ -62,13 +64,22 @@ class WindowCode(IntEnum):
     MONTHLY = 2
     #: the prepaid balance
     BALANCE = 3
+    #: the week's cap (ISO weeks, from Monday 00:00 in the window time zone)
+    WEEKLY = 4
+    #: the per-minute cap (a sliding minute), or its kill switch
+    MINUTE = 5
 
 
-#: a refusal's window code -> the name the API uses
-WINDOW_NAMES: dict[int, Literal["daily", "monthly", "balance"]] = {
+#: the name the API uses for a window
+WindowName = Literal["daily", "monthly", "balance", "weekly", "minute"]
+
+#: a refusal's window code -> the name the API uses. Lua: ``WN_<NAME>``
+WINDOW_NAMES: dict[int, WindowName] = {
     WindowCode.DAILY: "daily",
     WindowCode.MONTHLY: "monthly",
     WindowCode.BALANCE: "balance",
+    WindowCode.WEEKLY: "weekly",
+    WindowCode.MINUTE: "minute",
 }
 
 
@@ -371,7 +382,9 @@ OPERATIONS: dict[str, Operation] = {
     # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),
     "pricing_list": Operation(("next",), ("first", "count"), frozenset()),
-    "set_limits": Operation(("limits",), ("daily", "monthly"), frozenset()),
+    "set_limits": Operation(
+        ("limits",), ("daily", "monthly", "per_minute", "weekly"), frozenset()
+    ),
     "plans_get": Operation(("plans", "revision"), (), frozenset()),
     "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),
     "plan_read": Operation(("user_plan", "counter"), ("mode", "field"), frozenset()),
@@ -420,13 +433,17 @@ def positional_args(
 
 def lua_constants() -> dict[str, int | str]:
     """The protocol as Lua constants: reply codes ``R_*``, window codes
-    ``W_*``, hold states ``HOLD_*``, ledger kinds ``KIND_*``, event types
-    ``EV_*`` and event field names ``EF_*``, ledger field names ``F_*``,
+    ``W_*`` and names ``WN_*``, hold states ``HOLD_*``, ledger kinds
+    ``KIND_*``, event types ``EV_*`` and event field names ``EF_*``, ledger
+    field names ``F_*``,
     the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``) and
     a never-expiring grant's expiry (``GRANT_NEVER``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
+    constants.update(
+        {f"WN_{WindowCode(code).name}": name for code, name in WINDOW_NAMES.items()}
+    )
     constants.update({f"HOLD_{state.name}": str(state) for state in HoldState})
     constants.update({f"KIND_{kind.name}": str(kind) for kind in LedgerKind})
     constants.update({f"EV_{event.name}": str(event) for event in EventType})

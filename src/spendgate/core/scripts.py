@@ -41,7 +41,8 @@ PROTOCOL_CONSTANTS: dict[str, int | str] = {
 }
 
 #: the default caps among the script constants, in the order of
-#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...)
+#: spendgate.config.DEFAULT_CAPS ("USER_DAILY", "USER_MONTHLY", ...,
+#: "USER_WEEKLY", ..., "USER_PER_MINUTE", ...)
 DEFAULT_CAP_CONSTANTS = tuple(
     f"{scope}_{window}".upper() for scope, window, _ in DEFAULT_CAPS
 )
@@ -54,6 +55,10 @@ SCRIPT_CONSTANTS = (
     "MIN_BALANCE",
     "PURGE_MAX",
     *DEFAULT_CAP_CONSTANTS,
+    "WEEKLY",
+    "VELOCITY",
+    "MINUTE_OVERRIDES",
+    "KILL_SWITCH_MS",
     "IDEMPOTENCY_TTL_MS",
     "LEDGER_MAXLEN",
     "GRANTS_PER_CALL",
@@ -85,31 +90,54 @@ RELOAD_ATTEMPTS = 3
 #: a Lua comment, to the end of its line
 _COMMENT = re.compile(rb"--[^\n]*")
 
-#: where each helper of the library files starts
+#: where each helper of a library starts
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
-#: the helper libraries: ``lua/_<name>.lua``, every helper named once
-#: across them (a script gets the ones it uses, each after those it uses)
-LIBRARIES = ("_lib.lua", "_grants.lua")
+#: the helper libraries of ``lua/``, in the order their helpers are listed:
+#: ``_windows`` holds what the weekly and per-minute windows share,
+#: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
+#: ``_grants`` a user's grants (every configuration: a user may hold some)
+LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill")
 
 
 @cache
-def script_source(name: str) -> bytes:
+def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
     """The full source of one operation's script: the helpers of the
-    libraries (:data:`LIBRARIES`) it uses, directly or through another
-    helper, each after the helpers it uses itself, then ``lua/<name>.lua``,
-    the constants still named (:func:`configured_source` writes their values
-    in).
+    ``libraries`` it uses (directly or through another helper), each after
+    the helpers it calls, then ``lua/<name>.lua``, the constants still named
+    (:func:`configured_source` writes their values in).
 
     Redis runs the whole source on every call, so each helper left in costs
-    every call the making of its closure; only the used ones are linked in.
+    every call the making of its closure; only the used ones are linked in,
+    and only from the libraries a configuration needs
+    (:func:`linked_libraries`): the scripts call the windows' helpers only
+    behind ``WEEKLY``/``VELOCITY`` checks.
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
     body = (folder / f"{name}.lua").read_bytes()
-    library = b"\n".join((folder / lib).read_bytes() for lib in LIBRARIES)
+    library = b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries)
     return _link(library, body) + b"\n" + body
+
+
+def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
+    """The libraries a configuration's scripts are linked from: ``_lib`` and
+    ``_grants``;
+    ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
+    is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
+    ``KILL_SWITCH_MS`` is ``"0"``."""
+    week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
+    kill = minute and constants["KILL_SWITCH_MS"] != "0"
+    on = {
+        "_lib": True,
+        "_grants": True,
+        "_windows": week or minute,
+        "_week": week,
+        "_minute": minute,
+        "_kill": kill,
+    }
+    return tuple(lib for lib in LIBRARIES if on[lib])
 
 
 def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
@@ -135,7 +163,7 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
         **{name.encode(): _lua_literal(v) for name, v in PROTOCOL_CONSTANTS.items()},
         **{name.encode(): _lua_literal(constants[name]) for name in SCRIPT_CONSTANTS},
     }
-    code = _COMMENT.sub(b"", script_source(name))
+    code = _COMMENT.sub(b"", script_source(name, linked_libraries(constants)))
     code = _CONSTANT_NAME.sub(lambda m: values.get(m.group(), m.group()), code)
     joined = _ADJACENT_LITERALS.sub(rb"'\1\2'", code)
     while joined != code:  # 'a' .. 'b' .. 'c': one pair per pass
@@ -163,9 +191,9 @@ def _lua_string(value: str) -> bytes:
 
 
 def _link(library: bytes, body: bytes) -> bytes:
-    """The helpers of ``library`` that ``body`` uses, directly or not, each
-    after the ones it uses (a Lua local is visible only below its
-    definition), else in the library's order."""
+    """The helpers of ``library`` that ``body`` calls, directly or through
+    another helper: each after the ones it calls (a Lua local function sees
+    only the locals defined before it), otherwise in the library's order."""
     starts = [m.start() for m in _HELPER.finditer(library)] + [len(library)]
     helpers = {}
     for start, end in itertools.pairwise(starts):
@@ -174,26 +202,39 @@ def _link(library: bytes, body: bytes) -> bytes:
         if match.group(1) in helpers:
             raise ValueError(f"helper {match.group(1).decode()} defined twice")
         helpers[match.group(1)] = library[start:end]
-
-    def uses(source: bytes) -> list[bytes]:
-        code = _COMMENT.sub(b"", source)  # (a comment naming a helper is no use)
-        return [h for h in helpers if re.search(rb"\b" + h + rb"\(", code)]
-
-    linked: dict[bytes, None] = {}
-    visiting: set[bytes] = set()
-
-    def visit(helper: bytes) -> None:
-        if helper in linked or helper in visiting:
-            return  # (a helper calling itself, or a cycle: left as written)
-        visiting.add(helper)
-        for dependency in uses(helpers[helper]):
-            if dependency != helper:
-                visit(dependency)
-        linked[helper] = None
-
-    for helper in uses(body):
-        visit(helper)
-    return b"".join(helpers[helper] for helper in linked)
+    calls = {
+        helper: [
+            other
+            for other in helpers
+            if other != helper and re.search(rb"\b" + other + rb"\(", code)
+        ]
+        for helper, code in (
+            (helper, _COMMENT.sub(b"", text)) for helper, text in helpers.items()
+        )
+    }
+    code = _COMMENT.sub(b"", body)
+    pending = [h for h in helpers if re.search(rb"\b" + h + rb"\(", code)]
+    used: set[bytes] = set()
+    while pending:
+        helper = pending.pop()
+        if helper not in used:
+            used.add(helper)
+            pending.extend(calls[helper])
+    # Kahn's order: the first helper in the library whose callees are all
+    # placed (a call cycle, which Lua locals cannot have, keeps its order).
+    ordered: list[bytes] = []
+    while len(ordered) < len(used):
+        ready = [
+            h
+            for h in helpers
+            if h in used
+            and h not in ordered
+            and all(c in ordered or c not in used for c in calls[h])
+        ]
+        ordered.append(
+            ready[0] if ready else next(h for h in helpers if h in used - set(ordered))
+        )
+    return b"".join(helpers[helper] for helper in ordered)
 
 
 class Scripts:

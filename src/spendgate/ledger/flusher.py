@@ -10,7 +10,9 @@ inside the step that moves the counters. The flusher drains it:
 2. ``COPY`` the batch into a temporary staging table, then
    ``INSERT ... SELECT ... ON CONFLICT (entry_id) DO NOTHING`` into
    ``spendgate_ledger``, and commit;
-3. only then ``XACK`` and ``XDEL`` the batch, both in one script.
+3. only then ``XACK`` and ``XDEL`` the batch, both in one script
+   (``stream_ack.lua``; while the event dispatcher reads the stream too, in
+   a group of its own, an entry is deleted once both have acknowledged it).
 
 Delivery is at least once (a crash anywhere before step 3 leaves the entries
 pending, and they are read again) and the insert is idempotent on the entry

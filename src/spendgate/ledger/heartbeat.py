@@ -13,15 +13,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from loguru import logger
 from redis import exceptions as redis_errors
 
-from spendgate.ledger.stream import REDIS_UNAVAILABLE, StreamConsumer
+from spendgate.ledger.stream import REDIS_UNAVAILABLE
 
 #: the heartbeat's TTL by default, seconds: how long the entries of a killed
 #: flusher wait before another flusher claims them
 DEFAULT_HEARTBEAT_SECONDS = 10.0
+
+
+class Beating(Protocol):
+    """A consumer that keeps a heartbeat key: a flusher's
+    :class:`~spendgate.ledger.stream.StreamConsumer`, an event dispatcher's
+    :class:`~spendgate.events.streams.EventStreams`."""
+
+    async def beat(self, ttl_ms: int, status: str) -> None:
+        """Renew the heartbeat for ``ttl_ms``, holding ``status``."""
+
+    async def end_beat(self) -> None:
+        """Drop the heartbeat now (a clean stop)."""
 
 
 class Heartbeat:
@@ -34,7 +47,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        reader: StreamConsumer,
+        reader: Beating,
         ttl_seconds: float,
         status: Callable[[], str],
     ) -> None:
@@ -55,7 +68,7 @@ class Heartbeat:
         try:
             await self.reader.beat(self.ttl_ms, self.status())
         except (redis_errors.RedisError, *REDIS_UNAVAILABLE) as exc:
-            logger.debug("spendgate flusher heartbeat failed: {!r}", exc)
+            logger.debug("spendgate heartbeat failed: {!r}", exc)
             return False
         return True
 

@@ -5,7 +5,10 @@ insert or ack failed), then those of flushers whose heartbeat expired, then
 entries idle on other consumers for the claim-idle time, then new ones up to
 the stream's end as of the pass. Each batch is committed in Postgres
 before it is acknowledged and deleted in Redis, so a crash anywhere leaves it
-pending, to be read again; the insert ignores rows already there.
+pending, to be read again; the insert ignores rows already there. While the
+event dispatcher reads the stream too, an entry is deleted only once both
+have acknowledged it (``stream_ack.lua``); a pass that moves nothing sweeps
+what the dispatcher acknowledged since.
 """
 
 from __future__ import annotations
@@ -158,6 +161,10 @@ class BatchMover:
         finally:
             if storing is not None:
                 await _abandon(storing)
+        if not moved and self.reader.shared is not False:
+            # Entries kept for another group (the event dispatcher's) that it
+            # has acknowledged since: deleted now, not with the next batch.
+            await self.reader.sweep()
         return moved
 
     def _report(self, moved: int) -> None:

@@ -1,13 +1,14 @@
 """Reconcile: do a day's Redis counters agree with the ledger?
 
-For one UTC day, every scope's day counter in Redis (user, project, global)
-is compared with the ledger's account of the same day, net of refunds and
-adjustments (:mod:`spendgate.ledger.reconcile_sources` says exactly what
-counts): the rows in Postgres plus the entries still in the Redis stream
-(the flusher's backlog). Both come from the same scripts, so on a healthy
-deployment every difference is zero. A refund lowers the counters of its
-charge's day, so it is counted on that day whenever it was given; an
-adjustment is counted on the day whose counter it moved.
+For one day (in the window time zone, UTC by default), every scope's day
+counter in Redis (user, project, global) is compared with the ledger's
+account of the same day, net of refunds and adjustments
+(:mod:`spendgate.ledger.reconcile_sources` says exactly what counts): the
+rows in Postgres plus the entries still in the Redis stream (the flusher's
+backlog). Both come from the same scripts, so on a healthy deployment every
+difference is zero. A refund lowers the counters of its charge's day, so it
+is counted on that day whenever it was given; an adjustment is counted on
+the day whose counter it moved.
 
 The stream is read before Postgres, and stream entries already in Postgres
 are counted once: an entry the flusher moves while the reconcile runs is
@@ -23,8 +24,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
@@ -102,10 +104,11 @@ async def reconcile(
     dsn: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ReconcileReport:
-    """Compare one UTC day's Redis counters with Postgres plus the backlog.
+    """Compare one day's Redis counters with Postgres plus the backlog.
 
     :param config: the settings (``redis_url``, ``key_prefix``, ``postgres_dsn``)
-    :param day: the UTC day; today (system clock) when omitted
+    :param day: the day, in the window time zone (``window_timezone``);
+        today there (system clock) when omitted
     :param redis: an existing client instead of connecting from ``config``
         (not closed here)
     :param dsn: a Postgres DSN overriding ``config.postgres_dsn``
@@ -114,7 +117,7 @@ async def reconcile(
     config = config if config is not None else BudgetConfig()
     dsn = require_dsn(dsn or config.postgres_dsn)
     if day is None:
-        day = datetime.now(UTC).date()
+        day = datetime.now(ZoneInfo(config.window_timezone)).date()
     own_client = redis is None
     if redis is None:
         if not config.redis_url:
@@ -128,7 +131,7 @@ async def reconcile(
             socket_connect_timeout=5,
         )
     keys = Keys(config.key_prefix)
-    start_ms, end_ms = day_bounds_ms(day)
+    start_ms, end_ms = day_bounds_ms(day, config.window_timezone)
     report = ReconcileReport(day=day)
     report.counters_expired = (
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
@@ -50,10 +51,12 @@ class Movement(NamedTuple):
     micros: int
 
 
-def day_bounds_ms(day: date) -> tuple[int, int]:
-    """The first and the end (exclusive) millisecond of a UTC day."""
-    start = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-    w = windows_at(start)
+def day_bounds_ms(day: date, zone: str = "UTC") -> tuple[int, int]:
+    """The first and the end (exclusive) millisecond of a day in the window
+    time zone (23 or 25 hours long across a daylight saving change)."""
+    tz = None if zone == "UTC" else ZoneInfo(zone)
+    start = to_ms(datetime(day.year, day.month, day.day, 12, tzinfo=tz or UTC))
+    w = windows_at(start, tz)
     return w.day_start_ms, w.day_end_ms
 
 

@@ -1,7 +1,8 @@
 """The Redis side of the flusher: one consumer of the ledger stream's group.
 
 It reads entries (``XREADGROUP``), claims those idle on dead consumers
-(``XAUTOCLAIM``), acknowledges and deletes a stored batch in one script,
+(``XAUTOCLAIM``), acknowledges and deletes a stored batch in one script
+(keeping what another group, the event dispatcher's, has not acknowledged yet),
 moves entries Postgres refuses to the dead-letter stream, and measures the
 backlog. What to do with the entries is :class:`spendgate.ledger.flusher.Flusher`'s.
 
@@ -130,6 +131,9 @@ class StreamConsumer:
         self._ack: AsyncScript | None = None
         self._claim: AsyncScript | None = None
         self._group_ready = False
+        #: another consumer group reads the stream too (the event
+        #: dispatcher's), as of the last acknowledgement; ``None``: unknown yet
+        self.shared: bool | None = None
 
     @property
     def redis(self) -> Redis:
@@ -222,10 +226,24 @@ class StreamConsumer:
         return id_tuple(clean_text(cast(bytes, last[0][0])))
 
     async def ack(self, ids: list[str]) -> None:
-        """Acknowledge and delete entries, in one atomic script."""
+        """Acknowledge and delete entries, in one atomic script.
+
+        While another consumer group reads the stream too (the event
+        dispatcher's), an entry is deleted only once every group has
+        acknowledged it (``stream_ack.lua``); :attr:`shared` says so, and
+        :meth:`sweep` deletes what the others acknowledged since.
+        """
         if self._ack is None:
-            self._ack = self.redis.register_script(_source("ledger_ack"))
-        await self._ack(keys=[self.stream], args=[self.group, ",".join(ids)])
+            self._ack = self.redis.register_script(_source("stream_ack"))
+        _, groups = await self._ack(
+            keys=[self.stream], args=[self.group, ",".join(ids)]
+        )
+        self.shared = int(groups) > 1
+
+    async def sweep(self) -> None:
+        """Delete the entries every group has acknowledged, this one's earlier
+        and the others' since (nothing while no other group reads the stream)."""
+        await self.ack([])
 
     async def beat(self, ttl_ms: int, status: str) -> None:
         """Renew this consumer's heartbeat for ``ttl_ms``; ``status`` is what

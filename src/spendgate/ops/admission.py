@@ -26,7 +26,9 @@ class Admission(Operations):
     async def check_availability(
         self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
     ) -> bool:
-        """May ``user`` spend ``estimated_cost`` now? Changes nothing.
+        """May ``user`` spend ``estimated_cost`` now? Changes nothing (but a
+        scope found at its per-minute cap trips its kill switch, when one is
+        configured: a check-then-record loop is stopped by its checks).
 
         The argument order is coreason-budget's. ``user_id`` is a user id or any
         object with a ``user_id`` attribute.
@@ -72,8 +74,9 @@ class Admission(Operations):
         windows: Windows,
     ) -> BudgetExceededError:
         """The error of a ``REFUSED`` reply: ``{REFUSED, scope index, window,
-        limit, spent, held}``, scopes counted user, [project,] global."""
-        _, index, window_code, limit, spent, held = reply
+        limit, spent, held}``, scopes counted user, [project,] global; a
+        per-minute refusal adds when the scope frees up (ms)."""
+        index, window_code, limit, spent, held = reply[1:6]
         scope: Scope
         if index == 1:
             scope, scope_id = "user", user_id
@@ -87,6 +90,10 @@ class Admission(Operations):
             resets_at = from_ms(windows.day_end_ms)
         elif window == "monthly":
             resets_at = from_ms(windows.month_end_ms)
+        elif window == "weekly":
+            resets_at = from_ms(windows.week_end_ms)
+        elif window == "minute":
+            resets_at = from_ms(int(reply[6]))
         return BudgetExceededError(
             scope=scope,
             scope_id=scope_id,

@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from spendgate.core.windows import Windows, to_ms, windows_at
@@ -54,8 +54,10 @@ class Operations:
     _max_meta: int
     _retention_ms: int
     _windows: Windows | None
-    #: the default caps as the scripts hold them: user daily, user monthly,
-    #: project daily, project monthly, global daily, global monthly
+    #: the window time zone; ``None`` for UTC
+    _zone: tzinfo | None
+    #: the default caps as the scripts hold them, in the order of
+    #: spendgate.config.DEFAULT_CAPS
     _defaults: tuple[str, ...]
 
     def _now_ms(self) -> int:
@@ -66,7 +68,7 @@ class Operations:
     def _windows_at(self, now_ms: int) -> Windows:
         w = self._windows
         if w is None or not (w.day_start_ms <= now_ms < w.day_end_ms):
-            w = self._windows = windows_at(now_ms)
+            w = self._windows = windows_at(now_ms, self._zone)
         return w
 
     def _fact_head(self, now_ms: int, amount: int) -> tuple[Any, ...]:

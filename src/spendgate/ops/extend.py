@@ -87,8 +87,9 @@ class Extensions(Leases):
         )
         code = reply[0]
         if code == _REFUSED:
-            user, project = text(reply[6]), text(reply[7])
-            raise self._refusal(reply[:6], user, project or None, requested, w)
+            # (user and project come last, after a minute refusal's free_ms)
+            user, project = text(reply[-2]), text(reply[-1])
+            raise self._refusal(reply[:-2], user, project or None, requested, w)
         if code == _CONFLICT:
             raise IdempotencyConflictError(idempotency_key or "")
         if code not in (_OK, _REPLAYED):

@@ -5,6 +5,7 @@ trip."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -12,7 +13,7 @@ from spendgate.config import DEFAULT_CAPS
 from spendgate.core.ids import check_id, check_optional_id, user_id_of
 from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
-from spendgate.core.windows import from_ms
+from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import InvalidArgumentError, Scope
 from spendgate.models import Limits, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
@@ -25,13 +26,12 @@ class _Unset(Enum):
 #: "leave this limit as it is" in :meth:`BudgetManager.set_limits`
 UNSET = _Unset.UNSET
 
-#: where each scope's default caps (daily, then monthly) sit in
-#: ``Operations._defaults``, which follows the order of DEFAULT_CAPS
-_DEFAULTS_AT = {
-    scope: slice(i, i + 2)
-    for i, (scope, window, _) in enumerate(DEFAULT_CAPS)
-    if window == "daily"
-}
+#: the windows of a cap override, in the order set_limits.lua takes them
+OVERRIDE_WINDOWS = ("daily", "monthly", "per_minute", "weekly")
+
+#: where each default cap sits in ``Operations._defaults``, which follows
+#: the order of DEFAULT_CAPS: ``(scope, window) -> index``
+_DEFAULTS_AT = {(scope, window): i for i, (scope, window, _) in enumerate(DEFAULT_CAPS)}
 
 
 class LimitsAndUsage(Operations):
@@ -54,6 +54,8 @@ class LimitsAndUsage(Operations):
         *,
         daily: Any = UNSET,
         monthly: Any = UNSET,
+        weekly: Any = UNSET,
+        per_minute: Any = UNSET,
     ) -> Limits:
         """Override the caps of one entity, effective on the next call.
 
@@ -61,10 +63,26 @@ class LimitsAndUsage(Operations):
         :param scope_id: the user or project id (ignored for ``"global"``)
         :param daily: the new daily cap; ``None`` = no cap; omitted = unchanged
         :param monthly: the same, for the month
+        :param weekly: the same, for the ISO week (needs weekly caps on:
+            ``weekly_caps`` or a weekly default)
+        :param per_minute: the same, for the sliding minute (needs
+            ``per_minute_caps``: facts then read the scopes' overrides)
+        :raise InvalidArgumentError: a weekly or per-minute cap where the
+            deployment does not count that window
         """
         kind, sid = self._scope_id(scope, scope_id)
+        if weekly is not UNSET and not self.config.weekly_enabled:
+            raise InvalidArgumentError(
+                "weekly caps are off in this deployment: set weekly_caps=true "
+                "(SPENDGATE_WEEKLY_CAPS) or a weekly default, in every process"
+            )
+        if per_minute is not UNSET and not self.config.per_minute_caps:
+            raise InvalidArgumentError(
+                "per-entity per-minute caps are off in this deployment: set "
+                "per_minute_caps=true (SPENDGATE_PER_MINUTE_CAPS) in every process"
+            )
         encoded = []
-        for value in (daily, monthly):
+        for value in (daily, monthly, per_minute, weekly):
             if value is UNSET:
                 encoded.append(LIMIT_KEEP)
             elif value is None:
@@ -82,27 +100,31 @@ class LimitsAndUsage(Operations):
         reply = await self._store.run(
             "set_limits",
             (self.keys.limits(kind, sid),),
-            (LIMIT_DEFAULT, LIMIT_DEFAULT),
+            (LIMIT_DEFAULT,) * len(OVERRIDE_WINDOWS),
         )
         return self._limits(kind, sid, reply)
 
     def _limits(self, scope: Scope, scope_id: str, reply: list[Any]) -> Limits:
-        defaults = self._defaults[_DEFAULTS_AT[scope]]
-        effective = []
+        effective: dict[str, Decimal | None] = {}
         overridden = set()
-        for name, value, default in zip(
-            ("daily", "monthly"), reply, defaults, strict=True
-        ):
+        for window, value in zip(OVERRIDE_WINDOWS, reply, strict=True):
             if value is not None:
-                overridden.add(name)
+                overridden.add(window)
+            default = self._defaults[_DEFAULTS_AT[scope, window]]
             micros = int(value if value is not None else default)
-            effective.append(None if micros < 0 else from_micros(micros))
+            effective[window] = None if micros < 0 else from_micros(micros)
+        if not self.config.weekly_enabled:
+            effective["weekly"] = None  # (no week is counted: no cap applies)
+        if not self.config.per_minute_enabled:
+            effective["per_minute"] = None
         return Limits(
             scope=scope,
             scope_id=scope_id or None,
-            daily=effective[0],
-            monthly=effective[1],
+            daily=effective["daily"],
+            monthly=effective["monthly"],
             overridden=frozenset(overridden),
+            weekly=effective["weekly"],
+            per_minute=effective["per_minute"],
         )
 
     async def get_usage(
@@ -126,22 +148,44 @@ class LimitsAndUsage(Operations):
         if project is not None:
             scopes.append(("project", project))
         scopes.append(("global", None))
-        day_end, month_end = from_ms(w.day_end_ms), from_ms(w.month_end_ms)
         usage = {}
         for i, (scope, scope_id) in enumerate(scopes):
-            held_m, balance_m, dl, ml, ds, ms = reply[i * 6 : i * 6 + 6]
+            raw = reply[i * 12 : i * 12 + 12]
+            # (the balance: "<balance>|<granted>|<next expiry>" for a user
+            # holding grants, read apart)
+            values = [0 if n == 1 else int(v or 0) for n, v in enumerate(raw)]
             balance = None
             if scope == "user":  # shown whether enforced or not: 0 when none
-                balance = from_micros(int(text(balance_m or b"0").split("|", 1)[0]))
-            usage[scope] = ScopeUsage(
-                scope=scope,
-                scope_id=scope_id,
-                daily=_window_usage(int(ds), int(held_m), int(dl), day_end),
-                monthly=_window_usage(int(ms), int(held_m), int(ml), month_end),
-                held=from_micros(int(held_m)),
-                balance=balance,
-            )
+                balance = from_micros(int(text(raw[1] or b"0").split("|", 1)[0]))
+            usage[scope] = self._scope_usage(scope, scope_id, values, balance, w)
         return usage
+
+    def _scope_usage(
+        self,
+        scope: str,
+        scope_id: str | None,
+        values: list[int],
+        balance: Decimal | None,
+        w: Windows,
+    ) -> ScopeUsage:
+        """One scope's usage from its twelve values of usage.lua's reply."""
+        held, _, dl, ml, ds, ms, wl, ws, pl, ps, clears_ms, kill_ms = values
+        weekly = minute = None
+        if self.config.weekly_enabled:
+            weekly = _window_usage(ws, held, wl, from_ms(w.week_end_ms))
+        if pl >= 0:
+            minute = _window_usage(ps, 0, pl, from_ms(clears_ms or self._now_ms()))
+        return ScopeUsage(
+            scope=scope,
+            scope_id=scope_id,
+            daily=_window_usage(ds, held, dl, from_ms(w.day_end_ms)),
+            monthly=_window_usage(ms, held, ml, from_ms(w.month_end_ms)),
+            held=from_micros(held),
+            balance=balance,
+            weekly=weekly,
+            minute=minute,
+            kill_switch_until=from_ms(kill_ms) if kill_ms else None,
+        )
 
 
 def _window_usage(

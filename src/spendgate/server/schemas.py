@@ -119,11 +119,14 @@ class CreditsRequest(BaseModel):
 
 class LimitsRequest(BaseModel):
     """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
-    ``null`` removes the cap, an amount sets it."""
+    ``null`` removes the cap, an amount sets it. ``weekly`` and
+    ``per_minute`` need those windows on in the deployment (422 otherwise)."""
 
     model_config = _STRICT
     daily: Amount | None = None
     monthly: Amount | None = None
+    weekly: Amount | None = None
+    per_minute: Amount | None = None
 
 
 # -- responses (no docstrings where the document has no description) ----------------
@@ -316,15 +319,25 @@ class ScopeBody(BaseModel):
     balance: str | None
     daily: WindowBody
     monthly: WindowBody
+    #: ``null`` unless weekly counters are kept
+    weekly: WindowBody | None
+    #: the sliding minute; ``null`` unless a per-minute cap applies
+    minute: WindowBody | None
+    #: until when the kill switch refuses the scope; ``null`` when it does not
+    kill_switch_until: str | None
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
+        until = usage.kill_switch_until
         return cls(
             scope_id=usage.scope_id,
             held=str(usage.held),
             balance=_money(usage.balance),
             daily=WindowBody.of(usage.daily),
             monthly=WindowBody.of(usage.monthly),
+            weekly=None if usage.weekly is None else WindowBody.of(usage.weekly),
+            minute=None if usage.minute is None else WindowBody.of(usage.minute),
+            kill_switch_until=None if until is None else until.isoformat(),
         )
 
 
@@ -340,6 +353,10 @@ class LimitsResponse(BaseModel):
     scope_id: str | None
     daily: str | None
     monthly: str | None
+    #: ``null``: no weekly cap (or weekly caps are off)
+    weekly: str | None
+    #: ``null``: no per-minute cap (or per-minute caps are off)
+    per_minute: str | None
     #: windows with a per-entity override (the others follow the defaults)
     overridden: list[str]
 
@@ -350,5 +367,7 @@ class LimitsResponse(BaseModel):
             scope_id=limits.scope_id,
             daily=_money(limits.daily),
             monthly=_money(limits.monthly),
+            weekly=_money(limits.weekly),
+            per_minute=_money(limits.per_minute),
             overridden=sorted(limits.overridden),
         )

@@ -46,14 +46,18 @@ async def put_limits(
     scope: ScopePath, scope_id: ScopeIdPath, request: Request
 ) -> LimitsResponse:
     """Override an entity's caps, effective on the next call: a field left
-    out keeps its value, ``null`` removes the cap."""
+    out keeps its value, ``null`` removes the cap. ``weekly`` and
+    ``per_minute`` are refused (422) where the deployment does not count
+    those windows."""
     req = await read_body(request, LimitsRequest)
     given = req.model_fields_set
     limits = await budget_of(request).set_limits(
         scope,
         scope_id,
-        daily=req.daily if "daily" in given else UNSET,
-        monthly=req.monthly if "monthly" in given else UNSET,
+        **{
+            window: getattr(req, window) if window in given else UNSET
+            for window in ("daily", "monthly", "weekly", "per_minute")
+        },
     )
     return LimitsResponse.of(limits)
 
