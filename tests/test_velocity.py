@@ -329,11 +329,18 @@ async def test_unconfigured_deployments_write_the_same_keys_as_before(
     await budget.check_availability("ada", None, "1")
     record = await budget.record_spend("ada", "1", project_id="p")
     lease = await budget.reserve("ada", "1")
-    await budget.settle(lease, "2")
+    settled = await budget.settle(lease, "2")
     credit = await budget.add_credits("ada", "10")
-    await budget.deduct("ada", "1")
+    charged = await budget.deduct("ada", "1")
     await budget.set_limits("user", "ada", daily="90")
     assert await _keys(redis_client, key_prefix) == {
+        # (refunds are on by default: each charge keeps its refund record;
+        # the credit is a grant, in its user's grant keys)
+        f"c:{record.entry_id}",
+        f"c:{settled.entry_id}",
+        f"c:{charged.entry_id}",
+        "gr:u:ada",
+        "go:u:ada",
         "d:20260315:u:ada",
         "d:20260315:p:p",
         "d:20260315:g:",
