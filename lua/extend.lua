@@ -5,7 +5,9 @@
 -- can grow: a settled, released or expired one is refused by its state.
 --
 -- KEYS[1] - the hold record (K_HOLD)
--- KEYS[2] - idempotency key, "" for none
+-- KEYS[2] - idempotency key, or for none the hold record's again (every
+--           declared key in the deployment's slot: Redis Cluster refuses a
+--           script whose keys span slots, and "" has a slot of its own)
 -- ARGV[1] - now_ms
 -- ARGV[2] - day (yyyymmdd, UTC)       ARGV[3] - month (yyyymm, UTC)
 -- ARGV[4] - more: the amount to add to the hold, micro-units (0 adds nothing
@@ -22,6 +24,7 @@
 --        user, project} (free_ms for a per-minute refusal, as admit answers)
 
 local hkey, ikey = KEYS[1], KEYS[2]
+if ikey == hkey then ikey = '' end  -- no idempotency key
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x')
 local user, project = h[3], h[4]
 local fingerprint = ARGV[6]

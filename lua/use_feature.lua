@@ -6,8 +6,10 @@
 -- from the plan it expects the user to have; when the user has another, the
 -- script answers R_STALE_PRICE with it and the caller tries again.
 --
--- KEYS[1] - idempotency key, "" for none (checked before, stored after: a
---           refusal leaves nothing behind)
+-- KEYS[1] - idempotency key, or for none the user's plan key again (every
+--           declared key in the deployment's slot: Redis Cluster refuses a
+--           script whose keys span slots, and "" has a slot of its own);
+--           checked before, stored after: a refusal leaves nothing behind
 -- KEYS[2] - the user's plan (K_USER_PLAN)
 -- KEYS[3] - the user's feature calls in this period (K_FEATURE_USE, a hash:
 --           "c:<feature>" counted, "w:<feature>" the event written)
@@ -27,6 +29,7 @@
 --        not the one expected
 
 local ikey, pkey, fkey = KEYS[1], KEYS[2], KEYS[3]
+if ikey == pkey then ikey = '' end  -- no idempotency key
 local fingerprint, user, feature = ARGV[2], ARGV[3], ARGV[4]
 
 local seen = idem_lookup(ikey, fingerprint)

@@ -13,7 +13,7 @@
     cli/ledger.py     migrate, flush, report, reconcile
     cli/corrections.py adjust, transactions
     cli/events.py     events run|tail
-    cli/demo.py       demo
+    cli/demo/         demo (its steps: guard, credits, extras)
 
 Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
 start-up. Exit codes are :class:`spendgate.errors.ExitCode`: 0 success,

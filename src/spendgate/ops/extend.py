@@ -72,7 +72,8 @@ class Extensions(Leases):
         lease_id = check_id("lease_id", lease_id, self._max_id)
         requested = charge_micros(more)
         ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)
-        ikey = digest = ""
+        hkey = self.keys.hold(lease_id)
+        ikey, digest = hkey, ""  # no key: the hold's stands in (extend.lua)
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
@@ -82,7 +83,7 @@ class Extensions(Leases):
         expires = "" if ttl_ms is None else now_ms + ttl_ms
         reply = await self._store.run(
             "extend",
-            (self.keys.hold(lease_id), ikey),
+            (hkey, ikey),
             (now_ms, w.day, w.month, requested, lease_id, digest, expires),
         )
         code = reply[0]

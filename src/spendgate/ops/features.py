@@ -142,7 +142,8 @@ class Features(Plans):
         limited, or not the plan's) the script checks the plan only."""
         plan_key = self.keys.user_plan(user)
         digest = fingerprint("use_feature", user, name) if key else ""
-        ikey = self.keys.caller_idempotency(key) if key else ""
+        # no key: the plan key stands in (see use_feature.lua's KEYS[1])
+        ikey = self.keys.caller_idempotency(key) if key else plan_key
         if limit is None or window is None:
             keys = (ikey, plan_key, plan_key)  # (the third is not touched)
             return keys, (now_ms, digest, user, name, guess, "", "", "", 0, "")

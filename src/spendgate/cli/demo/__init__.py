@@ -1,7 +1,11 @@
 """A short narrated walkthrough: ``spendgate demo``.
 
 admit -> spend -> refused at the cap (with the reason and reset time) -> a
-lease reserved and settled -> an idempotent replay that charges nothing.
+lease reserved and settled -> an idempotent replay that charges nothing ->
+a price book and deduct -> a plan's limited feature -> fit to budget, a
+streaming hold, a per-minute cap -> an event handler, an operator's
+correction and the user's transactions. The steps are in :mod:`.guard`,
+:mod:`.credits` and :mod:`.extras`.
 
 It runs on the embedded in-process store unless given ``--redis-url``, and
 reads no ``SPENDGATE_*`` (nor coreason) variable: the settings exported for
@@ -21,18 +25,17 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from spendgate.cli.demo import credits, extras, guard
+from spendgate.cli.demo.say import USER, say
 from spendgate.cli.printer import fail
 from spendgate.cli.runner import run
 from spendgate.config import BudgetConfig, redact_url
-from spendgate.errors import BudgetExceededError, ExitCode
+from spendgate.errors import ExitCode
 from spendgate.manager import BudgetManager
-from spendgate.models import SpendRecord
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-#: who the walkthrough is about
-USER, PROJECT = "ada@example.com", "chatbot"
 
 _EMBEDDED_HINT = (
     "the demo runs on the embedded store, which is not installed: "
@@ -108,11 +111,8 @@ def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> Budge
         daily_user_limit=Decimal("1.00"),
         daily_project_limit=Decimal("50"),
         daily_global_limit=Decimal("500"),
+        per_minute_caps=True,  # step 8 caps one user's minute
     )
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def walkthrough(config: BudgetConfig | None = None) -> None:
@@ -125,17 +125,20 @@ async def walkthrough(config: BudgetConfig | None = None) -> None:
             if budget.embedded
             else f"Redis at {redact_url(config.redis_url)}"
         )
-        _say(
+        say(
             f"spendgate demo on {store}: user {USER!r} "
             f"may spend 1.00 {config.unit} a day.\n"
         )
         try:
-            first = await _admit_spend_refuse(budget)
-            await _lease_and_replay(budget, first)
-            await _priced_usage(budget)
+            first = await guard.admit_spend_refuse(budget)
+            await guard.lease_and_replay(budget, first)
+            await credits.priced_usage(budget)
+            await credits.plan_and_features(budget)
+            await extras.stream_fit_and_velocity(budget)
+            await extras.corrections_and_events(budget)
         finally:
             await _delete_keys(budget)
-        _say("Done: every step above was one atomic Lua script, one round trip.")
+        say("Done: every step above was one atomic Lua script, one round trip.")
 
 
 async def _delete_keys(budget: BudgetManager) -> None:
@@ -150,107 +153,6 @@ async def _delete_keys(budget: BudgetManager) -> None:
         # A Redis that stopped answering keeps the demo's keys; what went
         # wrong in the walkthrough itself is the error worth reporting.
         pass
-
-
-async def _admit_spend_refuse(budget: BudgetManager) -> SpendRecord:
-    """Steps 1 to 3; returns the first spend's record (step 5 replays it)."""
-    _say("1. Admission: may Ada spend an estimated 0.40?")
-    await budget.check_availability(USER, PROJECT, Decimal("0.40"))
-    _say("   admitted (one round trip, nothing changed yet).\n")
-
-    _say("2. The call happened and cost 0.40: record the fact.")
-    record = await budget.record_spend(
-        USER, Decimal("0.40"), PROJECT, model="gpt-4o-mini", idempotency_key="req-1"
-    )
-    usage = await budget.get_usage(USER, PROJECT)
-    _say(
-        f"   ledger entry {record.entry_id}; spent today: {usage['user'].daily.spent}\n"
-    )
-
-    _say("3. Another call of 0.40, then a third would pass the cap.")
-    await budget.record_spend(USER, Decimal("0.40"), PROJECT, model="gpt-4o-mini")
-    try:
-        await budget.check_availability(USER, PROJECT, Decimal("0.40"))
-    except BudgetExceededError as refused:
-        _say(
-            f"   refused: {refused.scope} {refused.window} cap {refused.limit}, "
-            f"spent {refused.spent}, requested {refused.requested}"
-        )
-        _say(f"   the window resets at {refused.resets_at:%Y-%m-%d %H:%M} UTC\n")
-    else:
-        raise AssertionError("the cap did not refuse")
-    return record
-
-
-async def _lease_and_replay(budget: BudgetManager, first: SpendRecord) -> None:
-    """Steps 4 and 5: a lease settled at the real cost, then a free replay."""
-    _say("4. A lease: hold 0.15 while the call runs, settle at the real cost.")
-    async with budget.lease(USER, Decimal("0.15"), project_id=PROJECT) as lease:
-        held = (await budget.get_usage(USER, PROJECT))["user"].held
-        _say(
-            f"   lease {lease.id} holds {held}; "
-            f"it expires at {lease.expires_at:%H:%M:%S} UTC"
-        )
-        lease.actual_cost = Decimal("0.1234567")  # rounds up to 0.123457
-        lease.model = "gpt-4o-mini"
-    usage = await budget.get_usage(USER, PROJECT)
-    _say(
-        f"   settled: spent today {usage['user'].daily.spent}, "
-        f"held {usage['user'].held}\n"
-    )
-
-    _say("5. A retry of request 'req-1' (same idempotency key) charges nothing.")
-    replay = await budget.record_spend(
-        USER, Decimal("0.40"), PROJECT, model="gpt-4o-mini", idempotency_key="req-1"
-    )
-    after = await budget.get_usage(USER, PROJECT)
-    assert replay.replayed and replay.entry_id == first.entry_id
-    assert after["user"].daily.spent == usage["user"].daily.spent
-    _say(
-        f"   replayed entry {replay.entry_id}; "
-        f"spent today still {after['user'].daily.spent}"
-    )
-    _say(f"   remaining today: {after['user'].daily.remaining} {budget.config.unit}\n")
-
-
-#: the demo's price book, in bursar's format
-DEMO_BOOK = {
-    "version": 1,
-    "models": {
-        "gpt-4o": "input_tokens * 0.0000025 + output_tokens * 0.00001",
-        "_default": "input_tokens * 0.000001 + output_tokens * 0.000003",
-    },
-    "tools": {"web_search": "tool_calls * 0.01"},
-    "fixed": {"batch_job": 0.75},
-}
-
-
-async def _priced_usage(budget: BudgetManager) -> None:
-    """Step 6: a price book, prepaid credits and deduct."""
-    from spendgate import InsufficientCreditsError, ToolCall, UsageMetrics
-
-    _say("6. Priced usage: publish a price book (bursar's format), fund Bob, deduct.")
-    version = await budget.publish_pricing(DEMO_BOOK, label="demo")
-    await budget.add_credits("bob", Decimal("0.5"))
-    usage = UsageMetrics(
-        model="gpt-4o",
-        input_tokens=1200,
-        output_tokens=300,
-        tool_calls=(ToolCall(name="web_search"),),
-    )
-    charged = await budget.deduct("bob", usage, idempotency_key="job-7")
-    assert charged.breakdown is not None and charged.price_version == version
-    _say(
-        f"   version {version} priced it {charged.amount} (model "
-        f"{charged.breakdown.model.normalize()} + tools "
-        f"{charged.breakdown.tools.normalize()}); balance {charged.balance_after}"
-    )
-    try:
-        await budget.deduct_fixed("bob", "batch_job")
-    except InsufficientCreditsError as short:
-        _say(f"   a batch_job (0.75) is refused: {short.limit} left; nothing changed\n")
-    else:
-        raise AssertionError("the balance did not refuse")
 
 
 def main() -> None:
