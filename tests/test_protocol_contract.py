@@ -19,15 +19,8 @@ from typing import Any, get_args
 import pytest
 
 from spendgate import BudgetManager, SpendgateError
-from spendgate.core.protocol import (
-    OPERATIONS,
-    WINDOW_NAMES,
-    Reply,
-    WindowCode,
-    WindowName,
-    named_args,
-    positional_args,
-)
+from spendgate.core.operations import OPERATIONS, named_args, positional_args
+from spendgate.core.protocol import WINDOW_NAMES, Reply, WindowCode, WindowName
 from spendgate.core.scripts import (
     PROTOCOL_CONSTANTS,
     SCRIPT_CONSTANTS,

@@ -45,11 +45,7 @@ from redis import exceptions as redis_errors
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
 from spendgate.core.keys import Keys, fact_keys
-from spendgate.core.protocol import (
-    CREDIT_GRANT_DEFAULTS,
-    OPERATIONS,
-    positional_args,
-)
+from spendgate.core.operations import CREDIT_GRANT_DEFAULTS, OPERATIONS, positional_args
 from spendgate.core.scripts import SCRIPT_CONSTANTS, configured_source
 from spendgate.durability.spool import Spool, SpooledFact, decode_fact, encode_fact
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import NoScriptError
 
 from spendgate.config import DEFAULT_CAPS
-from spendgate.core import keys, protocol
+from spendgate.core import keys, operations, protocol
 from spendgate.core.pipeline import AutoPipeline
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 #: every operation, one ``lua/<name>.lua`` each
-SCRIPT_NAMES = tuple(protocol.OPERATIONS)
+SCRIPT_NAMES = tuple(operations.OPERATIONS)
 
 #: the protocol and the key layout as Lua constants: each script gets those
 #: it names
@@ -240,7 +240,7 @@ def _link(library: bytes, body: bytes) -> bytes:
 class Scripts:
     """One registered script handle per operation, for one client.
 
-    :attr:`handles` maps each operation of :data:`spendgate.core.protocol.OPERATIONS`
+    :attr:`handles` maps each operation of :data:`spendgate.core.operations.OPERATIONS`
     to its handle (also reachable as ``lua_<operation>``).
     """
 

@@ -201,7 +201,7 @@ class Store:
         unless the call says what to do instead (in this coroutine, not a
         wrapper around it: each await level costs the hot path):
 
-        :param operation: a name of :data:`spendgate.core.protocol.OPERATIONS`
+        :param operation: a name of :data:`spendgate.core.operations.OPERATIONS`
         :param fail_open: an admission: when the store is unavailable and
             ``fail_open`` is configured, admit (return ``None``)
         :param spool_info: a fact: when the store does not take it, the call

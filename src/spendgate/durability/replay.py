@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 from loguru import logger
 
 from spendgate.core.keys import Keys, fact_keys
-from spendgate.core.protocol import FACT_OPERATIONS, Reply, named_args, positional_args
+from spendgate.core.operations import FACT_OPERATIONS, named_args, positional_args
+from spendgate.core.protocol import Reply
 from spendgate.core.store import ClientState
 from spendgate.durability.spool import Spool, SpooledFact, spool_directory
 from spendgate.errors import StorageError

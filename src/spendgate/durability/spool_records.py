@@ -6,8 +6,8 @@ or flipped line is recognised. The JSON of the version written now (3)::
     {"v": 3, "o": "record", "a": {"now_ms": ..., "entry": ..., ...},
      "t": <spooled at, ms>, "i": {<what it is, for logs>}}
 
-``o`` is an operation of :data:`spendgate.core.protocol.FACT_OPERATIONS` and
-``a`` its arguments by the names of :data:`spendgate.core.protocol.OPERATIONS`.
+``o`` is an operation of :data:`spendgate.core.operations.FACT_OPERATIONS` and
+``a`` its arguments by the names of :data:`spendgate.core.operations.OPERATIONS`.
 The keys are not stored: they follow from the arguments
 (:func:`spendgate.core.keys.fact_keys`), so the record does not depend on the
 key layout either.
@@ -35,7 +35,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from spendgate.core import protocol
+from spendgate.core import operations
 
 #: the record format written by this version
 RECORD_VERSION = 3
@@ -52,7 +52,7 @@ _V1_CONFIGURATION = {
 # Arguments operations gained after records were written, with what an older
 # record stands for.
 _ADDED_ARGS: dict[str, dict[str, str | int]] = {
-    "credit": protocol.CREDIT_GRANT_DEFAULTS,
+    "credit": operations.CREDIT_GRANT_DEFAULTS,
 }
 
 # Versions 1 and 2 named the script handle, not the operation.
@@ -159,7 +159,7 @@ def _operation_and_args(data: dict[str, Any]) -> tuple[str, dict[str, str | int]
     if not script.startswith(_SCRIPT_PREFIX) or not isinstance(positional, list):
         raise CorruptRecordError(f"not a fact script: {script!r}")
     operation = script.removeprefix(_SCRIPT_PREFIX)
-    if operation not in protocol.FACT_OPERATIONS:
+    if operation not in operations.FACT_OPERATIONS:
         raise CorruptRecordError(f"not a fact script: {script!r}")
     if version == 1:
         count, configuration = _V1_CONFIGURATION[operation]
@@ -169,11 +169,11 @@ def _operation_and_args(data: dict[str, Any]) -> tuple[str, dict[str, str | int]
             )
         positional = [a for i, a in enumerate(positional) if i not in configuration]
     added = _ADDED_ARGS.get(operation, {})
-    names = [n for n in protocol.OPERATIONS[operation].args if n not in added]
+    names = [n for n in operations.OPERATIONS[operation].args if n not in added]
     if len(positional) == len(names):  # written before the added arguments
         named = {**dict(zip(names, positional, strict=True)), **added}
     else:
-        named = protocol.named_args(operation, tuple(positional))
+        named = operations.named_args(operation, tuple(positional))
     return operation, _checked_args(operation, named)
 
 
@@ -188,7 +188,7 @@ def _with_added(operation: str, args: dict[str, Any]) -> dict[str, Any]:
 
 def _checked_args(operation: str, args: dict[str, Any]) -> dict[str, str | int]:
     """``args`` in the operation's order, once each is known and ``str``/``int``."""
-    spec = protocol.OPERATIONS.get(operation)
+    spec = operations.OPERATIONS.get(operation)
     if spec is None or not spec.fact:
         raise ValueError(f"not a fact operation: {operation!r}")
     if set(args) != set(spec.args):

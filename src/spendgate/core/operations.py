@@ -1,0 +1,223 @@
+"""Each script's calling convention, defined once: its KEYS and ARGV by
+name, in order, and the reply codes it may answer (:data:`OPERATIONS`).
+
+The spool stores a fact's arguments by these names (:func:`named_args`,
+:func:`positional_args`), and ``tests/test_protocol_contract.py`` reads each
+script's header and replies against them. The codes, kinds and fields the
+operations speak in are :mod:`spendgate.core.protocol`'s.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from spendgate.core.protocol import Reply
+
+
+class Operation(NamedTuple):
+    """One script's calling convention: its KEYS and ARGV, by name, in order,
+    and the reply codes it may answer (a contract test reads the script)."""
+
+    #: what each KEYS[i] is
+    keys: tuple[str, ...]
+    #: what each ARGV[i] is
+    args: tuple[str, ...]
+    #: the reply codes the script may answer
+    replies: frozenset[Reply]
+    #: a fact: spooled when Redis does not take it, replayed later
+    fact: bool = False
+
+
+#: the arguments a credit gained with grants, and what a credit spooled
+#: before them stands for (a never-expiring purchase of priority 0)
+CREDIT_GRANT_ARGS = ("expires_ms", "priority", "grant_kind")
+CREDIT_GRANT_DEFAULTS: dict[str, str | int] = {
+    "expires_ms": "",
+    "priority": 0,
+    "grant_kind": "purchase",
+}
+
+# The argument lists and answers shared by several scripts.
+_ADMISSION = ("now_ms", "day", "month", "requested", "user", "project")
+_FACT_HEAD = ("now_ms", "day", "day_ttl_ms", "month", "month_ttl_ms", "amount")
+#: a direct charge's arguments (record; deduct adds its own after them)
+_CHARGE = (
+    *_FACT_HEAD,
+    "fingerprint",
+    "entry",
+    "user",
+    "project",
+    "model",
+    "metadata",
+    "idempotency_key",
+)
+_ADMITS = frozenset({Reply.OK, Reply.REFUSED})
+_IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
+_LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
+
+#: every operation, one ``lua/<name>.lua`` each
+OPERATIONS: dict[str, Operation] = {
+    "check": Operation(("balance",), _ADMISSION, _ADMITS),
+    "reserve": Operation(
+        ("idempotency",),
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
+        _ADMITS | _IDEMPOTENT,
+    ),
+    "reserve_up_to": Operation(
+        ("idempotency",),
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max"),
+        _ADMITS | _IDEMPOTENT,
+    ),
+    "settle": Operation(
+        ("hold",),
+        (*_FACT_HEAD, "entry", "model", "metadata", "lease"),
+        _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
+        fact=True,
+    ),
+    "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
+    "extend": Operation(
+        ("hold", "idempotency"),
+        (
+            "now_ms",
+            "day",
+            "month",
+            "requested",
+            "lease",
+            "fingerprint",
+            "expires_ms",
+        ),
+        _ADMITS
+        | _IDEMPOTENT
+        | _LEASE
+        | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
+    ),
+    "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
+    "credit": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "fingerprint",
+            "entry",
+            "user",
+            "metadata",
+            "idempotency_key",
+            *CREDIT_GRANT_ARGS,
+        ),
+        _IDEMPOTENT,
+        fact=True,
+    ),
+    "refund": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "charge",
+            "amount",
+            "fingerprint",
+            "entry",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT | {Reply.UNKNOWN_ENTRY, Reply.REFUND_EXCEEDS},
+        fact=True,
+    ),
+    "deduct": Operation(
+        ("idempotency",),
+        (*_CHARGE, "price_version", "min_balance", "plan"),
+        _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "adjust": Operation(
+        ("idempotency",),
+        (
+            "now_ms",
+            "amount",
+            "ttl_ms",
+            "fingerprint",
+            "entry",
+            "scope",
+            "scope_id",
+            "window",
+            "period",
+            "window_label",
+            "metadata",
+            "idempotency_key",
+        ),
+        _IDEMPOTENT,
+        fact=True,
+    ),
+    "use_feature": Operation(
+        ("idempotency", "user_plan", "feature_use"),
+        (
+            "now_ms",
+            "fingerprint",
+            "user",
+            "feature",
+            "plan",
+            "max_calls",
+            "action",
+            "window",
+            "ttl_ms",
+            "data",
+        ),
+        _ADMITS | _IDEMPOTENT | {Reply.STALE_PRICE},
+    ),
+    "plan_set": Operation(
+        ("plans", "revision"), ("plan", "document", "max_plans"), _ADMITS
+    ),
+    "pricing_publish": Operation(
+        ("next",), ("document", "meta", "activate"), frozenset({Reply.OK})
+    ),
+    "pricing_activate": Operation(
+        ("active",), ("version",), frozenset({Reply.OK, Reply.UNKNOWN_VERSION})
+    ),
+    # (set_limits, usage, the price book and plan reads answer values, no
+    # reply code)
+    "pricing_get": Operation(("active",), ("version",), frozenset()),
+    "pricing_list": Operation(("next",), ("first", "count"), frozenset()),
+    "set_limits": Operation(
+        ("limits",), ("daily", "monthly", "per_minute", "weekly"), frozenset()
+    ),
+    "plans_get": Operation(("plans", "revision"), (), frozenset()),
+    "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),
+    "plan_read": Operation(("user_plan", "counter"), ("mode", "field"), frozenset()),
+    "usage": Operation(
+        ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
+    ),
+    # (the grants' reads and the sweep answer values too)
+    "balance": Operation(("balance",), ("now_ms", "user", "count"), frozenset()),
+    "grants_sweep": Operation(
+        ("due",),
+        ("now_ms", "dry_run", "users_offset", "grants_offset", "budget"),
+        frozenset(),
+    ),
+}
+
+#: the operations that are facts (spooled while Redis is away)
+FACT_OPERATIONS = frozenset(name for name, op in OPERATIONS.items() if op.fact)
+
+
+def named_args(operation: str, args: tuple[str | int, ...]) -> dict[str, str | int]:
+    """An operation's ARGV as a mapping from argument name to value.
+
+    :raise ValueError: when ``args`` does not have the operation's length
+    """
+    names = OPERATIONS[operation].args
+    if len(args) != len(names):
+        raise ValueError(f"{operation} takes {len(names)} arguments, not {len(args)}")
+    return dict(zip(names, args, strict=True))
+
+
+def positional_args(
+    operation: str, named: dict[str, str | int]
+) -> tuple[str | int, ...]:
+    """An operation's ARGV, in order, from its named arguments.
+
+    :raise ValueError: when a name is missing or unknown
+    """
+    names = OPERATIONS[operation].args
+    if set(named) != set(names):
+        raise ValueError(
+            f"{operation} takes the arguments {', '.join(names)};"
+            f" got {', '.join(sorted(named))}"
+        )
+    return tuple(named[name] for name in names)
