@@ -21,12 +21,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from spendgate.config.events import EventSettings
 from spendgate.config.redact import redact_url, redact_webhook_url
 from spendgate.config.sections import (
     CapSettings,
     CreditSettings,
     DurabilitySettings,
-    EventSettings,
     GuardSettings,
     LedgerSettings,
     PricingSettings,
