@@ -1,7 +1,9 @@
 -- reserve: admit `requested` and hold it against every scope until the hold is
 -- settled, released, or its expiry passes.
 --
--- KEYS[1] - idempotency key, "" for none
+-- KEYS[1] - idempotency key, or for none the new hold's record (K_HOLD ..
+--           lease: every declared key in the deployment's slot, as Redis
+--           Cluster routes by it, and "" has a slot of its own)
 -- ARGV[1..6] - as in check.lua (now_ms, day, month, requested, user, project)
 -- ARGV[7] - fingerprint of the arguments (for the idempotency key)
 -- ARGV[8] - lease id (fresh, unique)
@@ -13,6 +15,7 @@
 --        held[, free_ms]} (free_ms: a per-minute refusal's)
 
 local ikey = KEYS[1]
+if ikey == BASE .. K_HOLD .. ARGV[8] then ikey = '' end  -- no idempotency key
 local fingerprint = ARGV[7]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end

@@ -4,7 +4,9 @@
 -- nothing changes; then the hold is the smaller of `max` and the tightest
 -- room left.
 --
--- KEYS[1] - idempotency key, "" for none
+-- KEYS[1] - idempotency key, or for none the new hold's record (K_HOLD ..
+--           lease: every declared key in the deployment's slot, as Redis
+--           Cluster routes by it, and "" has a slot of its own)
 -- ARGV[1..6] - as in check.lua (now_ms, day, month, min, user, project):
 --              ARGV[4] is the least that must fit, micro-units
 -- ARGV[7] - fingerprint of the arguments (for the idempotency key)
@@ -17,6 +19,7 @@
 --        even `min` fits
 
 local ikey = KEYS[1]
+if ikey == BASE .. K_HOLD .. ARGV[8] then ikey = '' end  -- no idempotency key
 local fingerprint = ARGV[7]
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end

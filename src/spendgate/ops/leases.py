@@ -69,14 +69,14 @@ class Leases(Admission):
         project = check_optional_id("project_id", project_id, self._max_id)
         requested = charge_micros(amount)
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
-        ikey = digest = ""
+        now_ms = self._now_ms()
+        lease_id = new_id(now_ms)
+        ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
-        now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        lease_id = new_id(now_ms)
         expires_ms = now_ms + ttl_ms
         args = (now_ms, w.day, w.month, requested, user_id, project or "")
         reply = await self._store.run(
@@ -121,14 +121,14 @@ class Leases(Admission):
         if least > most:
             raise InvalidArgumentError("min_amount is above max_amount")
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
-        ikey = digest = ""
+        now_ms = self._now_ms()
+        lease_id = new_id(now_ms)
+        ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
-        now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        lease_id = new_id(now_ms)
         args = (now_ms, w.day, w.month, least, user_id, project or "", digest)
         reply = await self._store.run(
             "reserve_up_to", (ikey,), args + (lease_id, now_ms + ttl_ms, most)
