@@ -5,8 +5,10 @@
 -- changes. Always enforces the balance (the prepaid operation), whatever
 -- ENFORCE_BALANCE says.
 --
--- KEYS[1] - idempotency key, "" for none (checked before, stored after: a
---           refusal leaves nothing behind)
+-- KEYS[1] - idempotency key (checked before, stored after: a refusal leaves
+--           nothing behind), or for none the charge's refund record (K_CHARGE
+--           .. entry: every declared key in the deployment's slot, as Redis
+--           Cluster routes by it, and "" has a slot of its own)
 -- ARGV[1] - now_ms
 -- ARGV[2] - day (yyyymmdd, UTC)       ARGV[3] - day counters' TTL when created, ms
 -- ARGV[4] - month (yyyymm, UTC)       ARGV[5] - month counters' TTL when created, ms
@@ -32,6 +34,7 @@
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
 local entry, user, project = ARGV[8], ARGV[9], ARGV[10]
+if ikey == BASE .. K_CHARGE .. entry then ikey = '' end  -- no idempotency key
 
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end

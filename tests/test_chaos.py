@@ -34,7 +34,13 @@ import pytest
 
 from conftest import FakeClock
 from redis_server import RedisServer
-from spendgate import BudgetConfig, BudgetManager, BudgetUnavailableError, SpendRecord
+from spendgate import (
+    BudgetConfig,
+    BudgetManager,
+    BudgetUnavailableError,
+    DeductResult,
+    SpendRecord,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +84,10 @@ class Told:
         self.facts = 0
         self.spooled = 0
 
-    def add(self, record: SpendRecord, user: str) -> None:
+    def add(self, record: SpendRecord | DeductResult, user: str) -> None:
         self.facts += 1
         self.spooled += record.spooled
-        if record.kind == "grant":
+        if isinstance(record, SpendRecord) and record.kind == "grant":
             self.credited[user] += record.amount
         else:
             self.charged[user] += record.amount

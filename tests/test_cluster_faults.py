@@ -29,6 +29,7 @@ from spendgate import (
     BudgetExceededError,
     BudgetManager,
     BudgetUnavailableError,
+    DeductResult,
     SpendRecord,
 )
 from spendgate.core.cluster import ClusterScripts
@@ -64,7 +65,7 @@ def _router(budget: BudgetManager) -> ClusterScripts:
 
 async def _keyed_fact(
     budget: BudgetManager, rng: random.Random, user: str, n: int
-) -> SpendRecord:
+) -> SpendRecord | DeductResult:
     """One fact of a random kind, every call keyed in spendgate's slot (a
     reserve without an idempotency key is keyed by its hold record)."""
     amount = Decimal(rng.randint(1, 3_000_000)) * MICRO
@@ -74,6 +75,8 @@ async def _keyed_fact(
     if kind == 1:
         return await budget.record_spend(user, amount, idempotency_key=f"{user}-{n}")
     if kind == 2:
+        if n % 8 == 6:  # no idempotency key either
+            return await budget.deduct(user, amount)
         return await budget.add_credits(user, amount)
     await budget.check_availability(user, estimated_cost=amount)
     if n % 8 == 7:  # no idempotency key either

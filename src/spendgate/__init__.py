@@ -39,14 +39,18 @@ from spendgate.errors import (
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import (
+    Adjustment,
     Balance,
+    DeductResult,
     Grant,
     Lease,
     Limits,
+    PriceBookVersion,
     RefundResult,
     ScopeUsage,
     SpendRecord,
     SweepReport,
+    Transaction,
     WindowUsage,
 )
 
@@ -60,12 +64,14 @@ _logger.disable("spendgate")
 __all__ = [
     "MAX_AMOUNT",
     "UNSET",
+    "Adjustment",
     "Balance",
     "BudgetConfig",
     "BudgetExceededError",
     "BudgetManager",
     "BudgetUnavailableError",
     "ConfigurationError",
+    "DeductResult",
     "ExpressionError",
     "FeatureLimitExceededError",
     "FeatureNotEntitledError",
@@ -82,6 +88,7 @@ __all__ = [
     "LedgerUnavailableError",
     "Limits",
     "PoisonEntryError",
+    "PriceBookVersion",
     "PricingConfigError",
     "RefundExceedsChargeError",
     "RefundResult",
@@ -91,6 +98,7 @@ __all__ = [
     "SpoolFullError",
     "StorageError",
     "SweepReport",
+    "Transaction",
     "UnknownEntryError",
     "UnknownModelError",
     "WebhookError",

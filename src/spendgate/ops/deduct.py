@@ -260,7 +260,8 @@ class Deductions(Plans, Leases, Facts):
             "" if floor is None else floor,
             check,
         )
-        ikey = self.keys.caller_idempotency(key) if key else ""
+        # no key: the charge's refund record stands in (see deduct.lua)
+        ikey = self.keys.caller_idempotency(key) if key else self.keys.charge(entry_id)
         reply = await self._store.run("deduct", (ikey,), args)
         code = reply[0]
         if code == Reply.STALE_PRICE:
