@@ -10,9 +10,9 @@ exact strings).
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+from spendgate.cli.arguments import moment
 from spendgate.cli.printer import dash, fail, print_json, print_table, printable
 from spendgate.cli.runner import run, run_on_budget, settings
 from spendgate.errors import ExitCode
@@ -22,20 +22,6 @@ if TYPE_CHECKING:
     from spendgate.models import Adjustment, Transaction
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _moment(text: str) -> datetime:
-    """``YYYY-MM-DD`` (its 00:00 UTC) or an ISO datetime (UTC when naive)."""
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not YYYY-MM-DD or an ISO datetime"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def add_adjust(sub: SubParsers) -> None:
@@ -59,7 +45,7 @@ def add_adjust(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--at",
-        type=_moment,
+        type=moment,
         help="a day (YYYY-MM-DD) or instant in the window to correct "
         "(default: the current one)",
     )
@@ -83,9 +69,9 @@ def add_transactions(sub: SubParsers) -> None:
     )
     parser.add_argument("user", help="the user id")
     parser.add_argument(
-        "--since", type=_moment, help="from this day or instant on, inclusive"
+        "--since", type=moment, help="from this day or instant on, inclusive"
     )
-    parser.add_argument("--until", type=_moment, help="before this, exclusive")
+    parser.add_argument("--until", type=moment, help="before this, exclusive")
     parser.add_argument(
         "--limit",
         type=int,

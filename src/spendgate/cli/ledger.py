@@ -18,9 +18,9 @@ import asyncio
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from spendgate.cli.arguments import calendar_day, moment
 from spendgate.cli.printer import dash, print_json, print_table, printable
 from spendgate.cli.runner import UsageError, run, settings
 from spendgate.errors import ExitCode
@@ -95,13 +95,13 @@ def add_report(sub: SubParsers) -> None:
     parser.add_argument("kind", choices=list(REPORT_KINDS), help="what to report")
     parser.add_argument(
         "--since",
-        type=_moment,
+        type=moment,
         help="start of the window, inclusive: YYYY-MM-DD (00:00 UTC) or an ISO "
         "datetime (default: the beginning)",
     )
     parser.add_argument(
         "--until",
-        type=_moment,
+        type=moment,
         help="end of the window, exclusive, same forms (default: no end)",
     )
     parser.add_argument("--limit", type=int, help="at most this many rows")
@@ -122,7 +122,7 @@ def add_reconcile(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--day",
-        type=_day,
+        type=calendar_day,
         help="the day in the window time zone (SPENDGATE_WINDOW_TIMEZONE, UTC by "
         "default), YYYY-MM-DD (default: today)",
     )
@@ -137,29 +137,6 @@ def _dsn_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn", help="Postgres DSN (default: SPENDGATE_POSTGRES_DSN)", default=None
     )
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        # date's own message ("Invalid isoformat string") names no rule.
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a calendar day: YYYY-MM-DD, e.g. 2026-03-15"
-        ) from None
-
-
-def _moment(text: str) -> datetime:
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not YYYY-MM-DD or an ISO datetime"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # -- running -----------------------------------------------------------------------

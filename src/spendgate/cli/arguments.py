@@ -1,0 +1,32 @@
+"""Argument types the commands share: what a day or an instant looks like
+on the command line, and the message when it does not."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, date, datetime
+
+
+def calendar_day(text: str) -> date:
+    """``YYYY-MM-DD``."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        # date's own message ("Invalid isoformat string") names no rule.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a calendar day: YYYY-MM-DD, e.g. 2026-03-15"
+        ) from None
+
+
+def moment(text: str) -> datetime:
+    """``YYYY-MM-DD`` (its 00:00 UTC) or an ISO datetime (UTC when naive)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not YYYY-MM-DD or an ISO datetime"
+        ) from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
