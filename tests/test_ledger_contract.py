@@ -44,7 +44,7 @@ DATABASE_COLUMNS = {"inserted_at"}
 #: ``credit`` stays a kind once ``add_credits`` writes ``grant``: older rows
 #: have it. Whatever is written must be known; only these may be unwritten.
 NOT_WRITTEN_YET_KINDS = {"credit"}
-NOT_WRITTEN_YET_FIELDS = {"team_id"}
+NOT_WRITTEN_YET_FIELDS: set[str] = set()
 #: words that open a table constraint, not a column, in CREATE TABLE
 _TABLE_CONSTRAINTS = {"PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT", "FOREIGN", "EXCLUDE"}
 

@@ -94,6 +94,9 @@ def test_named_and_positional_arguments_round_trip() -> None:
 # -- every reply code decoded ----------------------------------------------------
 
 _LEASE = Lease("0" * 28, "u", None, 1_000_000, 2_000_000_000_000)
+_TEAM_LEASE = Lease(
+    "0" * 28 + ".t", "u", None, 1_000_000, 2_000_000_000_000, team_id="t"
+)
 
 #: a reply of each code each operation may answer, as the script would
 _CANNED: dict[str, dict[Reply, list[Any]]] = {
@@ -172,6 +175,75 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     "plan_set": {Reply.OK: [0, 1], Reply.REFUSED: [1, 1000]},
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
+    # teams (a team refusal's scope is 101, the pool, or 102, the member)
+    "team_reserve": {
+        Reply.OK: [0, b"lease.t|2000000000000"],
+        Reply.REFUSED: [1, 102, 1, 5, 5, 0],
+        Reply.REPLAYED: [2, b"first.t|2000000000000"],
+        Reply.CONFLICT: [3],
+        Reply.NOT_A_MEMBER: [12],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_reserve_up_to": {
+        Reply.OK: [0, b"lease.t|2000000000000|500000"],
+        Reply.REFUSED: [1, 101, 3, 5, 0, 0],
+        Reply.REPLAYED: [2, b"first.t|2000000000000|500000"],
+        Reply.CONFLICT: [3],
+        Reply.NOT_A_MEMBER: [12],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_record": {
+        Reply.OK: [0, b"entry|1700000000000"],
+        Reply.REPLAYED: [2, b"first|1700000000000"],
+        Reply.CONFLICT: [3],
+        Reply.NOT_A_MEMBER: [12],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_deduct": {
+        Reply.OK: [0, b"entry|1700000000000|5000000|1000000|"],
+        Reply.REFUSED: [1, 101, 3, 5, 0, 0],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000|"],
+        Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b"2"],
+        Reply.NOT_A_MEMBER: [12],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_settle": {
+        Reply.OK: [0, b"u", b"", 0, 1000000],
+        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
+        Reply.CONFLICT: [3, b"2000000"],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_RELEASED: [5],
+    },
+    "team_release": {
+        Reply.OK: [0, 1],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_SETTLED: [6],
+    },
+    "team_create": {Reply.OK: [0, b"1700000000000"], Reply.TEAM_EXISTS: [14]},
+    "team_credit": {
+        Reply.OK: [0, b"entry|1700000000000|5000000"],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000"],
+        Reply.CONFLICT: [3],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_member_set": {Reply.OK: [0, 1], Reply.UNKNOWN_TEAM: [13]},
+    "team_member_remove": {
+        Reply.OK: [0],
+        Reply.NOT_A_MEMBER: [12],
+        Reply.UNKNOWN_TEAM: [13],
+    },
+    "team_get": {
+        Reply.OK: [
+            0,
+            [b"Eng", b"1700000000000", b"5000000", b"0"],
+            [b"u", b"member|-1|2000000"],
+            [b"u", b"1000000"],
+            [],
+            [b"u", b"3000000"],
+        ],
+        Reply.UNKNOWN_TEAM: [13],
+    },
 }
 
 _BOOK = {"version": 1, "models": {"_default": "input_tokens * 0.001"}}
@@ -206,6 +278,21 @@ _CALLS = {
     "plan_set": lambda b: b.set_plan("pro"),
     "pricing_publish": lambda b: b.publish_pricing(_BOOK),
     "pricing_activate": lambda b: b.activate_pricing(1),
+    "team_reserve": lambda b: b.reserve("u", "1", idempotency_key="k", team_id="t"),
+    "team_reserve_up_to": lambda b: b.reserve_up_to(
+        "u", "1", idempotency_key="k", team_id="t"
+    ),
+    "team_record": lambda b: b.record_spend(
+        "u", "1", idempotency_key="k", team_id="t"
+    ),
+    "team_deduct": lambda b: b.deduct("u", "1", team_id="t", idempotency_key="k"),
+    "team_settle": lambda b: b.settle(_TEAM_LEASE, "1"),
+    "team_release": lambda b: b.release(_TEAM_LEASE.id),
+    "team_create": lambda b: b.create_team("t", "Eng", 5),
+    "team_credit": lambda b: b.credit_team("t", "5", idempotency_key="k"),
+    "team_member_set": lambda b: b.add_team_member("t", "u", daily_cap=2),
+    "team_member_remove": lambda b: b.remove_team_member("t", "u"),
+    "team_get": lambda b: b.get_team("t"),
 }
 
 

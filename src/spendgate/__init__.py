@@ -27,12 +27,15 @@ from spendgate.errors import (
     InvalidIdTypeError,
     LeaseStateError,
     LedgerUnavailableError,
+    NotATeamMemberError,
     PoisonEntryError,
     PricingConfigError,
     RefundExceedsChargeError,
     SpendgateError,
     SpoolFullError,
     StorageError,
+    TeamExistsError,
+    TeamNotFoundError,
     UnknownEntryError,
     UnknownModelError,
     WebhookError,
@@ -53,6 +56,7 @@ from spendgate.models import (
     Transaction,
     WindowUsage,
 )
+from spendgate.teams import Team, TeamMember
 
 __version__ = "0.1.0"
 
@@ -87,6 +91,7 @@ __all__ = [
     "LeaseStateError",
     "LedgerUnavailableError",
     "Limits",
+    "NotATeamMemberError",
     "PoisonEntryError",
     "PriceBookVersion",
     "PricingConfigError",
@@ -98,6 +103,10 @@ __all__ = [
     "SpoolFullError",
     "StorageError",
     "SweepReport",
+    "Team",
+    "TeamExistsError",
+    "TeamMember",
+    "TeamNotFoundError",
     "Transaction",
     "UnknownEntryError",
     "UnknownModelError",

@@ -16,6 +16,9 @@
     ├── UnknownEntryError            (also LookupError) no refundable charge of that id
     ├── FeatureLimitExceededError    use_feature refused: the feature's max_calls
     ├── FeatureNotEntitledError      use_feature: the user's plan has no such feature
+    ├── NotATeamMemberError          a team charge by a user not in the team
+    ├── TeamNotFoundError            (also LookupError) no team of that id
+    ├── TeamExistsError              create_team: the team exists already
     ├── IdempotencyConflictError     a key replayed with different arguments
     ├── LeaseStateError              an illegal lease transition
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
@@ -47,6 +50,10 @@ from enum import IntEnum
 from typing import Any, Literal, NamedTuple
 
 Scope = Literal["user", "project", "global"]
+#: the scope a refusal names: a charge on a team's pool may also be refused
+#: by the team's pool (``"team"``) or the member's caps on it
+#: (``"team_member"``, its ``scope_id`` the user)
+RefusalScope = Literal["user", "project", "global", "team", "team_member"]
 Window = Literal["daily", "monthly", "balance", "weekly", "minute"]
 
 #: ``Retry-After`` of a refusal with no window to wait for: a balance can be
@@ -61,8 +68,11 @@ class SpendgateError(Exception):
 class BudgetExceededError(SpendgateError):
     """Admission refused: the request would pass a cap or the balance.
 
-    :param scope: ``"user"``, ``"project"`` or ``"global"``
-    :param scope_id: the user or project id; ``None`` for the global scope
+    :param scope: ``"user"``, ``"project"`` or ``"global"``; for a charge
+        on a team's pool also ``"team"`` (its pool) or ``"team_member"``
+        (the member's caps on the team)
+    :param scope_id: the user, project or team id (the user for
+        ``"team_member"``); ``None`` for the global scope
     :param window: ``"daily"``, ``"weekly"``, ``"monthly"``, ``"minute"``
         (the per-minute cap, or its kill switch) or ``"balance"``
     :param limit: the cap of that window; for ``"balance"``, the balance above
@@ -78,7 +88,7 @@ class BudgetExceededError(SpendgateError):
 
     def __init__(
         self,
-        scope: Scope | None = None,
+        scope: RefusalScope | None = None,
         scope_id: str | None = None,
         window: Window | None = None,
         limit: Decimal | None = None,
@@ -377,6 +387,33 @@ class WebhookError(SpendgateError):
         super().__init__(f"webhook {target}: {reason}")
 
 
+class NotATeamMemberError(SpendgateError):
+    """A charge on a team's pool by a user who is not one of its members (or
+    the removal of one). Nothing changed."""
+
+    def __init__(self, team_id: str, user_id: str) -> None:
+        self.team_id = team_id
+        self.user_id = user_id
+        super().__init__(f"user {user_id!r} is not a member of team {team_id!r}")
+
+
+class TeamNotFoundError(SpendgateError, LookupError):
+    """No team of that id (``create_team`` makes one). Nothing changed."""
+
+    def __init__(self, team_id: str) -> None:
+        self.team_id = team_id
+        super().__init__(f"no team {team_id!r}")
+
+
+class TeamExistsError(SpendgateError):
+    """``create_team``: a team of that id exists already (it was left as it
+    is: its pool is topped up with ``credit_team``)."""
+
+    def __init__(self, team_id: str) -> None:
+        self.team_id = team_id
+        super().__init__(f"team {team_id!r} exists already")
+
+
 class ExitCode(IntEnum):
     """What the ``spendgate`` command exits with."""
 
@@ -415,6 +452,9 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (FeatureLimitExceededError, Outcome(429, ExitCode.REFUSED, "feature_limit")),
     (FeatureNotEntitledError, Outcome(403, ExitCode.REFUSED, "not_entitled")),
     (LeaseStateError, Outcome(409, ExitCode.USAGE, "lease_state")),
+    (NotATeamMemberError, Outcome(403, ExitCode.REFUSED, "not_a_member")),
+    (TeamNotFoundError, Outcome(404, ExitCode.USAGE, "unknown_team")),
+    (TeamExistsError, Outcome(409, ExitCode.USAGE, "team_exists")),
     (RefundExceedsChargeError, Outcome(409, ExitCode.USAGE, "refund_exceeds")),
     (UnknownEntryError, Outcome(404, ExitCode.USAGE, "unknown_entry")),
     (PricingConfigError, Outcome(422, ExitCode.USAGE, "invalid")),

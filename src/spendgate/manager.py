@@ -30,6 +30,7 @@ from spendgate.ops.leases import LeaseContext
 from spendgate.ops.limits import UNSET
 from spendgate.ops.refunds import Refunds
 from spendgate.ops.sync import SyncCalls
+from spendgate.ops.team_charges import TeamCharges
 from spendgate.ops.transactions import Transactions
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 
 class BudgetManager(
+    TeamCharges,
     SyncCalls,
     Features,
     Deductions,

@@ -37,6 +37,8 @@ class Lease:
     #: set by the caller inside ``budget.lease(...)``: the model used
     model: str | None = None
     metadata: dict[str, Any] | None = field(default=None, repr=False)
+    #: the team whose pool the hold is on (``reserve(..., team_id=...)``)
+    team_id: str | None = None
 
     @property
     def amount(self) -> Decimal:
@@ -82,6 +84,8 @@ class SpendRecord:
     estimate_micros: int | None = None
     #: the user's balance after a credit (``None`` when spooled)
     balance: Decimal | None = None
+    #: the team whose pool paid (``team_id=``); ``None`` for the user's own
+    team_id: str | None = None
 
     @property
     def amount(self) -> Decimal:
@@ -179,6 +183,9 @@ class DeductResult:
     #: True when the store was down and the charge went to the spool
     #: (only with ``spool_when_unavailable=True``)
     spooled: bool = False
+    #: the team whose pool paid (``team_id=``; ``balance_after`` is then the
+    #: pool's); ``None`` for the user's own balance
+    team_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

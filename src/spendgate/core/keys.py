@@ -65,6 +65,20 @@ they are loaded. The layout, below ``BASE``::
                            group <g> that heartbeat
     events:dispatcher:<c>  string: one dispatcher's heartbeat, expires unless
                            renewed (its status, for operators)
+    tpool:<team>           hash: a team: ``n`` its name, ``c`` when it was
+                           created (ms), ``b`` its shared pool's balance and
+                           ``h`` what its pending holds keep of it
+                           (micro-units)
+    tmem:<team>            hash: its members, user id -> "<role>|<daily
+                           cap>|<monthly cap>" (micro-units, -1: none)
+    theld:<team>           hash: user id -> what that member's pending team
+                           holds keep (absent at zero)
+    tholds:<team>          zset: its pending holds, "<amount>|<lease>|<user>"
+                           scored by expiry (ms): the team's own purge
+    tday:<yyyymmdd>:<team> hash: user id -> spent on the team's pool that day
+    tmon:<yyyymm>:<team>   hash: user id -> spent on it that month
+                           (a member id is a hash field and a team id the
+                           last part of a key: neither can alias another's)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -112,7 +126,17 @@ KEY_PARTS = {
     "USER_PLAN": "up:",
     "ALLOWANCE": "al:",
     "FEATURE_USE": "fu:",
+    "TEAM": "tpool:",
+    "TEAM_MEMBERS": "tmem:",
+    "TEAM_HELD": "theld:",
+    "TEAM_HOLDS": "tholds:",
+    "TEAM_DAY": "tday:",
+    "TEAM_MONTH": "tmon:",
 }
+
+#: the operations that charge a team's pool: their KEYS are the routing key
+#: then :meth:`Keys.team_keys`
+TEAM_CHARGES = ("team_reserve", "team_reserve_up_to", "team_record", "team_deduct")
 
 
 def lua_constants() -> dict[str, str]:
@@ -272,6 +296,29 @@ class Keys:
         """The sliding minute of one scope with a per-minute cap."""
         return f"{self.base}{_K['MINUTE']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
+    def team(self, team_id: str) -> str:
+        """A team: its name, creation time, pool balance and held amount."""
+        return self.base + _K["TEAM"] + team_id
+
+    def team_members(self, team_id: str) -> str:
+        """A team's members: user id -> role and caps."""
+        return self.base + _K["TEAM_MEMBERS"] + team_id
+
+    def team_keys(self, team_id: str, day: str, month: str) -> tuple[str, ...]:
+        """Every key of a team a team script touches, in the order the
+        scripts declare them after their first (``lua/_teams.lua``): the
+        team, its members, their held amounts, its pending holds, and its
+        members' spending in ``day`` and ``month``."""
+        base = self.base
+        return (
+            base + _K["TEAM"] + team_id,
+            base + _K["TEAM_MEMBERS"] + team_id,
+            base + _K["TEAM_HELD"] + team_id,
+            base + _K["TEAM_HOLDS"] + team_id,
+            f"{base}{_K['TEAM_DAY']}{day}:{team_id}",
+            f"{base}{_K['TEAM_MONTH']}{month}:{team_id}",
+        )
+
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""
         return glob_escape(self.base) + "*"
@@ -283,7 +330,7 @@ def fact_keys(
     """The KEYS of a fact operation, from its named arguments (a spooled fact
     stores only those): a record, credit or refund is keyed by the caller's
     idempotency key, or by its entry id when it was given none (an adjust
-    too); a settle by its lease.
+    too); a settle by its lease; a team's, then by the team's keys.
 
     :raise ValueError: ``operation`` is not a fact
     :raise KeyError: an argument the keys are made of is missing
@@ -295,6 +342,21 @@ def fact_keys(
         return (keys.generated_idempotency(str(args["entry"])),)
     if operation == "settle":
         return (keys.hold(str(args["lease"])),)
+    if operation in ("team_record", "team_credit"):
+        key = str(args["idempotency_key"])
+        first = (
+            keys.caller_idempotency(key)
+            if key
+            else keys.generated_idempotency(str(args["entry"]))
+        )
+        team = str(args["team"])
+        if operation == "team_credit":
+            return (first, keys.team(team))
+        return (first, *keys.team_keys(team, str(args["day"]), str(args["month"])))
+    if operation == "team_settle":
+        team = str(args["team"])
+        team_keys = keys.team_keys(team, str(args["day"]), str(args["month"]))
+        return (keys.hold(str(args["lease"])), *team_keys)
     raise ValueError(f"not a fact operation: {operation!r}")
 
 

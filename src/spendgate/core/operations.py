@@ -192,6 +192,82 @@ OPERATIONS: dict[str, Operation] = {
     ),
 }
 
+# Teams (lua/team_*.lua): a team's keys come declared after the first key.
+_TEAM_KEYS = ("team", "members", "member_held", "team_holds", "team_day", "team_month")
+_TEAM_REFUSALS = frozenset({Reply.NOT_A_MEMBER, Reply.UNKNOWN_TEAM})
+OPERATIONS.update(
+    {
+        "team_reserve": Operation(
+            ("idempotency", *_TEAM_KEYS),
+            (*_ADMISSION, "fingerprint", "lease", "expires_ms", "team"),
+            _ADMITS | _IDEMPOTENT | _TEAM_REFUSALS,
+        ),
+        "team_reserve_up_to": Operation(
+            ("idempotency", *_TEAM_KEYS),
+            (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max", "team"),
+            _ADMITS | _IDEMPOTENT | _TEAM_REFUSALS,
+        ),
+        # (strict "1": a live call, refused for a non-member; "0": the
+        # spool's replay of a fact, which is never refused)
+        "team_record": Operation(
+            ("idempotency", *_TEAM_KEYS),
+            (*_CHARGE, "team", "strict"),
+            _IDEMPOTENT | _TEAM_REFUSALS,
+            fact=True,
+        ),
+        "team_deduct": Operation(
+            ("idempotency", *_TEAM_KEYS),
+            (*_CHARGE, "price_version", "plan", "team"),
+            _ADMITS | _IDEMPOTENT | _TEAM_REFUSALS | {Reply.STALE_PRICE},
+        ),
+        "team_settle": Operation(
+            ("hold", *_TEAM_KEYS),
+            (*_FACT_HEAD, "entry", "model", "metadata", "lease", "team"),
+            _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
+            fact=True,
+        ),
+        "team_release": Operation(
+            ("hold", "team", "member_held", "team_holds"),
+            ("lease", "team"),
+            _LEASE | {Reply.LEASE_SETTLED},
+        ),
+        "team_create": Operation(
+            ("team",),
+            ("now_ms", "team", "name", "balance", "entry"),
+            frozenset({Reply.OK, Reply.TEAM_EXISTS}),
+        ),
+        "team_credit": Operation(
+            ("idempotency", "team"),
+            (
+                "now_ms",
+                "amount",
+                "fingerprint",
+                "entry",
+                "metadata",
+                "idempotency_key",
+                "team",
+            ),
+            _IDEMPOTENT | {Reply.UNKNOWN_TEAM},
+            fact=True,
+        ),
+        "team_member_set": Operation(
+            ("team", "members"),
+            ("user", "member"),
+            frozenset({Reply.OK, Reply.UNKNOWN_TEAM}),
+        ),
+        "team_member_remove": Operation(
+            ("team", "members"),
+            ("user",),
+            frozenset({Reply.OK}) | _TEAM_REFUSALS,
+        ),
+        "team_get": Operation(
+            ("team", "members", "member_held", "team_holds", "team_day", "team_month"),
+            ("now_ms",),
+            frozenset({Reply.OK, Reply.UNKNOWN_TEAM}),
+        ),
+    }
+)
+
 #: the operations that are facts (spooled while Redis is away)
 FACT_OPERATIONS = frozenset(name for name, op in OPERATIONS.items() if op.fact)
 

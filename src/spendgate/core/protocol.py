@@ -53,6 +53,13 @@ class Reply(IntEnum):
     #: refund: more than what is left to refund of the charge:
     #: ``{REFUND_EXCEEDS, refundable left}``
     REFUND_EXCEEDS = 11
+    #: a team charge by a user who is not a member of the team (nothing
+    #: changed)
+    NOT_A_MEMBER = 12
+    #: no team of that id
+    UNKNOWN_TEAM = 13
+    #: create_team: a team of that id exists already
+    TEAM_EXISTS = 14
 
 
 class WindowCode(IntEnum):
@@ -81,6 +88,16 @@ WINDOW_NAMES: dict[int, WindowName] = {
     WindowCode.WEEKLY: "weekly",
     WindowCode.MINUTE: "minute",
 }
+
+
+class TeamScope(IntEnum):
+    """The scope index of a team charge's refusal by the team (where the
+    other refusals count user, [project,] global from 1). Lua: ``SC_<NAME>``."""
+
+    #: the team's shared pool (window ``balance``)
+    TEAM = 101
+    #: the member's caps on the team (windows ``daily``, ``monthly``)
+    MEMBER = 102
 
 
 class HoldState(StrEnum):
@@ -224,9 +241,9 @@ FIELD = {field.column: field.name for field in LEDGER_FIELDS}
 
 def lua_constants() -> dict[str, int | str]:
     """The protocol as Lua constants: reply codes ``R_*``, window codes
-    ``W_*`` and names ``WN_*``, hold states ``HOLD_*``, ledger kinds
-    ``KIND_*``, event types ``EV_*`` and event field names ``EF_*``, ledger
-    field names ``F_*``,
+    ``W_*`` and names ``WN_*``, team refusal scopes ``SC_*``, hold states
+    ``HOLD_*``, ledger kinds ``KIND_*``, event types ``EV_*`` and event
+    field names ``EF_*``, ledger field names ``F_*``,
     the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``) and
     a never-expiring grant's expiry (``GRANT_NEVER``)."""
     constants: dict[str, int | str] = {}
@@ -235,6 +252,7 @@ def lua_constants() -> dict[str, int | str]:
     constants.update(
         {f"WN_{WindowCode(code).name}": name for code, name in WINDOW_NAMES.items()}
     )
+    constants.update({f"SC_{scope.name}": int(scope) for scope in TeamScope})
     constants.update({f"HOLD_{state.name}": str(state) for state in HoldState})
     constants.update({f"KIND_{kind.name}": str(kind) for kind in LedgerKind})
     constants.update({f"EV_{event.name}": str(event) for event in EventType})

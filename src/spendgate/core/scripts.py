@@ -96,8 +96,10 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
 #: ``_windows`` holds what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
-#: ``_grants`` a user's grants (every configuration: a user may hold some)
-LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill")
+#: ``_grants`` a user's grants (every configuration: a user may hold some),
+#: ``_teams`` the teams' (linked only into the team_*.lua scripts, the only
+#: ones that call them)
+LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill", "_teams")
 
 
 @cache
@@ -122,8 +124,8 @@ def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
 
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
-    """The libraries a configuration's scripts are linked from: ``_lib`` and
-    ``_grants``;
+    """The libraries a configuration's scripts are linked from: ``_lib``,
+    ``_grants`` and ``_teams``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``."""
@@ -136,6 +138,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_week": week,
         "_minute": minute,
         "_kill": kill,
+        "_teams": True,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

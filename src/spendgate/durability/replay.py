@@ -37,6 +37,8 @@ _REPLAY_REFUSALS = {
     Reply.LEASE_RELEASED: "the lease was released before the settle",
     Reply.UNKNOWN_ENTRY: "no refundable charge of that entry id",
     Reply.REFUND_EXCEEDS: "the refund is above what is left of the charge",
+    Reply.UNKNOWN_TEAM: "no such team",
+    Reply.NOT_A_MEMBER: "not a member of the team",
 }
 
 
@@ -108,7 +110,12 @@ class Replayer:
         spool = self.spool
         if spool is None:
             return False
-        fact = SpooledFact(operation, named_args(operation, args), info=info())
+        named = named_args(operation, args)
+        if "strict" in named:
+            # A team charge's replay is a fact already made: recorded whoever
+            # is a member by then (see lua/team_record.lua).
+            named["strict"] = "0"
+        fact = SpooledFact(operation, named, info=info())
         await spool.append(fact)
         return True
 

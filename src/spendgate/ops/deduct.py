@@ -18,7 +18,7 @@ old) nothing about plans is read or sent.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,10 @@ _PRICE_ATTEMPTS = 3
 class Deductions(Plans, Leases, Facts):
     """``deduct`` and ``deduct_fixed``."""
 
+    # With a team, deduct hands over to its team variant
+    # (spendgate.ops.team_charges.TeamCharges, in the manager).
+    _team_deduct: Callable[..., Awaitable[DeductResult]]
+
     async def deduct(
         self,
         user_id: Any,
@@ -80,8 +84,11 @@ class Deductions(Plans, Leases, Facts):
 
         :param usage: a :class:`UsageMetrics` (priced by the active price
             book, else by the model prices) or an amount
-        :param team_id: DESIGN's team pool; teams are not built yet, so a
-            team id is refused (``InvalidArgumentError``), never ignored
+        :param team_id: charge that team's shared pool instead of the user's
+            balance (:mod:`spendgate.ops.team_charges`): the user must be a
+            member; the member's caps on the team hold as well as the
+            user's own, and the pool never goes below 0
+            (``InsufficientCreditsError`` with ``scope="team"``)
         :param spool_when_unavailable: when Redis does not answer, record the
             charge as a fact (spooled, replayed later, never refused) instead
             of failing closed: a charge without admission, for work that has
@@ -91,9 +98,18 @@ class Deductions(Plans, Leases, Facts):
         :raise BudgetExceededError: a cap would be passed
         :raise BudgetUnavailableError: Redis did not answer (nothing charged)
         :raise IdempotencyConflictError: a key reused with other arguments
+        :raise NotATeamMemberError: with ``team_id``, the user is not a member
         """
         if team_id is not None:
-            raise InvalidArgumentError("team_id: teams are not available yet")
+            return await self._team_deduct(
+                user_id,
+                usage,
+                project_id,
+                team_id,
+                idempotency_key,
+                metadata,
+                spool_when_unavailable,
+            )
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         key = ""

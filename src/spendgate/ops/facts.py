@@ -7,7 +7,7 @@ its entry id, so a replay (the caller's or the spool's) counts once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from spendgate.core.ids import (
@@ -31,6 +31,10 @@ class Facts(Operations):
     and ``refund`` are :mod:`spendgate.ops.credits`' and
     :mod:`spendgate.ops.refunds`')."""
 
+    # With a team, record_spend hands over to its team variant
+    # (spendgate.ops.team_charges.TeamCharges, in the manager).
+    _team_record: Callable[..., Awaitable[SpendRecord]]
+
     def _idempotency(
         self, idempotency_key: str | None, entry_id: str
     ) -> tuple[str, str]:
@@ -49,14 +53,22 @@ class Facts(Operations):
         model: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        team_id: str | None = None,
     ) -> SpendRecord:
         """Record money already spent (the LLM call happened): a fact.
 
         Never refused for being over a limit; only invalid input is rejected.
         The argument order is coreason-budget's.
 
+        :param team_id: charge that team's shared pool instead of the user's
+            balance (:mod:`spendgate.ops.team_charges`)
         :raise IdempotencyConflictError: a key reused with other arguments
+        :raise NotATeamMemberError: with ``team_id``, the user is not a member
         """
+        if team_id is not None:
+            return await self._team_record(
+                user_id, cost, project_id, model, idempotency_key, metadata, team_id
+            )
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         amount = charge_micros(cost)

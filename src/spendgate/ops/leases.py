@@ -7,7 +7,7 @@ own once its TTL passes: no janitor is needed for correctness.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from spendgate.errors import (
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.teams import TEAM_LEASE_MARK, team_of_lease
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
@@ -48,6 +49,12 @@ _MAX_TTL_SECONDS = 7 * 86400
 class Leases(Admission):
     """``reserve``, ``settle``, ``release`` and the ``lease`` context."""
 
+    # With a team, each call hands over to its team variant
+    # (spendgate.ops.team_charges.TeamCharges, in the manager).
+    _team_reserve: Callable[..., Awaitable[Lease]]
+    _team_settle: Callable[..., Awaitable[SpendRecord]]
+    _team_release: Callable[..., Awaitable[bool]]
+
     async def reserve(
         self,
         user_id: Any,
@@ -55,16 +62,26 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        team_id: str | None = None,
     ) -> Lease:
         """Admit ``amount`` and hold it against every scope until settled,
         released, or ``ttl_seconds`` pass (then it stops counting by itself).
 
         :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
+        :param team_id: hold on that team's shared pool instead of the user's
+            balance: the user must be a member, and the member's caps on the
+            team hold as well as the user's own
+            (:mod:`spendgate.ops.team_charges`)
+        :raise NotATeamMemberError: with ``team_id``, the user is not a member
         :raise BudgetExceededError: when a cap or the balance would be passed
         :raise BudgetUnavailableError: when the store did not answer (a lease
             is never granted without the store, even with ``fail_open``)
         :raise IdempotencyConflictError: a key reused with other arguments
         """
+        if team_id is not None:
+            return await self._team_reserve(
+                user_id, amount, project_id, ttl_seconds, idempotency_key, team_id
+            )
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         requested = charge_micros(amount)
@@ -104,6 +121,7 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        team_id: str | None = None,
     ) -> Lease:
         """Hold as much as fits, up to ``max_amount``: the smaller of
         ``max_amount`` and the tightest room left under every scope, window
@@ -114,7 +132,18 @@ class Leases(Admission):
         :raise BudgetExceededError: ``min_amount`` does not fit (with
             ``min_amount`` 0: nothing is left at all)
         :raise InvalidArgumentError: ``min_amount`` above ``max_amount``
+        :param team_id: on that team's pool, as :meth:`reserve`
         """
+        if team_id is not None:
+            return await self._team_reserve(
+                user_id,
+                min_amount,
+                project_id,
+                ttl_seconds,
+                idempotency_key,
+                team_id,
+                max_amount,
+            )
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         most, least = charge_micros(max_amount), charge_micros(min_amount)
@@ -163,6 +192,7 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        team_id: str | None = None,
     ) -> LeaseContext:
         """Reserve ``estimate`` for the body of an ``async with`` block.
 
@@ -171,7 +201,7 @@ class Leases(Admission):
         is never under-counted); on an exception it is released.
         """
         return LeaseContext(
-            self, user_id, estimate, project_id, ttl_seconds, idempotency_key
+            self, user_id, estimate, project_id, ttl_seconds, idempotency_key, team_id
         )
 
     async def settle(
@@ -191,6 +221,12 @@ class Leases(Admission):
         :raise IdempotencyConflictError: it was already settled at another cost
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
+        if type(lease_id) is str and lease_id[28:29] == TEAM_LEASE_MARK:
+            team = team_of_lease(lease_id)
+            if team is not None:
+                return await self._team_settle(
+                    lease, lease_id, team, actual_cost, model, metadata
+                )
         lease_id = check_id("lease_id", lease_id, self._max_id)
         amount = charge_micros(actual_cost)
         # (None is checked here: most facts carry neither, and a call is not free)
@@ -224,6 +260,10 @@ class Leases(Admission):
         :raise LeaseStateError: the lease was settled, or is unknown
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
+        if type(lease_id) is str and lease_id[28:29] == TEAM_LEASE_MARK:
+            team = team_of_lease(lease_id)
+            if team is not None:
+                return await self._team_release(lease_id, team)
         lease_id = check_id("lease_id", lease_id, self._max_id)
         reply = await self._store.run(
             "release", (self.keys.hold(lease_id),), (lease_id,)
@@ -313,15 +353,17 @@ class LeaseContext:
         project_id: str | None,
         ttl_seconds: int | None,
         idempotency_key: str | None,
+        team_id: str | None = None,
     ) -> None:
         self._budget = budget
         self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
+        self._team_id = team_id
         self.lease: Lease | None = None
         #: the settle record, once the block has ended normally
         self.record: SpendRecord | None = None
 
     async def __aenter__(self) -> Lease:
-        self.lease = await self._budget.reserve(*self._args)
+        self.lease = await self._budget.reserve(*self._args, team_id=self._team_id)
         return self.lease
 
     async def __aexit__(
