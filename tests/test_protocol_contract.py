@@ -282,9 +282,7 @@ _CALLS = {
     "team_reserve_up_to": lambda b: b.reserve_up_to(
         "u", "1", idempotency_key="k", team_id="t"
     ),
-    "team_record": lambda b: b.record_spend(
-        "u", "1", idempotency_key="k", team_id="t"
-    ),
+    "team_record": lambda b: b.record_spend("u", "1", idempotency_key="k", team_id="t"),
     "team_deduct": lambda b: b.deduct("u", "1", team_id="t", idempotency_key="k"),
     "team_settle": lambda b: b.settle(_TEAM_LEASE, "1"),
     "team_release": lambda b: b.release(_TEAM_LEASE.id),

@@ -68,7 +68,9 @@ async def test_a_team_is_made_with_its_pool_and_members(budget: BudgetManager) -
     assert await budget.add_team_member("eng", "ada", role="admin", daily_cap=5)
     assert await budget.add_team_member("eng", "bob") is True
     # re-adding updates the role and caps
-    assert await budget.add_team_member("eng", "bob", "lead", monthly_cap="7.5") is False
+    assert (
+        await budget.add_team_member("eng", "bob", "lead", monthly_cap="7.5") is False
+    )
     team = await budget.get_team("eng")
     assert team.balance == 50 and team.held == 0 and team.available == 50
     ada, bob = team.members["ada"], team.members["bob"]
@@ -303,7 +305,11 @@ async def test_credits_top_the_pool_up_idempotently(budget: BudgetManager) -> No
     with pytest.raises(BudgetExceededError):
         await budget.reserve("ada", 1, team_id="eng")
     first = await budget.credit_team("eng", "12.5", idempotency_key="c1")
-    assert (first.balance, first.team_id, first.kind) == (Decimal("12.5"), "eng", "grant")
+    assert (first.balance, first.team_id, first.kind) == (
+        Decimal("12.5"),
+        "eng",
+        "grant",
+    )
     again = await budget.credit_team("eng", "12.5", idempotency_key="c1")
     assert again.replayed and again.entry_id == first.entry_id
     with pytest.raises(IdempotencyConflictError):

@@ -134,10 +134,6 @@ KEY_PARTS = {
     "TEAM_MONTH": "tmon:",
 }
 
-#: the operations that charge a team's pool: their KEYS are the routing key
-#: then :meth:`Keys.team_keys`
-TEAM_CHARGES = ("team_reserve", "team_reserve_up_to", "team_record", "team_deduct")
-
 
 def lua_constants() -> dict[str, str]:
     """The key layout as Lua constants: ``K_<part>`` for each of

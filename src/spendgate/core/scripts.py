@@ -94,12 +94,14 @@ _COMMENT = re.compile(rb"--[^\n]*")
 _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
-#: ``_windows`` holds what the weekly and per-minute windows share,
-#: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
-#: ``_grants`` a user's grants (every configuration: a user may hold some),
-#: ``_teams`` the teams' (linked only into the team_*.lua scripts, the only
-#: ones that call them)
-LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill", "_teams")
+#: ``_teams`` the teams' (first: a library's opening comment ends up in the
+#: text of the helper before it, and the teams' is then dropped, while
+#: _lib's goes with a team helper; so the scripts that never touch a team
+#: link exactly what they linked before teams existed), ``_windows`` holds
+#: what the weekly and per-minute windows share, ``_week`` and ``_minute``
+#: each window's own, ``_kill`` the kill switch's,
+#: ``_grants`` a user's grants (every configuration: a user may hold some)
+LIBRARIES = ("_teams", "_lib", "_grants", "_windows", "_week", "_minute", "_kill")
 
 
 @cache
@@ -132,13 +134,13 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
     on = {
+        "_teams": True,
         "_lib": True,
         "_grants": True,
         "_windows": week or minute,
         "_week": week,
         "_minute": minute,
         "_kill": kill,
-        "_teams": True,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

@@ -32,6 +32,7 @@ from spendgate.ledger.analytics_rows import (
 )
 from spendgate.ledger.netspend import NET_FACTS, adjust_filter
 from spendgate.ledger.pg import connect, require_dsn
+from spendgate.ledger.team_analytics import TeamAnalytics, TeamMemberSpend
 
 __all__ = [
     "PERCENTILES",
@@ -42,6 +43,7 @@ __all__ = [
     "GroupBy",
     "SpendGroup",
     "SpendStats",
+    "TeamMemberSpend",
 ]
 
 #: the ledger kinds that are spending (credits are not), as text for SQL
@@ -101,8 +103,9 @@ def _exact(amount: Decimal | None) -> Decimal | None:
     return from_micros(int(amount.scaleb(6)))
 
 
-class Analytics:
-    """Read-only queries over ``spendgate_ledger``.
+class Analytics(TeamAnalytics):
+    """Read-only queries over ``spendgate_ledger`` (the teams' own:
+    :class:`~spendgate.ledger.team_analytics.TeamAnalytics`).
 
     :param config: the settings (``postgres_dsn``); ``BudgetConfig()`` when omitted
     :param dsn: a Postgres DSN overriding ``config.postgres_dsn``
