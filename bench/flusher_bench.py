@@ -35,7 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.runner import delete_prefix
+from bench.common import delete_prefix
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -359,7 +359,7 @@ def _markdown(result: dict[str, Any]) -> str:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.runner import machine_info
+    from bench.common import machine_info
     from spendgate.ledger.migrations import migrate_dsn
     from spendgate.ledger.pg import connect
 
