@@ -23,6 +23,7 @@ from spendgate import (
     IdempotencyConflictError,
     InsufficientCreditsError,
     InvalidArgumentError,
+    TeamNotFoundError,
 )
 
 
@@ -196,11 +197,12 @@ def test_the_fast_metadata_is_the_json_the_general_path_writes(
         assert _ledger_metadata({}, usage, breakdown, version, 8192) == general
 
 
-async def test_a_team_is_refused_until_teams_exist(make_budget: MakeBudget) -> None:
-    """DESIGN's signature takes team_id; a charge to a team pool is refused,
-    never silently charged to the user instead."""
+async def test_a_team_that_does_not_exist_is_refused(make_budget: MakeBudget) -> None:
+    """A charge to a team pool that is not there is refused, never silently
+    charged to the user instead (teams: tests/test_teams.py)."""
     budget = make_budget()
     await budget.add_credits("ada", "10")
-    with pytest.raises(InvalidArgumentError, match="team"):
+    with pytest.raises(TeamNotFoundError):
         await budget.deduct("ada", "1", team_id="eng")
     assert (await budget.get_usage("ada"))["user"].daily.spent == 0
+    assert (await budget.get_balance("ada")).total == 10
