@@ -36,6 +36,7 @@ from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.serve import add_serve
+from spendgate.cli.teams import add_teams
 from spendgate.errors import ExitCode
 
 EXIT_OK = ExitCode.OK
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_credits,
         add_balance,
         add_refund,
+        add_teams,
         add_adjust,
         add_transactions,
         add_pricing,

@@ -14,10 +14,15 @@ from typing import Any
 from spendgate.core.ids import check_id
 from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
-from spendgate.errors import IdempotencyConflictError, LeaseStateError
+from spendgate.errors import (
+    IdempotencyConflictError,
+    InvalidArgumentError,
+    LeaseStateError,
+)
 from spendgate.models import Lease
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.leases import Leases
+from spendgate.teams import team_of_lease
 
 _OK, _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.OK),
@@ -65,10 +70,15 @@ class Extensions(Leases):
         :raise LeaseStateError: the lease is unknown, settled, released or
             expired
         :raise IdempotencyConflictError: a key reused with other arguments
+        :raise InvalidArgumentError: a lease on a team's pool (not extended:
+            reserve what the stream may need, or a new lease)
         :raise BudgetUnavailableError: the store did not answer (never
             extended without it, even with ``fail_open``)
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
+        if type(lease_id) is str and team_of_lease(lease_id) is not None:
+            # (extend.lua would top up the user's scopes and not the team's)
+            raise InvalidArgumentError("a lease on a team's pool cannot be extended")
         lease_id = check_id("lease_id", lease_id, self._max_id)
         requested = charge_micros(more)
         ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)

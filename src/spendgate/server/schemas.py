@@ -49,6 +49,8 @@ class SpendRequest(BaseModel):
     model: ModelName | None = None
     idempotency_key: Id | None = None
     metadata: Metadata | None = None
+    #: charge this team's shared pool (the user must be a member)
+    team_id: Id | None = None
 
 
 class ReserveRequest(BaseModel):
@@ -60,6 +62,8 @@ class ReserveRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    #: hold on this team's shared pool (the user must be a member)
+    team_id: Id | None = None
 
 
 class ReserveUpToRequest(BaseModel):
@@ -73,6 +77,8 @@ class ReserveUpToRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    #: hold on this team's shared pool (the user must be a member)
+    team_id: Id | None = None
 
 
 class SettleRequest(BaseModel):
@@ -196,6 +202,7 @@ class SpendResponse(BaseModel):
     model: str | None
     amount: str
     occurred_at: str
+    team_id: str | None = None
 
     @classmethod
     def of(cls, record: SpendRecord) -> SpendResponse:
@@ -209,6 +216,7 @@ class SpendResponse(BaseModel):
             model=record.model,
             amount=str(record.amount),
             occurred_at=record.occurred_at.isoformat(),
+            team_id=record.team_id,
         )
 
 
@@ -219,6 +227,7 @@ class LeaseResponse(BaseModel):
     user_id: str
     project_id: str | None
     replayed: bool
+    team_id: str | None = None
 
     @classmethod
     def of(cls, lease: Lease) -> LeaseResponse:
@@ -229,6 +238,7 @@ class LeaseResponse(BaseModel):
             user_id=lease.user_id,
             project_id=lease.project_id,
             replayed=lease.replayed,
+            team_id=lease.team_id,
         )
 
 

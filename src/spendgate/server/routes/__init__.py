@@ -19,6 +19,7 @@ from spendgate.server.routes import (
     limits,
     ops,
     plans,
+    teams,
     usage,
 )
 
@@ -34,5 +35,6 @@ AUTHENTICATED: tuple[APIRouter, ...] = (
     limits.router,
     corrections.router,
     plans.router,
+    teams.router,
     ops.router,
 )

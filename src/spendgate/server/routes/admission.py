@@ -64,6 +64,7 @@ async def reserve(request: Request) -> LeaseResponse:
             project_id=req.project_id,
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
+            team_id=req.team_id,
         ),
     )
     return LeaseResponse.of(lease)
@@ -90,6 +91,7 @@ async def reserve_up_to(request: Request) -> LeaseResponse:
             project_id=req.project_id,
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
+            team_id=req.team_id,
         ),
     )
     return LeaseResponse.of(lease)

@@ -42,6 +42,7 @@ async def spend(request: Request) -> SpendResponse:
             model=req.model,
             idempotency_key=req.idempotency_key,
             metadata=req.metadata,
+            team_id=req.team_id,
         ),
     )
     return SpendResponse.of(rec)
