@@ -31,6 +31,8 @@ import test_core_windows_money
 import test_deduct
 import test_price_books
 import test_reserve_up_to
+import test_teams
+import test_teams_concurrency
 
 pytest_plugins = ("pg_fixtures",)
 
@@ -65,6 +67,8 @@ _MODULES: tuple[ModuleType, ...] = (
     test_deduct,
     test_price_books,
     test_reserve_up_to,
+    test_teams,
+    test_teams_concurrency,
 )
 
 
