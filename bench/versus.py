@@ -6,7 +6,8 @@ Checks ``REV`` out into a temporary git worktree, then runs ``--rounds``
 rounds; each round starts one fresh process per version (``REV``'s sources
 first on ``PYTHONPATH``, then this checkout's), and each process times PING,
 ``check_availability``, ``record_spend``, ``reserve`` + ``settle`` and
-``deduct`` (when both versions have it) sequentially on the bench's
+``deduct`` and, for a version with teams, ``record_spend`` and ``deduct``
+with ``team_id=`` (:mod:`bench.team_workload`) sequentially on the bench's
 workload, interleaved call by call as ``make bench`` does, and reports
 every p50 as a multiple of its own PING p50. A shared host that slows down
 for minutes at a time moves a single ``make bench`` run by ±0.1x; here the
@@ -28,7 +29,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from bench import deduct_workload
+from bench import deduct_workload, team_workload
 from bench.measure import interleaved_samples
 from bench.runner import (
     DEFAULT_REDIS_URL,
@@ -73,6 +74,9 @@ async def measure(redis_url: str, calls: int, users: int = 1000) -> dict[str, fl
         if deduct_workload.supported(budget):
             await deduct_workload.prepare(budget, ids)
             ops["deduct"] = deduct_workload.deduct_op(budget, ids, projects)
+            if team_workload.supported(budget):
+                await team_workload.prepare(budget, ids)
+                ops.update(team_workload.team_ops(budget, ids, projects))
         await interleaved_samples(ops, 100)
         samples = await interleaved_samples(ops, calls, start=100)
         p50 = {name: statistics.median(v) / 1000 for name, v in samples.items()}
@@ -91,13 +95,18 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> str:
         "| | " + " | ".join(f"{n}: median (range)" for n in names) + " |",
         "|---|" + "---:|" * len(names),
     ]
-    # (deduct only when every version measured has it)
-    for subject in ("ping_us", *SEQUENTIAL, "deduct"):
-        if not all(subject in run for runs_of in runs.values() for run in runs_of):
+    # (deduct and the team charges only when every version measured has them;
+    # a subject only one version has is shown alone)
+    subjects = ("ping_us", *SEQUENTIAL, "deduct", "team_record_spend", "team_deduct")
+    for subject in subjects:
+        if not any(subject in run for runs_of in runs.values() for run in runs_of):
             continue
         cells = []
         for name in names:
-            values = [run[subject] for run in runs[name]]
+            values = [run[subject] for run in runs[name] if subject in run]
+            if not values:
+                cells.append("—")
+                continue
             unit = " µs" if subject == "ping_us" else "×"
             cells.append(
                 f"{statistics.median(values):.2f}{unit} "

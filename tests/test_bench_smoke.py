@@ -261,6 +261,8 @@ async def test_versus_compares_two_versions_and_leaves_nothing(
         "record_spend",
         "reserve+settle",
         "deduct",  # both versions have it
+        "team_record_spend",  # and teams
+        "team_deduct",
     }
     for line in rows.values():
         for cell in line.strip("|").split(" | ")[1:]:
