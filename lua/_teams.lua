@@ -10,8 +10,9 @@
 --   T[2] members  hash: user id -> "<role>|<daily cap>|<monthly cap>" (-1:
 --                 no cap)
 --   T[3] held     hash: user id -> what that member's pending holds keep
---   T[4] holds    zset: "<amount>|<lease>|<user>" of each pending team hold,
---                 scored by its expiry (ms)
+--   T[4] holds    zset: "<amount>|<length of the lease id>|<lease><user>" of
+--                 each pending team hold (team_hold_entry), scored by its
+--                 expiry (ms)
 --   T[5] day      hash: user id -> spent on the pool that day
 --   T[6] month    hash: user id -> spent on the pool that month
 -- Money in micro-units, time in ms, as everywhere. A team's holds are also
@@ -37,6 +38,13 @@ local function team_refusal(team)
   return {R_NOT_A_MEMBER}
 end
 
+-- A pending team hold's member of the team's holds: its amount (text), then
+-- the lease id's length, the lease and the user (either may hold any
+-- character: the length keeps them apart).
+local function team_hold_entry(text, lease, user)
+  return text .. '|' .. #lease .. '|' .. lease .. user
+end
+
 -- A member's held amount goes down by `amount` (its field goes at zero).
 local function team_unhold_member(held, user, amount)
   if redis.call('HINCRBY', held, user, fmt(-amount)) <= 0 then
@@ -56,8 +64,9 @@ local function team_purge(now_ms, T)
     local a = string.find(m, '|', 1, true)
     local b = string.find(m, '|', a + 1, true)
     local amount = tonumber(string.sub(m, 1, a - 1))
+    local user = string.sub(m, b + 1 + tonumber(string.sub(m, a + 1, b - 1)))
     total = total + amount
-    team_unhold_member(T[3], string.sub(m, b + 1), amount)
+    team_unhold_member(T[3], user, amount)
   end
   redis.call('ZREM', T[4], unpack(gone))
   redis.call('HINCRBY', T[1], 'h', fmt(-total))
@@ -116,14 +125,14 @@ local function team_hold(T, lease, user, amount, text, expires_ms, team_id)
   if amount == 0 then return end
   redis.call('HINCRBY', T[1], 'h', text)
   redis.call('HINCRBY', T[3], user, text)
-  redis.call('ZADD', T[4], expires_ms, text .. '|' .. lease .. '|' .. user)
+  redis.call('ZADD', T[4], expires_ms, team_hold_entry(text, lease, user))
 end
 
 -- A team hold ends (settled, released): it stops counting in the pool and
 -- the member's held amounts, unless the team's purge already took it.
 -- `text` is the hold's amount as its record keeps it.
 local function team_unhold(T, lease, user, text)
-  if redis.call('ZREM', T[4], text .. '|' .. lease .. '|' .. user) == 1 then
+  if redis.call('ZREM', T[4], team_hold_entry(text, lease, user)) == 1 then
     local amount = tonumber(text)
     redis.call('HINCRBY', T[1], 'h', fmt(-amount))
     team_unhold_member(T[3], user, amount)

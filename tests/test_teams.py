@@ -115,6 +115,26 @@ async def test_unknown_teams_and_bad_ids_are_typed_errors(
     assert await _snapshot(budget) == await _snapshot(budget)
 
 
+async def test_ids_holding_separators_keep_their_holds_apart(
+    budget: BudgetManager, clock: FakeClock
+) -> None:
+    team, user = "t|1|x", "u|9|y"
+    await budget.create_team(team, initial_balance=10)
+    await budget.add_team_member(team, user)
+    await budget.add_team_member(team, "u")
+    lease = await budget.reserve(user, 3, team_id=team, idempotency_key="k")
+    same = await budget.reserve(user, 3, team_id=team, idempotency_key="k")
+    assert same.id == lease.id and same.expires_ms == lease.expires_ms
+    upto = await budget.reserve_up_to("u", 5, team_id=team, ttl_seconds=10)
+    assert upto.amount == 5 and upto.id.endswith("." + team)
+    assert (await budget.get_team(team)).members[user].held == 3
+    clock.advance(11)  # the second hold expires: purged by the team
+    team_now = await budget.get_team(team)
+    assert (team_now.held, team_now.members["u"].held) == (3, 0)
+    assert await budget.release(lease.id) is True
+    assert (await budget.get_team(team)).held == 0
+
+
 async def test_ids_that_look_alike_never_share_keys(budget: BudgetManager) -> None:
     await budget.create_team("a:b", initial_balance=10)
     await budget.create_team("a", initial_balance=20)

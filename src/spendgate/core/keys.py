@@ -73,8 +73,9 @@ they are loaded. The layout, below ``BASE``::
                            cap>|<monthly cap>" (micro-units, -1: none)
     theld:<team>           hash: user id -> what that member's pending team
                            holds keep (absent at zero)
-    tholds:<team>          zset: its pending holds, "<amount>|<lease>|<user>"
-                           scored by expiry (ms): the team's own purge
+    tholds:<team>          zset: its pending holds, "<amount>|<length of the
+                           lease id>|<lease><user>" scored by expiry (ms):
+                           the team's own purge
     tday:<yyyymmdd>:<team> hash: user id -> spent on the team's pool that day
     tmon:<yyyymm>:<team>   hash: user id -> spent on it that month
                            (a member id is a hash field and a team id the

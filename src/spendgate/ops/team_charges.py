@@ -111,8 +111,9 @@ class TeamCharges(Deductions, Teams):
             raise IdempotencyConflictError(idempotency_key or "")
         if code in _TEAM_REFUSALS:
             _raise_for_team(code, team, user)
-        parts = text(reply[1]).split("|")
-        granted = int(parts[2]) if len(parts) > 2 else requested
+        # (the lease id ends with the team id, which may hold "|")
+        parts = text(reply[1]).rsplit("|", 1 if ceiling is None else 2)
+        granted = int(parts[2]) if ceiling is not None else requested
         return Lease(
             parts[0],
             user,
