@@ -17,6 +17,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.server.cap_schemas import (
+    CapActionName,
+    CapWarningBody,
+    Threshold,
+    warnings_of,
+)
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 
@@ -120,13 +126,17 @@ class CreditsRequest(BaseModel):
 class LimitsRequest(BaseModel):
     """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
     ``null`` removes the cap, an amount sets it. ``weekly`` and
-    ``per_minute`` need those windows on in the deployment (422 otherwise)."""
+    ``per_minute`` need those windows on in the deployment (422 otherwise).
+    ``action`` (``null`` drops it) and its ``thresholds`` (fractions of the
+    cap in (0, 1]; the action's default when left out) need ``cap_actions``."""
 
     model_config = _STRICT
     daily: Amount | None = None
     monthly: Amount | None = None
     weekly: Amount | None = None
     per_minute: Amount | None = None
+    action: CapActionName | None = None
+    thresholds: list[Threshold] | None = None
 
 
 # -- responses (no docstrings where the document has no description) ----------------
@@ -196,6 +206,8 @@ class SpendResponse(BaseModel):
     model: str | None
     amount: str
     occurred_at: str
+    #: the thresholds of ``warn`` caps this charge reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SpendResponse:
@@ -209,6 +221,7 @@ class SpendResponse(BaseModel):
             model=record.model,
             amount=str(record.amount),
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -245,6 +258,8 @@ class SettleResponse(BaseModel):
     project_id: str | None
     model: str | None
     occurred_at: str
+    #: the thresholds of ``warn`` caps this settle reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SettleResponse:
@@ -261,6 +276,7 @@ class SettleResponse(BaseModel):
             project_id=record.project_id,
             model=record.model,
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -359,6 +375,10 @@ class LimitsResponse(BaseModel):
     per_minute: str | None
     #: windows with a per-entity override (the others follow the defaults)
     overridden: list[str]
+    #: the cap action (``null``: none, refused at the caps without events)
+    action: str | None
+    #: its thresholds, fractions of the caps, the cap itself (1) last
+    thresholds: list[str]
 
     @classmethod
     def of(cls, limits: Limits) -> LimitsResponse:
@@ -370,4 +390,6 @@ class LimitsResponse(BaseModel):
             weekly=_money(limits.weekly),
             per_minute=_money(limits.per_minute),
             overridden=sorted(limits.overridden),
+            action=limits.action,
+            thresholds=[str(t) for t in limits.thresholds],
         )
