@@ -40,21 +40,16 @@ local function threshold_at(limit, t)
   return q * t + math.ceil(r * t / THRESHOLD_SCALE)
 end
 
--- The thresholds of one window that a charge of `amount` reached, the
--- counter now at `spent` of a cap of `limit`, and whose events were not
--- written yet (ascending; nil for none). Only when the charge took the
--- counter to some threshold is the window's mark (`mark`, kept `ttl` ms)
--- read, then moved to the highest one reached.
-local function cap_reached(mark, ttl, limit, spec, spent, amount)
-  local before, due = spent - amount, false
-  for t in string.gmatch(spec, '%d+') do
-    local at = threshold_at(limit, tonumber(t))
-    if spent >= at and (before < at or at == 0) then
-      due = true
-      break
-    end
+-- The thresholds of one window that its counter, now at `spent` of a cap
+-- of `limit`, has reached and whose events were not written yet (ascending;
+-- nil for none). The window's mark (`mark`, kept `ttl` ms) is read only once
+-- the first threshold is reached, and moved to the highest one written. (So
+-- a cap lowered, or a threshold raised, mid-window: the next charge writes
+-- what the spend already passed above the mark.)
+local function cap_reached(mark, ttl, limit, spec, spent)
+  if spent < threshold_at(limit, tonumber(string.match(spec, '^%d+'))) then
+    return nil
   end
-  if not due then return nil end
   local written = tonumber(redis.call('GET', mark)) or 0
   local reached = {}
   for t in string.gmatch(spec, '%d+') do
@@ -66,15 +61,15 @@ local function cap_reached(mark, ttl, limit, spec, spent, amount)
   return reached
 end
 
--- The threshold events of one charge of `amount` (micro-units), once its
--- counters have counted it: for every scope with a cap action, each daily
--- and monthly threshold reached for the first time in the window is one
--- event, EV_CAP_REACHED for the cap itself, EV_CAP_WARNING below it (data:
--- threshold, limit, spent, action). `head` is charge's (ARGV[1..6]). Reads
+-- The threshold events of one charge, once its counters have counted it:
+-- for every scope with a cap action, each daily and monthly threshold
+-- reached for the first time in the window is one event, EV_CAP_REACHED for
+-- the cap itself, EV_CAP_WARNING below it (data: threshold, limit, spent,
+-- action). `head` is charge's (ARGV[1..6]). Reads
 -- the scopes' overrides with one MGET, and a scope's counters only when it
 -- has an action. Returns the thresholds reached in warn scopes, flat: scope
 -- index, window code, threshold, limit, spent, for each; nil when none.
-local function cap_events(head, user, project, amount)
+local function cap_events(head, user, project)
   local parts = {S_USER .. user, S_GLOBAL}
   if project ~= '' then parts = {S_USER .. user, S_PROJECT .. project, S_GLOBAL} end
   local n, l = #parts, BASE .. K_LIMITS
@@ -101,7 +96,7 @@ local function cap_events(head, user, project, amount)
         if limit >= 0 then
           local spent = tonumber(redis.call('GET', BASE .. part)) or 0
           local reached = cap_reached(BASE .. K_CAP_MARK .. part, ttl, limit, spec,
-                                      spent, amount)
+                                      spent)
           for _, t in ipairs(reached or {}) do
             local kind = EV_CAP_WARNING
             if t == THRESHOLD_SCALE then kind = EV_CAP_REACHED end

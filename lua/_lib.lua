@@ -351,7 +351,7 @@ local function charge(head, user, project, balance, debit, entry, model)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
-  local crossed = cap_events(head, user, project, amount)  --@cap_actions
+  local crossed = cap_events(head, user, project)  --@cap_actions
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'
   local after, draws = false, ''

@@ -388,3 +388,18 @@ async def test_threshold_events_reach_an_events_on_handler(
     assert sorted(str(e.data["threshold"]) for e in got) == ["0.5", "0.8", "0.95", "1"]
     assert len({e.id for e in got}) == 4
     assert {e.type for e in got} == {"credits.cap_warning", "credits.cap_reached"}
+
+
+async def test_a_cap_lowered_mid_window_is_written_by_the_next_charge(
+    make_budget: MakeBudget,
+) -> None:
+    budget = actions(make_budget)
+    await budget.set_limits("user", "ada", daily=10, action="notify", thresholds=[0.5])
+    await budget.record_spend("ada", "6")  # 0.5 of 10
+    await budget.set_limits("user", "ada", daily=4)  # now past the cap
+    await budget.record_spend("ada", "0.01")
+    await budget.record_spend("ada", "0.01")
+    assert crossings(await events_of(budget)) == [
+        ("credits.cap_warning", "user", "daily", "0.5"),
+        ("credits.cap_reached", "user", "daily", "1"),
+    ]
