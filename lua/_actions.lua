@@ -17,11 +17,18 @@
 -- refund that lowers the counter and a charge that reaches the threshold
 -- again write nothing, whatever the retries or the concurrency.
 
--- A scope's action letter and thresholds, from what caps() left of its
--- override after the monthly part (nil when it has no action).
-local function cap_action(more)
+-- A scope's action part, from what caps() left of its override after the
+-- monthly part: its letter and thresholds (nil when it has none).
+local function cap_part(more)
   if not more then return nil end
-  return string.match(more, '^[^|]*|[^|]*|(%a)([%d,]*)$')
+  return string.match(more, '^[^|]*|[^|]*|(%a[%d,]*)$')
+end
+
+-- A scope's action letter and thresholds (nil when it has no action).
+local function cap_action(more)
+  local part = cap_part(more)
+  if not part then return nil end
+  return string.sub(part, 1, 1), string.sub(part, 2)
 end
 
 -- Whether a scope's daily and monthly caps admit past the cap (warn,

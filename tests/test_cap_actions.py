@@ -403,3 +403,15 @@ async def test_a_cap_lowered_mid_window_is_written_by_the_next_charge(
         ("credits.cap_warning", "user", "daily", "0.5"),
         ("credits.cap_reached", "user", "daily", "1"),
     ]
+
+
+async def test_usage_shows_each_scopes_action(make_budget: MakeBudget) -> None:
+    budget = actions(make_budget)
+    await budget.set_limits("project", "p1", action="notify", thresholds=[0.9])
+    usage = await budget.get_usage("ada", "p1")
+    assert (usage["user"].action, usage["user"].thresholds) == (None, ())
+    assert (usage["project"].action, usage["project"].thresholds) == (
+        "notify",
+        (Decimal("0.9"), Decimal(1)),
+    )
+    assert usage["global"].action is None

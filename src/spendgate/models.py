@@ -140,6 +140,10 @@ class ScopeUsage:
     minute: WindowUsage | None = None
     #: until when the kill switch refuses the scope; ``None`` when it does not
     kill_switch_until: datetime | None = None
+    #: the scope's cap action (``None``: none, or cap actions are off)
+    action: str | None = None
+    #: its thresholds, fractions of the daily and monthly caps
+    thresholds: tuple[Decimal, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ trip."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -189,15 +190,21 @@ class LimitsAndUsage(Operations):
             scopes.append(("project", project))
         scopes.append(("global", None))
         usage = {}
+        # (with cap actions, each scope's action part comes thirteenth)
+        width = 13 if self.config.cap_actions else 12
         for i, (scope, scope_id) in enumerate(scopes):
-            raw = reply[i * 12 : i * 12 + 12]
+            raw = reply[i * width : i * width + 12]
             # (the balance: "<balance>|<granted>|<next expiry>" for a user
             # holding grants, read apart)
             values = [0 if n == 1 else int(v or 0) for n, v in enumerate(raw)]
             balance = None
             if scope == "user":  # shown whether enforced or not: 0 when none
                 balance = from_micros(int(text(raw[1] or b"0").split("|", 1)[0]))
-            usage[scope] = self._scope_usage(scope, scope_id, values, balance, w)
+            one = self._scope_usage(scope, scope_id, values, balance, w)
+            if width == 13 and reply[i * width + 12]:
+                action, thresholds = decode_action(text(reply[i * width + 12]))
+                one = replace(one, action=action, thresholds=thresholds)
+            usage[scope] = one
         return usage
 
     def _scope_usage(

@@ -16,15 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
-from spendgate.server.cap_schemas import (
-    CapActionName,
-    CapWarningBody,
-    Threshold,
-    warnings_of,
-)
+from spendgate.models import Lease, ScopeUsage, SpendRecord, WindowUsage
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
+from spendgate.server.limit_schemas import CapWarningBody, warnings_of
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -121,22 +116,6 @@ class CreditsRequest(BaseModel):
     expires_at: Instant | None = None
     priority: Priority = 0
     kind: GrantKind = "purchase"
-
-
-class LimitsRequest(BaseModel):
-    """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
-    ``null`` removes the cap, an amount sets it. ``weekly`` and
-    ``per_minute`` need those windows on in the deployment (422 otherwise).
-    ``action`` (``null`` drops it) and its ``thresholds`` (fractions of the
-    cap in (0, 1]; the action's default when left out) need ``cap_actions``."""
-
-    model_config = _STRICT
-    daily: Amount | None = None
-    monthly: Amount | None = None
-    weekly: Amount | None = None
-    per_minute: Amount | None = None
-    action: CapActionName | None = None
-    thresholds: list[Threshold] | None = None
 
 
 # -- responses (no docstrings where the document has no description) ----------------
@@ -341,6 +320,10 @@ class ScopeBody(BaseModel):
     minute: WindowBody | None
     #: until when the kill switch refuses the scope; ``null`` when it does not
     kill_switch_until: str | None
+    #: the scope's cap action; ``null``: none (or cap actions are off)
+    action: str | None
+    #: its thresholds, fractions of the daily and monthly caps
+    thresholds: list[str]
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
@@ -354,6 +337,8 @@ class ScopeBody(BaseModel):
             weekly=None if usage.weekly is None else WindowBody.of(usage.weekly),
             minute=None if usage.minute is None else WindowBody.of(usage.minute),
             kill_switch_until=None if until is None else until.isoformat(),
+            action=usage.action,
+            thresholds=[str(t) for t in usage.thresholds],
         )
 
 
@@ -362,34 +347,3 @@ class UsageResponse(BaseModel):
     project_id: str | None
     unit: str
     scopes: dict[str, ScopeBody]
-
-
-class LimitsResponse(BaseModel):
-    scope: str
-    scope_id: str | None
-    daily: str | None
-    monthly: str | None
-    #: ``null``: no weekly cap (or weekly caps are off)
-    weekly: str | None
-    #: ``null``: no per-minute cap (or per-minute caps are off)
-    per_minute: str | None
-    #: windows with a per-entity override (the others follow the defaults)
-    overridden: list[str]
-    #: the cap action (``null``: none, refused at the caps without events)
-    action: str | None
-    #: its thresholds, fractions of the caps, the cap itself (1) last
-    thresholds: list[str]
-
-    @classmethod
-    def of(cls, limits: Limits) -> LimitsResponse:
-        return cls(
-            scope=limits.scope,
-            scope_id=limits.scope_id,
-            daily=_money(limits.daily),
-            monthly=_money(limits.monthly),
-            weekly=_money(limits.weekly),
-            per_minute=_money(limits.per_minute),
-            overridden=sorted(limits.overridden),
-            action=limits.action,
-            thresholds=[str(t) for t in limits.thresholds],
-        )

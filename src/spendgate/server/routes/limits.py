@@ -11,8 +11,8 @@ from spendgate.manager import UNSET
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of
 from spendgate.server.fields import ScopeIdPath
+from spendgate.server.limit_schemas import LimitsRequest, LimitsResponse
 from spendgate.server.responses import request_body, responses
-from spendgate.server.schemas import LimitsRequest, LimitsResponse
 
 router = APIRouter()
 
