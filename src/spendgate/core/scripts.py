@@ -125,9 +125,9 @@ LIBRARIES = (
 
 #: a tagged line (see :data:`HOOKS`): its hook, and whether it is the
 #: off-only variant
-_HOOK_LINE = re.compile(rb"^[^\n]*--@(!?)(\w+)[ \t]*(?:\n|$)", re.MULTILINE)
+_HOOK_LINE = re.compile(rb"^[^\n]*--[ \t]*@(!?)(\w+)[ \t]*(?:\n|$)", re.MULTILINE)
 #: a kept line's tag, and the blanks before it
-_HOOK_TAG = re.compile(rb"[ \t]*--@!?\w+[ \t]*(?=\n|$)")
+_HOOK_TAG = re.compile(rb"[ \t]*--[ \t]*@!?\w+[ \t]*(?=\n|$)")
 
 
 def with_hooks(code: bytes, hooks: frozenset[str]) -> bytes:
