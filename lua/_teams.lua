@@ -155,7 +155,9 @@ end
 -- no draws (a refund lowers the counters and gives nothing back to a
 -- user's balance). With `pool` false (a replayed fact of a team that is not
 -- there) only the counters move. Returns the pool's balance after (false
--- without a pool).
+-- without a pool) and, with cap actions, the thresholds the user's scopes
+-- reached (cap_events in _actions.lua: the user's caps' events are written
+-- as for any charge).
 local function team_charge(head, T, user, project, entry, model, pool)
   local text = head[6]
   local amount = tonumber(text)
@@ -174,6 +176,7 @@ local function team_charge(head, T, user, project, entry, model, pool)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
+  local crossed = cap_events(head, user, project)  --@cap_actions
   if REFUND_WINDOW_MS ~= '0' then
     redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '||'
                .. #user .. '|' .. #project .. '|' .. user .. project .. model,
@@ -181,6 +184,9 @@ local function team_charge(head, T, user, project, entry, model, pool)
   end
   team_count(T[5], user, amount, text, day_ttl)
   team_count(T[6], user, amount, text, month_ttl)
-  if not pool then return false end
-  return redis.call('HINCRBY', T[1], 'b', '-' .. text)
+  local after = false
+  if pool then after = redis.call('HINCRBY', T[1], 'b', '-' .. text) end
+  -- (with cap actions, the thresholds warn scopes reached: cap_events)  --@cap_actions
+  do return after, crossed end  --@cap_actions
+  return after
 end

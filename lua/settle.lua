@@ -16,6 +16,9 @@
 --        "entry|settled_ms|late|estimate"} when it already was, at this cost;
 --        {R_CONFLICT, actual} when it was settled at another cost;
 --        {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when the lease was released
+-- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
+-- scopes to: {R_OK, user, project, late, estimate, crossed}, as cap_events  --@cap_actions
+-- returns them)  --@cap_actions
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -38,7 +41,8 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
   balance = remove_held(user, project, tonumber(h[2]))
 end
 
-charge(ARGV, user, project, balance, false, entry, ARGV[8])
+charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@!cap_actions
+local _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 -- The hold counted in the minute when it was taken: only a cost above it
 -- counts now.
@@ -54,4 +58,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2])}
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

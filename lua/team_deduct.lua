@@ -20,6 +20,8 @@
 --        {R_REPLAYED, same payload}, {R_CONFLICT}, the refusal (a team's
 --        names scope SC_MEMBER or SC_TEAM), {R_STALE_PRICE, ...} as
 --        deduct.lua, {R_NOT_A_MEMBER} or {R_UNKNOWN_TEAM}
+-- (with cap actions, a charge's reply adds the thresholds it took the  --@cap_actions
+-- user's warn scopes to, as deduct.lua's)  --@cap_actions
 
 local ikey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -51,7 +53,8 @@ if verdict[1] ~= R_OK then return verdict end
 local team = team_admit(now_ms, T, user, daily, monthly, amount)
 if team[1] ~= R_OK then return team end
 
-local balance = team_charge(ARGV, T, user, project, entry, ARGV[11], true)
+local balance = team_charge(ARGV, T, user, project, entry, ARGV[11], true)  --@!cap_actions
+local balance, crossed = team_charge(ARGV, T, user, project, entry, ARGV[11], true)  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if minutes then count_admitted_minutes(minutes, now_ms, amount, ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
@@ -62,4 +65,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version
 idem_store(ikey, fingerprint, payload)
-return {R_OK, payload}
+return {R_OK, payload, crossed}  --@cap_actions
+return {R_OK, payload}  --@!cap_actions

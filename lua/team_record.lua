@@ -18,6 +18,8 @@
 --            whoever is a member now (the pool moves if the team is there)
 -- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
 --        for a replay, {R_CONFLICT}, {R_NOT_A_MEMBER} or {R_UNKNOWN_TEAM}
+-- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
+-- the user's warn scopes to, as record.lua's)  --@cap_actions
 
 local ikey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -35,11 +37,13 @@ end
 
 local payload = entry .. '|' .. now_ms
 idem_store(ikey, fingerprint, payload)
-team_charge(ARGV, T, user, project, entry, ARGV[11], pool)
+team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@!cap_actions
+local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],
               F_TEAM_ID, ARGV[14])
-return {R_OK, payload}
+return {R_OK, payload, crossed}  --@cap_actions
+return {R_OK, payload}  --@!cap_actions

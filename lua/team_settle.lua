@@ -10,7 +10,7 @@
 -- ARGV[1..10] - as in settle.lua (now_ms, day, day TTL, month, month TTL,
 --               actual cost, entry, model, metadata, lease id)
 -- ARGV[11] - team id
--- return as settle.lua
+-- return as settle.lua (with cap actions too)
 
 local hkey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -33,7 +33,9 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
 end
 team_unhold(T, lease, user, h[2])
 
-team_charge(ARGV, T, user, project, entry, ARGV[8], redis.call('EXISTS', T[1]) == 1)
+local pool = redis.call('EXISTS', T[1]) == 1
+team_charge(ARGV, T, user, project, entry, ARGV[8], pool)  --@!cap_actions
+local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[8], pool)  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then
   local above = tonumber(cost) - tonumber(h[2])
@@ -47,4 +49,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2])}
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

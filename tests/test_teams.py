@@ -353,3 +353,26 @@ async def test_idempotent_replays_of_team_calls_charge_once(
     team = await budget.get_team("eng")
     assert (team.balance, team.held, team.members["ada"].spent_today) == (98, 1, 2)
     assert len([e for e in await _entries(budget) if e[FIELD["kind"]] == "spend"]) == 1
+
+
+async def test_a_team_charge_writes_the_users_threshold_events_once(
+    make_budget: MakeBudget,
+) -> None:
+    """With cap actions, a team charge counts in the user's own warn caps as
+    any charge does: the thresholds it crosses are written by its script,
+    once, and its result carries them (a replay reaches none)."""
+    budget = make_budget(cap_actions=True)
+    await _team(budget)
+    await budget.set_limits("user", "ada", daily=10, action="warn", thresholds=(0.5,))
+    first = await budget.record_spend("ada", 6, team_id="eng", idempotency_key="w")
+    warned = [(w.scope, w.threshold) for w in first.warnings]
+    assert warned == [("user", Decimal("0.5"))]
+    again = await budget.record_spend("ada", 6, team_id="eng", idempotency_key="w")
+    assert again.replayed and again.warnings == ()
+    lease = await budget.reserve("ada", 3, team_id="eng")  # warn: admitted past 10
+    settled = await budget.settle(lease, 5)
+    assert [(w.scope, w.reached_cap) for w in settled.warnings] == [("user", True)]
+    res = await budget.deduct("ada", 1, team_id="eng")
+    assert res.warnings == () and res.balance_after == 88
+    raw = await budget.redis.xrange(budget.keys.events)
+    assert len(raw) == 2  # the 0.5 warning, the cap reached

@@ -16,6 +16,7 @@ import pytest
 from spendgate.core.keys import KEY_PARTS, Keys
 from spendgate.core.operations import OPERATIONS
 from spendgate.core.scripts import (
+    HOOKS,
     LIBRARIES,
     SCRIPT_CONSTANTS,
     configured_source,
@@ -27,8 +28,14 @@ _WITHOUT_TEAMS = tuple(lib for lib in LIBRARIES if lib != "_teams")
 
 
 @pytest.mark.parametrize("operation", _PLAIN)
-def test_a_script_without_a_team_is_the_same_with_teams_built(operation: str) -> None:
-    assert script_source(operation) == script_source(operation, _WITHOUT_TEAMS)
+@pytest.mark.parametrize("hooks", [(), HOOKS], ids=["no hooks", "every hook"])
+def test_a_script_without_a_team_is_the_same_with_teams_built(
+    operation: str, hooks: tuple[str, ...]
+) -> None:
+    on = frozenset(hooks)
+    assert script_source(operation, LIBRARIES, on) == script_source(
+        operation, _WITHOUT_TEAMS, on
+    )
     source = configured_source(operation, {name: "1" for name in SCRIPT_CONSTANTS})
     assert b"team" not in source.lower()
     for part in ("TEAM", "TEAM_MEMBERS", "TEAM_HELD", "TEAM_HOLDS"):

@@ -38,6 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult, Lease, SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 from spendgate.ops.deduct import _PRICE_ATTEMPTS, Deductions, _refused
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.leases import _UNKNOWN, _settled, _spooled_settle
@@ -175,7 +176,7 @@ class TeamCharges(Deductions, Teams):
                 replayed = True
                 entry_id, first_ms = text(reply[1]).split("|")
                 occurred_ms = int(first_ms)
-        return SpendRecord(
+        record = SpendRecord(
             entry_id,
             "spend",
             user,
@@ -188,6 +189,9 @@ class TeamCharges(Deductions, Teams):
             reply is None,
             team_id=team,
         )
+        if reply is not None and len(reply) > 2:  # (only with cap actions)
+            record.warnings = cap_warnings(reply[2], user, project)
+        return record
 
     async def _team_settle(
         self,
@@ -347,7 +351,7 @@ class TeamCharges(Deductions, Teams):
             w = self._windows_at(now_ms)
             raise _refused(self._team_refusal(reply, user, project, team, amount, w))
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
-        return DeductResult(
+        result = DeductResult(
             entry,
             user,
             from_micros(int(charged)),
@@ -358,6 +362,9 @@ class TeamCharges(Deductions, Teams):
             code == Reply.REPLAYED,
             team_id=team,
         )
+        if len(reply) > 2:  # (only with cap actions)
+            result.warnings = cap_warnings(reply[2], user, project)
+        return result
 
     def _team_refusal(
         self,
