@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from conftest import MakeBudget
 from spendgate import Analytics, Flusher
+from spendgate.core.protocol import FIELD
 from test_spool import _drained, _manager, _Switch, flaky
 
 __all__ = ["flaky"]  # (the fixture, used by name)
@@ -134,3 +135,24 @@ async def test_a_team_record_whose_reply_was_lost_counts_once(
         again = await budget.record_spend("ada", 3, team_id="eng", idempotency_key="k")
         assert again.replayed and again.entry_id == keyed.entry_id
         assert (await budget.get_team("eng")).balance == 95
+
+
+async def test_a_team_deduct_spooled_when_unavailable_charges_the_pool_once(
+    flaky: tuple[aioredis.Redis, _Switch, str], tmp_path: Path
+) -> None:
+    _, switch, _ = flaky
+    async with _manager(flaky, tmp_path) as budget:
+        await budget.create_team("eng", initial_balance=10)
+        await budget.add_team_member("eng", "ada")
+        switch.mode = "down"
+        res = await budget.deduct(
+            "ada", 4, team_id="eng", idempotency_key="d", spool_when_unavailable=True
+        )
+        assert (res.spooled, res.team_id, res.balance_after) == (True, "eng", None)
+        switch.mode = "ok"
+        await _drained(budget)
+        team = await budget.get_team("eng")
+        assert (team.balance, team.members["ada"].spent_today) == (6, 4)
+        rows = await budget.redis.xrange(budget.keys.ledger)
+        spent = [f for _, f in rows if f[FIELD["kind"].encode()] == b"spend"]
+        assert len(spent) == 1 and spent[0][FIELD["team_id"].encode()] == b"eng"
