@@ -50,8 +50,7 @@ _MAX_TTL_SECONDS = 7 * 86400
 class Leases(Admission):
     """``reserve``, ``settle``, ``release`` and the ``lease`` context."""
 
-    # With a team, each call hands over to its team variant
-    # (spendgate.ops.team_charges.TeamCharges, in the manager).
+    # (with a team, a call hands over to spendgate.ops.team_charges')
     _team_reserve: Callable[..., Awaitable[Lease]]
     _team_settle: Callable[..., Awaitable[SpendRecord]]
     _team_release: Callable[..., Awaitable[bool]]
@@ -69,9 +68,7 @@ class Leases(Admission):
         released, or ``ttl_seconds`` pass (then it stops counting by itself).
 
         :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
-        :param team_id: hold on that team's shared pool instead of the user's
-            balance: the user must be a member, and the member's caps on the
-            team hold as well as the user's own
+        :param team_id: hold on that team's pool, not the user's balance
             (:mod:`spendgate.ops.team_charges`)
         :raise NotATeamMemberError: with ``team_id``, the user is not a member
         :raise BudgetExceededError: when a cap or the balance would be passed
