@@ -285,7 +285,7 @@ local function admit(now_ms, day, month, user, project, requested, floor)
     if i == 1 and enforce then
       local balance = tonumber(seen[2])
       if not balance and seen[2] then  -- a user holding grants (_grants.lua)
-        balance, seen[2] = grants().counted(now_ms, user, seen[2])
+        balance, seen[2] = grants_counted(now_ms, user, seen[2])
       end
       local available = (balance or 0) - tonumber(floor)
       local room = available - held

@@ -190,6 +190,24 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     assert await _keys_left(redis_url, "sgfloor*") == []
 
 
+async def test_deduct_breakdown_runs_and_cleans_up(redis_url: str) -> None:
+    from bench.deduct_breakdown import breakdown
+
+    medians = await breakdown(redis_url, rounds=5)
+    assert set(medians) == {
+        "PING",
+        "check_availability",
+        "record_spend",
+        "deduct",
+        "EVALSHA deduct, raw",
+        "EVALSHA deduct, raw, no metadata",
+        "EVALSHA trivial, deduct's args",
+        "EVALSHA, empty script",
+    }
+    assert all(value > 0 for value in medians.values())
+    assert await _keys_left(redis_url, "sgdeductbd*") == []
+
+
 async def test_floor_breakdown_replays_the_command_a_call_sent(
     redis_url: str,
 ) -> None:
