@@ -56,9 +56,6 @@ async def _budget(url: str, cap_actions: bool, with_actions: bool) -> Any:
 
 async def measure(url: str, samples: int) -> None:
     """Time ``samples`` calls of each operation on each deployment."""
-    from loguru import logger
-
-    logger.disable("spendgate")
     budgets = {name: await _budget(url, *setting) for name, setting in VARIANTS.items()}
     client = budgets["off"].redis
 

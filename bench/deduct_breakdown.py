@@ -83,6 +83,8 @@ async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
     finally:
         await delete_prefix(client, prefix)
         await budget.aclose()
+        # (as it was: a caller's process, a test run, logs on after it)
+        logger.enable("spendgate")
 
 
 def _raw(
