@@ -112,6 +112,29 @@ def test_the_quick_bench(redis_url: str, capsys: pytest.CaptureFixture[str]) -> 
         assert name in out
 
 
+def test_the_quick_bench_with_cap_actions(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.quick import main
+
+    from spendgate.cli import EXIT_OK
+
+    code = main(["--samples", "8", "--redis-url", redis_url, "--cap-actions"])
+    assert code == EXIT_OK
+    assert "with cap actions" in capsys.readouterr().out
+
+
+def test_the_cap_actions_bench(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cap_actions import VARIANTS, main
+
+    main(["--samples", "8", "--redis-url", redis_url])
+    out = capsys.readouterr().out
+    for variant in VARIANTS:
+        assert f"record_spend, {variant}" in out
+
+
 def test_the_quick_bench_says_when_redis_is_down(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
