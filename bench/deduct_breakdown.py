@@ -101,8 +101,6 @@ async def breakdown(
     finally:
         await delete_prefix(client, prefix)
         await budget.aclose()
-        # (as it was: a caller's process, a test run, logs on after it)
-        logger.enable("spendgate")
 
 
 def _server_time(
