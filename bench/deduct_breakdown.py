@@ -16,8 +16,15 @@ the machine's Redis (db 12, a prefix of its own, deleted afterwards):
   same arguments: ``raw`` minus this is ``deduct.lua``'s own work;
 - ``EVALSHA, empty script``: no arguments, no work: a script call beside PING.
 
-``python -m bench.deduct_breakdown [--rounds N] [--redis-url URL]``
-(``PYTHONPATH=src`` from a checkout).
+``--server-time`` adds what Redis itself spends per call: ``check``,
+``record`` and ``deduct`` each run ``--rounds`` times in a row, and the
+difference in ``INFO commandstats`` (``EVALSHA``'s calls and µs, and each
+command the script called) before and after each block. Every client's
+calls count there: on a Redis of its own (``redis-server --port 6391``,
+``--redis-url redis://127.0.0.1:6391/0``) the figures are the calls' alone.
+
+``python -m bench.deduct_breakdown [--rounds N] [--redis-url URL]
+[--server-time]`` (``PYTHONPATH=src`` from a checkout).
 """
 
 from __future__ import annotations
@@ -43,11 +50,13 @@ TRIVIAL_DEDUCT = (
 Op = Callable[[int], Awaitable[Any]]
 
 
-async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
-    """Median latency in µs of each subject over ``rounds`` calls each."""
-    from loguru import logger
-
-    logger.disable("spendgate")
+async def breakdown(
+    redis_url: str, rounds: int, server_time: bool = False
+) -> dict[str, float]:
+    """Median latency in µs of each subject over ``rounds`` calls each; with
+    ``server_time``, also each call's Redis time in µs per call
+    (``server <op>``: its EVALSHA; ``server <op> <command>``: each command
+    its script called, per call of the script)."""
     prefix = f"sgdeductbd{uuid.uuid4().hex[:8]}"
     budget = BudgetManager(bench_config(redis_url, prefix))
     await budget.open()
@@ -79,10 +88,40 @@ async def breakdown(redis_url: str, rounds: int) -> dict[str, float]:
         }
         await interleaved_samples(subjects, 200)
         samples = await interleaved_samples(subjects, rounds, start=200)
-        return {name: statistics.median(v) / 1000 for name, v in samples.items()}
+        out = {name: statistics.median(v) / 1000 for name, v in samples.items()}
+        if server_time:
+            for name in ("check_availability", "record_spend", "deduct"):
+                op = subjects[name]
+                before = await client.info("commandstats")
+                for i in range(rounds):
+                    await op((rounds + 200) * len(subjects) + i)
+                after = await client.info("commandstats")
+                out.update(_server_time(name, before, after))
+        return out
     finally:
         await delete_prefix(client, prefix)
         await budget.aclose()
+
+
+def _server_time(
+    name: str, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, float]:
+    """µs per EVALSHA, and per EVALSHA of each command, between two
+    ``INFO commandstats``."""
+    empty = {"calls": 0, "usec": 0}
+    calls = (
+        after["cmdstat_evalsha"]["calls"]
+        - before.get("cmdstat_evalsha", empty)["calls"]
+    )
+    out = {}
+    for stat, now in after.items():
+        was = before.get(stat, empty)
+        usec = now["usec"] - was["usec"]
+        if stat.startswith("cmdstat_") and usec and stat != "cmdstat_info":
+            command = stat.removeprefix("cmdstat_")
+            key = f"server {name}" + ("" if command == "evalsha" else f" {command}")
+            out[key] = usec / max(calls, 1)
+    return out
 
 
 def _raw(
@@ -144,12 +183,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument("--server-time", action="store_true")
     args = parser.parse_args()
-    medians = asyncio.run(breakdown(args.redis_url, args.rounds))
+    from loguru import logger
+
+    logger.disable("spendgate")  # (quiet, as the bench runs it)
+    medians = asyncio.run(breakdown(args.redis_url, args.rounds, args.server_time))
     floor = medians["PING"]
     print(f"p50 of {args.rounds} calls each, call by call, on {args.redis_url}")
     for name, micros in medians.items():
-        print(f"{name:34} {micros:7.1f} µs  {micros / floor:5.2f}× PING")
+        if name.startswith("server "):
+            print(f"{name:34} {micros:7.2f} µs of Redis time per call")
+        else:
+            print(f"{name:34} {micros:7.1f} µs  {micros / floor:5.2f}× PING")
 
 
 if __name__ == "__main__":

@@ -72,14 +72,16 @@ end
 -- for every scope with a cap action, each daily and monthly threshold
 -- reached for the first time in the window is one event, EV_CAP_REACHED for
 -- the cap itself, EV_CAP_WARNING below it (data: threshold, limit, spent,
--- action). `head` is charge's (ARGV[1..6]). Reads
--- the scopes' overrides with one MGET, and a scope's counters only when it
--- has an action. Returns the thresholds reached in warn scopes, flat: scope
--- index, window code, threshold, limit, spent, for each; nil when none.
+-- action). `head` is charge's (ARGV[1..6]). Reads the scopes' overrides with
+-- one MGET, and the day and month counters of a scope with an action with
+-- another (most scopes have none). Returns the thresholds reached in warn
+-- scopes, flat: scope index, window code, threshold, limit, spent, for
+-- each; nil when none.
 local function cap_events(head, user, project)
   local parts = {S_USER .. user, S_GLOBAL}
   if project ~= '' then parts = {S_USER .. user, S_PROJECT .. project, S_GLOBAL} end
   local n, l = #parts, BASE .. K_LIMITS
+  local d, m = K_DAY .. head[2] .. ':', K_MONTH .. head[4] .. ':'
   local overrides
   if n == 2 then
     overrides = redis.call('MGET', l .. parts[1], l .. parts[2])
@@ -91,19 +93,19 @@ local function cap_events(head, user, project)
     local daily, monthly, more = caps(overrides[i], default_caps(i, n))
     local action, spec = cap_action(more)
     if action then
+      local seen = redis.call('MGET', BASE .. d .. parts[i], BASE .. m .. parts[i])
       local scope, id = scope_of(i, n, user, project)
       local name = CAN_DENY
       if action == CA_WARN then name = CAN_WARN elseif action == CA_NOTIFY then name = CAN_NOTIFY end
       for w = W_DAILY, W_MONTHLY do
-        local limit, part, ttl, window = tonumber(daily), K_DAY .. head[2], head[3], WN_DAILY
+        local limit, part, ttl, window = tonumber(daily), d, head[3], WN_DAILY
         if w == W_MONTHLY then
-          limit, part, ttl, window = tonumber(monthly), K_MONTH .. head[4], head[5], WN_MONTHLY
+          limit, part, ttl, window = tonumber(monthly), m, head[5], WN_MONTHLY
         end
-        part = part .. ':' .. parts[i]
         if limit >= 0 then
-          local spent = tonumber(redis.call('GET', BASE .. part)) or 0
-          local reached = cap_reached(BASE .. K_CAP_MARK .. part, ttl, limit, spec,
-                                      spent)
+          local spent = tonumber(seen[w - W_DAILY + 1]) or 0
+          local reached = cap_reached(BASE .. K_CAP_MARK .. part .. parts[i], ttl, limit,
+                                      spec, spent)
           for _, t in ipairs(reached or {}) do
             local kind = EV_CAP_WARNING
             if t == THRESHOLD_SCALE then kind = EV_CAP_REACHED end

@@ -1,17 +1,25 @@
 """Cap actions at the edges: ``PUT /v1/limits`` and ``spendgate limits set``
 set and show an action and its thresholds, refuse bad ones (422, exit 2)
 and where cap actions are off; a charge's answer carries the thresholds it
-reached in ``warn`` scopes. In process, as ``tests/test_server.py`` and
-``tests/test_cli.py`` run them (their fixtures)."""
+reached in ``warn`` scopes; the threshold events reach a webhook (a local
+receiver that fails the first three requests), signed, each processed once.
+In process, as ``tests/test_server.py``, ``tests/test_cli.py`` and
+``tests/test_events_webhook.py`` run them (their fixtures)."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
+import redis.asyncio as aioredis
 
+from conftest import MakeBudget
 from spendgate.cli import EXIT_OK, EXIT_USAGE
+from spendgate.events import EventDispatcher
 from test_cli import _budget_call, _run, prefix  # noqa: F401
+from test_events import config_of
+from test_events_webhook import Receiver, sink
 from test_server import AUTH, MakeClient, make_client  # noqa: F401
 
 
@@ -137,3 +145,35 @@ def test_limits_set_refuses_bad_actions(
     code, _, err = _run(capsys, "limits", "set", "user", "alice", *argv)
     assert code == EXIT_USAGE
     assert message in err
+
+
+async def test_threshold_events_reach_a_webhook_signed_and_once(
+    make_budget: MakeBudget, redis_client: aioredis.Redis
+) -> None:
+    budget = make_budget(cap_actions=True)
+    await budget.set_limits("user", "ada", daily=1, action="notify")
+    await budget.record_spend("ada", "0.9")
+    await budget.record_spend("ada", "0.1")
+    with Receiver(fail_first=3) as receiver:
+        # (the threshold types only: no fact event for the receiver)
+        types = ("credits.cap_warning", "credits.cap_reached")
+        dispatcher = EventDispatcher(
+            config_of(budget),
+            targets=[sink(receiver.url, types=types)],
+            redis=redis_client,
+        )
+        await dispatcher.drain()
+        await dispatcher.aclose()
+    assert receiver.bad_signatures == 0
+    assert len(receiver.processed) == 4
+    assert set(receiver.processed.values()) == {1}
+    thresholds = sorted(
+        (body["type"], body["data"]["threshold"]) for body in receiver.bodies.values()
+    )
+    assert thresholds == [
+        ("credits.cap_reached", "1"),
+        ("credits.cap_warning", "0.5"),
+        ("credits.cap_warning", "0.8"),
+        ("credits.cap_warning", "0.95"),
+    ]
+    assert Counter(b["scope"] for b in receiver.bodies.values()) == {"user": 4}

@@ -67,15 +67,17 @@ SCRIPT_CONSTANTS = (
     "LOW_BALANCE",
 )
 
-#: the optional hooks of the scripts: a line of ``lua/`` that ends in
-#: ``--@<hook>`` is linked in only when the hook is on, one that ends in
+#: the optional hooks of the scripts, the one way a feature that is off
+#: leaves them untouched: a line of ``lua/`` that ends in ``--@<hook>`` (or
+#: ``-- @<hook>``) is linked in only when the hook is on, one that ends in
 #: ``--@!<hook>`` only when it is off (the line it replaces). Off, the tagged
 #: lines are gone, newline and all: a deployment that configures none of
-#: them runs, byte for byte, the scripts it ran before the hooks existed.
-#: Each hook is on by its constant (see :func:`hooks_on`):
-#: ``cap_actions`` (``CAP_ACTIONS`` "1": cap actions and threshold events,
-#: ``_actions.lua``), ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the
-#: low balance event)
+#: them runs, byte for byte, the scripts it ran before the hooks existed
+#: (``tests/test_cap_actions_spool.py`` checks it). Each hook is on by its
+#: constant (:func:`hooks_on`); a new one is named here and there, and a
+#: tag naming no hook fails the loading. ``cap_actions`` (``CAP_ACTIONS``
+#: "1": cap actions and threshold events, ``_actions.lua``),
+#: ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the low balance event)
 HOOKS = ("cap_actions", "low_balance")
 
 
