@@ -13,10 +13,14 @@
 -- ARGV[8] - lease id (fresh, unique)
 -- ARGV[9] - expires_ms: when the hold stops counting
 -- ARGV[10] - the most to hold, micro-units
+-- ARGV[11] - the plan argument (_allowance.lua): what is left of the user's
+--            plan allowance counts as balance; "" when balances are not
+--            enforced (then nothing is read)
 -- return {R_OK, "lease|expires_ms|granted"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT}, or the refusal
 --        {R_REFUSED, scope, window, limit, spent, held[, free_ms]} when not
---        even `min` fits
+--        even `min` fits, or {R_STALE_PRICE, the user's plan} when it is
+--        not the one expected
 
 local ikey = KEYS[1]
 if ikey == BASE .. K_HOLD .. ARGV[8] then ikey = '' end  -- no idempotency key
@@ -25,8 +29,11 @@ local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
 
 local user, project = ARGV[5], ARGV[6]
+local stale, _, left = plan_allowance(ARGV[11], user)
+if stale then return {R_STALE_PRICE, stale} end
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
-                                          project, tonumber(ARGV[4]))
+                                          project, tonumber(ARGV[4]), nil,
+                                          left)
 if verdict[1] ~= R_OK then return verdict end
 
 -- the tightest room before this hold (-1: nothing is capped): it fits `min`

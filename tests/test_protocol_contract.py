@@ -98,25 +98,33 @@ _LEASE = Lease("0" * 28, "u", None, 1_000_000, 2_000_000_000_000)
 #: a reply of each code each operation may answer, as the script would
 _CANNED: dict[str, dict[Reply, list[Any]]] = {
     # (a per-minute refusal: when the scope frees up comes last)
-    "check": {Reply.OK: [0, -1], Reply.REFUSED: [1, 1, 5, 5, 5, 0, 1700000060000]},
+    "check": {
+        Reply.OK: [0, -1],
+        Reply.REFUSED: [1, 1, 5, 5, 5, 0, 1700000060000],
+        # (the user's plan, "" for none, when not the one expected)
+        Reply.STALE_PRICE: [7, b""],
+    },
     "reserve": {
         Reply.OK: [0, b"lease|2000000000000"],
         Reply.REFUSED: [1, 2, 2, 5, 5, 0],
         Reply.REPLAYED: [2, b"first|2000000000000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "reserve_up_to": {
         Reply.OK: [0, b"lease|2000000000000|500000"],
         Reply.REFUSED: [1, 1, 4, 5, 5, 0],
         Reply.REPLAYED: [2, b"first|2000000000000|500000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "settle": {
-        Reply.OK: [0, b"u", b"", 0, 1000000],
-        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
+        Reply.OK: [0, b"u", b"", 0, 1000000, 500000],
+        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000|500000"],
         Reply.CONFLICT: [3, b"2000000"],
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_RELEASED: [5],
+        Reply.STALE_PRICE: [7, b"u", b""],
     },
     "release": {
         Reply.OK: [0, 1],
@@ -134,9 +142,10 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.LEASE_EXPIRED: [9],
     },
     "record": {
-        Reply.OK: [0, b"entry|1700000000000"],
-        Reply.REPLAYED: [2, b"first|1700000000000"],
+        Reply.OK: [0, b"entry|1700000000000|"],
+        Reply.REPLAYED: [2, b"first|1700000000000|500000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "credit": {
         Reply.OK: [0, b"entry|1700000000000|5000000"],
@@ -144,9 +153,9 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.CONFLICT: [3],
     },
     "deduct": {
-        Reply.OK: [0, b"entry|1700000000000|5000000|1000000|"],
+        Reply.OK: [0, b"entry|1700000000000|5000000|1000000||"],
         Reply.REFUSED: [1, 1, 3, 5, 0, 0],
-        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000|"],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000||500000"],
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
     },

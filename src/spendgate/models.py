@@ -82,11 +82,20 @@ class SpendRecord:
     estimate_micros: int | None = None
     #: the user's balance after a credit (``None`` when spooled)
     balance: Decimal | None = None
+    #: a charge: the part of it a plan's free allowance paid, micro-units
+    #: (see ``allowance_used``)
+    allowance_used_micros: int = 0
 
     @property
     def amount(self) -> Decimal:
         """The amount charged or credited."""
         return from_micros(self.amount_micros)  # made when asked for, as Lease's
+
+    @property
+    def allowance_used(self) -> Decimal:
+        """The part of a charge a plan's free allowance paid (0 without a
+        plan, or while spooled)."""
+        return from_micros(self.allowance_used_micros)
 
     @property
     def estimate(self) -> Decimal | None:
@@ -327,4 +336,7 @@ class Transaction:
     lease_id: str | None = None
     #: the price book version that priced it
     price_version: int | None = None
+    #: a charge: the part of ``amount`` a plan's free allowance paid
+    #: (``None``: none)
+    allowance_used: Decimal | None = None
     metadata: dict[str, Any] | None = None

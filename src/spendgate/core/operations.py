@@ -54,24 +54,30 @@ _CHARGE = (
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
+#: the user's plan was not the one expected (see lua/_allowance.lua)
+_STALE = frozenset({Reply.STALE_PRICE})
+
+#: the plan argument of a fact spooled before allowances: no plan applies
+#: (see lua/_allowance.lua)
+NO_PLAN_ARGS: dict[str, str | int] = {"plan": ""}
 
 #: every operation, one ``lua/<name>.lua`` each
 OPERATIONS: dict[str, Operation] = {
-    "check": Operation(("balance",), _ADMISSION, _ADMITS),
+    "check": Operation(("balance",), (*_ADMISSION, "plan"), _ADMITS | _STALE),
     "reserve": Operation(
         ("idempotency",),
-        (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
-        _ADMITS | _IDEMPOTENT,
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "plan"),
+        _ADMITS | _IDEMPOTENT | _STALE,
     ),
     "reserve_up_to": Operation(
         ("idempotency",),
-        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max"),
-        _ADMITS | _IDEMPOTENT,
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max", "plan"),
+        _ADMITS | _IDEMPOTENT | _STALE,
     ),
     "settle": Operation(
         ("hold",),
-        (*_FACT_HEAD, "entry", "model", "metadata", "lease"),
-        _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
+        (*_FACT_HEAD, "entry", "model", "metadata", "lease", "plan"),
+        _IDEMPOTENT | _LEASE | _STALE | {Reply.LEASE_RELEASED},
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
@@ -91,7 +97,9 @@ OPERATIONS: dict[str, Operation] = {
         | _LEASE
         | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
     ),
-    "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
+    "record": Operation(
+        ("idempotency",), (*_CHARGE, "plan"), _IDEMPOTENT | _STALE, fact=True
+    ),
     "credit": Operation(
         ("idempotency",),
         (

@@ -96,8 +96,18 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
 #: ``_windows`` holds what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
-#: ``_grants`` a user's grants (every configuration: a user may hold some)
-LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill")
+#: ``_grants`` a user's grants (every configuration: a user may hold some),
+#: ``_allowance`` a plan's free allowance (every configuration: a user may
+#: have a plan)
+LIBRARIES = (
+    "_lib",
+    "_grants",
+    "_allowance",
+    "_windows",
+    "_week",
+    "_minute",
+    "_kill",
+)
 
 
 @cache
@@ -122,8 +132,8 @@ def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
 
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
-    """The libraries a configuration's scripts are linked from: ``_lib`` and
-    ``_grants``;
+    """The libraries a configuration's scripts are linked from: ``_lib``,
+    ``_grants`` and ``_allowance``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``."""
@@ -132,6 +142,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     on = {
         "_lib": True,
         "_grants": True,
+        "_allowance": True,
         "_windows": week or minute,
         "_week": week,
         "_minute": minute,

@@ -53,12 +53,17 @@ class Admission(Operations):
         requested = charge_micros(estimated_cost)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        reply = await self._store.run(
-            "check",
-            (self.keys.balance(user_id),),
-            (now_ms, w.day, w.month, requested, user_id, project or ""),
-            fail_open=True,
-        )
+        keys = (self.keys.balance(user_id),)
+        args = (now_ms, w.day, w.month, requested, user_id, project or "")
+        # (what is left of the plan's allowance counts as balance)
+        plan = self._plan_fast(user_id, self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run("check", keys, args + (plan,), fail_open=True)
+        if reply is not None and reply[0] == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "check", keys, args, user_id, now_ms, reply, fail_open=True
+            )
         if reply is None:
             return None
         if reply[0] != _OK:

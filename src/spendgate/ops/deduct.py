@@ -41,7 +41,7 @@ from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
-from spendgate.ops.plans import Plans
+from spendgate.ops.plans import Plans, allowance_arg
 from spendgate.plans.cache import split_assignment
 from spendgate.pricing.usage import CostBreakdown, UsageMetrics
 
@@ -146,22 +146,28 @@ class Deductions(Plans, Leases, Facts):
             # An amount: priced by no book, but the active book's floor holds
             # (as read within the last REFRESH_SECONDS).
             micros = charge_micros(usage)
-            active = None
+            active, check = None, ""
             if micros:
                 fresh = self._fresh_active()
                 active = await self.active_pricing() if fresh is False else fresh
+                if self._plans_exist(None if active is None else active[1]):
+                    # (no plan prices an amount, but its allowance pays it)
+                    cache = self._plans()
+                    if cache.stale(self._plans_rev_seen):
+                        await self._load_plans()
+                    check = "=" + cache.guess(user)
             floor = None if active is None else active[1].min_balance
-            return micros, None, None, None, _floor_micros(floor), None, ""
+            return micros, None, None, None, _floor_micros(floor), None, check
         fresh = self._fresh_active()
         active = await self.active_pricing() if fresh is False else fresh
         plan, check = None, ""
-        if isinstance(usage, UsageMetrics) and self._plans_exist(
-            None if active is None else active[1]
-        ):
+        if self._plans_exist(None if active is None else active[1]):
             cache = self._plans()
             if cache.stale(self._plans_rev_seen):
                 await self._load_plans()
             plan, check = self._plan_to_price(user, active)
+            if not isinstance(usage, UsageMetrics):  # (a fixed price: no overrides)
+                plan = None
         pid = None if plan is None else plan.plan_id
         if active is None:
             if isinstance(usage, _FixedJob):
@@ -245,6 +251,13 @@ class Deductions(Plans, Leases, Facts):
                 "", user, Decimal(0), Decimal(0), None, breakdown, version
             )
         now_ms = self._now_ms()
+        if check:  # "=" and the user's plan as last read: its allowance now
+            check = "=" + allowance_arg(
+                check[1:],
+                self._plans().view(self._active_engine()),
+                now_ms,
+                self._retention_ms - now_ms,
+            )
         entry_id = new_id(now_ms)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = fingerprint("deduct", user, project, repr(usage), meta) if key else ""
@@ -273,14 +286,17 @@ class Deductions(Plans, Leases, Facts):
             raise _refused(
                 self._refusal(reply, user, project, amount, self._windows_at(now_ms))
             )
-        entry, _, balance, charged, first_version = text(reply[1]).split("|")
+        # "entry|now_ms|balance|amount|version|allowance used" (older
+        # idempotency records end before the allowance)
+        entry, _, balance, charged, first_version, *rest = text(reply[1]).split("|")
+        used = rest[0] if rest else ""
         # Positional, in field order (entry_id, user_id, amount,
         # allowance_used, balance_after, breakdown, price_version, replayed).
         return DeductResult(
             entry,
             user,
             from_micros(int(charged)),
-            _ZERO,
+            from_micros(int(used)) if used else _ZERO,
             from_micros(int(balance)),
             breakdown if code == Reply.OK else None,
             int(first_version) if first_version else None,
@@ -321,7 +337,7 @@ class Deductions(Plans, Leases, Facts):
             entry_id=record.entry_id,
             user_id=user,
             amount=record.amount,
-            allowance_used=Decimal(0),
+            allowance_used=record.allowance_used,
             balance_after=None,
             breakdown=breakdown,
             price_version=version,

@@ -24,6 +24,7 @@ from spendgate.models import SpendRecord
 from spendgate.ops.base import Operations, fingerprint, new_id, text
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
+_STALE = int(Reply.STALE_PRICE)
 
 
 class Facts(Operations):
@@ -83,21 +84,60 @@ class Facts(Operations):
             key,
         )
         info = {"kind": "spend", "entry": entry_id, "user": user_id, "amount": amount}
-        reply = await self._store.run("record", (ikey,), args, spool_info=info.copy)
+        # The plan's allowance: "=" (no plan expected) unless the user is
+        # known to have one (see lua/_allowance.lua).
+        plan = self._plan_fast(user_id)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run(
+            "record", (ikey,), args + (plan,), spool_info=info.copy
+        )
         replayed = False
         occurred_ms = now_ms
+        allowance = 0
         if reply is not None:
             code = reply[0]
+            if code == _STALE:
+                reply = await self._replan(
+                    "record",
+                    (ikey,),
+                    args,
+                    user_id,
+                    now_ms,
+                    reply,
+                    spool_info=info.copy,
+                )
+                code = -1 if reply is None else reply[0]
             if code == _CONFLICT:
                 raise IdempotencyConflictError(key)
             if code == _REPLAYED:  # the first call's entry, not this one's
                 replayed = True
-                entry_id, first_ms = text(reply[1]).split("|")
+                # "entry|now_ms[|allowance used]" (older records end early)
+                entry_id, first_ms, *rest = text(reply[1]).split("|")
                 occurred_ms = int(first_ms)
+                allowance = int(rest[0]) if rest and rest[0] else 0
+            elif reply is not None:
+                payload = text(reply[1])  # "entry|now_ms|allowance used"
+                if payload[-1] != "|":
+                    allowance = int(payload.rsplit("|", 1)[1])
         # Positional, in field order (entry_id, kind, user_id, project_id,
-        # amount_micros, model, occurred_ms, replayed, late, spooled):
+        # amount_micros, model, occurred_ms, replayed, late, spooled,
+        # lease_id, estimate_micros, balance, allowance_used_micros):
         # keywords cost the dataclass twice the time. None: spooled, replayed
         # exactly once when Redis answers.
+        if not allowance:
+            return SpendRecord(
+                entry_id,
+                "spend",
+                user_id,
+                project,
+                amount,
+                model_name,
+                occurred_ms,
+                replayed,
+                False,
+                reply is None,
+            )
         return SpendRecord(
             entry_id,
             "spend",
@@ -108,5 +148,9 @@ class Facts(Operations):
             occurred_ms,
             replayed,
             False,
-            reply is None,
+            False,
+            None,
+            None,
+            None,
+            allowance,
         )

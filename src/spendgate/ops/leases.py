@@ -78,11 +78,17 @@ class Leases(Admission):
             digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
         w = self._windows_at(now_ms)
         expires_ms = now_ms + ttl_ms
-        args = (now_ms, w.day, w.month, requested, user_id, project or "")
-        reply = await self._store.run(
-            "reserve", (ikey,), args + (digest, lease_id, expires_ms)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, requested, user_id)
+        args += (project or "", digest, lease_id, expires_ms)
+        # (what is left of the plan's allowance counts as balance)
+        plan = self._plan_fast(user_id, self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run("reserve", (ikey,), args + (plan,))
         code = reply[0]
+        if code == Reply.STALE_PRICE:
+            reply = await self._replan("reserve", (ikey,), args, user_id, now_ms, reply)
+            code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, requested, w)
         if code == _CONFLICT:
@@ -129,11 +135,18 @@ class Leases(Admission):
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
         w = self._windows_at(now_ms)
-        args = (now_ms, w.day, w.month, least, user_id, project or "", digest)
-        reply = await self._store.run(
-            "reserve_up_to", (ikey,), args + (lease_id, now_ms + ttl_ms, most)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, least, user_id, project or "")
+        args += (digest, lease_id, now_ms + ttl_ms, most)
+        plan = self._plan_fast(user_id, self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run("reserve_up_to", (ikey,), args + (plan,))
         code = reply[0]
+        if code == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "reserve_up_to", (ikey,), args, user_id, now_ms, reply
+            )
+            code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, least, w)
         if code == _CONFLICT:
@@ -204,12 +217,23 @@ class Leases(Admission):
             meta,
             lease_id,
         )
-        reply = await self._store.run(
-            "settle",
-            (self.keys.hold(lease_id),),
-            args,
-            spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
-        )
+        # The plan's allowance of the hold's user: "=" (no plan expected)
+        # unless the user is known to have one; the script names the user
+        # when not (see lua/_allowance.lua).
+        user = lease.user_id if isinstance(lease, Lease) else ""
+        plan = self._plan_fast(user)
+        if plan is None:
+            plan = await self._plan_arg(user, now_ms)
+        keys = (self.keys.hold(lease_id),)
+
+        def info() -> dict[str, Any]:
+            return {"kind": "settle", "entry": entry_id, "lease": lease_id}
+
+        reply = await self._store.run("settle", keys, args + (plan,), spool_info=info)
+        if reply is not None and reply[0] == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "settle", keys, args, user, now_ms, reply, spool_info=info
+            )
         if reply is None:  # spooled: a repeated settle at one cost is a replay
             return _spooled_settle(
                 lease, lease_id, entry_id, amount, model_name, now_ms
@@ -256,13 +280,16 @@ def _settled(
     settled_ms = now_ms
     if code == _OK:  # this call's entry, time: only the verdict comes back
         late, estimate = reply[3] == 1, reply[4]
-    else:  # REPLAYED: the first settle's
-        entry_id, first_ms, late_text, estimate_text = text(reply[3]).split("|")
+        allowance = reply[5] if len(reply) > 5 else 0
+    else:  # REPLAYED: the first settle's ("...|allowance used" but in older ones)
+        entry_id, first_ms, late_text, estimate_text, *rest = text(reply[3]).split("|")
         settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
+        allowance = int(rest[0]) if rest and rest[0] else 0
     project = text(reply[2])
     # Positional, in field order (entry_id, kind, user_id, project_id,
     # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
-    # estimate_micros): keywords cost the dataclass twice the time.
+    # estimate_micros, balance, allowance_used_micros): keywords cost the
+    # dataclass twice the time.
     return SpendRecord(
         entry_id,
         "settle",
@@ -276,6 +303,8 @@ def _settled(
         False,
         lease_id,
         estimate,
+        None,
+        allowance,
     )
 
 
