@@ -26,10 +26,12 @@
 -- start (text), what is left of its allowance (micro-units, above 0) and
 -- the counter's TTL (text) when an allowance applies, nil alone when none
 -- does; or the user's plan (K_USER_PLAN's value, "" for none) when it is
--- not the one expected and the argument is strict ("=").
-local function plan_allowance(arg, user)
+-- not the one expected and the argument is strict ("="). `assigned` is the
+-- user's plan when the caller read it already (false: none), nil when not.
+local function plan_allowance(arg, user, assigned)
   if arg == '' then return nil end
-  local assigned = redis.call('GET', BASE .. K_USER_PLAN .. user) or ''
+  if assigned == nil then assigned = redis.call('GET', BASE .. K_USER_PLAN .. user) end
+  assigned = assigned or ''
   local strict = string.byte(arg) == 61  -- '='
   if #arg == 1 then  -- no plan expected
     if assigned == '' or not strict then return nil end

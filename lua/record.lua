@@ -30,7 +30,13 @@ local ikey = KEYS[1]
 local now_ms = ARGV[1]
 local entry, user, project = ARGV[8], ARGV[9], ARGV[10]
 
-local stale, start, left, ttl_ms = plan_allowance(ARGV[14], user)
+-- (the balance is read with the user's plan: charge need not look again)
+local plan, balance, assigned = ARGV[14], nil, nil
+if plan ~= '' then
+  local seen = redis.call('MGET', BASE .. K_BALANCE .. user, BASE .. K_USER_PLAN .. user)
+  balance, assigned = seen[1], seen[2]
+end
+local stale, start, left, ttl_ms = plan_allowance(plan, user, assigned)
 if stale then return {R_STALE_PRICE, stale} end
 -- (what the allowance will pay is known before the first write)
 local used, amount = '', tonumber(ARGV[6])
@@ -39,7 +45,7 @@ local payload = entry .. '|' .. now_ms .. '|' .. used
 local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
-charge(ARGV, user, project, nil, false, entry, ARGV[11], start, left, ttl_ms)
+charge(ARGV, user, project, balance, false, entry, ARGV[11], start, left, ttl_ms)
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, amount, ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,

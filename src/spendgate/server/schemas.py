@@ -195,6 +195,8 @@ class SpendResponse(BaseModel):
     project_id: str | None
     model: str | None
     amount: str
+    #: the part of ``amount`` the user's plan allowance paid ("0": none)
+    allowance_used: str
     occurred_at: str
 
     @classmethod
@@ -208,6 +210,7 @@ class SpendResponse(BaseModel):
             project_id=record.project_id,
             model=record.model,
             amount=str(record.amount),
+            allowance_used=str(record.allowance_used),
             occurred_at=record.occurred_at.isoformat(),
         )
 
@@ -240,6 +243,8 @@ class SettleResponse(BaseModel):
     spooled: bool
     late: bool
     amount: str
+    #: the part of ``amount`` the user's plan allowance paid ("0": none)
+    allowance_used: str
     estimate: str | None
     user_id: str
     project_id: str | None
@@ -256,6 +261,7 @@ class SettleResponse(BaseModel):
             spooled=record.spooled,
             late=record.late,
             amount=str(record.amount),
+            allowance_used=str(record.allowance_used),
             estimate=_money(record.estimate),
             user_id=record.user_id,
             project_id=record.project_id,
