@@ -33,6 +33,8 @@
 --        version} when the version priced with is not the active one any
 --        more, or {R_STALE_PRICE, version, the user's plan} when the user's
 --        plan is not the one priced for
+-- (with cap actions, a charge's reply adds the thresholds it took warn  --@cap_actions
+-- scopes to: {R_OK, payload, crossed}, as cap_events returns them)  --@cap_actions
 
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
@@ -56,8 +58,10 @@ local verdict, _, seen, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
                                           project, tonumber(ARGV[6]), floor, left)
 if verdict[1] ~= R_OK then return verdict end
 
-local balance, drawn = charge(ARGV, user, project, seen[2], true, entry, ARGV[11],
-                              start, left, ttl_ms)
+local balance, drawn = charge(ARGV, user, project, seen[2], true, entry, ARGV[11],  --@!cap_actions
+                              start, left, ttl_ms)  --@!cap_actions
+local balance, drawn, crossed = charge(ARGV, user, project, seen[2], true, entry,  --@cap_actions
+                                       ARGV[11], start, left, ttl_ms)  --@cap_actions
 local used = ''
 if drawn > 0 then used = fmt(drawn) end
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
@@ -70,4 +74,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version .. '|' .. used
 idem_store(ikey, fingerprint, payload)
-return {R_OK, payload}
+return {R_OK, payload, crossed}  --@cap_actions
+return {R_OK, payload}  --@!cap_actions

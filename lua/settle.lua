@@ -23,6 +23,9 @@
 --        settled at another cost; {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when
 --        the lease was released; {R_STALE_PRICE, user, the user's plan}
 --        when it is not the one expected (strict: nothing was written)
+-- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
+-- scopes to: {R_OK, user, project, late, estimate, allowance used,  --@cap_actions
+-- crossed}, as cap_events returns them)  --@cap_actions
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -47,8 +50,10 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
   balance = remove_held(user, project, tonumber(h[2]))
 end
 
-local _, drawn = charge(ARGV, user, project, balance, false, entry, ARGV[8],
-                       start, left, ttl_ms)
+local _, drawn = charge(ARGV, user, project, balance, false, entry, ARGV[8],  --@!cap_actions
+                       start, left, ttl_ms)  --@!cap_actions
+local _, drawn, crossed = charge(ARGV, user, project, balance, false, entry,  --@cap_actions
+                                 ARGV[8], start, left, ttl_ms)  --@cap_actions
 local used = ''
 if drawn > 0 then used = fmt(drawn) end
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
@@ -66,4 +71,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2] .. '|' .. used
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}  --@!cap_actions

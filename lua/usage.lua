@@ -15,6 +15,8 @@
 --        week counters), weekly spent, per-minute limit, the minute's spend,
 --        when that spend has all left the minute (ms, 0 when none), until
 --        when the kill switch refuses (ms, 0 when it does not)
+-- (with cap actions, a thirteenth: the scope's action part, false for  --@cap_actions
+-- none: see _actions.lua)  --@cap_actions
 
 local user, project = ARGV[4], ARGV[5]
 local seen, first = read_scopes(ARGV[1], ARGV[2], ARGV[3], user, project, true)
@@ -41,5 +43,6 @@ for i = 1, n do
   else
     for _, value in ipairs({NO_CAP, '0', NO_CAP, '0', 0, 0}) do out[#out + 1] = value end
   end
+  out[#out + 1] = cap_part(more) or false  --@cap_actions
 end
 return out

@@ -461,6 +461,8 @@ async def test_limits_get_put_delete(make_client: MakeClient) -> None:
         "weekly": None,
         "per_minute": None,
         "overridden": [],
+        "action": None,
+        "thresholds": [],
     }
     put = await client.put("/v1/limits/user/u", json={"daily": "0.5"}, headers=AUTH)
     assert put.json()["daily"] == "0.5"

@@ -109,6 +109,12 @@ class BudgetManager(
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
             "GRANTS_PER_CALL": str(cfg.grants_per_call),
             "REFUND_WINDOW_MS": str(cfg.refund_window_seconds * 1000),
+            "CAP_ACTIONS": "1" if cfg.cap_actions else "0",
+            "LOW_BALANCE": (
+                NO_CAP
+                if cfg.low_balance_threshold is None
+                else str(signed_micros(cfg.low_balance_threshold))
+            ),
         }
         self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.

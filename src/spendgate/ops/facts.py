@@ -22,6 +22,7 @@ from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError
 from spendgate.models import SpendRecord
 from spendgate.ops.base import Operations, fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
 _STALE = int(Reply.STALE_PRICE)
@@ -121,24 +122,10 @@ class Facts(Operations):
                 if payload[-1] != "|":
                     allowance = int(payload.rsplit("|", 1)[1])
         # Positional, in field order (entry_id, kind, user_id, project_id,
-        # amount_micros, model, occurred_ms, replayed, late, spooled,
-        # lease_id, estimate_micros, balance, allowance_used_micros):
+        # amount_micros, model, occurred_ms, replayed, late, spooled):
         # keywords cost the dataclass twice the time. None: spooled, replayed
         # exactly once when Redis answers.
-        if not allowance:
-            return SpendRecord(
-                entry_id,
-                "spend",
-                user_id,
-                project,
-                amount,
-                model_name,
-                occurred_ms,
-                replayed,
-                False,
-                reply is None,
-            )
-        return SpendRecord(
+        record = SpendRecord(
             entry_id,
             "spend",
             user_id,
@@ -148,9 +135,10 @@ class Facts(Operations):
             occurred_ms,
             replayed,
             False,
-            False,
-            None,
-            None,
-            None,
-            allowance,
+            reply is None,
         )
+        if allowance:
+            record.allowance_used_micros = allowance
+        if reply is not None and len(reply) > 2:  # (only with cap actions)
+            record.warnings = cap_warnings(reply[2], user_id, project)
+        return record

@@ -30,6 +30,7 @@ from spendgate.errors import (
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
@@ -288,9 +289,8 @@ def _settled(
     project = text(reply[2])
     # Positional, in field order (entry_id, kind, user_id, project_id,
     # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
-    # estimate_micros, balance, allowance_used_micros): keywords cost the
-    # dataclass twice the time.
-    return SpendRecord(
+    # estimate_micros): keywords cost the dataclass twice the time.
+    record = SpendRecord(
         entry_id,
         "settle",
         text(reply[1]),
@@ -303,9 +303,12 @@ def _settled(
         False,
         lease_id,
         estimate,
-        None,
-        allowance,
     )
+    if allowance:
+        record.allowance_used_micros = allowance
+    if code == _OK and len(reply) > 6:  # (only with cap actions)
+        record.warnings = cap_warnings(reply[6], record.user_id, record.project_id)
+    return record
 
 
 def _spooled_settle(

@@ -4,6 +4,7 @@ trip."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -17,6 +18,7 @@ from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import InvalidArgumentError, Scope
 from spendgate.models import Limits, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
+from spendgate.ops.cap_actions import decode_action, encode_action
 
 
 class _Unset(Enum):
@@ -27,6 +29,7 @@ class _Unset(Enum):
 UNSET = _Unset.UNSET
 
 #: the windows of a cap override, in the order set_limits.lua takes them
+#: (the cap action follows them)
 OVERRIDE_WINDOWS = ("daily", "monthly", "per_minute", "weekly")
 
 #: where each default cap sits in ``Operations._defaults``, which follows
@@ -56,6 +59,8 @@ class LimitsAndUsage(Operations):
         monthly: Any = UNSET,
         weekly: Any = UNSET,
         per_minute: Any = UNSET,
+        action: Any = UNSET,
+        thresholds: Any = None,
     ) -> Limits:
         """Override the caps of one entity, effective on the next call.
 
@@ -67,10 +72,22 @@ class LimitsAndUsage(Operations):
             ``weekly_caps`` or a weekly default)
         :param per_minute: the same, for the sliding minute (needs
             ``per_minute_caps``: facts then read the scopes' overrides)
+        :param action: what the entity's daily and monthly caps do (needs
+            ``cap_actions``): ``"deny"`` refuses at the cap, ``"warn"``
+            admits past it and the charge's result carries the thresholds
+            it reached, ``"notify"`` admits past it; with each, every
+            threshold reached is one event, once per window. ``None`` drops
+            the action (refused at the caps, no events); omitted = unchanged
+        :param thresholds: with ``action``, fractions of the cap in (0, 1]
+            whose crossing is a ``credits.cap_warning`` event (reaching the
+            cap itself is ``credits.cap_reached``, whatever the list);
+            default 0.5, 0.8, 0.95 and 1 for warn and notify, 1 for deny
         :raise InvalidArgumentError: a weekly or per-minute cap where the
-            deployment does not count that window
+            deployment does not count that window, an action where cap
+            actions are off, an unknown action, bad thresholds
         """
         kind, sid = self._scope_id(scope, scope_id)
+        part = self._action_part(action, thresholds)
         if weekly is not UNSET and not self.config.weekly_enabled:
             raise InvalidArgumentError(
                 "weekly caps are off in this deployment: set weekly_caps=true "
@@ -89,25 +106,47 @@ class LimitsAndUsage(Operations):
                 encoded.append(NO_CAP)
             else:
                 encoded.append(str(limit_micros(value)))
+        encoded.append(part)
         reply = await self._store.run(
             "set_limits", (self.keys.limits(kind, sid),), tuple(encoded)
         )
         return self._limits(kind, sid, reply)
 
+    def _action_part(self, action: Any, thresholds: Any) -> str:
+        """set_limits.lua's ARGV[5] for ``action`` and ``thresholds``."""
+        if action is UNSET:
+            if thresholds is not None:
+                raise InvalidArgumentError("thresholds are set with an action")
+            return LIMIT_KEEP
+        if action is None:
+            if thresholds is not None:
+                raise InvalidArgumentError("thresholds are set with an action")
+            return LIMIT_DEFAULT
+        part = encode_action(action, thresholds)
+        if not self.config.cap_actions:
+            raise InvalidArgumentError(
+                "cap actions are off in this deployment: set cap_actions=true "
+                "(SPENDGATE_CAP_ACTIONS) in every process"
+            )
+        return part
+
     async def clear_limits(self, scope: Scope, scope_id: str | None = None) -> Limits:
-        """Drop an entity's overrides: it follows the configured defaults again."""
+        """Drop an entity's overrides (its action too): it follows the
+        configured defaults again."""
         kind, sid = self._scope_id(scope, scope_id)
         reply = await self._store.run(
             "set_limits",
             (self.keys.limits(kind, sid),),
-            (LIMIT_DEFAULT,) * len(OVERRIDE_WINDOWS),
+            (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1),
         )
         return self._limits(kind, sid, reply)
 
     def _limits(self, scope: Scope, scope_id: str, reply: list[Any]) -> Limits:
         effective: dict[str, Decimal | None] = {}
         overridden = set()
-        for window, value in zip(OVERRIDE_WINDOWS, reply, strict=True):
+        windows, part = reply[: len(OVERRIDE_WINDOWS)], reply[len(OVERRIDE_WINDOWS)]
+        action, thresholds = decode_action(None if part is None else text(part))
+        for window, value in zip(OVERRIDE_WINDOWS, windows, strict=True):
             if value is not None:
                 overridden.add(window)
             default = self._defaults[_DEFAULTS_AT[scope, window]]
@@ -125,6 +164,8 @@ class LimitsAndUsage(Operations):
             overridden=frozenset(overridden),
             weekly=effective["weekly"],
             per_minute=effective["per_minute"],
+            action=action,
+            thresholds=thresholds,
         )
 
     async def get_usage(
@@ -149,15 +190,21 @@ class LimitsAndUsage(Operations):
             scopes.append(("project", project))
         scopes.append(("global", None))
         usage = {}
+        # (with cap actions, each scope's action part comes thirteenth)
+        width = 13 if self.config.cap_actions else 12
         for i, (scope, scope_id) in enumerate(scopes):
-            raw = reply[i * 12 : i * 12 + 12]
+            raw = reply[i * width : i * width + 12]
             # (the balance: "<balance>|<granted>|<next expiry>" for a user
             # holding grants, read apart)
             values = [0 if n == 1 else int(v or 0) for n, v in enumerate(raw)]
             balance = None
             if scope == "user":  # shown whether enforced or not: 0 when none
                 balance = from_micros(int(text(raw[1] or b"0").split("|", 1)[0]))
-            usage[scope] = self._scope_usage(scope, scope_id, values, balance, w)
+            one = self._scope_usage(scope, scope_id, values, balance, w)
+            if width == 13 and reply[i * width + 12]:
+                action, thresholds = decode_action(text(reply[i * width + 12]))
+                one = replace(one, action=action, thresholds=thresholds)
+            usage[scope] = one
         return usage
 
     def _scope_usage(

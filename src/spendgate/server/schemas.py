@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.models import Lease, ScopeUsage, SpendRecord, WindowUsage
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
+from spendgate.server.limit_schemas import CapWarningBody, warnings_of
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -117,18 +118,6 @@ class CreditsRequest(BaseModel):
     kind: GrantKind = "purchase"
 
 
-class LimitsRequest(BaseModel):
-    """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
-    ``null`` removes the cap, an amount sets it. ``weekly`` and
-    ``per_minute`` need those windows on in the deployment (422 otherwise)."""
-
-    model_config = _STRICT
-    daily: Amount | None = None
-    monthly: Amount | None = None
-    weekly: Amount | None = None
-    per_minute: Amount | None = None
-
-
 # -- responses (no docstrings where the document has no description) ----------------
 
 
@@ -198,6 +187,8 @@ class SpendResponse(BaseModel):
     #: the part of ``amount`` the user's plan allowance paid ("0": none)
     allowance_used: str
     occurred_at: str
+    #: the thresholds of ``warn`` caps this charge reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SpendResponse:
@@ -212,6 +203,7 @@ class SpendResponse(BaseModel):
             amount=str(record.amount),
             allowance_used=str(record.allowance_used),
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -250,6 +242,8 @@ class SettleResponse(BaseModel):
     project_id: str | None
     model: str | None
     occurred_at: str
+    #: the thresholds of ``warn`` caps this settle reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SettleResponse:
@@ -267,6 +261,7 @@ class SettleResponse(BaseModel):
             project_id=record.project_id,
             model=record.model,
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -331,6 +326,10 @@ class ScopeBody(BaseModel):
     minute: WindowBody | None
     #: until when the kill switch refuses the scope; ``null`` when it does not
     kill_switch_until: str | None
+    #: the scope's cap action; ``null``: none (or cap actions are off)
+    action: str | None
+    #: its thresholds, fractions of the daily and monthly caps
+    thresholds: list[str]
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
@@ -344,6 +343,8 @@ class ScopeBody(BaseModel):
             weekly=None if usage.weekly is None else WindowBody.of(usage.weekly),
             minute=None if usage.minute is None else WindowBody.of(usage.minute),
             kill_switch_until=None if until is None else until.isoformat(),
+            action=usage.action,
+            thresholds=[str(t) for t in usage.thresholds],
         )
 
 
@@ -352,28 +353,3 @@ class UsageResponse(BaseModel):
     project_id: str | None
     unit: str
     scopes: dict[str, ScopeBody]
-
-
-class LimitsResponse(BaseModel):
-    scope: str
-    scope_id: str | None
-    daily: str | None
-    monthly: str | None
-    #: ``null``: no weekly cap (or weekly caps are off)
-    weekly: str | None
-    #: ``null``: no per-minute cap (or per-minute caps are off)
-    per_minute: str | None
-    #: windows with a per-entity override (the others follow the defaults)
-    overridden: list[str]
-
-    @classmethod
-    def of(cls, limits: Limits) -> LimitsResponse:
-        return cls(
-            scope=limits.scope,
-            scope_id=limits.scope_id,
-            daily=_money(limits.daily),
-            monthly=_money(limits.monthly),
-            weekly=_money(limits.weekly),
-            per_minute=_money(limits.per_minute),
-            overridden=sorted(limits.overridden),
-        )

@@ -11,8 +11,8 @@ from spendgate.manager import UNSET
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of
 from spendgate.server.fields import ScopeIdPath
+from spendgate.server.limit_schemas import LimitsRequest, LimitsResponse
 from spendgate.server.responses import request_body, responses
-from spendgate.server.schemas import LimitsRequest, LimitsResponse
 
 router = APIRouter()
 
@@ -48,7 +48,7 @@ async def put_limits(
     """Override an entity's caps, effective on the next call: a field left
     out keeps its value, ``null`` removes the cap. ``weekly`` and
     ``per_minute`` are refused (422) where the deployment does not count
-    those windows."""
+    those windows; ``action`` and ``thresholds`` where cap actions are off."""
     req = await read_body(request, LimitsRequest)
     given = req.model_fields_set
     limits = await budget_of(request).set_limits(
@@ -58,6 +58,8 @@ async def put_limits(
             window: getattr(req, window) if window in given else UNSET
             for window in ("daily", "monthly", "weekly", "per_minute")
         },
+        action=req.action if "action" in given else UNSET,
+        thresholds=req.thresholds,
     )
     return LimitsResponse.of(limits)
 
