@@ -63,6 +63,7 @@ SCRIPT_CONSTANTS = (
     "LEDGER_MAXLEN",
     "GRANTS_PER_CALL",
     "REFUND_WINDOW_MS",
+    "MODEL_CAPS",
 )
 
 
@@ -96,8 +97,16 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
 #: ``_windows`` holds what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
-#: ``_grants`` a user's grants (every configuration: a user may hold some)
-LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill")
+#: ``_grants`` a user's grants (every configuration: a user may hold some),
+#: ``_models`` per-model caps (see :data:`HOOKS`)
+LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill", "_models")
+
+#: the features whose calls are hooked into the scripts: the lines that call
+#: a feature's helpers end with its mark (``-- @models``), and where the
+#: feature is off (its library not linked) :func:`script_source` drops those
+#: lines, so a deployment without it runs byte for byte the scripts it ran
+#: before the feature existed, and pays nothing for it. Library -> mark.
+HOOKS = {"_models": b"@models"}
 
 
 @cache
@@ -116,17 +125,30 @@ def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
-    body = (folder / f"{name}.lua").read_bytes()
-    library = b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries)
+    off = [mark for lib, mark in HOOKS.items() if lib not in libraries]
+    body = _unhooked((folder / f"{name}.lua").read_bytes(), off)
+    library = _unhooked(
+        b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries), off
+    )
     return _link(library, body) + b"\n" + body
+
+
+def _unhooked(code: bytes, marks: Sequence[bytes]) -> bytes:
+    """``code`` without its lines that end with the comment of one of
+    ``marks`` (:data:`HOOKS`): each such line goes whole, its newline
+    included."""
+    for mark in marks:
+        code = re.sub(rb"(?m)^[^\n]*--\s*" + re.escape(mark) + rb"[ \t]*\n", b"", code)
+    return code
 
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib`` and
     ``_grants``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
-    is, ``_windows`` with either, and ``_kill`` with ``_minute`` unless
-    ``KILL_SWITCH_MS`` is ``"0"``."""
+    is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
+    ``KILL_SWITCH_MS`` is ``"0"``, and ``_models`` (with its hooks) unless
+    ``MODEL_CAPS`` is ``"0"``."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
     on = {
@@ -136,6 +158,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_week": week,
         "_minute": minute,
         "_kill": kill,
+        "_models": constants["MODEL_CAPS"] != "0",
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

@@ -31,6 +31,9 @@ class BudgetExceededError(SpendgateError):
     :param resets_at: when the window rolls over (UTC); for ``"minute"``,
         when enough of the minute's spend has left it for this request to
         fit (or when the kill switch ends); ``None`` for balances
+    :param model: the model whose per-model cap of that scope and window
+        refused (``set_limits(..., model=...)``); ``None`` when the scope's
+        own cap or balance did
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class BudgetExceededError(SpendgateError):
         resets_at: datetime | None = None,
         held: Decimal | None = None,
         message: str | None = None,
+        model: str | None = None,
     ) -> None:
         self.scope = scope
         self.scope_id = scope_id
@@ -53,6 +57,7 @@ class BudgetExceededError(SpendgateError):
         self.requested = requested
         self.resets_at = resets_at
         self.held = held
+        self.model = model
         super().__init__(message or self._describe())
 
     def retry_after_seconds(self, now: datetime) -> int:
@@ -71,6 +76,7 @@ class BudgetExceededError(SpendgateError):
             "scope": self.scope,
             "scope_id": self.scope_id,
             "window": self.window,
+            "model": self.model,
             "limit": _money(self.limit),
             "spent": _money(self.spent),
             "held": _money(self.held),
@@ -84,6 +90,8 @@ class BudgetExceededError(SpendgateError):
         # ..."): its callers match on it.
         scope = (self.scope or "budget").capitalize()
         who = "" if self.scope_id is None else f" for {self.scope_id!r}"
+        if self.model is not None:
+            who += f" on model {self.model!r}"
         text = (
             f"{scope} {self.window} limit exceeded{who}: limit {self.limit}, "
             f"spent {self.spent}, held {self.held}, requested {self.requested}"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 
@@ -51,14 +51,11 @@ async def put_limits(
     those windows."""
     req = await read_body(request, LimitsRequest)
     given = req.model_fields_set
-    limits = await budget_of(request).set_limits(
-        scope,
-        scope_id,
-        **{
-            window: getattr(req, window) if window in given else UNSET
-            for window in ("daily", "monthly", "weekly", "per_minute")
-        },
-    )
+    changes: dict[str, Any] = {
+        window: getattr(req, window) if window in given else UNSET
+        for window in ("daily", "monthly", "weekly", "per_minute")
+    }
+    limits = await budget_of(request).set_limits(scope, scope_id, **changes)
     return LimitsResponse.of(limits)
 
 
