@@ -35,9 +35,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.runner import delete_prefix
+from bench.common import RESULTS_DIR, delete_prefix
+from bench.report import flusher_markdown
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -303,63 +303,8 @@ async def _versions(redis_url: str, dsn: str) -> dict[str, Any]:
     }
 
 
-def _markdown(result: dict[str, Any]) -> str:
-    machine = result["machine"]
-    t = result["throughput"]
-    lines = [
-        "# Flusher benchmark",
-        "",
-        f"`{result['command']}` on {machine.get('cpu_model', machine['machine'])}, "
-        f"{machine['cpu_count']} CPUs; Redis {result['versions']['redis']}, "
-        f"PostgreSQL {result['versions']['postgres']}, asyncpg "
-        f"{result['versions']['asyncpg']}, Python {machine['python']}. "
-        f"Redis, Postgres, the flusher and the producer share the machine "
-        f"(load average {' '.join(machine.get('loadavg', ['?']))} at the start).",
-        "",
-        f"## Throughput: one flusher draining {t['entries']:,} entries "
-        f"({t['rounds']} rounds)",
-        "",
-        "| batch size | entries/s (median) | entries/s (best) |",
-        "|---:|---:|---:|",
-    ]
-    for b in t["by_batch_size"]:
-        lines.append(
-            f"| {b['batch_size']:,} | {b['entries_per_s_median']:,} | "
-            f"{b['entries_per_s_best']:,} |"
-        )
-    lines += [
-        "",
-        f"Target: at least 20,000 entries/s. (Filling the stream through "
-        f"`record_spend` ran at {t['fill_facts_per_s_median']:,} facts/s.)",
-    ]
-    lag_result = result.get("lag")
-    if lag_result:
-        lines += [
-            "",
-            f"## End-to-end lag at {lag_result['target_rate_facts_per_s']:,} facts/s "
-            f"for {lag_result['duration_s']:g} s",
-            "",
-            f"A producer process recorded {lag_result['produced']:,} spends "
-            f"({lag_result['achieved_rate_facts_per_s']:,} facts/s achieved); a "
-            f"`spendgate flush` process ran at a {lag_result['flush_interval_s']:g} s "
-            f"interval. Lag = `inserted_at - occurred_at` over "
-            f"{lag_result['rows_measured']:,} rows after a "
-            f"{lag_result['warmup_s']:g} s warm-up; "
-            f"{lag_result['rows_in_postgres']:,} rows arrived in all.",
-            "",
-            "| p50 | p99 | max | max / flush interval |",
-            "|---:|---:|---:|---:|",
-            f"| {lag_result['lag_p50_s']:.3f} s | {lag_result['lag_p99_s']:.3f} s | "
-            f"{lag_result['lag_max_s']:.3f} s | "
-            f"{lag_result['lag_max_in_flush_intervals']} |",
-            "",
-            "Target: under two flush intervals.",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.runner import machine_info
+    from bench.common import machine_info
     from spendgate.ledger.migrations import migrate_dsn
     from spendgate.ledger.pg import connect
 
@@ -432,8 +377,8 @@ def cli(argv: list[str] | None = None) -> int:
     result = asyncio.run(main(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flusher.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "flusher.md").write_text(_markdown(result))
-    print(_markdown(result))
+    (args.out / "flusher.md").write_text(flusher_markdown(result))
+    print(flusher_markdown(result))
     return 0
 
 

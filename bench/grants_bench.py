@@ -19,8 +19,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from bench.common import CHECK_COST, DEFAULT_REDIS_URL, RECORD_COST, delete_prefix
 from bench.measure import Op, interleaved_samples, summarize_ns
-from bench.runner import CHECK_COST, DEFAULT_REDIS_URL, RECORD_COST, delete_prefix
 
 
 async def measure(redis_url: str, users: int, grants: int, calls: int) -> None:

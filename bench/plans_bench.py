@@ -20,9 +20,9 @@ import argparse
 import asyncio
 import uuid
 
+from bench.common import DEFAULT_REDIS_URL, delete_prefix
 from bench.deduct_workload import FUNDS, PRICE_BOOK, usage
 from bench.measure import Op, interleaved_samples, summarize_ns
-from bench.runner import DEFAULT_REDIS_URL, delete_prefix
 
 
 async def measure(redis_url: str, users: int, calls: int) -> None:

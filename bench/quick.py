@@ -17,8 +17,8 @@ import sys
 import uuid
 from decimal import Decimal
 
+from bench.common import DEFAULT_REDIS_URL, delete_prefix
 from bench.measure import Op, interleaved_samples
-from bench.runner import DEFAULT_REDIS_URL, delete_prefix
 
 #: calls of each operation before timing starts (connections, scripts)
 WARM_UP = 50

@@ -260,3 +260,59 @@ def render_chart(results: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def flusher_markdown(result: dict[str, Any]) -> str:
+    """``bench.flusher_bench``'s tables (throughput, end-to-end lag)."""
+    machine = result["machine"]
+    t = result["throughput"]
+    lines = [
+        "# Flusher benchmark",
+        "",
+        f"`{result['command']}` on {machine.get('cpu_model', machine['machine'])}, "
+        f"{machine['cpu_count']} CPUs; Redis {result['versions']['redis']}, "
+        f"PostgreSQL {result['versions']['postgres']}, asyncpg "
+        f"{result['versions']['asyncpg']}, Python {machine['python']}. "
+        f"Redis, Postgres, the flusher and the producer share the machine "
+        f"(load average {' '.join(machine.get('loadavg', ['?']))} at the start).",
+        "",
+        f"## Throughput: one flusher draining {t['entries']:,} entries "
+        f"({t['rounds']} rounds)",
+        "",
+        "| batch size | entries/s (median) | entries/s (best) |",
+        "|---:|---:|---:|",
+    ]
+    for b in t["by_batch_size"]:
+        lines.append(
+            f"| {b['batch_size']:,} | {b['entries_per_s_median']:,} | "
+            f"{b['entries_per_s_best']:,} |"
+        )
+    lines += [
+        "",
+        f"Target: at least 20,000 entries/s. (Filling the stream through "
+        f"`record_spend` ran at {t['fill_facts_per_s_median']:,} facts/s.)",
+    ]
+    lag_result = result.get("lag")
+    if lag_result:
+        lines += [
+            "",
+            f"## End-to-end lag at {lag_result['target_rate_facts_per_s']:,} facts/s "
+            f"for {lag_result['duration_s']:g} s",
+            "",
+            f"A producer process recorded {lag_result['produced']:,} spends "
+            f"({lag_result['achieved_rate_facts_per_s']:,} facts/s achieved); a "
+            f"`spendgate flush` process ran at a {lag_result['flush_interval_s']:g} s "
+            f"interval. Lag = `inserted_at - occurred_at` over "
+            f"{lag_result['rows_measured']:,} rows after a "
+            f"{lag_result['warmup_s']:g} s warm-up; "
+            f"{lag_result['rows_in_postgres']:,} rows arrived in all.",
+            "",
+            "| p50 | p99 | max | max / flush interval |",
+            "|---:|---:|---:|---:|",
+            f"| {lag_result['lag_p50_s']:.3f} s | {lag_result['lag_p99_s']:.3f} s | "
+            f"{lag_result['lag_max_s']:.3f} s | "
+            f"{lag_result['lag_max_in_flush_intervals']} |",
+            "",
+            "Target: under two flush intervals.",
+        ]
+    return "\n".join(lines) + "\n"

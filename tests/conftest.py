@@ -208,13 +208,19 @@ async def budget(make_budget: MakeBudget) -> BudgetManager:
 def _start_cluster(directory: Path, replicas: int = 0) -> LocalCluster:
     if redis_server_binary() is None or redis_cli_binary() is None:
         service_missing("Redis Cluster", "redis-server or redis-cli is not installed")
-    cluster = LocalCluster(directory, replicas=replicas)
-    try:
-        cluster.start()
-    except Exception as exc:
-        cluster.stop()
-        pytest.fail(f"the test cluster did not start: {exc}", pytrace=False)
-    return cluster
+    # free ports are found by binding and letting go, so another process can
+    # take one before a node binds it: a cluster that fails to start is
+    # started again on new ports (and fails the test after three tries)
+    for attempt in range(3):
+        cluster = LocalCluster(directory / f"try{attempt}", replicas=replicas)
+        try:
+            cluster.start()
+        except Exception as exc:
+            cluster.stop()
+            failure = exc
+        else:
+            return cluster
+    pytest.fail(f"the test cluster did not start: {failure}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

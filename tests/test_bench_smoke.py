@@ -173,8 +173,8 @@ async def test_floor_breakdown_replays_the_command_a_call_sent(
     import uuid
     from decimal import Decimal
 
+    from bench.common import delete_prefix
     from bench.floor_breakdown import _first_command
-    from bench.runner import delete_prefix
 
     from spendgate import BudgetConfig, BudgetManager
 
