@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from spendgate.models import Lease, Limits, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.models import (
+    Lease,
+    Limits,
+    ModelUsage,
+    ScopeUsage,
+    SpendRecord,
+    WindowUsage,
+)
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 
@@ -37,6 +44,8 @@ class CheckRequest(BaseModel):
     user_id: Id
     project_id: Id | None = None
     estimated_cost: Amount = Decimal(0)
+    #: the model the call is for: its per-model caps are checked too
+    model: ModelName | None = None
 
 
 class SpendRequest(BaseModel):
@@ -60,6 +69,9 @@ class ReserveRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    #: the model the call is for: its per-model caps admit the hold, and
+    #: the settle counts at it
+    model: ModelName | None = None
 
 
 class ReserveUpToRequest(BaseModel):
@@ -73,6 +85,7 @@ class ReserveUpToRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    model: ModelName | None = None
 
 
 class SettleRequest(BaseModel):
@@ -127,6 +140,8 @@ class LimitsRequest(BaseModel):
     monthly: Amount | None = None
     weekly: Amount | None = None
     per_minute: Amount | None = None
+    #: set that model's caps in the scope (daily and monthly), as ``?model=``
+    model: ModelName | None = None
 
 
 # -- responses (no docstrings where the document has no description) ----------------
@@ -147,6 +162,8 @@ class Refusal(BaseModel):
     scope: str | None
     scope_id: str | None
     window: str | None
+    #: the model whose per-model cap refused; ``null`` for the scope's own
+    model: str | None = None
     limit: str | None
     spent: str | None
     held: str | None
@@ -313,6 +330,24 @@ class WindowBody(BaseModel):
         )
 
 
+class ModelBody(BaseModel):
+    """One model's spend and per-model caps in one scope (``?model=``)."""
+
+    model: str
+    held: str
+    daily: WindowBody
+    monthly: WindowBody
+
+    @classmethod
+    def of(cls, usage: ModelUsage) -> ModelBody:
+        return cls(
+            model=usage.model,
+            held=str(usage.held),
+            daily=WindowBody.of(usage.daily),
+            monthly=WindowBody.of(usage.monthly),
+        )
+
+
 class ScopeBody(BaseModel):
     scope_id: str | None
     held: str
@@ -325,6 +360,8 @@ class ScopeBody(BaseModel):
     minute: WindowBody | None
     #: until when the kill switch refuses the scope; ``null`` when it does not
     kill_switch_until: str | None
+    #: the model asked for with ``?model=``; ``null`` otherwise
+    model: ModelBody | None = None
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
@@ -338,6 +375,7 @@ class ScopeBody(BaseModel):
             weekly=None if usage.weekly is None else WindowBody.of(usage.weekly),
             minute=None if usage.minute is None else WindowBody.of(usage.minute),
             kill_switch_until=None if until is None else until.isoformat(),
+            model=None if usage.model is None else ModelBody.of(usage.model),
         )
 
 
@@ -359,6 +397,8 @@ class LimitsResponse(BaseModel):
     per_minute: str | None
     #: windows with a per-entity override (the others follow the defaults)
     overridden: list[str]
+    #: the model these caps are for (``?model=``); ``null``: the scope's own
+    model: str | None = None
 
     @classmethod
     def of(cls, limits: Limits) -> LimitsResponse:
@@ -370,4 +410,5 @@ class LimitsResponse(BaseModel):
             weekly=_money(limits.weekly),
             per_minute=_money(limits.per_minute),
             overridden=sorted(limits.overridden),
+            model=limits.model,
         )
