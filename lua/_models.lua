@@ -41,8 +41,9 @@ end
 -- requested). Returns the verdict: admit's with the room narrowed to the
 -- model's when tighter, or the refusal {R_REFUSED, scope index, window,
 -- limit, spent, held, 0, model} (its 8th value says a model's cap refused).
+-- A call that sent no model (nil: a client without model_caps) has none.
 local function model_admit(verdict, day, month, user, project, requested, model)
-  if verdict[1] ~= R_OK or model == '' then return verdict end
+  if verdict[1] ~= R_OK or not model or model == '' then return verdict end
   local ids = model_ids(model, user, project)
   local n = #ids
   local l = BASE .. K_MODEL_LIMITS
@@ -103,7 +104,7 @@ end
 -- A new hold for lease `lease` taken for a model: its record remembers the
 -- model (settle counts the cost at it) and the model's held amounts grow.
 local function model_hold(lease, model, user, project, amount, text)
-  if model == '' then return end
+  if not model or model == '' then return end
   redis.call('HSET', BASE .. K_HOLD .. lease, 'm', model)
   model_add_held(model, user, project, amount, text)
 end
