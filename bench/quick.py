@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="calls per operation, at least 1 (default 2000)",
     )
+    parser.add_argument(
+        "--cap-actions",
+        action="store_true",
+        help="with cap actions on, every user's caps warn and every project's "
+        "and the global one's notify (their charges read the overrides and "
+        "the counters of each scope, and check the thresholds)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the quick bench; returns the exit code."""
     args = parse_args(argv)
     url = args.redis_url or os.environ.get("SPENDGATE_REDIS_URL") or DEFAULT_REDIS_URL
-    return asyncio.run(quick(url, args.samples))
+    return asyncio.run(quick(url, args.samples, cap_actions=args.cap_actions))
 
 
-async def quick(url: str, samples: int) -> int:
-    """Time ``samples`` calls of each operation on ``url`` and print the table."""
+async def quick(url: str, samples: int, *, cap_actions: bool = False) -> int:
+    """Time ``samples`` calls of each operation on ``url`` and print the table
+    (``cap_actions``: with every scope's caps warning or notifying)."""
     from redis.exceptions import RedisError
 
     from spendgate import BudgetConfig, BudgetManager
@@ -76,6 +84,7 @@ async def quick(url: str, samples: int) -> int:
         daily_user_limit=Decimal(1000),
         daily_project_limit=Decimal(10**9),
         daily_global_limit=Decimal(10**9),
+        cap_actions=cap_actions,
     )
     budget = BudgetManager(config)
     client = budget.redis
@@ -107,6 +116,12 @@ async def quick(url: str, samples: int) -> int:
     }
     try:
         await budget.open()
+        if cap_actions:
+            for i in range(100):
+                await budget.set_limits("user", f"u{i}", action="warn")
+            for i in range(10):
+                await budget.set_limits("project", f"p{i}", action="notify")
+            await budget.set_limits("global", action="notify")
         for op in ops.values():
             for i in range(WARM_UP):
                 await op(i)
@@ -114,7 +129,8 @@ async def quick(url: str, samples: int) -> int:
     finally:
         await delete_prefix(client, prefix)
         await budget.aclose()
-    _print_table(timings, samples, redact_url(url))
+    where = redact_url(url) + (" with cap actions" if cap_actions else "")
+    _print_table(timings, samples, where)
     return ExitCode.OK
 
 

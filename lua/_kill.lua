@@ -1,22 +1,8 @@
 -- Helpers of the kill switch, linked only into the scripts of a deployment
 -- with per-minute caps (VELOCITY "1") and a kill switch (KILL_SWITCH_MS not
 -- "0"): a trip writes an event, and the event's many names would cost every
--- call of a deployment without a switch the making of their closures.
-
--- The i-th of n scopes in reporting order: its name and id ("" for global).
-local function scope_of(i, n, user, project)
-  if i == 1 then return SN_USER, user end
-  if i == n then return SN_GLOBAL, '' end
-  return SN_PROJECT, project
-end
-
--- An amount in micro-units as the API writes it: a decimal string ("2.5").
-local function decimal(micros)
-  local units = math.floor(micros / 1000000)
-  local frac = micros - units * 1000000
-  if frac == 0 then return fmt(units) end
-  return (string.gsub(fmt(units) .. '.' .. string.format('%06d', frac), '0+$', ''))
-end
+-- call of a deployment without a switch the making of their closures. (The
+-- helpers every event writer shares are _events.lua's.)
 
 -- Trips the kill switch of the i-th of n scopes, whose minute (`key`)
 -- reached its per-minute cap: the scope is refused until now +

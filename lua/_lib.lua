@@ -31,6 +31,12 @@
 --   GRANTS_PER_CALL   grants one call expires, and draws on, at most
 --   REFUND_WINDOW_MS  how long a charge keeps its refund record (K_CHARGE),
 --                     "0" = none: refunds are off
+--   CAP_ACTIONS       "1" when scopes may carry a cap action (warn, notify,
+--                     deny) and thresholds (_actions.lua), else "0"
+--   LOW_BALANCE       the balance below which a charge writes the low
+--                     balance event, micro-units, "-1" (NO_CAP) = none
+-- The last two are hooks: the lines that use them end in a tag naming the
+-- hook and are linked in only when it is on (spendgate.core.scripts.HOOKS).
 -- All are text, as arguments would be.
 --
 -- The protocol shared with Python is not written here either: it comes as
@@ -189,7 +195,7 @@ local function purge_expired_holds(now_ms, due)
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
     if h[1] == HOLD_PENDING then
       remove_held(h[3], h[4], tonumber(h[2]))
-      model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  -- @models
+      model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  --@models
       redis.call('HSET', hkey, 'st', HOLD_EXPIRED)
       redis.call('PEXPIRE', hkey, h[5])
     end
@@ -259,6 +265,7 @@ local function admit(now_ms, day, month, user, project, requested, floor)
     local at = first + 4 * i - 4
     local held = tonumber(seen[at + 3]) or 0
     local daily, monthly, more = caps(seen[at + 4], default_caps(i, n))
+    local soft = cap_soft(more)  --@cap_actions
     for w = W_DAILY, W_MONTHLY do
       local limit = daily
       if w == W_MONTHLY then limit = monthly end
@@ -267,16 +274,19 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       if limit >= 0 then
         local used = tonumber(seen[at + w - W_DAILY + 1]) or 0
         local room = limit - used - held
+        -- (a warn or notify cap neither refuses nor limits: cap_soft)  --@cap_actions
+        if not soft then  --@cap_actions
         if room < requested or (requested == 0 and room <= 0) then
           return {R_REFUSED, i, w, limit, used, held}
         end
         if tightest < 0 or room < tightest then tightest = room end
+        end  --@cap_actions
       end
     end
     if i == 1 and enforce then
       local balance = tonumber(seen[2])
       if not balance and seen[2] then  -- a user holding grants (_grants.lua)
-        balance, seen[2] = grants().counted(now_ms, user, seen[2])
+        balance, seen[2] = grants_counted(now_ms, user, seen[2])
       end
       local available = (balance or 0) - tonumber(floor)
       local room = available - held
@@ -342,7 +352,8 @@ local function charge(head, user, project, balance, debit, entry, model)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
-  model_count(head, user, project, model)  -- @models
+  model_count(head, user, project, model)  --@models
+  local crossed = cap_events(head, user, project)  --@cap_actions
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'
   local after, draws = false, ''
@@ -352,11 +363,14 @@ local function charge(head, user, project, balance, debit, entry, model)
   elseif balance or enforced then
     after, draws = redis.call('DECRBY', bkey, text), 'L'
   end
+  low_balance(head[1], user, after, amount)  --@low_balance
   if REFUND_WINDOW_MS ~= '0' then
     redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '|'
                .. draws .. '|' .. #user .. '|' .. #project .. '|' .. user .. project
                .. model, 'PX', REFUND_WINDOW_MS)
   end
+  -- (with cap actions, and the thresholds warn scopes reached: cap_events)  --@cap_actions
+  do return after, crossed end  --@cap_actions
   return after
 end
 

@@ -1,6 +1,6 @@
 -- Helpers of per-model caps, linked only into the scripts of a deployment
 -- with MODEL_CAPS "1" (model_caps, SPENDGATE_MODEL_CAPS). The lines of the
--- other scripts and helpers that call them end with the mark "-- @models":
+-- other scripts and helpers that call them end with the mark "--@models":
 -- spendgate.core.scripts drops those lines where the feature is off, so a
 -- deployment without per-model caps runs exactly the scripts it ran before
 -- they existed, and pays nothing for them.

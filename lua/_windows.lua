@@ -9,13 +9,16 @@
 -- constant on; the calls to them are behind WEEKLY/VELOCITY checks.
 
 -- The per-minute and weekly caps in force: the parts of an override after
--- its monthly one (`more`, as caps returned it: "<per_minute>[|<weekly>]",
+-- its monthly one (`more`, as caps returned it:
+-- "<per_minute>[|<weekly>[|<action>]]",
 -- nil for none) over the given defaults, as text.
 local function more_caps(more, per_minute, weekly)
   if not more then return per_minute, weekly end
   local sep = string.find(more, '|', 1, true)
   local p, w = more, ''
   if sep then p, w = string.sub(more, 1, sep - 1), string.sub(more, sep + 1) end
+  sep = string.find(w, '|', 1, true)  -- (a cap action follows: _actions.lua)
+  if sep then w = string.sub(w, 1, sep - 1) end
   if p == '' then p = per_minute end
   if w == '' then w = weekly end
   return p, w

@@ -30,6 +30,8 @@
 --        version} when the version priced with is not the active one any
 --        more, or {R_STALE_PRICE, version, the user's plan} when the user's
 --        plan is not the one priced for
+-- (with cap actions, a charge's reply adds the thresholds it took warn  --@cap_actions
+-- scopes to: {R_OK, payload, crossed}, as cap_events returns them)  --@cap_actions
 
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
@@ -54,10 +56,11 @@ local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
 local verdict, _, seen, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
                                           project, tonumber(ARGV[6]), floor)
-verdict = model_admit(verdict, ARGV[2], ARGV[4], user, project, tonumber(ARGV[6]), ARGV[11])  -- @models
+verdict = model_admit(verdict, ARGV[2], ARGV[4], user, project, tonumber(ARGV[6]), ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
-local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])
+local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])  --@!cap_actions
+local balance, crossed = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if minutes then count_admitted_minutes(minutes, now_ms, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
@@ -68,4 +71,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version
 idem_store(ikey, fingerprint, payload)
-return {R_OK, payload}
+return {R_OK, payload, crossed}  --@cap_actions
+return {R_OK, payload}  --@!cap_actions

@@ -19,6 +19,9 @@
 -- unless REFUND_WINDOW_MS is "0" the charge keeps a refund record)
 -- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
 --        for a replay, {R_CONFLICT} for an idempotency conflict
+-- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
+-- warn scopes to: {R_OK, payload, crossed}, crossed as cap_events returns  --@cap_actions
+-- them; a replay reached none)  --@cap_actions
 
 local ikey = KEYS[1]
 local now_ms = ARGV[1]
@@ -28,10 +31,12 @@ local payload = entry .. '|' .. now_ms
 local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
-charge(ARGV, user, project, nil, false, entry, ARGV[11])
+charge(ARGV, user, project, nil, false, entry, ARGV[11])  --@!cap_actions
+local _, crossed = charge(ARGV, user, project, nil, false, entry, ARGV[11])  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13])
-return {R_OK, payload}
+return {R_OK, payload, crossed}  --@cap_actions
+return {R_OK, payload}  --@!cap_actions

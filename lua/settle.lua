@@ -10,13 +10,16 @@
 -- ARGV[6] - actual cost, micro-units
 -- ARGV[7] - entry id (fresh, unique)
 -- ARGV[8] - model, ""      ARGV[9] - metadata JSON, ""
--- (with MODEL_CAPS, "" stands for the hold's model, if it has one)  -- @models
+-- (with MODEL_CAPS, "" stands for the hold's model, if it has one)  --@models
 -- ARGV[10] - lease id
 -- return {R_OK, user, project, late (1 or 0), estimate} when settled now (the
 --        entry and time are the caller's), {R_REPLAYED, user, project,
 --        "entry|settled_ms|late|estimate"} when it already was, at this cost;
 --        {R_CONFLICT, actual} when it was settled at another cost;
 --        {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when the lease was released
+-- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
+-- scopes to: {R_OK, user, project, late, estimate, crossed}, as cap_events  --@cap_actions
+-- returns them)  --@cap_actions
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -30,8 +33,8 @@ if state == HOLD_SETTLED then
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
-local held_for = redis.call('HGET', hkey, 'm')  -- @models
-if ARGV[8] == '' and held_for then ARGV[8] = held_for end  -- @models
+local held_for = redis.call('HGET', hkey, 'm')  --@models
+if ARGV[8] == '' and held_for then ARGV[8] = held_for end  --@models
 local user, project = h[3], h[4]
 local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
@@ -39,10 +42,11 @@ if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 local balance
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   balance = remove_held(user, project, tonumber(h[2]))
-  model_unhold(held_for, user, project, tonumber(h[2]))  -- @models
+  model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 
-charge(ARGV, user, project, balance, false, entry, ARGV[8])
+charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@!cap_actions
+local _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 -- The hold counted in the minute when it was taken: only a cost above it
 -- counts now.
@@ -58,4 +62,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2])}
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

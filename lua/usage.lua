@@ -8,7 +8,7 @@
 -- ARGV[3] - month (yyyymm, in the window time zone)
 -- ARGV[4] - user id
 -- ARGV[5] - project id, "" for none
--- ARGV[6] - model, "", with MODEL_CAPS only: 5 more values per scope  -- @models
+-- ARGV[6] - model, "", with MODEL_CAPS only: 5 more values per scope  --@models
 -- return per scope (user, [project,] global) twelve values: held, balance
 --        (the balance key's value, its user's grants expired first; false but
 --        for a user who has one), daily limit, monthly limit (-1 =
@@ -16,6 +16,8 @@
 --        week counters), weekly spent, per-minute limit, the minute's spend,
 --        when that spend has all left the minute (ms, 0 when none), until
 --        when the kill switch refuses (ms, 0 when it does not)
+-- (with cap actions, a thirteenth: the scope's action part, false for  --@cap_actions
+-- none: see _actions.lua)  --@cap_actions
 
 local user, project = ARGV[4], ARGV[5]
 local seen, first = read_scopes(ARGV[1], ARGV[2], ARGV[3], user, project, true)
@@ -42,6 +44,7 @@ for i = 1, n do
   else
     for _, value in ipairs({NO_CAP, '0', NO_CAP, '0', 0, 0}) do out[#out + 1] = value end
   end
+  out[#out + 1] = cap_part(more) or false  --@cap_actions
 end
-if ARGV[6] and ARGV[6] ~= '' then model_usage(out, ARGV[2], ARGV[3], user, project, ARGV[6]) end  -- @models
+if ARGV[6] and ARGV[6] ~= '' then model_usage(out, ARGV[2], ARGV[3], user, project, ARGV[6]) end  --@models
 return out

@@ -112,6 +112,29 @@ def test_the_quick_bench(redis_url: str, capsys: pytest.CaptureFixture[str]) -> 
         assert name in out
 
 
+def test_the_quick_bench_with_cap_actions(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.quick import main
+
+    from spendgate.cli import EXIT_OK
+
+    code = main(["--samples", "8", "--redis-url", redis_url, "--cap-actions"])
+    assert code == EXIT_OK
+    assert "with cap actions" in capsys.readouterr().out
+
+
+def test_the_cap_actions_bench(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cap_actions import VARIANTS, main
+
+    main(["--samples", "8", "--redis-url", redis_url])
+    out = capsys.readouterr().out
+    for variant in VARIANTS:
+        assert f"record_spend, {variant}" in out
+
+
 def test_the_quick_bench_says_when_redis_is_down(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -165,6 +188,28 @@ async def test_floor_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     }
     assert all(value > 0 for value in medians.values())
     assert await _keys_left(redis_url, "sgfloor*") == []
+
+
+async def test_deduct_breakdown_runs_and_cleans_up(redis_url: str) -> None:
+    from bench.deduct_breakdown import breakdown
+
+    medians = await breakdown(redis_url, rounds=5, server_time=True)
+    assert {"server deduct", "server deduct xadd", "server record_spend"} <= set(
+        medians
+    )
+    medians = {k: v for k, v in medians.items() if not k.startswith("server ")}
+    assert set(medians) == {
+        "PING",
+        "check_availability",
+        "record_spend",
+        "deduct",
+        "EVALSHA deduct, raw",
+        "EVALSHA deduct, raw, no metadata",
+        "EVALSHA trivial, deduct's args",
+        "EVALSHA, empty script",
+    }
+    assert all(value > 0 for value in medians.values())
+    assert await _keys_left(redis_url, "sgdeductbd*") == []
 
 
 async def test_floor_breakdown_replays_the_command_a_call_sent(

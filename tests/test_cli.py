@@ -196,6 +196,8 @@ def test_limits_set_get_clear(prefix: str, capsys: pytest.CaptureFixture[str]) -
         "per_minute": None,
         "overridden": [],
         "model": None,  # (the scope's own caps, not a model's)
+        "action": None,
+        "thresholds": [],
     }
     code, out, _ = _run(
         capsys, "limits", "set", "user", "alice", "--daily", "2.5", "--monthly", "40"

@@ -196,6 +196,35 @@ def test_the_fast_metadata_is_the_json_the_general_path_writes(
         assert _ledger_metadata({}, usage, breakdown, version, 8192) == general
 
 
+@pytest.mark.parametrize(
+    "model",
+    ["input_tokens * 1E1", "input_tokens * 0.0000001", "input_tokens * 0"],
+    ids=["large-exponent", "small-exponent", "zero"],
+)
+def test_the_fast_metadata_writes_amounts_without_an_exponent(model: str) -> None:
+    """Decimal's str() writes 1.234E+4 and 1.234E-4; the ledger's readers
+    parse fixed-point only: the fast metadata must stay what the general path
+    (format "f") writes, whatever the exponent."""
+    from spendgate import PricingEngine, UsageMetrics
+    from spendgate.core.ids import encode_metadata
+    from spendgate.ops.deduct_metadata import ledger_metadata as _ledger_metadata
+    from spendgate.ops.deduct_metadata import pricing_of as _pricing_of
+
+    engine = PricingEngine.from_dict({"version": 1, "models": {"_default": model}})
+    usage = UsageMetrics(model="m", input_tokens=1234, output_tokens=5)
+    breakdown = engine.calculate(usage)
+    general = encode_metadata(
+        {
+            "pricing": _pricing_of(breakdown, 3),
+            "usage": {"input_tokens": 1234, "output_tokens": 5},
+        },
+        8192,
+    )
+    fast = _ledger_metadata({}, usage, breakdown, 3, 8192)
+    assert fast == general
+    assert "E" not in fast
+
+
 async def test_a_team_is_refused_until_teams_exist(make_budget: MakeBudget) -> None:
     """DESIGN's signature takes team_id; a charge to a team pool is refused,
     never silently charged to the user instead."""

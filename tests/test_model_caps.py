@@ -274,14 +274,15 @@ async def test_off_model_caps_are_refused_and_models_are_not_counted(
 
 def _constants(model_caps: str) -> dict[str, str]:
     constants = {name: "0" for name in SCRIPT_CONSTANTS}
-    constants.update(BASE="sg:{sg}:", MODEL_CAPS=model_caps)
+    constants.update(BASE="sg:{sg}:", LOW_BALANCE="-1", MODEL_CAPS=model_caps)
     return constants
 
 
 def test_with_model_caps_off_the_scripts_are_those_without_the_hooks() -> None:
-    """Off, each script is byte for byte the one built from the Lua files
-    with every ``-- @models`` line deleted and no ``_models.lua``: what the
-    scripts were before per-model caps existed."""
+    """Off, no script carries anything of per-model caps, and the hooks
+    are whole tagged lines (``tests/test_cap_actions_spool.py`` checks that
+    an unconfigured deployment's scripts are, byte for byte, the files with
+    every tagged line gone)."""
     hooked = 0
     for name in SCRIPT_NAMES:
         off = configured_source(name, _constants("0"))
@@ -296,21 +297,25 @@ def test_with_model_caps_off_the_scripts_are_those_without_the_hooks() -> None:
             continue
         for line in path.read_text().splitlines():
             if "@models" in line:
-                assert re.search(r"--\s*@models\s*$", line), (path.name, line)
+                assert re.search(r"--@models\s*$", line), (path.name, line)
     assert LIBRARIES[-1] == "_models"
 
 
-def test_the_hook_lines_are_all_that_model_caps_add() -> None:
-    """Dropping the marked lines from the files by hand gives the off
-    scripts' text (compared before the constants are written in)."""
-    from spendgate.core.scripts import script_source
-
-    without = tuple(lib for lib in LIBRARIES if lib != "_models")
-    for name in SCRIPT_NAMES:
-        source = script_source(name, without)
-        assert b"@models" not in source
-        raw = (lua_dir() / f"{name}.lua").read_bytes()
-        kept = b"".join(
-            line for line in raw.splitlines(keepends=True) if b"@models" not in line
-        )
-        assert source.endswith(kept)
+async def test_model_caps_beside_cap_actions(make_budget: MakeBudget) -> None:
+    """Both hooks on: a warn cap on the scope and a model's cap on the same
+    user, each doing its own part in the same scripts."""
+    both = make_budget(model_caps=True, cap_actions=True)
+    await both.set_limits("user", "ada", daily=10, action="warn")
+    await both.set_limits("user", "ada", model=GPT, daily=2)
+    with pytest.raises(InvalidArgumentError):
+        await both.set_limits("user", "ada", model=GPT, daily=2, action="warn")
+    await both.record_spend("ada", "1.5", model=GPT)
+    with pytest.raises(BudgetExceededError) as refused:
+        await both.reserve("ada", 1, model=GPT)
+    assert refused.value.model == GPT
+    usage = await both.get_usage("ada", model=GPT)
+    assert usage["user"].action == "warn"
+    assert usage["user"].model is not None
+    assert usage["user"].model.daily.spent == Decimal("1.5")
+    assert usage["global"].model is not None
+    assert usage["global"].model.daily.spent == Decimal("1.5")

@@ -41,6 +41,8 @@ async def test_http_sets_checks_and_reports_a_model_cap(
         "weekly": None,
         "per_minute": None,
         "overridden": ["daily"],
+        "action": None,  # (a model's cap refuses: it has no action)
+        "thresholds": [],
         "model": GPT,
     }
     # (the model in the body says the same)

@@ -22,6 +22,8 @@ from spendgate import BudgetConfig, BudgetManager, SpendgateError
 from spendgate.core.operations import OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import WINDOW_NAMES, Reply, WindowCode, WindowName
 from spendgate.core.scripts import (
+    HOOKS,
+    LIBRARIES,
     PROTOCOL_CONSTANTS,
     SCRIPT_CONSTANTS,
     configured_source,
@@ -33,7 +35,8 @@ from spendgate.models import Lease
 
 #: a constant a script may name: one of Python's, never a stray global
 _CONSTANT = re.compile(
-    rb"\b(?:[RWFKS]|HOLD|KIND|WN|SN|EV|EF)_[A-Z_]+\b|\b(?:NO_CAP|LIMIT_[A-Z]+)\b"
+    rb"\b(?:[RWFKS]|HOLD|KIND|WN|SN|EV|EF|CA|CAN)_[A-Z_]+\b"
+    rb"|\b(?:NO_CAP|LIMIT_[A-Z]+|THRESHOLD_SCALE)\b"
 )
 _REPLY = re.compile(rb"\bR_([A-Z_]+)\b")
 _HEADER_ARG = re.compile(rb"\bARGV\[(\d+)(?:\.\.(\d+))?\]")
@@ -44,14 +47,22 @@ def _without_comments(source: bytes) -> bytes:
     return re.sub(rb"--[^\n]*", b"", source)
 
 
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "hooks"])
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-def test_every_constant_a_script_names_is_handed_to_it(operation: str) -> None:
-    code = _without_comments(script_source(operation))
+def test_every_constant_a_script_names_is_handed_to_it(
+    operation: str, hooked: bool
+) -> None:
+    # (with every hook's lines too: spendgate.core.scripts.HOOKS)
+    hooks = frozenset(HOOKS) if hooked else frozenset()
+    code = _without_comments(script_source(operation, LIBRARIES, hooks))
     named = {m.decode() for m in _CONSTANT.findall(code)}
     unknown = named - set(PROTOCOL_CONSTANTS) - set(SCRIPT_CONSTANTS)
     assert not unknown, f"{operation}.lua names constants Python never sends: {unknown}"
     # ... and each one it names is written in as its value when configured
-    configured = configured_source(operation, {name: "0" for name in SCRIPT_CONSTANTS})
+    constants = {name: "0" for name in SCRIPT_CONSTANTS}
+    if hooked:
+        constants.update(CAP_ACTIONS="1", LOW_BALANCE="5")
+    configured = configured_source(operation, constants)
     left = {m.decode() for m in _CONSTANT.findall(configured)}
     assert not named & left, f"{operation}: {named & left} not written in"
 
@@ -255,3 +266,38 @@ async def test_every_reply_code_is_decoded(
     # (a deduct priced with a book that is no longer active is priced again)
     assert sent == [operation] * (3 if reply is Reply.STALE_PRICE else 1)
     await budget.aclose()
+
+
+#: a charge's reply with cap actions: what it crossed in warn scopes comes
+#: last, flat (scope index, window code, threshold, limit, spent for each)
+_CROSSED = [1, 1, 500000, 2000000, 1000000, 2, 2, 1000000, 4000000, 4000000]
+_WITH_CROSSINGS: dict[str, list[Any]] = {
+    "record": [0, b"entry|1700000000000", _CROSSED],
+    "deduct": [0, b"entry|1700000000000|5000000|1000000|", _CROSSED],
+    "settle": [0, b"u", b"", 0, 1000000, _CROSSED],
+}
+
+
+@pytest.mark.parametrize("operation", sorted(_WITH_CROSSINGS))
+async def test_a_charges_crossings_are_decoded_as_warnings(
+    operation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = BudgetManager()
+
+    async def canned(op: str, keys: Any, args: Any, **options: Any) -> list[Any]:
+        if op == "pricing_get":
+            return [None, None, None, None]
+        return _WITH_CROSSINGS[operation]
+
+    monkeypatch.setattr(budget._store, "run", canned)
+    budget._active = (None, time.monotonic())
+    result = await _CALLS[operation](budget)
+    # (record and deduct are sent without a project here: scope 2 of 2 is
+    # the global scope)
+    assert [
+        (w.scope, w.scope_id, w.window, w.threshold, w.limit, w.spent)
+        for w in result.warnings
+    ] == [
+        ("user", "u", "daily", Decimal("0.5"), Decimal(2), Decimal(1)),
+        ("global", None, "monthly", Decimal(1), Decimal(4), Decimal(4)),
+    ]

@@ -462,6 +462,8 @@ async def test_limits_get_put_delete(make_client: MakeClient) -> None:
         "per_minute": None,
         "overridden": [],
         "model": None,  # (the scope's own caps, not a model's)
+        "action": None,
+        "thresholds": [],
     }
     put = await client.put("/v1/limits/user/u", json={"daily": "0.5"}, headers=AUTH)
     assert put.json()["daily"] == "0.5"

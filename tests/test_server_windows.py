@@ -62,6 +62,8 @@ async def test_limits_take_weekly_and_per_minute_caps(
         "per_minute": "0.5",
         "overridden": ["per_minute", "weekly"],
         "model": None,  # (the scope's own caps, not a model's)
+        "action": None,
+        "thresholds": [],
     }
     refused = await client.post(
         "/check", json={"user_id": "u", "estimated_cost": "0.6"}, headers=AUTH

@@ -110,6 +110,12 @@ class BudgetManager(
             "GRANTS_PER_CALL": str(cfg.grants_per_call),
             "REFUND_WINDOW_MS": str(cfg.refund_window_seconds * 1000),
             "MODEL_CAPS": "1" if cfg.model_caps else "0",
+            "CAP_ACTIONS": "1" if cfg.cap_actions else "0",
+            "LOW_BALANCE": (
+                NO_CAP
+                if cfg.low_balance_threshold is None
+                else str(signed_micros(cfg.low_balance_threshold))
+            ),
         }
         self._model_caps = cfg.model_caps
         self._store = store = make_store(cfg, constants, redis)

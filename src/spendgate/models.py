@@ -82,6 +82,9 @@ class SpendRecord:
     estimate_micros: int | None = None
     #: the user's balance after a credit (``None`` when spooled)
     balance: Decimal | None = None
+    #: the thresholds of ``warn`` caps this charge reached (each one's event
+    #: was written with it); empty for a replay, which reached none
+    warnings: tuple[CapWarning, ...] = ()
 
     @property
     def amount(self) -> Decimal:
@@ -152,6 +155,36 @@ class ScopeUsage:
     kill_switch_until: datetime | None = None
     #: the model asked for (``get_usage(..., model=...)``); ``None`` otherwise
     model: ModelUsage | None = None
+    #: the scope's cap action (``None``: none, or cap actions are off)
+    action: str | None = None
+    #: its thresholds, fractions of the daily and monthly caps
+    thresholds: tuple[Decimal, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CapWarning:
+    """A threshold of a ``warn`` cap that a charge reached: its event
+    (``credits.cap_warning``, or ``credits.cap_reached`` at the cap itself)
+    was written by the same script, once in the window."""
+
+    #: ``"user"``, ``"project"`` or ``"global"``
+    scope: str
+    #: the user or project id (``None`` for the global scope)
+    scope_id: str | None
+    #: ``"daily"`` or ``"monthly"``
+    window: str
+    #: the threshold reached, a fraction of the cap (``Decimal("0.8")``; 1 is
+    #: the cap itself)
+    threshold: Decimal
+    #: the cap
+    limit: Decimal
+    #: spent in the window after the charge
+    spent: Decimal
+
+    @property
+    def reached_cap(self) -> bool:
+        """The cap itself was reached (``credits.cap_reached``)."""
+        return self.threshold == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +206,12 @@ class Limits:
     #: bound that model's spend alone, and have no default); ``None`` for
     #: the scope's own caps
     model: str | None = None
+    #: the cap action (``"deny"``, ``"warn"``, ``"notify"``); ``None``: none
+    #: set (refused at the caps, no events)
+    action: str | None = None
+    #: the action's thresholds, fractions of the daily and monthly caps,
+    #: ascending, the cap itself (1) last; empty without an action
+    thresholds: tuple[Decimal, ...] = ()
 
 
 # Not frozen, as SpendRecord: built on the hot path, positionally.
@@ -198,6 +237,9 @@ class DeductResult:
     #: True when the store was down and the charge went to the spool
     #: (only with ``spool_when_unavailable=True``)
     spooled: bool = False
+    #: the thresholds of ``warn`` caps this charge reached (see
+    #: :class:`CapWarning`); empty for a replay
+    warnings: tuple[CapWarning, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ Caps on the command line, one spelling each: an amount sets a cap, the word
 unchanged, and ``limits clear`` drops the overrides (back to the defaults).
 ``--weekly`` needs weekly counters on in the deployment
 (``SPENDGATE_WEEKLY_CAPS`` or a weekly default), ``--per-minute`` needs
-``SPENDGATE_PER_MINUTE_CAPS``. ``--model`` (``usage``, ``limits``) works on
-one model's caps and spend in the scope (daily and monthly), and needs
-``SPENDGATE_MODEL_CAPS``.
+``SPENDGATE_PER_MINUTE_CAPS``, ``--action`` (``deny``, ``warn``, ``notify``,
+or ``none`` to drop it) and ``--thresholds`` (``0.5,0.8,0.95``) need
+``SPENDGATE_CAP_ACTIONS``.
+``--model`` (``usage``, ``limits``) works on one model's caps and spend
+in the scope (daily and monthly), and needs ``SPENDGATE_MODEL_CAPS``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,20 @@ def add_limits(sub: SubParsers) -> None:
                     help=f"the {window.replace('_', '-')} cap: an amount, or "
                     f"'{NO_CAP}' for no cap; left out: unchanged",
                 )
+            action.add_argument(
+                "--action",
+                dest="cap_action",
+                choices=("deny", "warn", "notify", NO_CAP),
+                help="what the daily and monthly caps do when reached (needs "
+                f"cap_actions on); '{NO_CAP}' drops it; left out: unchanged",
+            )
+            action.add_argument(
+                "--thresholds",
+                metavar="FRACTIONS",
+                help="with --action: the fractions of the cap whose crossing is "
+                "an event, comma-separated (0.5,0.8,0.95); left out: the "
+                "action's default",
+            )
         _json_option(action)
         action.set_defaults(handler=run_limits)
 
@@ -225,11 +241,16 @@ def run_limits(args: argparse.Namespace) -> int:
     if args.scope == "global" and args.id is not None:
         # There is one global scope: an id would be silently ignored.
         return fail(f"scope global takes no id (got {args.id!r})", ExitCode.USAGE)
-    if args.limits_action == "set" and all(
-        getattr(args, window) is None for window in CAP_WINDOWS
+    if args.limits_action == "set" and args.thresholds and args.cap_action is None:
+        return fail("--thresholds are set with --action", ExitCode.USAGE)
+    if (
+        args.limits_action == "set"
+        and all(getattr(args, window) is None for window in CAP_WINDOWS)
+        and args.cap_action is None
     ):
         return fail(
-            "give --daily, --weekly, --monthly and/or --per-minute", ExitCode.USAGE
+            "give --daily, --weekly, --monthly, --per-minute and/or --action",
+            ExitCode.USAGE,
         )
     model = args.model
 
@@ -269,6 +290,12 @@ def _cap_changes(args: argparse.Namespace) -> dict[str, Any]:
             if value is not None:
                 no_cap = value.strip().lower() == NO_CAP
                 changes[window] = None if no_cap else value
+        if args.cap_action is not None:
+            changes["action"] = None if args.cap_action == NO_CAP else args.cap_action
+            if args.thresholds:
+                changes["thresholds"] = [
+                    part.strip() for part in args.thresholds.split(",")
+                ]
     return changes
 
 
@@ -282,6 +309,8 @@ def _print_limits(limits: Limits, shown: list[str], *, as_json: bool) -> None:
                 "scope_id": limits.scope_id,
                 **{w: text_or_none(getattr(limits, w)) for w in CAP_WINDOWS},
                 "overridden": sorted(limits.overridden),
+                "action": limits.action,
+                "thresholds": [str(t) for t in limits.thresholds],
                 "model": limits.model,
             }
         )
@@ -303,3 +332,6 @@ def _print_limits(limits: Limits, shown: list[str], *, as_json: bool) -> None:
         print_table(["scope", "id", "model", "window", "limit", "source"], rows)
         return
     print_table(["scope", "id", "window", "limit", "source"], rows)
+    if limits.action is not None:
+        thresholds = ", ".join(str(t) for t in limits.thresholds)
+        print(f"action: {limits.action} (thresholds {thresholds})")

@@ -147,6 +147,14 @@ class CapSettings(BaseModel):
     #: checks its caps, in the same scripts. Off, the scripts are exactly
     #: those of a deployment that never had per-model caps
     model_caps: bool = False
+    #: allow cap actions (set_limits action="warn"/"notify"/"deny" and
+    #: thresholds): the charging scripts then read the scopes' overrides and
+    #: write threshold events. Off, the scripts carry none of it
+    cap_actions: bool = False
+    #: a charge that takes a user's balance from at least this to below it
+    #: writes one ``credits.low_balance`` event (again once a credit raises
+    #: it back); ``None``: no such event, and the scripts carry none of it
+    low_balance_threshold: Decimal | None = None
 
     @field_validator(*LIMIT_FIELDS, mode="before")
     @classmethod
@@ -159,6 +167,15 @@ class CapSettings(BaseModel):
             return to_decimal(value)
         except InvalidAmountError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("low_balance_threshold", mode="before")
+    @classmethod
+    def _exact_low_balance(cls, value: Any) -> Decimal | None:
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("", "none")
+        ):
+            return None
+        return cls._exact_min_balance(value)
 
     @field_validator("min_balance", mode="before")
     @classmethod

@@ -20,9 +20,17 @@ they are loaded. The layout, below ``BASE``::
                            written, ``k`` until when its kill switch refuses
                            (ms); gone a minute after its last write
     r:<s>:<id>             string: held by pending holds (absent at zero)
-    l:<s>:<id>             string: cap overrides,
-                           "<daily>|<monthly>[|<per_minute>[|<weekly>]]",
-                           a part empty for the configured default
+    l:<s>:<id>             string: cap overrides, "<daily>|<monthly>
+                           [|<per_minute>[|<weekly>[|<action>]]]", a part
+                           empty for the configured default; the action
+                           (with cap_actions): its letter, then the
+                           thresholds in millionths of the cap, "w500000,
+                           800000,1000000"
+    cx:d:<yyyymmdd>:<s>:<id>, cx:m:<yyyymm>:<s>:<id>
+                           string: the highest threshold (millionths) whose
+                           event that day's or month's counter of a scope
+                           with a cap action has written (expires with the
+                           counter)
     b:u:<id>               string: a user's balance (absent: none is kept),
                            "<balance>" or, while the user holds grants,
                            "<balance>|<granted>|<next expiry ms>"
@@ -125,6 +133,7 @@ KEY_PARTS = {
     "MODEL_DAY": "md:",
     "MODEL_MONTH": "mm:",
     "MODEL_HELD": "mr:",
+    "CAP_MARK": "cx:",
 }
 
 
@@ -198,8 +207,8 @@ class Keys:
 
     def limits(self, scope: str, scope_id: str) -> str:
         """The cap overrides of one user, project or the global scope (id
-        ``""``): ``"<daily>|<monthly>[|<per_minute>[|<weekly>]]"``, a part
-        empty for the default."""
+        ``""``): ``"<daily>|<monthly>[|<per_minute>[|<weekly>[|<action>]]]"``,
+        a part empty for the default."""
         return f"{self.base}{_K['LIMITS']}{SCOPE_LETTERS[scope]}:{scope_id}"
 
     def model_limits(self, scope: str, scope_id: str, model: str) -> str:
@@ -282,6 +291,11 @@ class Keys:
     def feature_use(self, user_id: str, period: str) -> str:
         """A user's feature calls in one calendar period (``m20250101``)."""
         return f"{self.base}{_K['FEATURE_USE']}{period}:{user_id}"
+
+    def cap_mark(self, counter: str) -> str:
+        """The threshold mark of a day or month counter (``d:...``, ``m:...``
+        below the base): the highest threshold its events reached."""
+        return self.base + _K["CAP_MARK"] + counter.removeprefix(self.base)
 
     def days(self, day: str) -> str:
         """What every day counter of ``day`` starts with (the scope follows)."""

@@ -186,7 +186,9 @@ OPERATIONS: dict[str, Operation] = {
     "pricing_get": Operation(("active",), ("version",), frozenset()),
     "pricing_list": Operation(("next",), ("first", "count"), frozenset()),
     "set_limits": Operation(
-        ("limits",), ("daily", "monthly", "per_minute", "weekly"), frozenset()
+        ("limits",),
+        ("daily", "monthly", "per_minute", "weekly", "action"),
+        frozenset(),
     ),
     "plans_get": Operation(("plans", "revision"), (), frozenset()),
     "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),

@@ -139,6 +139,32 @@ LIMIT_KEEP = ""
 LIMIT_DEFAULT = "-"
 
 
+class CapAction(StrEnum):
+    """What a daily or monthly cap does when reached (``set_limits(...,
+    action=)``). Lua: ``CA_<NAME>`` is its letter in an override
+    (:data:`CAP_ACTION_LETTERS`)."""
+
+    #: refuse at the cap (Part 1's rule); its events: reaching the cap
+    DENY = "deny"
+    #: admit past the cap; the charge's result carries the thresholds it
+    #: crossed, and each crossing is an event
+    WARN = "warn"
+    #: admit past the cap; each crossing is an event (the result says nothing)
+    NOTIFY = "notify"
+
+
+#: an action -> its letter, first of the actions part of an override
+CAP_ACTION_LETTERS: dict[CapAction, str] = {
+    CapAction.DENY: "d",
+    CapAction.WARN: "w",
+    CapAction.NOTIFY: "n",
+}
+
+#: a threshold as an override stores it: parts of this of the cap (1 000 000
+#: is the cap itself). Lua: ``THRESHOLD_SCALE``
+THRESHOLD_SCALE = 1_000_000
+
+
 class EventType(StrEnum):
     """The ``type`` of an event (bursar's names). Lua: ``EV_<NAME>``."""
 
@@ -227,8 +253,10 @@ def lua_constants() -> dict[str, int | str]:
     ``W_*`` and names ``WN_*``, hold states ``HOLD_*``, ledger kinds
     ``KIND_*``, event types ``EV_*`` and event field names ``EF_*``, ledger
     field names ``F_*``,
-    the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``) and
-    a never-expiring grant's expiry (``GRANT_NEVER``)."""
+    the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``),
+    a never-expiring grant's expiry (``GRANT_NEVER``), the cap actions'
+    letters ``CA_*`` and names ``CAN_*``, and the thresholds' scale
+    (``THRESHOLD_SCALE``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
@@ -248,4 +276,9 @@ def lua_constants() -> dict[str, int | str]:
         {"NO_CAP": NO_CAP, "LIMIT_KEEP": LIMIT_KEEP, "LIMIT_DEFAULT": LIMIT_DEFAULT}
     )
     constants["GRANT_NEVER"] = GRANT_NEVER_MS
+    constants.update(
+        {f"CA_{action.name}": letter for action, letter in CAP_ACTION_LETTERS.items()}
+    )
+    constants.update({f"CAN_{action.name}": str(action) for action in CapAction})
+    constants["THRESHOLD_SCALE"] = THRESHOLD_SCALE
     return constants

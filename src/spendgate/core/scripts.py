@@ -63,8 +63,24 @@ SCRIPT_CONSTANTS = (
     "LEDGER_MAXLEN",
     "GRANTS_PER_CALL",
     "REFUND_WINDOW_MS",
+    "CAP_ACTIONS",
+    "LOW_BALANCE",
     "MODEL_CAPS",
 )
+
+#: the optional hooks of the scripts, the one way a feature that is off
+#: leaves them untouched: a line of ``lua/`` that ends in ``--@<hook>`` (or
+#: ``-- @<hook>``) is linked in only when the hook is on, one that ends in
+#: ``--@!<hook>`` only when it is off (the line it replaces). Off, the tagged
+#: lines are gone, newline and all: a deployment that configures none of
+#: them runs, byte for byte, the scripts it ran before the hooks existed
+#: (``tests/test_cap_actions_spool.py`` checks it). Each hook is on by its
+#: constant (:func:`hooks_on`); a new one is named here and there, and a
+#: tag naming no hook fails the loading. ``cap_actions`` (``CAP_ACTIONS``
+#: "1": cap actions and threshold events, ``_actions.lua``),
+#: ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the low balance event),
+#: ``models`` (``MODEL_CAPS`` "1": per-model caps, ``_models.lua``)
+HOOKS = ("cap_actions", "low_balance", "models")
 
 
 def lua_dir() -> Path:
@@ -98,19 +114,61 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: ``_windows`` holds what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
 #: ``_grants`` a user's grants (every configuration: a user may hold some),
-#: ``_models`` per-model caps (see :data:`HOOKS`)
-LIBRARIES = ("_lib", "_grants", "_windows", "_week", "_minute", "_kill", "_models")
+#: ``_events`` what the scripts that write events share, ``_actions`` cap
+#: actions and threshold events, ``_models`` per-model caps
+LIBRARIES = (
+    "_lib",
+    "_grants",
+    "_windows",
+    "_week",
+    "_minute",
+    "_events",
+    "_kill",
+    "_actions",
+    "_models",
+)
 
-#: the features whose calls are hooked into the scripts: the lines that call
-#: a feature's helpers end with its mark (``-- @models``), and where the
-#: feature is off (its library not linked) :func:`script_source` drops those
-#: lines, so a deployment without it runs byte for byte the scripts it ran
-#: before the feature existed, and pays nothing for it. Library -> mark.
-HOOKS = {"_models": b"@models"}
+#: a tagged line (see :data:`HOOKS`): its hook, and whether it is the
+#: off-only variant
+_HOOK_LINE = re.compile(rb"^[^\n]*--[ \t]*@(!?)(\w+)[ \t]*(?:\n|$)", re.MULTILINE)
+#: a kept line's tag, and the blanks before it
+_HOOK_TAG = re.compile(rb"[ \t]*--[ \t]*@!?\w+[ \t]*(?=\n|$)")
+
+
+def with_hooks(code: bytes, hooks: frozenset[str]) -> bytes:
+    """``code`` with its tagged lines kept or dropped for the ``hooks`` on:
+    an on-only line stays when its hook is on, an off-only line when it is
+    off (each without its tag); every other tagged line is gone, newline and
+    all."""
+
+    def keep(match: re.Match[bytes]) -> bytes:
+        hook = match.group(2).decode()
+        if hook not in HOOKS:
+            raise ValueError(f"unknown script hook {hook!r}")
+        on = hook in hooks
+        if on == bool(match.group(1)):
+            return b""
+        return _HOOK_TAG.sub(b"", match.group())
+
+    return _HOOK_LINE.sub(keep, code)
+
+
+def hooks_on(constants: Mapping[str, str]) -> frozenset[str]:
+    """The hooks a configuration links in (see :data:`HOOKS`)."""
+    on = {
+        "cap_actions": constants["CAP_ACTIONS"] == "1",
+        "low_balance": constants["LOW_BALANCE"] != protocol.NO_CAP,
+        "models": constants["MODEL_CAPS"] == "1",
+    }
+    return frozenset(hook for hook in HOOKS if on[hook])
 
 
 @cache
-def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
+def script_source(
+    name: str,
+    libraries: tuple[str, ...] = LIBRARIES,
+    hooks: frozenset[str] = frozenset(),
+) -> bytes:
     """The full source of one operation's script: the helpers of the
     ``libraries`` it uses (directly or through another helper), each after
     the helpers it calls, then ``lua/<name>.lua``, the constants still named
@@ -120,26 +178,18 @@ def script_source(name: str, libraries: tuple[str, ...] = LIBRARIES) -> bytes:
     every call the making of its closure; only the used ones are linked in,
     and only from the libraries a configuration needs
     (:func:`linked_libraries`): the scripts call the windows' helpers only
-    behind ``WEEKLY``/``VELOCITY`` checks.
+    behind ``WEEKLY``/``VELOCITY`` checks. The tagged lines of the
+    ``hooks`` (:data:`HOOKS`) are kept or dropped first, in the libraries
+    and in the script alike.
     """
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
     folder = lua_dir()
-    off = [mark for lib, mark in HOOKS.items() if lib not in libraries]
-    body = _unhooked((folder / f"{name}.lua").read_bytes(), off)
-    library = _unhooked(
-        b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries), off
+    body = with_hooks((folder / f"{name}.lua").read_bytes(), hooks)
+    library = with_hooks(
+        b"\n".join((folder / f"{lib}.lua").read_bytes() for lib in libraries), hooks
     )
     return _link(library, body) + b"\n" + body
-
-
-def _unhooked(code: bytes, marks: Sequence[bytes]) -> bytes:
-    """``code`` without its lines that end with the comment of one of
-    ``marks`` (:data:`HOOKS`): each such line goes whole, its newline
-    included."""
-    for mark in marks:
-        code = re.sub(rb"(?m)^[^\n]*--\s*" + re.escape(mark) + rb"[ \t]*\n", b"", code)
-    return code
 
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
@@ -147,18 +197,22 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     ``_grants``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
-    ``KILL_SWITCH_MS`` is ``"0"``, and ``_models`` (with its hooks) unless
-    ``MODEL_CAPS`` is ``"0"``."""
+    ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
+    hook, ``_models`` with the ``models`` hook, and ``_events`` with
+    ``_kill`` or an event-writing hook."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
+    hooks = hooks_on(constants)
     on = {
         "_lib": True,
         "_grants": True,
         "_windows": week or minute,
         "_week": week,
         "_minute": minute,
+        "_events": kill or bool(hooks - {"models"}),
         "_kill": kill,
-        "_models": constants["MODEL_CAPS"] != "0",
+        "_actions": "cap_actions" in hooks,
+        "_models": "models" in hooks,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 
@@ -186,7 +240,8 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
         **{name.encode(): _lua_literal(v) for name, v in PROTOCOL_CONSTANTS.items()},
         **{name.encode(): _lua_literal(constants[name]) for name in SCRIPT_CONSTANTS},
     }
-    code = _COMMENT.sub(b"", script_source(name, linked_libraries(constants)))
+    source = script_source(name, linked_libraries(constants), hooks_on(constants))
+    code = _COMMENT.sub(b"", source)
     code = _CONSTANT_NAME.sub(lambda m: values.get(m.group(), m.group()), code)
     joined = _ADJACENT_LITERALS.sub(rb"'\1\2'", code)
     while joined != code:  # 'a' .. 'b' .. 'c': one pair per pass

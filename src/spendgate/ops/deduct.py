@@ -39,6 +39,7 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
@@ -294,7 +295,7 @@ class Deductions(Plans, Leases, Facts):
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
         # Positional, in field order (entry_id, user_id, amount,
         # allowance_used, balance_after, breakdown, price_version, replayed).
-        return DeductResult(
+        result = DeductResult(
             entry,
             user,
             from_micros(int(charged)),
@@ -304,6 +305,9 @@ class Deductions(Plans, Leases, Facts):
             int(first_version) if first_version else None,
             code == Reply.REPLAYED,
         )
+        if len(reply) > 2:  # (only with cap actions)
+            result.warnings = cap_warnings(reply[2], user, project)
+        return result
 
     def _stale(self, user: str, reply: Any) -> None:
         """What a STALE_PRICE answer changed: the user's plan (the charge is

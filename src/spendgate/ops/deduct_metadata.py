@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from spendgate.core.ids import encode_metadata
@@ -49,6 +50,13 @@ def pricing_of(
     return block
 
 
+def _fixed_point(value: Decimal) -> str:
+    """``format(value, "f")``: ``str`` gives the same text for every value
+    without an exponent in it (a price's usual shape), at a third of the cost."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
+
+
 def _pricing_json(
     breakdown: CostBreakdown, version: int | None, plan: str | None
 ) -> str:
@@ -56,12 +64,16 @@ def _pricing_json(
     (keys sorted, compact), built directly: on a deduct's path, json.dumps of
     the nested dict cost more than the pricing itself."""
     b = breakdown
+    f = _fixed_point
     names = b.tools_by_name
-    if not names:
-        by_name = "{}"
-    elif all(k.isascii() and k.isidentifier() for k in names):
-        # names JSON writes as they are (the common case: web_search)
-        by_name = "{" + ",".join(f'"{k}":"{names[k]:f}"' for k in sorted(names)) + "}"
+    # names JSON writes as they are (the common case: web_search), sorted
+    plain = [
+        f'"{k}":"{f(names[k])}"'
+        for k in sorted(names)
+        if k.isascii() and k.isidentifier()
+    ]
+    if len(plain) == len(names):
+        by_name = "{" + ",".join(plain) + "}"
     else:
         by_name = json.dumps(
             {k: format(v, "f") for k, v in names.items()},
@@ -71,9 +83,9 @@ def _pricing_json(
     # (keys sorted: "plan" comes after "model", only when there is one)
     plan_part = "" if plan is None else f'"plan":{json.dumps(plan)},'
     return (
-        f'"pricing":{{"cache":"{b.cache:f}","fixed":"{b.fixed:f}",'
-        f'"model":"{b.model:f}",{plan_part}"search":"{b.search:f}",'
-        f'"tools":"{b.tools:f}","tools_by_name":{by_name},"total":"{b.total:f}",'
+        f'"pricing":{{"cache":"{f(b.cache)}","fixed":"{f(b.fixed)}",'
+        f'"model":"{f(b.model)}",{plan_part}"search":"{f(b.search)}",'
+        f'"tools":"{f(b.tools)}","tools_by_name":{by_name},"total":"{f(b.total)}",'
         f'"version":{"null" if version is None else version}}}'
     )
 
@@ -89,28 +101,30 @@ def ledger_metadata(
     """The charge's metadata: the caller's, the pricing (breakdown, version
     and the user's plan) and the usage's tokens (the ledger row's token
     columns read them)."""
-    tokens = None
-    if isinstance(usage, UsageMetrics):
-        tokens = {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
+    metered = isinstance(usage, UsageMetrics)
     if extra:  # the caller's own metadata: the general path
         meta = dict(extra)
         if breakdown is not None:
             meta["pricing"] = pricing_of(breakdown, version, plan)
-        if tokens is not None:
-            meta["usage"] = tokens
+        if metered:
+            meta["usage"] = {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            }
         return encode_metadata(meta, max_bytes)
-    parts = []
-    if breakdown is not None:
-        parts.append(_pricing_json(breakdown, version, plan))
-    if tokens is not None:
-        parts.append(
-            f'"usage":{{"input_tokens":{tokens["input_tokens"]},'
-            f'"output_tokens":{tokens["output_tokens"]}}}'
+    if metered:
+        tokens = (
+            f'"usage":{{"input_tokens":{usage.input_tokens},'
+            f'"output_tokens":{usage.output_tokens}}}'
         )
-    text = "{" + ",".join(parts) + "}" if parts else ""
+        if breakdown is None:
+            text = "{" + tokens + "}"
+        else:
+            text = "{" + _pricing_json(breakdown, version, plan) + "," + tokens + "}"
+    elif breakdown is not None:
+        text = "{" + _pricing_json(breakdown, version, plan) + "}"
+    else:
+        text = ""
     if len(text) > max_bytes:
         raise InvalidArgumentError(
             f"metadata is {len(text)} bytes as JSON, above the limit of {max_bytes}"

@@ -22,6 +22,7 @@ from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError
 from spendgate.models import SpendRecord
 from spendgate.ops.base import Operations, fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
 
@@ -98,7 +99,7 @@ class Facts(Operations):
         # amount_micros, model, occurred_ms, replayed, late, spooled):
         # keywords cost the dataclass twice the time. None: spooled, replayed
         # exactly once when Redis answers.
-        return SpendRecord(
+        record = SpendRecord(
             entry_id,
             "spend",
             user_id,
@@ -110,3 +111,6 @@ class Facts(Operations):
             False,
             reply is None,
         )
+        if reply is not None and len(reply) > 2:  # (only with cap actions)
+            record.warnings = cap_warnings(reply[2], user_id, project)
+        return record

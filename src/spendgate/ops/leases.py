@@ -30,6 +30,7 @@ from spendgate.errors import (
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
 from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.cap_actions import cap_warnings
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
@@ -296,7 +297,7 @@ def _settled(
     # Positional, in field order (entry_id, kind, user_id, project_id,
     # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
     # estimate_micros): keywords cost the dataclass twice the time.
-    return SpendRecord(
+    record = SpendRecord(
         entry_id,
         "settle",
         text(reply[1]),
@@ -310,6 +311,9 @@ def _settled(
         lease_id,
         estimate,
     )
+    if code == _OK and len(reply) > 5:  # (only with cap actions)
+        record.warnings = cap_warnings(reply[5], record.user_id, record.project_id)
+    return record
 
 
 def _spooled_settle(

@@ -23,6 +23,7 @@ from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import InvalidArgumentError, Scope
 from spendgate.models import Limits, ModelUsage, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
+from spendgate.ops.cap_actions import decode_action, encode_action
 
 
 class _Unset(Enum):
@@ -33,6 +34,7 @@ class _Unset(Enum):
 UNSET = _Unset.UNSET
 
 #: the windows of a cap override, in the order set_limits.lua takes them
+#: (the cap action follows them)
 OVERRIDE_WINDOWS = ("daily", "monthly", "per_minute", "weekly")
 
 #: where each default cap sits in ``Operations._defaults``, which follows
@@ -62,6 +64,8 @@ class LimitsAndUsage(Operations):
         monthly: Any = UNSET,
         weekly: Any = UNSET,
         per_minute: Any = UNSET,
+        action: Any = UNSET,
+        thresholds: Any = None,
         model: str | None = None,
     ) -> Limits:
         """Override the caps of one entity, effective on the next call.
@@ -80,8 +84,19 @@ class LimitsAndUsage(Operations):
             ``weekly_caps`` or a weekly default)
         :param per_minute: the same, for the sliding minute (needs
             ``per_minute_caps``: facts then read the scopes' overrides)
+        :param action: what the entity's daily and monthly caps do (needs
+            ``cap_actions``): ``"deny"`` refuses at the cap, ``"warn"``
+            admits past it and the charge's result carries the thresholds
+            it reached, ``"notify"`` admits past it; with each, every
+            threshold reached is one event, once per window. ``None`` drops
+            the action (refused at the caps, no events); omitted = unchanged
+        :param thresholds: with ``action``, fractions of the cap in (0, 1]
+            whose crossing is a ``credits.cap_warning`` event (reaching the
+            cap itself is ``credits.cap_reached``, whatever the list);
+            default 0.5, 0.8, 0.95 and 1 for warn and notify, 1 for deny
         :raise InvalidArgumentError: a weekly or per-minute cap where the
-            deployment does not count that window
+            deployment does not count that window, an action where cap
+            actions are off, an unknown action, bad thresholds
         """
         kind, sid = self._scope_id(scope, scope_id)
         if model is not None:
@@ -90,7 +105,12 @@ class LimitsAndUsage(Operations):
                     "a per-model cap is daily or monthly: no weekly or "
                     "per_minute cap per model"
                 )
+            if action is not UNSET or thresholds is not None:
+                raise InvalidArgumentError(
+                    "a per-model cap has no action: it refuses at the cap"
+                )
             return await self._set_model_limits(kind, sid, model, daily, monthly)
+        part = self._action_part(action, thresholds)
         if weekly is not UNSET and not self.config.weekly_enabled:
             raise InvalidArgumentError(
                 "weekly caps are off in this deployment: set weekly_caps=true "
@@ -109,15 +129,35 @@ class LimitsAndUsage(Operations):
                 encoded.append(NO_CAP)
             else:
                 encoded.append(str(limit_micros(value)))
+        encoded.append(part)
         reply = await self._store.run(
             "set_limits", (self.keys.limits(kind, sid),), tuple(encoded)
         )
         return self._limits(kind, sid, reply)
 
+    def _action_part(self, action: Any, thresholds: Any) -> str:
+        """set_limits.lua's ARGV[5] for ``action`` and ``thresholds``."""
+        if action is UNSET:
+            if thresholds is not None:
+                raise InvalidArgumentError("thresholds are set with an action")
+            return LIMIT_KEEP
+        if action is None:
+            if thresholds is not None:
+                raise InvalidArgumentError("thresholds are set with an action")
+            return LIMIT_DEFAULT
+        part = encode_action(action, thresholds)
+        if not self.config.cap_actions:
+            raise InvalidArgumentError(
+                "cap actions are off in this deployment: set cap_actions=true "
+                "(SPENDGATE_CAP_ACTIONS) in every process"
+            )
+        return part
+
     async def clear_limits(
         self, scope: Scope, scope_id: str | None = None, *, model: str | None = None
     ) -> Limits:
-        """Drop an entity's overrides: it follows the configured defaults again.
+        """Drop an entity's overrides (its action too): it follows the
+        configured defaults again.
         With ``model``: drop that model's caps in the scope (it has none then)."""
         kind, sid = self._scope_id(scope, scope_id)
         if model is not None:
@@ -125,7 +165,7 @@ class LimitsAndUsage(Operations):
         reply = await self._store.run(
             "set_limits",
             (self.keys.limits(kind, sid),),
-            (LIMIT_DEFAULT,) * len(OVERRIDE_WINDOWS),
+            (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1),
         )
         return self._limits(kind, sid, reply)
 
@@ -133,7 +173,7 @@ class LimitsAndUsage(Operations):
         self, scope: Scope, scope_id: str, model: object, daily: Any, monthly: Any
     ) -> Limits:
         """A model's caps in one scope, through set_limits.lua on the
-        model's key (its weekly and per-minute parts never set, so it holds
+        model's key (its weekly, per-minute and action parts never set, so it holds
         ``"<daily>|<monthly>"``; no cap is an empty part, and none at all
         deletes the key)."""
         name = self._model_name(model)
@@ -148,7 +188,7 @@ class LimitsAndUsage(Operations):
         reply = await self._store.run(
             "set_limits",
             (self.keys.model_limits(scope, scope_id, name),),
-            (*encoded, LIMIT_KEEP, LIMIT_KEEP),
+            (*encoded, LIMIT_KEEP, LIMIT_KEEP, LIMIT_KEEP),
         )
         daily_cap, monthly_cap = (None if v is None else int(v) for v in reply[:2])
         return Limits(
@@ -178,7 +218,9 @@ class LimitsAndUsage(Operations):
     def _limits(self, scope: Scope, scope_id: str, reply: list[Any]) -> Limits:
         effective: dict[str, Decimal | None] = {}
         overridden = set()
-        for window, value in zip(OVERRIDE_WINDOWS, reply, strict=True):
+        windows, part = reply[: len(OVERRIDE_WINDOWS)], reply[len(OVERRIDE_WINDOWS)]
+        action, thresholds = decode_action(None if part is None else text(part))
+        for window, value in zip(OVERRIDE_WINDOWS, windows, strict=True):
             if value is not None:
                 overridden.add(window)
             default = self._defaults[_DEFAULTS_AT[scope, window]]
@@ -196,6 +238,8 @@ class LimitsAndUsage(Operations):
             overridden=frozenset(overridden),
             weekly=effective["weekly"],
             per_minute=effective["per_minute"],
+            action=action,
+            thresholds=thresholds,
         )
 
     async def get_usage(
@@ -222,21 +266,26 @@ class LimitsAndUsage(Operations):
             scopes.append(("project", project))
         scopes.append(("global", None))
         usage = {}
-        models = reply[12 * len(scopes) :]
+        # (with cap actions, each scope's action part comes thirteenth)
+        width = 13 if self.config.cap_actions else 12
+        models = reply[width * len(scopes) :]
         for i, (scope, scope_id) in enumerate(scopes):
-            raw = reply[i * 12 : i * 12 + 12]
+            raw = reply[i * width : i * width + 12]
             # (the balance: "<balance>|<granted>|<next expiry>" for a user
             # holding grants, read apart)
             values = [0 if n == 1 else int(v or 0) for n, v in enumerate(raw)]
             balance = None
             if scope == "user":  # shown whether enforced or not: 0 when none
                 balance = from_micros(int(text(raw[1] or b"0").split("|", 1)[0]))
-            found = self._scope_usage(scope, scope_id, values, balance, w)
+            one = self._scope_usage(scope, scope_id, values, balance, w)
+            if width == 13 and reply[i * width + 12]:
+                action, thresholds = decode_action(text(reply[i * width + 12]))
+                one = replace(one, action=action, thresholds=thresholds)
             if name is not None:
-                found = replace(
-                    found, model=_model_usage(name, models[i * 5 : i * 5 + 5], w)
+                one = replace(
+                    one, model=_model_usage(name, models[i * 5 : i * 5 + 5], w)
                 )
-            usage[scope] = found
+            usage[scope] = one
         return usage
 
     def _scope_usage(

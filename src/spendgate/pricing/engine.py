@@ -223,16 +223,21 @@ class PricingEngine:
         model = self._model(usage.model, rate_overrides).evaluate_decimals(env)
         search = self._search.evaluate_decimals(env) if self._search else _ZERO
         cache = self._cache.evaluate_decimals(env) if self._cache else _ZERO
-        by_name = self._price_tools(usage, env) if usage.tool_calls else {}
         tools = _ZERO
-        for cost in by_name.values():
-            tools = _ADD(tools, cost)
-        total = max(_ZERO, _ADD(_ADD(_ADD(model, tools), search), cache))
-        if total > MAX_AMOUNT:
+        if usage.tool_calls:
+            by_name = self._price_tools(usage, env)
+            for cost in by_name.values():
+                tools = _ADD(tools, cost)
+            by_name_view: Mapping[str, Decimal] = MappingProxyType(by_name)
+        else:
+            by_name_view = _NO_TOOLS
+        total = _ADD(_ADD(_ADD(model, tools), search), cache)
+        if not total > _ZERO:  # (max(0, total): a zero total stays the 0 given)
+            total = _ZERO
+        elif total > MAX_AMOUNT:
             raise ExpressionError(
                 "(the total)", f"{total:f} is above the largest charge, {MAX_AMOUNT}"
             )
-        by_name_view = MappingProxyType(by_name)
         return priced(total, model, tools, search, cache, _ZERO, by_name_view)
 
     def calculate_fixed(self, job: str) -> CostBreakdown:

@@ -183,15 +183,33 @@ class CostBreakdown:
 
 
 _FIELDS = ("total", "model", "tools", "search", "cache", "fixed", "tools_by_name")
+# The slots' own setters: they bypass the frozen dataclass's __setattr__,
+# as object.__setattr__ does, without looking each field up by name.
+_SET = tuple(getattr(CostBreakdown, name).__set__ for name in _FIELDS)
+_SET_TOTAL, _SET_MODEL, _SET_TOOLS, _SET_SEARCH, _SET_CACHE, _SET_FIXED, _SET_BY = _SET
+_NEW = object.__new__
 
 
-def priced(*values: object) -> CostBreakdown:
+def priced(
+    total: Decimal,
+    model: Decimal,
+    tools: Decimal,
+    search: Decimal,
+    cache: Decimal,
+    fixed: Decimal,
+    tools_by_name: Mapping[str, Decimal],
+) -> CostBreakdown:
     """A :class:`CostBreakdown` of the fields in order, unchecked: for the
     engine, whose sums hold by construction (the checks cost a third of a
     pricing)."""
-    breakdown = object.__new__(CostBreakdown)
-    for name, value in zip(_FIELDS, values, strict=True):
-        object.__setattr__(breakdown, name, value)
+    breakdown: CostBreakdown = _NEW(CostBreakdown)
+    _SET_TOTAL(breakdown, total)
+    _SET_MODEL(breakdown, model)
+    _SET_TOOLS(breakdown, tools)
+    _SET_SEARCH(breakdown, search)
+    _SET_CACHE(breakdown, cache)
+    _SET_FIXED(breakdown, fixed)
+    _SET_BY(breakdown, tools_by_name)
     return breakdown
 
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict
 
 from spendgate.models import (
     Lease,
-    Limits,
     ModelUsage,
     ScopeUsage,
     SpendRecord,
@@ -26,6 +25,7 @@ from spendgate.models import (
 )
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
+from spendgate.server.limit_schemas import CapWarningBody, warnings_of
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -130,20 +130,6 @@ class CreditsRequest(BaseModel):
     kind: GrantKind = "purchase"
 
 
-class LimitsRequest(BaseModel):
-    """``PUT /v1/limits/{scope}/{id}``: a field left out keeps its value,
-    ``null`` removes the cap, an amount sets it. ``weekly`` and
-    ``per_minute`` need those windows on in the deployment (422 otherwise)."""
-
-    model_config = _STRICT
-    daily: Amount | None = None
-    monthly: Amount | None = None
-    weekly: Amount | None = None
-    per_minute: Amount | None = None
-    #: set that model's caps in the scope (daily and monthly), as ``?model=``
-    model: ModelName | None = None
-
-
 # -- responses (no docstrings where the document has no description) ----------------
 
 
@@ -213,6 +199,8 @@ class SpendResponse(BaseModel):
     model: str | None
     amount: str
     occurred_at: str
+    #: the thresholds of ``warn`` caps this charge reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SpendResponse:
@@ -226,6 +214,7 @@ class SpendResponse(BaseModel):
             model=record.model,
             amount=str(record.amount),
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -262,6 +251,8 @@ class SettleResponse(BaseModel):
     project_id: str | None
     model: str | None
     occurred_at: str
+    #: the thresholds of ``warn`` caps this settle reached
+    warnings: list[CapWarningBody]
 
     @classmethod
     def of(cls, record: SpendRecord) -> SettleResponse:
@@ -278,6 +269,7 @@ class SettleResponse(BaseModel):
             project_id=record.project_id,
             model=record.model,
             occurred_at=record.occurred_at.isoformat(),
+            warnings=warnings_of(record.warnings),
         )
 
 
@@ -360,6 +352,10 @@ class ScopeBody(BaseModel):
     minute: WindowBody | None
     #: until when the kill switch refuses the scope; ``null`` when it does not
     kill_switch_until: str | None
+    #: the scope's cap action; ``null``: none (or cap actions are off)
+    action: str | None
+    #: its thresholds, fractions of the daily and monthly caps
+    thresholds: list[str]
     #: the model asked for with ``?model=``; ``null`` otherwise
     model: ModelBody | None = None
 
@@ -375,6 +371,8 @@ class ScopeBody(BaseModel):
             weekly=None if usage.weekly is None else WindowBody.of(usage.weekly),
             minute=None if usage.minute is None else WindowBody.of(usage.minute),
             kill_switch_until=None if until is None else until.isoformat(),
+            action=usage.action,
+            thresholds=[str(t) for t in usage.thresholds],
             model=None if usage.model is None else ModelBody.of(usage.model),
         )
 
@@ -384,31 +382,3 @@ class UsageResponse(BaseModel):
     project_id: str | None
     unit: str
     scopes: dict[str, ScopeBody]
-
-
-class LimitsResponse(BaseModel):
-    scope: str
-    scope_id: str | None
-    daily: str | None
-    monthly: str | None
-    #: ``null``: no weekly cap (or weekly caps are off)
-    weekly: str | None
-    #: ``null``: no per-minute cap (or per-minute caps are off)
-    per_minute: str | None
-    #: windows with a per-entity override (the others follow the defaults)
-    overridden: list[str]
-    #: the model these caps are for (``?model=``); ``null``: the scope's own
-    model: str | None = None
-
-    @classmethod
-    def of(cls, limits: Limits) -> LimitsResponse:
-        return cls(
-            scope=limits.scope,
-            scope_id=limits.scope_id,
-            daily=_money(limits.daily),
-            monthly=_money(limits.monthly),
-            weekly=_money(limits.weekly),
-            per_minute=_money(limits.per_minute),
-            overridden=sorted(limits.overridden),
-            model=limits.model,
-        )

@@ -112,6 +112,7 @@ def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> Budge
         daily_project_limit=Decimal("50"),
         daily_global_limit=Decimal("500"),
         per_minute_caps=True,  # step 8 caps one user's minute
+        cap_actions=True,  # step 9 gives one user's cap a warning
     )
 
 

@@ -12,6 +12,8 @@ from spendgate.manager import BudgetManager
 
 #: Carol, who is at the request path's limits
 CAROL = "carol"
+#: Dave, whose cap warns instead of refusing
+DAVE = "dave"
 
 
 async def stream_fit_and_velocity(budget: BudgetManager) -> None:
@@ -49,6 +51,20 @@ async def corrections_and_events(budget: BudgetManager) -> None:
         await asyncio.sleep(0.01)
     assert record.entry_id in heard, "the handler heard nothing"
     say(f"   the handler heard credits.deducted {record.entry_id}")
+    warnings: list[str] = []
+    budget.events.on("credits.cap_warning", lambda e: warnings.append(e.id))
+    await budget.set_limits("user", DAVE, daily=Decimal("1.00"), action="warn")
+    warned = await budget.record_spend(DAVE, Decimal("0.85"))
+    crossed = ", ".join(str(w.threshold) for w in warned.warnings)
+    for _ in range(200):
+        if len(warnings) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(warnings) == 2, "the cap warnings were not heard"
+    say(
+        f"   Dave's cap warns instead of refusing: 0.85 of 1.00 crossed {crossed},"
+        " one credits.cap_warning event each"
+    )
     fix = await budget.adjust_usage(
         "user", USER, Decimal("-0.40"), reason="a failed call was charged"
     )

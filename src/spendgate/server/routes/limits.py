@@ -12,8 +12,8 @@ from spendgate.manager import UNSET
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of
 from spendgate.server.fields import ModelQuery, ScopeIdPath
+from spendgate.server.limit_schemas import LimitsRequest, LimitsResponse
 from spendgate.server.responses import request_body, responses
-from spendgate.server.schemas import LimitsRequest, LimitsResponse
 
 router = APIRouter()
 
@@ -50,8 +50,9 @@ async def put_limits(
     """Override an entity's caps, effective on the next call: a field left
     out keeps its value, ``null`` removes the cap. ``weekly`` and
     ``per_minute`` are refused (422) where the deployment does not count
-    those windows. With ``?model=`` (or ``model`` in the body): that
-    model's daily and monthly caps in the scope (needs ``model_caps``)."""
+    those windows; ``action`` and ``thresholds`` where cap actions are off.
+    With ``?model=`` (or ``model`` in the body): that model's daily and
+    monthly caps in the scope (needs ``model_caps``; no action)"""
     req = await read_body(request, LimitsRequest)
     given = req.model_fields_set
     changes: dict[str, Any] = {
@@ -62,7 +63,12 @@ async def put_limits(
         raise InvalidArgumentError("the body's model and ?model= differ")
     model = model if model is not None else req.model
     limits = await budget_of(request).set_limits(
-        scope, scope_id, model=model, **changes
+        scope,
+        scope_id,
+        model=model,
+        action=req.action if "action" in given else UNSET,
+        thresholds=req.thresholds,
+        **changes,
     )
     return LimitsResponse.of(limits)
 

@@ -1,0 +1,202 @@
+"""Where a ``deduct``'s latency goes, beside PING, check and record.
+
+Interleaved call by call in one run, on ``make bench``'s workload (the
+5-dimension book of :mod:`bench.deduct_workload`, every user funded), against
+the machine's Redis (db 12, a prefix of its own, deleted afterwards):
+
+- PING, ``check_availability``, ``record_spend`` and ``deduct`` as the bench
+  times them;
+- ``EVALSHA deduct, raw``: the very command a ``deduct`` sends (the real
+  script, the same arguments: the user, project and entry id of each call
+  changed), sent straight through the same client: ``deduct`` minus this is
+  the manager's Python (pricing, metadata, arguments, the answer);
+- ``EVALSHA deduct, raw, no metadata``: the same with an empty metadata
+  argument: what the breakdown's JSON costs on the wire and in ``XADD``;
+- ``EVALSHA trivial, deduct's args``: a script that only answers, with the
+  same arguments: ``raw`` minus this is ``deduct.lua``'s own work;
+- ``EVALSHA, empty script``: no arguments, no work: a script call beside PING.
+
+``--server-time`` adds what Redis itself spends per call: ``check``,
+``record`` and ``deduct`` each run ``--rounds`` times in a row, and the
+difference in ``INFO commandstats`` (``EVALSHA``'s calls and µs, and each
+command the script called) before and after each block. Every client's
+calls count there: on a Redis of its own (``redis-server --port 6391``,
+``--redis-url redis://127.0.0.1:6391/0``) the figures are the calls' alone.
+
+``python -m bench.deduct_breakdown [--rounds N] [--redis-url URL]
+[--server-time]`` (``PYTHONPATH=src`` from a checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench import deduct_workload
+from bench.common import DEFAULT_REDIS_URL, delete_prefix
+from bench.measure import interleaved_samples
+from bench.runner import bench_config, callers, hot_path_ops, prefill
+from spendgate import BudgetManager
+
+#: deduct.lua's answer for a charge, with nothing read or written
+TRIVIAL_DEDUCT = (
+    b"return {0, ARGV[8] .. '|' .. ARGV[1] .. '|999999000000|' .. ARGV[6] .. '|1'}"
+)
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+async def breakdown(
+    redis_url: str, rounds: int, server_time: bool = False
+) -> dict[str, float]:
+    """Median latency in µs of each subject over ``rounds`` calls each; with
+    ``server_time``, also each call's Redis time in µs per call
+    (``server <op>``: its EVALSHA; ``server <op> <command>``: each command
+    its script called, per call of the script)."""
+    prefix = f"sgdeductbd{uuid.uuid4().hex[:8]}"
+    budget = BudgetManager(bench_config(redis_url, prefix))
+    await budget.open()
+    client = budget.redis
+    try:
+        users, projects = callers(1000, 10)
+        await prefill(budget, users, projects)
+        await deduct_workload.prepare(budget, users)
+        ops = hot_path_ops(budget, users, projects)
+        deduct = deduct_workload.deduct_op(budget, users, projects)
+        command = await _first_command(budget, deduct)
+        trivial = await client.script_load(TRIVIAL_DEDUCT)
+        empty = await client.script_load(b"return 1")
+        subjects: dict[str, Op] = {
+            "PING": lambda i: client.ping(),
+            "check_availability": ops["check_availability"],
+            "record_spend": ops["record_spend"],
+            "deduct": deduct,
+            "EVALSHA deduct, raw": _raw(client, command, users, projects),
+            "EVALSHA deduct, raw, no metadata": _raw(
+                client, command, users, projects, metadata=""
+            ),
+            "EVALSHA trivial, deduct's args": _raw(
+                client, command, users, projects, sha=trivial
+            ),
+            "EVALSHA, empty script": lambda i: client.execute_command(
+                "EVALSHA", empty, 0
+            ),
+        }
+        await interleaved_samples(subjects, 200)
+        samples = await interleaved_samples(subjects, rounds, start=200)
+        out = {name: statistics.median(v) / 1000 for name, v in samples.items()}
+        if server_time:
+            for name in ("check_availability", "record_spend", "deduct"):
+                op = subjects[name]
+                before = await client.info("commandstats")
+                for i in range(rounds):
+                    await op((rounds + 200) * len(subjects) + i)
+                after = await client.info("commandstats")
+                out.update(_server_time(name, before, after))
+        return out
+    finally:
+        await delete_prefix(client, prefix)
+        await budget.aclose()
+
+
+def _server_time(
+    name: str, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, float]:
+    """µs per EVALSHA, and per EVALSHA of each command, between two
+    ``INFO commandstats``."""
+    empty = {"calls": 0, "usec": 0}
+    calls = (
+        after["cmdstat_evalsha"]["calls"]
+        - before.get("cmdstat_evalsha", empty)["calls"]
+    )
+    out = {}
+    for stat, now in after.items():
+        was = before.get(stat, empty)
+        usec = now["usec"] - was["usec"]
+        if stat.startswith("cmdstat_") and usec and stat != "cmdstat_info":
+            command = stat.removeprefix("cmdstat_")
+            key = f"server {name}" + ("" if command == "evalsha" else f" {command}")
+            out[key] = usec / max(calls, 1)
+    return out
+
+
+def _raw(
+    client: Any,
+    command: tuple[Any, ...],
+    users: list[str],
+    projects: list[str | None],
+    *,
+    metadata: str | None = None,
+    sha: str | None = None,
+) -> Op:
+    """``command`` (a deduct's EVALSHA) sent as is for call ``i``, for user
+    and project ``i`` and a fresh entry id; its metadata and script changed
+    when given."""
+    # EVALSHA sha 1 key ARGV[1..16]: ARGV[n] is command[3 + n]
+    head = list(command)
+    if sha is not None:
+        head[1] = sha
+    if metadata is not None:
+        head[3 + 12] = metadata
+    entry = str(head[3 + 8])
+    charge_key = str(head[3])
+    no_key = charge_key.endswith(entry)
+    nu, np_ = len(users), len(projects)
+
+    def call(i: int) -> Awaitable[Any]:
+        args = list(head)
+        fresh = entry[:-8] + f"{i:08x}"[-8:]
+        args[3 + 8] = fresh
+        args[3 + 9] = users[i % nu]
+        args[3 + 10] = projects[i % np_] or ""
+        if no_key:
+            args[3] = charge_key[: -len(entry)] + fresh
+        return client.execute_command(*args)  # type: ignore[no-any-return]
+
+    return call
+
+
+async def _first_command(budget: BudgetManager, op: Op) -> tuple[Any, ...]:
+    """The command ``op`` sends through ``budget``'s client, as sent."""
+    client = budget.redis
+    sent: list[tuple[Any, ...]] = []
+    execute = client.execute_command
+
+    async def recording(*command: Any, **options: Any) -> Any:
+        sent.append(command)
+        return await execute(*command, **options)
+
+    client.execute_command = recording  # type: ignore[method-assign]
+    try:
+        await op(0)
+    finally:
+        del client.execute_command  # the class's method again
+    sha = budget._store.ensure_open().handles["deduct"].sha
+    return next(c for c in sent if c[:2] == ("EVALSHA", sha))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--rounds", type=int, default=3000)
+    parser.add_argument("--server-time", action="store_true")
+    args = parser.parse_args()
+    from loguru import logger
+
+    logger.disable("spendgate")  # (quiet, as the bench runs it)
+    medians = asyncio.run(breakdown(args.redis_url, args.rounds, args.server_time))
+    floor = medians["PING"]
+    print(f"p50 of {args.rounds} calls each, call by call, on {args.redis_url}")
+    for name, micros in medians.items():
+        if name.startswith("server "):
+            print(f"{name:34} {micros:7.2f} µs of Redis time per call")
+        else:
+            print(f"{name:34} {micros:7.1f} µs  {micros / floor:5.2f}× PING")
+
+
+if __name__ == "__main__":
+    main()
