@@ -11,6 +11,7 @@
 -- ARGV[10] - the plan argument (_allowance.lua): what is left of the user's
 --            plan allowance counts as balance; "" when balances are not
 --            enforced (then nothing is read)
+-- ARGV[11] - model, "", with MODEL_CAPS only (the hold remembers it)  --@models
 -- (the hold record is kept IDEMPOTENCY_TTL_MS once it is final)
 -- return {R_OK, "lease|expires_ms"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT} for an idempotency
@@ -31,10 +32,12 @@ if stale then return {R_STALE_PRICE, stale} end
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
                                           project, requested, nil,
                                           left)
+verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, requested, ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, requested, ARGV[4], user, project, expires_ms, due)
+model_hold(lease, ARGV[11], user, project, requested, ARGV[4])  --@models
 -- (a hold counts in the minute of a scope with a per-minute cap when taken)
 if minutes then count_admitted_minutes(minutes, ARGV[1], requested, ARGV[4]) end
 

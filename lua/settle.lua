@@ -10,6 +10,7 @@
 -- ARGV[6] - actual cost, micro-units
 -- ARGV[7] - entry id (fresh, unique)
 -- ARGV[8] - model, ""      ARGV[9] - metadata JSON, ""
+-- (with MODEL_CAPS, "" stands for the hold's model, if it has one)  --@models
 -- ARGV[10] - lease id
 -- ARGV[11] - the plan argument (_allowance.lua) for the hold's user: the
 --            plan expected and its allowance's period ("=" when the caller
@@ -39,6 +40,8 @@ if state == HOLD_SETTLED then
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
+local held_for = redis.call('HGET', hkey, 'm')  --@models
+if ARGV[8] == '' and held_for then ARGV[8] = held_for end  --@models
 local user, project = h[3], h[4]
 local stale, start, left, ttl_ms = plan_allowance(ARGV[11], user)
 if stale then return {R_STALE_PRICE, user, stale} end
@@ -48,6 +51,7 @@ if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 local balance
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   balance = remove_held(user, project, tonumber(h[2]))
+  model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 
 local _, drawn = charge(ARGV, user, project, balance, false, entry, ARGV[8],  --@!cap_actions

@@ -68,6 +68,9 @@ class Operations:
     _defaults: tuple[str, ...]
     #: the plans and the users' plans as last read (spendgate.ops.plans)
     _plan_cache: PlanCache | None = None
+    #: per-model caps are on (``model_caps``): admission and usage send the
+    #: model to the scripts, which count and check it
+    _model_caps: bool
 
     def _now_ms(self) -> int:
         if self._clock is None:
@@ -136,12 +139,13 @@ class Operations:
         user: str,
         now_ms: int,
         reply: Any,
+        tail: tuple[Any, ...] = (),
         **options: Any,
     ) -> Any:
         """The call again after its script answered ``STALE_PRICE`` (the
         user's plan is not the one expected; settle's answer names the
-        hold's user too): the plan argument (the last of ARGV, after
-        ``head``) made again for the user's plan, up to
+        hold's user too): the plan argument (after ``head``, before the
+        hooked ``tail``) made again for the user's plan, up to
         :data:`PLAN_ATTEMPTS` tries in all, the last one lenient (it draws
         no allowance rather than answer again).
 
@@ -154,7 +158,8 @@ class Operations:
             self._remember_plan(user, text(reply[-1]))
             lenient = attempt == PLAN_ATTEMPTS - 1
             plan = await self._plan_arg(user, now_ms, lenient)
-            reply = await self._store.run(operation, keys, head + (plan,), **options)
+            args = head + (plan,) + tail
+            reply = await self._store.run(operation, keys, args, **options)
             if reply is None or reply[0] != Reply.STALE_PRICE:
                 return reply
         raise StorageError(f"the user's plan kept changing during a {operation}")
