@@ -299,3 +299,24 @@ async def test_a_spooled_fact_replays_leniently(budget: BudgetManager) -> None:
     assert (await budget.get_balance("ada")).total == Decimal(40)
     plan = await budget.get_user_plan("ada")
     assert plan is not None and plan.allowance_used == 0
+
+
+async def test_admission_with_per_model_caps_and_cap_actions_counts_the_allowance(
+    make_budget: MakeBudget,
+) -> None:
+    # The plan argument comes before the hooked model: both reach the script,
+    # also when a stale guess makes the call again.
+    first = make_budget(enforce_balance=True, model_caps=True, cap_actions=True)
+    await _on_plan(first, credits=0)
+    await first.set_limits("user", "ada", model="gpt-x", daily=50)
+    other = make_budget(enforce_balance=True, model_caps=True, cap_actions=True)
+    assert await other.check_availability("ada", estimated_cost="50", model="gpt-x")
+    with pytest.raises(BudgetExceededError):
+        await other.check_availability("ada", estimated_cost="51", model="gpt-x")
+    lease = await other.reserve("ada", "40", model="gpt-x")
+    up_to = await other.reserve_up_to("ada", "100", model="other")
+    assert up_to.amount == Decimal(60)  # the allowance left beside the hold
+    await other.release(up_to)
+    assert (await other.settle(lease, "40")).allowance_used == 40
+    charged = await other.deduct("ada", "60")
+    assert (charged.allowance_used, charged.balance_after) == (60, 0)
