@@ -195,6 +195,7 @@ local function purge_expired_holds(now_ms, due)
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
     if h[1] == HOLD_PENDING then
       remove_held(h[3], h[4], tonumber(h[2]))
+      model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  --@models
       redis.call('HSET', hkey, 'st', HOLD_EXPIRED)
       redis.call('PEXPIRE', hkey, h[5])
     end
@@ -351,6 +352,7 @@ local function charge(head, user, project, balance, debit, entry, model)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
+  model_count(head, user, project, model)  --@models
   local crossed = cap_events(head, user, project)  --@cap_actions
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'

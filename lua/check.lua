@@ -8,6 +8,7 @@
 -- ARGV[4] - requested, micro-units
 -- ARGV[5] - user id
 -- ARGV[6] - project id, "" for none
+-- ARGV[7] - model, "" for none: sent and read with MODEL_CAPS only  --@models
 -- (the caps, the balance rule and BASE are the configuration's constants:
 -- see _lib.lua)
 -- return {R_OK, room} when admitted (room: smallest amount left over all
@@ -15,6 +16,8 @@
 --        {R_REFUSED, scope, window, limit, spent, held[, free_ms]} (free_ms:
 --        when a per-minute refusal's scope frees up; reaching a per-minute
 --        cap trips the kill switch, when there is one, even here)
+--        or {R_REFUSED, ..., held, 0, model} for the model's cap  --@models
 
 local verdict = admit(ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6], tonumber(ARGV[4]))
+verdict = model_admit(verdict, ARGV[2], ARGV[3], ARGV[5], ARGV[6], tonumber(ARGV[4]), ARGV[7])  --@models
 return verdict

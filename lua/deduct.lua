@@ -56,6 +56,7 @@ local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
 local verdict, _, seen, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
                                           project, tonumber(ARGV[6]), floor)
+verdict = model_admit(verdict, ARGV[2], ARGV[4], user, project, tonumber(ARGV[6]), ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
 local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])  --@!cap_actions

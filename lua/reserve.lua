@@ -8,6 +8,7 @@
 -- ARGV[7] - fingerprint of the arguments (for the idempotency key)
 -- ARGV[8] - lease id (fresh, unique)
 -- ARGV[9] - expires_ms: when the hold stops counting
+-- ARGV[10] - model, "", with MODEL_CAPS only (the hold remembers it)  --@models
 -- (the hold record is kept IDEMPOTENCY_TTL_MS once it is final)
 -- return {R_OK, "lease|expires_ms"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT} for an idempotency
@@ -24,10 +25,12 @@ local user, project = ARGV[5], ARGV[6]
 local requested = tonumber(ARGV[4])
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
                                           project, requested)
+verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, requested, ARGV[10])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, requested, ARGV[4], user, project, expires_ms, due)
+model_hold(lease, ARGV[10], user, project, requested, ARGV[4])  --@models
 -- (a hold counts in the minute of a scope with a per-minute cap when taken)
 if minutes then count_admitted_minutes(minutes, ARGV[1], requested, ARGV[4]) end
 

@@ -13,6 +13,7 @@
 -- ARGV[8] - lease id (fresh, unique)
 -- ARGV[9] - expires_ms: when the hold stops counting
 -- ARGV[10] - the most to hold, micro-units
+-- ARGV[11] - model, "", with MODEL_CAPS only (the hold remembers it)  --@models
 -- return {R_OK, "lease|expires_ms|granted"} for a new hold, {R_REPLAYED, same
 --        payload} for an idempotent replay, {R_CONFLICT}, or the refusal
 --        {R_REFUSED, scope, window, limit, spent, held[, free_ms]} when not
@@ -27,6 +28,7 @@ if seen then return seen end
 local user, project = ARGV[5], ARGV[6]
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
                                           project, tonumber(ARGV[4]))
+verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, tonumber(ARGV[4]), ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
 -- the tightest room before this hold (-1: nothing is capped): it fits `min`
@@ -36,6 +38,7 @@ local text = fmt(granted)
 
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, granted, text, user, project, expires_ms, due)
+model_hold(lease, ARGV[11], user, project, granted, text)  --@models
 if minutes then count_admitted_minutes(minutes, ARGV[1], granted, text) end
 
 local payload = lease .. '|' .. expires_ms .. '|' .. text

@@ -10,6 +10,7 @@
 -- ARGV[6] - actual cost, micro-units
 -- ARGV[7] - entry id (fresh, unique)
 -- ARGV[8] - model, ""      ARGV[9] - metadata JSON, ""
+-- (with MODEL_CAPS, "" stands for the hold's model, if it has one)  --@models
 -- ARGV[10] - lease id
 -- return {R_OK, user, project, late (1 or 0), estimate} when settled now (the
 --        entry and time are the caller's), {R_REPLAYED, user, project,
@@ -32,6 +33,8 @@ if state == HOLD_SETTLED then
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
+local held_for = redis.call('HGET', hkey, 'm')  --@models
+if ARGV[8] == '' and held_for then ARGV[8] = held_for end  --@models
 local user, project = h[3], h[4]
 local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
@@ -39,6 +42,7 @@ if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 local balance
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   balance = remove_held(user, project, tonumber(h[2]))
+  model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 
 charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@!cap_actions

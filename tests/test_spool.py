@@ -442,6 +442,7 @@ async def _hold_of_old_lease(client: aioredis.Redis, base: str, lease: str) -> N
         PURGE_MAX="100",
         IDEMPOTENCY_TTL_MS="86400000",
         LEDGER_MAXLEN="0",
+        MODEL_CAPS="0",
     )
     reserve = client.register_script(configured_source("reserve", constants))
     args = {

@@ -122,6 +122,19 @@ class WindowUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model's spend in one scope, under its per-model caps
+    (``get_usage(..., model=...)``, with ``model_caps``)."""
+
+    model: str
+    #: spent on the model today, held by leases taken for it, its daily cap
+    daily: WindowUsage
+    monthly: WindowUsage
+    #: held by open leases reserved for the model
+    held: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeUsage:
     """Usage of one scope: ``"user"``, ``"project"`` or ``"global"``."""
 
@@ -140,6 +153,8 @@ class ScopeUsage:
     minute: WindowUsage | None = None
     #: until when the kill switch refuses the scope; ``None`` when it does not
     kill_switch_until: datetime | None = None
+    #: the model asked for (``get_usage(..., model=...)``); ``None`` otherwise
+    model: ModelUsage | None = None
     #: the scope's cap action (``None``: none, or cap actions are off)
     action: str | None = None
     #: its thresholds, fractions of the daily and monthly caps
@@ -187,6 +202,10 @@ class Limits:
     weekly: Decimal | None = None
     #: the per-minute cap in force (``None``: no cap, or per-minute caps are off)
     per_minute: Decimal | None = None
+    #: the model these caps are for (``set_limits(..., model=...)``: they
+    #: bound that model's spend alone, and have no default); ``None`` for
+    #: the scope's own caps
+    model: str | None = None
     #: the cap action (``"deny"``, ``"warn"``, ``"notify"``); ``None``: none
     #: set (refused at the caps, no events)
     action: str | None = None

@@ -26,6 +26,10 @@ class Operation(NamedTuple):
     replies: frozenset[Reply]
     #: a fact: spooled when Redis does not take it, replayed later
     fact: bool = False
+    #: what each ARGV after :attr:`args` is: arguments sent only with the
+    #: feature that reads them on (the script's lines that read them are
+    #: dropped otherwise: see spendgate.core.scripts.HOOKS)
+    hooked: tuple[str, ...] = ()
 
 
 #: the arguments a credit gained with grants, and what a credit spooled
@@ -54,19 +58,26 @@ _CHARGE = (
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
+#: the hooked argument of the admitting scripts and of usage: the model the
+#: call is for. Sent only with per-model caps on (``model_caps``): a script
+#: without them never reads it, and a call does not pay for an argument it
+#: does not use
+_MODEL = ("model",)
 
 #: every operation, one ``lua/<name>.lua`` each
 OPERATIONS: dict[str, Operation] = {
-    "check": Operation(("balance",), _ADMISSION, _ADMITS),
+    "check": Operation(("balance",), _ADMISSION, _ADMITS, hooked=_MODEL),
     "reserve": Operation(
         ("idempotency",),
         (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
         _ADMITS | _IDEMPOTENT,
+        hooked=_MODEL,
     ),
     "reserve_up_to": Operation(
         ("idempotency",),
         (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max"),
         _ADMITS | _IDEMPOTENT,
+        hooked=_MODEL,
     ),
     "settle": Operation(
         ("hold",),
@@ -183,7 +194,10 @@ OPERATIONS: dict[str, Operation] = {
     "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),
     "plan_read": Operation(("user_plan", "counter"), ("mode", "field"), frozenset()),
     "usage": Operation(
-        ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
+        ("balance",),
+        ("now_ms", "day", "month", "user", "project"),
+        frozenset(),
+        hooked=_MODEL,
     ),
     # (the grants' reads and the sweep answer values too)
     "balance": Operation(("balance",), ("now_ms", "user", "count"), frozenset()),

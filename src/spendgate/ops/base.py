@@ -59,6 +59,9 @@ class Operations:
     #: the default caps as the scripts hold them, in the order of
     #: spendgate.config.DEFAULT_CAPS
     _defaults: tuple[str, ...]
+    #: per-model caps are on (``model_caps``): admission and usage send the
+    #: model to the scripts, which count and check it
+    _model_caps: bool
 
     def _now_ms(self) -> int:
         if self._clock is None:

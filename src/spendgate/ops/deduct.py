@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendgate.core.ids import (
     check_id,
+    check_model,
     check_optional_id,
     user_id_of,
 )
@@ -76,6 +77,7 @@ class Deductions(Plans, Leases, Facts):
         metadata: Mapping[str, Any] | None = None,
         *,
         spool_when_unavailable: bool = False,
+        model: str | None = None,
     ) -> DeductResult:
         """Price ``usage`` and charge it in one step, or refuse.
 
@@ -87,6 +89,10 @@ class Deductions(Plans, Leases, Facts):
             charge as a fact (spooled, replayed later, never refused) instead
             of failing closed: a charge without admission, for work that has
             already happened
+        :param model: the model of a charge given as an amount (a
+            :class:`UsageMetrics` names its own: a different one is
+            refused); its per-model caps are checked in the same script
+            (with ``model_caps``) and the ledger row carries it
         :raise InsufficientCreditsError: the balance above its floor (the
             book's ``min_balance``, else the configured one) cannot cover it
         :raise BudgetExceededError: a cap would be passed
@@ -101,9 +107,19 @@ class Deductions(Plans, Leases, Facts):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
+        if model is not None:
+            checked = self._capped_model if self._model_caps else check_model
+            model = checked(model)
+            own = usage.model if isinstance(usage, UsageMetrics) else None
+            if own is not None and own != model:
+                raise InvalidArgumentError(
+                    f"model {model!r} differs from the usage's model {own!r}"
+                )
         for _ in range(_PRICE_ATTEMPTS):
             try:
                 priced = await self._price(usage, user)
+                if model is not None:
+                    priced = (*priced[:3], model, *priced[4:])
                 result = await self._deduct_once(
                     user, project, key, extra, usage, *priced
                 )
@@ -111,6 +127,8 @@ class Deductions(Plans, Leases, Facts):
                 if not spool_when_unavailable:
                     raise
                 offline = self._price_offline(usage, user)
+                if model is not None:
+                    offline = (*offline[:3], model, *offline[4:])
                 return await self._spool_deduct(user, project, key, extra, *offline)
             if result is not None:
                 return result

@@ -56,11 +56,17 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        *,
+        model: str | None = None,
     ) -> Lease:
         """Admit ``amount`` and hold it against every scope until settled,
         released, or ``ttl_seconds`` pass (then it stops counting by itself).
 
         :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
+        :param model: the model the call is for: with ``model_caps``, its
+            per-model caps admit the hold too, the hold counts against them
+            until it ends, and its settle counts at this model (the lease,
+            and the hold's record, remember it)
         :raise BudgetExceededError: when a cap or the balance would be passed
         :raise BudgetUnavailableError: when the store did not answer (a lease
             is never granted without the store, even with ``fail_open``)
@@ -77,12 +83,17 @@ class Leases(Admission):
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
+            if model is not None:
+                digest = fingerprint(digest, model)
         w = self._windows_at(now_ms)
         expires_ms = now_ms + ttl_ms
-        args = (now_ms, w.day, w.month, requested, user_id, project or "")
-        reply = await self._store.run(
-            "reserve", (ikey,), args + (digest, lease_id, expires_ms)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, requested, user_id)
+        args += (project or "", digest, lease_id, expires_ms)
+        if self._model_caps:
+            args += (self._capped_model(model),)
+        elif model is not None:
+            check_model(model)
+        reply = await self._store.run("reserve", (ikey,), args)
         code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, requested, w)
@@ -93,9 +104,12 @@ class Leases(Admission):
             expires_ms = int(first_expiry)
         # Positional, in field order (id, user_id, project_id, amount_micros,
         # expires_ms, replayed): keywords cost the dataclass twice the time.
-        return Lease(
+        lease = Lease(
             lease_id, user_id, project, requested, expires_ms, code == _REPLAYED
         )
+        if model is not None:
+            lease.model = model
+        return lease
 
     async def reserve_up_to(
         self,
@@ -105,12 +119,15 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        *,
+        model: str | None = None,
     ) -> Lease:
         """Hold as much as fits, up to ``max_amount``: the smaller of
         ``max_amount`` and the tightest room left under every scope, window
         and (where enforced) the balance; refused when not even
         ``min_amount`` fits (TigerBeetle's balancing debit). One script.
 
+        :param model: as :meth:`reserve`'s: the model's caps bound the hold too
         :return: the lease; ``lease.amount`` is what was granted
         :raise BudgetExceededError: ``min_amount`` does not fit (with
             ``min_amount`` 0: nothing is left at all)
@@ -129,20 +146,28 @@ class Leases(Admission):
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
+            if model is not None:
+                digest = fingerprint(digest, model)
         w = self._windows_at(now_ms)
-        args = (now_ms, w.day, w.month, least, user_id, project or "", digest)
-        reply = await self._store.run(
-            "reserve_up_to", (ikey,), args + (lease_id, now_ms + ttl_ms, most)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, least, user_id)
+        args += (project or "", digest, lease_id, now_ms + ttl_ms, most)
+        if self._model_caps:
+            args += (self._capped_model(model),)
+        elif model is not None:
+            check_model(model)
+        reply = await self._store.run("reserve_up_to", (ikey,), args)
         code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, least, w)
         if code == _CONFLICT:
             raise IdempotencyConflictError(idempotency_key or "")
         lease_id, expires, granted = text(reply[1]).split("|")
-        return Lease(
+        lease = Lease(
             lease_id, user_id, project, int(granted), int(expires), code == _REPLAYED
         )
+        if model is not None:
+            lease.model = model
+        return lease
 
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
         if ttl_seconds is None:
@@ -164,15 +189,18 @@ class Leases(Admission):
         project_id: str | None = None,
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
+        *,
+        model: str | None = None,
     ) -> LeaseContext:
         """Reserve ``estimate`` for the body of an ``async with`` block.
 
         Set ``lease.actual_cost`` inside the block: on a normal exit the lease
         is settled at that cost (at the estimate when it was not set, so spend
-        is never under-counted); on an exception it is released.
+        is never under-counted); on an exception it is released. ``model``
+        is :meth:`reserve`'s.
         """
         return LeaseContext(
-            self, user_id, estimate, project_id, ttl_seconds, idempotency_key
+            self, user_id, estimate, project_id, ttl_seconds, idempotency_key, model
         )
 
     async def settle(
@@ -188,12 +216,17 @@ class Leases(Admission):
         first record.
 
         :param lease: the :class:`Lease` or its id
+        :param model: the model the cost is for; ``None``: the lease's (the
+            one it was reserved for, if any: with ``model_caps`` the hold's
+            record remembers it, so a settle by lease id counts at it too)
         :raise LeaseStateError: the lease was released, or is unknown
         :raise IdempotencyConflictError: it was already settled at another cost
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
         lease_id = check_id("lease_id", lease_id, self._max_id)
         amount = charge_micros(actual_cost)
+        if model is None and isinstance(lease, Lease):
+            model = lease.model
         # (None is checked here: most facts carry neither, and a call is not free)
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
@@ -317,15 +350,17 @@ class LeaseContext:
         project_id: str | None,
         ttl_seconds: int | None,
         idempotency_key: str | None,
+        model: str | None = None,
     ) -> None:
         self._budget = budget
         self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
+        self._model = model
         self.lease: Lease | None = None
         #: the settle record, once the block has ended normally
         self.record: SpendRecord | None = None
 
     async def __aenter__(self) -> Lease:
-        self.lease = await self._budget.reserve(*self._args)
+        self.lease = await self._budget.reserve(*self._args, model=self._model)
         return self.lease
 
     async def __aexit__(

@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from spendgate.models import Lease, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.models import (
+    Lease,
+    ModelUsage,
+    ScopeUsage,
+    SpendRecord,
+    WindowUsage,
+)
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 from spendgate.server.limit_schemas import CapWarningBody, warnings_of
@@ -38,6 +44,8 @@ class CheckRequest(BaseModel):
     user_id: Id
     project_id: Id | None = None
     estimated_cost: Amount = Decimal(0)
+    #: the model the call is for: its per-model caps are checked too
+    model: ModelName | None = None
 
 
 class SpendRequest(BaseModel):
@@ -61,6 +69,9 @@ class ReserveRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    #: the model the call is for: its per-model caps admit the hold, and
+    #: the settle counts at it
+    model: ModelName | None = None
 
 
 class ReserveUpToRequest(BaseModel):
@@ -74,6 +85,7 @@ class ReserveUpToRequest(BaseModel):
     project_id: Id | None = None
     ttl_seconds: TtlSeconds | None = None
     idempotency_key: Id | None = None
+    model: ModelName | None = None
 
 
 class SettleRequest(BaseModel):
@@ -136,6 +148,8 @@ class Refusal(BaseModel):
     scope: str | None
     scope_id: str | None
     window: str | None
+    #: the model whose per-model cap refused; ``null`` for the scope's own
+    model: str | None = None
     limit: str | None
     spent: str | None
     held: str | None
@@ -308,6 +322,24 @@ class WindowBody(BaseModel):
         )
 
 
+class ModelBody(BaseModel):
+    """One model's spend and per-model caps in one scope (``?model=``)."""
+
+    model: str
+    held: str
+    daily: WindowBody
+    monthly: WindowBody
+
+    @classmethod
+    def of(cls, usage: ModelUsage) -> ModelBody:
+        return cls(
+            model=usage.model,
+            held=str(usage.held),
+            daily=WindowBody.of(usage.daily),
+            monthly=WindowBody.of(usage.monthly),
+        )
+
+
 class ScopeBody(BaseModel):
     scope_id: str | None
     held: str
@@ -324,6 +356,8 @@ class ScopeBody(BaseModel):
     action: str | None
     #: its thresholds, fractions of the daily and monthly caps
     thresholds: list[str]
+    #: the model asked for with ``?model=``; ``null`` otherwise
+    model: ModelBody | None = None
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
@@ -339,6 +373,7 @@ class ScopeBody(BaseModel):
             kill_switch_until=None if until is None else until.isoformat(),
             action=usage.action,
             thresholds=[str(t) for t in usage.thresholds],
+            model=None if usage.model is None else ModelBody.of(usage.model),
         )
 
 

@@ -41,7 +41,9 @@ async def check(request: Request) -> CheckResponse:
     req = await read_body(request, CheckRequest)
     remaining = await metrics_of(request).admit(
         "check",
-        budget_of(request).remaining(req.user_id, req.project_id, req.estimated_cost),
+        budget_of(request).remaining(
+            req.user_id, req.project_id, req.estimated_cost, model=req.model
+        ),
     )
     return CheckResponse.of(req.user_id, req.project_id, remaining)
 
@@ -64,6 +66,7 @@ async def reserve(request: Request) -> LeaseResponse:
             project_id=req.project_id,
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
+            model=req.model,
         ),
     )
     return LeaseResponse.of(lease)
@@ -90,6 +93,7 @@ async def reserve_up_to(request: Request) -> LeaseResponse:
             project_id=req.project_id,
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
+            model=req.model,
         ),
     )
     return LeaseResponse.of(lease)
