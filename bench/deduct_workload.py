@@ -67,3 +67,29 @@ def deduct_op(
         return await budget.deduct(users[i % nu], metrics, projects[i % np_])
 
     return deduct
+
+
+def plans_supported(budget: Any) -> bool:
+    """Whether this version of spendgate has plans whose allowance a
+    ``deduct`` draws on."""
+    return hasattr(budget, "assign_plan") and hasattr(budget, "set_plan")
+
+
+#: the plan of ``deduct (plan)``'s users: an allowance no timed run uses up,
+#: so every timed deduct draws on it (the allowance path), with a
+#: ``_default`` rate override (bursar's README shape)
+PLAN_ALLOWANCE = "1000000"
+
+
+async def prepare_plan(budget: Any, users: list[str]) -> None:
+    """In ``budget`` (a deployment of its own: a plan existing changes what
+    every other user's deduct sends): publish the book, set the plan, put
+    every user on it and fund them."""
+    await prepare(budget, users)
+    await budget.set_plan(
+        "pro",
+        free_allowance=PLAN_ALLOWANCE,
+        rate_overrides={"_default": "input_tokens * 0.000002"},
+    )
+    for user in users:
+        await budget.assign_plan(user, "pro")

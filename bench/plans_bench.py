@@ -7,8 +7,9 @@ The bench's 5-dimension price book is active with one plan (bursar's README
 shape: a ``_default`` rate override) set with ``set_plan``; half the users
 are on it. Three deducts are timed with PING, interleaved call by call, as
 ``make bench`` times its own: a plan's user (priced with the overrides, the
-script checking the user's plan: one GET more), a user on no plan in the same
-deployment (the same check), and a user of a second deployment that has no
+script checking the user's plan and drawing on its free allowance before the
+balance, in the same script), a user on no plan in the same deployment (the
+same check: one GET more), and a user of a second deployment that has no
 plan at all (nothing read or sent about plans). Each p50 is printed in µs and
 as a multiple of PING's p50; the target ("Priced usage"): deduct within 1.6x
 PING.

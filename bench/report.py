@@ -11,6 +11,7 @@ _LATENCY_ORDER = (
     "record_spend",
     "reserve+settle",
     "deduct",
+    "deduct (plan)",
 )
 
 
@@ -67,7 +68,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     add(
         "reserve+settle is two round trips (the lease is taken, then posted); "
         "deduct prices a 5-dimension price book on the client, then checks and "
-        "charges in one."
+        "charges in one; deduct (plan) is the same for users on a plan (a "
+        "deployment of its own), priced with the plan's rate override and drawn "
+        "on its free allowance in the same script."
     )
     add("")
     has_peer = any("peer_pairs_s" in r for r in results["throughput"])

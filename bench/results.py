@@ -112,6 +112,7 @@ def targets(results: dict[str, Any], options: Options) -> list[dict[str, Any]]:
         ("record_spend", 1.5),
         ("reserve+settle", 3.0),
         ("deduct", 1.6),
+        ("deduct (plan)", 1.6),
     ):
         if op not in lat:
             continue

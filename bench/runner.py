@@ -165,6 +165,8 @@ async def run(options: Options) -> dict[str, Any]:
     await budget.open()
     client = budget.redis
     peer = None
+    #: a second deployment for ``deduct (plan)``, its users on a plan
+    planned: BudgetManager | None = None
     try:
         log(
             f"bench: pre-filling {len(users)} users to {PREFILL}/{USER_LIMIT} "
@@ -199,6 +201,18 @@ async def run(options: Options) -> dict[str, Any]:
                     deduct_workload.deduct_op(budget, users, projects),
                 )
             )
+            if deduct_workload.plans_supported(budget):
+                log("bench: a deployment with a plan, its users on it")
+                planned = BudgetManager(bench_config(options.redis_url, prefix + "p"))
+                await planned.open()
+                await deduct_workload.prepare_plan(planned, users)
+                latency_subjects.append(
+                    Subject(
+                        "deduct (plan)",
+                        "spendgate",
+                        deduct_workload.deduct_op(planned, users, projects),
+                    )
+                )
         throughput_subjects = [
             Subject("ping", "spendgate", sg_ping),
             Subject("check+record", "spendgate", ops["check+record"]),
@@ -291,6 +305,9 @@ async def run(options: Options) -> dict[str, Any]:
             finally:
                 await peer.stop()
         deleted = await delete_prefix(client, prefix)
+        if planned is not None:
+            deleted += await delete_prefix(client, prefix + "p")
+            await planned.aclose()
         await budget.aclose()
         logger.enable("spendgate")
     log(f"bench: cleaned up {deleted} keys")

@@ -128,7 +128,10 @@ local function grants()
   -- first, then the grants last drawn on. A live grant gets its part back (one
   -- used up since lives again); a grant expired since gets nothing: its part
   -- expires at once, with a KIND_EXPIRE entry linked to the refund (`entry`;
-  -- ids "<entry>.f<n>"). Returns the balance after, or false.
+  -- ids "<entry>.f<n>"). What a plan's allowance paid ("A<period start>=...",
+  -- drawn first, so given back last) goes back to that period's allowance
+  -- (give_back_allowance), not to the balance. Returns the balance after, or
+  -- false when none is kept.
   function G.give_back(now_ms, entry, user, draws, charged, refunded, amount)
     if draws == '' then return false end
     if draws == 'L' then draws = 'L=' .. fmt(charged) end
@@ -142,6 +145,7 @@ local function grants()
     local parts = {}
     for part in string.gmatch(draws, '[^,]+') do parts[#parts + 1] = part end
     local was, now, skip, give, forfeits = nx, tonumber(now_ms), refunded, amount, 0
+    local touched = false
     for i = #parts, 1, -1 do
       if give == 0 then break end
       local at = string.find(parts[i], '=', 1, true)
@@ -151,9 +155,12 @@ local function grants()
       skip, give = skip - done, give - back
       local expires = tonumber(string.sub(member, 1, 13))
       if back == 0 then  -- (given back by earlier refunds)
+      elseif string.byte(member) == 65 then  -- 'A': a plan's allowance
+        give_back_allowance(user, string.sub(member, 2), back)
       elseif member == 'L' then
-        balance = balance + back
+        balance, touched = balance + back, true
       elseif expires <= now then
+        touched = true
         forfeits = forfeits + 1
         ledger_append(F_ENTRY_ID, entry .. '.f' .. forfeits, F_KIND, KIND_EXPIRE,
                       F_OCCURRED_AT, now_ms, F_USER_ID, user, F_AMOUNT, fmt(back),
@@ -167,9 +174,10 @@ local function grants()
             if expires < nx then nx = expires end
           end
         end
-        balance, granted = balance + back, granted + back
+        balance, granted, touched = balance + back, granted + back, true
       end
     end
+    if not touched then return raw and balance end  -- (the allowance alone)
     if nx ~= was then redis.call('ZADD', BASE .. K_GRANTS_DUE, fmt(nx), user) end
     redis.call('SET', bkey, G.text(balance, granted, nx))
     return balance

@@ -195,6 +195,7 @@ local function purge_expired_holds(now_ms, due)
     local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
     if h[1] == HOLD_PENDING then
       remove_held(h[3], h[4], tonumber(h[2]))
+      model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  --@models
       redis.call('HSET', hkey, 'st', HOLD_EXPIRED)
       redis.call('PEXPIRE', hkey, h[5])
     end
@@ -244,7 +245,9 @@ end
 -- now_ms, day, month, user and project are the arguments' text, read with
 -- read_scopes; `floor` is nil for the configured balance rule
 -- (ENFORCE_BALANCE, MIN_BALANCE), else the balance is enforced above that
--- floor (deduct: the prepaid operation always is).
+-- floor (deduct: the prepaid operation always is). `free` is what is left
+-- of the user's plan allowance (_allowance.lua; nil: none): a charge draws
+-- on it before the balance, so the balance rule counts it as balance.
 -- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held}
@@ -253,7 +256,7 @@ end
 -- scopes'), for a caller that charges next, and the minutes of the scopes
 -- with a per-minute cap (nil when none: count_admitted_minutes counts what
 -- the caller then holds or charges in them).
-local function admit(now_ms, day, month, user, project, requested, floor)
+local function admit(now_ms, day, month, user, project, requested, floor, free)
   local enforce = floor ~= nil or ENFORCE_BALANCE == '1'
   floor = floor or MIN_BALANCE
   local seen, first, due = read_scopes(now_ms, day, month, user, project, enforce)
@@ -287,7 +290,7 @@ local function admit(now_ms, day, month, user, project, requested, floor)
       if not balance and seen[2] then  -- a user holding grants (_grants.lua)
         balance, seen[2] = grants_counted(now_ms, user, seen[2])
       end
-      local available = (balance or 0) - tonumber(floor)
+      local available = (balance or 0) - tonumber(floor) + (free or 0)
       local room = available - held
       if room < requested or (requested == 0 and room <= 0) then
         return {R_REFUSED, i, W_BALANCE, available, 0, held}
@@ -334,12 +337,18 @@ end
 -- "<refunded>|<amount>|<day>|<draws>|<length of the user id>|<length of the
 -- project id>|<user id><project id><model>", draws as
 -- draw_grants returns them, "L" for all from a balance without grants, ""
--- for none). The keys are scope_keys', built from shared prefixes. Returns
--- the balance after, or false when none is kept.
-local function charge(head, user, project, balance, debit, entry, model)
+-- for none; an allowance drawn on comes first, "A<period start>=<amount>").
+-- `start`, `left`, `ttl_ms` are plan_allowance's (start nil: no allowance
+-- applies): the allowance pays first, min(left, amount), and only the rest
+-- is taken off the grants and the balance; the spent counters count the
+-- whole amount. The keys are scope_keys', built from shared prefixes.
+-- Returns the balance after (false when none is kept), what the allowance
+-- paid and, with cap actions, the thresholds crossed (cap_events).
+local function charge(head, user, project, balance, debit, entry, model, start,
+                      left, ttl_ms)
   local text = head[6]
   local amount = tonumber(text)
-  if amount <= 0 then return false end
+  if amount <= 0 then return false, 0 end
   local day_ttl, month_ttl = head[3], head[5]
   local day = BASE .. K_DAY .. head[2] .. ':'
   local month = BASE .. K_MONTH .. head[4] .. ':'
@@ -351,25 +360,39 @@ local function charge(head, user, project, balance, debit, entry, model)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
+  model_count(head, user, project, model)  --@models
   local crossed = cap_events(head, user, project)  --@cap_actions
+  local drawn, free = 0, ''
+  if start then
+    drawn, free = draw_allowance(user, start, left, ttl_ms, amount)
+    amount = amount - drawn
+    text = fmt(amount)
+  end
   local bkey = BASE .. K_BALANCE .. user
   local enforced = debit or ENFORCE_BALANCE == '1'
   local after, draws = false, ''
   if balance == nil then balance = redis.call('GET', bkey) end
-  if balance and string.find(balance, '|', 1, true) then  -- a user holding grants
+  if amount == 0 then  -- (all paid by the allowance: the balance as it is)
+    if balance then after = tonumber(string.match(balance, '^[^|]+')) end
+    if enforced and not after then after = 0 end
+  elseif balance and string.find(balance, '|', 1, true) then  -- a user holding grants
     after, draws = draw_grants(head[1], user, balance, amount)
   elseif balance or enforced then
     after, draws = redis.call('DECRBY', bkey, text), 'L'
   end
+  if free ~= '' then
+    if draws == 'L' then draws = 'L=' .. text end
+    if draws == '' then draws = free else draws = free .. ',' .. draws end
+  end
   low_balance(head[1], user, after, amount)  --@low_balance
   if REFUND_WINDOW_MS ~= '0' then
-    redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '|'
+    redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. head[6] .. '|' .. head[2] .. '|'
                .. draws .. '|' .. #user .. '|' .. #project .. '|' .. user .. project
                .. model, 'PX', REFUND_WINDOW_MS)
   end
   -- (with cap actions, and the thresholds warn scopes reached: cap_events)  --@cap_actions
-  do return after, crossed end  --@cap_actions
-  return after
+  do return after, drawn, crossed end  --@cap_actions
+  return after, drawn
 end
 
 -- Idempotency: what an idempotency record ("<fingerprint>|<payload>", or

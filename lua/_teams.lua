@@ -176,6 +176,7 @@ local function team_charge(head, T, user, project, entry, model, pool)
   end
   count(day .. S_GLOBAL, amount, text, day_ttl)
   count(month .. S_GLOBAL, amount, text, month_ttl)
+  model_count(head, user, project, model)  --@models
   local crossed = cap_events(head, user, project)  --@cap_actions
   if REFUND_WINDOW_MS ~= '0' then
     redis.call('SET', BASE .. K_CHARGE .. entry, '0|' .. text .. '|' .. head[2] .. '||'

@@ -21,10 +21,13 @@
 -- ARGV[14] - the price book version the amount was priced with, "" for none
 -- ARGV[15] - the balance floor, micro-units (the book's min_balance), ""
 --            for the configured MIN_BALANCE
--- ARGV[16] - "=" and the user's plan the usage was priced for (K_USER_PLAN's
---            value, "" for none), or "" when no plan can price it (no plans
---            exist, or the charge is an amount): then nothing is read
--- return {R_OK, "entry|now_ms|balance|amount|version"} when charged,
+-- ARGV[16] - the plan argument (_allowance.lua): the user's plan the usage
+--            was priced for and its allowance's period, or "" when no plan
+--            exists (then nothing is read)
+-- (the plan's allowance pays first, then the grants and the balance; the
+-- balance rule counts what is left of the allowance as balance)
+-- return {R_OK, "entry|now_ms|balance|amount|version|allowance used"} when
+--        charged,
 --        {R_REPLAYED, same payload} for a replay, {R_CONFLICT}, the refusal {R_REFUSED, scope,
 --        window, limit, spent, held[, free_ms]}, {R_STALE_PRICE, active
 --        version} when the version priced with is not the active one any
@@ -46,29 +49,31 @@ if version ~= '' then
   local active = redis.call('GET', BASE .. K_PRICE_ACTIVE)
   if active ~= version then return {R_STALE_PRICE, active or ''} end
 end
-local plan = ARGV[16]
-if plan ~= '' then
-  local assigned = redis.call('GET', BASE .. K_USER_PLAN .. user) or ''
-  if '=' .. assigned ~= plan then return {R_STALE_PRICE, version, assigned} end
-end
+local stale, start, left, ttl_ms = plan_allowance(ARGV[16], user)
+if stale then return {R_STALE_PRICE, version, stale} end
 
 local floor = ARGV[15]
 if floor == '' then floor = MIN_BALANCE end
 local verdict, _, seen, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user,
-                                          project, tonumber(ARGV[6]), floor)
+                                          project, tonumber(ARGV[6]), floor, left)
+verdict = model_admit(verdict, ARGV[2], ARGV[4], user, project, tonumber(ARGV[6]), ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 
-local balance = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])  --@!cap_actions
-local balance, crossed = charge(ARGV, user, project, seen[2], true, entry, ARGV[11])  --@cap_actions
+local balance, drawn = charge(ARGV, user, project, seen[2], true, entry, ARGV[11],  --@!cap_actions
+                              start, left, ttl_ms)  --@!cap_actions
+local balance, drawn, crossed = charge(ARGV, user, project, seen[2], true, entry,  --@cap_actions
+                                       ARGV[11], start, left, ttl_ms)  --@cap_actions
+local used = ''
+if drawn > 0 then used = fmt(drawn) end
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if minutes then count_admitted_minutes(minutes, now_ms, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],
-              F_PRICE_VERSION, version)
+              F_PRICE_VERSION, version, F_ALLOWANCE_USED, used)
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
-                .. '|' .. version
+                .. '|' .. version .. '|' .. used
 idem_store(ikey, fingerprint, payload)
 return {R_OK, payload, crossed}  --@cap_actions
 return {R_OK, payload}  --@!cap_actions

@@ -49,12 +49,15 @@ if more > 0 then
   -- rule is reserve's for the hold's new total.
   local verdict, _, _, _, minutes = admit(now_ms, ARGV[2], ARGV[3], user,
                                           project, more)
+  local held_for = redis.call('HGET', hkey, 'm') or ''  --@models
+  verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, more, held_for)  --@models
   if verdict[1] ~= R_OK then
     local at = #verdict + 1
     verdict[at], verdict[at + 1] = user, project
     return verdict
   end
   add_held(user, project, more, ARGV[4])
+  model_add_held(held_for, user, project, more, ARGV[4])  --@models
   -- (a top-up counts in the minute of a scope with a per-minute cap, as a
   -- new hold does)
   if minutes then count_admitted_minutes(minutes, now_ms, more, ARGV[4]) end

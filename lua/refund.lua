@@ -64,6 +64,7 @@ for _, window in ipairs({K_DAY .. day, K_MONTH .. string.sub(day, 1, 6)}) do
   end
 end
 
+model_refund(day, user, project, model, amount)  --@models
 -- (the charge's user, project and model, and its day as the window whose
 -- counters the refund lowered: the analytics count it there)
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_REFUND, F_OCCURRED_AT, now_ms,

@@ -10,15 +10,23 @@
 -- ARGV[6] - actual cost, micro-units
 -- ARGV[7] - entry id (fresh, unique)
 -- ARGV[8] - model, ""      ARGV[9] - metadata JSON, ""
+-- (with MODEL_CAPS, "" stands for the hold's model, if it has one)  --@models
 -- ARGV[10] - lease id
--- return {R_OK, user, project, late (1 or 0), estimate} when settled now (the
---        entry and time are the caller's), {R_REPLAYED, user, project,
---        "entry|settled_ms|late|estimate"} when it already was, at this cost;
---        {R_CONFLICT, actual} when it was settled at another cost;
---        {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when the lease was released
+-- ARGV[11] - the plan argument (_allowance.lua) for the hold's user: the
+--            plan expected and its allowance's period ("=" when the caller
+--            does not know the user); lenient ("~") when replayed from the
+--            spool; "" for a settle spooled before allowances
+-- (the plan's allowance pays first, then the grants and the balance)
+-- return {R_OK, user, project, late (1 or 0), estimate, allowance used} when
+--        settled now (the entry and time are the caller's), {R_REPLAYED,
+--        user, project, "entry|settled_ms|late|estimate|allowance used"}
+--        when it already was, at this cost; {R_CONFLICT, actual} when it was
+--        settled at another cost; {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when
+--        the lease was released; {R_STALE_PRICE, user, the user's plan}
+--        when it is not the one expected (strict: nothing was written)
 -- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
--- scopes to: {R_OK, user, project, late, estimate, crossed}, as cap_events  --@cap_actions
--- returns them)  --@cap_actions
+-- scopes to: {R_OK, user, project, late, estimate, allowance used,  --@cap_actions
+-- crossed}, as cap_events returns them)  --@cap_actions
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -32,17 +40,26 @@ if state == HOLD_SETTLED then
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
+local held_for = redis.call('HGET', hkey, 'm')  --@models
+if ARGV[8] == '' and held_for then ARGV[8] = held_for end  --@models
 local user, project = h[3], h[4]
+local stale, start, left, ttl_ms = plan_allowance(ARGV[11], user)
+if stale then return {R_STALE_PRICE, user, stale} end
 local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 -- The balance is read with the held amounts: charge need not look again.
 local balance
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   balance = remove_held(user, project, tonumber(h[2]))
+  model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 
-charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@!cap_actions
-local _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[8])  --@cap_actions
+local _, drawn = charge(ARGV, user, project, balance, false, entry, ARGV[8],  --@!cap_actions
+                       start, left, ttl_ms)  --@!cap_actions
+local _, drawn, crossed = charge(ARGV, user, project, balance, false, entry,  --@cap_actions
+                                 ARGV[8], start, left, ttl_ms)  --@cap_actions
+local used = ''
+if drawn > 0 then used = fmt(drawn) end
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 -- The hold counted in the minute when it was taken: only a cost above it
 -- counts now.
@@ -53,10 +70,10 @@ end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, cost, F_LEASE_ID, lease, F_ESTIMATE, h[2],
               F_LATE, late, F_PROJECT_ID, project, F_MODEL, ARGV[8],
-              F_METADATA, ARGV[9])
+              F_METADATA, ARGV[9], F_ALLOWANCE_USED, used)
 
-local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
+local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2] .. '|' .. used
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2]), crossed}  --@cap_actions
-return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}  --@!cap_actions

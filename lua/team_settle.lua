@@ -10,7 +10,8 @@
 -- ARGV[1..10] - as in settle.lua (now_ms, day, day TTL, month, month TTL,
 --               actual cost, entry, model, metadata, lease id)
 -- ARGV[11] - team id
--- return as settle.lua (with cap actions too)
+-- return as settle.lua (with cap actions too; the allowance used is always 0:
+--        a team charge draws on the pool, not the user's plan allowance)
 
 local hkey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -49,5 +50,5 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
 redis.call('PEXPIRE', hkey, h[6])
-return {R_OK, user, project, tonumber(late), tonumber(h[2]), crossed}  --@cap_actions
+return {R_OK, user, project, tonumber(late), tonumber(h[2]), 0, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

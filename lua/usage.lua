@@ -8,6 +8,7 @@
 -- ARGV[3] - month (yyyymm, in the window time zone)
 -- ARGV[4] - user id
 -- ARGV[5] - project id, "" for none
+-- ARGV[6] - model, "", with MODEL_CAPS only: 5 more values per scope  --@models
 -- return per scope (user, [project,] global) twelve values: held, balance
 --        (the balance key's value, its user's grants expired first; false but
 --        for a user who has one), daily limit, monthly limit (-1 =
@@ -45,4 +46,5 @@ for i = 1, n do
   end
   out[#out + 1] = cap_part(more) or false  --@cap_actions
 end
+if ARGV[6] and ARGV[6] ~= '' then model_usage(out, ARGV[2], ARGV[3], user, project, ARGV[6]) end  --@models
 return out

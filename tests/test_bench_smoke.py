@@ -73,9 +73,11 @@ async def test_a_tiny_bench_run_writes_every_result(
         "record_spend",
         "reserve+settle",
         "deduct",
+        "deduct (plan)",  # users on a plan, a deployment of their own
     }
     assert latency["record_spend"]["n"] == 40
     assert latency["deduct"]["n"] == 40
+    assert latency["deduct (plan)"]["n"] == 40
     assert [row["concurrency"] for row in written["throughput"]] == [1, 8]
     lease = written["overshoot"]["spendgate_lease"]
     assert (lease["admitted"], lease["recorded"], lease["overshoot"]) == (10, "10", "0")

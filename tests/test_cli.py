@@ -195,6 +195,7 @@ def test_limits_set_get_clear(prefix: str, capsys: pytest.CaptureFixture[str]) -
         "monthly": None,
         "per_minute": None,
         "overridden": [],
+        "model": None,  # (the scope's own caps, not a model's)
         "action": None,
         "thresholds": [],
     }

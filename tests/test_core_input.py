@@ -312,11 +312,11 @@ async def test_ledger_entries_hold_every_field_of_their_kind(
     assert by_entry[spend.entry_id] == {
         **{b"e": spend.entry_id.encode(), b"k": b"spend", b"u": b"alice"},
         **{b"t": str(spend.occurred_ms).encode(), b"a": b"1000000"},
-        **{b"p": b"", b"m": b"", b"md": b"", b"i": b""},
+        **{b"p": b"", b"m": b"", b"md": b"", b"i": b"", b"au": b""},
     }
     assert by_entry[settled.entry_id] == {
         **{b"e": settled.entry_id.encode(), b"k": b"settle", b"u": b"bob"},
         **{b"t": str(settled.occurred_ms).encode(), b"a": b"1500000"},
         **{b"l": lease.id.encode(), b"est": b"2000000", b"late": b"0"},
-        **{b"p": b"p", b"m": b"gpt", b"md": b""},
+        **{b"p": b"p", b"m": b"gpt", b"md": b"", b"au": b""},
     }

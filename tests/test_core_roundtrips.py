@@ -65,7 +65,8 @@ async def test_each_hot_path_call_is_one_evalsha(make_budget: MakeBudget) -> Non
 
 async def test_calls_carry_no_configuration(make_budget: MakeBudget) -> None:
     # The configuration is part of the loaded scripts: a call sends only what
-    # changes per call (check: now, day, month, amount, user, project).
+    # changes per call (check: now, day, month, amount, user, project, and
+    # the plan argument: "" here, balances not being enforced).
     budget = make_budget(
         daily_user_limit="123.456789", monthly_global_limit="98765", ledger_maxlen=4321
     )
@@ -81,7 +82,8 @@ async def test_calls_carry_no_configuration(make_budget: MakeBudget) -> None:
         arguments = {str(arg) for arg in rest[nkeys:]}
         assert not arguments & configured, (name, rest)
         if name == "check_availability":
-            assert len(rest) == nkeys + 6, rest
+            assert len(rest) == nkeys + 7, rest
+            assert rest[-1] == "", rest
 
 
 @pytest.mark.parametrize(

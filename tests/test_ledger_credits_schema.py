@@ -99,6 +99,7 @@ async def test_0003_migrates_a_0001_table_holding_rows_in_place(pg_dsn: str) -> 
                 "team_id",
                 "scope",
                 "window",
+                "allowance_used",  # (0004)
             }
             assert all(new[k] is None for k in extra)
         # New rows of every kind insert; only adjust may be negative.

@@ -44,9 +44,12 @@ async def test_a_plans_rate_override_prices_its_users_and_not_others(
     ada = await budget.deduct("ada", USAGE)
     bob = await budget.deduct("bob", USAGE)
     cy = await budget.deduct("cy", USAGE)
-    assert ada.amount == FREE_PRICE and ada.balance_after == 1000 - FREE_PRICE
-    assert bob.amount == BOOK_PRICE
-    assert cy.amount == BOOK_PRICE
+    # (the plans' free allowances pay: the balances stay whole)
+    assert ada.amount == FREE_PRICE and ada.balance_after == 1000
+    assert ada.allowance_used == FREE_PRICE
+    assert bob.amount == BOOK_PRICE and bob.balance_after == 1000 - BOOK_PRICE
+    assert bob.allowance_used == 0
+    assert cy.amount == BOOK_PRICE and cy.allowance_used == BOOK_PRICE
     assert (await _pricing_of(budget, ada.entry_id))["plan"] == "free"
     assert "plan" not in await _pricing_of(budget, bob.entry_id)
     assert (await _pricing_of(budget, cy.entry_id))["plan"] == "pro"

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import pytest
 
-from spendgate import BudgetManager, SpendgateError
+from spendgate import BudgetConfig, BudgetManager, SpendgateError
 from spendgate.core.operations import OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import WINDOW_NAMES, Reply, WindowCode, WindowName
 from spendgate.core.scripts import (
@@ -82,7 +82,7 @@ def test_each_script_header_documents_its_keys_and_args(operation: str) -> None:
         args.update(range(int(first), int(last or first) + 1))
     keys = {int(k) for k in _HEADER_KEY.findall(header)}
     op = OPERATIONS[operation]
-    assert args == set(range(1, len(op.args) + 1))
+    assert args == set(range(1, len(op.args) + len(op.hooked) + 1))
     assert keys == set(range(1, len(op.keys) + 1))
 
 
@@ -112,25 +112,34 @@ _TEAM_LEASE = Lease(
 #: a reply of each code each operation may answer, as the script would
 _CANNED: dict[str, dict[Reply, list[Any]]] = {
     # (a per-minute refusal: when the scope frees up comes last)
-    "check": {Reply.OK: [0, -1], Reply.REFUSED: [1, 1, 5, 5, 5, 0, 1700000060000]},
+    "check": {
+        Reply.OK: [0, -1],
+        Reply.REFUSED: [1, 1, 5, 5, 5, 0, 1700000060000],
+        # (the user's plan, "" for none, when not the one expected)
+        Reply.STALE_PRICE: [7, b""],
+    },
     "reserve": {
         Reply.OK: [0, b"lease|2000000000000"],
         Reply.REFUSED: [1, 2, 2, 5, 5, 0],
         Reply.REPLAYED: [2, b"first|2000000000000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "reserve_up_to": {
         Reply.OK: [0, b"lease|2000000000000|500000"],
-        Reply.REFUSED: [1, 1, 4, 5, 5, 0],
+        # (a per-model cap's refusal: 0, then the model)
+        Reply.REFUSED: [1, 1, 2, 5, 5, 0, 0, b"gpt-4o"],
         Reply.REPLAYED: [2, b"first|2000000000000|500000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "settle": {
-        Reply.OK: [0, b"u", b"", 0, 1000000],
-        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
+        Reply.OK: [0, b"u", b"", 0, 1000000, 500000],
+        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000|500000"],
         Reply.CONFLICT: [3, b"2000000"],
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_RELEASED: [5],
+        Reply.STALE_PRICE: [7, b"u", b""],
     },
     "release": {
         Reply.OK: [0, 1],
@@ -148,9 +157,10 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.LEASE_EXPIRED: [9],
     },
     "record": {
-        Reply.OK: [0, b"entry|1700000000000"],
-        Reply.REPLAYED: [2, b"first|1700000000000"],
+        Reply.OK: [0, b"entry|1700000000000|"],
+        Reply.REPLAYED: [2, b"first|1700000000000|500000"],
         Reply.CONFLICT: [3],
+        Reply.STALE_PRICE: [7, b""],
     },
     "credit": {
         Reply.OK: [0, b"entry|1700000000000|5000000"],
@@ -158,9 +168,9 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.CONFLICT: [3],
     },
     "deduct": {
-        Reply.OK: [0, b"entry|1700000000000|5000000|1000000|"],
+        Reply.OK: [0, b"entry|1700000000000|5000000|1000000||"],
         Reply.REFUSED: [1, 1, 3, 5, 0, 0],
-        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000|"],
+        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000||500000"],
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
     },
@@ -314,15 +324,18 @@ def test_the_canned_replies_cover_every_declared_reply() -> None:
     ("operation", "reply"),
     [(name, reply) for name, replies in _CANNED.items() for reply in replies],
 )
+@pytest.mark.parametrize("model_caps", [False, True])
 async def test_every_reply_code_is_decoded(
-    operation: str, reply: Reply, monkeypatch: pytest.MonkeyPatch
+    operation: str, reply: Reply, model_caps: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budget = BudgetManager()
+    budget = BudgetManager(BudgetConfig(model_caps=model_caps))
     sent: list[str] = []
 
     async def canned(op: str, keys: Any, args: Any, **options: Any) -> list[Any]:
         assert len(keys) == len(OPERATIONS[op].keys)
-        assert len(args) == len(OPERATIONS[op].args)
+        # (the hooked arguments only with their feature on: model_caps)
+        hooked = len(OPERATIONS[op].hooked) if budget.config.model_caps else 0
+        assert len(args) == len(OPERATIONS[op].args) + hooked
         if op == "pricing_get" and operation != op:
             if operation == "pricing_activate":  # (loading what it activated)
                 return [b"1", b"1", json.dumps(_BOOK).encode(), None]
@@ -353,9 +366,10 @@ async def test_every_reply_code_is_decoded(
 #: last, flat (scope index, window code, threshold, limit, spent for each)
 _CROSSED = [1, 1, 500000, 2000000, 1000000, 2, 2, 1000000, 4000000, 4000000]
 _WITH_CROSSINGS: dict[str, list[Any]] = {
-    "record": [0, b"entry|1700000000000", _CROSSED],
-    "deduct": [0, b"entry|1700000000000|5000000|1000000|", _CROSSED],
-    "settle": [0, b"u", b"", 0, 1000000, _CROSSED],
+    "record": [0, b"entry|1700000000000|", _CROSSED],
+    "deduct": [0, b"entry|1700000000000|5000000|1000000||", _CROSSED],
+    # (the allowance the settle drew on comes before the crossings)
+    "settle": [0, b"u", b"", 0, 1000000, 0, _CROSSED],
 }
 
 

@@ -461,6 +461,7 @@ async def test_limits_get_put_delete(make_client: MakeClient) -> None:
         "weekly": None,
         "per_minute": None,
         "overridden": [],
+        "model": None,  # (the scope's own caps, not a model's)
         "action": None,
         "thresholds": [],
     }

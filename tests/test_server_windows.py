@@ -61,6 +61,7 @@ async def test_limits_take_weekly_and_per_minute_caps(
         "weekly": "7",
         "per_minute": "0.5",
         "overridden": ["per_minute", "weekly"],
+        "model": None,  # (the scope's own caps, not a model's)
         "action": None,
         "thresholds": [],
     }

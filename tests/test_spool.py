@@ -45,7 +45,12 @@ from redis import exceptions as redis_errors
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
 from spendgate.core.keys import Keys, fact_keys
-from spendgate.core.operations import CREDIT_GRANT_DEFAULTS, OPERATIONS, positional_args
+from spendgate.core.operations import (
+    CREDIT_GRANT_DEFAULTS,
+    NO_PLAN_ARGS,
+    OPERATIONS,
+    positional_args,
+)
 from spendgate.core.scripts import SCRIPT_CONSTANTS, configured_source
 from spendgate.durability.spool import Spool, SpooledFact, decode_fact, encode_fact
 
@@ -372,10 +377,12 @@ OLD_FACTS: list[tuple[str, dict[str, str | int]]] = [
             "model": "gpt-x",
             "metadata": r'{"n":1,"note":"\u00fcn\u00efcode"}',
             "idempotency_key": "",
+            # (a record spooled before allowances: no plan applies)
+            **NO_PLAN_ARGS,
         },
     ),
-    ("record", _CALL_7),
-    ("record", _CALL_7),
+    ("record", {**_CALL_7, **NO_PLAN_ARGS}),
+    ("record", {**_CALL_7, **NO_PLAN_ARGS}),
     (
         "credit",
         {
@@ -389,7 +396,16 @@ OLD_FACTS: list[tuple[str, dict[str, str | int]]] = [
             **CREDIT_GRANT_DEFAULTS,
         },
     ),
-    ("settle", {**_HEAD, "amount": 1_500_000, "model": "gpt-x", "metadata": ""}),
+    (
+        "settle",
+        {
+            **_HEAD,
+            "amount": 1_500_000,
+            "model": "gpt-x",
+            "metadata": "",
+            **NO_PLAN_ARGS,
+        },
+    ),
 ]
 
 
@@ -415,7 +431,8 @@ def test_old_records_decode_to_their_operation_and_named_arguments(
         prefix = raw["k"][0].split(":{sg}:")[0]
         assert fact_keys(Keys(prefix), operation, fact.args) == tuple(raw["k"])
         # (the arguments the operation gained since were not written)
-        written = [v for k, v in fact.args.items() if k not in CREDIT_GRANT_DEFAULTS]
+        added = {**CREDIT_GRANT_DEFAULTS, **NO_PLAN_ARGS}
+        written = [v for k, v in fact.args.items() if k not in added]
         if version == 1:  # the configuration it carried is what was dropped
             assert raw["a"][0] == f"{prefix}:{{sg}}:"
             assert (
@@ -442,6 +459,7 @@ async def _hold_of_old_lease(client: aioredis.Redis, base: str, lease: str) -> N
         PURGE_MAX="100",
         IDEMPOTENCY_TTL_MS="86400000",
         LEDGER_MAXLEN="0",
+        MODEL_CAPS="0",
     )
     reserve = client.register_script(configured_source("reserve", constants))
     args = {
@@ -454,6 +472,7 @@ async def _hold_of_old_lease(client: aioredis.Redis, base: str, lease: str) -> N
         "fingerprint": "",
         "lease": lease,
         "expires_ms": _HEAD["now_ms"] + 300_000,
+        "plan": "",
     }
     reply = await reserve(keys=[""], args=positional_args("reserve", args))
     assert reply[0] == 0, reply

@@ -111,6 +111,7 @@ class BudgetManager(
             "LEDGER_MAXLEN": str(cfg.effective_ledger_maxlen),
             "GRANTS_PER_CALL": str(cfg.grants_per_call),
             "REFUND_WINDOW_MS": str(cfg.refund_window_seconds * 1000),
+            "MODEL_CAPS": "1" if cfg.model_caps else "0",
             "CAP_ACTIONS": "1" if cfg.cap_actions else "0",
             "LOW_BALANCE": (
                 NO_CAP
@@ -118,6 +119,7 @@ class BudgetManager(
                 else str(signed_micros(cfg.low_balance_threshold))
             ),
         }
+        self._model_caps = cfg.model_caps
         self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)

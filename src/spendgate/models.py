@@ -87,6 +87,9 @@ class SpendRecord:
     #: the thresholds of ``warn`` caps this charge reached (each one's event
     #: was written with it); empty for a replay, which reached none
     warnings: tuple[CapWarning, ...] = ()
+    #: a charge: the part of it a plan's free allowance paid, micro-units
+    #: (see ``allowance_used``)
+    allowance_used_micros: int = 0
     #: the team whose pool paid (``team_id=``); ``None`` for the user's own
     team_id: str | None = None
 
@@ -94,6 +97,12 @@ class SpendRecord:
     def amount(self) -> Decimal:
         """The amount charged or credited."""
         return from_micros(self.amount_micros)  # made when asked for, as Lease's
+
+    @property
+    def allowance_used(self) -> Decimal:
+        """The part of a charge a plan's free allowance paid (0 without a
+        plan, or while spooled)."""
+        return from_micros(self.allowance_used_micros)
 
     @property
     def estimate(self) -> Decimal | None:
@@ -126,6 +135,19 @@ class WindowUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model's spend in one scope, under its per-model caps
+    (``get_usage(..., model=...)``, with ``model_caps``)."""
+
+    model: str
+    #: spent on the model today, held by leases taken for it, its daily cap
+    daily: WindowUsage
+    monthly: WindowUsage
+    #: held by open leases reserved for the model
+    held: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeUsage:
     """Usage of one scope: ``"user"``, ``"project"`` or ``"global"``."""
 
@@ -144,6 +166,8 @@ class ScopeUsage:
     minute: WindowUsage | None = None
     #: until when the kill switch refuses the scope; ``None`` when it does not
     kill_switch_until: datetime | None = None
+    #: the model asked for (``get_usage(..., model=...)``); ``None`` otherwise
+    model: ModelUsage | None = None
     #: the scope's cap action (``None``: none, or cap actions are off)
     action: str | None = None
     #: its thresholds, fractions of the daily and monthly caps
@@ -191,6 +215,10 @@ class Limits:
     weekly: Decimal | None = None
     #: the per-minute cap in force (``None``: no cap, or per-minute caps are off)
     per_minute: Decimal | None = None
+    #: the model these caps are for (``set_limits(..., model=...)``: they
+    #: bound that model's spend alone, and have no default); ``None`` for
+    #: the scope's own caps
+    model: str | None = None
     #: the cap action (``"deny"``, ``"warn"``, ``"notify"``); ``None``: none
     #: set (refused at the caps, no events)
     action: str | None = None
@@ -376,4 +404,7 @@ class Transaction:
     lease_id: str | None = None
     #: the price book version that priced it
     price_version: int | None = None
+    #: a charge: the part of ``amount`` a plan's free allowance paid
+    #: (``None``: none)
+    allowance_used: Decimal | None = None
     metadata: dict[str, Any] | None = None

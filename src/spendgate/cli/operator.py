@@ -14,6 +14,8 @@ unchanged, and ``limits clear`` drops the overrides (back to the defaults).
 ``SPENDGATE_PER_MINUTE_CAPS``, ``--action`` (``deny``, ``warn``, ``notify``,
 or ``none`` to drop it) and ``--thresholds`` (``0.5,0.8,0.95``) need
 ``SPENDGATE_CAP_ACTIONS``.
+``--model`` (``usage``, ``limits``) works on one model's caps and spend
+in the scope (daily and monthly), and needs ``SPENDGATE_MODEL_CAPS``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def add_usage(sub: SubParsers) -> None:
     )
     parser.add_argument("user", help="the user id")
     parser.add_argument("--project", help="also show this project")
+    _model_option(parser, "also show this model's spend and per-model caps")
     _json_option(parser)
     parser.set_defaults(handler=run_usage)
 
@@ -91,6 +94,7 @@ def add_limits(sub: SubParsers) -> None:
         action.add_argument(
             "id", nargs="?", help="the user or project id (not for global)"
         )
+        _model_option(action, "that model's caps in the scope (daily, monthly)")
         if name == "set":
             for window in CAP_WINDOWS:
                 action.add_argument(
@@ -118,6 +122,12 @@ def add_limits(sub: SubParsers) -> None:
         action.set_defaults(handler=run_limits)
 
 
+def _model_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument(
+        "--model", help=f"{text} (needs SPENDGATE_MODEL_CAPS)", metavar="MODEL"
+    )
+
+
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
@@ -129,7 +139,7 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 def run_usage(args: argparse.Namespace) -> int:
     async def work(budget: BudgetManager) -> int:
-        scopes = await budget.get_usage(args.user, args.project)
+        scopes = await budget.get_usage(args.user, args.project, model=args.model)
         if args.json:
             print_json(
                 {
@@ -147,6 +157,12 @@ def run_usage(args: argparse.Namespace) -> int:
                 for name, s in scopes.items()
                 for w in ("daily", "weekly", "monthly", "minute")
                 if getattr(s, w) is not None
+            ]
+            + [
+                _usage_row(name, s, w, model=True)
+                for name, s in scopes.items()
+                if s.model is not None
+                for w in WINDOWS
             ],
         )
         for name, s in scopes.items():
@@ -163,12 +179,16 @@ def run_usage(args: argparse.Namespace) -> int:
     return run_on_budget(work)
 
 
-def _usage_row(name: str, usage: ScopeUsage, window: str) -> list[object]:
-    w = getattr(usage, window)
+def _usage_row(
+    name: str, usage: ScopeUsage, window: str, *, model: bool = False
+) -> list[object]:
+    """One window's row; ``model``: the window of the model asked for
+    (named "<model> <window>")."""
+    w = getattr(usage.model if model else usage, window)
     return [
         name,
         dash(usage.scope_id),
-        window,
+        printable(f"{usage.model.model} {window}") if usage.model and model else window,
         str(w.spent),
         str(w.held),
         str(dash(w.limit, NO_CAP_TEXT)),
@@ -201,6 +221,14 @@ def _scope_json(usage: ScopeUsage) -> dict[str, Any]:
         "weekly": window(usage.weekly),
         "minute": window(usage.minute),
         "kill_switch_until": None if until is None else until.isoformat(),
+        "model": None
+        if usage.model is None
+        else {
+            "model": usage.model.model,
+            "held": str(usage.model.held),
+            "daily": window(usage.model.daily),
+            "monthly": window(usage.model.monthly),
+        },
     }
 
 
@@ -224,18 +252,26 @@ def run_limits(args: argparse.Namespace) -> int:
             "give --daily, --weekly, --monthly, --per-minute and/or --action",
             ExitCode.USAGE,
         )
+    model = args.model
 
     async def work(budget: BudgetManager) -> int:
         if args.limits_action == "clear":
-            limits = await budget.clear_limits(args.scope, args.id)
+            limits = await budget.clear_limits(args.scope, args.id, model=model)
         else:
-            limits = await budget.set_limits(args.scope, args.id, **_cap_changes(args))
+            changes = _cap_changes(args)
+            limits = await budget.set_limits(
+                args.scope, args.id, model=model, **changes
+            )
         shown = [
             window
             for window in CAP_WINDOWS
             if window in WINDOWS
-            or (window == "weekly" and budget.config.weekly_enabled)
-            or (window == "per_minute" and budget.config.per_minute_enabled)
+            or (model is None and window == "weekly" and budget.config.weekly_enabled)
+            or (
+                model is None
+                and window == "per_minute"
+                and budget.config.per_minute_enabled
+            )
         ]
         _print_limits(limits, shown, as_json=args.json)
         return ExitCode.OK
@@ -275,19 +311,26 @@ def _print_limits(limits: Limits, shown: list[str], *, as_json: bool) -> None:
                 "overridden": sorted(limits.overridden),
                 "action": limits.action,
                 "thresholds": [str(t) for t in limits.thresholds],
+                "model": limits.model,
             }
         )
         return
+    # (a per-model cap has no default: without one, the model has none)
+    otherwise = "default" if limits.model is None else "none"
     rows = [
         [
             limits.scope,
             dash(limits.scope_id),
             window.replace("_", "-"),
             str(dash(getattr(limits, window), NO_CAP_TEXT)),
-            "override" if window in limits.overridden else "default",
+            "override" if window in limits.overridden else otherwise,
         ]
         for window in shown
     ]
+    if limits.model is not None:
+        rows = [[*row[:2], printable(limits.model), *row[2:]] for row in rows]
+        print_table(["scope", "id", "model", "window", "limit", "source"], rows)
+        return
     print_table(["scope", "id", "window", "limit", "source"], rows)
     if limits.action is not None:
         thresholds = ", ".join(str(t) for t in limits.thresholds)

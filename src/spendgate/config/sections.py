@@ -142,6 +142,11 @@ class CapSettings(BaseModel):
     #: once a scope reaches its per-minute cap, refuse it for this long
     #: (seconds; 0 = no kill switch, only the sliding minute)
     kill_switch_seconds: int = Field(default=0, ge=0, le=7 * 86400)
+    #: allow per-model caps (set_limits(..., model=...)) for every scope:
+    #: facts with a model then count per model, and admission with a model
+    #: checks its caps, in the same scripts. Off, the scripts are exactly
+    #: those of a deployment that never had per-model caps
+    model_caps: bool = False
     #: allow cap actions (set_limits action="warn"/"notify"/"deny" and
     #: thresholds): the charging scripts then read the scopes' overrides and
     #: write threshold events. Off, the scripts carry none of it

@@ -62,6 +62,16 @@ def check_model(model: object) -> str | None:
     return check_optional_id("model", model, MAX_MODEL_LENGTH)
 
 
+def check_capped_model(model: object) -> str | None:
+    """A model name that per-model caps key by: :func:`check_model`'s rule,
+    and no control characters (a cap's key, a log line or a CLI listing
+    shows it as it is)."""
+    name = check_model(model)
+    if name is not None and any(c < " " or c == "\x7f" for c in name):
+        raise InvalidIdError("model", "control characters are not allowed")
+    return name
+
+
 def encode_metadata(metadata: object, max_bytes: int) -> str:
     """Metadata as compact, key-sorted JSON; ``""`` for none.
 

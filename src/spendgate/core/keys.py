@@ -61,6 +61,15 @@ they are loaded. The layout, below ``BASE``::
                            ``m20250101``): ``c:<feature>`` the calls counted,
                            ``w:<feature>`` present once the over-limit event
                            was written (expires after the period)
+    ml:<s>:<n>:<model>:<id>  string: the per-model caps of one scope,
+                           "<daily>|<monthly>", a part empty for none; <n>
+                           is the model id's length in bytes, so no model
+                           id runs into the scope's id (kept only with
+                           model_caps: lua/_models.lua)
+    md:<yyyymmdd>:<s>:<n>:<model>:<id>  string: spent on that model that day
+    mm:<yyyymm>:<s>:<n>:<model>:<id>    string: that month
+    mr:<s>:<n>:<model>:<id>  string: held by pending holds taken for the
+                           model (absent at zero)
     pb:next                string: the last price book version published
     pb:active              string: the active price book version
     pb:v:<n>               string: price book version n (JSON, immutable)
@@ -141,6 +150,10 @@ KEY_PARTS = {
     "TEAM_HOLDS": "tholds:",
     "TEAM_DAY": "tday:",
     "TEAM_MONTH": "tmon:",
+    "MODEL_LIMITS": "ml:",
+    "MODEL_DAY": "md:",
+    "MODEL_MONTH": "mm:",
+    "MODEL_HELD": "mr:",
     "CAP_MARK": "cx:",
 }
 
@@ -218,6 +231,19 @@ class Keys:
         ``""``): ``"<daily>|<monthly>[|<per_minute>[|<weekly>[|<action>]]]"``,
         a part empty for the default."""
         return f"{self.base}{_K['LIMITS']}{SCOPE_LETTERS[scope]}:{scope_id}"
+
+    def model_limits(self, scope: str, scope_id: str, model: str) -> str:
+        """The per-model caps of one user, project or the global scope (id
+        ``""``): ``"<daily>|<monthly>"``, a part empty for none."""
+        return f"{self.base}{_K['MODEL_LIMITS']}{model_part(scope, scope_id, model)}"
+
+    def model_day(self, day: str, scope: str, scope_id: str, model: str) -> str:
+        """Spent on ``model`` in one scope that day."""
+        return f"{self.base}{_K['MODEL_DAY']}{day}:{model_part(scope, scope_id, model)}"
+
+    def model_held(self, scope: str, scope_id: str, model: str) -> str:
+        """Held by pending holds taken for ``model`` in one scope."""
+        return f"{self.base}{_K['MODEL_HELD']}{model_part(scope, scope_id, model)}"
 
     def balance(self, user_id: str) -> str:
         """A user's prepaid balance (absent when none is kept)."""
@@ -333,6 +359,13 @@ class Keys:
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the deployment (glob-escaped)."""
         return glob_escape(self.base) + "*"
+
+
+def model_part(scope: str, scope_id: str, model: str) -> str:
+    """What follows a per-model key's structural part (and window):
+    ``<s>:<n>:<model>:<id>``, ``<n>`` the model id's length in UTF-8 bytes
+    (as Lua's ``#`` counts it in ``lua/_models.lua``)."""
+    return f"{SCOPE_LETTERS[scope]}:{len(model.encode())}:{model}:{scope_id}"
 
 
 def fact_keys(

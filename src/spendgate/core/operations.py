@@ -26,6 +26,10 @@ class Operation(NamedTuple):
     replies: frozenset[Reply]
     #: a fact: spooled when Redis does not take it, replayed later
     fact: bool = False
+    #: what each ARGV after :attr:`args` is: arguments sent only with the
+    #: feature that reads them on (the script's lines that read them are
+    #: dropped otherwise: see spendgate.core.scripts.HOOKS)
+    hooked: tuple[str, ...] = ()
 
 
 #: the arguments a credit gained with grants, and what a credit spooled
@@ -54,24 +58,40 @@ _CHARGE = (
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
+#: the user's plan was not the one expected (see lua/_allowance.lua)
+_STALE = frozenset({Reply.STALE_PRICE})
+
+#: the plan argument of a fact spooled before allowances: no plan applies
+#: (see lua/_allowance.lua)
+NO_PLAN_ARGS: dict[str, str | int] = {"plan": ""}
+
+#: the hooked argument of the admitting scripts and of usage: the model the
+#: call is for. Sent only with per-model caps on (``model_caps``): a script
+#: without them never reads it, and a call does not pay for an argument it
+#: does not use
+_MODEL = ("model",)
 
 #: every operation, one ``lua/<name>.lua`` each
 OPERATIONS: dict[str, Operation] = {
-    "check": Operation(("balance",), _ADMISSION, _ADMITS),
+    "check": Operation(
+        ("balance",), (*_ADMISSION, "plan"), _ADMITS | _STALE, hooked=_MODEL
+    ),
     "reserve": Operation(
         ("idempotency",),
-        (*_ADMISSION, "fingerprint", "lease", "expires_ms"),
-        _ADMITS | _IDEMPOTENT,
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "plan"),
+        _ADMITS | _IDEMPOTENT | _STALE,
+        hooked=_MODEL,
     ),
     "reserve_up_to": Operation(
         ("idempotency",),
-        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max"),
-        _ADMITS | _IDEMPOTENT,
+        (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max", "plan"),
+        _ADMITS | _IDEMPOTENT | _STALE,
+        hooked=_MODEL,
     ),
     "settle": Operation(
         ("hold",),
-        (*_FACT_HEAD, "entry", "model", "metadata", "lease"),
-        _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
+        (*_FACT_HEAD, "entry", "model", "metadata", "lease", "plan"),
+        _IDEMPOTENT | _LEASE | _STALE | {Reply.LEASE_RELEASED},
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
@@ -91,7 +111,9 @@ OPERATIONS: dict[str, Operation] = {
         | _LEASE
         | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
     ),
-    "record": Operation(("idempotency",), _CHARGE, _IDEMPOTENT, fact=True),
+    "record": Operation(
+        ("idempotency",), (*_CHARGE, "plan"), _IDEMPOTENT | _STALE, fact=True
+    ),
     "credit": Operation(
         ("idempotency",),
         (
@@ -183,7 +205,10 @@ OPERATIONS: dict[str, Operation] = {
     "plan_assign": Operation(("user_plan",), ("assignment",), frozenset()),
     "plan_read": Operation(("user_plan", "counter"), ("mode", "field"), frozenset()),
     "usage": Operation(
-        ("balance",), ("now_ms", "day", "month", "user", "project"), frozenset()
+        ("balance",),
+        ("now_ms", "day", "month", "user", "project"),
+        frozenset(),
+        hooked=_MODEL,
     ),
     # (the grants' reads and the sweep answer values too)
     "balance": Operation(("balance",), ("now_ms", "user", "count"), frozenset()),

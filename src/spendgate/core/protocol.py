@@ -40,8 +40,11 @@ class Reply(IntEnum):
     #: deduct: the call was priced with a price book that is no longer the
     #: active one: ``{STALE_PRICE, active version}``, or for a user whose
     #: plan is not the one priced for: ``{STALE_PRICE, version, the user's
-    #: plan}`` (priced again, retried); use_feature: the user's plan is not
-    #: the one expected: ``{STALE_PRICE, the user's plan}`` (retried)
+    #: plan}`` (priced again, retried); use_feature, record, check, reserve,
+    #: reserve_up_to: the user's plan is not the one expected:
+    #: ``{STALE_PRICE, the user's plan}``; settle: ``{STALE_PRICE, user,
+    #: the user's plan}`` (the plan's allowance period computed again,
+    #: retried)
     STALE_PRICE = 7
     #: no price book of that version
     UNKNOWN_VERSION = 8
@@ -259,6 +262,9 @@ LEDGER_FIELDS = (
     LedgerField("tm", "team_id", False),
     LedgerField("sc", "scope", False),
     LedgerField("w", "window", False),
+    # a charge (spend, settle) that a plan's free allowance paid part of: that
+    # part (the rest came off the grants and the balance)
+    LedgerField("au", "allowance_used", False),
 )
 
 #: column -> stream field name

@@ -65,6 +65,7 @@ SCRIPT_CONSTANTS = (
     "REFUND_WINDOW_MS",
     "CAP_ACTIONS",
     "LOW_BALANCE",
+    "MODEL_CAPS",
 )
 
 #: the optional hooks of the scripts, the one way a feature that is off
@@ -77,8 +78,9 @@ SCRIPT_CONSTANTS = (
 #: constant (:func:`hooks_on`); a new one is named here and there, and a
 #: tag naming no hook fails the loading. ``cap_actions`` (``CAP_ACTIONS``
 #: "1": cap actions and threshold events, ``_actions.lua``),
-#: ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the low balance event)
-HOOKS = ("cap_actions", "low_balance")
+#: ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the low balance event),
+#: ``models`` (``MODEL_CAPS`` "1": per-model caps, ``_models.lua``)
+HOOKS = ("cap_actions", "low_balance", "models")
 
 
 def lua_dir() -> Path:
@@ -116,18 +118,21 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
 #: ``_grants`` a user's grants (every configuration: a user may hold some),
-#: ``_events`` what the scripts that write events share, ``_actions`` cap
-#: actions and threshold events
+#: ``_allowance`` a plan's free allowance (every configuration: a user may
+#: have a plan), ``_events`` what the scripts that write events share,
+#: ``_actions`` cap actions and threshold events, ``_models`` per-model caps
 LIBRARIES = (
     "_teams",
     "_lib",
     "_grants",
+    "_allowance",
     "_windows",
     "_week",
     "_minute",
     "_events",
     "_kill",
     "_actions",
+    "_models",
 )
 
 #: a tagged line (see :data:`HOOKS`): its hook, and whether it is the
@@ -160,6 +165,7 @@ def hooks_on(constants: Mapping[str, str]) -> frozenset[str]:
     on = {
         "cap_actions": constants["CAP_ACTIONS"] == "1",
         "low_balance": constants["LOW_BALANCE"] != protocol.NO_CAP,
+        "models": constants["MODEL_CAPS"] == "1",
     }
     return frozenset(hook for hook in HOOKS if on[hook])
 
@@ -195,11 +201,12 @@ def script_source(
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib``,
-    ``_grants`` and ``_teams``;
+    ``_grants``, ``_allowance`` and ``_teams``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
-    hook, and ``_events`` with ``_kill`` or any hook."""
+    hook, ``_models`` with the ``models`` hook, and ``_events`` with
+    ``_kill`` or an event-writing hook."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
     hooks = hooks_on(constants)
@@ -207,12 +214,14 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_teams": True,
         "_lib": True,
         "_grants": True,
+        "_allowance": True,
         "_windows": week or minute,
         "_week": week,
         "_minute": minute,
-        "_events": kill or bool(hooks),
+        "_events": kill or bool(hooks - {"models"}),
         "_kill": kill,
         "_actions": "cap_actions" in hooks,
+        "_models": "models" in hooks,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

@@ -24,7 +24,8 @@ arguments get their names, the stored keys are dropped.
 
 An operation may gain arguments: a record written before stands for the
 call with their defaults (:data:`_ADDED_ARGS`). A credit spooled before
-grants (7 arguments) replays as a never-expiring purchase of priority 0.
+grants (7 arguments) replays as a never-expiring purchase of priority 0; a
+record or settle spooled before allowances draws on no plan's allowance.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ _V1_CONFIGURATION = {
 # record stands for.
 _ADDED_ARGS: dict[str, dict[str, str | int]] = {
     "credit": operations.CREDIT_GRANT_DEFAULTS,
+    "record": operations.NO_PLAN_ARGS,
+    "settle": operations.NO_PLAN_ARGS,
 }
 
 # Versions 1 and 2 named the script handle, not the operation.

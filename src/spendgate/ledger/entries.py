@@ -50,7 +50,7 @@ class ColumnType(Enum):
 
 
 #: the ``spendgate_ledger`` columns the flusher fills, in the table's order
-#: (migrations 0001, 0002, 0003), and their types. Every column but the token
+#: (migrations 0001 to 0004), and their types. Every column but the token
 #: counts is a stream field of :data:`LEDGER_FIELDS`; checked below.
 COLUMNS: dict[str, ColumnType] = {
     "entry_id": ColumnType.TEXT,
@@ -75,6 +75,8 @@ COLUMNS: dict[str, ColumnType] = {
     "team_id": ColumnType.TEXT,
     "scope": ColumnType.TEXT,
     "window": ColumnType.TEXT,
+    # migration 0004
+    "allowance_used": ColumnType.MICROS,
 }
 
 #: metadata keys read as token counts, top level or under "usage", first found

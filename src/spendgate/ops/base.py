@@ -16,14 +16,21 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+from spendgate.core.protocol import Reply
 from spendgate.core.windows import Windows, to_ms, windows_at
+from spendgate.errors import StorageError
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig
     from spendgate.core.keys import Keys
     from spendgate.core.store import Store
+    from spendgate.plans.cache import PlanCache
 
 Clock = Callable[[], datetime]
+
+#: times a call is sent in all when its script finds the user's plan is not
+#: the one expected (lua/_allowance.lua)
+PLAN_ATTEMPTS = 3
 
 
 def new_id(now_ms: int) -> str:
@@ -59,6 +66,11 @@ class Operations:
     #: the default caps as the scripts hold them, in the order of
     #: spendgate.config.DEFAULT_CAPS
     _defaults: tuple[str, ...]
+    #: the plans and the users' plans as last read (spendgate.ops.plans)
+    _plan_cache: PlanCache | None = None
+    #: per-model caps are on (``model_caps``): admission and usage send the
+    #: model to the scripts, which count and check it
+    _model_caps: bool
 
     def _now_ms(self) -> int:
         if self._clock is None:
@@ -87,3 +99,67 @@ class Operations:
             w.month_end_ms + retain_ms,
             amount,
         )
+
+    # -- a plan's allowance (lua/_allowance.lua) -------------------------------
+
+    def _plan_fast(self, user: str, needed: bool = True) -> str | None:
+        """The plan argument when it is known without a wait: ``""`` when
+        not ``needed`` (an admission where balances are not enforced: the
+        allowance plays no part), ``"="`` for a user not known to have a
+        plan (the common case: the script checks it with one GET); ``None``
+        when :meth:`_plan_arg` must make it."""
+        if not needed:
+            return ""
+        cache = self._plan_cache
+        if cache is None or not cache.guess(user):
+            return "="
+        return None
+
+    async def _plan_arg(self, user: str, now_ms: int, lenient: bool = False) -> str:
+        """The plan argument of a charge or an admission of ``user``:
+        ``"="`` (``"~"`` when ``lenient``), no plan expected. The manager's
+        :class:`~spendgate.ops.plans.Plans` knows the plans and sends what the
+        user's plan makes of the allowance."""
+        return "~" if lenient else "="
+
+    def _remember_plan(self, user: str, assignment: str) -> None:
+        """The user's plan, as a script just answered it."""
+        cache = self._plan_cache
+        if cache is None:
+            from spendgate.plans.cache import PlanCache
+
+            cache = self._plan_cache = PlanCache()
+        cache.remember(user, assignment)
+
+    async def _replan(
+        self,
+        operation: str,
+        keys: tuple[str, ...],
+        head: tuple[Any, ...],
+        user: str,
+        now_ms: int,
+        reply: Any,
+        tail: tuple[Any, ...] = (),
+        **options: Any,
+    ) -> Any:
+        """The call again after its script answered ``STALE_PRICE`` (the
+        user's plan is not the one expected; settle's answer names the
+        hold's user too): the plan argument (after ``head``, before the
+        hooked ``tail``) made again for the user's plan, up to
+        :data:`PLAN_ATTEMPTS` tries in all, the last one lenient (it draws
+        no allowance rather than answer again).
+
+        :raise StorageError: the plan kept changing (only a canned answer
+            does that)
+        """
+        for attempt in range(1, PLAN_ATTEMPTS):
+            if len(reply) > 2:
+                user = text(reply[1])
+            self._remember_plan(user, text(reply[-1]))
+            lenient = attempt == PLAN_ATTEMPTS - 1
+            plan = await self._plan_arg(user, now_ms, lenient)
+            args = head + (plan,) + tail
+            reply = await self._store.run(operation, keys, args, **options)
+            if reply is None or reply[0] != Reply.STALE_PRICE:
+                return reply
+        raise StorageError(f"the user's plan kept changing during a {operation}")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendgate.core.ids import (
     check_id,
+    check_model,
     check_optional_id,
     user_id_of,
 )
@@ -42,7 +43,7 @@ from spendgate.ops.cap_actions import cap_warnings
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
-from spendgate.ops.plans import Plans
+from spendgate.ops.plans import Plans, allowance_arg
 from spendgate.plans.cache import split_assignment
 from spendgate.pricing.usage import CostBreakdown, UsageMetrics
 
@@ -80,6 +81,7 @@ class Deductions(Plans, Leases, Facts):
         metadata: Mapping[str, Any] | None = None,
         *,
         spool_when_unavailable: bool = False,
+        model: str | None = None,
     ) -> DeductResult:
         """Price ``usage`` and charge it in one step, or refuse.
 
@@ -94,6 +96,10 @@ class Deductions(Plans, Leases, Facts):
             charge as a fact (spooled, replayed later, never refused) instead
             of failing closed: a charge without admission, for work that has
             already happened
+        :param model: the model of a charge given as an amount (a
+            :class:`UsageMetrics` names its own: a different one is
+            refused); its per-model caps are checked in the same script
+            (with ``model_caps``) and the ledger row carries it
         :raise InsufficientCreditsError: the balance above its floor (the
             book's ``min_balance``, else the configured one) cannot cover it
         :raise BudgetExceededError: a cap would be passed
@@ -117,9 +123,19 @@ class Deductions(Plans, Leases, Facts):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
+        if model is not None:
+            checked = self._capped_model if self._model_caps else check_model
+            model = checked(model)
+            own = usage.model if isinstance(usage, UsageMetrics) else None
+            if own is not None and own != model:
+                raise InvalidArgumentError(
+                    f"model {model!r} differs from the usage's model {own!r}"
+                )
         for _ in range(_PRICE_ATTEMPTS):
             try:
                 priced = await self._price(usage, user)
+                if model is not None:
+                    priced = (*priced[:3], model, *priced[4:])
                 result = await self._deduct_once(
                     user, project, key, extra, usage, *priced
                 )
@@ -127,6 +143,8 @@ class Deductions(Plans, Leases, Facts):
                 if not spool_when_unavailable:
                     raise
                 offline = self._price_offline(usage, user)
+                if model is not None:
+                    offline = (*offline[:3], model, *offline[4:])
                 return await self._spool_deduct(user, project, key, extra, *offline)
             if result is not None:
                 return result
@@ -163,22 +181,28 @@ class Deductions(Plans, Leases, Facts):
             # An amount: priced by no book, but the active book's floor holds
             # (as read within the last REFRESH_SECONDS).
             micros = charge_micros(usage)
-            active = None
+            active, check = None, ""
             if micros:
                 fresh = self._fresh_active()
                 active = await self.active_pricing() if fresh is False else fresh
+                if self._plans_exist(None if active is None else active[1]):
+                    # (no plan prices an amount, but its allowance pays it)
+                    cache = self._plans()
+                    if cache.stale(self._plans_rev_seen):
+                        await self._load_plans()
+                    check = "=" + cache.guess(user)
             floor = None if active is None else active[1].min_balance
-            return micros, None, None, None, _floor_micros(floor), None, ""
+            return micros, None, None, None, _floor_micros(floor), None, check
         fresh = self._fresh_active()
         active = await self.active_pricing() if fresh is False else fresh
         plan, check = None, ""
-        if isinstance(usage, UsageMetrics) and self._plans_exist(
-            None if active is None else active[1]
-        ):
+        if self._plans_exist(None if active is None else active[1]):
             cache = self._plans()
             if cache.stale(self._plans_rev_seen):
                 await self._load_plans()
             plan, check = self._plan_to_price(user, active)
+            if not isinstance(usage, UsageMetrics):  # (a fixed price: no overrides)
+                plan = None
         pid = None if plan is None else plan.plan_id
         if active is None:
             if isinstance(usage, _FixedJob):
@@ -262,6 +286,13 @@ class Deductions(Plans, Leases, Facts):
                 "", user, Decimal(0), Decimal(0), None, breakdown, version
             )
         now_ms = self._now_ms()
+        if check:  # "=" and the user's plan as last read: its allowance now
+            check = "=" + allowance_arg(
+                check[1:],
+                self._plans().view(self._active_engine()),
+                now_ms,
+                self._retention_ms - now_ms,
+            )
         entry_id = new_id(now_ms)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = fingerprint("deduct", user, project, repr(usage), meta) if key else ""
@@ -290,14 +321,17 @@ class Deductions(Plans, Leases, Facts):
             raise _refused(
                 self._refusal(reply, user, project, amount, self._windows_at(now_ms))
             )
-        entry, _, balance, charged, first_version = text(reply[1]).split("|")
+        # "entry|now_ms|balance|amount|version|allowance used" (older
+        # idempotency records end before the allowance)
+        entry, _, balance, charged, first_version, *rest = text(reply[1]).split("|")
+        used = rest[0] if rest else ""
         # Positional, in field order (entry_id, user_id, amount,
         # allowance_used, balance_after, breakdown, price_version, replayed).
         result = DeductResult(
             entry,
             user,
             from_micros(int(charged)),
-            _ZERO,
+            from_micros(int(used)) if used else _ZERO,
             from_micros(int(balance)),
             breakdown if code == Reply.OK else None,
             int(first_version) if first_version else None,
@@ -341,7 +375,7 @@ class Deductions(Plans, Leases, Facts):
             entry_id=record.entry_id,
             user_id=user,
             amount=record.amount,
-            allowance_used=Decimal(0),
+            allowance_used=record.allowance_used,
             balance_after=None,
             breakdown=breakdown,
             price_version=version,

@@ -25,6 +25,7 @@ from spendgate.ops.base import Operations, fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
+_STALE = int(Reply.STALE_PRICE)
 
 
 class Facts(Operations):
@@ -96,17 +97,42 @@ class Facts(Operations):
             key,
         )
         info = {"kind": "spend", "entry": entry_id, "user": user_id, "amount": amount}
-        reply = await self._store.run("record", (ikey,), args, spool_info=info.copy)
+        # The plan's allowance: "=" (no plan expected) unless the user is
+        # known to have one (see lua/_allowance.lua).
+        plan = self._plan_fast(user_id)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run(
+            "record", (ikey,), args + (plan,), spool_info=info.copy
+        )
         replayed = False
         occurred_ms = now_ms
+        allowance = 0
         if reply is not None:
             code = reply[0]
+            if code == _STALE:
+                reply = await self._replan(
+                    "record",
+                    (ikey,),
+                    args,
+                    user_id,
+                    now_ms,
+                    reply,
+                    spool_info=info.copy,
+                )
+                code = -1 if reply is None else reply[0]
             if code == _CONFLICT:
                 raise IdempotencyConflictError(key)
             if code == _REPLAYED:  # the first call's entry, not this one's
                 replayed = True
-                entry_id, first_ms = text(reply[1]).split("|")
+                # "entry|now_ms[|allowance used]" (older records end early)
+                entry_id, first_ms, *rest = text(reply[1]).split("|")
                 occurred_ms = int(first_ms)
+                allowance = int(rest[0]) if rest and rest[0] else 0
+            elif reply is not None:
+                payload = text(reply[1])  # "entry|now_ms|allowance used"
+                if payload[-1] != "|":
+                    allowance = int(payload.rsplit("|", 1)[1])
         # Positional, in field order (entry_id, kind, user_id, project_id,
         # amount_micros, model, occurred_ms, replayed, late, spooled):
         # keywords cost the dataclass twice the time. None: spooled, replayed
@@ -123,6 +149,8 @@ class Facts(Operations):
             False,
             reply is None,
         )
+        if allowance:
+            record.allowance_used_micros = allowance
         if reply is not None and len(reply) > 2:  # (only with cap actions)
             record.warnings = cap_warnings(reply[2], user_id, project)
         return record

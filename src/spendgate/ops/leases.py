@@ -63,6 +63,8 @@ class Leases(Admission):
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
         team_id: str | None = None,
+        *,
+        model: str | None = None,
     ) -> Lease:
         """Admit ``amount`` and hold it against every scope until settled,
         released, or ``ttl_seconds`` pass (then it stops counting by itself).
@@ -71,12 +73,17 @@ class Leases(Admission):
         :param team_id: hold on that team's pool, not the user's balance
             (:mod:`spendgate.ops.team_charges`)
         :raise NotATeamMemberError: with ``team_id``, the user is not a member
+        :param model: the model the call is for: with ``model_caps``, its
+            per-model caps admit the hold too, the hold counts against them
+            until it ends, and its settle counts at this model (the lease,
+            and the hold's record, remember it)
         :raise BudgetExceededError: when a cap or the balance would be passed
         :raise BudgetUnavailableError: when the store did not answer (a lease
             is never granted without the store, even with ``fail_open``)
         :raise IdempotencyConflictError: a key reused with other arguments
         """
         if team_id is not None:
+            _no_model_on_a_team(model)
             return await self._team_reserve(
                 user_id, amount, project_id, ttl_seconds, idempotency_key, team_id
             )
@@ -91,13 +98,28 @@ class Leases(Admission):
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
+            if model is not None:
+                digest = fingerprint(digest, model)
         w = self._windows_at(now_ms)
         expires_ms = now_ms + ttl_ms
-        args = (now_ms, w.day, w.month, requested, user_id, project or "")
-        reply = await self._store.run(
-            "reserve", (ikey,), args + (digest, lease_id, expires_ms)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, requested, user_id)
+        args += (project or "", digest, lease_id, expires_ms)
+        tail: tuple[Any, ...] = ()
+        if self._model_caps:
+            tail = (self._capped_model(model),)
+        elif model is not None:
+            check_model(model)
+        # (what is left of the plan's allowance counts as balance)
+        plan = self._plan_fast(user_id, self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run("reserve", (ikey,), args + (plan,) + tail)
         code = reply[0]
+        if code == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "reserve", (ikey,), args, user_id, now_ms, reply, tail
+            )
+            code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, requested, w)
         if code == _CONFLICT:
@@ -107,9 +129,12 @@ class Leases(Admission):
             expires_ms = int(first_expiry)
         # Positional, in field order (id, user_id, project_id, amount_micros,
         # expires_ms, replayed): keywords cost the dataclass twice the time.
-        return Lease(
+        lease = Lease(
             lease_id, user_id, project, requested, expires_ms, code == _REPLAYED
         )
+        if model is not None:
+            lease.model = model
+        return lease
 
     async def reserve_up_to(
         self,
@@ -120,12 +145,15 @@ class Leases(Admission):
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
         team_id: str | None = None,
+        *,
+        model: str | None = None,
     ) -> Lease:
         """Hold as much as fits, up to ``max_amount``: the smaller of
         ``max_amount`` and the tightest room left under every scope, window
         and (where enforced) the balance; refused when not even
         ``min_amount`` fits (TigerBeetle's balancing debit). One script.
 
+        :param model: as :meth:`reserve`'s: the model's caps bound the hold too
         :return: the lease; ``lease.amount`` is what was granted
         :raise BudgetExceededError: ``min_amount`` does not fit (with
             ``min_amount`` 0: nothing is left at all)
@@ -133,6 +161,7 @@ class Leases(Admission):
         :param team_id: on that team's pool, as :meth:`reserve`
         """
         if team_id is not None:
+            _no_model_on_a_team(model)
             return await self._team_reserve(
                 user_id,
                 min_amount,
@@ -155,20 +184,37 @@ class Leases(Admission):
             key = check_id("idempotency_key", idempotency_key, self._max_id)
             ikey = self.keys.caller_idempotency(key)
             digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
+            if model is not None:
+                digest = fingerprint(digest, model)
         w = self._windows_at(now_ms)
-        args = (now_ms, w.day, w.month, least, user_id, project or "", digest)
-        reply = await self._store.run(
-            "reserve_up_to", (ikey,), args + (lease_id, now_ms + ttl_ms, most)
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, least, user_id)
+        args += (project or "", digest, lease_id, now_ms + ttl_ms, most)
+        tail: tuple[Any, ...] = ()
+        if self._model_caps:
+            tail = (self._capped_model(model),)
+        elif model is not None:
+            check_model(model)
+        plan = self._plan_fast(user_id, self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user_id, now_ms)
+        reply = await self._store.run("reserve_up_to", (ikey,), args + (plan,) + tail)
         code = reply[0]
+        if code == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "reserve_up_to", (ikey,), args, user_id, now_ms, reply, tail
+            )
+            code = reply[0]
         if code == _REFUSED:
             raise self._refusal(reply, user_id, project, least, w)
         if code == _CONFLICT:
             raise IdempotencyConflictError(idempotency_key or "")
         lease_id, expires, granted = text(reply[1]).split("|")
-        return Lease(
+        lease = Lease(
             lease_id, user_id, project, int(granted), int(expires), code == _REPLAYED
         )
+        if model is not None:
+            lease.model = model
+        return lease
 
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
         if ttl_seconds is None:
@@ -191,15 +237,25 @@ class Leases(Admission):
         ttl_seconds: int | None = None,
         idempotency_key: str | None = None,
         team_id: str | None = None,
+        *,
+        model: str | None = None,
     ) -> LeaseContext:
         """Reserve ``estimate`` for the body of an ``async with`` block.
 
         Set ``lease.actual_cost`` inside the block: on a normal exit the lease
         is settled at that cost (at the estimate when it was not set, so spend
-        is never under-counted); on an exception it is released.
+        is never under-counted); on an exception it is released. ``model``
+        is :meth:`reserve`'s.
         """
         return LeaseContext(
-            self, user_id, estimate, project_id, ttl_seconds, idempotency_key, team_id
+            self,
+            user_id,
+            estimate,
+            project_id,
+            ttl_seconds,
+            idempotency_key,
+            team_id,
+            model=model,
         )
 
     async def settle(
@@ -215,6 +271,9 @@ class Leases(Admission):
         first record.
 
         :param lease: the :class:`Lease` or its id
+        :param model: the model the cost is for; ``None``: the lease's (the
+            one it was reserved for, if any: with ``model_caps`` the hold's
+            record remembers it, so a settle by lease id counts at it too)
         :raise LeaseStateError: the lease was released, or is unknown
         :raise IdempotencyConflictError: it was already settled at another cost
         """
@@ -227,6 +286,8 @@ class Leases(Admission):
                 )
         lease_id = check_id("lease_id", lease_id, self._max_id)
         amount = charge_micros(actual_cost)
+        if model is None and isinstance(lease, Lease):
+            model = lease.model
         # (None is checked here: most facts carry neither, and a call is not free)
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
@@ -238,12 +299,23 @@ class Leases(Admission):
             meta,
             lease_id,
         )
-        reply = await self._store.run(
-            "settle",
-            (self.keys.hold(lease_id),),
-            args,
-            spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
-        )
+        # The plan's allowance of the hold's user: "=" (no plan expected)
+        # unless the user is known to have one; the script names the user
+        # when not (see lua/_allowance.lua).
+        user = lease.user_id if isinstance(lease, Lease) else ""
+        plan = self._plan_fast(user)
+        if plan is None:
+            plan = await self._plan_arg(user, now_ms)
+        keys = (self.keys.hold(lease_id),)
+
+        def info() -> dict[str, Any]:
+            return {"kind": "settle", "entry": entry_id, "lease": lease_id}
+
+        reply = await self._store.run("settle", keys, args + (plan,), spool_info=info)
+        if reply is not None and reply[0] == Reply.STALE_PRICE:
+            reply = await self._replan(
+                "settle", keys, args, user, now_ms, reply, spool_info=info
+            )
         if reply is None:  # spooled: a repeated settle at one cost is a replay
             return _spooled_settle(
                 lease, lease_id, entry_id, amount, model_name, now_ms
@@ -273,6 +345,11 @@ class Leases(Admission):
         return bool(reply[1])
 
 
+def _no_model_on_a_team(model: str | None) -> None:
+    if model is not None:
+        raise InvalidArgumentError("a hold on a team's pool takes no model= yet")
+
+
 def _settled(
     reply: list[Any],
     lease_id: str,
@@ -294,9 +371,11 @@ def _settled(
     settled_ms = now_ms
     if code == _OK:  # this call's entry, time: only the verdict comes back
         late, estimate = reply[3] == 1, reply[4]
-    else:  # REPLAYED: the first settle's
-        entry_id, first_ms, late_text, estimate_text = text(reply[3]).split("|")
+        allowance = reply[5] if len(reply) > 5 else 0
+    else:  # REPLAYED: the first settle's ("...|allowance used" but in older ones)
+        entry_id, first_ms, late_text, estimate_text, *rest = text(reply[3]).split("|")
         settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
+        allowance = int(rest[0]) if rest and rest[0] else 0
     project = text(reply[2])
     # Positional, in field order (entry_id, kind, user_id, project_id,
     # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
@@ -315,8 +394,10 @@ def _settled(
         lease_id,
         estimate,
     )
-    if code == _OK and len(reply) > 5:  # (only with cap actions)
-        record.warnings = cap_warnings(reply[5], record.user_id, record.project_id)
+    if allowance:
+        record.allowance_used_micros = allowance
+    if code == _OK and len(reply) > 6:  # (only with cap actions)
+        record.warnings = cap_warnings(reply[6], record.user_id, record.project_id)
     return record
 
 
@@ -355,16 +436,20 @@ class LeaseContext:
         ttl_seconds: int | None,
         idempotency_key: str | None,
         team_id: str | None = None,
+        model: str | None = None,
     ) -> None:
         self._budget = budget
         self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
         self._team_id = team_id
+        self._model = model
         self.lease: Lease | None = None
         #: the settle record, once the block has ended normally
         self.record: SpendRecord | None = None
 
     async def __aenter__(self) -> Lease:
-        self.lease = await self._budget.reserve(*self._args, team_id=self._team_id)
+        self.lease = await self._budget.reserve(
+            *self._args, team_id=self._team_id, model=self._model
+        )
         return self.lease
 
     async def __aexit__(

@@ -11,12 +11,17 @@ from enum import Enum
 from typing import Any
 
 from spendgate.config import DEFAULT_CAPS
-from spendgate.core.ids import check_id, check_optional_id, user_id_of
+from spendgate.core.ids import (
+    check_capped_model,
+    check_id,
+    check_optional_id,
+    user_id_of,
+)
 from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
 from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import InvalidArgumentError, Scope
-from spendgate.models import Limits, ScopeUsage, WindowUsage
+from spendgate.models import Limits, ModelUsage, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
 from spendgate.ops.cap_actions import decode_action, encode_action
 
@@ -61,11 +66,18 @@ class LimitsAndUsage(Operations):
         per_minute: Any = UNSET,
         action: Any = UNSET,
         thresholds: Any = None,
+        model: str | None = None,
     ) -> Limits:
         """Override the caps of one entity, effective on the next call.
 
         :param scope: ``"user"``, ``"project"`` or ``"global"``
         :param scope_id: the user or project id (ignored for ``"global"``)
+        :param model: set that model's caps in the scope instead (daily and
+            monthly; ``None`` or omitted = none, as a model cap has no
+            default): calls for the model (``check_availability``,
+            ``reserve``, ``deduct`` with ``model=``, facts with their
+            ``model``) count and are checked against them as well as against
+            the scope's own caps. Needs ``model_caps``
         :param daily: the new daily cap; ``None`` = no cap; omitted = unchanged
         :param monthly: the same, for the month
         :param weekly: the same, for the ISO week (needs weekly caps on:
@@ -87,6 +99,17 @@ class LimitsAndUsage(Operations):
             actions are off, an unknown action, bad thresholds
         """
         kind, sid = self._scope_id(scope, scope_id)
+        if model is not None:
+            if weekly is not UNSET or per_minute is not UNSET:
+                raise InvalidArgumentError(
+                    "a per-model cap is daily or monthly: no weekly or "
+                    "per_minute cap per model"
+                )
+            if action is not UNSET or thresholds is not None:
+                raise InvalidArgumentError(
+                    "a per-model cap has no action: it refuses at the cap"
+                )
+            return await self._set_model_limits(kind, sid, model, daily, monthly)
         part = self._action_part(action, thresholds)
         if weekly is not UNSET and not self.config.weekly_enabled:
             raise InvalidArgumentError(
@@ -130,16 +153,67 @@ class LimitsAndUsage(Operations):
             )
         return part
 
-    async def clear_limits(self, scope: Scope, scope_id: str | None = None) -> Limits:
+    async def clear_limits(
+        self, scope: Scope, scope_id: str | None = None, *, model: str | None = None
+    ) -> Limits:
         """Drop an entity's overrides (its action too): it follows the
-        configured defaults again."""
+        configured defaults again.
+        With ``model``: drop that model's caps in the scope (it has none then)."""
         kind, sid = self._scope_id(scope, scope_id)
+        if model is not None:
+            return await self._set_model_limits(kind, sid, model, None, None)
         reply = await self._store.run(
             "set_limits",
             (self.keys.limits(kind, sid),),
             (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1),
         )
         return self._limits(kind, sid, reply)
+
+    async def _set_model_limits(
+        self, scope: Scope, scope_id: str, model: object, daily: Any, monthly: Any
+    ) -> Limits:
+        """A model's caps in one scope, through set_limits.lua on the
+        model's key (its weekly, per-minute and action parts never set, so it holds
+        ``"<daily>|<monthly>"``; no cap is an empty part, and none at all
+        deletes the key)."""
+        name = self._model_name(model)
+        encoded = [
+            LIMIT_KEEP
+            if value is UNSET
+            else LIMIT_DEFAULT
+            if value is None
+            else str(limit_micros(value))
+            for value in (daily, monthly)
+        ]
+        reply = await self._store.run(
+            "set_limits",
+            (self.keys.model_limits(scope, scope_id, name),),
+            (*encoded, LIMIT_KEEP, LIMIT_KEEP, LIMIT_KEEP),
+        )
+        daily_cap, monthly_cap = (None if v is None else int(v) for v in reply[:2])
+        return Limits(
+            scope=scope,
+            scope_id=scope_id or None,
+            daily=None if daily_cap is None else from_micros(daily_cap),
+            monthly=None if monthly_cap is None else from_micros(monthly_cap),
+            overridden=frozenset(
+                w
+                for w, v in (("daily", daily_cap), ("monthly", monthly_cap))
+                if v is not None
+            ),
+            model=name,
+        )
+
+    def _model_name(self, model: object) -> str:
+        """A model a per-model cap or usage is asked for: needs ``model_caps``."""
+        if not self.config.model_caps:
+            raise InvalidArgumentError(
+                "per-model caps are off in this deployment: set model_caps=true "
+                "(SPENDGATE_MODEL_CAPS) in every process"
+            )
+        name = check_capped_model(model)
+        assert name is not None
+        return name
 
     def _limits(self, scope: Scope, scope_id: str, reply: list[Any]) -> Limits:
         effective: dict[str, Decimal | None] = {}
@@ -169,22 +243,24 @@ class LimitsAndUsage(Operations):
         )
 
     async def get_usage(
-        self, user_id: Any, project_id: str | None = None
+        self, user_id: Any, project_id: str | None = None, *, model: str | None = None
     ) -> dict[str, ScopeUsage]:
         """Spent, held, caps, what remains and the balance, per scope.
 
+        :param model: also report that model's spend and caps in each scope
+            (``ScopeUsage.model``, a :class:`ModelUsage`); needs ``model_caps``
         :return: ``{"user": ..., "global": ...}``, plus ``"project"`` when a
             project id is given
         """
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
+        name = None if model is None else self._model_name(model)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        reply = await self._store.run(
-            "usage",
-            (self.keys.balance(user_id),),
-            (now_ms, w.day, w.month, user_id, project or ""),
-        )
+        args: tuple[Any, ...] = (now_ms, w.day, w.month, user_id, project or "")
+        if name is not None:
+            args += (name,)
+        reply = await self._store.run("usage", (self.keys.balance(user_id),), args)
         scopes: list[tuple[str, str | None]] = [("user", user_id)]
         if project is not None:
             scopes.append(("project", project))
@@ -192,6 +268,7 @@ class LimitsAndUsage(Operations):
         usage = {}
         # (with cap actions, each scope's action part comes thirteenth)
         width = 13 if self.config.cap_actions else 12
+        models = reply[width * len(scopes) :]
         for i, (scope, scope_id) in enumerate(scopes):
             raw = reply[i * width : i * width + 12]
             # (the balance: "<balance>|<granted>|<next expiry>" for a user
@@ -204,6 +281,10 @@ class LimitsAndUsage(Operations):
             if width == 13 and reply[i * width + 12]:
                 action, thresholds = decode_action(text(reply[i * width + 12]))
                 one = replace(one, action=action, thresholds=thresholds)
+            if name is not None:
+                one = replace(
+                    one, model=_model_usage(name, models[i * 5 : i * 5 + 5], w)
+                )
             usage[scope] = one
         return usage
 
@@ -233,6 +314,19 @@ class LimitsAndUsage(Operations):
             minute=minute,
             kill_switch_until=from_ms(kill_ms) if kill_ms else None,
         )
+
+
+def _model_usage(model: str, raw: list[Any], w: Windows) -> ModelUsage:
+    """One scope's usage of a model from its five values of usage.lua's
+    reply (model_usage in _models.lua): caps, spent today and this month,
+    held."""
+    daily, monthly, day_spent, month_spent, held = (int(v) for v in raw)
+    return ModelUsage(
+        model=model,
+        daily=_window_usage(day_spent, held, daily, from_ms(w.day_end_ms)),
+        monthly=_window_usage(month_spent, held, monthly, from_ms(w.month_end_ms)),
+        held=from_micros(held),
+    )
 
 
 def _window_usage(

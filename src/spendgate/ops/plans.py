@@ -25,10 +25,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from spendgate.core.ids import check_id, user_id_of
-from spendgate.core.money import from_micros
+from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms
-from spendgate.errors import InvalidArgumentError
+from spendgate.errors import BudgetUnavailableError, InvalidArgumentError, StorageError
 from spendgate.ops.base import text
 from spendgate.ops.pricebooks import PriceBooks
 from spendgate.plans.cache import PlanCache, split_assignment
@@ -201,6 +201,31 @@ class Plans(PriceBooks):
         engine = None if active is None else active[1]
         return engine, self._plans().view(engine)
 
+    async def _plan_arg(self, user: str, now_ms: int, lenient: bool = False) -> str:
+        """The plan argument of a charge or an admission of ``user`` at
+        ``now_ms`` (see ``lua/_allowance.lua``): ``"="`` (``"~"`` when
+        ``lenient``) and what the user's plan, as last read, makes of the
+        allowance now. A user not known to have a plan costs nothing here.
+        While the store does not answer, the plans as last read serve (a
+        fact is spooled with it, replayed leniently)."""
+        mode = "~" if lenient else "="
+        cache = self._plan_cache
+        guess = "" if cache is None else cache.guess(user)
+        if not guess:
+            return mode
+        try:
+            _, plans = await self._plans_in_force()
+        except (BudgetUnavailableError, StorageError):
+            plans = self._plans().view(self._active_engine())
+        return mode + allowance_arg(guess, plans, now_ms, self._retention_ms - now_ms)
+
+    def _active_engine(self) -> PricingEngine | None:
+        """The active book as last read (``None``: none, or never read)."""
+        active = self._active
+        if active is None or active[0] is None:
+            return None
+        return self._books.get(active[0])
+
     def _plans_exist(self, engine: PricingEngine | None) -> bool:
         """Whether any plan may be in force (as of the last read of the
         active book): when not, nothing about plans is read or sent."""
@@ -220,6 +245,28 @@ class Plans(PriceBooks):
             plans[pid] = plan_from_record(pid, reply[i + 1])
         self._plans().load(revision, plans)
         self._plans_rev_seen = revision
+
+
+def allowance_arg(
+    assignment: str, plans: Mapping[str, Plan], now_ms: int, retain_ms: int
+) -> str:
+    """What follows the mode of a plan argument (``lua/_allowance.lua``) for
+    a user whose plan is ``assignment`` (``""``: none): ``""`` for no plan,
+    else ``"<period start>|<allowance>|<counter TTL>|<assignment>"``, the
+    period of the user's cycle ``now_ms`` falls in and the plan's allowance
+    in micro-units (0 for a plan no longer in force: it gives none), the
+    counter kept ``retain_ms`` after the period ends."""
+    parts = split_assignment(assignment)
+    if parts is None:
+        return ""
+    plan = plans.get(parts[1])
+    if plan is None or not plan.free_allowance:
+        return f"0|0|0|{assignment}"
+    period = cycle_at(parts[0], plan.period, now_ms)
+    ttl_ms = max(1, period.end_ms + retain_ms)
+    return (
+        f"{period.start_ms}|{limit_micros(plan.free_allowance)}|{ttl_ms}|{assignment}"
+    )
 
 
 def _copy(plan: Plan) -> Plan:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from spendgate.core.ids import user_id_of
@@ -62,7 +63,9 @@ _COLUMNS = (
 )
 _SELECT = (
     f"SELECT {', '.join(chr(34) + c + chr(34) for c in _COLUMNS)},"
-    ' ("amount" * 1000000)::bigint AS micros FROM spendgate_ledger'
+    ' ("amount" * 1000000)::bigint AS micros,'
+    ' ("allowance_used" * 1000000)::bigint AS allowance_micros'
+    " FROM spendgate_ledger"
     " WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
     " ORDER BY occurred_at DESC, entry_id DESC LIMIT $4"
 )
@@ -189,6 +192,11 @@ _USER = FIELD["user_id"].encode()
 _OCCURRED_AT = FIELD["occurred_at"].encode()
 
 
+def _allowance(micros: object) -> Decimal | None:
+    """The part of a charge a plan's allowance paid (``None``: none)."""
+    return None if not micros else from_micros(int(str(micros)))
+
+
 def _from_row(r: Any) -> Transaction:
     return Transaction(
         entry_id=r["entry_id"],
@@ -206,6 +214,7 @@ def _from_row(r: Any) -> Transaction:
         idempotency_key=r["idempotency_key"],
         lease_id=r["lease_id"],
         price_version=r["price_version"],
+        allowance_used=_allowance(r["allowance_micros"]),
         metadata=_metadata(r["metadata"]),
     )
 
@@ -234,5 +243,6 @@ def _from_fields(raw: dict[bytes, bytes]) -> Transaction:
         idempotency_key=f.get("idempotency_key"),
         lease_id=f.get("lease_id"),
         price_version=int(version) if version else None,
+        allowance_used=_allowance(f.get("allowance_used")),
         metadata=_metadata(f.get("metadata")),
     )

@@ -44,6 +44,7 @@ __all__ = [
     "Id",
     "Metadata",
     "ModelName",
+    "ModelQuery",
     "ProjectQuery",
     "SIGNED_AMOUNT_PATTERN",
     "ScopeIdPath",
@@ -210,6 +211,14 @@ ScopeIdPath = Annotated[
         json_schema_extra=_ID_SCHEMA,
     ),
     AfterValidator(usable_id),
+]
+ModelQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=256,
+        description="the model: its per-model caps (needs model_caps)",
+    ),
 ]
 ProjectQuery = Annotated[
     str | None,

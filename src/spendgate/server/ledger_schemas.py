@@ -84,6 +84,8 @@ class TransactionBody(BaseModel):
     idempotency_key: str | None
     lease_id: str | None
     price_version: int | None
+    #: a charge: the part of ``amount`` a plan's allowance paid (null: none)
+    allowance_used: str | None
     metadata: dict[str, Any] | None
 
     @classmethod
@@ -104,6 +106,7 @@ class TransactionBody(BaseModel):
             idempotency_key=t.idempotency_key,
             lease_id=t.lease_id,
             price_version=t.price_version,
+            allowance_used=None if t.allowance_used is None else str(t.allowance_used),
             metadata=t.metadata,
         )
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from spendgate.models import CapWarning, Limits
-from spendgate.server.fields import Amount
+from spendgate.server.fields import Amount, ModelName
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -69,6 +69,8 @@ class LimitsRequest(BaseModel):
     per_minute: Amount | None = None
     action: CapActionName | None = None
     thresholds: list[Threshold] | None = None
+    #: set that model's caps in the scope (daily and monthly), as ``?model=``
+    model: ModelName | None = None
 
 
 class LimitsResponse(BaseModel):
@@ -86,6 +88,8 @@ class LimitsResponse(BaseModel):
     action: str | None
     #: its thresholds, fractions of the caps, the cap itself (1) last
     thresholds: list[str]
+    #: the model these caps are for (``?model=``); ``null``: the scope's own
+    model: str | None = None
 
     @classmethod
     def of(cls, limits: Limits) -> LimitsResponse:
@@ -99,4 +103,5 @@ class LimitsResponse(BaseModel):
             overridden=sorted(limits.overridden),
             action=limits.action,
             thresholds=[str(t) for t in limits.thresholds],
+            model=limits.model,
         )

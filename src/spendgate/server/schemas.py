@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from spendgate.models import Lease, ScopeUsage, SpendRecord, WindowUsage
+from spendgate.models import (
+    Lease,
+    ModelUsage,
+    ScopeUsage,
+    SpendRecord,
+    WindowUsage,
+)
 from spendgate.server.credit_schemas import GrantKind, Instant, Priority
 from spendgate.server.fields import Amount, Id, Metadata, ModelName, TtlSeconds
 from spendgate.server.limit_schemas import CapWarningBody, warnings_of
@@ -38,6 +44,8 @@ class CheckRequest(BaseModel):
     user_id: Id
     project_id: Id | None = None
     estimated_cost: Amount = Decimal(0)
+    #: the model the call is for: its per-model caps are checked too
+    model: ModelName | None = None
 
 
 class SpendRequest(BaseModel):
@@ -65,6 +73,9 @@ class ReserveRequest(BaseModel):
     idempotency_key: Id | None = None
     #: hold on this team's shared pool (the user must be a member)
     team_id: Id | None = None
+    #: the model the call is for: its per-model caps admit the hold, and
+    #: the settle counts at it
+    model: ModelName | None = None
 
 
 class ReserveUpToRequest(BaseModel):
@@ -80,6 +91,7 @@ class ReserveUpToRequest(BaseModel):
     idempotency_key: Id | None = None
     #: hold on this team's shared pool (the user must be a member)
     team_id: Id | None = None
+    model: ModelName | None = None
 
 
 class SettleRequest(BaseModel):
@@ -142,6 +154,8 @@ class Refusal(BaseModel):
     scope: str | None
     scope_id: str | None
     window: str | None
+    #: the model whose per-model cap refused; ``null`` for the scope's own
+    model: str | None = None
     limit: str | None
     spent: str | None
     held: str | None
@@ -190,6 +204,8 @@ class SpendResponse(BaseModel):
     project_id: str | None
     model: str | None
     amount: str
+    #: the part of ``amount`` the user's plan allowance paid ("0": none)
+    allowance_used: str
     occurred_at: str
     #: the thresholds of ``warn`` caps this charge reached
     warnings: list[CapWarningBody]
@@ -206,6 +222,7 @@ class SpendResponse(BaseModel):
             project_id=record.project_id,
             model=record.model,
             amount=str(record.amount),
+            allowance_used=str(record.allowance_used),
             occurred_at=record.occurred_at.isoformat(),
             warnings=warnings_of(record.warnings),
             team_id=record.team_id,
@@ -242,6 +259,8 @@ class SettleResponse(BaseModel):
     spooled: bool
     late: bool
     amount: str
+    #: the part of ``amount`` the user's plan allowance paid ("0": none)
+    allowance_used: str
     estimate: str | None
     user_id: str
     project_id: str | None
@@ -260,6 +279,7 @@ class SettleResponse(BaseModel):
             spooled=record.spooled,
             late=record.late,
             amount=str(record.amount),
+            allowance_used=str(record.allowance_used),
             estimate=_money(record.estimate),
             user_id=record.user_id,
             project_id=record.project_id,
@@ -318,6 +338,24 @@ class WindowBody(BaseModel):
         )
 
 
+class ModelBody(BaseModel):
+    """One model's spend and per-model caps in one scope (``?model=``)."""
+
+    model: str
+    held: str
+    daily: WindowBody
+    monthly: WindowBody
+
+    @classmethod
+    def of(cls, usage: ModelUsage) -> ModelBody:
+        return cls(
+            model=usage.model,
+            held=str(usage.held),
+            daily=WindowBody.of(usage.daily),
+            monthly=WindowBody.of(usage.monthly),
+        )
+
+
 class ScopeBody(BaseModel):
     scope_id: str | None
     held: str
@@ -334,6 +372,8 @@ class ScopeBody(BaseModel):
     action: str | None
     #: its thresholds, fractions of the daily and monthly caps
     thresholds: list[str]
+    #: the model asked for with ``?model=``; ``null`` otherwise
+    model: ModelBody | None = None
 
     @classmethod
     def of(cls, usage: ScopeUsage) -> ScopeBody:
@@ -349,6 +389,7 @@ class ScopeBody(BaseModel):
             kill_switch_until=None if until is None else until.isoformat(),
             action=usage.action,
             thresholds=[str(t) for t in usage.thresholds],
+            model=None if usage.model is None else ModelBody.of(usage.model),
         )
 
 

@@ -41,7 +41,9 @@ async def check(request: Request) -> CheckResponse:
     req = await read_body(request, CheckRequest)
     remaining = await metrics_of(request).admit(
         "check",
-        budget_of(request).remaining(req.user_id, req.project_id, req.estimated_cost),
+        budget_of(request).remaining(
+            req.user_id, req.project_id, req.estimated_cost, model=req.model
+        ),
     )
     return CheckResponse.of(req.user_id, req.project_id, remaining)
 
@@ -65,6 +67,7 @@ async def reserve(request: Request) -> LeaseResponse:
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
             team_id=req.team_id,
+            model=req.model,
         ),
     )
     return LeaseResponse.of(lease)
@@ -92,6 +95,7 @@ async def reserve_up_to(request: Request) -> LeaseResponse:
             ttl_seconds=req.ttl_seconds,
             idempotency_key=req.idempotency_key,
             team_id=req.team_id,
+            model=req.model,
         ),
     )
     return LeaseResponse.of(lease)
