@@ -26,7 +26,7 @@ from spendgate.ops.credits import Credits
 from spendgate.ops.deduct import Deductions
 from spendgate.ops.events import Events
 from spendgate.ops.features import Features
-from spendgate.ops.leases import LeaseContext
+from spendgate.ops.lease_context import LeaseContext
 from spendgate.ops.limits import UNSET
 from spendgate.ops.refunds import Refunds
 from spendgate.ops.sync import SyncCalls

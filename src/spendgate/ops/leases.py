@@ -8,10 +8,7 @@ own once its TTL passes: no janitor is needed for correctness.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-from loguru import logger
 
 from spendgate.core.ids import (
     check_id,
@@ -20,7 +17,7 @@ from spendgate.core.ids import (
     encode_metadata,
     user_id_of,
 )
-from spendgate.core.money import charge_micros, from_micros
+from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
 from spendgate.errors import (
     IdempotencyConflictError,
@@ -30,11 +27,16 @@ from spendgate.errors import (
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
 from spendgate.ops.base import fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.lease_context import LeaseContext
+from spendgate.ops.settle_replies import (
+    UNKNOWN_LEASE,
+    settled_record,
+    spooled_settle_record,
+)
 from spendgate.teams import TEAM_LEASE_MARK, team_of_lease
 
 if TYPE_CHECKING:
-    from spendgate.manager import BudgetManager
+    pass
 
 _OK, _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.OK),
@@ -42,7 +44,6 @@ _OK, _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.REPLAYED),
     int(Reply.CONFLICT),
 )
-_UNKNOWN = "unknown (never granted, or forgotten)"
 #: the longest a hold may be asked for
 _MAX_TTL_SECONDS = 7 * 86400
 
@@ -317,10 +318,10 @@ class Leases(Admission):
                 "settle", keys, args, user, now_ms, reply, spool_info=info
             )
         if reply is None:  # spooled: a repeated settle at one cost is a replay
-            return _spooled_settle(
+            return spooled_settle_record(
                 lease, lease_id, entry_id, amount, model_name, now_ms
             )
-        return _settled(reply, lease_id, entry_id, amount, model_name, now_ms)
+        return settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
 
     async def release(self, lease: Lease | str) -> bool:
         """Void a lease: its hold stops counting at once, nothing is charged.
@@ -339,7 +340,7 @@ class Leases(Admission):
             "release", (self.keys.hold(lease_id),), (lease_id,)
         )
         if reply[0] == Reply.UNKNOWN_LEASE:
-            raise LeaseStateError(lease_id, _UNKNOWN, "release")
+            raise LeaseStateError(lease_id, UNKNOWN_LEASE, "release")
         if reply[0] == Reply.LEASE_SETTLED:
             raise LeaseStateError(lease_id, "settled", "release")
         return bool(reply[1])
@@ -348,136 +349,3 @@ class Leases(Admission):
 def _no_model_on_a_team(model: str | None) -> None:
     if model is not None:
         raise InvalidArgumentError("a hold on a team's pool takes no model= yet")
-
-
-def _settled(
-    reply: list[Any],
-    lease_id: str,
-    entry_id: str,
-    amount: int,
-    model: str | None,
-    now_ms: int,
-) -> SpendRecord:
-    """The record of a settle the store answered (see settle.lua's reply)."""
-    code = reply[0]
-    if code == Reply.UNKNOWN_LEASE:
-        raise LeaseStateError(lease_id, _UNKNOWN, "settle")
-    if code == Reply.LEASE_RELEASED:
-        raise LeaseStateError(lease_id, "released", "settle")
-    if code == _CONFLICT:
-        raise IdempotencyConflictError(
-            f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
-        )
-    settled_ms = now_ms
-    if code == _OK:  # this call's entry, time: only the verdict comes back
-        late, estimate = reply[3] == 1, reply[4]
-        allowance = reply[5] if len(reply) > 5 else 0
-    else:  # REPLAYED: the first settle's ("...|allowance used" but in older ones)
-        entry_id, first_ms, late_text, estimate_text, *rest = text(reply[3]).split("|")
-        settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
-        allowance = int(rest[0]) if rest and rest[0] else 0
-    project = text(reply[2])
-    # Positional, in field order (entry_id, kind, user_id, project_id,
-    # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
-    # estimate_micros): keywords cost the dataclass twice the time.
-    record = SpendRecord(
-        entry_id,
-        "settle",
-        text(reply[1]),
-        project or None,
-        amount,
-        model,
-        settled_ms,
-        code == _REPLAYED,
-        late,
-        False,
-        lease_id,
-        estimate,
-    )
-    if allowance:
-        record.allowance_used_micros = allowance
-    if code == _OK and len(reply) > 6:  # (only with cap actions)
-        record.warnings = cap_warnings(reply[6], record.user_id, record.project_id)
-    return record
-
-
-def _spooled_settle(
-    lease: Lease | str,
-    lease_id: str,
-    entry_id: str,
-    amount: int,
-    model: str | None,
-    now_ms: int,
-) -> SpendRecord:
-    known = lease if isinstance(lease, Lease) else None
-    return SpendRecord(
-        entry_id=entry_id,
-        kind="settle",
-        user_id=known.user_id if known is not None else "",
-        project_id=known.project_id if known is not None else None,
-        amount_micros=amount,
-        model=model,
-        occurred_ms=now_ms,
-        spooled=True,
-        lease_id=lease_id,
-        estimate_micros=known.amount_micros if known is not None else None,
-    )
-
-
-class LeaseContext:
-    """``async with budget.lease(...) as lease``: settle on exit, release on error."""
-
-    def __init__(
-        self,
-        budget: Leases | BudgetManager,
-        user_id: Any,
-        estimate: Any,
-        project_id: str | None,
-        ttl_seconds: int | None,
-        idempotency_key: str | None,
-        team_id: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        self._budget = budget
-        self._args = (user_id, estimate, project_id, ttl_seconds, idempotency_key)
-        self._team_id = team_id
-        self._model = model
-        self.lease: Lease | None = None
-        #: the settle record, once the block has ended normally
-        self.record: SpendRecord | None = None
-
-    async def __aenter__(self) -> Lease:
-        self.lease = await self._budget.reserve(
-            *self._args, team_id=self._team_id, model=self._model
-        )
-        return self.lease
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        lease = self.lease
-        assert lease is not None
-        if exc_type is None:
-            cost = lease.actual_cost
-            if cost is None:
-                logger.warning(
-                    "spendgate: lease {} ended without actual_cost; "
-                    "settling at the estimate",
-                    lease.id,
-                )
-                cost = lease.amount
-            self.record = await self._budget.settle(
-                lease, cost, lease.model, lease.metadata
-            )
-            return
-        try:
-            await self._budget.release(lease)
-        except Exception as release_error:  # the hold expires by itself anyway
-            logger.warning(
-                "spendgate: could not release lease {} after an error: {}",
-                lease.id,
-                release_error,
-            )

@@ -41,7 +41,11 @@ from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings
 from spendgate.ops.deduct import _PRICE_ATTEMPTS, Deductions, _refused
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
-from spendgate.ops.leases import _UNKNOWN, _settled, _spooled_settle
+from spendgate.ops.settle_replies import (
+    UNKNOWN_LEASE,
+    settled_record,
+    spooled_settle_record,
+)
 from spendgate.ops.teams import Teams, _raise_for_team
 from spendgate.pricing.usage import CostBreakdown
 from spendgate.teams import LEASE_ID_LENGTH, TEAM_LEASE_MARK
@@ -219,11 +223,13 @@ class TeamCharges(Deductions, Teams):
             spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
         )
         if reply is None:
-            record = _spooled_settle(
+            record = spooled_settle_record(
                 lease, lease_id, entry_id, amount, model_name, now_ms
             )
         else:
-            record = _settled(reply, lease_id, entry_id, amount, model_name, now_ms)
+            record = settled_record(
+                reply, lease_id, entry_id, amount, model_name, now_ms
+            )
         record.team_id = team
         return record
 
@@ -237,7 +243,7 @@ class TeamCharges(Deductions, Teams):
             (lease_id, team),
         )
         if reply[0] == Reply.UNKNOWN_LEASE:
-            raise LeaseStateError(lease_id, _UNKNOWN, "release")
+            raise LeaseStateError(lease_id, UNKNOWN_LEASE, "release")
         if reply[0] == Reply.LEASE_SETTLED:
             raise LeaseStateError(lease_id, "settled", "release")
         return bool(reply[1])

@@ -1,0 +1,91 @@
+"""What a settle answered, as the caller's ``SpendRecord`` (settle.lua's and
+the team settle's reply), and the record of a settle that was spooled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spendgate.core.money import from_micros
+from spendgate.core.protocol import Reply
+from spendgate.errors import IdempotencyConflictError, LeaseStateError
+from spendgate.models import Lease, SpendRecord
+from spendgate.ops.base import text
+from spendgate.ops.cap_actions import cap_warnings
+
+_OK, _REPLAYED, _CONFLICT = int(Reply.OK), int(Reply.REPLAYED), int(Reply.CONFLICT)
+#: why a lease the store does not know cannot be settled, extended or released
+UNKNOWN_LEASE = "unknown (never granted, or forgotten)"
+
+
+def settled_record(
+    reply: list[Any],
+    lease_id: str,
+    entry_id: str,
+    amount: int,
+    model: str | None,
+    now_ms: int,
+) -> SpendRecord:
+    """The record of a settle the store answered (see settle.lua's reply)."""
+    code = reply[0]
+    if code == Reply.UNKNOWN_LEASE:
+        raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
+    if code == Reply.LEASE_RELEASED:
+        raise LeaseStateError(lease_id, "released", "settle")
+    if code == _CONFLICT:
+        raise IdempotencyConflictError(
+            f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
+        )
+    settled_ms = now_ms
+    if code == _OK:  # this call's entry, time: only the verdict comes back
+        late, estimate = reply[3] == 1, reply[4]
+        allowance = reply[5] if len(reply) > 5 else 0
+    else:  # REPLAYED: the first settle's ("...|allowance used" but in older ones)
+        entry_id, first_ms, late_text, estimate_text, *rest = text(reply[3]).split("|")
+        settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
+        allowance = int(rest[0]) if rest and rest[0] else 0
+    project = text(reply[2])
+    # Positional, in field order (entry_id, kind, user_id, project_id,
+    # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
+    # estimate_micros): keywords cost the dataclass twice the time.
+    record = SpendRecord(
+        entry_id,
+        "settle",
+        text(reply[1]),
+        project or None,
+        amount,
+        model,
+        settled_ms,
+        code == _REPLAYED,
+        late,
+        False,
+        lease_id,
+        estimate,
+    )
+    if allowance:
+        record.allowance_used_micros = allowance
+    if code == _OK and len(reply) > 6:  # (only with cap actions)
+        record.warnings = cap_warnings(reply[6], record.user_id, record.project_id)
+    return record
+
+
+def spooled_settle_record(
+    lease: Lease | str,
+    lease_id: str,
+    entry_id: str,
+    amount: int,
+    model: str | None,
+    now_ms: int,
+) -> SpendRecord:
+    known = lease if isinstance(lease, Lease) else None
+    return SpendRecord(
+        entry_id=entry_id,
+        kind="settle",
+        user_id=known.user_id if known is not None else "",
+        project_id=known.project_id if known is not None else None,
+        amount_micros=amount,
+        model=model,
+        occurred_ms=now_ms,
+        spooled=True,
+        lease_id=lease_id,
+        estimate_micros=known.amount_micros if known is not None else None,
+    )
