@@ -39,8 +39,9 @@ from spendgate.errors import (
 from spendgate.models import DeductResult, Lease, SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings
-from spendgate.ops.deduct import _PRICE_ATTEMPTS, Deductions, _refused
+from spendgate.ops.deduct import Deductions, balance_refusal
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
+from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS
 from spendgate.ops.settle_replies import (
     UNKNOWN_LEASE,
     settled_record,
@@ -266,7 +267,7 @@ class TeamCharges(Deductions, Teams):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
-        for _ in range(_PRICE_ATTEMPTS):
+        for _ in range(PRICE_ATTEMPTS):
             try:
                 priced = await self._price(usage, user)
                 result = await self._team_deduct_once(
@@ -355,7 +356,9 @@ class TeamCharges(Deductions, Teams):
         _raise_for_team(code, team, user)
         if code == Reply.REFUSED:
             w = self._windows_at(now_ms)
-            raise _refused(self._team_refusal(reply, user, project, team, amount, w))
+            raise balance_refusal(
+                self._team_refusal(reply, user, project, team, amount, w)
+            )
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
         result = DeductResult(
             entry,
