@@ -77,11 +77,11 @@ def _split_args(text: str) -> list[str]:
 
 
 def ledger_appends() -> dict[str, list[list[tuple[str, str]]]]:
-    """Every ``ledger_append(...)`` call outside ``_lib.lua``, per script:
+    """Every ``ledger_append(...)`` call outside ``_records.lua``, per script:
     its (name, value) pairs, as written."""
     found: dict[str, list[list[tuple[str, str]]]] = {}
     for path in sorted(lua_dir().glob("*.lua")):
-        if path.name == "_lib.lua":
+        if path.name == "_records.lua":
             continue
         source = re.sub(r"--[^\n]*", "", path.read_text("utf-8"))
         for match in re.finditer(r"\bledger_append\s*\(", source):

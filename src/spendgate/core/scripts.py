@@ -114,7 +114,8 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: ``_teams`` the teams' (first: a library's opening comment ends up in the
 #: text of the helper before it, and the teams' is then dropped, while
 #: _lib's goes with a team helper; so the scripts that never touch a team
-#: link exactly what they linked before teams existed), ``_windows`` holds
+#: link exactly what they linked before teams existed), ``_records`` a
+#: call's idempotency records and ledger appends, ``_windows`` holds
 #: what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
 #: ``_grants`` a user's grants (every configuration: a user may hold some),
@@ -124,6 +125,7 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 LIBRARIES = (
     "_teams",
     "_lib",
+    "_records",
     "_grants",
     "_allowance",
     "_windows",
@@ -201,7 +203,7 @@ def script_source(
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib``,
-    ``_grants``, ``_allowance`` and ``_teams``;
+    ``_records``, ``_grants``, ``_allowance`` and ``_teams``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
@@ -213,6 +215,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     on = {
         "_teams": True,
         "_lib": True,
+        "_records": True,
         "_grants": True,
         "_allowance": True,
         "_windows": week or minute,
