@@ -4,8 +4,9 @@ admit -> spend -> refused at the cap (with the reason and reset time) -> a
 lease reserved and settled -> an idempotent replay that charges nothing ->
 a price book and deduct -> a plan's limited feature -> fit to budget, a
 streaming hold, a per-minute cap -> an event handler, an operator's
-correction and the user's transactions. The steps are in :mod:`.guard`,
-:mod:`.credits` and :mod:`.extras`.
+correction and the user's transactions -> a team's pool with a member cap,
+and a per-model cap. The steps are in :mod:`.guard`, :mod:`.credits`,
+:mod:`.extras` and :mod:`.teams`.
 
 It runs on the embedded in-process store unless given ``--redis-url``, and
 reads no ``SPENDGATE_*`` (nor coreason) variable: the settings exported for
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from spendgate.cli.demo import credits, extras, guard
+from spendgate.cli.demo import credits, extras, guard, teams
 from spendgate.cli.demo.say import USER, say
 from spendgate.cli.printer import fail
 from spendgate.cli.runner import run
@@ -113,6 +114,7 @@ def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> Budge
         daily_global_limit=Decimal("500"),
         per_minute_caps=True,  # step 8 caps one user's minute
         cap_actions=True,  # step 9 gives one user's cap a warning
+        model_caps=True,  # step 10 caps one user's model
     )
 
 
@@ -137,6 +139,7 @@ async def walkthrough(config: BudgetConfig | None = None) -> None:
             await credits.plan_and_features(budget)
             await extras.stream_fit_and_velocity(budget)
             await extras.corrections_and_events(budget)
+            await teams.pool_member_caps_and_models(budget)
         finally:
             await _delete_keys(budget)
         say("Done: every step above was one atomic Lua script, one round trip.")
