@@ -20,7 +20,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from bench.common import CHECK_COST, DEFAULT_REDIS_URL, RECORD_COST, delete_prefix
-from bench.measure import Op, interleaved_samples, summarize_ns
+from bench.measure import Op, print_p50_against_ping
 
 
 async def measure(redis_url: str, users: int, grants: int, calls: int) -> None:
@@ -83,12 +83,7 @@ async def measure(redis_url: str, users: int, grants: int, calls: int) -> None:
             "check_availability, plain balance": check(plain),
             "record_spend, plain balance": record(plain),
         }
-        await interleaved_samples(ops, min(300, calls))  # warm-up
-        samples = await interleaved_samples(ops, calls, calls)
-        ping_p50 = summarize_ns(samples["PING"])["p50"]
-        for name, values in samples.items():
-            p50 = summarize_ns(values)["p50"]
-            print(f"{name:40} p50 {p50:7.1f} µs  {p50 / ping_p50:5.2f}x PING")
+        await print_p50_against_ping(ops, calls)
         left = (await budget.get_balance(holders[0])).grants
         print(f"(a grant user still holds {len(left)} grants)")
     finally:

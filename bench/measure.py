@@ -102,3 +102,16 @@ def summarize_ns(samples: Sequence[int]) -> dict[str, float]:
     out["mean"] = sum(ordered) / len(ordered) / 1000 if ordered else float("nan")
     out["n"] = float(len(ordered))
     return out
+
+
+async def print_p50_against_ping(ops: Mapping[str, Op], calls: int) -> None:
+    """Warm up, time ``ops`` (one named ``"PING"``) interleaved ``calls``
+    times each, and print each one's p50 in µs and as a multiple of PING's:
+    the small benches' one table."""
+    await interleaved_samples(ops, min(300, calls))  # warm-up
+    samples = await interleaved_samples(ops, calls, calls)
+    ping_p50 = summarize_ns(samples["PING"])["p50"]
+    width = max(len(name) for name in samples) + 2
+    for name, values in samples.items():
+        p50 = summarize_ns(values)["p50"]
+        print(f"{name:{width}} p50 {p50:7.1f} µs  {p50 / ping_p50:5.2f}x PING")

@@ -21,7 +21,7 @@ import asyncio
 import uuid
 
 from bench.common import DEFAULT_REDIS_URL, delete_prefix
-from bench.measure import Op, interleaved_samples, summarize_ns
+from bench.measure import Op, print_p50_against_ping
 
 MODEL = "gpt-4o"
 #: what each user is given to spend from, and the caps (never reached)
@@ -89,12 +89,7 @@ async def measure(redis_url: str, users: int, calls: int) -> None:
             ops[f"{name}, model capped"] = op
         for name, op in calls_of(plain, None).items():
             ops[f"{name}, model_caps off"] = op
-        await interleaved_samples(ops, min(300, calls))  # warm-up
-        samples = await interleaved_samples(ops, calls, calls)
-        ping_p50 = summarize_ns(samples["PING"])["p50"]
-        for name, values in samples.items():
-            p50 = summarize_ns(values)["p50"]
-            print(f"{name:34} p50 {p50:7.1f} µs  {p50 / ping_p50:5.2f}x PING")
+        await print_p50_against_ping(ops, calls)
     finally:
         for budget, prefix in zip(budgets, prefixes, strict=True):
             await delete_prefix(budget.redis, prefix)

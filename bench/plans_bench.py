@@ -23,7 +23,7 @@ import uuid
 
 from bench.common import DEFAULT_REDIS_URL, delete_prefix
 from bench.deduct_workload import FUNDS, PRICE_BOOK, usage
-from bench.measure import Op, interleaved_samples, summarize_ns
+from bench.measure import Op, print_p50_against_ping
 
 
 async def measure(redis_url: str, users: int, calls: int) -> None:
@@ -81,12 +81,7 @@ async def measure(redis_url: str, users: int, calls: int) -> None:
             "deduct, no plan (plans exist)": deduct(planned, no_plan),
             "deduct, no plans anywhere": deduct(plain, no_plan),
         }
-        await interleaved_samples(ops, min(300, calls))  # warm-up
-        samples = await interleaved_samples(ops, calls, calls)
-        ping_p50 = summarize_ns(samples["PING"])["p50"]
-        for name, values in samples.items():
-            p50 = summarize_ns(values)["p50"]
-            print(f"{name:32} p50 {p50:7.1f} µs  {p50 / ping_p50:5.2f}x PING")
+        await print_p50_against_ping(ops, calls)
     finally:
         for budget, prefix in zip(budgets, prefixes, strict=True):
             await delete_prefix(budget.redis, prefix)
