@@ -16,7 +16,7 @@ import asyncio
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -34,6 +34,22 @@ from spendgate.ledger.migrations import migrate_dsn
 from spendgate.ledger.reconcile import reconcile
 
 SECRET = "Zq7s3cr3t"
+
+
+@pytest.fixture(autouse=True)
+async def _no_keys_left() -> AsyncIterator[None]:
+    """The flushers and commands here make the "sgdsn" deployment's ledger
+    stream (and its consumer group): deleted after each test."""
+    yield
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match="sgdsn:*")]
+        if keys:
+            await client.delete(*keys)
+    except (aioredis.RedisError, OSError):
+        pass  # (a test that needs no Redis, on a machine without one)
+    finally:
+        await client.aclose()
 
 
 def dsn_forms(port: int) -> dict[str, str]:
