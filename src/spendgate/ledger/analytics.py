@@ -176,18 +176,7 @@ class Analytics(TeamAnalytics):
             until,
             limit,
         )
-        return [
-            SpendGroup(
-                key=r["key"],
-                calls=r["calls"],
-                total=from_micros(r["total_micros"]),
-                input_tokens=r["input_tokens"],
-                output_tokens=r["output_tokens"],
-                refunded=from_micros(r["refunded_micros"]),
-                adjusted=from_micros(r["adjusted_micros"]),
-            )
-            for r in rows
-        ]
+        return [SpendGroup.of(r) for r in rows]
 
     async def spend_by_user(
         self,

@@ -6,9 +6,13 @@ the adjustments that apply (see :mod:`spendgate.ledger.netspend`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
+
+from spendgate.core.money import from_micros
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,22 @@ class SpendGroup:
     refunded: Decimal = Decimal(0)
     #: operators' adjustments of this scope's daily counters (in ``total``)
     adjusted: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> SpendGroup:
+        """One row of the analytics' sums (``key``, ``calls``, the micro-unit
+        totals; ``adjusted_micros`` only where adjustments apply: a team's
+        spend has none)."""
+        adjusted = row.get("adjusted_micros")
+        return cls(
+            key=row["key"],
+            calls=row["calls"],
+            total=from_micros(row["total_micros"]),
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            refunded=from_micros(row["refunded_micros"]),
+            adjusted=Decimal(0) if adjusted is None else from_micros(adjusted),
+        )
 
 
 @dataclass(frozen=True)

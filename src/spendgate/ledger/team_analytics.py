@@ -92,17 +92,7 @@ class TeamAnalytics:
             None,
             limit,
         )
-        return [
-            SpendGroup(
-                key=r["key"],
-                calls=r["calls"],
-                total=from_micros(r["total_micros"]),
-                input_tokens=r["input_tokens"],
-                output_tokens=r["output_tokens"],
-                refunded=from_micros(r["refunded_micros"]),
-            )
-            for r in rows
-        ]
+        return [SpendGroup.of(r) for r in rows]
 
     async def spend_by_team_member(
         self,
