@@ -139,9 +139,11 @@ def _split_sentence(rows: list[dict[str, Any]]) -> list[str]:
             f"of the keys and took {top['decisions_share']:.0%} of the decisions: "
             "every spendgate key carries the one hash tag `{sg}` today, so one "
             "master decides everything and more masters add no capacity (the "
-            "3 ÷ 1 column is the routing's cost, not scale-out). A master at "
+            "3 ÷ 1 column can only be about 1, whatever the host's noise "
+            "makes of it). A master at "
             f"{top['cpu_us_per_decision']:.0f} µs of CPU per decision decides "
-            f"at most about {per_core:,.0f} calls/s with a core of its own; "
+            f"at most about {round(per_core, -3):,.0f} calls/s with a core of "
+            "its own (batched as these runs batch them); "
             "the keyspace that spreads users across masters (so that each "
             "master adds that much) is not built yet."
         ]
