@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from spendgate.core.keys import Keys
     from spendgate.core.store import Store
     from spendgate.plans.cache import PlanCache
+    from spendgate.plans.holders import HoldUsers
 
 Clock = Callable[[], datetime]
 
@@ -68,6 +69,9 @@ class Operations:
     _defaults: tuple[str, ...]
     #: the plans and the users' plans as last read (spendgate.ops.plans)
     _plan_cache: PlanCache | None = None
+    #: whose hold a lease id is, for the holds of plan users this manager
+    #: took or extended (``None`` until the first: no plan, no map)
+    _hold_users: HoldUsers | None = None
     #: per-model caps are on (``model_caps``): admission and usage send the
     #: model to the scripts, which count and check it
     _model_caps: bool
@@ -130,6 +134,29 @@ class Operations:
 
             cache = self._plan_cache = PlanCache()
         cache.remember(user, assignment)
+
+    def _hold_taken(
+        self, lease_id: str, user: str, expires_ms: int, now_ms: int
+    ) -> None:
+        """Remember the user of a hold just taken or extended, when that user
+        is known to have a plan: a settle or an extend by lease id then sends
+        the user's plan argument (one round trip, not two). Callers check
+        ``_plan_cache`` first: without plans, nothing is done at all."""
+        cache = self._plan_cache
+        if cache is None or not cache.guess(user):
+            return
+        holds = self._hold_users
+        if holds is None:
+            from spendgate.plans.holders import HoldUsers
+
+            holds = self._hold_users = HoldUsers()
+        holds.remember(lease_id, user, expires_ms, now_ms)
+
+    def _hold_user(self, lease_id: str, now_ms: int) -> str:
+        """The user of a hold given by id, as this manager knows it (``""``:
+        not known; the script names the user when it has a plan)."""
+        holds = self._hold_users
+        return "" if holds is None else holds.user(lease_id, now_ms)
 
     async def _replan(
         self,

@@ -98,8 +98,12 @@ class Extensions(Leases):
         # What is left of the plan's allowance counts as balance, as for a
         # reserve: "=" (no plan expected) unless the hold's user is known to
         # have one; the script names the user when not (lua/_allowance.lua).
-        # Nothing added, or balances not enforced: nothing is read.
-        user = lease.user_id if isinstance(lease, Lease) else ""
+        # Nothing added, or balances not enforced: nothing is read. By id,
+        # the user is the one this manager remembers for the hold, if any.
+        if isinstance(lease, Lease):
+            user = lease.user_id
+        else:
+            user = self._hold_user(lease_id, now_ms)
         plan = self._plan_fast(user, requested > 0 and self.config.enforce_balance)
         if plan is None:
             plan = await self._plan_arg(user, now_ms)
@@ -114,9 +118,13 @@ class Extensions(Leases):
         if code == _CONFLICT:
             raise IdempotencyConflictError(idempotency_key or "")
         if code not in (_OK, _REPLAYED):
+            if self._hold_users is not None:
+                self._hold_users.forget(lease_id)
             raise LeaseStateError(lease_id, _STATES[code], "extend")
         amount, expires_ms = text(reply[1]).split("|")
         replayed = code == _REPLAYED
+        if self._plan_cache is not None:  # (the answer names the hold's user)
+            self._hold_taken(lease_id, text(reply[2]), int(expires_ms), now_ms)
         if isinstance(lease, Lease):
             lease.amount_micros = int(amount)
             lease.expires_ms = int(expires_ms)

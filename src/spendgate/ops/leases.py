@@ -135,6 +135,8 @@ class Leases(Admission):
         )
         if model is not None:
             lease.model = model
+        if self._plan_cache is not None:  # (no plans: nothing to remember)
+            self._hold_taken(lease_id, user_id, expires_ms, now_ms)
         return lease
 
     async def reserve_up_to(
@@ -215,6 +217,8 @@ class Leases(Admission):
         )
         if model is not None:
             lease.model = model
+        if self._plan_cache is not None:
+            self._hold_taken(lease_id, user_id, lease.expires_ms, now_ms)
         return lease
 
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
@@ -271,7 +275,8 @@ class Leases(Admission):
         then marked ``late``). Settling again at the same cost returns the
         first record.
 
-        :param lease: the :class:`Lease` or its id
+        :param lease: the :class:`Lease` or its id (by id, the hold's user
+            is looked up in :mod:`spendgate.plans.holders`)
         :param model: the model the cost is for; ``None``: the lease's (the
             one it was reserved for, if any: with ``model_caps`` the hold's
             record remembers it, so a settle by lease id counts at it too)
@@ -302,8 +307,12 @@ class Leases(Admission):
         )
         # The plan's allowance of the hold's user: "=" (no plan expected)
         # unless the user is known to have one; the script names the user
-        # when not (see lua/_allowance.lua).
-        user = lease.user_id if isinstance(lease, Lease) else ""
+        # when not (see lua/_allowance.lua). By id, the user is the one this
+        # manager remembers for the hold, if any (spendgate.plans.holders).
+        if isinstance(lease, Lease):
+            user = lease.user_id
+        else:
+            user = self._hold_user(lease_id, now_ms)
         plan = self._plan_fast(user)
         if plan is None:
             plan = await self._plan_arg(user, now_ms)
@@ -317,6 +326,8 @@ class Leases(Admission):
             reply = await self._replan(
                 "settle", keys, args, user, now_ms, reply, spool_info=info
             )
+        if self._hold_users is not None:  # (the hold has ended)
+            self._hold_users.forget(lease_id)
         if reply is None:  # spooled: a repeated settle at one cost is a replay
             return spooled_settle_record(
                 lease, lease_id, entry_id, amount, model_name, now_ms
@@ -339,6 +350,8 @@ class Leases(Admission):
         reply = await self._store.run(
             "release", (self.keys.hold(lease_id),), (lease_id,)
         )
+        if self._hold_users is not None:  # (the hold has ended)
+            self._hold_users.forget(lease_id)
         if reply[0] == Reply.UNKNOWN_LEASE:
             raise LeaseStateError(lease_id, UNKNOWN_LEASE, "release")
         if reply[0] == Reply.LEASE_SETTLED:
