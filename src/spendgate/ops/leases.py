@@ -51,7 +51,7 @@ _MAX_TTL_SECONDS = 7 * 86400
 class Leases(Admission):
     """``reserve``, ``settle``, ``release`` and the ``lease`` context."""
 
-    # (with a team, a call hands over to spendgate.ops.team_charges')
+    # (with a team, a call hands over to spendgate.ops.team_leases')
     _team_reserve: Callable[..., Awaitable[Lease]]
     _team_settle: Callable[..., Awaitable[SpendRecord]]
     _team_release: Callable[..., Awaitable[bool]]
@@ -72,7 +72,7 @@ class Leases(Admission):
 
         :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
         :param team_id: hold on that team's pool, not the user's balance
-            (:mod:`spendgate.ops.team_charges`)
+            (:mod:`spendgate.ops.team_leases`)
         :raise NotATeamMemberError: with ``team_id``, the user is not a member
         :param model: the model the call is for: with ``model_caps``, its
             per-model caps admit the hold too, the hold counts against them
