@@ -35,7 +35,7 @@ from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings
 from spendgate.ops.deduct import Deductions, balance_refusal
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
-from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS
+from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
 from spendgate.ops.team_leases import TeamLeases
 from spendgate.ops.teams import _raise_for_team
 from spendgate.pricing.usage import CostBreakdown
@@ -124,8 +124,10 @@ class TeamCharges(Deductions, TeamLeases):
         idempotency_key: str | None,
         metadata: Mapping[str, Any] | None,
         spool_when_unavailable: bool,
+        model: str | None = None,
     ) -> DeductResult:
-        """``deduct`` on the team's pool (priced as ``deduct`` prices)."""
+        """``deduct`` on the team's pool (priced, and ``model`` checked, as
+        ``deduct`` does: with ``model_caps`` the model's caps admit it too)."""
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         team = self._team_id(team_id)
@@ -133,38 +135,57 @@ class TeamCharges(Deductions, TeamLeases):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
+        model = self._deduct_model(model, usage)
         for _ in range(PRICE_ATTEMPTS):
             try:
-                priced = await self._price(usage, user)
+                priced = with_model(await self._price(usage, user), model)
                 result = await self._team_deduct_once(
                     user, project, team, key, extra, usage, *priced
                 )
             except BudgetUnavailableError:
                 if not spool_when_unavailable:
                     raise
-                amount, breakdown, version, model, _, plan, _ = self._price_offline(
-                    usage, user
-                )
-                meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
-                record = await self._team_record(
-                    user, from_micros(amount), project, model, key or None, meta, team
-                )
-                return DeductResult(
-                    record.entry_id,
-                    user,
-                    record.amount,
-                    _ZERO,
-                    None,
-                    breakdown,
-                    version,
-                    record.replayed,
-                    record.spooled,
-                    team_id=team,
+                offline = with_model(self._price_offline(usage, user), model)
+                return await self._team_spool_deduct(
+                    user, project, team, key, extra, *offline
                 )
             if result is not None:
                 return result
         raise StorageError(
             "the active price book or the user's plan kept changing during a deduct"
+        )
+
+    async def _team_spool_deduct(
+        self,
+        user: str,
+        project: str | None,
+        team: str,
+        key: str,
+        extra: dict[str, Any],
+        amount: int,
+        breakdown: CostBreakdown | None,
+        version: int | None,
+        model: str | None,
+        floor: int | None,
+        plan: str | None,
+        check: str,
+    ) -> DeductResult:
+        """A team deduct Redis did not answer, recorded as a team fact."""
+        meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
+        record = await self._team_record(
+            user, from_micros(amount), project, model, key or None, meta, team
+        )
+        return DeductResult(
+            record.entry_id,
+            user,
+            record.amount,
+            _ZERO,
+            None,
+            breakdown,
+            version,
+            record.replayed,
+            record.spooled,
+            team_id=team,
         )
 
     async def _team_deduct_once(

@@ -65,9 +65,11 @@ class TeamLeases(Leases, Teams):
         idempotency_key: str | None,
         team_id: str,
         most: Any = None,
+        model: str | None = None,
     ) -> Lease:
         """``reserve`` (``most`` ``None``) or ``reserve_up_to`` (``amount``
-        the least, ``most`` the most) on the team's pool."""
+        the least, ``most`` the most) on the team's pool; ``model``'s caps
+        (with ``model_caps``) admit the hold too, as a hold without a team."""
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         team = self._team_id(team_id)
@@ -76,6 +78,7 @@ class TeamLeases(Leases, Teams):
         if ceiling is not None and requested > ceiling:
             raise InvalidArgumentError("min_amount is above max_amount")
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
+        tail = self._model_tail(model)
         now_ms = self._now_ms()
         lease_id = new_id(now_ms) + TEAM_LEASE_MARK + team
         ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
@@ -85,6 +88,8 @@ class TeamLeases(Leases, Teams):
             digest = fingerprint(
                 "team_reserve", user, project, requested, ceiling, ttl_ms, team
             )
+            if model is not None:
+                digest = fingerprint(digest, model)
         w = self._windows_at(now_ms)
         keys = (ikey, *self.keys.team_keys(team, w.day, w.month))
         args: tuple[Any, ...] = (
@@ -101,7 +106,7 @@ class TeamLeases(Leases, Teams):
         operation = "team_reserve"
         if ceiling is not None:
             operation, args = "team_reserve_up_to", (*args, ceiling)
-        reply = await self._store.run(operation, keys, (*args, team))
+        reply = await self._store.run(operation, keys, (*args, team, *tail))
         code = reply[0]
         if code == _REFUSED:
             raise self._team_refusal(reply, user, project, team, requested, w)
@@ -120,6 +125,7 @@ class TeamLeases(Leases, Teams):
             int(parts[1]),
             code == _REPLAYED,
             team_id=team,
+            model=model,
         )
 
     async def _team_settle(
@@ -134,6 +140,8 @@ class TeamLeases(Leases, Teams):
         """``settle`` of a team lease: the pool pays the actual cost."""
         lease_id = check_id("lease_id", lease_id, self._max_id + LEASE_ID_LENGTH + 1)
         amount = charge_micros(actual_cost)
+        if model is None and isinstance(lease, Lease):
+            model = lease.model
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
