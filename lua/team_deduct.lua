@@ -23,7 +23,7 @@
 -- (with MODEL_CAPS, the model's caps admit the charge too, ARGV[11] its  --@models
 -- model: refused as deduct.lua's model refusal)  --@models
 -- (with cap actions, a charge's reply adds the thresholds it took the  --@cap_actions
--- user's warn scopes to, as deduct.lua's)  --@cap_actions
+-- user's warn scopes to, as deduct.lua's, kept for its replay)  --@cap_actions
 
 local ikey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -67,6 +67,7 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version
-idem_store(ikey, fingerprint, payload)
+idem_store(ikey, fingerprint, payload)  --@!cap_actions
+idem_store(ikey, fingerprint, cap_payload(payload, crossed))  --@cap_actions
 return {R_OK, payload, crossed}  --@cap_actions
 return {R_OK, payload}  --@!cap_actions

@@ -53,7 +53,8 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_METADATA, ARGV[9], F_TEAM_ID, ARGV[11])
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
-redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
 redis.call('PEXPIRE', hkey, h[6])
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), 0, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

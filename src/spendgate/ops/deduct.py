@@ -38,7 +38,7 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult
 from spendgate.ops.base import fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.deduct_pricing import (
     PRICE_ATTEMPTS,
@@ -232,6 +232,9 @@ class Deductions(DeductPricing, Leases, Facts):
             raise balance_refusal(
                 self._refusal(reply, user, project, amount, self._windows_at(now_ms))
             )
+        if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
+            payload, crossed = split_warned(text(reply[1]))
+            reply = [code, payload, crossed]
         # "entry|now_ms|balance|amount|version|allowance used" (older
         # idempotency records end before the allowance)
         entry, _, balance, charged, first_version, *rest = text(reply[1]).split("|")

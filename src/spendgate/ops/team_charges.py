@@ -32,7 +32,7 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct import Deductions, balance_refusal
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
@@ -94,9 +94,11 @@ class TeamCharges(Deductions, TeamLeases):
             if code == _CONFLICT:
                 raise IdempotencyConflictError(key)
             _raise_for_team(code, team, user)
-            if code == _REPLAYED:
+            if code == _REPLAYED:  # (the first call's warnings, as a charge's)
                 replayed = True
-                entry_id, first_ms = text(reply[1]).split("|")
+                payload, crossed = split_warned(text(reply[1]))
+                reply = [code, payload, crossed]
+                entry_id, first_ms = payload.split("|")
                 occurred_ms = int(first_ms)
         record = SpendRecord(
             entry_id,
@@ -246,6 +248,9 @@ class TeamCharges(Deductions, TeamLeases):
             raise balance_refusal(
                 self._team_refusal(reply, user, project, team, amount, w)
             )
+        if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
+            payload, crossed = split_warned(text(reply[1]))
+            reply = [code, payload, crossed]
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
         result = DeductResult(
             entry,
