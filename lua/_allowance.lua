@@ -1,6 +1,6 @@
 -- A plan's free allowance, as the charge scripts (deduct, record, settle)
--- and the admissions (check, reserve, reserve_up_to) see it: linked like the
--- helpers of _lib.lua (and using its).
+-- and the admissions (check, reserve, reserve_up_to, extend) see it: linked
+-- like the helpers of _lib.lua (and using its).
 --
 -- The scripts do no calendar arithmetic: the caller knows the plans and
 -- computes, from the user's plan as it last read it (a guess), the period

@@ -1,6 +1,7 @@
 -- extend: top a live hold up by `more`, under the same admission rule as
 -- reserve (every scope's daily and monthly caps, held amounts included, and
--- the balance where enforced), and optionally move its expiry later. A
+-- the balance where enforced, with what is left of the user's plan
+-- allowance counted as balance), and optionally move its expiry later. A
 -- refusal changes nothing. Only a pending hold whose expiry has not passed
 -- can grow: a settled, released or expired one is refused by its state.
 --
@@ -16,12 +17,19 @@
 -- ARGV[6] - fingerprint of the arguments (for the idempotency key)
 -- ARGV[7] - the new expires_ms, "" to keep the hold's (an earlier one than
 --           the hold's is ignored: extend never shortens a hold)
+-- ARGV[8] - the plan argument (_allowance.lua) for the hold's user, as
+--           reserve's: what is left of the plan's allowance counts as
+--           balance ("=" when the caller does not know the user); "" when
+--           balances are not enforced or nothing is added (then nothing is
+--           read)
 -- return {R_OK, "amount|expires_ms", user, project} with the hold's new
 --        amount, {R_REPLAYED, the first call's payload, user, project} for an
 --        idempotent replay, {R_CONFLICT}, {R_UNKNOWN_LEASE},
 --        {R_LEASE_RELEASED}, {R_LEASE_SETTLED}, {R_LEASE_EXPIRED}, or the
 --        refusal {R_REFUSED, scope, window, limit, spent, held[, free_ms],
---        user, project} (free_ms for a per-minute refusal, as admit answers)
+--        user, project} (free_ms for a per-minute refusal, as admit answers),
+--        or {R_STALE_PRICE, user, the user's plan} when it is not the one
+--        expected (nothing was written)
 
 local hkey, ikey = KEYS[1], KEYS[2]
 if ikey == hkey then ikey = '' end  -- no idempotency key
@@ -46,9 +54,12 @@ end
 local more = tonumber(ARGV[4])
 if more > 0 then
   -- The hold's own amount is among the held amounts admission reads, so the
-  -- rule is reserve's for the hold's new total.
+  -- rule is reserve's for the hold's new total: the allowance left counts
+  -- as balance, as it does for a reserve (settle draws on it first).
+  local stale, _, left = plan_allowance(ARGV[8], user)
+  if stale then return {R_STALE_PRICE, user, stale} end
   local verdict, _, _, _, minutes = admit(now_ms, ARGV[2], ARGV[3], user,
-                                          project, more)
+                                          project, more, nil, left)
   local held_for = redis.call('HGET', hkey, 'm') or ''  --@models
   verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, more, held_for)  --@models
   if verdict[1] ~= R_OK then

@@ -155,6 +155,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.LEASE_RELEASED: [5],
         Reply.LEASE_SETTLED: [6],
         Reply.LEASE_EXPIRED: [9],
+        Reply.STALE_PRICE: [7, b"u", b""],
     },
     "record": {
         Reply.OK: [0, b"entry|1700000000000|"],

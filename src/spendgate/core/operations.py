@@ -105,10 +105,12 @@ OPERATIONS: dict[str, Operation] = {
             "lease",
             "fingerprint",
             "expires_ms",
+            "plan",
         ),
         _ADMITS
         | _IDEMPOTENT
         | _LEASE
+        | _STALE
         | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
     ),
     "record": Operation(

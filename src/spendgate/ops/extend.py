@@ -52,8 +52,10 @@ class Extensions(Leases):
         """Top a live hold up by ``more``, atomically, under the admission
         rule of :meth:`reserve`: for every scope and window, spent + held
         (this hold included) + ``more`` must stay within the cap, and the
-        balance above ``min_balance`` where enforced. A refusal changes
-        nothing. Settling the lease later charges the actual cost as usual.
+        balance above ``min_balance`` where enforced, what is left of the
+        user's plan allowance counting as balance. A refusal changes
+        nothing. Settling the lease later charges the actual cost as usual
+        (the allowance first, then grants and the balance).
 
         Without an ``idempotency_key`` each call adds ``more``; with one, a
         retried call adds it once and answers the first call's result (the
@@ -91,11 +93,19 @@ class Extensions(Leases):
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
         expires = "" if ttl_ms is None else now_ms + ttl_ms
-        reply = await self._store.run(
-            "extend",
-            (hkey, ikey),
-            (now_ms, w.day, w.month, requested, lease_id, digest, expires),
-        )
+        keys = (hkey, ikey)
+        args = (now_ms, w.day, w.month, requested, lease_id, digest, expires)
+        # What is left of the plan's allowance counts as balance, as for a
+        # reserve: "=" (no plan expected) unless the hold's user is known to
+        # have one; the script names the user when not (lua/_allowance.lua).
+        # Nothing added, or balances not enforced: nothing is read.
+        user = lease.user_id if isinstance(lease, Lease) else ""
+        plan = self._plan_fast(user, requested > 0 and self.config.enforce_balance)
+        if plan is None:
+            plan = await self._plan_arg(user, now_ms)
+        reply = await self._store.run("extend", keys, args + (plan,))
+        if reply[0] == Reply.STALE_PRICE:
+            reply = await self._replan("extend", keys, args, user, now_ms, reply)
         code = reply[0]
         if code == _REFUSED:
             # (user and project come last, after a minute refusal's free_ms)
