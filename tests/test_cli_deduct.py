@@ -111,6 +111,7 @@ def test_refusals_exit_3_and_change_nothing(
         ["deduct", "ada"],  # nothing to charge
         ["deduct", "ada", "1", "--input-tokens", "5"],  # both
         ["deduct", "ada", "--fixed", "batch_job", "--team", "eng"],
+        ["deduct", "ada", "--fixed", "batch_job", "--model", "m"],
         ["deduct", "ada", "-1"],
         ["deduct", "ada", "abc"],
         ["deduct", "ada", "--input-tokens", "-5"],
