@@ -30,7 +30,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## hot-path benchmark vs the Redis PING floor and coreason-budget: bench/results/
+## hot-path benchmark vs the Redis PING floor and coreason-budget, and a Redis Cluster
+## section on servers of its own (BENCH_ARGS=--no-cluster skips it): bench/results/
 bench: $(STAMP)
 	@$(BIN)/uv pip install --python $(BIN)/python -q -e ".[$(EXTRAS),bench]"
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="distinct projects the calls rotate over; 0 = no project",
     )
     parser.add_argument("--no-peer", action="store_true", help="skip coreason-budget")
+    parser.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="skip the Redis Cluster section (its own redis-servers: a single "
+        "one, a 1-master and a 3-master cluster)",
+    )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
         "--quick",
@@ -66,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         users=args.users,
         projects=args.projects,
         peer=not args.no_peer,
+        cluster=not args.no_cluster,
         chart=not args.no_chart,
         out_dir=args.out,
         command=" ".join(

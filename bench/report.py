@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.cluster_report import cluster_markdown
+
 _LATENCY_ORDER = (
     "ping",
     "check_availability",
@@ -184,6 +186,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{m['users']} users."
     )
     add("")
+    lines += cluster_markdown(results.get("cluster"))
     add("### Targets")
     add("")
     add("| target | wanted | measured | met |")

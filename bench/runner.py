@@ -5,8 +5,10 @@ with its subjects (its PING floor and its calls) interleaved call by call,
 then throughput from 1, 16, 64 and 256 concurrent tasks, each subject in
 turn; the order rotates from round to round, so machine noise lands on all
 subjects alike. After the rounds: the overshoot test, import times, Redis
-memory per active user-day, machine facts and Redis ``INFO``; then the
-results are written and every key the run created is deleted.
+memory per active user-day, machine facts and Redis ``INFO``; every key
+the run created is deleted; then the Redis Cluster section
+(:mod:`bench.cluster`, on servers of its own, started and stopped by it),
+and the results are written.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Options:
     projects: int = 10
     #: measure the peer too (installs it into bench/.peer-venv on first use)
     peer: bool = True
+    #: the Redis Cluster section (bench.cluster: servers of its own)
+    cluster: bool = True
     overshoot_tasks: int = 200
     overshoot_limit: int = 10
     #: fresh interpreters per import-time measurement
@@ -311,10 +315,16 @@ async def run(options: Options) -> dict[str, Any]:
         await budget.aclose()
         logger.enable("spendgate")
     log(f"bench: cleaned up {deleted} keys")
+    section = None
+    if options.cluster:
+        from bench import cluster
+
+        section = await cluster.section(options)
 
     results = outputs.assemble(
         options, started, samples, tput, overshoot, memory, imports, info
     )
+    results["cluster"] = section
     results["machine"]["loadavg_start"] = load_at_start
     results["machine"]["loadavg_end"] = loadavg()
     outputs.write(options, results, samples)

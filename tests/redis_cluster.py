@@ -7,7 +7,11 @@ temporary folder (see :class:`redis_server.RedisServer`), and joins them with
 ``redis-cli --cluster create``: the standard slot split, so the one slot
 every spendgate key is in today (``{sg}``, slot 331) and slot 0 are on the
 first master. ``cluster-require-full-coverage no``: a master that is down
-takes only its own slots with it, the others keep serving.
+takes only its own slots with it, the others keep serving. Fewer than three
+masters (``redis-cli`` refuses them), or any number without replicas when
+asked (``join_by_hand``: seconds faster, no ``redis-cli`` wait), are joined
+by hand, with the same slot split: the benchmark compares one master with
+three.
 
 The machine's shared Redis (port 6379) is never touched.
 """
@@ -47,11 +51,17 @@ def redis_cli_binary() -> str | None:
 
 
 class LocalCluster:
-    """Three cluster masters of the tests' own.
+    """Three cluster masters of the tests' own (or as many as asked).
 
     :param directory: where each node keeps its AOF, log and ``nodes.conf``
+    :param masters: how many masters, at least 1 (3 or more with replicas)
     :param replicas: replicas per master
     :param node_args: more ``redis-server`` options for every node
+    :param join_by_hand: meet the nodes and give out the slots with
+        ``CLUSTER`` commands rather than ``redis-cli --cluster create``
+        (always so for fewer than 3 masters)
+    :raise ValueError: no master, or replicas for fewer than 3 masters or
+        joined by hand
     """
 
     def __init__(
@@ -60,21 +70,23 @@ class LocalCluster:
         masters: int = 3,
         replicas: int = 0,
         node_args: Sequence[str] = (),
+        join_by_hand: bool = False,
     ) -> None:
+        self.join_by_hand = join_by_hand or masters < 3
+        if masters < 1 or (replicas and self.join_by_hand):
+            raise ValueError(
+                "at least 1 master; replicas need 3 masters and redis-cli's join"
+            )
         self.replicas = replicas
         # (the cluster bus on a free port of its own too: the default, the
         # node's port + 10000, may be taken or out of range)
+        self._bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
         self.nodes = [
             RedisServer(
                 directory / f"node{i}",
-                extra_args=(
-                    *_NODE_ARGS,
-                    "--cluster-port",
-                    str(free_port()),
-                    *node_args,
-                ),
+                extra_args=(*_NODE_ARGS, "--cluster-port", str(bus), *node_args),
             )
-            for i in range(masters * (1 + replicas))
+            for i, bus in enumerate(self._bus_ports)
         ]
         self._ids: dict[int, str] = {}
 
@@ -87,6 +99,13 @@ class LocalCluster:
             raise RuntimeError("redis-cli is not installed")
         for node in self.nodes:
             node.start()
+        if self.join_by_hand:
+            self._join_by_hand()
+        else:
+            self._create(cli)
+        self.wait_ok()
+
+    def _create(self, cli: str) -> None:
         created = subprocess.run(
             [
                 cli,
@@ -107,7 +126,22 @@ class LocalCluster:
                 + created.stdout.decode(errors="replace")
                 + created.stderr.decode(errors="replace")
             )
-        self.wait_ok()
+
+    def _join_by_hand(self) -> None:
+        """What ``redis-cli --cluster create`` does for masters alone: meet,
+        then each master its share of the slots, in order, split as
+        ``redis-cli`` splits them (the first master has slot 0 and
+        ``{sg}``'s). ``ADDSLOTSRANGE`` is Redis 7's, as the tests need."""
+        first, count = self.nodes[0], len(self.nodes)
+        with first.client() as client:
+            for node, bus in zip(self.nodes[1:], self._bus_ports[1:], strict=True):
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        low = 0
+        for i, node in enumerate(self.nodes):
+            high = round(16384 * (i + 1) / count) - 1
+            with node.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            low = high + 1
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -282,3 +316,34 @@ if ARGV[5] ~= '' then
 end
 return #keys
 """
+
+
+def start_cluster(
+    directory: Path,
+    masters: int = 3,
+    node_args: Sequence[str] = (),
+    join_by_hand: bool = False,
+    attempts: int = 3,
+) -> LocalCluster:
+    """A started :class:`LocalCluster` of masters alone, started again on new
+    ports when it fails: free ports are found by binding and letting go, so
+    another process can take one before a node binds it.
+
+    :raise RuntimeError: the last attempt's failure
+    """
+    failure: Exception | None = None
+    for attempt in range(attempts):
+        cluster = LocalCluster(
+            directory / f"try{attempt}",
+            masters=masters,
+            node_args=node_args,
+            join_by_hand=join_by_hand,
+        )
+        try:
+            cluster.start()
+        except Exception as exc:
+            cluster.stop()
+            failure = exc
+        else:
+            return cluster
+    raise RuntimeError(f"the cluster did not start: {failure}")

@@ -199,6 +199,7 @@ async def test_cli_report(facts: list[Fact], ledger_dsn: str) -> None:
         "user",
         "calls",
         "total",
+        "allowance",
         "input",
         "tokens",
         "output",

@@ -1,12 +1,15 @@
 """The benchmark code still runs: a tiny ``bench`` run and ``bench.quick``.
 
 Runs the whole bench pipeline (interleaved rounds, throughput, overshoot,
-memory, import time, JSON + markdown + chart) with a few samples against the
-real Redis, without the peer (installing it takes a network and a minute),
-into a temporary directory; then the short version, ``python -m bench.quick``
-(once ``spendgate bench``), called in process. Asserts that the
-outputs are complete and the lease overshoot is zero; no timing is asserted,
-speed lives in ``make bench``.
+memory, import time, the Redis Cluster section on servers it starts and
+stops itself, JSON + markdown + chart) with a few samples against the real
+Redis, without the peer (installing it takes a network and a minute), into
+a temporary directory; then the short version, ``python -m bench.quick``
+(once ``spendgate bench``), called in process (``python -m bench.cluster``
+alone: test_bench_cluster.py). Asserts that the outputs are complete, the lease
+overshoot is zero and the cluster section's split is what the keyspace
+makes it (today every key on one master); no timing is asserted, speed
+lives in ``make bench``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REDIS_URL, real_redis_available, service_missing
+from test_bench_cluster import assert_cluster_section, require_cluster_binaries
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -42,6 +46,8 @@ async def test_a_tiny_bench_run_writes_every_result(
     redis_url: str, tmp_path: Path
 ) -> None:
     from bench.runner import Options, run
+
+    require_cluster_binaries()  # the cluster section runs too
 
     lines: list[str] = []
     options = Options(
@@ -90,9 +96,12 @@ async def test_a_tiny_bench_run_writes_every_result(
     names = {t["name"] for t in written["targets"]}
     assert "overshoot with leases" in names and "import spendgate" in names
     assert "deduct p50" in names
+    assert_cluster_section(written["cluster"], users=6, concurrency=[1, 8])
 
     table = (tmp_path / "bench.md").read_text()
     assert "### Sequential latency" in table and "### Targets" in table
+    assert "#### Throughput on 1 and 3 masters" in table
+    assert "one master held 100% of the keys and took 100% of the decisions" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
     assert any("cleaned up" in line for line in lines)

@@ -219,26 +219,3 @@ async def test_a_cluster_that_does_not_answer_at_start_fails_closed(
         record = await budget.record_spend("ada", 1)
         assert record.spooled
         assert budget.spool is not None and budget.spool.depth == 1
-
-
-@pytest.mark.slow
-def test_the_cluster_bench_runs_and_reports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import json
-    import sys
-
-    root = str(Path(__file__).resolve().parents[1])  # bench/: the checkout's
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench.cluster import main as bench_main
-
-    out = tmp_path / "cluster.json"
-    argv = ["--samples", "20", "--rounds", "1", "--duration", "0.05", "--users", "4"]
-    assert bench_main([*argv, "--concurrency", "4", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "cluster/single p50, record" in printed
-    results = json.loads(out.read_text())
-    sides, ops = ("single", "cluster"), ("ping", "check", "record")
-    assert set(results["latency_us"]) == {f"{s} {op}" for s in sides for op in ops}
-    assert all(rate > 0 for rate in results["throughput_per_s"].values())

@@ -350,6 +350,7 @@ async def test_cli_report_credits_and_net_users(
         "granted",
         "expired",
         "spent",
+        "allowance",
         "net",
     ]
     users = json.loads(report("users", "--json").stdout)["rows"]

@@ -89,7 +89,8 @@ def add_report(sub: SubParsers) -> None:
         "report",
         help="spend analytics from the Postgres ledger",
         description="Net spend (charges less their refunds, plus adjustments) "
-        "over a time window, from spendgate_ledger. Kinds: "
+        "over a time window, from spendgate_ledger, with the part of it plans' "
+        "free allowances paid (allowance). Kinds: "
         + "; ".join(f"{k}: {v}" for k, v in REPORT_KINDS.items()),
     )
     parser.add_argument("kind", choices=list(REPORT_KINDS), help="what to report")
@@ -279,6 +280,7 @@ def _print_report(kind: str, result: Any) -> None:
         rows = [
             ["calls", stats.calls],
             ["total", stats.total],
+            ["paid by allowances", stats.allowance],
             ["distinct users", stats.distinct_users],
             ["distinct projects", stats.distinct_projects],
             ["mean per call", dash(stats.mean)],
@@ -294,26 +296,37 @@ def _print_report(kind: str, result: Any) -> None:
         print_table(["measure", "value"], rows)
     elif kind == "credits":
         print_table(
-            ["user", "granted", "expired", "spent", "net"],
+            ["user", "granted", "expired", "spent", "allowance", "net"],
             [
-                [printable(f.user_id), f.granted, f.expired, f.spent, f.net]
+                [
+                    printable(f.user_id),
+                    f.granted,
+                    f.expired,
+                    f.spent,
+                    f.allowance,
+                    f.net,
+                ]
                 for f in result
             ],
         )
     elif kind == "daily":
         print_table(
-            ["day", "calls", "users", "total"],
-            [[d.day.isoformat(), d.calls, d.users, d.total] for d in result],
+            ["day", "calls", "users", "total", "allowance"],
+            [
+                [d.day.isoformat(), d.calls, d.users, d.total, d.allowance]
+                for d in result
+            ],
         )
     else:
         label = {"projects": "project", "models": "model"}.get(kind, "user")
         print_table(
-            [label, "calls", "total", "input tokens", "output tokens"],
+            [label, "calls", "total", "allowance", "input tokens", "output tokens"],
             [
                 [
                     dash(g.key, "(none)"),
                     g.calls,
                     g.total,
+                    g.allowance,
                     g.input_tokens,
                     g.output_tokens,
                 ]

@@ -72,6 +72,7 @@ _SUMS = (
     f" {_micros('amount', 'total_micros')},"
     f" {_micros('refunded', 'refunded_micros')},"
     f" {_micros('adjusted', 'adjusted_micros')},"
+    f" {_micros('allowance', 'allowance_micros')},"
     " coalesce(sum(input_tokens), 0)::bigint AS input_tokens,"
     " coalesce(sum(output_tokens), 0)::bigint AS output_tokens"
 )
@@ -241,6 +242,7 @@ class Analytics(TeamAnalytics):
                 users=r["users"],
                 refunded=from_micros(r["refunded_micros"]),
                 adjusted=from_micros(r["adjusted_micros"]),
+                allowance=from_micros(r["allowance_micros"]),
             )
             for r in rows
         ]
@@ -283,6 +285,7 @@ class Analytics(TeamAnalytics):
             output_tokens=r["output_tokens"],
             refunded=from_micros(r["refunded_micros"]),
             adjusted=from_micros(r["adjusted_micros"]),
+            allowance=from_micros(r["allowance_micros"]),
         )
 
     async def credits_by_user(
@@ -304,16 +307,17 @@ class Analytics(TeamAnalytics):
             f"  CASE WHEN kind IN ({_CREDIT_KINDS}) THEN amount ELSE 0 END AS granted,"
             f"  CASE WHEN kind = '{protocol.LedgerKind.EXPIRE}' THEN amount"
             "   ELSE 0 END AS expired,"
-            "  0::numeric AS spent,"
+            "  0::numeric AS spent, 0::numeric AS allowance,"
             f"  (kind IN ({_CREDIT_KINDS}))::int AS grants,"
             f"  (kind = '{protocol.LedgerKind.EXPIRE}')::int AS expiries"
             " FROM spendgate_ledger"
             f" WHERE kind IN ({_CREDIT_KINDS}, '{protocol.LedgerKind.EXPIRE}')"
             "  AND occurred_at >= $1 AND occurred_at < $2"
-            " UNION ALL SELECT user_id, 0, 0, amount, 0, 0 FROM net"
+            " UNION ALL SELECT user_id, 0, 0, amount, allowance, 0, 0 FROM net"
             " WHERE scope IS NULL)"
             f" SELECT user_id, {_micros('granted', 'granted')},"
             f" {_micros('expired', 'expired')}, {_micros('spent', 'spent')},"
+            f" {_micros('allowance', 'allowance')},"
             " sum(grants)::bigint AS grants, sum(expiries)::bigint AS expiries"
             " FROM flows WHERE user_id IS NOT NULL GROUP BY user_id"
             " ORDER BY granted DESC, user_id LIMIT $3",
@@ -330,6 +334,7 @@ class Analytics(TeamAnalytics):
                 net=from_micros(r["granted"] - r["expired"] - r["spent"]),
                 grants=r["grants"],
                 expiries=r["expiries"],
+                allowance=from_micros(r["allowance"]),
             )
             for r in rows
         ]

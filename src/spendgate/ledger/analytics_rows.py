@@ -32,13 +32,19 @@ class SpendGroup:
     refunded: Decimal = Decimal(0)
     #: operators' adjustments of this scope's daily counters (in ``total``)
     adjusted: Decimal = Decimal(0)
+    #: of ``total``, what plans' free allowances paid (net of refunds, which
+    #: give the allowance's part back last); the rest came off grants and
+    #: balances
+    allowance: Decimal = Decimal(0)
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> SpendGroup:
         """One row of the analytics' sums (``key``, ``calls``, the micro-unit
-        totals; ``adjusted_micros`` only where adjustments apply: a team's
-        spend has none)."""
+        totals; ``adjusted_micros`` and ``allowance_micros`` only where they
+        apply: a team's spend has no adjustments, and a team's pool pays its
+        charges, never a plan's allowance)."""
         adjusted = row.get("adjusted_micros")
+        allowance = row.get("allowance_micros")
         return cls(
             key=row["key"],
             calls=row["calls"],
@@ -47,6 +53,7 @@ class SpendGroup:
             output_tokens=row["output_tokens"],
             refunded=from_micros(row["refunded_micros"]),
             adjusted=Decimal(0) if adjusted is None else from_micros(adjusted),
+            allowance=Decimal(0) if allowance is None else from_micros(allowance),
         )
 
 
@@ -63,6 +70,10 @@ class DailySpend:
     refunded: Decimal = Decimal(0)
     #: adjustments of that day's global counter (in ``total``)
     adjusted: Decimal = Decimal(0)
+    #: of ``total``, what plans' free allowances paid (net of refunds, which
+    #: give the allowance's part back last); the rest came off grants and
+    #: balances
+    allowance: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,10 @@ class SpendStats:
     refunded: Decimal = Decimal(0)
     #: adjustments of the global daily counters (in ``total``)
     adjusted: Decimal = Decimal(0)
+    #: of ``total``, what plans' free allowances paid (net of refunds, which
+    #: give the allowance's part back last); the rest came off grants and
+    #: balances
+    allowance: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -101,9 +116,12 @@ class CreditFlow:
     #: charges less their refunds (by the charges' time)
     spent: Decimal
     #: ``granted - expired - spent``: what the user's balance moved by when
-    #: every charge draws on it (not so for charges a plan's allowance covers)
+    #: every charge draws on it (not so for charges a plan's allowance
+    #: covers: ``net + allowance`` is then)
     net: Decimal
     #: grant rows (credits added)
     grants: int
     #: expire rows
     expiries: int
+    #: of ``spent``, what the user's plan allowance paid (net of refunds)
+    allowance: Decimal = Decimal(0)

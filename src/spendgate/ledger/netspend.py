@@ -21,6 +21,15 @@ plus the ``adjust`` rows of the scope asked for. :func:`net_facts` is one
 Every other row has ``scope`` NULL. The queries over ``net`` keep the
 adjustments of the scope they group by (:data:`ADJUST_SCOPE`).
 
+Each row's ``allowance`` is the part of its ``amount`` a plan's free
+allowance paid, netted as the amount is: a refund gives back the balance's
+and the grants' parts of a charge first and the allowance's last
+(``lua/_grants.lua``, ``give_back``), so of a charge of ``amount`` that the
+allowance paid ``allowance_used`` of, refunded ``refunded`` in all, the
+allowance still paid ``least(allowance_used, amount - refunded)``. A refund
+whose charge is not in the table and an adjustment count none (a refund's
+row does not say which part it gave back; an adjustment pays nothing).
+
 The window is ``$1`` (inclusive) to ``$2`` (exclusive). Every part reads the
 table through ``occurred_at >= $1`` (its index): a refund is given after its
 charge, an adjustment is written on or after the day it corrects.
@@ -63,12 +72,14 @@ WITH refunded AS (
     SELECT c.user_id, c.project_id, c.model, c.occurred_at AS at,
         c.amount - coalesce(r.amount, 0) AS amount,
         coalesce(r.amount, 0) AS refunded, 0::numeric AS adjusted,
+        least(coalesce(c.allowance_used, 0), c.amount - coalesce(r.amount, 0))
+            AS allowance,
         c.input_tokens, c.output_tokens, 1 AS calls, NULL::text AS scope
     FROM spendgate_ledger c LEFT JOIN refunded r ON r.link_id = c.entry_id
     WHERE c.kind IN ({_CHARGES}) AND c.occurred_at >= $1 AND c.occurred_at < $2
   UNION ALL
     SELECT f.user_id, f.project_id, f.model, coalesce(d.at, f.occurred_at),
-        -f.amount, f.amount, 0, NULL, NULL, 0, NULL
+        -f.amount, f.amount, 0, 0, NULL, NULL, 0, NULL
     FROM spendgate_ledger f CROSS JOIN LATERAL (SELECT {_day("f")} AS at) d
     WHERE f.kind = {_REFUND} AND f.occurred_at >= $1
         AND coalesce(d.at, f.occurred_at) >= $1
@@ -76,7 +87,7 @@ WITH refunded AS (
         AND NOT EXISTS (SELECT 1 FROM spendgate_ledger c
                         WHERE c.entry_id = f.link_id AND c.kind IN ({_CHARGES}))
   UNION ALL
-    SELECT a.user_id, a.project_id, NULL, d.at, a.amount, 0, a.amount,
+    SELECT a.user_id, a.project_id, NULL, d.at, a.amount, 0, a.amount, 0,
         NULL, NULL, 0, a.scope
     FROM spendgate_ledger a CROSS JOIN LATERAL (SELECT {_day("a")} AS at) d
     WHERE a.kind = {_ADJUST} AND a.occurred_at >= $1
