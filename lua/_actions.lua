@@ -68,6 +68,18 @@ local function cap_reached(mark, ttl, limit, spec, spent)
   return reached
 end
 
+-- A charge's replay payload (an idempotency record's, a settled hold's pl)
+-- with the thresholds it took warn scopes to, `crossed` as cap_events
+-- returns them: the payload, WARNED_MARK, then the list comma-separated; the
+-- payload as it is when none was reached. A replay answers them again
+-- without writing any event (the events were written once, by the charge).
+local function cap_payload(payload, crossed)
+  if not crossed then return payload end
+  local parts = {}
+  for i = 1, #crossed do parts[i] = fmt(crossed[i]) end
+  return payload .. WARNED_MARK .. table.concat(parts, ',')
+end
+
 -- The threshold events of one charge, once its counters have counted it:
 -- for every scope with a cap action, each daily and monthly threshold
 -- reached for the first time in the window is one event, EV_CAP_REACHED for

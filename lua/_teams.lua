@@ -20,6 +20,10 @@
 -- global held amounts, purged by every script); the team keeps its own
 -- count of them beside, and purges its own expired ones whenever a team
 -- script reads it (team_purge): no other script needs to know of teams.
+-- A team hold taken for a model (with MODEL_CAPS) names it on its record
+-- (m, model_hold in _models.lua) like any hold: the global purge takes it
+-- off the model's held amount (mr:) on expiry, and a team script that ends
+-- or grows such a hold does as settle.lua, release.lua and extend.lua do.
 
 -- The member's role and caps (numbers, -1 for none), or nil for a user
 -- who is not a member.

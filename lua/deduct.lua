@@ -34,7 +34,8 @@
 --        more, or {R_STALE_PRICE, version, the user's plan} when the user's
 --        plan is not the one priced for
 -- (with cap actions, a charge's reply adds the thresholds it took warn  --@cap_actions
--- scopes to: {R_OK, payload, crossed}, as cap_events returns them)  --@cap_actions
+-- scopes to: {R_OK, payload, crossed}, as cap_events returns them; the  --@cap_actions
+-- idempotency record keeps them for a replay: cap_payload)  --@cap_actions
 
 local ikey = KEYS[1]
 local now_ms, fingerprint = ARGV[1], ARGV[7]
@@ -74,6 +75,7 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version .. '|' .. used
-idem_store(ikey, fingerprint, payload)
+idem_store(ikey, fingerprint, payload)  --@!cap_actions
+idem_store(ikey, fingerprint, cap_payload(payload, crossed))  --@cap_actions
 return {R_OK, payload, crossed}  --@cap_actions
 return {R_OK, payload}  --@!cap_actions

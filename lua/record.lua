@@ -27,7 +27,8 @@
 --        expected (strict plan argument: nothing was written)
 -- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
 -- warn scopes to: {R_OK, payload, crossed}, crossed as cap_events returns  --@cap_actions
--- them; a replay reached none)  --@cap_actions
+-- them; its replay answers them again: the idempotency record keeps them,  --@cap_actions
+-- cap_payload)  --@cap_actions
 
 local ikey = KEYS[1]
 local now_ms = ARGV[1]
@@ -51,6 +52,7 @@ if seen then return seen end
 charge(ARGV, user, project, balance, false, entry, ARGV[11], start, left, ttl_ms)  --@!cap_actions
 local _, _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[11],  --@cap_actions
                              start, left, ttl_ms)  --@cap_actions
+if crossed then idem_store(ikey, ARGV[7], cap_payload(payload, crossed)) end  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, amount, ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,

@@ -26,7 +26,8 @@
 --        when it is not the one expected (strict: nothing was written)
 -- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
 -- scopes to: {R_OK, user, project, late, estimate, allowance used,  --@cap_actions
--- crossed}, as cap_events returns them)  --@cap_actions
+-- crossed}, as cap_events returns them; the replay payload keeps them:  --@cap_actions
+-- cap_payload)  --@cap_actions
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -73,7 +74,8 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_METADATA, ARGV[9], F_ALLOWANCE_USED, used)
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2] .. '|' .. used
-redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
 redis.call('PEXPIRE', hkey, h[6])
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}  --@!cap_actions

@@ -20,8 +20,10 @@
 --        {R_REPLAYED, same payload}, {R_CONFLICT}, the refusal (a team's
 --        names scope SC_MEMBER or SC_TEAM), {R_STALE_PRICE, ...} as
 --        deduct.lua, {R_NOT_A_MEMBER} or {R_UNKNOWN_TEAM}
+-- (with MODEL_CAPS, the model's caps admit the charge too, ARGV[11] its  --@models
+-- model: refused as deduct.lua's model refusal)  --@models
 -- (with cap actions, a charge's reply adds the thresholds it took the  --@cap_actions
--- user's warn scopes to, as deduct.lua's)  --@cap_actions
+-- user's warn scopes to, as deduct.lua's, kept for its replay)  --@cap_actions
 
 local ikey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -49,6 +51,7 @@ end
 local amount = tonumber(ARGV[6])
 local verdict, _, _, _, minutes = admit(now_ms, ARGV[2], ARGV[4], user, project,
                                         amount, team_user_floor())
+verdict = model_admit(verdict, ARGV[2], ARGV[4], user, project, amount, ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 local team = team_admit(now_ms, T, user, daily, monthly, amount)
 if team[1] ~= R_OK then return team end
@@ -64,6 +67,7 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
 
 local payload = entry .. '|' .. now_ms .. '|' .. fmt(balance) .. '|' .. ARGV[6]
                 .. '|' .. version
-idem_store(ikey, fingerprint, payload)
+idem_store(ikey, fingerprint, payload)  --@!cap_actions
+idem_store(ikey, fingerprint, cap_payload(payload, crossed))  --@cap_actions
 return {R_OK, payload, crossed}  --@cap_actions
 return {R_OK, payload}  --@!cap_actions

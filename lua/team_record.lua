@@ -19,7 +19,7 @@
 -- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
 --        for a replay, {R_CONFLICT}, {R_NOT_A_MEMBER} or {R_UNKNOWN_TEAM}
 -- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
--- the user's warn scopes to, as record.lua's)  --@cap_actions
+-- the user's warn scopes to, as record.lua's, kept for its replay)  --@cap_actions
 
 local ikey = KEYS[1]
 local T = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
@@ -39,6 +39,7 @@ local payload = entry .. '|' .. now_ms
 idem_store(ikey, fingerprint, payload)
 team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@!cap_actions
 local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@cap_actions
+if crossed then idem_store(ikey, fingerprint, cap_payload(payload, crossed)) end  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, tonumber(ARGV[6]), ARGV[6]) end
 ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,

@@ -14,8 +14,11 @@
 -- ARGV[8] - lease id (fresh, unique)
 -- ARGV[9] - expires_ms: when the hold stops counting
 -- ARGV[10] - team id
+-- ARGV[11] - model, "", with MODEL_CAPS only: its caps admit the hold too,  --@models
+--            and the hold remembers it (as reserve.lua's)  --@models
 -- return as reserve.lua, or {R_NOT_A_MEMBER} / {R_UNKNOWN_TEAM} (nothing
 --        changed); a refusal by the team names scope SC_MEMBER or SC_TEAM
+--        (a model's cap refuses as reserve.lua's model refusal)  --@models
 
 local ikey = KEYS[1]
 if ikey == BASE .. K_HOLD .. ARGV[8] then ikey = '' end  -- no idempotency key
@@ -31,6 +34,7 @@ if not role then return team_refusal(T[1]) end
 local requested = tonumber(ARGV[4])
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
                                           project, requested, team_user_floor())
+verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, requested, ARGV[11])  --@models
 if verdict[1] ~= R_OK then return verdict end
 local team = team_admit(ARGV[1], T, user, daily, monthly, requested)
 if team[1] ~= R_OK then return team end
@@ -38,6 +42,7 @@ if team[1] ~= R_OK then return team end
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, requested, ARGV[4], user, project, expires_ms, due)
 team_hold(T, lease, user, requested, ARGV[4], expires_ms, ARGV[10])
+model_hold(lease, ARGV[11], user, project, requested, ARGV[4])  --@models
 if minutes then count_admitted_minutes(minutes, ARGV[1], requested, ARGV[4]) end
 
 local payload = lease .. '|' .. expires_ms

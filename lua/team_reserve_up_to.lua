@@ -15,6 +15,8 @@
 -- ARGV[9] - expires_ms: when the hold stops counting
 -- ARGV[10] - the most to hold, micro-units
 -- ARGV[11] - team id
+-- ARGV[12] - model, "", with MODEL_CAPS only: its caps bound the hold too,  --@models
+--            and the hold remembers it (as reserve_up_to.lua's)  --@models
 -- return as reserve_up_to.lua, or {R_NOT_A_MEMBER} / {R_UNKNOWN_TEAM}
 
 local ikey = KEYS[1]
@@ -31,6 +33,7 @@ if not role then return team_refusal(T[1]) end
 local least = tonumber(ARGV[4])
 local verdict, due, _, _, minutes = admit(ARGV[1], ARGV[2], ARGV[3], user,
                                           project, least, team_user_floor())
+verdict = model_admit(verdict, ARGV[2], ARGV[3], user, project, least, ARGV[12])  --@models
 if verdict[1] ~= R_OK then return verdict end
 local team = team_admit(ARGV[1], T, user, daily, monthly, least)
 if team[1] ~= R_OK then return team end
@@ -44,6 +47,7 @@ local text = fmt(granted)
 local lease, expires_ms = ARGV[8], ARGV[9]
 hold_create(lease, granted, text, user, project, expires_ms, due)
 team_hold(T, lease, user, granted, text, expires_ms, ARGV[11])
+model_hold(lease, ARGV[12], user, project, granted, text)  --@models
 if minutes then count_admitted_minutes(minutes, ARGV[1], granted, text) end
 
 local payload = lease .. '|' .. expires_ms .. '|' .. text

@@ -10,6 +10,8 @@
 -- ARGV[1..10] - as in settle.lua (now_ms, day, day TTL, month, month TTL,
 --               actual cost, entry, model, metadata, lease id)
 -- ARGV[11] - team id
+-- (with MODEL_CAPS, model "" stands for the hold's model, if it has one, and  --@models
+-- the hold stops counting in that model's held amounts, as in settle.lua)  --@models
 -- return as settle.lua (with cap actions too; the allowance used is always 0:
 --        a team charge draws on the pool, not the user's plan allowance)
 
@@ -26,11 +28,14 @@ if state == HOLD_SETTLED then
 end
 
 local now_ms, entry, lease = ARGV[1], ARGV[7], ARGV[10]
+local held_for = redis.call('HGET', hkey, 'm')  --@models
+if ARGV[8] == '' and held_for then ARGV[8] = held_for end  --@models
 local user, project = h[3], h[4]
 local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   remove_held(user, project, tonumber(h[2]))
+  model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 team_unhold(T, lease, user, h[2])
 
@@ -48,7 +53,8 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
               F_METADATA, ARGV[9], F_TEAM_ID, ARGV[11])
 
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
-redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
+redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
 redis.call('PEXPIRE', hkey, h[6])
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), 0, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

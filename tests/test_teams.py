@@ -360,7 +360,7 @@ async def test_a_team_charge_writes_the_users_threshold_events_once(
 ) -> None:
     """With cap actions, a team charge counts in the user's own warn caps as
     any charge does: the thresholds it crosses are written by its script,
-    once, and its result carries them (a replay reaches none)."""
+    once, and its result carries them (a replay answers them again)."""
     budget = make_budget(cap_actions=True)
     await _team(budget)
     await budget.set_limits("user", "ada", daily=10, action="warn", thresholds=(0.5,))
@@ -368,7 +368,7 @@ async def test_a_team_charge_writes_the_users_threshold_events_once(
     warned = [(w.scope, w.threshold) for w in first.warnings]
     assert warned == [("user", Decimal("0.5"))]
     again = await budget.record_spend("ada", 6, team_id="eng", idempotency_key="w")
-    assert again.replayed and again.warnings == ()
+    assert again.replayed and again.warnings == first.warnings
     lease = await budget.reserve("ada", 3, team_id="eng")  # warn: admitted past 10
     settled = await budget.settle(lease, 5)
     assert [(w.scope, w.reached_cap) for w in settled.warnings] == [("user", True)]

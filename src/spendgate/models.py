@@ -85,7 +85,8 @@ class SpendRecord:
     #: the user's balance after a credit (``None`` when spooled)
     balance: Decimal | None = None
     #: the thresholds of ``warn`` caps this charge reached (each one's event
-    #: was written with it); empty for a replay, which reached none
+    #: was written with it); a replay answers the first call's (and writes
+    #: no event)
     warnings: tuple[CapWarning, ...] = ()
     #: a charge: the part of it a plan's free allowance paid, micro-units
     #: (see ``allowance_used``)
@@ -251,7 +252,7 @@ class DeductResult:
     #: (only with ``spool_when_unavailable=True``)
     spooled: bool = False
     #: the thresholds of ``warn`` caps this charge reached (see
-    #: :class:`CapWarning`); empty for a replay
+    #: :class:`CapWarning`); a replay answers the first call's
     warnings: tuple[CapWarning, ...] = ()
     #: the team whose pool paid (``team_id=``; ``balance_after`` is then the
     #: pool's); ``None`` for the user's own balance

@@ -9,6 +9,7 @@
     cli/serve.py      serve
     cli/operator.py   usage, limits get|set|clear
     cli/credits.py    credits add|sweep, balance, refund
+    cli/deduct.py     deduct (a usage, an amount or a fixed job)
     cli/plans.py      plans list|set|assign|unassign|show, features check|use
     cli/ledger.py     migrate, flush, report, reconcile
     cli/corrections.py adjust, transactions
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from spendgate.cli import logs
 from spendgate.cli.corrections import add_adjust, add_transactions
 from spendgate.cli.credits import add_balance, add_credits, add_refund
+from spendgate.cli.deduct import add_deduct
 from spendgate.cli.demo import add_demo
 from spendgate.cli.events import add_events
 from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_credits,
         add_balance,
         add_refund,
+        add_deduct,
         add_teams,
         add_adjust,
         add_transactions,

@@ -230,11 +230,13 @@ OPERATIONS.update(
             ("idempotency", *_TEAM_KEYS),
             (*_ADMISSION, "fingerprint", "lease", "expires_ms", "team"),
             _ADMITS | _IDEMPOTENT | _TEAM_REFUSALS,
+            hooked=_MODEL,
         ),
         "team_reserve_up_to": Operation(
             ("idempotency", *_TEAM_KEYS),
             (*_ADMISSION, "fingerprint", "lease", "expires_ms", "max", "team"),
             _ADMITS | _IDEMPOTENT | _TEAM_REFUSALS,
+            hooked=_MODEL,
         ),
         # (strict "1": a live call, refused for a non-member; "0": the
         # spool's replay of a fact, which is never refused)

@@ -184,6 +184,14 @@ CAP_ACTION_LETTERS: dict[CapAction, str] = {
 #: is the cap itself). Lua: ``THRESHOLD_SCALE``
 THRESHOLD_SCALE = 1_000_000
 
+#: where a charge's replay payload (its idempotency record, a settled hold's
+#: ``pl``) goes on with the thresholds the charge took warn scopes to, so
+#: that a replay answers the same warnings (with cap actions only: see
+#: ``cap_payload`` in lua/_actions.lua). No payload holds it otherwise: each
+#: starts with an entry id (hex) and goes on with numbers. Lua:
+#: ``WARNED_MARK``
+WARNED_MARK = "|w"
+
 
 class EventType(StrEnum):
     """The ``type`` of an event (bursar's names). Lua: ``EV_<NAME>``."""
@@ -278,8 +286,9 @@ def lua_constants() -> dict[str, int | str]:
     field names ``EF_*``, ledger field names ``F_*``,
     the spellings of caps (``NO_CAP``, ``LIMIT_KEEP``, ``LIMIT_DEFAULT``),
     a never-expiring grant's expiry (``GRANT_NEVER``), the cap actions'
-    letters ``CA_*`` and names ``CAN_*``, and the thresholds' scale
-    (``THRESHOLD_SCALE``)."""
+    letters ``CA_*`` and names ``CAN_*``, the thresholds' scale
+    (``THRESHOLD_SCALE``) and the mark of a replay's warnings
+    (``WARNED_MARK``)."""
     constants: dict[str, int | str] = {}
     constants.update({f"R_{reply.name}": int(reply) for reply in Reply})
     constants.update({f"W_{window.name}": int(window) for window in WindowCode})
@@ -305,4 +314,5 @@ def lua_constants() -> dict[str, int | str]:
     )
     constants.update({f"CAN_{action.name}": str(action) for action in CapAction})
     constants["THRESHOLD_SCALE"] = THRESHOLD_SCALE
+    constants["WARNED_MARK"] = WARNED_MARK
     return constants

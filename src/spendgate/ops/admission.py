@@ -101,6 +101,16 @@ class Admission(Operations):
         ``""`` for none."""
         return "" if model is None else check_capped_model(model) or ""
 
+    def _model_tail(self, model: object) -> tuple[str, ...]:
+        """The hooked arguments of an admitting script for ``model``: the
+        model with ``model_caps`` (``""`` for none), else nothing (a model
+        given is still checked)."""
+        if self._model_caps:
+            return (self._capped_model(model),)
+        if model is not None:
+            check_model(model)
+        return ()
+
     def _refusal(
         self,
         reply: list[Any],

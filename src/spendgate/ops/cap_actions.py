@@ -17,6 +17,7 @@ from spendgate.core.money import from_micros
 from spendgate.core.protocol import (
     CAP_ACTION_LETTERS,
     THRESHOLD_SCALE,
+    WARNED_MARK,
     WINDOW_NAMES,
     CapAction,
 )
@@ -104,6 +105,15 @@ def _threshold(value: Any) -> Decimal:
             f"a threshold is kept to the millionth of the cap: {value!r} is finer"
         )
     return number
+
+
+def split_warned(payload: str) -> tuple[str, list[str] | None]:
+    """A charge's replay payload and the thresholds the charge took warn
+    scopes to, apart: the payload as the charge's own reply had it, and the
+    flat list :func:`cap_warnings` reads (``None`` for none; see
+    :data:`~spendgate.core.protocol.WARNED_MARK`)."""
+    head, _, crossed = payload.partition(WARNED_MARK)
+    return head, crossed.split(",") if crossed else None
 
 
 def cap_warnings(

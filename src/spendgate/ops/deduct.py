@@ -38,9 +38,14 @@ from spendgate.errors import (
 )
 from spendgate.models import DeductResult
 from spendgate.ops.base import fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
-from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, DeductPricing, FixedJob
+from spendgate.ops.deduct_pricing import (
+    PRICE_ATTEMPTS,
+    DeductPricing,
+    FixedJob,
+    with_model,
+)
 from spendgate.ops.facts import Facts
 from spendgate.ops.leases import Leases
 from spendgate.ops.plans import allowance_arg
@@ -104,6 +109,7 @@ class Deductions(DeductPricing, Leases, Facts):
                 idempotency_key,
                 metadata,
                 spool_when_unavailable,
+                model,
             )
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
@@ -111,28 +117,17 @@ class Deductions(DeductPricing, Leases, Facts):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
-        if model is not None:
-            checked = self._capped_model if self._model_caps else check_model
-            model = checked(model)
-            own = usage.model if isinstance(usage, UsageMetrics) else None
-            if own is not None and own != model:
-                raise InvalidArgumentError(
-                    f"model {model!r} differs from the usage's model {own!r}"
-                )
+        model = self._deduct_model(model, usage)
         for _ in range(PRICE_ATTEMPTS):
             try:
-                priced = await self._price(usage, user)
-                if model is not None:
-                    priced = (*priced[:3], model, *priced[4:])
+                priced = with_model(await self._price(usage, user), model)
                 result = await self._deduct_once(
                     user, project, key, extra, usage, *priced
                 )
             except BudgetUnavailableError:
                 if not spool_when_unavailable:
                     raise
-                offline = self._price_offline(usage, user)
-                if model is not None:
-                    offline = (*offline[:3], model, *offline[4:])
+                offline = with_model(self._price_offline(usage, user), model)
                 return await self._spool_deduct(user, project, key, extra, *offline)
             if result is not None:
                 return result
@@ -140,6 +135,23 @@ class Deductions(DeductPricing, Leases, Facts):
         raise StorageError(
             "the active price book or the user's plan kept changing during a deduct"
         )
+
+    def _deduct_model(self, model: object, usage: Any) -> str | None:
+        """The model of a charge given as an amount, checked (for its caps
+        with ``model_caps``); a :class:`UsageMetrics` names its own.
+
+        :raise InvalidArgumentError: it differs from the usage's model
+        """
+        if model is None:
+            return None
+        checked = self._capped_model if self._model_caps else check_model
+        name = checked(model)
+        own = usage.model if isinstance(usage, UsageMetrics) else None
+        if own is not None and own != name:
+            raise InvalidArgumentError(
+                f"model {name!r} differs from the usage's model {own!r}"
+            )
+        return name
 
     async def deduct_fixed(
         self,
@@ -220,6 +232,9 @@ class Deductions(DeductPricing, Leases, Facts):
             raise balance_refusal(
                 self._refusal(reply, user, project, amount, self._windows_at(now_ms))
             )
+        if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
+            payload, crossed = split_warned(text(reply[1]))
+            reply = [code, payload, crossed]
         # "entry|now_ms|balance|amount|version|allowance used" (older
         # idempotency records end before the allowance)
         entry, _, balance, charged, first_version, *rest = text(reply[1]).split("|")

@@ -32,6 +32,15 @@ Priced = tuple[
 PRICE_ATTEMPTS = 3
 
 
+def with_model(priced: Priced, model: str | None) -> Priced:
+    """``priced`` with ``model`` as its model: a charge given as an amount
+    names it (``None``: as priced)."""
+    if model is None:
+        return priced
+    amount, breakdown, version, _, floor, plan, check = priced
+    return amount, breakdown, version, model, floor, plan, check
+
+
 class DeductPricing(Plans):
     """How ``deduct`` prices: the active book (or the model prices) for the
     user's plan as last read, and offline, the book last read."""

@@ -22,7 +22,7 @@ from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError
 from spendgate.models import SpendRecord
 from spendgate.ops.base import Operations, fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
 _STALE = int(Reply.STALE_PRICE)
@@ -125,8 +125,11 @@ class Facts(Operations):
                 raise IdempotencyConflictError(key)
             if code == _REPLAYED:  # the first call's entry, not this one's
                 replayed = True
-                # "entry|now_ms[|allowance used]" (older records end early)
-                entry_id, first_ms, *rest = text(reply[1]).split("|")
+                # "entry|now_ms[|allowance used]" (older records end early),
+                # then the first call's warnings, read below as a charge's
+                payload, crossed = split_warned(text(reply[1]))
+                reply = [code, payload, crossed]
+                entry_id, first_ms, *rest = payload.split("|")
                 occurred_ms = int(first_ms)
                 allowance = int(rest[0]) if rest and rest[0] else 0
             elif reply is not None:

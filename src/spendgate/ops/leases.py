@@ -51,7 +51,7 @@ _MAX_TTL_SECONDS = 7 * 86400
 class Leases(Admission):
     """``reserve``, ``settle``, ``release`` and the ``lease`` context."""
 
-    # (with a team, a call hands over to spendgate.ops.team_charges')
+    # (with a team, a call hands over to spendgate.ops.team_leases')
     _team_reserve: Callable[..., Awaitable[Lease]]
     _team_settle: Callable[..., Awaitable[SpendRecord]]
     _team_release: Callable[..., Awaitable[bool]]
@@ -72,7 +72,7 @@ class Leases(Admission):
 
         :param ttl_seconds: defaults to ``lease_ttl_seconds`` from the config
         :param team_id: hold on that team's pool, not the user's balance
-            (:mod:`spendgate.ops.team_charges`)
+            (:mod:`spendgate.ops.team_leases`)
         :raise NotATeamMemberError: with ``team_id``, the user is not a member
         :param model: the model the call is for: with ``model_caps``, its
             per-model caps admit the hold too, the hold counts against them
@@ -84,9 +84,14 @@ class Leases(Admission):
         :raise IdempotencyConflictError: a key reused with other arguments
         """
         if team_id is not None:
-            _no_model_on_a_team(model)
             return await self._team_reserve(
-                user_id, amount, project_id, ttl_seconds, idempotency_key, team_id
+                user_id,
+                amount,
+                project_id,
+                ttl_seconds,
+                idempotency_key,
+                team_id,
+                model=model,
             )
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
@@ -164,7 +169,6 @@ class Leases(Admission):
         :param team_id: on that team's pool, as :meth:`reserve`
         """
         if team_id is not None:
-            _no_model_on_a_team(model)
             return await self._team_reserve(
                 user_id,
                 min_amount,
@@ -173,6 +177,7 @@ class Leases(Admission):
                 idempotency_key,
                 team_id,
                 max_amount,
+                model,
             )
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
@@ -357,8 +362,3 @@ class Leases(Admission):
         if reply[0] == Reply.LEASE_SETTLED:
             raise LeaseStateError(lease_id, "settled", "release")
         return bool(reply[1])
-
-
-def _no_model_on_a_team(model: str | None) -> None:
-    if model is not None:
-        raise InvalidArgumentError("a hold on a team's pool takes no model= yet")

@@ -10,7 +10,7 @@ from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError, LeaseStateError
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.base import text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 
 _OK, _REPLAYED, _CONFLICT = int(Reply.OK), int(Reply.REPLAYED), int(Reply.CONFLICT)
 #: why a lease the store does not know cannot be settled, extended or released
@@ -36,11 +36,15 @@ def settled_record(
             f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
         )
     settled_ms = now_ms
+    crossed = None  # (the thresholds reached in warn scopes: cap actions only)
     if code == _OK:  # this call's entry, time: only the verdict comes back
         late, estimate = reply[3] == 1, reply[4]
         allowance = reply[5] if len(reply) > 5 else 0
-    else:  # REPLAYED: the first settle's ("...|allowance used" but in older ones)
-        entry_id, first_ms, late_text, estimate_text, *rest = text(reply[3]).split("|")
+        crossed = reply[6] if len(reply) > 6 else None
+    else:  # REPLAYED: the first settle's ("...|allowance used" but in older
+        # ones; a team settle's has none), then its warnings
+        payload, crossed = split_warned(text(reply[3]))
+        entry_id, first_ms, late_text, estimate_text, *rest = payload.split("|")
         settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
         allowance = int(rest[0]) if rest and rest[0] else 0
     project = text(reply[2])
@@ -63,8 +67,8 @@ def settled_record(
     )
     if allowance:
         record.allowance_used_micros = allowance
-    if code == _OK and len(reply) > 6:  # (only with cap actions)
-        record.warnings = cap_warnings(reply[6], record.user_id, record.project_id)
+    if crossed:
+        record.warnings = cap_warnings(crossed, record.user_id, record.project_id)
     return record
 
 

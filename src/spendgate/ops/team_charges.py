@@ -1,15 +1,13 @@
-"""Charges on a team's pool: ``team_id=`` on ``reserve``, ``reserve_up_to``,
-``record_spend``, ``deduct``, and a team lease's ``settle`` and ``release``.
+"""Charges on a team's pool: ``team_id=`` on ``record_spend`` and
+``deduct`` (its holds, their settle and release:
+:mod:`spendgate.ops.team_leases`).
 
 Each is its own script (``lua/team_*.lua``), so the calls without a team run
 the scripts they always ran: a deployment that never charges a team pays
 nothing for teams. In one round trip each checks the membership, the user's
 own caps (and the project's and global caps; not the user's balance: the
-pool pays), the member's caps on the team and the pool, then holds or
-charges; the ledger entry names the team.
-
-A team lease's id is ``"<id>.<team id>"``: settling or releasing it by id
-alone finds its team.
+pool pays), the member's caps on the team and the pool (a fact only the
+membership), then charges; the ledger entry names the team.
 """
 
 from __future__ import annotations
@@ -26,109 +24,28 @@ from spendgate.core.ids import (
     user_id_of,
 )
 from spendgate.core.money import charge_micros, from_micros
-from spendgate.core.protocol import WINDOW_NAMES, Reply, TeamScope
-from spendgate.core.windows import Windows, from_ms
+from spendgate.core.protocol import Reply
 from spendgate.errors import (
-    BudgetExceededError,
     BudgetUnavailableError,
     IdempotencyConflictError,
-    InvalidArgumentError,
-    LeaseStateError,
     StorageError,
 )
-from spendgate.models import DeductResult, Lease, SpendRecord
+from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
-from spendgate.ops.cap_actions import cap_warnings
+from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct import Deductions, balance_refusal
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
-from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS
-from spendgate.ops.settle_replies import (
-    UNKNOWN_LEASE,
-    settled_record,
-    spooled_settle_record,
-)
-from spendgate.ops.teams import Teams, _raise_for_team
+from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
+from spendgate.ops.team_leases import TeamLeases
+from spendgate.ops.teams import _raise_for_team
 from spendgate.pricing.usage import CostBreakdown
-from spendgate.teams import LEASE_ID_LENGTH, TEAM_LEASE_MARK
 
-_OK, _REFUSED, _REPLAYED, _CONFLICT = (
-    int(Reply.OK),
-    int(Reply.REFUSED),
-    int(Reply.REPLAYED),
-    int(Reply.CONFLICT),
-)
-_TEAM_REFUSALS = (int(Reply.NOT_A_MEMBER), int(Reply.UNKNOWN_TEAM))
+_CONFLICT, _REPLAYED = int(Reply.CONFLICT), int(Reply.REPLAYED)
 _ZERO = Decimal(0)
 
 
-class TeamCharges(Deductions, Teams):
+class TeamCharges(Deductions, TeamLeases):
     """The team variants the public calls hand over to when given a team."""
-
-    async def _team_reserve(
-        self,
-        user_id: Any,
-        amount: Any,
-        project_id: str | None,
-        ttl_seconds: int | None,
-        idempotency_key: str | None,
-        team_id: str,
-        most: Any = None,
-    ) -> Lease:
-        """``reserve`` (``most`` ``None``) or ``reserve_up_to`` (``amount``
-        the least, ``most`` the most) on the team's pool."""
-        user = user_id_of(user_id, self._max_id)
-        project = check_optional_id("project_id", project_id, self._max_id)
-        team = self._team_id(team_id)
-        requested = charge_micros(amount)
-        ceiling = None if most is None else charge_micros(most)
-        if ceiling is not None and requested > ceiling:
-            raise InvalidArgumentError("min_amount is above max_amount")
-        ttl_ms = self._lease_ttl_ms(ttl_seconds)
-        now_ms = self._now_ms()
-        lease_id = new_id(now_ms) + TEAM_LEASE_MARK + team
-        ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
-        if idempotency_key is not None:
-            key = check_id("idempotency_key", idempotency_key, self._max_id)
-            ikey = self.keys.caller_idempotency(key)
-            digest = fingerprint(
-                "team_reserve", user, project, requested, ceiling, ttl_ms, team
-            )
-        w = self._windows_at(now_ms)
-        keys = (ikey, *self.keys.team_keys(team, w.day, w.month))
-        args: tuple[Any, ...] = (
-            now_ms,
-            w.day,
-            w.month,
-            requested,
-            user,
-            project or "",
-            digest,
-            lease_id,
-            now_ms + ttl_ms,
-        )
-        operation = "team_reserve"
-        if ceiling is not None:
-            operation, args = "team_reserve_up_to", (*args, ceiling)
-        reply = await self._store.run(operation, keys, (*args, team))
-        code = reply[0]
-        if code == _REFUSED:
-            raise self._team_refusal(reply, user, project, team, requested, w)
-        if code == _CONFLICT:
-            raise IdempotencyConflictError(idempotency_key or "")
-        if code in _TEAM_REFUSALS:
-            _raise_for_team(code, team, user)
-        # (the lease id ends with the team id, which may hold "|")
-        parts = text(reply[1]).rsplit("|", 1 if ceiling is None else 2)
-        granted = int(parts[2]) if ceiling is not None else requested
-        return Lease(
-            parts[0],
-            user,
-            project,
-            granted,
-            int(parts[1]),
-            code == _REPLAYED,
-            team_id=team,
-        )
 
     async def _team_record(
         self,
@@ -177,9 +94,11 @@ class TeamCharges(Deductions, Teams):
             if code == _CONFLICT:
                 raise IdempotencyConflictError(key)
             _raise_for_team(code, team, user)
-            if code == _REPLAYED:
+            if code == _REPLAYED:  # (the first call's warnings, as a charge's)
                 replayed = True
-                entry_id, first_ms = text(reply[1]).split("|")
+                payload, crossed = split_warned(text(reply[1]))
+                reply = [code, payload, crossed]
+                entry_id, first_ms = payload.split("|")
                 occurred_ms = int(first_ms)
         record = SpendRecord(
             entry_id,
@@ -198,57 +117,6 @@ class TeamCharges(Deductions, Teams):
             record.warnings = cap_warnings(reply[2], user, project)
         return record
 
-    async def _team_settle(
-        self,
-        lease: Lease | str,
-        lease_id: str,
-        team: str,
-        actual_cost: Any,
-        model: str | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> SpendRecord:
-        """``settle`` of a team lease: the pool pays the actual cost."""
-        lease_id = check_id("lease_id", lease_id, self._max_id + LEASE_ID_LENGTH + 1)
-        amount = charge_micros(actual_cost)
-        model_name = None if model is None else check_model(model)
-        meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
-        now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
-        head = self._fact_head(now_ms, amount)
-        args = head + (entry_id, model_name or "", meta, lease_id, team)
-        keys = (self.keys.hold(lease_id), *self.keys.team_keys(team, head[1], head[3]))
-        reply = await self._store.run(
-            "team_settle",
-            keys,
-            args,
-            spool_info=lambda: {"kind": "settle", "entry": entry_id, "lease": lease_id},
-        )
-        if reply is None:
-            record = spooled_settle_record(
-                lease, lease_id, entry_id, amount, model_name, now_ms
-            )
-        else:
-            record = settled_record(
-                reply, lease_id, entry_id, amount, model_name, now_ms
-            )
-        record.team_id = team
-        return record
-
-    async def _team_release(self, lease_id: str, team: str) -> bool:
-        """``release`` of a team lease."""
-        lease_id = check_id("lease_id", lease_id, self._max_id + LEASE_ID_LENGTH + 1)
-        team_keys = self.keys.team_keys(team, "", "")
-        reply = await self._store.run(
-            "team_release",
-            (self.keys.hold(lease_id), team_keys[0], team_keys[2], team_keys[3]),
-            (lease_id, team),
-        )
-        if reply[0] == Reply.UNKNOWN_LEASE:
-            raise LeaseStateError(lease_id, UNKNOWN_LEASE, "release")
-        if reply[0] == Reply.LEASE_SETTLED:
-            raise LeaseStateError(lease_id, "settled", "release")
-        return bool(reply[1])
-
     async def _team_deduct(
         self,
         user_id: Any,
@@ -258,8 +126,10 @@ class TeamCharges(Deductions, Teams):
         idempotency_key: str | None,
         metadata: Mapping[str, Any] | None,
         spool_when_unavailable: bool,
+        model: str | None = None,
     ) -> DeductResult:
-        """``deduct`` on the team's pool (priced as ``deduct`` prices)."""
+        """``deduct`` on the team's pool (priced, and ``model`` checked, as
+        ``deduct`` does: with ``model_caps`` the model's caps admit it too)."""
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         team = self._team_id(team_id)
@@ -267,38 +137,57 @@ class TeamCharges(Deductions, Teams):
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
         extra = metadata_of(metadata)
+        model = self._deduct_model(model, usage)
         for _ in range(PRICE_ATTEMPTS):
             try:
-                priced = await self._price(usage, user)
+                priced = with_model(await self._price(usage, user), model)
                 result = await self._team_deduct_once(
                     user, project, team, key, extra, usage, *priced
                 )
             except BudgetUnavailableError:
                 if not spool_when_unavailable:
                     raise
-                amount, breakdown, version, model, _, plan, _ = self._price_offline(
-                    usage, user
-                )
-                meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
-                record = await self._team_record(
-                    user, from_micros(amount), project, model, key or None, meta, team
-                )
-                return DeductResult(
-                    record.entry_id,
-                    user,
-                    record.amount,
-                    _ZERO,
-                    None,
-                    breakdown,
-                    version,
-                    record.replayed,
-                    record.spooled,
-                    team_id=team,
+                offline = with_model(self._price_offline(usage, user), model)
+                return await self._team_spool_deduct(
+                    user, project, team, key, extra, *offline
                 )
             if result is not None:
                 return result
         raise StorageError(
             "the active price book or the user's plan kept changing during a deduct"
+        )
+
+    async def _team_spool_deduct(
+        self,
+        user: str,
+        project: str | None,
+        team: str,
+        key: str,
+        extra: dict[str, Any],
+        amount: int,
+        breakdown: CostBreakdown | None,
+        version: int | None,
+        model: str | None,
+        floor: int | None,
+        plan: str | None,
+        check: str,
+    ) -> DeductResult:
+        """A team deduct Redis did not answer, recorded as a team fact."""
+        meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
+        record = await self._team_record(
+            user, from_micros(amount), project, model, key or None, meta, team
+        )
+        return DeductResult(
+            record.entry_id,
+            user,
+            record.amount,
+            _ZERO,
+            None,
+            breakdown,
+            version,
+            record.replayed,
+            record.spooled,
+            team_id=team,
         )
 
     async def _team_deduct_once(
@@ -359,6 +248,9 @@ class TeamCharges(Deductions, Teams):
             raise balance_refusal(
                 self._team_refusal(reply, user, project, team, amount, w)
             )
+        if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
+            payload, crossed = split_warned(text(reply[1]))
+            reply = [code, payload, crossed]
         entry, _, balance, charged, first_version = text(reply[1]).split("|")
         result = DeductResult(
             entry,
@@ -374,36 +266,3 @@ class TeamCharges(Deductions, Teams):
         if len(reply) > 2:  # (only with cap actions)
             result.warnings = cap_warnings(reply[2], user, project)
         return result
-
-    def _team_refusal(
-        self,
-        reply: list[Any],
-        user: str,
-        project: str | None,
-        team: str,
-        requested: int,
-        w: Windows,
-    ) -> BudgetExceededError:
-        """A refusal of a team charge: by the team (its pool, or the
-        member's caps on it), else by a scope as any admission's."""
-        index = reply[1]
-        if index not in (TeamScope.TEAM, TeamScope.MEMBER):
-            return self._refusal(reply, user, project, requested, w)
-        window_code, limit, spent, held = reply[2:6]
-        window = WINDOW_NAMES[window_code]
-        resets_at = None
-        if window == "daily":
-            resets_at = from_ms(w.day_end_ms)
-        elif window == "monthly":
-            resets_at = from_ms(w.month_end_ms)
-        team_refused = index == TeamScope.TEAM
-        return BudgetExceededError(
-            scope="team" if team_refused else "team_member",
-            scope_id=team if team_refused else user,
-            window=window,
-            limit=from_micros(limit),
-            spent=from_micros(spent),
-            requested=from_micros(requested),
-            resets_at=resets_at,
-            held=from_micros(held),
-        )

@@ -3,8 +3,9 @@
 ``create_team``, ``add_team_member``, ``remove_team_member``, ``get_team``
 and ``credit_team`` (the pool is topped up like a user's balance, with a
 ledger entry naming the team). Charging a team is ``team_id=`` on
-``reserve``, ``reserve_up_to``, ``record_spend`` and ``deduct``
-(:mod:`spendgate.ops.team_charges`). Each call is one script, one round trip
+``reserve``, ``reserve_up_to`` (:mod:`spendgate.ops.team_leases`),
+``record_spend`` and ``deduct`` (:mod:`spendgate.ops.team_charges`). Each
+call is one script, one round trip
 (``lua/team_*.lua``).
 """
 
@@ -35,7 +36,8 @@ MAX_ROLE_LENGTH = 64
 
 
 class Teams(Facts):
-    """The teams' own calls (their charges: :mod:`spendgate.ops.team_charges`)."""
+    """The teams' own calls (their holds and charges:
+    :mod:`spendgate.ops.team_leases`, :mod:`spendgate.ops.team_charges`)."""
 
     def _team_id(self, team_id: object) -> str:
         return check_id("team_id", team_id, self._max_id)

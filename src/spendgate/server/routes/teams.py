@@ -2,8 +2,8 @@
 (its pool and members), ``PUT``/``DELETE /v1/teams/{team_id}/members/{user_id}``
 add, update or remove a member, ``POST /v1/teams/{team_id}/credits`` tops
 its pool up (a fact: spooled while Redis is down). Charging a team is
-``team_id`` in the ``/spend``, ``/v1/reserve`` and ``/v1/reserve_up_to``
-bodies. Team ids in a path cannot hold ``/``."""
+``team_id`` in the ``/spend``, ``/v1/reserve``, ``/v1/reserve_up_to`` and
+``/v1/deduct`` bodies. Team ids in a path cannot hold ``/``."""
 
 from __future__ import annotations
 

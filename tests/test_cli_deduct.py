@@ -1,0 +1,133 @@
+"""``spendgate deduct`` on the real Redis: an amount, a usage, a fixed job.
+
+How: ``test_cli``'s ``prefix`` fixture points the CLI at the real Redis under
+a fresh key prefix (a daily user cap of 10, balances enforced); each command
+runs in process (``main``) and its exit code and output (text and
+``--json``) are checked, the balance read back with the Python API. A
+refusal exits 3 and changes nothing; bad arguments exit 2 and change
+nothing; a replay with the same key charges once.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from spendgate.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from test_cli import _budget_call, _run, prefix
+
+__all__ = ["prefix"]  # (the fixture, used by name)
+
+BOOK: dict[str, Any] = {
+    "version": 1,
+    "models": {"gpt-4o": "input_tokens * 0.0000025 + output_tokens * 0.00001"},
+    "tools": {"web_search": "tool_calls * 0.01"},
+    "fixed": {"batch_job": 2},
+}
+
+
+def _balance(user: str = "ada") -> Decimal:
+    return Decimal(_budget_call("get_balance", user).total)
+
+
+def test_an_amount_is_charged_once_per_key(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _budget_call("add_credits", "ada", 5)
+    argv = ("deduct", "ada", "1.5", "--model", "m1", "--project", "p1")
+    code, out, _ = _run(capsys, *argv, "--idempotency-key", "k", "--json")
+    assert code == EXIT_OK
+    body = json.loads(out)
+    assert (body["amount"], body["balance_after"], body["replayed"]) == (
+        "1.5",
+        "3.5",
+        False,
+    )
+    code, out, _ = _run(capsys, *argv, "--idempotency-key", "k")
+    assert code == EXIT_OK and "already charged (same key)" in out
+    assert f"entry {body['entry_id']}" in out
+    assert _balance() == Decimal("3.5")
+
+
+def test_a_usage_and_a_fixed_job_are_priced_by_the_book(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _budget_call("publish_pricing", BOOK)
+    _budget_call("add_credits", "ada", 5)
+    code, out, _ = _run(
+        capsys,
+        "deduct",
+        "ada",
+        "--model",
+        "gpt-4o",
+        "--input-tokens",
+        "1000",
+        "--output-tokens",
+        "200",
+        "--tool",
+        "web_search",
+        "--tool",
+        "web_search",
+        "--metadata",
+        '{"job": 7}',
+        "--json",
+    )
+    assert code == EXIT_OK
+    body = json.loads(out)
+    # 0.0025 + 0.002 for the tokens, 2 x 0.01 for the searches
+    assert (body["amount"], body["price_version"]) == ("0.0245", 1)
+    assert body["breakdown"]["tools_by_name"] == {"web_search": "0.02"}
+    code, out, _ = _run(capsys, "deduct", "ada", "--fixed", "batch_job")
+    assert code == EXIT_OK and "charged 2 " in out and "price book v1" in out
+    assert _balance() == Decimal("2.9755")
+
+
+def test_refusals_exit_3_and_change_nothing(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _budget_call("add_credits", "ada", 2)
+    code, _, err = _run(capsys, "deduct", "ada", "3")
+    assert code == EXIT_REFUSED and "balance" in err
+    _budget_call("add_credits", "ada", 20)
+    code, _, err = _run(capsys, "deduct", "ada", "11")  # the daily cap of 10
+    assert code == EXIT_REFUSED and "daily" in err
+    _budget_call("create_team", "eng", initial_balance=1)
+    _budget_call("add_team_member", "eng", "ada")
+    code, out, _ = _run(capsys, "deduct", "ada", "0.5", "--team", "eng")
+    assert code == EXIT_OK and "to team eng" in out and "balance 0.5" in out
+    code, _, err = _run(capsys, "deduct", "ada", "0.75", "--team", "eng")
+    assert code == EXIT_REFUSED
+    code, _, err = _run(capsys, "deduct", "bob", "0.1", "--team", "eng")
+    assert code == EXIT_REFUSED and "not a member" in err
+    assert _balance() == Decimal(22)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deduct", "ada"],  # nothing to charge
+        ["deduct", "ada", "1", "--input-tokens", "5"],  # both
+        ["deduct", "ada", "--fixed", "batch_job", "--team", "eng"],
+        ["deduct", "ada", "--fixed", "batch_job", "--model", "m"],
+        ["deduct", "ada", "-1"],
+        ["deduct", "ada", "abc"],
+        ["deduct", "ada", "--input-tokens", "-5"],
+        ["deduct", "ada", "1", "--metadata", "[1]"],
+        ["deduct", "ada", "1", "--metadata", "{"],
+        ["deduct", "", "1"],
+        ["deduct", "ada", "--input-tokens", "x"],
+    ],
+)
+def test_bad_arguments_exit_2_and_change_nothing(
+    prefix: str, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    _budget_call("add_credits", "ada", 5)
+    try:
+        code, _, err = _run(capsys, *argv)
+    except SystemExit as exit_:  # argparse's own refusal
+        code, err = int(str(exit_.code)), capsys.readouterr().err
+    assert code == EXIT_USAGE and err
+    assert _balance() == 5
