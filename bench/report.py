@@ -14,6 +14,8 @@ _LATENCY_ORDER = (
     "reserve+settle",
     "deduct",
     "deduct (plan)",
+    "check_availability (model cap)",
+    "team record_spend (model cap)",
 )
 
 
@@ -72,7 +74,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         "deduct prices a 5-dimension price book on the client, then checks and "
         "charges in one; deduct (plan) is the same for users on a plan (a "
         "deployment of its own), priced with the plan's rate override and drawn "
-        "on its free allowance in the same script."
+        "on its free allowance in the same script. The (model cap) calls run in a "
+        "deployment with per-model caps on and the model capped in every scope; "
+        "the team record_spend charges the user's team pool, checking the "
+        "membership and counting the member's and the model's counters in the "
+        "same script."
     )
     add("")
     has_peer = any("peer_pairs_s" in r for r in results["throughput"])

@@ -113,6 +113,8 @@ def targets(results: dict[str, Any], options: Options) -> list[dict[str, Any]]:
         ("reserve+settle", 3.0),
         ("deduct", 1.6),
         ("deduct (plan)", 1.6),
+        ("check_availability (model cap)", 1.6),
+        ("team record_spend (model cap)", 1.6),
     ):
         if op not in lat:
             continue

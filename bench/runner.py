@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import deduct_workload, footprint
+from bench import deduct_workload, featured_workload, footprint
 from bench import results as outputs
 from bench.common import (
     CHECK_COST,
@@ -83,9 +83,10 @@ def callers(users: int, projects: int) -> tuple[list[str], list[str | None]]:
     return [f"bench-user-{i:05d}" for i in range(users)], project_ids or [None]
 
 
-def bench_config(redis_url: str, prefix: str) -> Any:
+def bench_config(redis_url: str, prefix: str, **changes: Any) -> Any:
     """The ``BudgetConfig`` of the workload: a per-user daily cap of
-    ``USER_LIMIT``, project and global caps far above what a run spends."""
+    ``USER_LIMIT``, project and global caps far above what a run spends
+    (and ``changes``: settings of a deployment of its own)."""
     from spendgate import BudgetConfig
 
     return BudgetConfig(
@@ -94,6 +95,7 @@ def bench_config(redis_url: str, prefix: str) -> Any:
         daily_user_limit=USER_LIMIT,
         daily_project_limit=10**9,
         daily_global_limit=10**9,
+        **changes,
     )
 
 
@@ -171,6 +173,8 @@ async def run(options: Options) -> dict[str, Any]:
     peer = None
     #: a second deployment for ``deduct (plan)``, its users on a plan
     planned: BudgetManager | None = None
+    #: a third for the calls with teams and per-model caps on
+    featured: BudgetManager | None = None
     try:
         log(
             f"bench: pre-filling {len(users)} users to {PREFILL}/{USER_LIMIT} "
@@ -217,6 +221,23 @@ async def run(options: Options) -> dict[str, Any]:
                         deduct_workload.deduct_op(planned, users, projects),
                     )
                 )
+        if featured_workload.supported(budget):
+            log("bench: a deployment with teams and a per-model cap")
+            featured = BudgetManager(
+                bench_config(
+                    options.redis_url,
+                    prefix + "f",
+                    **featured_workload.config_changes(),
+                )
+            )
+            await featured.open()
+            await featured_workload.prepare(featured, users, projects)
+            latency_subjects += [
+                Subject(name, "spendgate", op)
+                for name, op in featured_workload.featured_ops(
+                    featured, users, projects
+                ).items()
+            ]
         throughput_subjects = [
             Subject("ping", "spendgate", sg_ping),
             Subject("check+record", "spendgate", ops["check+record"]),
@@ -312,6 +333,9 @@ async def run(options: Options) -> dict[str, Any]:
         if planned is not None:
             deleted += await delete_prefix(client, prefix + "p")
             await planned.aclose()
+        if featured is not None:
+            deleted += await delete_prefix(client, prefix + "f")
+            await featured.aclose()
         await budget.aclose()
         logger.enable("spendgate")
     log(f"bench: cleaned up {deleted} keys")

@@ -80,10 +80,14 @@ async def test_a_tiny_bench_run_writes_every_result(
         "reserve+settle",
         "deduct",
         "deduct (plan)",  # users on a plan, a deployment of their own
+        # teams and a per-model cap on, a deployment of their own
+        "check_availability (model cap)",
+        "team record_spend (model cap)",
     }
     assert latency["record_spend"]["n"] == 40
     assert latency["deduct"]["n"] == 40
     assert latency["deduct (plan)"]["n"] == 40
+    assert latency["team record_spend (model cap)"]["n"] == 40
     assert [row["concurrency"] for row in written["throughput"]] == [1, 8]
     lease = written["overshoot"]["spendgate_lease"]
     assert (lease["admitted"], lease["recorded"], lease["overshoot"]) == (10, "10", "0")
@@ -96,6 +100,7 @@ async def test_a_tiny_bench_run_writes_every_result(
     names = {t["name"] for t in written["targets"]}
     assert "overshoot with leases" in names and "import spendgate" in names
     assert "deduct p50" in names
+    assert "team record_spend (model cap) p50" in names
     assert_cluster_section(written["cluster"], users=6, concurrency=[1, 8])
 
     table = (tmp_path / "bench.md").read_text()

@@ -436,13 +436,18 @@ def test_reconcile_names_the_day_it_cannot_read(
 def test_a_malformed_dsn_is_a_settings_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dsn: str
 ) -> None:
-    # It exited 4 ("unavailable"), or with a traceback, before.
+    # It exited 4 ("unavailable"), or with a traceback, before; and flush
+    # made its consumer group (and so the stream) before it read the DSN.
+    prefix = f"sgbaddsn{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("SPENDGATE_POSTGRES_DSN", dsn)
     monkeypatch.setenv("SPENDGATE_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("SPENDGATE_KEY_PREFIX", prefix)
     for argv in (["migrate"], ["report", "stats"], ["flush", "--once"]):
         code, _, err = _run(capsys, *argv)
         assert code == EXIT_USAGE, argv
         assert "invalid settings: invalid Postgres DSN" in err
+    with SyncRedis.from_url(REDIS_URL) as redis:
+        assert redis.keys(f"{prefix}:*") == []  # nothing written
 
 
 def test_a_malformed_redis_url_is_refused_by_the_ledger_commands(

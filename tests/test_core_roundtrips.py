@@ -114,10 +114,11 @@ async def test_script_cache_flush_is_survived(make_budget: MakeBudget) -> None:
 @contextlib.asynccontextmanager
 async def _observed_budget(
     **config: Any,
-) -> AsyncIterator[tuple[BudgetManager, aioredis.Redis, str]]:
+) -> AsyncIterator[tuple[BudgetManager, aioredis.Redis, tuple[str, str]]]:
     """A manager on real Redis over a connection of its own, warmed up; an
-    observer connection; and the manager's address, for MONITOR. Deletes the
-    manager's keys afterwards."""
+    observer connection; and what MONITOR knows its commands by: the
+    manager's address, and its key prefix (for what its scripts run). Deletes
+    the manager's keys afterwards."""
     reason = real_redis_available()
     if reason:
         service_missing("Redis", reason)
@@ -132,7 +133,7 @@ async def _observed_budget(
         clients = await observer.client_list()
         ours = [c["addr"] for c in clients if c.get("name") == name]
         assert len(ours) == 1, clients
-        yield budget, observer, ours[0]
+        yield budget, observer, (ours[0], prefix)
     finally:
         keys = [k async for k in observer.scan_iter(match=f"{prefix}:*")]
         if keys:
@@ -179,13 +180,15 @@ async def test_admission_with_no_hold_due_runs_only_its_read() -> None:
 
 async def _monitor_while(
     observer: aioredis.Redis,
-    addr: str,
+    addr: tuple[str, str],
     call: Callable[[], Awaitable[Any]],
     inside: list[str] | None = None,
 ) -> list[str]:
-    """The commands ``addr`` sent while ``call`` ran; the commands its
-    scripts ran go to ``inside`` when given."""
-    host, port = addr.rsplit(":", 1)
+    """The commands the manager at ``addr`` (its address and key prefix)
+    sent while ``call`` ran; the commands its scripts ran go to ``inside``
+    when given."""
+    address, prefix = addr
+    host, port = address.rsplit(":", 1)
     seen: list[str] = []
     async with observer.monitor() as monitor:
         await call()
@@ -200,7 +203,14 @@ async def _monitor_while(
                 break
             if event["client_address"] == host and str(event["client_port"]) == port:
                 seen.append(event["command"])
-            elif inside is not None and event.get("client_type") == "lua":
+            elif (
+                inside is not None
+                and event.get("client_type") == "lua"
+                and prefix in event["command"]
+            ):
+                # (MONITOR names no caller for a script's commands: any other
+                # client of this Redis running scripts shows up as "lua" too;
+                # ours name keys of our own prefix)
                 inside.append(event["command"])
     return seen
 

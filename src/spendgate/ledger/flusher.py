@@ -202,11 +202,14 @@ class Flusher(BatchMover):
     async def connect(self) -> None:
         """Connect to both stores now (creating the consumer group, and
         applying migrations when ``auto_migrate``), rather than on first need.
+        Postgres first: a flusher that cannot write (a bad DSN, Postgres
+        down) leaves nothing behind in Redis.
 
         :raise LedgerUnavailableError: Postgres could not be reached
+        :raise ConfigurationError: the DSN is not one
         """
-        await self.reader.ensure_group()
         await self.writer.connection()
+        await self.reader.ensure_group()
 
     async def aclose(self) -> None:
         """Close the Postgres connection and the Redis client (if it was ours)."""
