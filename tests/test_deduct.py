@@ -105,6 +105,30 @@ async def test_a_replayed_deduct_charges_once(make_budget: MakeBudget) -> None:
     assert (await budget.get_usage("ada"))["user"].daily.spent == Decimal("2.5")
 
 
+async def test_a_key_reused_for_another_model_is_a_conflict(
+    make_budget: MakeBudget,
+) -> None:
+    """An amount's model is part of its call: the same key with another
+    model (or none) is a conflict, on the user's balance and a team's pool."""
+    budget = make_budget()
+    await budget.add_credits("ada", "10")
+    await budget.create_team("eng", initial_balance=10)
+    await budget.add_team_member("eng", "ada")
+    for team, key in ((None, "own"), ("eng", "pool")):
+        await budget.deduct("ada", 1, team_id=team, idempotency_key=key, model="a")
+        again = await budget.deduct(
+            "ada", 1, team_id=team, idempotency_key=key, model="a"
+        )
+        assert again.replayed
+        for other in ("b", None):
+            with pytest.raises(IdempotencyConflictError):
+                await budget.deduct(
+                    "ada", 1, team_id=team, idempotency_key=key, model=other
+                )
+    assert (await budget.get_balance("ada")).total == 9
+    assert (await budget.get_team("eng")).balance == 9
+
+
 async def test_deduct_writes_one_ledger_entry(make_budget: MakeBudget) -> None:
     budget = make_budget()
     await budget.add_credits("ada", "10")

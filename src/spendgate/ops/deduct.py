@@ -206,7 +206,10 @@ class Deductions(DeductPricing, Leases, Facts):
             )
         entry_id = new_id(now_ms)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
-        digest = fingerprint("deduct", user, project, repr(usage), meta) if key else ""
+        digest = ""
+        if key:
+            digest = fingerprint("deduct", user, project, repr(usage), meta)
+            digest = with_amount_model(digest, usage, model)
         args = self._fact_head(now_ms, amount) + (
             digest,
             entry_id,
@@ -296,6 +299,16 @@ class Deductions(DeductPricing, Leases, Facts):
             replayed=record.replayed,
             spooled=record.spooled,
         )
+
+
+def with_amount_model(digest: str, usage: Any, model: str | None) -> str:
+    """A deduct's idempotency fingerprint with the model an amount is
+    charged at, so that a key reused for another model is a conflict, not a
+    replay (a usage names its model in its repr; an amount without a model
+    keeps the digest it always had)."""
+    if model is None or isinstance(usage, UsageMetrics | FixedJob):
+        return digest
+    return fingerprint(digest, model)
 
 
 def balance_refusal(error: Any) -> Any:

@@ -33,7 +33,7 @@ from spendgate.errors import (
 from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
-from spendgate.ops.deduct import Deductions, balance_refusal
+from spendgate.ops.deduct import Deductions, balance_refusal, with_amount_model
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
 from spendgate.ops.team_leases import TeamLeases
@@ -215,11 +215,10 @@ class TeamCharges(Deductions, TeamLeases):
         now_ms = self._now_ms()
         entry_id = new_id(now_ms)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
-        digest = (
-            fingerprint("team_deduct", user, project, repr(usage), meta, team)
-            if key
-            else ""
-        )
+        digest = ""
+        if key:
+            digest = fingerprint("team_deduct", user, project, repr(usage), meta, team)
+            digest = with_amount_model(digest, usage, model)
         head = self._fact_head(now_ms, amount)
         args = head + (
             digest,
