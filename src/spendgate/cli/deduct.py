@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from spendgate.cli.printer import print_json, printable, text_or_none
 from spendgate.cli.runner import UsageError, run_on_budget
 from spendgate.errors import ExitCode
+from spendgate.pricing.usage import COUNTERS
 
 if TYPE_CHECKING:
     from spendgate.manager import BudgetManager
@@ -24,18 +25,6 @@ if TYPE_CHECKING:
     from spendgate.pricing.usage import UsageMetrics
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-#: the usage counters, as UsageMetrics names them (each a --flag-of-its-name)
-COUNTERS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "search_queries",
-    "search_results",
-    "web_search_calls",
-    "code_exec_calls",
-)
 
 
 def add_deduct(sub: SubParsers) -> None:

@@ -26,7 +26,8 @@ MAX_TOOL_NAME = 256
 
 _ZERO = Decimal(0)
 
-_COUNTERS = (
+#: the usage counters, as UsageMetrics names them (each a non-negative int)
+COUNTERS = (
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",
@@ -87,7 +88,7 @@ class UsageMetrics:
             raise InvalidArgumentError(
                 f"model must be a str or None, not {type(self.model).__name__}"
             )
-        for name in _COUNTERS:
+        for name in COUNTERS:
             _check_count(name, getattr(self, name))
         calls = self.tool_calls
         if not isinstance(calls, tuple):
