@@ -72,8 +72,8 @@ end
 -- it (refund_lower), the model's too, and one refund entry is
 -- appended, linked to the charge: `argv` is the refund script's ARGV
 -- (now_ms, charge, amount, fingerprint, entry, metadata, the caller's key),
--- `...` more name/value pairs for the entry.
-local function refund_count(argv, c, amount, ...)
+-- `pool` the team whose pool the charge was on ("": the user's own).
+local function refund_count(argv, c, amount, pool)
   local user, project, day = c.user, c.project, c.day
   local scopes = {S_USER .. user, S_GLOBAL}
   if project ~= '' then scopes[3] = S_PROJECT .. project end
@@ -89,7 +89,8 @@ local function refund_count(argv, c, amount, ...)
                 F_USER_ID, user, F_AMOUNT, fmt(amount), F_PROJECT_ID, project,
                 F_MODEL, c.model, F_METADATA, argv[6], F_IDEMPOTENCY_KEY, argv[7],
                 F_LINK_ID, argv[2], F_WINDOW, string.sub(day, 1, 4) .. '-'
-                .. string.sub(day, 5, 6) .. '-' .. string.sub(day, 7, 8), ...)
+                .. string.sub(day, 5, 6) .. '-' .. string.sub(day, 7, 8),
+                F_TEAM_ID, pool)
 end
 
 -- The refund is done: the charge's record counts it (its TTL kept), the

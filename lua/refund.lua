@@ -29,7 +29,7 @@ if not c then return answer end
 local amount, left = refund_amount(c, ARGV[3])
 if not amount then return {R_REFUND_EXCEEDS, fmt(left)} end
 
-refund_count(ARGV, c, amount)
+refund_count(ARGV, c, amount, '')
 local balance = grants().give_back(ARGV[1], ARGV[5], c.user, c.draws, c.charged,
                                    c.refunded, amount)
 return refund_done(ikey, ARGV, c, amount, left, balance)

@@ -31,7 +31,7 @@ if c.day ~= ARGV[9] then return {R_CHARGE_DAY, c.day} end
 local amount, left = refund_amount(c, ARGV[3])
 if not amount then return {R_REFUND_EXCEEDS, fmt(left)} end
 
-refund_count(ARGV, c, amount, F_TEAM_ID, ARGV[8])
+refund_count(ARGV, c, amount, ARGV[8])
 team_uncount(KEYS[3], c.user, amount)
 team_uncount(KEYS[4], c.user, amount)
 local balance = false
