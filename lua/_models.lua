@@ -137,19 +137,15 @@ end
 
 -- A refund of `amount` of a charge made for a model on `day` (yyyymmdd):
 -- the model's counters of that day and month go down by it in every scope,
--- where they are still kept (never below zero), as refund.lua lowers the
--- scopes'.
+-- where they are still kept (never below zero: refund_lower, _refunds.lua),
+-- as a refund lowers the scopes'.
 local function model_refund(day, user, project, model, amount)
   if model == '' then return end
   local d = BASE .. K_MODEL_DAY .. day .. ':'
   local m = BASE .. K_MODEL_MONTH .. string.sub(day, 1, 6) .. ':'
   for _, id in ipairs(model_ids(model, user, project)) do
-    for _, key in ipairs({d .. id, m .. id}) do
-      local spent = tonumber(redis.call('GET', key))
-      if spent then
-        redis.call('SET', key, fmt(math.max(0, spent - amount)), 'KEEPTTL')
-      end
-    end
+    refund_lower(d .. id, amount)
+    refund_lower(m .. id, amount)
   end
 end
 

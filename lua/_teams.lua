@@ -195,3 +195,16 @@ local function team_charge(head, T, user, project, entry, model, pool)
   do return after, crossed end  --@cap_actions
   return after
 end
+
+-- A refund of a team charge lowers the member's spending on the pool that
+-- day or month by `amount`, where it is still kept (never below zero: the
+-- field goes at zero; a counter that expired is not made again).
+local function team_uncount(counter, user, amount)
+  local spent = tonumber(redis.call('HGET', counter, user))
+  if not spent then return end
+  if spent > amount then
+    redis.call('HSET', counter, user, fmt(spent - amount))
+  else
+    redis.call('HDEL', counter, user)
+  end
+end

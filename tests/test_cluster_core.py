@@ -7,8 +7,9 @@ and ``redis_url`` naming a master of the session's 3-master test cluster
 (tests/redis_cluster.py) that does not own spendgate's slot, so every call
 is routed by the client to the master that does. Admission, caps and their
 overrides, leases (reserve, settle, release, expiry), facts (record,
-credit), deduct, price books, usage and idempotency are all covered, with
-the concurrency tests (hundreds of calls at one cap). Each test keeps its
+credit), deduct, price books, usage, teams (their refunds too) and
+idempotency are all covered, with the concurrency tests (hundreds of calls
+at one cap). Each test keeps its
 name, prefixed by its module's.
 
 Left out, with the reason: tests that count or wrap the commands of one
@@ -33,6 +34,7 @@ import test_price_books
 import test_reserve_up_to
 import test_teams
 import test_teams_concurrency
+import test_teams_refunds
 
 pytest_plugins = ("pg_fixtures",)
 
@@ -56,6 +58,8 @@ _LEFT_OUT = {
     "test_an_activation_reaches_another_process": "a subprocess on 6379",
     # the embedded store's own burst, no backend
     "test_the_embedded_store_takes_a_burst_above_a_hundred_calls": "embedded only",
+    # parametrized to the plain Redis (with Postgres)
+    "test_the_refunds_ledger_rows_name_the_team": "the plain Redis only",
 }
 
 _MODULES: tuple[ModuleType, ...] = (
@@ -69,6 +73,7 @@ _MODULES: tuple[ModuleType, ...] = (
     test_reserve_up_to,
     test_teams,
     test_teams_concurrency,
+    test_teams_refunds,
 )
 
 

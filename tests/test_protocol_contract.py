@@ -105,9 +105,19 @@ def test_named_and_positional_arguments_round_trip() -> None:
 # -- every reply code decoded ----------------------------------------------------
 
 _LEASE = Lease("0" * 28, "u", None, 1_000_000, 2_000_000_000_000)
+#: a team charge's entry id: "<id>.<team id>", its id's time 1700000000000 (ms)
+_TEAM_ENTRY = b"018bcfe56800" + b"0" * 16 + b".t"
 _TEAM_LEASE = Lease(
     "0" * 28 + ".t", "u", None, 1_000_000, 2_000_000_000_000, team_id="t"
 )
+
+_REFUND_REPLIES: dict[Reply, list[Any]] = {
+    Reply.OK: [0, b"entry|1700000000000|1000000|0|5000000"],
+    Reply.REPLAYED: [2, b"first|1700000000000|1000000|0|"],
+    Reply.CONFLICT: [3],
+    Reply.UNKNOWN_ENTRY: [10],
+    Reply.REFUND_EXCEEDS: [11, b"0"],
+}
 
 #: a reply of each code each operation may answer, as the script would
 _CANNED: dict[str, dict[Reply, list[Any]]] = {
@@ -175,13 +185,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
     },
-    "refund": {
-        Reply.OK: [0, b"entry|1700000000000|1000000|0|5000000"],
-        Reply.REPLAYED: [2, b"first|1700000000000|1000000|0|"],
-        Reply.CONFLICT: [3],
-        Reply.UNKNOWN_ENTRY: [10],
-        Reply.REFUND_EXCEEDS: [11, b"0"],
-    },
+    "refund": _REFUND_REPLIES,
     "adjust": {
         Reply.OK: [0, b"entry|1700000000000|-1000000|0"],
         Reply.REPLAYED: [2, b"first|1700000000000|-1000000|0"],
@@ -215,16 +219,16 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.UNKNOWN_TEAM: [13],
     },
     "team_record": {
-        Reply.OK: [0, b"entry|1700000000000"],
-        Reply.REPLAYED: [2, b"first|1700000000000"],
+        Reply.OK: [0, _TEAM_ENTRY + b"|1700000000000"],
+        Reply.REPLAYED: [2, _TEAM_ENTRY + b"|1700000000000"],
         Reply.CONFLICT: [3],
         Reply.NOT_A_MEMBER: [12],
         Reply.UNKNOWN_TEAM: [13],
     },
     "team_deduct": {
-        Reply.OK: [0, b"entry|1700000000000|5000000|1000000|"],
+        Reply.OK: [0, _TEAM_ENTRY + b"|1700000000000|5000000|1000000|"],
         Reply.REFUSED: [1, 101, 3, 5, 0, 0],
-        Reply.REPLAYED: [2, b"first|1700000000000|5000000|1000000|"],
+        Reply.REPLAYED: [2, _TEAM_ENTRY + b"|1700000000000|5000000|1000000|"],
         Reply.CONFLICT: [3],
         Reply.STALE_PRICE: [7, b"2"],
         Reply.NOT_A_MEMBER: [12],
@@ -232,7 +236,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     },
     "team_settle": {
         Reply.OK: [0, b"u", b"", 0, 1000000],
-        Reply.REPLAYED: [2, b"u", b"p", b"entry|1700000000000|1|1000000"],
+        Reply.REPLAYED: [2, b"u", b"p", _TEAM_ENTRY + b"|1700000000000|1|1000000"],
         Reply.CONFLICT: [3, b"2000000"],
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_RELEASED: [5],
@@ -249,6 +253,11 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.LEASE_EXPIRED: [9],
         Reply.NOT_A_MEMBER: [12, b"u", b""],
         Reply.UNKNOWN_TEAM: [13, b"u", b"p"],
+    },
+    "team_refund": {
+        **_REFUND_REPLIES,
+        # (every time: the call is made twice, then fails)
+        Reply.CHARGE_DAY: [15, b"20231114"],
     },
     "team_release": {
         Reply.OK: [0, 1],
@@ -322,6 +331,7 @@ _CALLS = {
     "team_settle": lambda b: b.settle(_TEAM_LEASE, "1"),
     "team_extend": lambda b: b.extend(_TEAM_LEASE.id, "1", idempotency_key="k"),
     "team_release": lambda b: b.release(_TEAM_LEASE.id),
+    "team_refund": lambda b: b.refund(_TEAM_ENTRY.decode(), "1", idempotency_key="k"),
     "team_create": lambda b: b.create_team("t", "Eng", 5),
     "team_credit": lambda b: b.credit_team("t", "5", idempotency_key="k"),
     "team_member_set": lambda b: b.add_team_member("t", "u", daily_cap=2),
@@ -373,7 +383,10 @@ async def test_every_reply_code_is_decoded(
         if operation == "credit":
             assert result.balance == Decimal(5)
     # (a deduct priced with a book that is no longer active is priced again)
-    assert sent == [operation] * (3 if reply is Reply.STALE_PRICE else 1)
+    # (a team refund of a charge counted in another day than its id's:
+    # again with that day's keys, once)
+    again = {Reply.STALE_PRICE: 3, Reply.CHARGE_DAY: 2}
+    assert sent == [operation] * again.get(reply, 1)
     await budget.aclose()
 
 

@@ -44,7 +44,8 @@ from redis import exceptions as redis_errors
 
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetManager, SpoolFullError
-from spendgate.core.keys import Keys, fact_keys
+from spendgate.core.fact_keys import fact_keys
+from spendgate.core.keys import Keys
 from spendgate.core.operations import (
     CREDIT_GRANT_DEFAULTS,
     NO_PLAN_ARGS,

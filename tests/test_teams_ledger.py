@@ -70,7 +70,7 @@ async def test_team_rows_reach_postgres_and_the_analytics(
             ("spend", "ada", "ops", Decimal(2)),
             ("settle", "ada", "eng", Decimal(1)),
             ("spend", "ada", None, Decimal(7)),
-            ("refund", "bob", None, Decimal(1)),
+            ("refund", "bob", "eng", Decimal(1)),
         ],
         key=repr,
     )

@@ -36,7 +36,7 @@ from spendgate import (
     LedgerUnavailableError,
 )
 from spendgate.core.protocol import LedgerKind
-from spendgate.models import Transaction
+from spendgate.corrections import Transaction
 from spendgate.server import create_app
 
 # ledger_dsn, pg_dsn

@@ -12,6 +12,7 @@ from loguru import logger as _logger
 
 from spendgate.config import BudgetConfig
 from spendgate.core.money import MAX_AMOUNT
+from spendgate.corrections import Adjustment, Transaction
 from spendgate.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -42,7 +43,6 @@ from spendgate.errors import (
 )
 from spendgate.manager import UNSET, BudgetManager, LeaseContext
 from spendgate.models import (
-    Adjustment,
     Balance,
     DeductResult,
     Grant,
@@ -54,7 +54,6 @@ from spendgate.models import (
     ScopeUsage,
     SpendRecord,
     SweepReport,
-    Transaction,
     WindowUsage,
 )
 from spendgate.teams import Team, TeamMember

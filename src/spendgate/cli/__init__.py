@@ -11,7 +11,8 @@
     cli/credits.py    credits add|sweep, balance, refund
     cli/deduct.py     deduct (a usage, an amount or a fixed job)
     cli/plans.py      plans list|set|assign|unassign|show, features check|use
-    cli/ledger.py     migrate, flush, report, reconcile
+    cli/ledger.py     migrate, flush, reconcile
+    cli/report.py     report
     cli/corrections.py adjust, transactions
     cli/events.py     events run|tail
     cli/demo/         demo (its steps: guard, credits, extras)
@@ -33,10 +34,11 @@ from spendgate.cli.credits import add_balance, add_credits, add_refund
 from spendgate.cli.deduct import add_deduct
 from spendgate.cli.demo import add_demo
 from spendgate.cli.events import add_events
-from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile, add_report
+from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile
 from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
+from spendgate.cli.report import add_report
 from spendgate.cli.serve import add_serve
 from spendgate.cli.teams import add_teams
 from spendgate.errors import ExitCode

@@ -18,8 +18,8 @@ from spendgate.cli.runner import run, run_on_budget, settings
 from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
+    from spendgate.corrections import Adjustment, Transaction
     from spendgate.manager import BudgetManager
-    from spendgate.models import Adjustment, Transaction
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 

@@ -91,7 +91,8 @@ def add_refund(sub: SubParsers) -> None:
         help="give back all or part of a charge",
         description="Give back all (no --amount) or part of a charge, by its "
         "entry id: its day's and month's counters go down, the money goes back "
-        "to the grants and balance it came from.",
+        "to the grants and balance it came from (a team charge's, whose id "
+        "ends in .<team>: to the team's pool).",
     )
     parser.add_argument("entry", help="the charge's entry id")
     parser.add_argument("--amount", help="how much; left out: all that is left")
@@ -213,6 +214,7 @@ def run_refund(args: argparse.Namespace) -> int:
                     "refunded": text_or_none(result.refunded),
                     "refundable_left": text_or_none(result.refundable_left),
                     "balance_after": text_or_none(result.balance_after),
+                    "team_id": result.team_id,
                     "replayed": result.replayed,
                 }
             )
@@ -222,7 +224,11 @@ def run_refund(args: argparse.Namespace) -> int:
             f"{again}refunded {result.refunded} {budget.config.unit} of "
             f"{result.charge_id}; {result.refundable_left} left to refund"
         )
-        if result.balance_after is not None:
+        if result.team_id is not None:
+            after = result.balance_after
+            pool = "" if after is None else f": balance {after}"
+            print(f"back to the pool of team {result.team_id}{pool}")
+        elif result.balance_after is not None:
             print(f"balance {result.balance_after}")
         print(f"entry {result.entry_id}")
         return ExitCode.OK

@@ -1,4 +1,5 @@
-"""The ledger subcommands of ``spendgate``: migrate, flush, report, reconcile.
+"""The ledger subcommands of ``spendgate``: migrate, flush, reconcile
+(``report``: :mod:`spendgate.cli.report`).
 
 Registered by :mod:`spendgate.cli`; this module imports only the standard
 library and the CLI's own modules at load time, and asyncpg when a command
@@ -20,25 +21,13 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from spendgate.cli.arguments import calendar_day, moment
-from spendgate.cli.printer import dash, print_json, print_table, printable
+from spendgate.cli.arguments import calendar_day
+from spendgate.cli.printer import dash, print_json, print_table
 from spendgate.cli.runner import UsageError, run, settings
 from spendgate.errors import ExitCode
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-#: report kinds -> what they show
-REPORT_KINDS = {
-    "users": "spend per user, largest first",
-    "projects": "spend per project, largest first",
-    "models": "spend per model, largest first",
-    "top-users": "the users who spent the most (--limit, default 10)",
-    "daily": "spend per UTC day",
-    "stats": "count, total, distinct users, mean and percentiles of cost per call",
-    "credits": "credits granted, expired and spent per user, most granted first",
-}
-
 
 # -- registration ------------------------------------------------------------------
 
@@ -51,7 +40,7 @@ def add_migrate(sub: SubParsers) -> None:
         "lacks (idempotent; versions are recorded in spendgate_schema_version). "
         "Connects to SPENDGATE_POSTGRES_DSN.",
     )
-    _dsn_option(parser)
+    dsn_option(parser)
     parser.set_defaults(handler=run_migrate)
 
 
@@ -80,37 +69,8 @@ def add_flush(sub: SubParsers) -> None:
         help="claim entries idle this long on other (dead) flushers "
         "(default: %(default)s)",
     )
-    _dsn_option(parser)
+    dsn_option(parser)
     parser.set_defaults(handler=run_flush)
-
-
-def add_report(sub: SubParsers) -> None:
-    parser = sub.add_parser(
-        "report",
-        help="spend analytics from the Postgres ledger",
-        description="Net spend (charges less their refunds, plus adjustments) "
-        "over a time window, from spendgate_ledger, with the part of it plans' "
-        "free allowances paid (allowance). Kinds: "
-        + "; ".join(f"{k}: {v}" for k, v in REPORT_KINDS.items()),
-    )
-    parser.add_argument("kind", choices=list(REPORT_KINDS), help="what to report")
-    parser.add_argument(
-        "--since",
-        type=moment,
-        help="start of the window, inclusive: YYYY-MM-DD (00:00 UTC) or an ISO "
-        "datetime (default: the beginning)",
-    )
-    parser.add_argument(
-        "--until",
-        type=moment,
-        help="end of the window, exclusive, same forms (default: no end)",
-    )
-    parser.add_argument("--limit", type=int, help="at most this many rows")
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
-    )
-    _dsn_option(parser)
-    parser.set_defaults(handler=run_report)
 
 
 def add_reconcile(sub: SubParsers) -> None:
@@ -130,11 +90,11 @@ def add_reconcile(sub: SubParsers) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of a table"
     )
-    _dsn_option(parser)
+    dsn_option(parser)
     parser.set_defaults(handler=run_reconcile)
 
 
-def _dsn_option(parser: argparse.ArgumentParser) -> None:
+def dsn_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn", help="Postgres DSN (default: SPENDGATE_POSTGRES_DSN)", default=None
     )
@@ -226,113 +186,6 @@ def run_flush(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
     return run(body)
-
-
-def run_report(args: argparse.Namespace) -> int:
-    async def body() -> int:
-        from spendgate.ledger.analytics import Analytics
-
-        config = settings(args, needs_postgres=True)
-        if args.limit is not None and args.limit < 1:
-            raise UsageError("--limit must be at least 1")
-        async with Analytics(config) as analytics:
-            result = await _report(analytics, args)
-        if args.json:
-            print_json(
-                {
-                    "kind": args.kind,
-                    "since": args.since,
-                    "until": args.until,
-                    "unit": config.unit,
-                    "rows": result,
-                }
-            )
-            return ExitCode.OK
-        window = (
-            f"{args.since.isoformat() if args.since else 'the beginning'} to "
-            f"{args.until.isoformat() if args.until else 'now'}"
-        )
-        print(f"{args.kind}, {window} ({config.unit})")
-        _print_report(args.kind, result)
-        return ExitCode.OK
-
-    return run(body)
-
-
-async def _report(analytics: Any, args: argparse.Namespace) -> Any:
-    window = (args.since, args.until)
-    if args.kind == "stats":
-        return await analytics.stats(*window)
-    if args.kind == "daily":
-        rows = await analytics.daily_spend(*window)
-        return rows[-args.limit :] if args.limit else rows
-    if args.kind == "credits":
-        return await analytics.credits_by_user(*window, limit=args.limit)
-    if args.kind == "top-users":
-        return await analytics.top_users(*window, limit=args.limit or 10)
-    group = {"users": "user", "projects": "project", "models": "model"}[args.kind]
-    return await analytics.spend_by(group, *window, limit=args.limit)
-
-
-def _print_report(kind: str, result: Any) -> None:
-    if kind == "stats":
-        stats = result
-        rows = [
-            ["calls", stats.calls],
-            ["total", stats.total],
-            ["paid by allowances", stats.allowance],
-            ["distinct users", stats.distinct_users],
-            ["distinct projects", stats.distinct_projects],
-            ["mean per call", dash(stats.mean)],
-            ["min per call", dash(stats.minimum)],
-            ["max per call", dash(stats.maximum)],
-            *[
-                [f"p{p * 100:g} per call", dash(v)]
-                for p, v in stats.percentiles.items()
-            ],
-            ["input tokens", stats.input_tokens],
-            ["output tokens", stats.output_tokens],
-        ]
-        print_table(["measure", "value"], rows)
-    elif kind == "credits":
-        print_table(
-            ["user", "granted", "expired", "spent", "allowance", "net"],
-            [
-                [
-                    printable(f.user_id),
-                    f.granted,
-                    f.expired,
-                    f.spent,
-                    f.allowance,
-                    f.net,
-                ]
-                for f in result
-            ],
-        )
-    elif kind == "daily":
-        print_table(
-            ["day", "calls", "users", "total", "allowance"],
-            [
-                [d.day.isoformat(), d.calls, d.users, d.total, d.allowance]
-                for d in result
-            ],
-        )
-    else:
-        label = {"projects": "project", "models": "model"}.get(kind, "user")
-        print_table(
-            [label, "calls", "total", "allowance", "input tokens", "output tokens"],
-            [
-                [
-                    dash(g.key, "(none)"),
-                    g.calls,
-                    g.total,
-                    g.allowance,
-                    g.input_tokens,
-                    g.output_tokens,
-                ]
-                for g in result
-            ],
-        )
 
 
 def run_reconcile(args: argparse.Namespace) -> int:

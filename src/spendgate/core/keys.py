@@ -40,7 +40,8 @@ they are loaded. The layout, below ``BASE``::
     gx:u:<id>              zset: the expiring ones scored by expiry (ms)
     gdue                   zset: users scored by their next grant expiry (ms)
     c:<entry>              string: what a refund of that charge needs, kept
-                           the refund window
+                           the refund window (a team charge's entry id is
+                           "<id>.<team>": lua/team_refund.lua)
     h:<lease>              hash: one hold (``st``: a HoldState)
     holds                  zset: pending lease ids scored by expiry (ms)
     due                    string: no pending hold expires before this (ms)
@@ -107,8 +108,6 @@ empty).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 #: scope name -> the letter used in keys
 SCOPE_LETTERS = {"user": "u", "project": "p", "global": "g"}
@@ -366,42 +365,6 @@ def model_part(scope: str, scope_id: str, model: str) -> str:
     ``<s>:<n>:<model>:<id>``, ``<n>`` the model id's length in UTF-8 bytes
     (as Lua's ``#`` counts it in ``lua/_models.lua``)."""
     return f"{SCOPE_LETTERS[scope]}:{len(model.encode())}:{model}:{scope_id}"
-
-
-def fact_keys(
-    keys: Keys, operation: str, args: Mapping[str, str | int]
-) -> tuple[str, ...]:
-    """The KEYS of a fact operation, from its named arguments (a spooled fact
-    stores only those): a record, credit or refund is keyed by the caller's
-    idempotency key, or by its entry id when it was given none (an adjust
-    too); a settle by its lease; a team's, then by the team's keys.
-
-    :raise ValueError: ``operation`` is not a fact
-    :raise KeyError: an argument the keys are made of is missing
-    """
-    if operation in ("record", "credit", "refund", "adjust"):
-        key = str(args["idempotency_key"])
-        if key:
-            return (keys.caller_idempotency(key),)
-        return (keys.generated_idempotency(str(args["entry"])),)
-    if operation == "settle":
-        return (keys.hold(str(args["lease"])),)
-    if operation in ("team_record", "team_credit"):
-        key = str(args["idempotency_key"])
-        first = (
-            keys.caller_idempotency(key)
-            if key
-            else keys.generated_idempotency(str(args["entry"]))
-        )
-        team = str(args["team"])
-        if operation == "team_credit":
-            return (first, keys.team(team))
-        return (first, *keys.team_keys(team, str(args["day"]), str(args["month"])))
-    if operation == "team_settle":
-        team = str(args["team"])
-        team_keys = keys.team_keys(team, str(args["day"]), str(args["month"]))
-        return (keys.hold(str(args["lease"])), *team_keys)
-    raise ValueError(f"not a fact operation: {operation!r}")
 
 
 def glob_escape(text: str) -> str:

@@ -55,6 +55,17 @@ _CHARGE = (
     "metadata",
     "idempotency_key",
 )
+#: a refund's arguments (a team charge's adds the team and the charge's day)
+_REFUND = (
+    "now_ms",
+    "charge",
+    "amount",
+    "fingerprint",
+    "entry",
+    "metadata",
+    "idempotency_key",
+)
+_REFUND_REFUSALS = frozenset({Reply.UNKNOWN_ENTRY, Reply.REFUND_EXCEEDS})
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
@@ -131,18 +142,7 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "refund": Operation(
-        ("idempotency",),
-        (
-            "now_ms",
-            "charge",
-            "amount",
-            "fingerprint",
-            "entry",
-            "metadata",
-            "idempotency_key",
-        ),
-        _IDEMPOTENT | {Reply.UNKNOWN_ENTRY, Reply.REFUND_EXCEEDS},
-        fact=True,
+        ("idempotency",), _REFUND, _IDEMPOTENT | _REFUND_REFUSALS, fact=True
     ),
     "deduct": Operation(
         ("idempotency",),
@@ -261,6 +261,13 @@ OPERATIONS.update(
             ("hold", "idempotency", *_TEAM_KEYS),
             (*_EXTEND, "team"),
             _EXTENDS | _TEAM_REFUSALS,
+        ),
+        # (the team's keys of the charge's day: see lua/team_refund.lua)
+        "team_refund": Operation(
+            ("idempotency", "team", "team_day", "team_month"),
+            (*_REFUND, "team", "day"),
+            _IDEMPOTENT | _REFUND_REFUSALS | {Reply.CHARGE_DAY},
+            fact=True,
         ),
         "team_release": Operation(
             ("hold", "team", "member_held", "team_holds"),

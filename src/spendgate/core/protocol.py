@@ -63,6 +63,11 @@ class Reply(IntEnum):
     UNKNOWN_TEAM = 13
     #: create_team: a team of that id exists already
     TEAM_EXISTS = 14
+    #: team_refund: the charge was counted in another day than the one whose
+    #: team keys the call declared (the window time zone changed since the
+    #: charge): ``{CHARGE_DAY, its day}``; nothing changed, the call is made
+    #: again with that day's keys
+    CHARGE_DAY = 15
 
 
 class WindowCode(IntEnum):

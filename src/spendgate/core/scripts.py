@@ -113,8 +113,10 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: the helper libraries of ``lua/``, in the order their helpers are listed:
 #: ``_teams`` the teams' (first: a library's opening comment ends up in the
 #: text of the helper before it, and the teams' is then dropped, while
-#: _lib's goes with a team helper; so the scripts that never touch a team
-#: link exactly what they linked before teams existed), ``_records`` a
+#: _refunds' goes with a team helper; so the scripts that never touch a team
+#: link exactly what they linked before teams existed), ``_refunds`` what
+#: the refund scripts share (next: _lib's opening comment goes with one of
+#: its helpers, which only the refunds link), ``_records`` a
 #: call's idempotency records and ledger appends, ``_windows`` holds
 #: what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
@@ -124,6 +126,7 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: ``_actions`` cap actions and threshold events, ``_models`` per-model caps
 LIBRARIES = (
     "_teams",
+    "_refunds",
     "_lib",
     "_records",
     "_grants",
@@ -203,7 +206,7 @@ def script_source(
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib``,
-    ``_records``, ``_grants``, ``_allowance`` and ``_teams``;
+    ``_records``, ``_grants``, ``_allowance``, ``_teams`` and ``_refunds``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
@@ -214,6 +217,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     hooks = hooks_on(constants)
     on = {
         "_teams": True,
+        "_refunds": True,
         "_lib": True,
         "_records": True,
         "_grants": True,

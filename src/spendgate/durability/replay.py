@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from loguru import logger
 
-from spendgate.core.keys import Keys, fact_keys
+from spendgate.core.fact_keys import fact_keys
+from spendgate.core.keys import Keys
 from spendgate.core.operations import FACT_OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import Reply
 from spendgate.core.store import ClientState
@@ -179,19 +180,34 @@ class Replayer:
             # Lenient on replay: a user whose plan changed since gets no
             # allowance drawn, rather than the fact refused (lua/_allowance.lua).
             named = {**named, "plan": "~" + plan[1:]}
-        try:
-            keys = fact_keys(self._keys, fact.operation, named)
-            args = positional_args(fact.operation, named)
-        except (KeyError, ValueError) as exc:
-            return f"malformed fact: {exc}"
-        try:
-            reply = await self._store.run(fact.operation, keys, args)
-        except StorageError as exc:
-            return str(exc)
+        reply = await self._replay_call(fact.operation, named)
+        if isinstance(reply, str):
+            return reply
         code = reply[0]
+        if code == Reply.CHARGE_DAY:
+            # A team refund of a charge counted in another day (the window
+            # time zone changed since): again with that day's team keys.
+            day = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
+            reply = await self._replay_call(fact.operation, {**named, "day": day})
+            if isinstance(reply, str):
+                return reply
+            code = reply[0]
         if code in (Reply.OK, Reply.REPLAYED):
             return None
         return _REPLAY_REFUSALS.get(code, f"reply code {code}")
+
+    async def _replay_call(self, operation: str, named: dict[str, str | int]) -> Any:
+        """One fact's call, by its named arguments: its reply, or why it
+        could not be made (a ``str``)."""
+        try:
+            keys = fact_keys(self._keys, operation, named)
+            args = positional_args(operation, named)
+        except (KeyError, ValueError) as exc:
+            return f"malformed fact: {exc}"
+        try:
+            return await self._store.run(operation, keys, args)
+        except StorageError as exc:
+            return str(exc)
 
     async def aclose(self) -> None:
         """Stop replaying; a last pass, bounded, gives this process's spooled

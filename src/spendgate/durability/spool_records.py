@@ -9,7 +9,7 @@ or flipped line is recognised. The JSON of the version written now (3)::
 ``o`` is an operation of :data:`spendgate.core.operations.FACT_OPERATIONS` and
 ``a`` its arguments by the names of :data:`spendgate.core.operations.OPERATIONS`.
 The keys are not stored: they follow from the arguments
-(:func:`spendgate.core.keys.fact_keys`), so the record does not depend on the
+(:func:`spendgate.core.fact_keys.fact_keys`), so the record does not depend on the
 key layout either.
 
 Versions read as well, so a spool left by an older spendgate replays:

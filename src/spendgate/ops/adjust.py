@@ -20,13 +20,13 @@ from spendgate.core.ids import encode_metadata
 from spendgate.core.money import MICROS_PER_UNIT, from_micros, to_decimal
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms, to_ms, windows_at
+from spendgate.corrections import Adjustment
 from spendgate.errors import (
     IdempotencyConflictError,
     InvalidAmountError,
     InvalidArgumentError,
     Scope,
 )
-from spendgate.models import Adjustment
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.facts import Facts
 from spendgate.ops.limits import LimitsAndUsage

@@ -11,6 +11,7 @@ from spendgate.errors import IdempotencyConflictError, LeaseStateError
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.base import text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
+from spendgate.teams import split_entry
 
 _OK, _REPLAYED, _CONFLICT = int(Reply.OK), int(Reply.REPLAYED), int(Reply.CONFLICT)
 #: why a lease the store does not know cannot be settled, extended or released
@@ -24,8 +25,10 @@ def settled_record(
     amount: int,
     model: str | None,
     now_ms: int,
+    team: str | None = None,
 ) -> SpendRecord:
-    """The record of a settle the store answered (see settle.lua's reply)."""
+    """The record of a settle the store answered (see settle.lua's reply;
+    ``team``: a team lease's, whose entry id names the team)."""
     code = reply[0]
     if code == Reply.UNKNOWN_LEASE:
         raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
@@ -43,8 +46,9 @@ def settled_record(
         crossed = reply[6] if len(reply) > 6 else None
     else:  # REPLAYED: the first settle's ("...|allowance used" but in older
         # ones; a team settle's has none), then its warnings
-        payload, crossed = split_warned(text(reply[3]))
-        entry_id, first_ms, late_text, estimate_text, *rest = payload.split("|")
+        entry_id, tail = split_entry(text(reply[3]), team)
+        payload, crossed = split_warned(tail)
+        first_ms, late_text, estimate_text, *rest = payload.split("|")
         settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
         allowance = int(rest[0]) if rest and rest[0] else 0
     project = text(reply[2])

@@ -31,14 +31,15 @@ from spendgate.errors import (
     StorageError,
 )
 from spendgate.models import DeductResult, SpendRecord
-from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.base import fingerprint, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct import Deductions, balance_refusal, with_amount_model
 from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
 from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
 from spendgate.ops.team_leases import TeamLeases
-from spendgate.ops.teams import _raise_for_team
+from spendgate.ops.teams import _raise_for_team, team_scoped_id
 from spendgate.pricing.usage import CostBreakdown
+from spendgate.teams import split_entry
 
 _CONFLICT, _REPLAYED = int(Reply.CONFLICT), int(Reply.REPLAYED)
 _ZERO = Decimal(0)
@@ -66,7 +67,7 @@ class TeamCharges(Deductions, TeamLeases):
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
+        entry_id = team_scoped_id(now_ms, team)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         digest = (
             fingerprint("team_spend", user, project, amount, model_name, meta, team)
@@ -96,9 +97,9 @@ class TeamCharges(Deductions, TeamLeases):
             _raise_for_team(code, team, user)
             if code == _REPLAYED:  # (the first call's warnings, as a charge's)
                 replayed = True
-                payload, crossed = split_warned(text(reply[1]))
-                reply = [code, payload, crossed]
-                entry_id, first_ms = payload.split("|")
+                entry_id, rest = split_entry(text(reply[1]), team)
+                first_ms, crossed = split_warned(rest)
+                reply = [code, rest, crossed]
                 occurred_ms = int(first_ms)
         record = SpendRecord(
             entry_id,
@@ -213,7 +214,7 @@ class TeamCharges(Deductions, TeamLeases):
                 "", user, _ZERO, _ZERO, None, breakdown, version, team_id=team
             )
         now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
+        entry_id = team_scoped_id(now_ms, team)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
@@ -247,10 +248,11 @@ class TeamCharges(Deductions, TeamLeases):
             raise balance_refusal(
                 self._team_refusal(reply, user, project, team, amount, w)
             )
+        entry, rest = split_entry(text(reply[1]), team)
         if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
-            payload, crossed = split_warned(text(reply[1]))
-            reply = [code, payload, crossed]
-        entry, _, balance, charged, first_version = text(reply[1]).split("|")
+            rest, crossed = split_warned(rest)
+            reply = [code, rest, crossed]
+        _, balance, charged, first_version = rest.split("|")
         result = DeductResult(
             entry,
             user,

@@ -34,15 +34,15 @@ from spendgate.errors import (
     LeaseStateError,
 )
 from spendgate.models import Lease, SpendRecord
-from spendgate.ops.base import fingerprint, new_id, text
+from spendgate.ops.base import fingerprint, text
 from spendgate.ops.leases import Leases
 from spendgate.ops.settle_replies import (
     UNKNOWN_LEASE,
     settled_record,
     spooled_settle_record,
 )
-from spendgate.ops.teams import Teams, _raise_for_team
-from spendgate.teams import LEASE_ID_LENGTH, TEAM_LEASE_MARK
+from spendgate.ops.teams import Teams, _raise_for_team, team_scoped_id
+from spendgate.teams import LEASE_ID_LENGTH
 
 _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.REFUSED),
@@ -80,7 +80,7 @@ class TeamLeases(Leases, Teams):
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
         tail = self._model_tail(model)
         now_ms = self._now_ms()
-        lease_id = new_id(now_ms) + TEAM_LEASE_MARK + team
+        lease_id = team_scoped_id(now_ms, team)
         ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
@@ -145,7 +145,7 @@ class TeamLeases(Leases, Teams):
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
+        entry_id = team_scoped_id(now_ms, team)
         head = self._fact_head(now_ms, amount)
         args = head + (entry_id, model_name or "", meta, lease_id, team)
         keys = (self.keys.hold(lease_id), *self.keys.team_keys(team, head[1], head[3]))
@@ -161,7 +161,7 @@ class TeamLeases(Leases, Teams):
             )
         else:
             record = settled_record(
-                reply, lease_id, entry_id, amount, model_name, now_ms
+                reply, lease_id, entry_id, amount, model_name, now_ms, team
             )
         record.team_id = team
         return record

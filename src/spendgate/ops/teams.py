@@ -29,7 +29,7 @@ from spendgate.errors import (
 from spendgate.models import SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.facts import Facts
-from spendgate.teams import Team, TeamMember
+from spendgate.teams import TEAM_LEASE_MARK, Team, TeamMember
 
 #: the longest role name accepted, in characters
 MAX_ROLE_LENGTH = 64
@@ -222,6 +222,14 @@ def _cap_of(value: str) -> Decimal | None:
 def _pairs(flat: list[Any]) -> dict[str, str]:
     """HGETALL's flat answer as a mapping of text."""
     return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def team_scoped_id(now_ms: int, team: str) -> str:
+    """A fresh id that names its team, ``"<id>.<team id>"``: a team lease's,
+    or a team charge's entry id (``spendgate.teams.team_of_lease``,
+    ``team_of_charge``), so a settle, a release or a refund finds the team
+    by the id alone."""
+    return new_id(now_ms) + TEAM_LEASE_MARK + team
 
 
 def _raise_for_team(code: int, team: str, user: str) -> None:

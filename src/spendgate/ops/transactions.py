@@ -23,6 +23,7 @@ from spendgate.core.money import from_micros
 from spendgate.core.protocol import FIELD
 from spendgate.core.store import UNAVAILABLE_ERRORS
 from spendgate.core.windows import from_ms, to_ms
+from spendgate.corrections import Transaction
 from spendgate.errors import (
     BudgetUnavailableError,
     ConfigurationError,
@@ -30,7 +31,6 @@ from spendgate.errors import (
     LedgerUnavailableError,
 )
 from spendgate.ledger.entries import clean_text
-from spendgate.models import Transaction
 from spendgate.ops.base import Operations
 
 #: the most transactions one call returns

@@ -109,7 +109,10 @@ class RefundResponse(BaseModel):
     spooled: bool
     refunded: str | None
     refundable_left: str | None
+    #: the user's balance after, or a team charge's pool's
     balance_after: str | None
+    #: the team whose pool the charge was on (``None``: the user's own)
+    team_id: str | None
 
     @classmethod
     def of(cls, result: RefundResult) -> RefundResponse:
@@ -122,6 +125,7 @@ class RefundResponse(BaseModel):
             refunded=_money(result.refunded),
             refundable_left=_money(result.refundable_left),
             balance_after=_money(result.balance_after),
+            team_id=result.team_id,
         )
 
 

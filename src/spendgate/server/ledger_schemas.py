@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spendgate.models import Adjustment, Transaction
+from spendgate.corrections import Adjustment, Transaction
 from spendgate.server.fields import Id, SignedAmount
 
 _STRICT = ConfigDict(extra="forbid", strict=True)

@@ -60,7 +60,9 @@ async def balance(request: Request, user_id: UserIdPath) -> BalanceResponse:
 )
 async def refund(request: Request) -> RefundResponse:
     """Give back all (no ``amount``) or part of a charge: its day's and
-    month's counters go down, the money goes back where it came from."""
+    month's counters go down, the money goes back where it came from (a team
+    charge's, whose id ends in ``.<team_id>``: to the team's pool, and the
+    member's spending on the team goes down too)."""
     req = await read_body(request, RefundRequest)
     result = await metrics_of(request).record(
         "refunds",

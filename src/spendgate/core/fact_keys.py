@@ -1,0 +1,62 @@
+"""The KEYS of a fact, from its arguments by name: a spooled fact stores only
+those (:mod:`spendgate.durability.replay` rebuilds its call), and the calls
+that make a fact the first time build theirs here too where its keys depend
+on more than one argument (a team refund's). Every key comes from
+:class:`spendgate.core.keys.Keys`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from spendgate.core.keys import Keys
+
+
+def fact_keys(
+    keys: Keys, operation: str, args: Mapping[str, str | int]
+) -> tuple[str, ...]:
+    """The KEYS of a fact operation, from its named arguments: a record,
+    credit or refund is keyed by the caller's idempotency key, or by its
+    entry id when it was given none (an adjust too); a settle by its lease;
+    a team's, then by the team's keys.
+
+    :raise ValueError: ``operation`` is not a fact
+    :raise KeyError: an argument the keys are made of is missing
+    """
+    if operation == "settle":
+        return (keys.hold(str(args["lease"])),)
+    if operation == "team_settle":
+        team = str(args["team"])
+        team_keys = keys.team_keys(team, str(args["day"]), str(args["month"]))
+        return (keys.hold(str(args["lease"])), *team_keys)
+    if operation not in (
+        "record",
+        "credit",
+        "refund",
+        "adjust",
+        "team_record",
+        "team_credit",
+        "team_refund",
+    ):
+        raise ValueError(f"not a fact operation: {operation!r}")
+    key = str(args["idempotency_key"])
+    first = (
+        keys.caller_idempotency(key)
+        if key
+        else keys.generated_idempotency(str(args["entry"]))
+    )
+    if operation in ("record", "credit", "refund", "adjust"):
+        return (first,)
+    team = str(args["team"])
+    if operation == "team_credit":
+        return (first, keys.team(team))
+    if operation == "team_refund":
+        return team_refund_keys(keys, first, team, str(args["day"]))
+    return (first, *keys.team_keys(team, str(args["day"]), str(args["month"])))
+
+
+def team_refund_keys(keys: Keys, first: str, team: str, day: str) -> tuple[str, ...]:
+    """A team refund's KEYS (``lua/team_refund.lua``): ``first`` (its
+    idempotency record), the team, and its members' day and month of the
+    charge's ``day`` (``yyyymmdd``)."""
+    team_keys = keys.team_keys(team, day, day[:6])
+    return (first, team_keys[0], team_keys[4], team_keys[5])
