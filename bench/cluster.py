@@ -232,7 +232,7 @@ async def _start(directory: Path, single: RedisServer) -> list[LocalCluster]:
             directory / f"masters{masters}",
             masters=masters,
             node_args=NODE_ARGS,
-            join_by_hand=True,  # both alike, without redis-cli's seconds of waiting
+            join_by_hand=True,  # both alike (redis-cli refuses 1 master)
         )
 
     started = await asyncio.gather(

@@ -105,12 +105,44 @@ def test_refusals_exit_3_and_change_nothing(
     assert _balance() == Decimal(22)
 
 
+def test_a_fixed_job_on_a_teams_pool(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _budget_call("publish_pricing", BOOK)
+    _budget_call("add_credits", "ada", 5)
+    _budget_call("create_team", "eng", initial_balance=5)
+    _budget_call("create_team", "ops", initial_balance=5)
+    _budget_call("add_team_member", "eng", "ada", daily_cap=3)
+    _budget_call("add_team_member", "ops", "ada")
+    argv = ("deduct", "ada", "--fixed", "batch_job", "--team", "eng")
+    code, out, _ = _run(capsys, *argv, "--idempotency-key", "j", "--json")
+    assert code == EXIT_OK
+    body = json.loads(out)
+    paid_by = [body[k] for k in ("amount", "balance_after", "team_id")]
+    assert paid_by == ["2", "3", "eng"]
+    code, out, _ = _run(capsys, *argv, "--idempotency-key", "j")
+    assert code == EXIT_OK and "already charged (same key)" in out
+    assert "to team eng" in out and f"entry {body['entry_id']}" in out
+    ops = (*argv[:-1], "ops", "--idempotency-key", "j")  # the key, another team
+    code, _, err = _run(capsys, *ops)
+    assert code == EXIT_USAGE and "idempotency" in err.lower()
+    code, _, err = _run(capsys, *argv)  # 2 + 2 > the member's cap of 3
+    assert code == EXIT_REFUSED and "team_member daily" in err.lower()
+    code, _, err = _run(
+        capsys, "deduct", "bob", "--fixed", "batch_job", "--team", "eng"
+    )
+    assert code == EXIT_REFUSED and "not a member" in err
+    team = _budget_call("get_team", "eng")
+    assert (team.balance, team.members["ada"].spent_today) == (3, 2)
+    assert _budget_call("get_team", "ops").balance == 5
+    assert _balance() == 5
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["deduct", "ada"],  # nothing to charge
         ["deduct", "ada", "1", "--input-tokens", "5"],  # both
-        ["deduct", "ada", "--fixed", "batch_job", "--team", "eng"],
         ["deduct", "ada", "--fixed", "batch_job", "--model", "m"],
         ["deduct", "ada", "-1"],
         ["deduct", "ada", "abc"],

@@ -241,6 +241,19 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_RELEASED: [5],
     },
+    # (user and project last, as extend's; a member's refusal names them too)
+    "team_extend": {
+        Reply.OK: [0, b"2000000|2000000000000", b"u", b""],
+        Reply.REFUSED: [1, 102, 1, 5, 5, 0, b"u", b""],
+        Reply.REPLAYED: [2, b"2000000|2000000000000", b"u", b"p"],
+        Reply.CONFLICT: [3],
+        Reply.UNKNOWN_LEASE: [4],
+        Reply.LEASE_RELEASED: [5],
+        Reply.LEASE_SETTLED: [6],
+        Reply.LEASE_EXPIRED: [9],
+        Reply.NOT_A_MEMBER: [12, b"u", b""],
+        Reply.UNKNOWN_TEAM: [13, b"u", b"p"],
+    },
     "team_refund": {
         **_REFUND_REPLIES,
         # (every time: the call is made twice, then fails)
@@ -316,6 +329,7 @@ _CALLS = {
     "team_record": lambda b: b.record_spend("u", "1", idempotency_key="k", team_id="t"),
     "team_deduct": lambda b: b.deduct("u", "1", team_id="t", idempotency_key="k"),
     "team_settle": lambda b: b.settle(_TEAM_LEASE, "1"),
+    "team_extend": lambda b: b.extend(_TEAM_LEASE.id, "1", idempotency_key="k"),
     "team_release": lambda b: b.release(_TEAM_LEASE.id),
     "team_refund": lambda b: b.refund(_TEAM_ENTRY.decode(), "1", idempotency_key="k"),
     "team_create": lambda b: b.create_team("t", "Eng", 5),

@@ -6,7 +6,8 @@ budget itself publishes the price book and reads balances and the ledger
 back. Checked: a usage priced by the active book (its breakdown and
 version, exact strings), an amount with a model, a replay (same entry,
 charged once) and a conflict (409), refusals by a cap, the balance, a
-model's cap and a team (429, 403, 404) with nothing changed, a fixed job,
+model's cap and a team (429, 403, 404) with nothing changed, a fixed job
+(on a team's pool too),
 and hostile or malformed bodies (422, 413) that change nothing.
 """
 
@@ -26,6 +27,7 @@ from spendgate.core.protocol import FIELD
 from spendgate.server import create_app
 from spendgate.server.deduct_schemas import MAX_TOOL_CALLS
 from test_deduct import _snapshot
+from test_teams import _snapshot as _team_snapshot
 
 KEY = "deduct-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -196,6 +198,40 @@ async def test_a_fixed_job(serve: Callable[..., Served]) -> None:
     )
     assert unknown.status_code == 422
     assert (await budget.get_balance("ada")).total == 30
+
+
+async def test_a_team_fixed_job_over_http(serve: Callable[..., Served]) -> None:
+    budget, client = serve()
+    await budget.publish_pricing(BOOK)
+    await budget.create_team("eng", initial_balance=50)
+    await budget.create_team("ops", initial_balance=50)
+    await budget.add_team_member("eng", "ada", daily_cap=30)
+    await budget.add_team_member("ops", "ada")
+
+    async def fixed(**body: Any) -> httpx.Response:
+        job = {"user_id": "ada", "job": "batch_job", **body}
+        return await client.post("/v1/deduct/fixed", json=job, headers=AUTH)
+
+    paid = await fixed(team_id="eng", idempotency_key="j")
+    assert paid.status_code == 200, paid.text
+    body = paid.json()
+    paid_by = [body[k] for k in ("amount", "balance_after", "team_id")]
+    assert paid_by == ["20", "30", "eng"]
+    again = (await fixed(team_id="eng", idempotency_key="j")).json()
+    assert again["replayed"] and again["entry_id"] == body["entry_id"]
+    assert (again["amount"], again["balance_after"]) == ("20", "30")
+    before = await _team_snapshot(budget)
+    other = await fixed(team_id="ops", idempotency_key="j")
+    assert other.status_code == 409
+    member = await fixed(team_id="eng")  # 20 + 20 > the member's cap of 30
+    assert (member.status_code, member.json()["scope"]) == (429, "team_member")
+    stranger = await fixed(team_id="eng", user_id="bob")
+    assert stranger.status_code == 403
+    nowhere = await fixed(team_id="dev")
+    assert nowhere.status_code == 404
+    assert await _team_snapshot(budget) == before
+    assert (await budget.get_team("eng")).balance == 30
+    assert (await budget.get_team("ops")).balance == 50
 
 
 async def test_a_replay_answers_the_first_warnings(

@@ -3,9 +3,10 @@
 How: the app over a budget of ``test_server``'s ``make_client`` fixture (real
 Redis and fakeredis, in process through ``httpx.ASGITransport``): a team is
 made, members put and deleted, the pool credited, and charged through
-``/spend``, ``/v1/reserve`` and ``/v1/reserve_up_to``; each answer's status
-and body are checked, errors included (404 no team, 409 exists, 403 not a
-member, 429 a member cap, 422 a bad role).
+``/spend``, ``/v1/reserve`` and ``/v1/reserve_up_to``, a team lease
+extended (``/v1/extend``); each answer's status and body are checked,
+errors included (404 no team, 409 exists, 403 not a member, 429 a member
+cap, 422 a bad role).
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ async def test_teams_over_http(make_client: MakeClient) -> None:
         headers=AUTH,
     )
     assert upto.status_code == 200 and upto.json()["amount"] == "2"
+    # a team lease grows by id: the member's cap (5) binds it as a reserve
+    upto_id = upto.json()["lease_id"]
+    grown = await client.post(
+        "/v1/extend", json={"lease_id": upto_id, "more": "0"}, headers=AUTH
+    )
+    assert grown.status_code == 200 and grown.json()["amount"] == "2"
+    capped = await client.post(
+        "/v1/extend", json={"lease_id": upto_id, "more": "1"}, headers=AUTH
+    )
+    assert capped.status_code == 429 and capped.json()["scope"] == "team_member"
     stranger = await client.post(
         "/spend", json={"user_id": "eve", "cost": "1", "team_id": "eng"}, headers=AUTH
     )
@@ -86,3 +97,8 @@ async def test_teams_over_http(make_client: MakeClient) -> None:
     assert gone.status_code == 200 and gone.json()["status"] == "removed"
     gone = await client.delete("/v1/teams/eng/members/ada", headers=AUTH)
     assert gone.status_code == 403
+    # a removed member's lease is not extended (it still settles)
+    removed = await client.post(
+        "/v1/extend", json={"lease_id": upto_id, "more": "0"}, headers=AUTH
+    )
+    assert removed.status_code == 403

@@ -376,3 +376,40 @@ async def test_a_team_charge_writes_the_users_threshold_events_once(
     assert res.warnings == () and res.balance_after == 88
     raw = await budget.redis.xrange(budget.keys.events)
     assert len(raw) == 2  # the 0.5 warning, the cap reached
+
+
+async def test_a_team_fixed_job_charges_the_pool_as_a_team_deduct(
+    budget: BudgetManager,
+) -> None:
+    """``deduct_fixed(team_id=)`` is ``deduct(team_id=)`` with the book's
+    fixed price: the pool pays it, the member's caps refuse it (nothing
+    changes), a non-member is refused, a replay answers the first charge and
+    the same key for another team (or none) is a conflict."""
+    book = {"version": 1, "models": {"_default": "0"}, "fixed": {"batch_job": 3}}
+    await budget.publish_pricing(book)
+    await _team(budget, balance=10, daily_cap=5)
+    await budget.create_team("ops", initial_balance=10)
+    await budget.add_team_member("ops", "ada")
+    await budget.add_credits("ada", 50)
+    res = await budget.deduct_fixed("ada", "batch_job", "p", "j1", team_id="eng")
+    assert (res.amount, res.balance_after, res.team_id) == (3, 7, "eng")
+    assert res.breakdown is not None and res.breakdown.fixed == 3
+    again = await budget.deduct_fixed("ada", "batch_job", "p", "j1", team_id="eng")
+    assert again.replayed and again.entry_id == res.entry_id
+    assert (again.amount, again.balance_after, again.team_id) == (3, 7, "eng")
+    for other in ("ops", None):
+        with pytest.raises(IdempotencyConflictError):
+            await budget.deduct_fixed("ada", "batch_job", "p", "j1", team_id=other)
+    before = await _snapshot(budget)
+    with pytest.raises(BudgetExceededError) as caught:  # 3 + 3 > the cap of 5
+        await budget.deduct_fixed("ada", "batch_job", team_id="eng")
+    assert (caught.value.scope, caught.value.window) == ("team_member", "daily")
+    with pytest.raises(NotATeamMemberError):
+        await budget.deduct_fixed("bob", "batch_job", team_id="eng")
+    assert await _snapshot(budget) == before
+    team = await budget.get_team("eng")
+    assert (team.balance, team.members["ada"].spent_today) == (7, 3)
+    assert (await budget.get_balance("ada")).total == 50
+    entry = (await _entries(budget))[-1]
+    assert entry[FIELD["team_id"]] == "eng" and entry[FIELD["amount"]] == "3000000"
+    assert (entry[FIELD["user_id"]], entry[FIELD["project_id"]]) == ("ada", "p")

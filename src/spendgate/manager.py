@@ -31,6 +31,7 @@ from spendgate.ops.limits import UNSET
 from spendgate.ops.refunds import Refunds
 from spendgate.ops.sync import SyncCalls
 from spendgate.ops.team_charges import TeamCharges
+from spendgate.ops.team_extend import TeamExtensions
 from spendgate.ops.transactions import Transactions
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ __all__ = ["UNSET", "BudgetManager", "Clock", "LeaseContext"]
 
 class BudgetManager(
     TeamCharges,
+    TeamExtensions,
     SyncCalls,
     Features,
     Deductions,

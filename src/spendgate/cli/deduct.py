@@ -69,12 +69,15 @@ def run_deduct(args: argparse.Namespace) -> int:
     async def work(budget: BudgetManager) -> int:
         metadata = _metadata(args.metadata)
         if args.fixed is not None:
-            if _usage_given(args) or args.amount is not None or args.team or args.model:
-                raise UsageError(
-                    "--fixed takes no AMOUNT, usage flags, --model or --team"
-                )
+            if _usage_given(args) or args.amount is not None or args.model:
+                raise UsageError("--fixed takes no AMOUNT, usage flags or --model")
             result = await budget.deduct_fixed(
-                args.user, args.fixed, args.project, args.idempotency_key, metadata
+                args.user,
+                args.fixed,
+                args.project,
+                args.idempotency_key,
+                metadata,
+                team_id=args.team,
             )
         else:
             result = await budget.deduct(

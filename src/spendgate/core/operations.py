@@ -71,6 +71,22 @@ _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
 #: the user's plan was not the one expected (see lua/_allowance.lua)
 _STALE = frozenset({Reply.STALE_PRICE})
+#: an extend's arguments (extend.lua, team_extend.lua) and answers
+_EXTEND = (
+    "now_ms",
+    "day",
+    "month",
+    "requested",
+    "lease",
+    "fingerprint",
+    "expires_ms",
+)
+_EXTENDS = (
+    _ADMITS
+    | _IDEMPOTENT
+    | _LEASE
+    | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED}
+)
 
 #: the plan argument of a fact spooled before allowances: no plan applies
 #: (see lua/_allowance.lua)
@@ -106,24 +122,7 @@ OPERATIONS: dict[str, Operation] = {
         fact=True,
     ),
     "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
-    "extend": Operation(
-        ("hold", "idempotency"),
-        (
-            "now_ms",
-            "day",
-            "month",
-            "requested",
-            "lease",
-            "fingerprint",
-            "expires_ms",
-            "plan",
-        ),
-        _ADMITS
-        | _IDEMPOTENT
-        | _LEASE
-        | _STALE
-        | {Reply.LEASE_RELEASED, Reply.LEASE_SETTLED, Reply.LEASE_EXPIRED},
-    ),
+    "extend": Operation(("hold", "idempotency"), (*_EXTEND, "plan"), _EXTENDS | _STALE),
     "record": Operation(
         ("idempotency",), (*_CHARGE, "plan"), _IDEMPOTENT | _STALE, fact=True
     ),
@@ -256,6 +255,12 @@ OPERATIONS.update(
             (*_FACT_HEAD, "entry", "model", "metadata", "lease", "team"),
             _IDEMPOTENT | _LEASE | {Reply.LEASE_RELEASED},
             fact=True,
+        ),
+        # (no plan: the pool pays, the user's allowance plays no part)
+        "team_extend": Operation(
+            ("hold", "idempotency", *_TEAM_KEYS),
+            (*_EXTEND, "team"),
+            _EXTENDS | _TEAM_REFUSALS,
         ),
         # (the team's keys of the charge's day: see lua/team_refund.lua)
         "team_refund": Operation(

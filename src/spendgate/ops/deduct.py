@@ -160,19 +160,21 @@ class Deductions(DeductPricing, Leases, Facts):
         project_id: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        team_id: str | None = None,
     ) -> DeductResult:
         """Charge the active price book's fixed price of ``job`` (its
         ``fixed`` section), as :meth:`deduct` does.
 
+        :param team_id: charge that team's shared pool, as :meth:`deduct`
+            does with it (the member's caps and the user's own hold; a key
+            reused for another team, or for none, is a conflict)
         :raise InvalidArgumentError: no price book is active, or it prices
             no such job
+        :raise NotATeamMemberError: with ``team_id``, the user is not a member
         """
         return await self.deduct(
-            user_id,
-            FixedJob(job),
-            project_id,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
+            user_id, FixedJob(job), project_id, team_id, idempotency_key, metadata
         )
 
     async def _deduct_once(

@@ -9,20 +9,18 @@ nothing, and the caller cuts the stream and settles what was used.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 from spendgate.core.ids import check_id
 from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
-from spendgate.errors import (
-    IdempotencyConflictError,
-    InvalidArgumentError,
-    LeaseStateError,
-)
+from spendgate.core.windows import Windows
+from spendgate.errors import IdempotencyConflictError, LeaseStateError
 from spendgate.models import Lease
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.leases import Leases
-from spendgate.teams import team_of_lease
+from spendgate.teams import TEAM_LEASE_MARK, team_of_lease
 
 _OK, _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.OK),
@@ -42,6 +40,9 @@ _STATES = {
 class Extensions(Leases):
     """The lease operations, and ``extend``."""
 
+    # (a team lease's hands over to spendgate.ops.team_extend's)
+    _team_extend: Callable[..., Awaitable[Lease]]
+
     async def extend(
         self,
         lease: Lease | str,
@@ -56,6 +57,12 @@ class Extensions(Leases):
         user's plan allowance counting as balance. A refusal changes
         nothing. Settling the lease later charges the actual cost as usual
         (the allowance first, then grants and the balance).
+
+        A lease on a team's pool (``team_id=`` on ``reserve``) grows under
+        the team reserve's rule for ``more`` instead: the user's caps (not
+        their balance or allowance), the model's at the lease's model, the
+        member's caps on the team and the pool, in one round trip
+        (:mod:`spendgate.ops.team_extend`).
 
         Without an ``idempotency_key`` each call adds ``more``; with one, a
         retried call adds it once and answers the first call's result (the
@@ -72,29 +79,21 @@ class Extensions(Leases):
         :raise LeaseStateError: the lease is unknown, settled, released or
             expired
         :raise IdempotencyConflictError: a key reused with other arguments
-        :raise InvalidArgumentError: a lease on a team's pool (not extended:
-            reserve what the stream may need, or a new lease)
+        :raise NotATeamMemberError: a lease on a team's pool whose user is
+            no longer the team's member (it still settles and releases)
         :raise BudgetUnavailableError: the store did not answer (never
             extended without it, even with ``fail_open``)
         """
         lease_id = lease.id if isinstance(lease, Lease) else lease
-        if type(lease_id) is str and team_of_lease(lease_id) is not None:
-            # (extend.lua would top up the user's scopes and not the team's)
-            raise InvalidArgumentError("a lease on a team's pool cannot be extended")
+        if type(lease_id) is str and lease_id[28:29] == TEAM_LEASE_MARK:
+            team = team_of_lease(lease_id)
+            if team is not None:
+                return await self._team_extend(
+                    lease, lease_id, team, more, ttl_seconds, idempotency_key
+                )
         lease_id = check_id("lease_id", lease_id, self._max_id)
-        requested = charge_micros(more)
-        ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)
-        hkey = self.keys.hold(lease_id)
-        ikey, digest = hkey, ""  # no key: the hold's stands in (extend.lua)
-        if idempotency_key is not None:
-            key = check_id("idempotency_key", idempotency_key, self._max_id)
-            ikey = self.keys.caller_idempotency(key)
-            digest = fingerprint("extend", lease_id, requested, ttl_ms)
-        now_ms = self._now_ms()
-        w = self._windows_at(now_ms)
-        expires = "" if ttl_ms is None else now_ms + ttl_ms
-        keys = (hkey, ikey)
-        args = (now_ms, w.day, w.month, requested, lease_id, digest, expires)
+        sent = self._extension("extend", lease_id, more, ttl_seconds, idempotency_key)
+        now_ms, requested, w = sent.args[0], sent.args[3], sent.windows
         # What is left of the plan's allowance counts as balance, as for a
         # reserve: "=" (no plan expected) unless the hold's user is known to
         # have one; the script names the user when not (lua/_allowance.lua).
@@ -107,6 +106,7 @@ class Extensions(Leases):
         plan = self._plan_fast(user, requested > 0 and self.config.enforce_balance)
         if plan is None:
             plan = await self._plan_arg(user, now_ms)
+        keys, args = sent.keys, sent.args
         reply = await self._store.run("extend", keys, args + (plan,))
         if reply[0] == Reply.STALE_PRICE:
             reply = await self._replan("extend", keys, args, user, now_ms, reply)
@@ -115,22 +115,78 @@ class Extensions(Leases):
             # (user and project come last, after a minute refusal's free_ms)
             user, project = text(reply[-2]), text(reply[-1])
             raise self._refusal(reply[:-2], user, project or None, requested, w)
-        if code == _CONFLICT:
-            raise IdempotencyConflictError(idempotency_key or "")
         if code not in (_OK, _REPLAYED):
-            if self._hold_users is not None:
+            if code != _CONFLICT and self._hold_users is not None:
                 self._hold_users.forget(lease_id)
-            raise LeaseStateError(lease_id, _STATES[code], "extend")
-        amount, expires_ms = text(reply[1]).split("|")
-        replayed = code == _REPLAYED
+            raise not_extended(code, lease_id, idempotency_key)
+        grown = extended(lease, lease_id, reply)
         if self._plan_cache is not None:  # (the answer names the hold's user)
-            self._hold_taken(lease_id, text(reply[2]), int(expires_ms), now_ms)
-        if isinstance(lease, Lease):
-            lease.amount_micros = int(amount)
-            lease.expires_ms = int(expires_ms)
-            lease.replayed = replayed
-            return lease
-        user, project = text(reply[2]), text(reply[3])
-        return Lease(
-            lease_id, user, project or None, int(amount), int(expires_ms), replayed
-        )
+            self._hold_taken(lease_id, text(reply[2]), grown.expires_ms, now_ms)
+        return grown
+
+    def _extension(
+        self,
+        operation: str,
+        lease_id: str,
+        more: Any,
+        ttl_seconds: int | None,
+        idempotency_key: str | None,
+    ) -> Extension:
+        """What an extend of ``lease_id`` by ``more`` sends (its ``operation``
+        names its fingerprint): the hold's key and the idempotency key (the
+        hold's again for none, as extend.lua takes it) and ARGV but what
+        follows the new expiry."""
+        requested = charge_micros(more)
+        ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)
+        hkey = self.keys.hold(lease_id)
+        ikey, digest = hkey, ""
+        if idempotency_key is not None:
+            key = check_id("idempotency_key", idempotency_key, self._max_id)
+            ikey = self.keys.caller_idempotency(key)
+            digest = fingerprint(operation, lease_id, requested, ttl_ms)
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        expires = "" if ttl_ms is None else now_ms + ttl_ms
+        args = (now_ms, w.day, w.month, requested, lease_id, digest, expires)
+        return Extension((hkey, ikey), args, w)
+
+
+class Extension(NamedTuple):
+    """What an extend sends (:meth:`Extensions._extension`)."""
+
+    #: the hold's key, the idempotency key
+    keys: tuple[str, str]
+    #: now_ms, day, month, requested, lease id, fingerprint, new expiry
+    args: tuple[Any, ...]
+    #: the windows of now_ms
+    windows: Windows
+
+
+def not_extended(code: int, lease_id: str, idempotency_key: str | None) -> Exception:
+    """Why an extend's script did not grow the hold, by its reply code: a
+    key reused with other arguments, or the lease's state."""
+    if code == _CONFLICT:
+        return IdempotencyConflictError(idempotency_key or "")
+    return LeaseStateError(lease_id, _STATES[code], "extend")
+
+
+def extended(
+    lease: Lease | str, lease_id: str, reply: Any, team: str | None = None
+) -> Lease:
+    """The lease after an extend's OK or REPLAYED answer ("amount|expires_ms",
+    the hold's user, its project): a :class:`Lease` given is updated in
+    place and returned, for an id a new one (on ``team``'s pool, if any)."""
+    amount, expires_ms = text(reply[1]).split("|")
+    replayed = reply[0] == _REPLAYED
+    if isinstance(lease, Lease):
+        lease.amount_micros = int(amount)
+        lease.expires_ms = int(expires_ms)
+        lease.replayed = replayed
+        return lease
+    user, project = text(reply[2]), text(reply[3])
+    grown = Lease(
+        lease_id, user, project or None, int(amount), int(expires_ms), replayed
+    )
+    if team is not None:
+        grown.team_id = team
+    return grown

@@ -131,6 +131,8 @@ class DeductFixedRequest(BaseModel):
     user_id: Id
     job: JobName
     project_id: Id | None = None
+    #: charge this team's shared pool (the user must be a member)
+    team_id: Id | None = None
     idempotency_key: Id | None = None
     metadata: Metadata | None = None
 

@@ -24,14 +24,18 @@ _NOT_MEMBER = {"model": Problem, "description": "the user is not the team's memb
 _NO_TEAM = {"model": Problem, "description": "no such team"}
 
 
+#: a charge's answers, a team's included
+_CHARGE_RESPONSES = {
+    **responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    403: _NOT_MEMBER,
+    404: _NO_TEAM,
+}
+
+
 @router.post(
     "/v1/deduct",
     response_model=DeductResponse,
-    responses={
-        **responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
-        403: _NOT_MEMBER,
-        404: _NO_TEAM,
-    },
+    responses=_CHARGE_RESPONSES,
     openapi_extra=request_body(DeductRequest),
     tags=["credits"],
 )
@@ -61,14 +65,14 @@ async def deduct(request: Request) -> DeductResponse:
 @router.post(
     "/v1/deduct/fixed",
     response_model=DeductResponse,
-    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    responses=_CHARGE_RESPONSES,
     openapi_extra=request_body(DeductFixedRequest),
     tags=["credits"],
 )
 async def deduct_fixed(request: Request) -> DeductResponse:
     """Charge the active price book's fixed price of ``job``, as
-    ``/v1/deduct`` charges (422 when no book is active or it prices no such
-    job)."""
+    ``/v1/deduct`` charges, ``team_id``'s pool included (422 when no book is
+    active or it prices no such job)."""
     req = await read_body(request, DeductFixedRequest)
     result = await metrics_of(request).admit(
         "deduct_fixed",
@@ -78,6 +82,7 @@ async def deduct_fixed(request: Request) -> DeductResponse:
             req.project_id,
             req.idempotency_key,
             req.metadata,
+            team_id=req.team_id,
         ),
     )
     return DeductResponse.of(result)

@@ -1,6 +1,7 @@
 """A lease after its reserve: ``POST /v1/extend`` tops it up (an admission:
-429 when refused), ``POST /v1/settle`` charges its actual cost (a fact),
-``POST /v1/release`` voids it. An illegal transition is a 409."""
+429 when refused, 403 for a team lease of a removed member),
+``POST /v1/settle`` charges its actual cost (a fact), ``POST /v1/release``
+voids it. An illegal transition is a 409."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from spendgate.server.responses import (
 from spendgate.server.schemas import (
     ExtendRequest,
     LeaseResponse,
+    Problem,
     ReleaseRequest,
     ReleaseResponse,
     SettleRequest,
@@ -25,19 +27,29 @@ from spendgate.server.schemas import (
 
 router = APIRouter()
 
+_NOT_MEMBER = {
+    "model": Problem,
+    "description": "a team lease whose user is no longer the team's member",
+}
+
 
 @router.post(
     "/v1/extend",
     response_model=LeaseResponse,
-    responses=responses(401, 408, 413, 422, 503, _409=LEASE_CONFLICT, _429=REFUSED),
+    responses={
+        **responses(401, 408, 413, 422, 503, _409=LEASE_CONFLICT, _429=REFUSED),
+        403: _NOT_MEMBER,
+    },
     openapi_extra=request_body(ExtendRequest),
     tags=["leases"],
 )
 async def extend(request: Request) -> LeaseResponse:
     """Top a live lease up by ``more`` (its ``amount`` is the new total);
-    429 when a cap or the balance would be passed (nothing changes), 409
-    when the lease is settled, released, expired or unknown, or the
-    idempotency key was used with other arguments."""
+    429 when a cap or the balance would be passed (a team lease's: the
+    user's caps, the member's caps on the team or the pool; nothing
+    changes), 403 for a team lease whose user is no longer the team's
+    member, 409 when the lease is settled, released, expired or unknown,
+    or the idempotency key was used with other arguments."""
     req = await read_body(request, ExtendRequest)
     lease = await metrics_of(request).admit(
         "extend",
