@@ -6,7 +6,7 @@ are replayed from the spool (the switchable clients of
 ``tests/test_spool.py``); each crossing must be written exactly once.
 
 Switch: the scripts of a deployment with no cap actions and no low balance
-amount carry none of their lines (``spendgate.core.scripts.HOOKS``): each
+amount carry none of their lines (``spendgate.core.hooks.HOOKS``): each
 script is its files with every tagged line gone, byte for byte, and names
 none of the hooks' constants; with the hooks on, their helpers are linked.
 """

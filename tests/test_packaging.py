@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from spendgate.core.hooks import with_hooks
 from spendgate.core.scripts import (
     LIBRARIES,
     SCRIPT_CONSTANTS,
@@ -18,7 +19,6 @@ from spendgate.core.scripts import (
     configured_source,
     lua_dir,
     script_source,
-    with_hooks,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_checkout_finds_every_script() -> None:
     for name in SCRIPT_NAMES:
         assert (folder / f"{name}.lua").is_file()
         source = script_source(name)
-        # (the lines of hooks that are off gone: spendgate.core.scripts.HOOKS)
+        # (the lines of hooks that are off gone: spendgate.core.hooks.HOOKS)
         body = with_hooks((folder / f"{name}.lua").read_bytes(), frozenset())
         assert source.endswith(body)
         assert b"-- KEYS[1]" in source  # the contract header is there

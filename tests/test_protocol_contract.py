@@ -19,10 +19,10 @@ from typing import Any, get_args
 import pytest
 
 from spendgate import BudgetConfig, BudgetManager, SpendgateError
+from spendgate.core.hooks import HOOKS
 from spendgate.core.operations import OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import WINDOW_NAMES, Reply, WindowCode, WindowName
 from spendgate.core.scripts import (
-    HOOKS,
     LIBRARIES,
     PROTOCOL_CONSTANTS,
     SCRIPT_CONSTANTS,
@@ -52,7 +52,7 @@ def _without_comments(source: bytes) -> bytes:
 def test_every_constant_a_script_names_is_handed_to_it(
     operation: str, hooked: bool
 ) -> None:
-    # (with every hook's lines too: spendgate.core.scripts.HOOKS)
+    # (with every hook's lines too: spendgate.core.hooks.HOOKS)
     hooks = frozenset(HOOKS) if hooked else frozenset()
     code = _without_comments(script_source(operation, LIBRARIES, hooks))
     named = {m.decode() for m in _CONSTANT.findall(code)}

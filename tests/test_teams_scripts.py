@@ -13,10 +13,10 @@ import re
 
 import pytest
 
+from spendgate.core.hooks import HOOKS
 from spendgate.core.keys import KEY_PARTS, Keys
 from spendgate.core.operations import OPERATIONS
 from spendgate.core.scripts import (
-    HOOKS,
     LIBRARIES,
     SCRIPT_CONSTANTS,
     configured_source,

@@ -28,7 +28,7 @@ class Operation(NamedTuple):
     fact: bool = False
     #: what each ARGV after :attr:`args` is: arguments sent only with the
     #: feature that reads them on (the script's lines that read them are
-    #: dropped otherwise: see spendgate.core.scripts.HOOKS)
+    #: dropped otherwise: see spendgate.core.hooks.HOOKS)
     hooked: tuple[str, ...] = ()
 
 
