@@ -495,3 +495,23 @@ async def test_a_scripts_own_event_reaches_its_handler(make_budget: MakeBudget) 
         "monthly",
     )
     assert event.data["feature"] == "image_gen" and event.data["used"] == 3
+
+
+async def test_the_streams_deleted_under_a_blocked_dispatcher_are_read_again(
+    make_budget: MakeBudget, redis_client: aioredis.Redis
+) -> None:
+    # (Redis 7 answers a read blocked on a stream that is deleted with
+    # "UNBLOCKED the stream key no longer exists"; with no group left, the
+    # next read is NOGROUP: both mean "make the groups again", never "stop")
+    budget = make_budget()
+    got: list[Event] = []
+    budget.events.on("credits.deducted", got.append)
+    await budget.record_spend("ada", "0.25")
+    await until(lambda: len(got) == 1, "the first event")
+    await asyncio.sleep(0.05)  # (the dispatcher blocks on the streams again)
+    await redis_client.delete(budget.keys.ledger, budget.keys.events)
+    second = await budget.record_spend("ada", "0.50")
+    await until(lambda: len(got) == 2, "the event after the streams were deleted")
+    assert got[1].id == second.entry_id
+    task = budget._dispatch_task
+    assert task is not None and not task.done()

@@ -56,6 +56,20 @@ def _honour_lost_cancel() -> None:
         raise asyncio.CancelledError
 
 
+def _stream_deleted(exc: redis_errors.ResponseError) -> bool:
+    """A stream read from was deleted: its group is gone (``NOGROUP``), or it
+    went while the read was blocked on it (Redis 7 answers the blocked read
+    ``UNBLOCKED the stream key no longer exists``; the embedded store, that
+    XREADGROUP "requires the key to exist"). The groups are made again and
+    reading goes on."""
+    text = str(exc)
+    return (
+        "NOGROUP" in text
+        or text.startswith("UNBLOCKED")
+        or "requires the key to exist" in text
+    )
+
+
 def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -184,9 +198,9 @@ class EventDispatcher:
                     failures += 1
                     self._recover = True
                     if isinstance(exc, redis_errors.ResponseError):
-                        if "NOGROUP" not in str(exc):
+                        if not _stream_deleted(exc):
                             raise
-                        self.streams.groups_lost()  # a stream was deleted
+                        self.streams.groups_lost()
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     delay = min(30.0, 0.1 * 2 ** min(failures, 10))
                     logger.warning(
