@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from spendgate.config import BudgetConfig
-from spendgate.core.keys import Keys
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
+from spendgate.core.shards import keys_for
 from spendgate.core.store import ClientState, make_store
 from spendgate.durability.replay import Replayer
 from spendgate.ops.adjust import Corrections
@@ -89,7 +89,7 @@ class BudgetManager(
         self._pricing: Pricing | None = None
         self._books = {}
         self._active = None
-        self.keys = Keys(cfg.key_prefix)
+        self.keys = keys = keys_for(cfg.key_prefix, cfg.cluster_buckets)
         self._max_id = cfg.max_id_length
         self._max_meta = cfg.max_metadata_bytes
         self._retention_ms = cfg.counter_retention_seconds * 1000
@@ -100,7 +100,8 @@ class BudgetManager(
         # The configuration is part of the scripts, not of each call's
         # arguments (see spendgate.core.scripts.configured_source).
         constants = {
-            "BASE": self.keys.base,
+            # (sharded: each call's keys are its first key's bucket's)
+            "BASE": "" if cfg.cluster_buckets > 1 else keys.base,
             "ENFORCE_BALANCE": "1" if cfg.enforce_balance else "0",
             "MIN_BALANCE": str(signed_micros(cfg.min_balance)),
             "PURGE_MAX": str(cfg.expired_holds_purged_per_call),

@@ -83,6 +83,14 @@ class StoreSettings(BaseModel):
     #: followed through MOVED and ASK), with its own pool and pipelining per
     #: node; a node that does not answer is unavailable for its keys only
     redis_cluster: bool = False
+    #: spread the keys over this many buckets of users, each its own hash
+    #: tag (``{sg:<bucket>}``), so a Redis Cluster's masters share the work;
+    #: 1 keeps every key under ``{sg}`` (one slot). A user's caps stay
+    #: exact; project and global caps, teams and per-model caps of projects
+    #: or the global scope cannot be decided in one bucket, and a sharded
+    #: deployment refuses them (:mod:`spendgate.core.shards`). Fixed for the
+    #: life of a deployment's keys.
+    cluster_buckets: int = Field(default=1, ge=1, le=1024)
 
     @field_validator("key_prefix")
     @classmethod

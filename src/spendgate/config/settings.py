@@ -14,6 +14,7 @@ import os
 from decimal import Decimal
 from typing import Any
 
+from pydantic import model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -24,6 +25,7 @@ from pydantic_settings import (
 from spendgate.config.events import EventSettings
 from spendgate.config.redact import redact_url, redact_webhook_url
 from spendgate.config.sections import (
+    DEFAULT_CAPS,
     CapSettings,
     CreditSettings,
     DurabilitySettings,
@@ -141,6 +143,24 @@ class BudgetConfig(
                 value = values.pop(old)
                 values.setdefault(new, value)
         super().__init__(**values)
+
+    @model_validator(mode="after")
+    def _one_bucket_decides(self) -> BudgetConfig:
+        # Sharded, a call runs in its user's bucket: no bucket sees a
+        # project's or the platform's whole spend (spendgate.core.shards).
+        if self.cluster_buckets > 1:
+            shared = [
+                field
+                for scope, _, field in DEFAULT_CAPS
+                if scope != "user" and getattr(self, field) is not None
+            ]
+            if shared:
+                raise ValueError(
+                    f"cluster_buckets={self.cluster_buckets} decides each call in"
+                    " its user's bucket, so project and global caps cannot be"
+                    f" kept: set {', '.join(shared)} to None (user caps stay exact)"
+                )
+        return self
 
     def describe(self) -> dict[str, Any]:
         """The settings with secrets redacted, for logs and ``spendgate config``."""

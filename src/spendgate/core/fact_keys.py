@@ -23,7 +23,8 @@ def fact_keys(
     :raise KeyError: an argument the keys are made of is missing
     """
     if operation == "settle":
-        return (keys.hold(str(args["lease"])),)
+        lease = str(args["lease"])
+        return (keys.of_id(lease).hold(lease),)
     if operation == "team_settle":
         team = str(args["team"])
         team_keys = keys.team_keys(team, str(args["day"]), str(args["month"]))
@@ -38,11 +39,10 @@ def fact_keys(
         "team_refund",
     ):
         raise ValueError(f"not a fact operation: {operation!r}")
-    key = str(args["idempotency_key"])
+    key, entry = str(args["idempotency_key"]), str(args["entry"])
+    bucket = keys.of_id(entry)  # (a fact's entry id names its bucket)
     first = (
-        keys.caller_idempotency(key)
-        if key
-        else keys.generated_idempotency(str(args["entry"]))
+        bucket.caller_idempotency(key) if key else bucket.generated_idempotency(entry)
     )
     if operation in ("record", "credit", "refund", "adjust"):
         return (first,)

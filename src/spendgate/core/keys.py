@@ -2,8 +2,10 @@
 
 Every key of a deployment starts with ``"<key_prefix>:{sg}:"``: the prefix
 separates deployments sharing one Redis, the ``{sg}`` hash tag keeps all of a
-deployment's keys on one cluster slot (every call touches the global scope,
-so they could not be spread anyway). Ids are always the last part of a key,
+deployment's keys on one cluster slot. A sharded deployment
+(``cluster_buckets``: :mod:`spendgate.core.shards`) has one such base per
+bucket of users, ``"<key_prefix>:{sg:<bucket>}:"``, and the layout below
+each is the same. Ids are always the last part of a key,
 after a fixed-format structural part, so no id can alias another's key.
 
 The scripts build the keys they touch from the same parts: they receive
@@ -189,8 +191,8 @@ class Keys:
         "plans_rev",
     )
 
-    def __init__(self, key_prefix: str) -> None:
-        self.base = f"{key_prefix}:{{sg}}:"
+    def __init__(self, key_prefix: str, tag: str = "sg") -> None:
+        self.base = f"{key_prefix}:{{{tag}}}:"
         #: pending leases scored by expiry (ms)
         self.holds = self.base + _K["HOLDS"]
         #: no pending lease expires before this time (ms): nothing to purge
@@ -211,6 +213,31 @@ class Keys:
         self.plans = self.base + _K["PLANS"]
         #: bumped by every set_plan: instances reload the plans when it moves
         self.plans_rev = self.base + _K["PLANS_REV"]
+
+    # -- shards: one deployment's keys are all here (spendgate.core.shards
+    # spreads them over buckets of users, each a Keys of its own)
+
+    def of(self, user_id: str) -> Keys:
+        """The keys of ``user_id``'s bucket: these."""
+        return self
+
+    def of_id(self, some_id: str) -> Keys:
+        """The keys of the bucket a lease or entry id was made in: these."""
+        return self
+
+    def id_for(self, new_id: str, user_id: str) -> str:
+        """A fresh lease or entry id for ``user_id``: ``new_id`` as it is."""
+        return new_id
+
+    def id_like(self, new_id: str, other_id: str) -> str:
+        """A fresh id for the bucket ``other_id`` was made in (a refund's,
+        in its charge's): ``new_id`` as it is."""
+        return new_id
+
+    def buckets(self) -> tuple[Keys, ...]:
+        """Every bucket's keys (their ledger and events streams, holds and
+        grant expiries): these only."""
+        return (self,)
 
     def flusher(self, consumer: str) -> str:
         """One flusher's heartbeat: present while it is alive."""

@@ -193,6 +193,7 @@ OPERATIONS: dict[str, Operation] = {
     "pricing_activate": Operation(
         ("active",), ("version",), frozenset({Reply.OK, Reply.UNKNOWN_VERSION})
     ),
+    "pricing_mirror": Operation(("active",), ("version",), frozenset({Reply.OK})),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),

@@ -49,7 +49,8 @@ DEFAULT_CAP_CONSTANTS = tuple(
 )
 
 #: the configuration every script starts with, as Lua constants (their
-#: meanings are in ``lua/_lib.lua``), in this order
+#: meanings are in ``lua/_lib.lua``; ``BASE`` is ``""`` on a sharded
+#: deployment: see :func:`configured_source`), in this order
 SCRIPT_CONSTANTS = (
     "BASE",
     "ENFORCE_BALANCE",
@@ -210,6 +211,9 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
         **{name.encode(): _lua_literal(constants[name]) for name in SCRIPT_CONSTANTS},
     }
     source = script_source(name, linked_libraries(constants), hooks_on(constants))
+    if not constants["BASE"]:  # sharded: each call's base is its first key's
+        del values[b"BASE"]
+        source = _BASE_OF_FIRST_KEY + source
     code = _COMMENT.sub(b"", source)
     code = _CONSTANT_NAME.sub(lambda m: values.get(m.group(), m.group()), code)
     joined = _ADJACENT_LITERALS.sub(rb"'\1\2'", code)
@@ -217,6 +221,11 @@ def configured_source(name: str, constants: Mapping[str, str]) -> bytes:
         code, joined = joined, _ADJACENT_LITERALS.sub(rb"'\1\2'", joined)
     return code
 
+
+#: a sharded deployment's scripts start with it (spendgate.core.shards):
+#: the keys' base is the first key's, up to the end of its hash tag (a key
+#: prefix has no braces), so every key a call builds is in that key's slot
+_BASE_OF_FIRST_KEY = b"local BASE = string.match(KEYS[1], '^[^{]*{[^}]*}:')\n"
 
 #: a name that may be a constant's (constants are upper case)
 _CONSTANT_NAME = re.compile(rb"\b[A-Z][A-Z0-9_]*\b")

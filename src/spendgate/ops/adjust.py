@@ -119,7 +119,9 @@ class Corrections(LimitsAndUsage, Facts):
         period, label, ttl_ms = self._adjusted_window(
             window, now_ms, None if at is None else _moment_ms(at)
         )
-        entry_id = new_id(now_ms)
+        # (sharded: a project's or the platform's counters are the sum of
+        # every bucket's, and its adjustment goes to the bucket of its id)
+        entry_id = self.keys.id_for(new_id(now_ms), sid)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         digest = (
             fingerprint("adjust", kind, sid, micros, window, period, metadata)

@@ -72,7 +72,7 @@ class Admission(Operations):
         requested = charge_micros(estimated_cost)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)
-        keys = (self.keys.balance(user_id),)
+        keys = (self.keys.of(user_id).balance(user_id),)
         args = (now_ms, w.day, w.month, requested, user_id, project or "")
         tail: tuple[Any, ...] = ()
         if self._model_caps:

@@ -73,7 +73,7 @@ class Credits(Facts):
         priority = _priority(priority)
         kind = _grant_kind(kind)
         meta = _grant_metadata(metadata, kind, priority, expires_ms, self._max_meta)
-        entry_id = new_id(now_ms)
+        entry_id = self.keys.id_for(new_id(now_ms), user_id)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         expiry = "" if expires_ms is None else expires_ms
         args = (
@@ -104,7 +104,7 @@ class Credits(Facts):
         user_id = user_id_of(user_id, self._max_id)
         reply = await self._store.run(
             "balance",
-            (self.keys.balance(user_id),),
+            (self.keys.of(user_id).balance(user_id),),
             (self._now_ms(), user_id, GRANTS_LISTED),
         )
         raw, counted, held = reply[0], int(reply[1]), int(reply[2])
@@ -139,18 +139,20 @@ class Credits(Facts):
             raise InvalidArgumentError("batch must be a positive integer")
         now_ms = self._now_ms()
         count = amount = 0
-        users = grants = 0
-        while True:
-            reply = await self._store.run(
-                "grants_sweep",
-                (self.keys.grants_due,),
-                (now_ms, "1" if dry_run else "0", users, grants, batch),
-            )
-            count += int(reply[0])
-            amount += int(reply[1])
-            if int(reply[2]):
-                break
-            users, grants = int(reply[3]), int(reply[4])
+        # (sharded: each bucket keeps its own users' next expiries)
+        for keys in self.keys.buckets():
+            users = grants = 0
+            while True:
+                reply = await self._store.run(
+                    "grants_sweep",
+                    (keys.grants_due,),
+                    (now_ms, "1" if dry_run else "0", users, grants, batch),
+                )
+                count += int(reply[0])
+                amount += int(reply[1])
+                if int(reply[2]):
+                    break
+                users, grants = int(reply[3]), int(reply[4])
         return SweepReport(count, from_micros(amount), dry_run)
 
 

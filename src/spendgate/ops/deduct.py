@@ -206,7 +206,7 @@ class Deductions(DeductPricing, Leases, Facts):
                 now_ms,
                 self._retention_ms - now_ms,
             )
-        entry_id = new_id(now_ms)
+        entry_id = self.keys.id_for(new_id(now_ms), user)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
@@ -225,7 +225,8 @@ class Deductions(DeductPricing, Leases, Facts):
             check,
         )
         # no key: the charge's refund record stands in (see deduct.lua)
-        ikey = self.keys.caller_idempotency(key) if key else self.keys.charge(entry_id)
+        keys = self.keys.of(user)
+        ikey = keys.caller_idempotency(key) if key else keys.charge(entry_id)
         reply = await self._store.run("deduct", (ikey,), args)
         code = reply[0]
         if code == Reply.STALE_PRICE:

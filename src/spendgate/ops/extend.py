@@ -138,11 +138,12 @@ class Extensions(Leases):
         follows the new expiry."""
         requested = charge_micros(more)
         ttl_ms = None if ttl_seconds is None else self._lease_ttl_ms(ttl_seconds)
-        hkey = self.keys.hold(lease_id)
+        keys = self.keys.of_id(lease_id)
+        hkey = keys.hold(lease_id)
         ikey, digest = hkey, ""
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
-            ikey = self.keys.caller_idempotency(key)
+            ikey = keys.caller_idempotency(key)
             digest = fingerprint(operation, lease_id, requested, ttl_ms)
         now_ms = self._now_ms()
         w = self._windows_at(now_ms)

@@ -42,10 +42,11 @@ class Facts(Operations):
     ) -> tuple[str, str]:
         """The caller's key (checked) and its record's Redis key; a fact
         without one is keyed by its entry id (key ``""``)."""
+        keys = self.keys.of_id(entry_id)  # (its bucket: the call's)
         if idempotency_key is None:
-            return "", self.keys.generated_idempotency(entry_id)
+            return "", keys.generated_idempotency(entry_id)
         key = check_id("idempotency_key", idempotency_key, self._max_id)
-        return key, self.keys.caller_idempotency(key)
+        return key, keys.caller_idempotency(key)
 
     async def record_spend(
         self,
@@ -78,7 +79,7 @@ class Facts(Operations):
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
+        entry_id = self.keys.id_for(new_id(now_ms), user_id)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         # A generated key is this call's own: only a replay of this very call
         # (the spool's) can meet it, so there is nothing to compare.

@@ -51,7 +51,8 @@ class Features(Plans):
         _, plans = await self._plans_in_force()
         cache = self._plans()
         guess = cache.guess(user)
-        plan_key = self.keys.user_plan(user)
+        keys = self.keys.of(user)
+        plan_key = keys.user_plan(user)
         for _ in range(_ATTEMPTS):
             now_ms = self._now_ms()
             pid, plan, limit = _feature_of(guess, plans, name)
@@ -60,7 +61,7 @@ class Features(Plans):
                 counter, mode = plan_key, ""
             else:
                 code = period_code(limit.period, window.start_ms)
-                counter, mode = self.keys.feature_use(user, code), "h"
+                counter, mode = keys.feature_use(user, code), "h"
             reply = await self._store.run(
                 "plan_read", (plan_key, counter), (mode, "c:" + name if mode else "")
             )
@@ -140,10 +141,11 @@ class Features(Plans):
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """The KEYS and ARGV of ``use_feature.lua``; without a window (not
         limited, or not the plan's) the script checks the plan only."""
-        plan_key = self.keys.user_plan(user)
+        bucket = self.keys.of(user)
+        plan_key = bucket.user_plan(user)
         digest = fingerprint("use_feature", user, name) if key else ""
         # no key: the plan key stands in (see use_feature.lua's KEYS[1])
-        ikey = self.keys.caller_idempotency(key) if key else plan_key
+        ikey = bucket.caller_idempotency(key) if key else plan_key
         if limit is None or window is None:
             keys = (ikey, plan_key, plan_key)  # (the third is not touched)
             return keys, (now_ms, digest, user, name, guess, "", "", "", 0, "")
@@ -152,9 +154,7 @@ class Features(Plans):
             f'{{"feature":{json.dumps(name)},"max_calls":{limit.max_calls},'
             f'"period_start":"{start}","used":'
         )
-        counter = self.keys.feature_use(
-            user, period_code(limit.period, window.start_ms)
-        )
+        counter = bucket.feature_use(user, period_code(limit.period, window.start_ms))
         ttl_ms = window.end_ms + self._retention_ms - now_ms
         args = (
             now_ms,

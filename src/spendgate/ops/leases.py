@@ -98,11 +98,12 @@ class Leases(Admission):
         requested = charge_micros(amount)
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
         now_ms = self._now_ms()
-        lease_id = new_id(now_ms)
-        ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
+        lease_id = self.keys.id_for(new_id(now_ms), user_id)
+        keys = self.keys.of(user_id)
+        ikey, digest = keys.hold(lease_id), ""  # no key: the hold's stands in
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
-            ikey = self.keys.caller_idempotency(key)
+            ikey = keys.caller_idempotency(key)
             digest = fingerprint("reserve", user_id, project, requested, ttl_ms)
             if model is not None:
                 digest = fingerprint(digest, model)
@@ -186,11 +187,12 @@ class Leases(Admission):
             raise InvalidArgumentError("min_amount is above max_amount")
         ttl_ms = self._lease_ttl_ms(ttl_seconds)
         now_ms = self._now_ms()
-        lease_id = new_id(now_ms)
-        ikey, digest = self.keys.hold(lease_id), ""  # no key: the hold's stands in
+        lease_id = self.keys.id_for(new_id(now_ms), user_id)
+        keys = self.keys.of(user_id)
+        ikey, digest = keys.hold(lease_id), ""  # no key: the hold's stands in
         if idempotency_key is not None:
             key = check_id("idempotency_key", idempotency_key, self._max_id)
-            ikey = self.keys.caller_idempotency(key)
+            ikey = keys.caller_idempotency(key)
             digest = fingerprint("upto", user_id, project, least, most, ttl_ms)
             if model is not None:
                 digest = fingerprint(digest, model)
@@ -303,7 +305,7 @@ class Leases(Admission):
         model_name = None if model is None else check_model(model)
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
-        entry_id = new_id(now_ms)
+        entry_id = self.keys.id_like(new_id(now_ms), lease_id)
         args = self._fact_head(now_ms, amount) + (
             entry_id,
             model_name or "",
@@ -321,7 +323,7 @@ class Leases(Admission):
         plan = self._plan_fast(user)
         if plan is None:
             plan = await self._plan_arg(user, now_ms)
-        keys = (self.keys.hold(lease_id),)
+        keys = (self.keys.of_id(lease_id).hold(lease_id),)
 
         def info() -> dict[str, Any]:
             return {"kind": "settle", "entry": entry_id, "lease": lease_id}
@@ -353,7 +355,7 @@ class Leases(Admission):
                 return await self._team_release(lease_id, team)
         lease_id = check_id("lease_id", lease_id, self._max_id)
         reply = await self._store.run(
-            "release", (self.keys.hold(lease_id),), (lease_id,)
+            "release", (self.keys.of_id(lease_id).hold(lease_id),), (lease_id,)
         )
         if self._hold_users is not None:  # (the hold has ended)
             self._hold_users.forget(lease_id)

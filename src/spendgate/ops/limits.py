@@ -17,12 +17,14 @@ from spendgate.core.ids import (
     check_optional_id,
     user_id_of,
 )
+from spendgate.core.keys import Keys
 from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
 from spendgate.core.windows import Windows, from_ms
-from spendgate.errors import InvalidArgumentError, Scope
+from spendgate.errors import ConfigurationError, InvalidArgumentError, Scope
 from spendgate.models import Limits, ModelUsage, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
+from spendgate.ops.bucket_usage import with_other_buckets
 from spendgate.ops.cap_actions import decode_action, encode_action
 
 
@@ -54,6 +56,20 @@ class LimitsAndUsage(Operations):
             )
         name = "user_id" if scope == "user" else "project_id"
         return scope, check_id(name, scope_id, self._max_id)
+
+    def _capped_keys(self, scope: Scope, scope_id: str) -> Keys:
+        """Where one entity's caps are kept: a user's in the user's bucket;
+        a project's or the platform's nowhere on a sharded deployment (no
+        bucket sees its whole spend: spendgate.core.shards)."""
+        if scope == "user":
+            return self.keys.of(scope_id)
+        if self.config.cluster_buckets > 1:
+            raise ConfigurationError(
+                f"{scope} caps cannot be kept with cluster_buckets="
+                f"{self.config.cluster_buckets}: each call is decided in its"
+                " user's bucket, which sees only its own users' spend"
+            )
+        return self.keys
 
     async def set_limits(
         self,
@@ -131,7 +147,9 @@ class LimitsAndUsage(Operations):
                 encoded.append(str(limit_micros(value)))
         encoded.append(part)
         reply = await self._store.run(
-            "set_limits", (self.keys.limits(kind, sid),), tuple(encoded)
+            "set_limits",
+            (self._capped_keys(kind, sid).limits(kind, sid),),
+            tuple(encoded),
         )
         return self._limits(kind, sid, reply)
 
@@ -164,7 +182,7 @@ class LimitsAndUsage(Operations):
             return await self._set_model_limits(kind, sid, model, None, None)
         reply = await self._store.run(
             "set_limits",
-            (self.keys.limits(kind, sid),),
+            (self._capped_keys(kind, sid).limits(kind, sid),),
             (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1),
         )
         return self._limits(kind, sid, reply)
@@ -187,7 +205,7 @@ class LimitsAndUsage(Operations):
         ]
         reply = await self._store.run(
             "set_limits",
-            (self.keys.model_limits(scope, scope_id, name),),
+            (self._capped_keys(scope, scope_id).model_limits(scope, scope_id, name),),
             (*encoded, LIMIT_KEEP, LIMIT_KEEP, LIMIT_KEEP),
         )
         daily_cap, monthly_cap = (None if v is None else int(v) for v in reply[:2])
@@ -260,7 +278,8 @@ class LimitsAndUsage(Operations):
         args: tuple[Any, ...] = (now_ms, w.day, w.month, user_id, project or "")
         if name is not None:
             args += (name,)
-        reply = await self._store.run("usage", (self.keys.balance(user_id),), args)
+        own = self.keys.of(user_id)
+        reply = await self._store.run("usage", (own.balance(user_id),), args)
         scopes: list[tuple[str, str | None]] = [("user", user_id)]
         if project is not None:
             scopes.append(("project", project))
@@ -268,6 +287,11 @@ class LimitsAndUsage(Operations):
         usage = {}
         # (with cap actions, each scope's action part comes thirteenth)
         width = 13 if self.config.cap_actions else 12
+        if own is not self.keys:  # sharded: every bucket spends for the others
+            shape = (len(scopes), width, name is not None)
+            reply = await with_other_buckets(
+                self._store, self.keys, own, (user_id, args, reply), shape
+            )
         models = reply[width * len(scopes) :]
         for i, (scope, scope_id) in enumerate(scopes):
             raw = reply[i * width : i * width + 12]

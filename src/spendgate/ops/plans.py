@@ -135,7 +135,7 @@ class Plans(PriceBooks):
         now_ms = self._now_ms()
         assignment = f"{now_ms}|{pid}"
         await self._store.run(
-            "plan_assign", (self.keys.user_plan(user),), (assignment,)
+            "plan_assign", (self.keys.of(user).user_plan(user),), (assignment,)
         )
         self._plans().remember(user, assignment)
         return _user_plan(user, pid, plan, now_ms, now_ms, 0)
@@ -145,7 +145,7 @@ class Plans(PriceBooks):
         from then on); ``False`` when the user had none."""
         user = user_id_of(user_id, self._max_id)
         reply = await self._store.run(
-            "plan_assign", (self.keys.user_plan(user),), ("",)
+            "plan_assign", (self.keys.of(user).user_plan(user),), ("",)
         )
         self._plans().remember(user, "")
         return reply[0] is not None
@@ -158,18 +158,19 @@ class Plans(PriceBooks):
         engine, plans = await self._plans_in_force()
         cache = self._plans()
         guess = cache.guess(user)
+        keys = self.keys.of(user)
         for _ in range(_ATTEMPTS):
             now_ms = self._now_ms()
             parts = split_assignment(guess)
             if parts is None:
-                counter, mode = self.keys.user_plan(user), ""
+                counter, mode = keys.user_plan(user), ""
             else:
                 plan = plans.get(parts[1])
                 period = "monthly" if plan is None else plan.period
                 start = cycle_at(parts[0], period, now_ms).start_ms
-                counter, mode = self.keys.allowance(user, start), "s"
+                counter, mode = keys.allowance(user, start), "s"
             reply = await self._store.run(
-                "plan_read", (self.keys.user_plan(user), counter), (mode, "")
+                "plan_read", (keys.user_plan(user), counter), (mode, "")
             )
             found = "" if reply[0] is None else text(reply[0])
             if found != guess:  # another plan than expected: read its counter

@@ -11,6 +11,7 @@ charge is always priced by the version active when it is made.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -97,6 +98,7 @@ class PriceBooks(Operations):
         version = int(reply[1])
         self._books[version] = engine
         if activate:
+            await self._mirror_active(version)
             self._remember_active(version, engine)
         return version
 
@@ -111,7 +113,32 @@ class PriceBooks(Operations):
         )
         if reply[0] == Reply.UNKNOWN_VERSION:
             raise InvalidArgumentError(f"no price book version {number}")
+        await self._mirror_active(number)
         self._remember_active(number, await self._book(number))
+
+    async def _mirror_active(self, version: int) -> None:
+        """On a sharded deployment, copy the active version to every bucket
+        (each deduct checks its bucket's copy: lua/pricing_mirror.lua), until
+        the root's is the one copied (an activation racing this one copies
+        its own too). A bucket that does not answer fails the activation,
+        which, run again, copies it then; meanwhile that bucket's deducts
+        are refused as priced with a stale book."""
+        buckets = self.keys.buckets()
+        if buckets[0] is self.keys:
+            return
+        while True:
+            await asyncio.gather(
+                *(
+                    self._store.run("pricing_mirror", (k.price_active,), (version,))
+                    for k in buckets
+                )
+            )
+            reply = await self._store.run(
+                "pricing_get", (self.keys.price_active,), ("",)
+            )
+            if reply[0] is None or int(reply[0]) == version:
+                return
+            version = int(reply[0])
 
     async def get_pricing(self, version: int | None = None) -> PriceBookVersion | None:
         """One version, with its book (by default the active one).

@@ -83,7 +83,7 @@ class Refunds(Facts):
         micros = _refund_micros(amount)
         meta = _reason_metadata(reason, self._max_meta)
         now_ms = self._now_ms()
-        entry = new_id(now_ms)
+        entry = self.keys.id_like(new_id(now_ms), charge_id)  # (its bucket)
         key, ikey = self._idempotency(idempotency_key, entry)
         wanted = "" if micros is None else micros
         args = (

@@ -164,12 +164,12 @@ class Transactions(Operations):
         assert redis is not None
         found: list[Transaction] = []
         wanted = user.encode()
+        ledger = self.keys.of(user).ledger  # (sharded: the user's bucket's)
         cursor, scanned = "+", 0
         while scanned < STREAM_SCAN_MAX:
             try:
                 page: list[Any] = (
-                    await redis.xrevrange(self.keys.ledger, cursor, "-", count=_PAGE)
-                    or []
+                    await redis.xrevrange(ledger, cursor, "-", count=_PAGE) or []
                 )
             except UNAVAILABLE_ERRORS as exc:
                 raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
