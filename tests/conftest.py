@@ -116,8 +116,9 @@ async def redis_client(
 
     The ``cluster`` backend (tests/test_cluster_core.py) is redis-py's
     ``RedisCluster`` on the session's test cluster, through a master that
-    does not own spendgate's slot."""
-    if backend == "cluster":
+    does not own spendgate's slot; ``sharded-cluster`` is the same client
+    (tests/test_shards_contract.py), ``sharded`` the real Redis's."""
+    if backend in ("cluster", "sharded-cluster"):
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         client = cast(
             aioredis.Redis,
@@ -125,7 +126,7 @@ async def redis_client(
                 cluster.url(cluster.not_owning()), socket_timeout=5
             ),
         )
-    elif backend == "redis":
+    elif backend in ("redis", "sharded"):
         reason = real_redis_available()
         if reason:
             service_missing("Redis", reason)
@@ -166,16 +167,23 @@ async def make_budget(
     and clock. Limits default to none at all, so each test states its own.
 
     On the ``cluster`` backend the manager connects itself
-    (``redis_cluster=True``) through a master that does not own its keys."""
+    (``redis_cluster=True``) through a master that does not own its keys.
+    The sharded backends (tests/test_shards_contract.py) spread its keys
+    over buckets of users: ``sharded`` 8 on the real Redis,
+    ``sharded-cluster`` 16 on the cluster (a test's own ``cluster_buckets``
+    wins)."""
     made: list[BudgetManager] = []
     cluster_settings: dict[str, Any] = {}
-    if backend == "cluster":
+    shard_settings: dict[str, Any] = {}
+    if backend in ("cluster", "sharded-cluster"):
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         cluster_settings = {
             "redis_url": cluster.url(cluster.not_owning()),
             "redis_cluster": True,
             "spool_path": request.getfixturevalue("tmp_path") / "spool",
         }
+    if backend in ("sharded", "sharded-cluster"):
+        shard_settings = {"cluster_buckets": 8 if backend == "sharded" else 16}
 
     def make(*, use_clock: bool = True, **settings: Any) -> BudgetManager:
         base: dict[str, Any] = {
@@ -184,6 +192,7 @@ async def make_budget(
             "daily_project_limit": None,
             "daily_global_limit": None,
             **cluster_settings,
+            **shard_settings,
         }
         base.update(settings)
         budget = BudgetManager(
@@ -197,6 +206,30 @@ async def make_budget(
     yield make
     for budget in made:
         await budget.aclose()
+
+
+async def stream_entries(
+    budget: BudgetManager, stream: str = "ledger"
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of the ``ledger`` or ``events`` stream, as XRANGE gives
+    them: every bucket's, in id order (a sharded deployment keeps one stream
+    of each per bucket; with one bucket, the one stream)."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for keys in budget.keys.buckets():
+        entries += await budget.redis.xrange(getattr(keys, stream))
+    # (a stable sort: one stream's entries stay as they were)
+    return sorted(entries, key=lambda e: tuple(map(int, e[0].split(b"-"))))
+
+
+async def deployment_keys(budget: BudgetManager) -> list[bytes]:
+    """Every key of the budget's deployment, sorted: the root's and, on a
+    sharded one, every bucket's."""
+    found: set[bytes] = set()
+    for keys in {budget.keys, *budget.keys.buckets()}:
+        found.update(
+            [k async for k in budget.redis.scan_iter(match=keys.pattern(), count=1000)]
+        )
+    return sorted(found)
 
 
 @pytest.fixture

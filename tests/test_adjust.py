@@ -29,7 +29,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import REDIS_URL, FakeClock, MakeBudget
+from conftest import REDIS_URL, FakeClock, MakeBudget, stream_entries
 from spendgate import (
     BudgetManager,
     IdempotencyConflictError,
@@ -37,7 +37,6 @@ from spendgate import (
     InvalidArgumentError,
     InvalidIdTypeError,
 )
-from spendgate.core.keys import Keys
 from spendgate.core.protocol import FIELD
 from spendgate.server import create_app
 from test_spool import _drained, _manager, _Switch, flaky  # noqa: F401
@@ -45,22 +44,20 @@ from test_spool import _drained, _manager, _Switch, flaky  # noqa: F401
 TODAY = "20260315"  # the conftest clock's day
 
 
-async def _entries(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
+async def _entries(budget: BudgetManager) -> list[dict[str, str]]:
     """The ledger stream's entries, by column name."""
     by_name = {name: column for column, name in FIELD.items()}
     return [
         {by_name[k.decode()]: v.decode() for k, v in fields.items()}
-        for _sid, fields in await redis.xrange(Keys(prefix).ledger)
+        for _sid, fields in await stream_entries(budget)
     ]
 
 
-async def _adjusts(redis: aioredis.Redis, prefix: str) -> list[dict[str, str]]:
-    return [e for e in await _entries(redis, prefix) if e["kind"] == "adjust"]
+async def _adjusts(budget: BudgetManager) -> list[dict[str, str]]:
+    return [e for e in await _entries(budget) if e["kind"] == "adjust"]
 
 
-async def test_up_and_down_per_scope_and_window(
-    budget: BudgetManager, redis_client: aioredis.Redis, key_prefix: str
-) -> None:
+async def test_up_and_down_per_scope_and_window(budget: BudgetManager) -> None:
     await budget.record_spend("ada", 5, project_id="p1")
     down = await budget.adjust_usage("user", "ada", "-2", reason="double charge")
     assert (down.scope, down.scope_id, down.window, down.period) == (
@@ -91,7 +88,7 @@ async def test_up_and_down_per_scope_and_window(
     assert usage["global"].daily.spent == Decimal("5.25")
     assert usage["global"].monthly.spent == 5
 
-    user, project, everyone = await _adjusts(redis_client, key_prefix)
+    user, project, everyone = await _adjusts(budget)
     assert user["amount"] == "-2000000" and user["scope"] == "user"
     assert (user["user_id"], user["project_id"], user["window"]) == (
         "ada",
@@ -117,7 +114,7 @@ async def test_up_and_down_per_scope_and_window(
 
 
 async def test_a_lowering_stops_at_zero_and_records_what_it_applied(
-    budget: BudgetManager, redis_client: aioredis.Redis, key_prefix: str
+    budget: BudgetManager, redis_client: aioredis.Redis
 ) -> None:
     await budget.record_spend("bob", "1.5")
     done = await budget.adjust_usage("user", "bob", -10)
@@ -131,17 +128,19 @@ async def test_a_lowering_stops_at_zero_and_records_what_it_applied(
     # a counter that does not exist is not made by a lowering
     absent = await budget.adjust_usage("user", "nobody", "-1")
     assert absent.applied == 0
-    assert not await redis_client.exists(Keys(key_prefix).day(TODAY, "user", "nobody"))
-    amounts = [e["amount"] for e in await _adjusts(redis_client, key_prefix)]
+    assert not await redis_client.exists(
+        budget.keys.of("nobody").day(TODAY, "user", "nobody")
+    )
+    amounts = [e["amount"] for e in await _adjusts(budget)]
     assert amounts == ["-1500000", "0", "0"]
     assert (await budget.get_usage("bob"))["user"].daily.spent == 0
 
 
 async def test_a_raise_creates_a_counter_that_expires_like_the_others(
-    budget: BudgetManager, redis_client: aioredis.Redis, key_prefix: str
+    budget: BudgetManager, redis_client: aioredis.Redis
 ) -> None:
     await budget.adjust_usage("user", "cy", "0.0000011")  # a raise rounds up
-    key = Keys(key_prefix).day(TODAY, "user", "cy")
+    key = budget.keys.of("cy").day(TODAY, "user", "cy")
     assert await redis_client.get(key) == b"2"
     await budget.record_spend("cy", 1)
     ttl = await redis_client.pttl(key)
@@ -154,7 +153,6 @@ async def test_at_picks_the_window(
     budget: BudgetManager,
     clock: FakeClock,
     redis_client: aioredis.Redis,
-    key_prefix: str,
 ) -> None:
     clock.set(datetime(2026, 3, 14, 9, tzinfo=UTC))
     await budget.record_spend("dee", 4)
@@ -162,14 +160,14 @@ async def test_at_picks_the_window(
     await budget.record_spend("dee", 1)
     yesterday = await budget.adjust_usage("user", "dee", -3, at=date(2026, 3, 14))
     assert (yesterday.period, yesterday.spent_after) == ("2026-03-14", Decimal(1))
-    keys = Keys(key_prefix)
+    keys = budget.keys.of("dee")
     assert await redis_client.get(keys.day("20260314", "user", "dee")) == b"1000000"
     assert await redis_client.get(keys.day(TODAY, "user", "dee")) == b"1000000"
     march = await budget.adjust_usage(
         "user", "dee", 2, "monthly", at=datetime(2026, 3, 1, tzinfo=UTC)
     )
     assert (march.period, march.spent_after) == ("2026-03", Decimal(7))
-    entries = await _adjusts(redis_client, key_prefix)
+    entries = await _adjusts(budget)
     assert [e["window"] for e in entries] == ["2026-03-14", "2026-03"]
     # made now, whichever window it corrected
     assert {e["occurred_at"] for e in entries} == {
@@ -178,7 +176,7 @@ async def test_at_picks_the_window(
 
 
 async def test_an_idempotency_key_replays_once_and_conflicts(
-    budget: BudgetManager, redis_client: aioredis.Redis, key_prefix: str
+    budget: BudgetManager,
 ) -> None:
     await budget.record_spend("eve", 5)
     first = await budget.adjust_usage("user", "eve", -2, idempotency_key="fix-1")
@@ -190,7 +188,7 @@ async def test_an_idempotency_key_replays_once_and_conflicts(
     with pytest.raises(IdempotencyConflictError):
         await budget.adjust_usage("user", "eve", -2, "monthly", idempotency_key="fix-1")
     assert (await budget.get_usage("eve"))["user"].daily.spent == 3
-    assert len(await _adjusts(redis_client, key_prefix)) == 1
+    assert len(await _adjusts(budget)) == 1
 
 
 @pytest.mark.parametrize(
@@ -219,17 +217,15 @@ async def test_an_idempotency_key_replays_once_and_conflicts(
 )
 async def test_bad_input_is_a_typed_error_and_changes_nothing(
     budget: BudgetManager,
-    redis_client: aioredis.Redis,
-    key_prefix: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     error: type[Exception],
 ) -> None:
     await budget.record_spend("x", 1)
-    before = await _entries(redis_client, key_prefix)
+    before = await _entries(budget)
     with pytest.raises(error):
         await budget.adjust_usage(*args, **kwargs)
-    assert await _entries(redis_client, key_prefix) == before
+    assert await _entries(budget) == before
     assert (await budget.get_usage("x"))["user"].daily.spent == 1
 
 
@@ -243,7 +239,7 @@ async def test_the_last_kept_day_and_a_past_month_can_be_corrected(
 
 
 async def test_200_concurrent_lowerings_never_go_below_zero(
-    make_budget: MakeBudget, redis_client: aioredis.Redis, key_prefix: str
+    make_budget: MakeBudget,
 ) -> None:
     budget = make_budget()
     await budget.record_spend("gus", 100)
@@ -254,7 +250,7 @@ async def test_200_concurrent_lowerings_never_go_below_zero(
     assert applied == -100
     assert sorted({d.applied for d in done}) == [Decimal("-0.75"), Decimal("-0.25"), 0]
     assert (await budget.get_usage("gus"))["user"].daily.spent == 0
-    entries = await _adjusts(redis_client, key_prefix)
+    entries = await _adjusts(budget)
     assert len(entries) == 200
     assert sum(int(e["amount"]) for e in entries) == -100_000_000
 
@@ -276,7 +272,7 @@ async def test_a_correction_made_while_redis_is_down_is_applied_once(
         assert (await budget.get_usage("hal"))["user"].daily.spent == 2
         again = await budget.adjust_usage("user", "hal", -1, idempotency_key="h")
         assert again.replayed and again.entry_id == spooled.entry_id
-        assert len(await _adjusts(client, prefix)) == 2
+        assert len(await _adjusts(budget)) == 2
 
 
 # -- the edges -------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, stream_entries
 from spendgate import BudgetExceededError, BudgetManager, InsufficientCreditsError
 from spendgate.core.windows import to_ms
 
@@ -39,12 +39,12 @@ def _count_scripts(budget: BudgetManager) -> list[str]:
 
 
 async def _ledger(budget: BudgetManager) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in await budget.redis.xrange(budget.keys.ledger)]
+    return [fields for _, fields in await stream_entries(budget)]
 
 
 async def _used(budget: BudgetManager, user: str, start: datetime) -> int | None:
     """The allowance counter of the period starting at ``start`` (micro-units)."""
-    raw = await budget.redis.get(budget.keys.allowance(user, to_ms(start)))
+    raw = await budget.redis.get(budget.keys.of(user).allowance(user, to_ms(start)))
     return None if raw is None else int(raw)
 
 
@@ -115,7 +115,8 @@ async def test_a_user_without_a_plan_is_charged_as_before(
     assert await budget.get_user_plan("bob") is None
     with pytest.raises(BudgetExceededError):
         await budget.check_availability("bob", estimated_cost="0.01")
-    keys = [k async for k in budget.redis.scan_iter(match=budget.keys.base + "al:*")]
+    allowances = budget.keys.of("bob").base + "al:*"
+    keys = [k async for k in budget.redis.scan_iter(match=allowances)]
     assert not [k for k in keys if k.endswith(b":bob")]
 
 
@@ -230,7 +231,7 @@ async def test_a_refund_restores_the_allowance_of_the_period_it_was_drawn_in(
     # a refund never takes the counter below zero (an operator may have
     # lowered it since)
     await budget.redis.set(
-        budget.keys.allowance("ada", to_ms(start)), "5000000", keepttl=True
+        budget.keys.of("ada").allowance("ada", to_ms(start)), "5000000", keepttl=True
     )
     await budget.refund(mixed.entry_id)
     assert await _used(budget, "ada", start) == 0

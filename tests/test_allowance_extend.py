@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MakeBudget
+from conftest import MakeBudget, stream_entries
 from plan_helpers import snapshot
 from spendgate import BudgetExceededError, BudgetManager
 
@@ -126,7 +126,7 @@ async def test_settle_after_extend_draws_the_allowance_then_the_balance(
     plan = await budget.get_user_plan("ada")
     assert plan is not None
     assert (plan.allowance_used, plan.allowance_remaining) == (100, 0)
-    ledger = await budget.redis.xrange(budget.keys.ledger)
+    ledger = await stream_entries(budget)
     rows = [f for _, f in ledger if f[b"k"] == b"settle"]
     assert [(f[b"a"], f[b"est"], f[b"au"]) for f in rows] == [
         (b"120000001", b"120000000", b"100000000")

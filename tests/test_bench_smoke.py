@@ -8,8 +8,8 @@ a temporary directory; then the short version, ``python -m bench.quick``
 (once ``spendgate bench``), called in process (``python -m bench.cluster``
 alone: test_bench_cluster.py). Asserts that the outputs are complete, the lease
 overshoot is zero and the cluster section's split is what the keyspace
-makes it (today every key on one master); no timing is asserted, speed
-lives in ``make bench``.
+makes it (one bucket: every key on one master; 64 buckets: each master its
+users'); no timing is asserted, speed lives in ``make bench``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, stream_entries
 from spendgate import BudgetExceededError, BudgetManager, InvalidArgumentError
 from spendgate.events import Event
 from spendgate.events.model import from_events_entry
@@ -35,7 +35,7 @@ def actions(make_budget: MakeBudget, **settings: Any) -> BudgetManager:
 
 async def events_of(budget: BudgetManager) -> list[Event]:
     """Every event the scripts wrote, in order."""
-    raw = await budget.redis.xrange(budget.keys.events)
+    raw = await stream_entries(budget, "events")
     return [from_events_entry(sid.decode(), fields) for sid, fields in raw]
 
 
@@ -80,7 +80,7 @@ async def test_an_action_is_stored_with_the_limits_and_shown(
     await budget.set_limits("user", "ada", action="warn")
     limits = await budget.clear_limits("user", "ada")
     assert (limits.action, limits.overridden) == (None, frozenset())
-    assert await budget.redis.get(budget.keys.limits("user", "ada")) is None
+    assert await budget.redis.get(budget.keys.of("ada").limits("user", "ada")) is None
 
 
 @pytest.mark.parametrize(

@@ -278,12 +278,12 @@ async def test_a_corrupt_override_fails_the_call_instead_of_being_ignored(
     make_budget: MakeBudget, corrupt: bytes
 ) -> None:
     budget = make_budget(daily_user_limit="10")  # admits 5 unless overridden
-    await budget.redis.set(budget.keys.limits("user", "alice"), corrupt)
+    await budget.redis.set(budget.keys.of("alice").limits("user", "alice"), corrupt)
     with pytest.raises(StorageError):
         await budget.check_availability("alice", None, "5")
     with pytest.raises(StorageError):
         await budget.reserve("alice", "5")
-    assert await budget.redis.exists(budget.keys.held("user", "alice")) == 0
+    assert await budget.redis.exists(budget.keys.of("alice").held("user", "alice")) == 0
 
 
 async def test_managers_configured_apart_each_enforce_their_own(

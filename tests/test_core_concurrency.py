@@ -92,7 +92,7 @@ async def test_sequential_replays_charge_once(make_budget: MakeBudget) -> None:
     usage = await budget.get_usage("alice", "p")
     assert usage["user"].daily.spent == Decimal("0.5")
     assert usage["global"].daily.spent == Decimal("0.5")
-    assert await budget.redis.xlen(budget.keys.ledger) == 1
+    assert await budget.redis.xlen(budget.keys.of("alice").ledger) == 1
 
 
 async def test_50_concurrent_replays_charge_once(make_budget: MakeBudget) -> None:
@@ -109,7 +109,7 @@ async def test_50_concurrent_replays_charge_once(make_budget: MakeBudget) -> Non
     assert sum(not r.replayed for r in records) == 1
     usage = await budget.get_usage("alice")
     assert usage["user"].daily.spent == Decimal("0.5")
-    assert await budget.redis.xlen(budget.keys.ledger) == 1
+    assert await budget.redis.xlen(budget.keys.of("alice").ledger) == 1
 
 
 @pytest.mark.parametrize(

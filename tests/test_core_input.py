@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MakeBudget
+from conftest import MakeBudget, deployment_keys, stream_entries
 from spendgate import (
     BudgetManager,
     InvalidAmountError,
@@ -77,7 +77,7 @@ async def test_a_float_subclass_is_read_by_its_value(budget: BudgetManager) -> N
 async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
     client = budget.redis
     state: dict[bytes, Any] = {}
-    async for key in client.scan_iter(match=budget.keys.pattern(), count=1000):
+    for key in await deployment_keys(budget):
         kind = await client.type(key)
         if kind == b"string":
             state[key] = await client.get(key)
@@ -294,7 +294,7 @@ async def test_metadata_with_decimals_and_unicode_round_trips(
     record = await budget.record_spend(
         "alice", "1", metadata={"price": Decimal("0.1"), "note": "héllo", "tokens": 12}
     )
-    entries = await budget.redis.xrange(budget.keys.ledger)
+    entries = await stream_entries(budget)
     fields = entries[-1][1]
     assert fields[b"md"] == b'{"note":"h\\u00e9llo","price":"0.1","tokens":12}'
     assert fields[b"e"].decode() == record.entry_id
@@ -307,7 +307,7 @@ async def test_ledger_entries_hold_every_field_of_their_kind(
     spend = await budget.record_spend("alice", "1")
     lease = await budget.reserve("bob", "2", project_id="p")
     settled = await budget.settle(lease, "1.5", model="gpt")
-    entries = await budget.redis.xrange(budget.keys.ledger)
+    entries = await stream_entries(budget)
     by_entry = {fields[b"e"].decode(): fields for _, fields in entries}
     assert by_entry[spend.entry_id] == {
         **{b"e": spend.entry_id.encode(), b"k": b"spend", b"u": b"alice"},

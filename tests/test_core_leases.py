@@ -141,7 +141,7 @@ async def test_settle_charges_a_kept_balance_when_not_enforced(
     await budget.settle(await budget.reserve("bob", "1"), "1")
     enforced = make_budget(enforce_balance=True, key_prefix=budget.config.key_prefix)
     assert (await enforced.get_usage("alice"))["user"].balance == Decimal("3")
-    assert await budget.redis.exists(budget.keys.balance("bob")) == 0
+    assert await budget.redis.exists(budget.keys.of("bob").balance("bob")) == 0
 
 
 async def test_hold_stops_counting_when_its_ttl_passes(
@@ -421,7 +421,7 @@ async def test_finished_hold_records_expire_after_the_idempotency_ttl(
     goes: without its TTL, every lease ever granted would stay in Redis."""
     budget = make_budget(idempotency_ttl_seconds=3600)
     lease = await budget.reserve("alice", "2", ttl_seconds=60)
-    hold = budget.keys.hold(lease.id)
+    hold = budget.keys.of_id(lease.id).hold(lease.id)
     assert await budget.redis.pttl(hold) == -1  # pending: kept until it ends
     if end == "settle":
         await budget.settle(lease, "1")

@@ -91,10 +91,11 @@ async def test_counters_expire_on_their_own(
 ) -> None:
     budget = make_budget(counter_retention_seconds=0)
     await budget.record_spend("alice", "1", project_id="p")
-    ttl_ms = await budget.redis.pttl(budget.keys.day("20260315", "user", "alice"))
+    keys = budget.keys.of("alice")  # (sharded: the counters of alice's bucket)
+    ttl_ms = await budget.redis.pttl(keys.day("20260315", "user", "alice"))
     # Noon on the 15th: the day counter lives the 12 hours left of its day.
     assert 0 < ttl_ms <= 12 * 3600 * 1000
-    month_ttl = await budget.redis.pttl(budget.keys.month("202603", "global", ""))
+    month_ttl = await budget.redis.pttl(keys.month("202603", "global", ""))
     assert 16 * 86400 * 1000 < month_ttl <= (16 * 86400 + 12 * 3600) * 1000
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MakeBudget
+from conftest import MakeBudget, deployment_keys, stream_entries
 from spendgate import (
     BudgetExceededError,
     BudgetManager,
@@ -29,9 +29,7 @@ from spendgate import (
 
 async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
     client = budget.redis
-    keys = sorted(
-        [k async for k in client.scan_iter(match=budget.keys.pattern(), count=1000)]
-    )
+    keys = sorted(await deployment_keys(budget))
     values = {}
     for key in keys:
         kind = await client.type(key)
@@ -59,7 +57,7 @@ async def test_concurrent_deducts_admit_exactly_what_the_balance_covers(
     assert sorted(r.balance_after for r in charged) == [Decimal(n) for n in range(10)]
     usage = await budget.get_usage("ada")
     assert usage["user"].daily.spent == Decimal(10)
-    assert (await budget.redis.get(budget.keys.balance("ada"))) == b"0"
+    assert (await budget.redis.get(budget.keys.of("ada").balance("ada"))) == b"0"
 
 
 async def test_a_refused_deduct_changes_no_key(make_budget: MakeBudget) -> None:
@@ -133,7 +131,7 @@ async def test_deduct_writes_one_ledger_entry(make_budget: MakeBudget) -> None:
     budget = make_budget()
     await budget.add_credits("ada", "10")
     result = await budget.deduct("ada", "1.25", project_id="p", metadata={"job": "x"})
-    entries = await budget.redis.xrange(budget.keys.ledger)
+    entries = await stream_entries(budget)
     fields = entries[-1][1]
     assert fields[b"e"] == result.entry_id.encode() and fields[b"k"] == b"spend"
     assert fields[b"a"] == b"1250000" and fields[b"p"] == b"p"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, deployment_keys
 from spendgate import (
     BudgetExceededError,
     BudgetManager,
@@ -32,7 +32,7 @@ async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
     """Every key of the budget: its value, and whether it has a TTL."""
     client = budget.redis
     state: dict[bytes, Any] = {}
-    async for key in client.scan_iter(match=budget.keys.pattern(), count=1000):
+    for key in await deployment_keys(budget):
         kind = await client.type(key)
         if kind == b"string":
             value: Any = await client.get(key)

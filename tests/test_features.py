@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, stream_entries
 from plan_helpers import snapshot
 from spendgate import (
     BudgetManager,
@@ -43,7 +43,7 @@ async def _on_plan(
 
 
 async def _events(budget: BudgetManager) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in await budget.redis.xrange(budget.keys.events)]
+    return [fields for _, fields in await stream_entries(budget, "events")]
 
 
 async def test_check_feature_follows_bursars_truthy_rule(budget: BudgetManager) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, deployment_keys, stream_entries
 from spendgate import (
     BudgetExceededError,
     BudgetManager,
@@ -35,7 +35,7 @@ async def _entries(
 ) -> list[dict[str, str]]:
     """The ledger stream's entries (text), of one kind when given."""
     out = []
-    for _sid, fields in await budget.redis.xrange(budget.keys.ledger):
+    for _sid, fields in await stream_entries(budget):
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         if kind is None or entry["k"] == kind:
             out.append(entry)
@@ -185,7 +185,7 @@ async def test_a_balance_from_before_grants_keeps_working(
 ) -> None:
     budget = make_budget(enforce_balance=True)
     # What add_credits left before grants: one integer key.
-    await budget.redis.set(budget.keys.balance("ada"), "7000000")
+    await budget.redis.set(budget.keys.of("ada").balance("ada"), "7000000")
     assert (await budget.get_balance("ada")).total == D(7)
     assert await budget.remaining("ada") == D(7)
     # It is drawn on as a never-expiring grant of priority 0 older than any:
@@ -310,7 +310,8 @@ async def test_two_sweeps_at_once_write_each_expiry_once(
         assert balance.total == 1 and [g.kind for g in balance.grants] == ["paid"]
     again = await budget.sweep_expired_credits()
     assert (again.count, again.amount) == (0, 0)
-    assert await budget.redis.zcard(budget.keys.grants_due) == 0
+    for keys in budget.keys.buckets():
+        assert await budget.redis.zcard(keys.grants_due) == 0
 
 
 # -- bad input ------------------------------------------------------------------------
@@ -343,5 +344,4 @@ async def test_invalid_grants_are_refused_and_change_nothing(
         call["expires_at"] = clock.now.replace(tzinfo=None) + timedelta(days=1)
     with pytest.raises(error):
         await budget.add_credits("ada", **call)
-    keys = [k async for k in budget.redis.scan_iter(match=budget.keys.pattern())]
-    assert keys == []
+    assert await deployment_keys(budget) == []

@@ -228,7 +228,7 @@ async def test_model_ids_cannot_collide_with_scope_ids(
     # model "a" of user "b:c" and model "a:b" of user "c" share a naive key
     await capped.set_limits("user", "b:c", model="a", daily=1)
     await capped.check_availability("c", None, 5, model="a:b")
-    key = capped.keys.model_limits("user", "b:c", "a")
+    key = capped.keys.of("b:c").model_limits("user", "b:c", "a")
     assert key.endswith("ml:u:1:a:b:c")
     assert capped.keys.model_limits("user", "c", "a:b").endswith("ml:u:3:a:b:c")
     assert await redis_client.get(key) == b"1000000|"  # "<daily>|<monthly>"

@@ -143,12 +143,12 @@ async def test_each_period_has_its_own_allowance_counter(
     clock.set(datetime(2025, 1, 31, 8, tzinfo=UTC))
     await budget.assign_plan("ada", "pro")
     start = to_ms(clock.now)
-    await budget.redis.set(budget.keys.allowance("ada", start), 60_500_000)
+    await budget.redis.set(budget.keys.of("ada").allowance("ada", start), 60_500_000)
     up = await budget.get_user_plan("ada")
     assert up is not None
     assert up.allowance_used == Decimal("60.5")
     assert up.allowance_remaining == Decimal("39.5")
-    await budget.redis.set(budget.keys.allowance("ada", start), 250_000_000)
+    await budget.redis.set(budget.keys.of("ada").allowance("ada", start), 250_000_000)
     up = await budget.get_user_plan("ada")
     assert up is not None and up.allowance_remaining == 0  # never below zero
     # the allowance renews exactly at the boundary (Feb 28 in 2025)
@@ -166,7 +166,9 @@ async def test_reassigning_starts_a_new_cycle_without_pro_rata(
     await budget.set_plan("team", free_allowance=1000, period="weekly")
     clock.set(datetime(2025, 3, 10, tzinfo=UTC))
     await budget.assign_plan("ada", "pro")
-    await budget.redis.set(budget.keys.allowance("ada", to_ms(clock.now)), 90_000_000)
+    await budget.redis.set(
+        budget.keys.of("ada").allowance("ada", to_ms(clock.now)), 90_000_000
+    )
     clock.advance(days=12)
     changed = await budget.assign_plan("ada", "team")
     assert changed.assigned_at == changed.period_start == clock.now

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import REDIS_URL, MakeBudget
+from conftest import REDIS_URL, MakeBudget, stream_entries
 from spendgate import (
     BudgetManager,
     InsufficientCreditsError,
@@ -105,7 +105,7 @@ async def test_deduct_prices_with_the_active_book(make_budget: MakeBudget) -> No
     assert (result.amount, result.price_version) == (PRICE, version)
     assert result.breakdown is not None and result.breakdown.total == PRICE
     assert result.balance_after == Decimal(10) - PRICE
-    fields = (await budget.redis.xrange(budget.keys.ledger))[-1][1]
+    fields = (await stream_entries(budget))[-1][1]
     assert fields[b"pv"] == str(version).encode()
     meta = json.loads(fields[b"md"])
     assert meta["pricing"]["version"] == version

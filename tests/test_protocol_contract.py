@@ -201,6 +201,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     "plan_set": {Reply.OK: [0, 1], Reply.REFUSED: [1, 1000]},
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
+    "pricing_mirror": {Reply.OK: [0]},
     # teams (a team refusal's scope is 101, the pool, or 102, the member)
     "team_reserve": {
         Reply.OK: [0, b"lease.t|2000000000000"],
@@ -322,6 +323,10 @@ _CALLS = {
     "plan_set": lambda b: b.set_plan("pro"),
     "pricing_publish": lambda b: b.publish_pricing(_BOOK),
     "pricing_activate": lambda b: b.activate_pricing(1),
+    # (sent by activate_pricing on a sharded deployment only; nothing to decode)
+    "pricing_mirror": lambda b: b._store.run(
+        "pricing_mirror", (b.keys.price_active,), ("1",)
+    ),
     "team_reserve": lambda b: b.reserve("u", "1", idempotency_key="k", team_id="t"),
     "team_reserve_up_to": lambda b: b.reserve_up_to(
         "u", "1", idempotency_key="k", team_id="t"

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, deployment_keys, stream_entries
 from spendgate import (
     BudgetManager,
     ConfigurationError,
@@ -33,7 +33,7 @@ D = Decimal
 
 async def _entries(budget: BudgetManager, kind: str) -> list[dict[str, str]]:
     out = []
-    for _sid, fields in await budget.redis.xrange(budget.keys.ledger):
+    for _sid, fields in await stream_entries(budget):
         entry = {k.decode(): v.decode() for k, v in fields.items()}
         if entry["k"] == kind:
             out.append(entry)
@@ -51,7 +51,7 @@ async def _spent(budget: BudgetManager, user: str, project: str | None = None) -
 async def _state(budget: BudgetManager) -> dict[bytes, bytes | None]:
     """Every key of the deployment with its value (its type, if not a string)."""
     out: dict[bytes, bytes | None] = {}
-    async for key in budget.redis.scan_iter(match=budget.keys.pattern()):
+    for key in await deployment_keys(budget):
         kind = await budget.redis.type(key)
         if kind == b"string":
             out[key] = await budget.redis.get(key)
@@ -238,17 +238,19 @@ async def test_the_refund_record_lives_the_refund_window(
 ) -> None:
     budget = make_budget(refund_window_seconds=3600)
     spent = await budget.record_spend("ada", 1)
-    ttl = await budget.redis.pttl(budget.keys.charge(spent.entry_id))
+    record = budget.keys.of_id(spent.entry_id).charge(spent.entry_id)
+    ttl = await budget.redis.pttl(record)
     assert 3_590_000 < ttl <= 3_600_000
     await budget.refund(spent.entry_id, "0.5")  # keeps the record's TTL
-    ttl = await budget.redis.pttl(budget.keys.charge(spent.entry_id))
+    ttl = await budget.redis.pttl(record)
     assert 3_590_000 < ttl <= 3_600_000
 
 
 async def test_no_refund_record_when_refunds_are_off(make_budget: MakeBudget) -> None:
     budget = make_budget(refund_window_seconds=0)
     spent = await budget.record_spend("ada", 1)
-    assert await budget.redis.exists(budget.keys.charge(spent.entry_id)) == 0
+    record = budget.keys.of_id(spent.entry_id).charge(spent.entry_id)
+    assert await budget.redis.exists(record) == 0
     with pytest.raises(ConfigurationError, match="refunds are off"):
         await budget.refund(spent.entry_id)
     # A charge made while they were off is not refundable once they are on.

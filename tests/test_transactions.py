@@ -99,7 +99,8 @@ async def _xadd(
     at = int(budget._clock().timestamp() * 1000)
     entry = f"{kind}-{at}"
     values = {"e": entry, "k": str(kind), "t": str(at), "u": "ada", "a": str(micros)}
-    await redis.xadd(budget.keys.ledger, {**values, **fields})  # type: ignore[arg-type]
+    ledger = budget.keys.of("ada").ledger
+    await redis.xadd(ledger, {**values, **fields})  # type: ignore[arg-type]
     return entry
 
 

@@ -263,7 +263,7 @@ async def test_per_entity_per_minute_caps(
     make_budget: MakeBudget, redis_client: aioredis.Redis, clock: FakeClock
 ) -> None:
     budget = make_budget(per_minute_caps=True, daily_user_limit="50")
-    limits_key = budget.keys.limits("user", "ada")
+    limits_key = budget.keys.of("ada").limits("user", "ada")
     limits = await budget.set_limits("user", "ada", per_minute="0.5")
     assert (limits.per_minute, limits.daily, limits.overridden) == (
         Decimal("0.5"),
@@ -291,7 +291,7 @@ async def test_an_override_written_before_still_reads(
 ) -> None:
     budget = make_budget(per_minute_user_limit="1", weekly_user_limit="100")
     # "<daily>|<monthly>", as every override was written before: both parts.
-    await redis_client.set(budget.keys.limits("user", "ada"), "2000000|")
+    await redis_client.set(budget.keys.of("ada").limits("user", "ada"), "2000000|")
     limits = await budget.set_limits("user", "ada")
     assert (limits.daily, limits.per_minute, limits.weekly) == (
         Decimal(2),
@@ -315,7 +315,7 @@ async def test_per_minute_caps_are_refused_where_they_are_off(
     defaults_only = make_budget(per_minute_user_limit="1")
     with pytest.raises(InvalidArgumentError, match="per_minute_caps"):
         await defaults_only.set_limits("user", "ada", per_minute="5", daily="1")
-    assert await redis_client.exists(budget.keys.limits("user", "ada")) == 0
+    assert await redis_client.exists(budget.keys.of("ada").limits("user", "ada")) == 0
 
 
 async def test_unconfigured_deployments_write_the_same_keys_as_before(
@@ -377,7 +377,7 @@ async def test_the_minute_holds_at_most_a_minute_of_seconds(
 ) -> None:
     clock.set(START)
     budget = make_budget(per_minute_user_limit="1000")
-    key = budget.keys.minute("user", "ada")
+    key = budget.keys.of("ada").minute("user", "ada")
     for step in range(300):  # five minutes, a charge every second
         await budget.record_spend("ada", "0.01")
         if step % 7 == 0:
@@ -429,7 +429,7 @@ async def test_the_minute_matches_a_model_of_its_seconds(
     rng = random.Random(22)
     clock.set(START)
     budget = make_budget(per_minute_user_limit="1000000")
-    key = budget.keys.minute("user", "ada")
+    key = budget.keys.of("ada").minute("user", "ada")
     charges: list[tuple[int, int]] = []  # (second, micro-units)
     for _ in range(250):
         clock.advance(rng.choice([0, 0.2, 0.7, 1, 1.5, 2, 5, 13, 59, 60, 61, 90]))
