@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--no-cluster",
         action="store_true",
         help="skip the Redis Cluster section (its own redis-servers: a single "
-        "one, a 1-master and a 3-master cluster)",
+        "one, a 1-master and two 3-master clusters, one of them sharded)",
     )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(

@@ -1,14 +1,20 @@
 """The bench's Redis Cluster section (``make bench``; alone, ``python -m
-bench.cluster``): spendgate through a cluster node vs one Redis, and on one
-master vs three.
+bench.cluster``): spendgate through a cluster node vs one Redis, on one
+master vs three, and sharded over three.
 
 Starts its own servers with the tests' helpers (tests/redis_server.py,
 tests/redis_cluster.py), on free ports in a temporary folder, all with the
 same settings (no persistence: what is timed is the client's path), and
-stops them after: one ``redis-server``, a 1-master cluster and a 3-master
-cluster. A deployment on each (``redis_cluster=True`` on the clusters, the
-3-master one named by a master that does NOT own spendgate's slot: every
-call is routed by the client), its users pre-filled as the main bench's.
+stops them after: one ``redis-server``, a 1-master cluster and two 3-master
+clusters. A deployment on each (``redis_cluster=True`` on the clusters,
+named by a master that does NOT own spendgate's ``{sg}`` slot: every call
+is routed by the client), its users pre-filled as the main bench's. Three
+keep every key in one slot (one bucket, the default); the fourth is
+sharded (``cluster_buckets`` = :data:`SHARDED_BUCKETS`), so its users'
+keys are spread over the three masters. A sharded deployment refuses
+project and global caps (no bucket sees their whole spend), so it runs
+with the user cap alone; the scripts read and write every scope's counters
+either way, and only compare fewer of them to caps.
 In each round:
 
 - latency: ``check_availability`` and ``record_spend`` one call after
@@ -16,14 +22,15 @@ In each round:
   call by call with each side's PING floor (through the very client its
   calls go out on), so host noise lands on all alike;
 - throughput: check + record pairs from each concurrency, on each of the
-  three, taking turns in slices of a fifth of ``duration_s`` (automatic
+  four, taking turns in slices of a fifth of ``duration_s`` (automatic
   pipelining per node on a cluster, per client on the single Redis), with
   what each master did meanwhile (:mod:`bench.cluster_stats`: Redis CPU per
-  decision, the split of keys and of calls).
+  decision, the split of keys and of calls, and the ceiling that makes).
 
-Today every key is in one slot (the ``{sg}`` hash tag): one master does all
-the work, which the split shows; a keyspace that spreads users across
-masters is not built yet.
+With one bucket every key is in one slot (the ``{sg}`` hash tag): one
+master does all the work, which the split shows. Sharded, each master takes
+the calls of the users whose buckets it owns: the split of buckets and
+users is reported beside the split of keys and calls.
 """
 
 from __future__ import annotations
@@ -55,8 +62,16 @@ from redis_server import RedisServer  # noqa: E402
 NODE_ARGS = ("--appendonly", "no", "--save", "")
 #: calls of each operation before timing starts (connections, scripts)
 WARM_UP = 200
-#: the deployments, in the report's order: (name, masters; 0 = not a cluster)
-TARGETS = (("single", 0), ("masters1", 1), ("masters3", 3))
+#: the sharded deployment's buckets (each master of three owns about a third)
+SHARDED_BUCKETS = 64
+#: the deployments, in the report's order: (name, masters: 0 = not a
+#: cluster, buckets)
+TARGETS = (
+    ("single", 0, 1),
+    ("masters1", 1, 1),
+    ("masters3", 3, 1),
+    ("sharded3", 3, SHARDED_BUCKETS),
+)
 #: slices of each throughput run (``duration_s`` in all per deployment)
 SLICES = 5
 #: the latency subjects of each side
@@ -73,6 +88,8 @@ class Deployment:
     ping: Op
     pair: Op
     ops: dict[str, Op]
+    #: the cluster it runs on (``None``: the single Redis)
+    cluster: LocalCluster | None = None
 
 
 def missing_binaries() -> str | None:
@@ -84,13 +101,22 @@ def missing_binaries() -> str | None:
 
 
 async def _deploy(
-    name: str, url: str, masters: list[RedisServer], cluster: bool, options: Options
+    name: str,
+    url: str,
+    masters: list[RedisServer],
+    cluster: LocalCluster | None,
+    buckets: int,
+    options: Options,
 ) -> Deployment:
     from spendgate import BudgetConfig, BudgetManager
     from spendgate.core.cluster import ClusterScripts
 
     settings = bench_config(url, f"sgcluster{uuid.uuid4().hex[:8]}").model_dump()
-    settings["redis_cluster"] = cluster
+    settings["redis_cluster"] = cluster is not None
+    if buckets > 1:  # (no bucket could decide a project's or the global cap)
+        settings.update(
+            cluster_buckets=buckets, daily_project_limit=None, daily_global_limit=None
+        )
     budget = BudgetManager(BudgetConfig(**settings))
     await budget.open()
     users, projects = callers(options.users, options.projects)
@@ -108,7 +134,8 @@ async def _deploy(
         return await client.execute_command("PING")
 
     timed = {"ping": ping, **{op: ops[op] for op in LATENCY_OPS[1:]}}
-    return Deployment(name, budget, masters, ping, ops["check+record"], timed)
+    pair = ops["check+record"]
+    return Deployment(name, budget, masters, ping, pair, timed, cluster)
 
 
 async def measure(options: Options, deployments: list[Deployment]) -> dict[str, Any]:
@@ -121,7 +148,12 @@ async def measure(options: Options, deployments: list[Deployment]) -> dict[str, 
         await throughput(d.pair, max(options.concurrency), 0.1)
     samples: dict[str, list[int]] = {name: [] for name in ops}
     runs: dict[tuple[str, int], list[tuple[int, float]]] = {}
-    totals = {d.name: [{} for _ in d.masters] for d in deployments}
+    # what each master did, by deployment and concurrency
+    totals: dict[tuple[str, int], list[dict[str, float]]] = {
+        (d.name, c): [{} for _ in d.masters]
+        for d in deployments
+        for c in options.concurrency
+    }
     for r in range(options.rounds):
         options.log(f"bench: cluster round {r + 1}/{options.rounds}")
         got = await interleaved_samples(ops, options.samples, start=(r + 1) * 10**6)
@@ -130,7 +162,7 @@ async def measure(options: Options, deployments: list[Deployment]) -> dict[str, 
         for c in options.concurrency:
             # each run cut into slices, the deployments taking turns slice by
             # slice: the host's load, which moves by the second here, lands
-            # on the three alike rather than on whichever ran in a bad second
+            # on all alike rather than on whichever ran in a bad second
             for k in range(SLICES):
                 turn = (r + k) % len(deployments)
                 for d in deployments[turn:] + deployments[:turn]:
@@ -138,17 +170,64 @@ async def measure(options: Options, deployments: list[Deployment]) -> dict[str, 
                     slice_s, start = options.duration_s / SLICES, (r * SLICES + k + 7)
                     done, seconds = await throughput(d.pair, c, slice_s, start * 10**7)
                     cluster_stats.add_delta(
-                        totals[d.name], before, cluster_stats.snapshots(d.masters)
+                        totals[(d.name, c)], before, cluster_stats.snapshots(d.masters)
                     )
                     runs.setdefault((d.name, c), []).append((done, seconds))
     return {
         "latency_us": _latency(samples),
         "throughput": _throughput_rows(options, deployments, runs),
-        "masters": {
-            d.name: cluster_stats.per_master(d.masters, totals[d.name])
-            for d in deployments
-        },
+        **(await _per_master(options, deployments, totals)),
     }
+
+
+async def _per_master(
+    options: Options,
+    deployments: list[Deployment],
+    totals: dict[tuple[str, int], list[dict[str, float]]],
+) -> dict[str, Any]:
+    """What each master did over every throughput run, with its share of
+    the buckets and users, and each deployment's ceiling: over every run,
+    and at each concurrency (a master's pipelines are as deep as the calls
+    in flight to it, and deeper ones cost less CPU per decision)."""
+    users, _ = callers(options.users, options.projects)
+    masters, ceilings, by_tasks = {}, {}, {}
+    for d in deployments:
+        mine = [totals[(d.name, c)] for c in options.concurrency]
+        rows = cluster_stats.per_master(d.masters, cluster_stats.summed(mine))
+        split = await asyncio.to_thread(_bucket_split, d, users)
+        masters[d.name] = [{**r, **more} for r, more in zip(rows, split, strict=True)]
+        ceilings[d.name] = cluster_stats.ceiling(masters[d.name])
+        by_tasks[d.name] = {
+            str(c): cluster_stats.ceiling(cluster_stats.decisions(t))
+            for c, t in zip(options.concurrency, mine, strict=True)
+        }
+    return {
+        "masters": masters,
+        "ceiling_decisions_s": ceilings,
+        "ceiling_decisions_s_by_tasks": by_tasks,
+    }
+
+
+def _bucket_split(d: Deployment, users: list[str]) -> list[dict[str, int]]:
+    """Per master of ``d``: how many of the deployment's buckets (hash tags)
+    it owns the slots of, and how many of the workload's users are in them."""
+    from redis.crc import key_slot
+
+    keys = d.budget.keys
+    place = {m.port: i for i, m in enumerate(d.masters)}
+
+    def where(bucket: Any) -> int:
+        if d.cluster is None:
+            return 0
+        return place[d.cluster.owner(key_slot(bucket.base.encode())).port]
+
+    home = {bucket.base: where(bucket) for bucket in keys.buckets()}
+    split = [{"buckets": 0, "users": 0} for _ in d.masters]
+    for i in home.values():
+        split[i]["buckets"] += 1
+    for user in users:
+        split[home[keys.of(user).base]]["users"] += 1
+    return split
 
 
 def _latency(samples: dict[str, list[int]]) -> dict[str, Any]:
@@ -179,7 +258,9 @@ def _throughput_rows(
             got = runs[(d.name, c)]
             row[f"{d.name}_pairs_s"] = sum(n for n, _ in got) / sum(s for _, s in got)
             row[f"{d.name}_pairs_s_slices"] = [n / s for n, s in got]
-        row["masters3_x_masters1"] = row["masters3_pairs_s"] / row["masters1_pairs_s"]
+        one = row["masters1_pairs_s"]
+        row["masters3_x_masters1"] = row["masters3_pairs_s"] / one
+        row["sharded3_x_masters1"] = row["sharded3_pairs_s"] / one
         rows.append(row)
     return rows
 
@@ -200,12 +281,19 @@ async def section(options: Options) -> dict[str, Any]:
         single = RedisServer(Path(tmp) / "single", extra_args=NODE_ARGS)
         clusters: list[LocalCluster] = []
         try:
-            options.log("bench: cluster section: starting 1 Redis, 1 and 3 masters")
+            options.log(
+                "bench: cluster section: starting 1 Redis, 1 master, 3 masters twice"
+            )
             clusters = await _start(Path(tmp), single)
             urls = [single.url, *(c.url(_entry(c)) for c in clusters)]
             masters = [[single], *(c.masters() for c in clusters)]
-            for (name, count), url, nodes in zip(TARGETS, urls, masters, strict=True):
-                deployments.append(await _deploy(name, url, nodes, count > 0, options))
+            on: list[LocalCluster | None] = [None, *clusters]
+            for (name, _, buckets), url, nodes, cluster in zip(
+                TARGETS, urls, masters, on, strict=True
+            ):
+                deployments.append(
+                    await _deploy(name, url, nodes, cluster, buckets, options)
+                )
             figures = await measure(options, deployments)
         finally:
             for d in deployments:
@@ -217,6 +305,7 @@ async def section(options: Options) -> dict[str, Any]:
     return {
         **figures,
         "workload": {"users": options.users, "projects": options.projects},
+        "sharded_buckets": SHARDED_BUCKETS,
         "node_args": list(NODE_ARGS),
         "loadavg_start": load_at_start,
         "loadavg_end": loadavg(),
@@ -224,21 +313,21 @@ async def section(options: Options) -> dict[str, Any]:
 
 
 async def _start(directory: Path, single: RedisServer) -> list[LocalCluster]:
-    """The single Redis and both clusters, started side by side (a cluster
-    waits about 2 s to serve after its slots are given out)."""
+    """The single Redis and the clusters (:data:`TARGETS`' order), started
+    side by side (a cluster waits about 2 s to serve after its slots are
+    given out)."""
 
-    def cluster(masters: int) -> LocalCluster:
+    def cluster(name: str, masters: int) -> LocalCluster:
         return start_cluster(
-            directory / f"masters{masters}",
+            directory / name,
             masters=masters,
             node_args=NODE_ARGS,
-            join_by_hand=True,  # both alike (redis-cli refuses 1 master)
+            join_by_hand=True,  # all alike (redis-cli refuses 1 master)
         )
 
     started = await asyncio.gather(
         asyncio.to_thread(single.start),
-        asyncio.to_thread(cluster, 1),
-        asyncio.to_thread(cluster, 3),
+        *(asyncio.to_thread(cluster, n, m) for n, m, _ in TARGETS if m),
         return_exceptions=True,
     )
     made = [c for c in started[1:] if isinstance(c, LocalCluster)]
@@ -261,7 +350,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.cluster",
         description="spendgate's hot path through a Redis Cluster node vs a "
-        "single Redis, and on 1 master vs 3 (starts and stops its own servers)",
+        "single Redis, on 1 master vs 3, and sharded over 3 (starts and stops "
+        "its own servers)",
     )
     parser.add_argument("--samples", type=int, default=2000, help="per op per round")
     parser.add_argument("--rounds", type=int, default=3)

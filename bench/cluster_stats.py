@@ -15,6 +15,11 @@ summed, so the latency runs between them do not count):
 - the split of calls (``EVALSHA`` calls) and, at the end, of keys
   (``DBSIZE``) across the masters.
 
+From these, a deployment's *ceiling* (:func:`ceiling`): the decisions a
+second it could take with a core per master, before the master that runs
+out first is full. One master doing all the work makes it that master's
+``1e6 / c``; masters sharing the work evenly make it about their sum.
+
 CPU time, unlike wall time, does not move with the host's load, so these
 figures hold on a busy 2-core machine where the throughput figures do not.
 """
@@ -70,30 +75,78 @@ def add_delta(
             sums[key] = sums.get(key, 0) + a[key] - b[key]
 
 
+def summed(parts: Sequence[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Per master, the sum of what it did in each of ``parts`` (totals of
+    :func:`add_delta`, one per run kind)."""
+    out: list[dict[str, float]] = [{} for _ in parts[0]]
+    for part in parts:
+        for sums, t in zip(out, part, strict=True):
+            for key, value in t.items():
+                sums[key] = sums.get(key, 0) + value
+    return out
+
+
+def decisions(totals: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Per master: its decisions and its share of them, and the CPU and
+    script time each cost it (``None`` on a master that took none)."""
+    all_calls = sum(t.get("script_calls", 0) for t in totals)
+    rows = []
+    for t in totals:
+        calls = int(t.get("script_calls", 0))
+        cpu_s = t.get("cpu_s", 0.0)
+        rows.append(
+            {
+                "decisions": calls,
+                "decisions_share": calls / all_calls if all_calls else 0.0,
+                "cpu_s": round(cpu_s, 3),
+                "cpu_us_per_decision": cpu_s * 1e6 / calls if calls else None,
+                "script_us_per_decision": (
+                    t.get("script_usec", 0) / calls if calls else None
+                ),
+            }
+        )
+    return rows
+
+
 def per_master(
     servers: Sequence[Server], totals: list[dict[str, float]]
 ) -> list[dict[str, Any]]:
-    """One row per master: its keys now and its share of them, its share of
-    the decisions, and the CPU and script time each decision cost it
-    (``None`` on a master that took none)."""
+    """One row per master: its keys now and its share of them, then
+    :func:`decisions`' figures."""
     keys = []
     for server in servers:
         with server.client() as client:
             keys.append(int(client.dbsize()))
-    all_keys, all_calls = sum(keys), sum(t["script_calls"] for t in totals)
-    rows = []
-    for server, count, t in zip(servers, keys, totals, strict=True):
-        calls = int(t["script_calls"])
-        rows.append(
-            {
-                "port": server.port,
-                "keys": count,
-                "keys_share": count / all_keys if all_keys else 0.0,
-                "decisions": calls,
-                "decisions_share": calls / all_calls if all_calls else 0.0,
-                "cpu_s": round(t["cpu_s"], 3),
-                "cpu_us_per_decision": t["cpu_s"] * 1e6 / calls if calls else None,
-                "script_us_per_decision": t["script_usec"] / calls if calls else None,
-            }
-        )
-    return rows
+    all_keys = sum(keys)
+    return [
+        {
+            "port": server.port,
+            "keys": count,
+            "keys_share": count / all_keys if all_keys else 0.0,
+            **row,
+        }
+        for server, count, row in zip(servers, keys, decisions(totals), strict=True)
+    ]
+
+
+def limiting(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The master that would fill first with a core per master, its calls
+    split as they were: the one whose ``1e6 / CPU µs per decision``, the
+    decisions a second it can take, is the smallest multiple of its share
+    (``None``: no master measured any CPU)."""
+    busy = [m for m in rows if m["decisions"] and m["cpu_us_per_decision"]]
+    if not busy:
+        return None
+    return min(
+        busy, key=lambda m: 1e6 / m["cpu_us_per_decision"] / m["decisions_share"]
+    )
+
+
+def ceiling(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The decisions a second a deployment could take with a core per
+    master, its calls split as they were: what :func:`limiting`'s master
+    can take, divided by its share (``None``: no master measured any CPU)."""
+    top = limiting(rows)
+    if top is None:
+        return None
+    return 1e6 / top["cpu_us_per_decision"] / top["decisions_share"]
