@@ -237,6 +237,24 @@ async def test_project_and_global_caps_and_teams_are_refused_and_write_nothing(
     assert (over.value.scope, over.value.window) == ("user", "daily")
 
 
+async def test_a_projects_and_the_platforms_counters_are_not_adjusted(
+    make_budget: MakeBudget,
+) -> None:
+    budget = _sharded(make_budget)
+    await budget.record_spend("ada", 2, project_id="p")
+    before = await budget.get_usage("ada", "p")
+    for scope, scope_id in (("project", "p"), ("global", None)):
+        for amount in ("1", "-1"):
+            with pytest.raises(ConfigurationError, match="cluster_buckets=8"):
+                await budget.adjust_usage(scope, scope_id, amount)  # type: ignore[arg-type]
+    assert await budget.get_usage("ada", "p") == before
+    lowered = await budget.adjust_usage("user", "ada", "-0.5", reason="refunded")
+    assert (lowered.applied, lowered.spent_after) == (Decimal("-0.5"), Decimal("1.5"))
+    usage = await budget.get_usage("ada", "p")
+    assert usage["user"].daily.spent == Decimal("1.5")
+    assert usage["project"].daily.spent == 2
+
+
 # -- sums across buckets ------------------------------------------------------------
 
 

@@ -128,9 +128,8 @@ _NO_BUCKET = (
 _FLUSHER = "flushes to Postgres: the flusher reads the root's ledger stream only"
 _DISPATCHER = "delivers events: the dispatcher reads the root's events stream only"
 _SHARED_ADJUST = (
-    "adjusts a project's and the platform's spend: sharded, each adjustment is"
-    " kept in the bucket of the scope's id, so its spent_after is that"
-    " bucket's counter, not the scope's spend"
+    "adjusts a project's and the platform's spend, which a sharded deployment"
+    " refuses (it is the sum of every bucket's counters: test_shards.py)"
 )
 
 #: tests that cannot run sharded as they are, and why

@@ -22,6 +22,7 @@ from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms, to_ms, windows_at
 from spendgate.corrections import Adjustment
 from spendgate.errors import (
+    ConfigurationError,
     IdempotencyConflictError,
     InvalidAmountError,
     InvalidArgumentError,
@@ -107,8 +108,17 @@ class Corrections(LimitsAndUsage, Facts):
         :raise InvalidArgumentError: a bad scope, window, reason or ``at``
         :raise InvalidAmountError: a bad amount, or zero
         :raise IdempotencyConflictError: a key reused with other arguments
+        :raise ConfigurationError: a project's or the platform's counter on a
+            sharded deployment (``cluster_buckets`` > 1), where that spend is
+            the sum of every bucket's and no one counter holds it
         """
         kind, sid = self._scope_id(scope, scope_id)
+        if kind != "user" and self.config.cluster_buckets > 1:
+            raise ConfigurationError(
+                f"a {kind}'s spend cannot be adjusted with cluster_buckets="
+                f"{self.config.cluster_buckets}: it is the sum of every"
+                " bucket's counters, and one counter cannot be lowered for it"
+            )
         if window not in ("daily", "monthly"):
             raise InvalidArgumentError(
                 f"window must be 'daily' or 'monthly', not {window!r}"
@@ -119,8 +129,6 @@ class Corrections(LimitsAndUsage, Facts):
         period, label, ttl_ms = self._adjusted_window(
             window, now_ms, None if at is None else _moment_ms(at)
         )
-        # (sharded: a project's or the platform's counters are the sum of
-        # every bucket's, and its adjustment goes to the bucket of its id)
         entry_id = self.keys.id_for(new_id(now_ms), sid)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         digest = (
