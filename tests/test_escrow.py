@@ -9,6 +9,8 @@ Checked:
 - a loan id lent again answers the same loan and borrows nothing more;
 - a return lowers what is lent once per return id, and lets the root lend
   it again;
+- a bucket deposits a loan once per loan id and reclaims allowance -
+  spent - held (a real hold) once per reclaim id;
 - 200 concurrent loans of 0.07 against a cap of 10 lend exactly 142.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 from conftest import MakeBudget
 from spendgate import BudgetManager
 from spendgate.core import escrow_keys
-from spendgate.ops.escrow import Loan, give_back, lend
+from spendgate.ops.escrow import Loan, deposit, give_back, lend, reclaim
 
 DAY = "2026-12-05"
 TTL_MS = 2 * 86_400_000
@@ -94,3 +96,45 @@ async def test_concurrent_loans_lend_exactly_what_the_cap_fits(
     assert len(full) == 142
     assert sum(loan.amount for loan in loans) == 10_000_000
     assert (await _loans(budget))[b"lent"] == b"10000000"
+
+
+async def test_a_bucket_gives_back_what_it_did_not_use(
+    make_budget: MakeBudget,
+) -> None:
+    """A bucket lent 30 that holds 10 of the project (a real reserve of a
+    user in it) gives back 20, once per reclaim id; the root lends it again."""
+    budget = make_budget(cluster_buckets=8)
+    bucket = budget.keys.of("u1")
+    await _lend(budget, "a", shortfall=30)
+    store = budget._store
+    for _ in range(2):
+        assert (
+            await deposit(
+                store,
+                bucket,
+                "project",
+                "p1",
+                DAY,
+                amount=30,
+                loan_id="a",
+                ttl_ms=TTL_MS,
+            )
+            == 30
+        )
+    await budget.reserve("u1", "0.00001", project_id="p1")
+    spent = bucket.day(DAY, "project", "p1")
+    for _ in range(2):
+        taken = await reclaim(
+            store, bucket, "project", "p1", DAY, spent_key=spent, reclaim_id="c1"
+        )
+        assert taken == 20
+    back = {"amount": taken, "return_id": "c1"}
+    assert await give_back(store, budget.keys, "project", "p1", DAY, **back) == 10
+    assert await _lend(budget, "b", shortfall=90) == Loan(90, 100)
+    # (nothing unused is left: a second reclaim takes 0)
+    assert (
+        await reclaim(
+            store, bucket, "project", "p1", DAY, spent_key=spent, reclaim_id="c2"
+        )
+        == 0
+    )

@@ -14,5 +14,7 @@ ESCROW_PART = "esc:"
 def loans(root: Keys, scope: str, scope_id: str, window_id: str) -> str:
     """The root's hash of ``scope``'s loans in the window ``window_id`` (a
     day or a month): ``lent`` (micro-units lent in all), ``l:<loan id>``
-    each loan, ``r:<return id>`` each return; it expires with the window."""
+    each loan, ``r:<return id>`` each return; a bucket's own (same name
+    below its tag): ``allowance``, ``d:<loan id>`` each deposit, ``c:<reclaim
+    id>`` each reclaim. Both expire with the window."""
     return f"{root.base}{ESCROW_PART}{SCOPE_LETTERS[scope]}:{scope_id}:{window_id}"
