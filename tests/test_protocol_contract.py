@@ -32,6 +32,7 @@ from spendgate.core.scripts import (
 )
 from spendgate.errors import Window
 from spendgate.models import Lease
+from spendgate.ops.escrow import deposit, give_back, lend, reclaim
 
 #: a constant a script may name: one of Python's, never a stray global
 _CONSTANT = re.compile(
@@ -202,6 +203,10 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     "pricing_publish": {Reply.OK: [0, 1]},
     "pricing_activate": {Reply.OK: [0, b""], Reply.UNKNOWN_VERSION: [8]},
     "pricing_mirror": {Reply.OK: [0]},
+    "escrow_lend": {Reply.OK: [0, 30, 30]},
+    "escrow_return": {Reply.OK: [0, 0]},
+    "escrow_deposit": {Reply.OK: [0, 30]},
+    "escrow_reclaim": {Reply.OK: [0, 20, 10]},
     # teams (a team refusal's scope is 101, the pool, or 102, the member)
     "team_reserve": {
         Reply.OK: [0, b"lease.t|2000000000000"],
@@ -326,6 +331,28 @@ _CALLS = {
     # (sent by activate_pricing on a sharded deployment only; nothing to decode)
     "pricing_mirror": lambda b: b._store.run(
         "pricing_mirror", (b.keys.price_active,), ("1",)
+    ),
+    # (escrow's root side, sent on a sharded deployment only)
+    "escrow_lend": lambda b: lend(
+        b._store,
+        b.keys,
+        "project",
+        "p",
+        "d",
+        cap=100,
+        shortfall=10,
+        chunk=30,
+        ttl_ms=1,
+        loan_id="l",
+    ),
+    "escrow_return": lambda b: give_back(
+        b._store, b.keys, "project", "p", "d", amount=1, return_id="r"
+    ),
+    "escrow_deposit": lambda b: deposit(
+        b._store, b.keys, "project", "p", "d", amount=1, loan_id="l", ttl_ms=1
+    ),
+    "escrow_reclaim": lambda b: reclaim(
+        b._store, b.keys, "project", "p", "d", spent_key="s", reclaim_id="c"
     ),
     "team_reserve": lambda b: b.reserve("u", "1", idempotency_key="k", team_id="t"),
     "team_reserve_up_to": lambda b: b.reserve_up_to(

@@ -194,6 +194,20 @@ OPERATIONS: dict[str, Operation] = {
         ("active",), ("version",), frozenset({Reply.OK, Reply.UNKNOWN_VERSION})
     ),
     "pricing_mirror": Operation(("active",), ("version",), frozenset({Reply.OK})),
+    "escrow_lend": Operation(
+        ("loans",),
+        ("cap", "shortfall", "chunk", "ttl_ms", "loan"),
+        frozenset({Reply.OK}),
+    ),
+    "escrow_return": Operation(
+        ("loans",), ("amount", "returned"), frozenset({Reply.OK})
+    ),
+    "escrow_deposit": Operation(
+        ("allowance",), ("amount", "loan", "ttl_ms"), frozenset({Reply.OK})
+    ),
+    "escrow_reclaim": Operation(
+        ("allowance", "spent", "held"), ("reclaim",), frozenset({Reply.OK})
+    ),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),
