@@ -175,6 +175,9 @@ _LEFT_OUT = {
     "test_a_team_that_does_not_exist_is_refused": _TEAMS,
     # test_adjust, test_allowance, test_price_books, test_transactions
     "test_up_and_down_per_scope_and_window": _SHARED_ADJUST,
+    "test_post_v1_adjust": _SHARED_ADJUST,
+    "test_from_the_stream_without_postgres": _SHARED_ADJUST,
+    "test_get_v1_transactions": _SHARED_ADJUST,
     "test_a_spooled_fact_replays_leniently": _NO_BUCKET,
     "test_the_flusher_mirrors_versions_and_rows_name_theirs": _FLUSHER,
     "test_from_postgres_once_flushed": _FLUSHER,
