@@ -289,6 +289,10 @@ class DurabilitySettings(BaseModel):
     breaker_reset_seconds: float = Field(default=1.0, ge=0, le=3600)
 
 
+#: the ledger stream's cap when no flusher drains it
+UNDRAINED_LEDGER_MAXLEN = 1_000_000
+
+
 class LedgerSettings(BaseModel):
     """The ledger stream and its copy in Postgres."""
 
@@ -312,7 +316,7 @@ class LedgerSettings(BaseModel):
         """The stream cap in force: 0 (uncapped) when a flusher drains the stream."""
         if self.ledger_maxlen is not None:
             return self.ledger_maxlen
-        return 0 if self.postgres_dsn else 1_000_000
+        return 0 if self.postgres_dsn else UNDRAINED_LEDGER_MAXLEN
 
 
 class ServerSettings(BaseModel):
