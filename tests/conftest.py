@@ -232,6 +232,25 @@ async def deployment_keys(budget: BudgetManager) -> list[bytes]:
     return sorted(found)
 
 
+async def deployment_state(budget: BudgetManager) -> dict[bytes, Any]:
+    """Every key of the deployment with its value (a stream: its length), to
+    show that a call changed nothing."""
+    client, state = budget.redis, {}
+    for key in await deployment_keys(budget):
+        kind = await client.type(key)
+        if kind == b"string":
+            state[key] = await client.get(key)
+        elif kind == b"hash":
+            state[key] = await client.hgetall(key)
+        elif kind == b"zset":
+            state[key] = await client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"stream":
+            state[key] = await client.xlen(key)
+        else:
+            state[key] = kind
+    return state
+
+
 @pytest.fixture
 async def budget(make_budget: MakeBudget) -> BudgetManager:
     """A budget with no caps at all; tests set what they need."""

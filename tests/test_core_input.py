@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MakeBudget, deployment_keys, stream_entries
+from conftest import MakeBudget, deployment_state, stream_entries
 from spendgate import (
     BudgetManager,
     InvalidAmountError,
@@ -74,24 +74,6 @@ async def test_a_float_subclass_is_read_by_its_value(budget: BudgetManager) -> N
     assert record.amount == Decimal("0.1")
 
 
-async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
-    client = budget.redis
-    state: dict[bytes, Any] = {}
-    for key in await deployment_keys(budget):
-        kind = await client.type(key)
-        if kind == b"string":
-            state[key] = await client.get(key)
-        elif kind == b"hash":
-            state[key] = await client.hgetall(key)
-        elif kind == b"zset":
-            state[key] = await client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"stream":
-            state[key] = await client.xlen(key)
-        else:
-            state[key] = kind
-    return state
-
-
 def _amount_id(value: object) -> str:
     if isinstance(value, int) and value.bit_length() > 1000:
         return f"int of {value.bit_length()} bits"
@@ -105,7 +87,7 @@ async def test_bad_amounts_are_rejected_and_change_nothing(
     budget = make_budget(daily_user_limit="10", enforce_balance=False)
     await budget.record_spend("alice", "1", project_id="p")
     lease = await budget.reserve("alice", "1")
-    before = await _snapshot(budget)
+    before = await deployment_state(budget)
 
     calls = [
         lambda: budget.check_availability("alice", "p", amount),
@@ -120,7 +102,7 @@ async def test_bad_amounts_are_rejected_and_change_nothing(
             continue  # None is a valid limit: "no cap"
         with pytest.raises(InvalidAmountError):
             await call()
-    assert await _snapshot(budget) == before
+    assert await deployment_state(budget) == before
 
 
 def test_invalid_amount_error_is_a_value_error() -> None:
@@ -213,7 +195,7 @@ async def test_bad_ids_are_rejected_and_change_nothing(
     make_budget: MakeBudget, user: Any, error: type[Exception]
 ) -> None:
     budget = make_budget()
-    before = await _snapshot(budget)
+    before = await deployment_state(budget)
     calls = [
         lambda: budget.check_availability(user),
         lambda: budget.record_spend(user, "1"),
@@ -234,7 +216,7 @@ async def test_bad_ids_are_rejected_and_change_nothing(
             await budget.settle(user, "1")
         with pytest.raises(error):
             await budget.release(user)
-    assert await _snapshot(budget) == before
+    assert await deployment_state(budget) == before
 
 
 async def test_id_length_limit_is_configurable(make_budget: MakeBudget) -> None:
@@ -264,7 +246,7 @@ async def test_bad_metadata_is_rejected(make_budget: MakeBudget, metadata: Any) 
     budget = make_budget()
     with pytest.raises(InvalidArgumentError):
         await budget.record_spend("alice", "1", metadata=metadata)
-    assert await _snapshot(budget) == {}
+    assert await deployment_state(budget) == {}
 
 
 @pytest.mark.parametrize("model", ["", "  ", "m" * 257])
@@ -279,7 +261,7 @@ async def test_bad_lease_ttl_is_rejected(make_budget: MakeBudget, ttl: Any) -> N
     budget = make_budget()
     with pytest.raises(InvalidArgumentError):
         await budget.reserve("alice", "1", ttl_seconds=ttl)
-    assert await _snapshot(budget) == {}
+    assert await deployment_state(budget) == {}
 
 
 @pytest.mark.parametrize("scope", ["users", "", None, "GLOBAL"])

@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from conftest import FakeClock, MakeBudget, deployment_keys
+from conftest import FakeClock, MakeBudget, deployment_keys, deployment_state
 from redis_server import RedisServer
 from spendgate import (
     BudgetConfig,
@@ -74,24 +74,6 @@ def _one_per_bucket(name: str = "user") -> list[str]:
         users.setdefault(bucket_of(f"{name}-{n}", BUCKETS), f"{name}-{n}")
         n += 1
     return [users[b] for b in range(BUCKETS)]
-
-
-async def _state(budget: BudgetManager) -> dict[bytes, Any]:
-    """Every key of the deployment with its value (a stream: its length)."""
-    client, state = budget.redis, {}
-    for key in await deployment_keys(budget):
-        kind = await client.type(key)
-        if kind == b"string":
-            state[key] = await client.get(key)
-        elif kind == b"hash":
-            state[key] = await client.hgetall(key)
-        elif kind == b"zset":
-            state[key] = await client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"stream":
-            state[key] = await client.xlen(key)
-        else:
-            state[key] = kind
-    return state
 
 
 # -- where the keys go -----------------------------------------------------------
@@ -185,7 +167,7 @@ async def test_an_id_that_names_no_bucket_or_another_changes_nothing(
     await budget.add_credits(user, 10)
     lease = await budget.reserve(user, 2)
     spent = await budget.record_spend(user, 1)
-    before = await _state(budget)
+    before = await deployment_state(budget)
     bad_lease = _HOSTILE[form](lease.id.rsplit("~", 1)[0], 3)
     bad_entry = _HOSTILE[form](spent.entry_id.rsplit("~", 1)[0], 3)
     with pytest.raises(LeaseStateError, match="unknown"):
@@ -196,7 +178,7 @@ async def test_an_id_that_names_no_bucket_or_another_changes_nothing(
         await budget.extend(bad_lease, 1)
     with pytest.raises(UnknownEntryError):
         await budget.refund(bad_entry, "0.5")
-    assert await _state(budget) == before
+    assert await deployment_state(budget) == before
     assert (await budget.get_usage(user))["user"].held == 2
 
 
