@@ -62,7 +62,7 @@ class ShardedKeys(Keys):
         self._buckets = tuple(Keys(key_prefix, f"sg:{b}") for b in range(buckets))
 
     def of(self, user_id: str) -> Keys:
-        return self._buckets[crc32(user_id.encode()) % self._count]
+        return self._buckets[bucket_of(user_id, self._count)]
 
     def of_id(self, some_id: str) -> Keys:
         """The bucket a lease or entry id names; the root's for an id that
