@@ -22,7 +22,6 @@ from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms, to_ms, windows_at
 from spendgate.corrections import Adjustment
 from spendgate.errors import (
-    ConfigurationError,
     IdempotencyConflictError,
     InvalidAmountError,
     InvalidArgumentError,
@@ -113,11 +112,10 @@ class Corrections(LimitsAndUsage, Facts):
             the sum of every bucket's and no one counter holds it
         """
         kind, sid = self._scope_id(scope, scope_id)
-        if kind != "user" and self.config.cluster_buckets > 1:
-            raise ConfigurationError(
-                f"a {kind}'s spend cannot be adjusted with cluster_buckets="
-                f"{self.config.cluster_buckets}: it is the sum of every"
-                " bucket's counters, and one counter cannot be lowered for it"
+        if kind != "user":
+            self._decided_in_one_bucket(
+                f"a {kind}'s spend cannot be adjusted",
+                "that spend is the sum of every bucket's counters",
             )
         if window not in ("daily", "monthly"):
             raise InvalidArgumentError(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import Windows, to_ms, windows_at
-from spendgate.errors import StorageError
+from spendgate.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig
@@ -75,6 +75,19 @@ class Operations:
     #: per-model caps are on (``model_caps``): admission and usage send the
     #: model to the scripts, which count and check it
     _model_caps: bool
+
+    def _decided_in_one_bucket(self, what: str, why: str) -> None:
+        """Refuse ``what`` on a sharded deployment, where each call is decided
+        in its user's bucket (spendgate.core.shards); ``why`` says what no
+        one bucket can see.
+
+        :raise ConfigurationError: ``cluster_buckets`` > 1
+        """
+        if self.config.cluster_buckets > 1:
+            raise ConfigurationError(
+                f"{what} with cluster_buckets={self.config.cluster_buckets}:"
+                f" each call is decided in its user's bucket, and {why}"
+            )
 
     def _now_ms(self) -> int:
         if self._clock is None:

@@ -21,7 +21,7 @@ from spendgate.core.keys import Keys
 from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
 from spendgate.core.windows import Windows, from_ms
-from spendgate.errors import ConfigurationError, InvalidArgumentError, Scope
+from spendgate.errors import InvalidArgumentError, Scope
 from spendgate.models import Limits, ModelUsage, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
 from spendgate.ops.bucket_usage import with_other_buckets
@@ -63,12 +63,9 @@ class LimitsAndUsage(Operations):
         bucket sees its whole spend: spendgate.core.shards)."""
         if scope == "user":
             return self.keys.of(scope_id)
-        if self.config.cluster_buckets > 1:
-            raise ConfigurationError(
-                f"{scope} caps cannot be kept with cluster_buckets="
-                f"{self.config.cluster_buckets}: each call is decided in its"
-                " user's bucket, which sees only its own users' spend"
-            )
+        self._decided_in_one_bucket(
+            f"{scope} caps cannot be kept", "it sees only its own users' spend"
+        )
         return self.keys
 
     async def set_limits(

@@ -20,7 +20,6 @@ from spendgate.core.money import credit_micros, from_micros, limit_micros
 from spendgate.core.protocol import NO_CAP, Reply
 from spendgate.core.windows import from_ms
 from spendgate.errors import (
-    ConfigurationError,
     IdempotencyConflictError,
     InvalidArgumentError,
     NotATeamMemberError,
@@ -41,12 +40,10 @@ class Teams(Facts):
     :mod:`spendgate.ops.team_leases`, :mod:`spendgate.ops.team_charges`)."""
 
     def _team_id(self, team_id: object) -> str:
-        if self.config.cluster_buckets > 1:  # (every team call names its team)
-            raise ConfigurationError(
-                f"teams cannot be kept with cluster_buckets="
-                f"{self.config.cluster_buckets}: a team's pool is shared by users"
-                " of every bucket, and each call is decided in its user's bucket"
-            )
+        # (every team call names its team)
+        self._decided_in_one_bucket(
+            "teams cannot be kept", "a team's pool is shared by users of every bucket"
+        )
         return check_id("team_id", team_id, self._max_id)
 
     async def create_team(
