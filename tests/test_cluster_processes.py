@@ -88,6 +88,9 @@ def _settings(cluster: LocalCluster, prefix: str, spool: Path) -> dict[str, Any]
         "daily_project_limit": None,
         "daily_global_limit": None,
         "spool_path": str(spool),
+        # (four processes connect to every node at once: on a busy machine
+        # that has taken longer than the hot path's 0.25 s default)
+        "redis_connect_timeout_seconds": 5,
     }
 
 
