@@ -54,7 +54,7 @@ from spendgate import (
     LeaseStateError,
     UnknownEntryError,
 )
-from spendgate.core.shards import bucket_of
+from spendgate.core.shards import bucket_of, keys_for
 from test_chaos import _config, _drained
 from test_price_books import BOOK, PRICE, USAGE, _doubled
 
@@ -406,3 +406,13 @@ async def test_facts_spooled_while_redis_is_down_replay_into_their_buckets_once(
             expected = sum((charged[u] for u in mine), Decimal(0))
             assert Decimal(int(spent or 0)) / 1_000_000 == expected, bucket
         assert await budget.redis.exists(budget.keys.ledger) == 0  # the root's
+
+
+def test_stream_homes_are_the_root_and_every_bucket() -> None:
+    sharded = keys_for("p", 4)
+    homes = sharded.stream_homes()
+    assert homes[0] is sharded
+    assert [k.ledger for k in homes[1:]] == [b.ledger for b in sharded.buckets()]
+    assert len({k.ledger for k in homes}) == 5
+    single = keys_for("p", 1)
+    assert single.stream_homes() == (single,)

@@ -239,6 +239,13 @@ class Keys:
         grant expiries): these only."""
         return (self,)
 
+    def stream_homes(self) -> tuple[Keys, ...]:
+        """Every place whose ledger and events streams hold entries, for
+        their readers (the flusher, the event dispatcher, reconcile): these
+        only; sharded, the root's (what names no bucket: facts spooled
+        before sharding) and every bucket's."""
+        return (self,)
+
     def flusher(self, consumer: str) -> str:
         """One flusher's heartbeat: present while it is alive."""
         return self.ledger + ":flusher:" + consumer

@@ -86,3 +86,6 @@ class ShardedKeys(Keys):
 
     def buckets(self) -> tuple[Keys, ...]:
         return self._buckets
+
+    def stream_homes(self) -> tuple[Keys, ...]:
+        return (self, *self._buckets)
