@@ -252,7 +252,10 @@ end
 -- Returns {R_OK, room} when admitted, room being the smallest amount still
 -- available over all capped windows (-1 when nothing is capped), or the
 -- refusal {R_REFUSED, scope index, window (a W_ code), limit, spent, held}
--- (a W_MINUTE one adds when the scope frees up, ms); then the holds' due
+-- (a W_MINUTE one adds when the scope frees up, ms), or, sharded, the
+-- ESCROW answer of the project's and the platform's windows short of the
+-- bucket's allowance (_escrow.lua: a bucket admits against that, not the
+-- cap, and the room it reports is the allowance's); then the holds' due
 -- time, what read_scopes read (its values and how many come before the
 -- scopes'), for a caller that charges next, and the minutes of the scopes
 -- with a per-minute cap (nil when none: count_admitted_minutes counts what
@@ -264,6 +267,7 @@ local function admit(now_ms, day, month, user, project, requested, floor, free)
   local n = 2
   if project ~= '' then n = 3 end
   local tightest, minutes = -1, nil
+  local short  -- (the scopes short of their bucket's allowance: _escrow.lua)  --@sharded
   for i = 1, n do
     local at = first + 4 * i - 4
     local held = tonumber(seen[at + 3]) or 0
@@ -277,10 +281,15 @@ local function admit(now_ms, day, month, user, project, requested, floor, free)
       if limit >= 0 then
         local used = tonumber(seen[at + w - W_DAILY + 1]) or 0
         local room = limit - used - held
+        if i > 1 then room = escrow_room(i, n, project, w, day, month, used, held) end  --@sharded
         -- (a warn or notify cap neither refuses nor limits: cap_soft)  --@cap_actions
         if not soft then  --@cap_actions
         if room < requested or (requested == 0 and room <= 0) then
+          if i > 1 then  --@sharded
+          short = escrow_short(short, i, n, project, w, day, month, limit, requested, room, used, held)  --@sharded
+          else  --@sharded
           return {R_REFUSED, i, w, limit, used, held}
+          end  --@sharded
         end
         if tightest < 0 or room < tightest then tightest = room end
         end  --@cap_actions
@@ -311,6 +320,7 @@ local function admit(now_ms, day, month, user, project, requested, floor, free)
       end
     end
   end
+  if short then return short end  --@sharded
   return {R_OK, tightest}, due, seen, first, minutes
 end
 

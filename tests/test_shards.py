@@ -185,24 +185,25 @@ async def test_an_id_that_names_no_bucket_or_another_changes_nothing(
 # -- what a bucket cannot decide is refused ----------------------------------------
 
 
-def test_the_default_project_and_global_caps_are_refused() -> None:
-    with pytest.raises(ValidationError) as refused:
-        BudgetConfig(key_prefix="sharded", cluster_buckets=BUCKETS)
-    assert "daily_project_limit" in str(refused.value)
-    assert "daily_global_limit" in str(refused.value)
+def test_weekly_and_per_minute_defaults_of_shared_scopes_are_refused() -> None:
+    # (daily and monthly ones are lent to the buckets: test_escrow_admission.py)
+    assert BudgetConfig(key_prefix="sharded", cluster_buckets=BUCKETS)
+    for field in ("weekly_project_limit", "per_minute_global_limit"):
+        with pytest.raises(ValidationError) as refused:
+            BudgetConfig(key_prefix="s", cluster_buckets=BUCKETS, **{field: 5})
+        assert field in str(refused.value)
+    assert BudgetConfig(key_prefix="s", cluster_buckets=BUCKETS, weekly_user_limit=5)
 
 
-async def test_project_and_global_caps_and_teams_are_refused_and_write_nothing(
+async def test_what_no_bucket_can_decide_is_refused_and_writes_nothing(
     make_budget: MakeBudget,
 ) -> None:
-    budget = _sharded(make_budget, model_caps=True)
+    budget = _sharded(make_budget, model_caps=True, cap_actions=True, weekly_caps=True)
     refused = [
-        budget.set_limits("project", "p", daily=1),
-        budget.set_limits("global", daily=1, monthly=5),
+        budget.set_limits("project", "p", weekly=1),
+        budget.set_limits("global", daily=1, action="warn"),
         budget.set_limits("project", "p", model="gpt-4o", daily=1),
         budget.set_limits("global", model="gpt-4o", daily=1),
-        budget.clear_limits("project", "p"),
-        budget.clear_limits("global"),
         budget.clear_limits("project", "p", model="gpt-4o"),
         budget.create_team("eng", initial_balance=10),
         budget.record_spend("ada", 1, team_id="eng"),
@@ -211,8 +212,8 @@ async def test_project_and_global_caps_and_teams_are_refused_and_write_nothing(
         with pytest.raises(ConfigurationError, match="cluster_buckets=8"):
             await call
     assert await deployment_keys(budget) == []
-    limits = await budget.set_limits("user", "ada", daily=5)
-    assert limits.daily == 5
+    limits = await budget.set_limits("user", "ada", daily=5, weekly=6)
+    assert (limits.daily, limits.weekly) == (5, 6)
     await budget.record_spend("ada", 4)
     with pytest.raises(BudgetExceededError) as over:
         await budget.reserve("ada", "1.01")

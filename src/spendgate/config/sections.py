@@ -86,11 +86,20 @@ class StoreSettings(BaseModel):
     #: spread the keys over this many buckets of users, each its own hash
     #: tag (``{sg:<bucket>}``), so a Redis Cluster's masters share the work;
     #: 1 keeps every key under ``{sg}`` (one slot). A user's caps stay
-    #: exact; project and global caps, teams and per-model caps of projects
-    #: or the global scope cannot be decided in one bucket, and a sharded
-    #: deployment refuses them (:mod:`spendgate.core.shards`). Fixed for the
-    #: life of a deployment's keys.
+    #: exact; a project's and the platform's daily and monthly caps are
+    #: lent to the buckets in chunks (escrow: :mod:`spendgate.ops.escrow`);
+    #: their weekly and per-minute caps, cap actions, per-model caps and
+    #: teams cannot be decided in one bucket, and a sharded deployment
+    #: refuses them (:mod:`spendgate.core.shards`). Fixed for the life of a
+    #: deployment's keys.
     cluster_buckets: int = Field(default=1, ge=1, le=1024)
+    #: sharded: what a bucket borrows at the least of a project's or the
+    #: platform's cap when what it holds of it runs short. Larger: fewer
+    #: borrowing round trips; more that sits unused in other buckets
+    #: until a bucket short of it takes it back
+    escrow_chunk: Decimal = Field(
+        default=Decimal(1), gt=0, le=10**9, allow_inf_nan=False
+    )
 
     @field_validator("key_prefix")
     @classmethod

@@ -149,17 +149,23 @@ class BudgetConfig(
     def _one_bucket_decides(self) -> BudgetConfig:
         # Sharded, a call runs in its user's bucket: no bucket sees a
         # project's or the platform's whole spend (spendgate.core.shards).
+        # Their daily and monthly caps are lent out (spendgate.ops.escrow);
+        # a week or a sliding minute is not.
         if self.cluster_buckets > 1:
             shared = [
                 field
-                for scope, _, field in DEFAULT_CAPS
-                if scope != "user" and getattr(self, field) is not None
+                for scope, window, field in DEFAULT_CAPS
+                if scope != "user"
+                and window not in ("daily", "monthly")
+                and getattr(self, field) is not None
             ]
             if shared:
                 raise ValueError(
                     f"cluster_buckets={self.cluster_buckets} decides each call in"
-                    " its user's bucket, so project and global caps cannot be"
-                    f" kept: set {', '.join(shared)} to None (user caps stay exact)"
+                    " its user's bucket, so weekly and per-minute caps of projects"
+                    f" and the platform cannot be kept: set {', '.join(shared)}"
+                    " to None (their daily and monthly caps are lent to the"
+                    " buckets; user caps stay exact)"
                 )
         return self
 

@@ -3,12 +3,9 @@ deployment: the root's loans per scope and window (:func:`loans`)."""
 
 from __future__ import annotations
 
-from spendgate.core.keys import SCOPE_LETTERS, Keys
+from spendgate.core.keys import KEY_PARTS, SCOPE_LETTERS, Keys
 
-__all__ = ["ESCROW_PART", "loans"]
-
-#: the part of a root key that names escrow's loans
-ESCROW_PART = "esc:"
+__all__ = ["loans"]
 
 
 def loans(root: Keys, scope: str, scope_id: str, window_id: str) -> str:
@@ -17,4 +14,5 @@ def loans(root: Keys, scope: str, scope_id: str, window_id: str) -> str:
     each loan, ``r:<return id>`` each return; a bucket's own (same name
     below its tag): ``allowance``, ``d:<loan id>`` each deposit, ``c:<reclaim
     id>`` each reclaim. Both expire with the window."""
-    return f"{root.base}{ESCROW_PART}{SCOPE_LETTERS[scope]}:{scope_id}:{window_id}"
+    part = KEY_PARTS["ESCROW"]  # (Lua: K_ESCROW, lua/_escrow.lua)
+    return f"{root.base}{part}{SCOPE_LETTERS[scope]}:{scope_id}:{window_id}"

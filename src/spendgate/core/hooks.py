@@ -21,8 +21,10 @@ __all__ = ["HOOKS", "hooks_on", "with_hooks"]
 #: tag naming no hook fails the loading. ``cap_actions`` (``CAP_ACTIONS``
 #: "1": cap actions and threshold events, ``_actions.lua``),
 #: ``low_balance`` (``LOW_BALANCE`` not ``NO_CAP``: the low balance event),
-#: ``models`` (``MODEL_CAPS`` "1": per-model caps, ``_models.lua``)
-HOOKS = ("cap_actions", "low_balance", "models")
+#: ``models`` (``MODEL_CAPS`` "1": per-model caps, ``_models.lua``),
+#: ``sharded`` (``BASE`` "": ``cluster_buckets`` above 1, a project's or the
+#: platform's caps admitted against what the bucket was lent, ``_escrow.lua``)
+HOOKS = ("cap_actions", "low_balance", "models", "sharded")
 
 #: a tagged line (see :data:`HOOKS`): its hook, and whether it is the
 #: off-only variant
@@ -55,5 +57,6 @@ def hooks_on(constants: Mapping[str, str]) -> frozenset[str]:
         "cap_actions": constants["CAP_ACTIONS"] == "1",
         "low_balance": constants["LOW_BALANCE"] != protocol.NO_CAP,
         "models": constants["MODEL_CAPS"] == "1",
+        "sharded": constants["BASE"] == "",
     }
     return frozenset(hook for hook in HOOKS if on[hook])

@@ -100,6 +100,11 @@ they are loaded. The layout, below ``BASE``::
     tmon:<yyyymm>:<team>   hash: user id -> spent on it that month
                            (a member id is a hash field and a team id the
                            last part of a key: neither can alias another's)
+    esc:<s>:<id>:<window>  hash, sharded only (spendgate.ops.escrow): a
+                           project's or the platform's daily or monthly
+                           cap lent out; the root's: lent, l:/r:<id>
+                           each loan and return; a bucket's: allowance,
+                           d:/c:<id> each deposit and reclaim
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -156,6 +161,7 @@ KEY_PARTS = {
     "MODEL_MONTH": "mm:",
     "MODEL_HELD": "mr:",
     "CAP_MARK": "cx:",
+    "ESCROW": "esc:",
 }
 
 
@@ -223,6 +229,10 @@ class Keys:
 
     def of_id(self, some_id: str) -> Keys:
         """The keys of the bucket a lease or entry id was made in: these."""
+        return self
+
+    def of_key(self, key: str) -> Keys:
+        """The keys of the bucket ``key`` is in: these."""
         return self
 
     def id_for(self, new_id: str, user_id: str) -> str:

@@ -68,6 +68,13 @@ class Reply(IntEnum):
     #: charge): ``{CHARGE_DAY, its day}``; nothing changed, the call is made
     #: again with that day's keys
     CHARGE_DAY = 15
+    #: sharded (spendgate.ops.escrow_admission): the user's bucket holds too
+    #: little of a project's or the platform's cap (what the root lent it):
+    #: ``{ESCROW, then per scope and window short: scope index, window,
+    #: cap, shortfall, spent, held and allowance (the bucket's), scope id,
+    #: window id}``;
+    #: nothing changed, the call is made again once the bucket borrowed
+    ESCROW = 16
 
 
 class WindowCode(IntEnum):

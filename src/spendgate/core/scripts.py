@@ -111,7 +111,8 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: ``_grants`` a user's grants (every configuration: a user may hold some),
 #: ``_allowance`` a plan's free allowance (every configuration: a user may
 #: have a plan), ``_events`` what the scripts that write events share,
-#: ``_actions`` cap actions and threshold events, ``_models`` per-model caps
+#: ``_actions`` cap actions and threshold events, ``_models`` per-model caps,
+#: ``_escrow`` a sharded deployment's shared caps
 LIBRARIES = (
     "_teams",
     "_refunds",
@@ -126,6 +127,7 @@ LIBRARIES = (
     "_kill",
     "_actions",
     "_models",
+    "_escrow",
 )
 
 
@@ -164,7 +166,8 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
-    hook, ``_models`` with the ``models`` hook, and ``_events`` with
+    hook, ``_models`` with the ``models`` hook, ``_escrow`` with the
+    ``sharded`` hook, and ``_events`` with
     ``_kill`` or an event-writing hook."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
@@ -183,6 +186,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_kill": kill,
         "_actions": "cap_actions" in hooks,
         "_models": "models" in hooks,
+        "_escrow": "sharded" in hooks,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

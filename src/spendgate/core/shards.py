@@ -78,6 +78,15 @@ class ShardedKeys(Keys):
     def id_for(self, new_id: str, user_id: str) -> str:
         return f"{new_id}{BUCKET_MARK}{bucket_of(user_id, self._count)}"
 
+    def of_key(self, key: str) -> Keys:
+        """The bucket whose tag ``key`` carries; the root's for any other."""
+        head = self.base[:-2] + ":"  # "<prefix>:{sg:", a bucket's tag opening
+        if key.startswith(head):
+            number = key[len(head) : key.find("}", len(head))]
+            if number.isdigit() and number.isascii() and int(number) < self._count:
+                return self._buckets[int(number)]
+        return self
+
     def id_like(self, new_id: str, other_id: str) -> str:
         keys = self.of_id(other_id)
         if keys is self:

@@ -19,12 +19,13 @@ from spendgate.core.money import charge_micros, from_micros
 from spendgate.core.protocol import WINDOW_NAMES, Reply
 from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import BudgetExceededError, Scope
-from spendgate.ops.base import Operations, text
+from spendgate.ops.base import text
+from spendgate.ops.escrow_admission import Escrowing
 
 _OK = int(Reply.OK)
 
 
-class Admission(Operations):
+class Admission(Escrowing):
     """``check_availability`` and ``remaining``; the refusal they share with
     ``reserve``."""
 
@@ -83,9 +84,10 @@ class Admission(Operations):
         plan = self._plan_fast(user_id, self.config.enforce_balance)
         if plan is None:
             plan = await self._plan_arg(user_id, now_ms)
-        reply = await self._store.run(
-            "check", keys, args + (plan,) + tail, fail_open=True
-        )
+        sent = args + (plan,) + tail
+        reply = await self._store.run("check", keys, sent, fail_open=True)
+        if reply is not None and reply[0] == Reply.ESCROW:  # (sharded: borrows)
+            reply = await self._escrowed("check", keys, sent, reply, fail_open=True)
         if reply is not None and reply[0] == Reply.STALE_PRICE:
             reply = await self._replan(
                 "check", keys, args, user_id, now_ms, reply, tail, fail_open=True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,10 @@ class Operations:
     #: per-model caps are on (``model_caps``): admission and usage send the
     #: model to the scripts, which count and check it
     _model_caps: bool
+    #: a call again once its bucket borrowed what its ``ESCROW`` answer
+    #: lacks (spendgate.ops.escrow_admission.Escrowing, the admitting
+    #: operations' base)
+    _escrowed: Callable[..., Awaitable[Any]]
 
     def _decided_in_one_bucket(self, what: str, why: str) -> None:
         """Refuse ``what`` on a sharded deployment, where each call is decided
@@ -200,6 +204,8 @@ class Operations:
             plan = await self._plan_arg(user, now_ms, lenient)
             args = head + (plan,) + tail
             reply = await self._store.run(operation, keys, args, **options)
+            if reply is not None and reply[0] == Reply.ESCROW:
+                reply = await self._escrowed(operation, keys, args, reply, **options)
             if reply is None or reply[0] != Reply.STALE_PRICE:
                 return reply
         raise StorageError(f"the user's plan kept changing during a {operation}")

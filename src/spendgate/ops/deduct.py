@@ -229,6 +229,9 @@ class Deductions(DeductPricing, Leases, Facts):
         ikey = keys.caller_idempotency(key) if key else keys.charge(entry_id)
         reply = await self._store.run("deduct", (ikey,), args)
         code = reply[0]
+        if code == Reply.ESCROW:  # (sharded: its bucket borrows first)
+            reply = await self._escrowed("deduct", (ikey,), args, reply)
+            code = reply[0]
         if code == Reply.STALE_PRICE:
             self._stale(user, reply)
             return None

@@ -108,6 +108,8 @@ class Extensions(Leases):
             plan = await self._plan_arg(user, now_ms)
         keys, args = sent.keys, sent.args
         reply = await self._store.run("extend", keys, args + (plan,))
+        if reply[0] == Reply.ESCROW:  # (sharded: its bucket borrows first)
+            reply = await self._escrowed("extend", keys, args + (plan,), reply)
         if reply[0] == Reply.STALE_PRICE:
             reply = await self._replan("extend", keys, args, user, now_ms, reply)
         code = reply[0]

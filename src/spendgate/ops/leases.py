@@ -44,6 +44,7 @@ _OK, _REFUSED, _REPLAYED, _CONFLICT = (
     int(Reply.REPLAYED),
     int(Reply.CONFLICT),
 )
+_ESCROW = int(Reply.ESCROW)
 #: the longest a hold may be asked for
 _MAX_TTL_SECONDS = 7 * 86400
 
@@ -120,8 +121,12 @@ class Leases(Admission):
         plan = self._plan_fast(user_id, self.config.enforce_balance)
         if plan is None:
             plan = await self._plan_arg(user_id, now_ms)
-        reply = await self._store.run("reserve", (ikey,), args + (plan,) + tail)
+        sent = args + (plan,) + tail
+        reply = await self._store.run("reserve", (ikey,), sent)
         code = reply[0]
+        if code == _ESCROW:  # (sharded: its bucket borrows first)
+            reply = await self._escrowed("reserve", (ikey,), sent, reply)
+            code = reply[0]
         if code == Reply.STALE_PRICE:
             reply = await self._replan(
                 "reserve", (ikey,), args, user_id, now_ms, reply, tail
@@ -207,8 +212,12 @@ class Leases(Admission):
         plan = self._plan_fast(user_id, self.config.enforce_balance)
         if plan is None:
             plan = await self._plan_arg(user_id, now_ms)
-        reply = await self._store.run("reserve_up_to", (ikey,), args + (plan,) + tail)
+        sent = args + (plan,) + tail
+        reply = await self._store.run("reserve_up_to", (ikey,), sent)
         code = reply[0]
+        if code == _ESCROW:  # (sharded: its bucket borrows first)
+            reply = await self._escrowed("reserve_up_to", (ikey,), sent, reply)
+            code = reply[0]
         if code == Reply.STALE_PRICE:
             reply = await self._replan(
                 "reserve_up_to", (ikey,), args, user_id, now_ms, reply, tail

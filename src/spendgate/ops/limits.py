@@ -4,6 +4,7 @@ trip."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -58,15 +59,45 @@ class LimitsAndUsage(Operations):
         return scope, check_id(name, scope_id, self._max_id)
 
     def _capped_keys(self, scope: Scope, scope_id: str) -> Keys:
-        """Where one entity's caps are kept: a user's in the user's bucket;
-        a project's or the platform's nowhere on a sharded deployment (no
-        bucket sees its whole spend: spendgate.core.shards)."""
+        """Where one entity's per-model caps, weekly and per-minute caps and
+        cap action are kept: a user's in the user's bucket; a project's or
+        the platform's nowhere on a sharded deployment (no bucket sees its
+        whole spend: spendgate.core.shards)."""
         if scope == "user":
             return self.keys.of(scope_id)
         self._decided_in_one_bucket(
-            f"{scope} caps cannot be kept", "it sees only its own users' spend"
+            f"{scope} weekly, per-minute and per-model caps and cap actions"
+            " cannot be kept",
+            "it sees only its own users' spend (daily and monthly caps are"
+            " lent to the buckets)",
         )
         return self.keys
+
+    async def _set_override(
+        self, scope: Scope, scope_id: str, encoded: tuple[str, ...]
+    ) -> list[Any]:
+        """set_limits.lua on one entity's overrides. Sharded, a project's or
+        the platform's daily and monthly caps are written in every bucket,
+        each admitting against them what the root lends it
+        (spendgate.ops.escrow_admission); the first bucket's answer is the
+        answer."""
+        daily_monthly_only = all(part == LIMIT_KEEP for part in encoded[2:]) or all(
+            part == LIMIT_DEFAULT for part in encoded
+        )
+        if scope == "user" or not daily_monthly_only:
+            keys = self._capped_keys(scope, scope_id)
+            return list(
+                await self._store.run(
+                    "set_limits", (keys.limits(scope, scope_id),), encoded
+                )
+            )
+        replies = await asyncio.gather(
+            *(
+                self._store.run("set_limits", (keys.limits(scope, scope_id),), encoded)
+                for keys in self.keys.buckets()
+            )
+        )
+        return list(replies[0])
 
     async def set_limits(
         self,
@@ -143,11 +174,7 @@ class LimitsAndUsage(Operations):
             else:
                 encoded.append(str(limit_micros(value)))
         encoded.append(part)
-        reply = await self._store.run(
-            "set_limits",
-            (self._capped_keys(kind, sid).limits(kind, sid),),
-            tuple(encoded),
-        )
+        reply = await self._set_override(kind, sid, tuple(encoded))
         return self._limits(kind, sid, reply)
 
     def _action_part(self, action: Any, thresholds: Any) -> str:
@@ -177,10 +204,8 @@ class LimitsAndUsage(Operations):
         kind, sid = self._scope_id(scope, scope_id)
         if model is not None:
             return await self._set_model_limits(kind, sid, model, None, None)
-        reply = await self._store.run(
-            "set_limits",
-            (self._capped_keys(kind, sid).limits(kind, sid),),
-            (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1),
+        reply = await self._set_override(
+            kind, sid, (LIMIT_DEFAULT,) * (len(OVERRIDE_WINDOWS) + 1)
         )
         return self._limits(kind, sid, reply)
 

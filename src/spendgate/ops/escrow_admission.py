@@ -1,0 +1,217 @@
+"""Admission against a project's or the platform's cap on a sharded deployment.
+
+A bucket admits against what the root lent it of such a daily or monthly
+cap (``lua/_escrow.lua``), not against the cap: the admitting scripts answer
+``ESCROW`` naming each scope and window short of it, having changed
+nothing. :meth:`Escrowing._escrowed` then borrows for each
+(:mod:`spendgate.ops.escrow`): the root lends the shortfall, at least
+``escrow_chunk``, at most what it has not lent; the loan is deposited in
+the bucket; the call is made again. When the root has too little left, the
+other buckets give back what they neither spent nor hold, and the root
+lends again. Only when even that falls short is the call refused, as at the
+cap.
+
+What this guarantees: the root never lends more than the cap, a bucket never
+admits more than it was lent, so admissions never take a scope past its
+cap. What it costs: one round trip as before, and three more (lend, deposit,
+again) for the call that finds its bucket short, about one call in
+``escrow_chunk / amount``. What it gives up: lent but unused allowance sits
+in other buckets until a short bucket takes it back (under-admission, never
+over), a loan or a take-back cut off by a crash stays lent for the rest of
+the window (at most one chunk per call cut off), and a fact (``record``,
+``settle`` above its hold) past the bucket's allowance is counted against
+the cap late, by that bucket's next borrowing.
+
+A scope and window whose borrowing found nothing left is refused at once,
+without borrowing, for :data:`QUIET_SECONDS` (by this manager): while the
+cap is spent, a refusal costs one round trip, not a sweep of every bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from spendgate.core.keys import Keys
+from spendgate.core.money import limit_micros
+from spendgate.core.protocol import Reply, WindowCode
+from spendgate.ops import escrow
+from spendgate.ops.base import Operations, new_id, text
+
+__all__ = ["QUIET_SECONDS", "Escrowing"]
+
+#: how long a scope and window found spent is refused without borrowing
+QUIET_SECONDS = 0.25
+#: times a call is sent again after borrowing before it is refused
+ROUNDS = 4
+#: the values of one short scope in an ``ESCROW`` answer
+_GROUP = 9
+#: how long escrow's hashes outlive their window, ms (a late call of the
+#: window still finds its loans)
+_MARGIN_MS = 3_600_000
+
+
+class Escrowing(Operations):
+    """Borrowing for the admitting operations that their bucket answered
+    ``ESCROW`` (a sharded deployment only)."""
+
+    #: (scope, scope id, window id) -> when borrowing for it is tried again
+    #: (time.monotonic()): found spent
+    _spent_until: dict[tuple[str, str, str], float] | None = None
+
+    async def _escrowed(
+        self,
+        operation: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        reply: list[Any],
+        **options: Any,
+    ) -> Any:
+        """The call again once its bucket borrowed what ``reply`` (its
+        ``ESCROW`` answer) says it lacks; a ``REFUSED`` answer when the
+        cap is spent (or the call kept finding its bucket short)."""
+        bucket = self.keys.of_key(keys[0])
+        for _ in range(ROUNDS):
+            count = (len(reply) - 1) // _GROUP
+            # (what follows the groups, extend's user and project, follows
+            # a refusal too)
+            after = reply[1 + count * _GROUP :]
+            shorts = [
+                reply[1 + i * _GROUP : 1 + (i + 1) * _GROUP] for i in range(count)
+            ]
+            found = await asyncio.gather(*(self._borrow_one(bucket, s) for s in shorts))
+            refusal = next((r for r in found if r is not None), None)
+            if refusal is not None:
+                return refusal + after
+            reply = await self._store.run(operation, keys, args, **options)
+            if reply is None or reply[0] != Reply.ESCROW:
+                return reply
+        return self._spent(reply[1 : 1 + _GROUP], 0, 0) + after
+
+    async def _borrow_one(self, bucket: Keys, short: list[Any]) -> list[Any] | None:
+        _, window_code, cap, shortfall, _, _, _, sid, window = short
+        scope_id, window_id = text(sid), text(window)
+        scope = "project" if scope_id else "global"
+        spent_key = (scope, scope_id, window_id)
+        quiet = self._spent_until
+        if quiet is not None and quiet.get(spent_key, 0.0) > time.monotonic():
+            return self._spent(short, 0, 0)
+        ttl_ms = self._escrow_ttl_ms(window_id)
+        chunk = self._escrow_chunk
+        loan = await self._lend(
+            bucket, scope, scope_id, window_id, cap, shortfall, chunk, ttl_ms
+        )
+        if loan.amount < shortfall:
+            # The root has too little left: what the other buckets neither
+            # spent nor hold goes back to it, and it lends again.
+            await self._take_back(bucket, scope, scope_id, window_id, window_code)
+            left = shortfall - loan.amount
+            more = await self._lend(
+                bucket, scope, scope_id, window_id, cap, left, 0, ttl_ms
+            )
+            if more.amount < left:
+                if quiet is None:
+                    quiet = self._spent_until = {}
+                quiet[spent_key] = time.monotonic() + QUIET_SECONDS
+                return self._spent(short, more.lent, loan.amount + more.amount)
+        return None
+
+    async def _lend(
+        self,
+        bucket: Keys,
+        scope: str,
+        scope_id: str,
+        window_id: str,
+        cap: int,
+        shortfall: int,
+        chunk: int,
+        ttl_ms: int,
+    ) -> escrow.Loan:
+        """One loan of the root's, deposited in ``bucket``."""
+        loan_id = new_id(self._now_ms())
+        loan = await escrow.lend(
+            self._store,
+            self.keys,
+            scope,
+            scope_id,
+            window_id,
+            cap=cap,
+            shortfall=shortfall,
+            chunk=chunk,
+            ttl_ms=ttl_ms,
+            loan_id=loan_id,
+        )
+        if loan.amount:
+            await escrow.deposit(
+                self._store,
+                bucket,
+                scope,
+                scope_id,
+                window_id,
+                amount=loan.amount,
+                loan_id=loan_id,
+                ttl_ms=ttl_ms,
+            )
+        return loan
+
+    async def _take_back(
+        self, bucket: Keys, scope: str, scope_id: str, window_id: str, window_code: int
+    ) -> None:
+        """What every other bucket neither spent nor holds of the scope in
+        the window, given back to the root (all buckets at once)."""
+
+        async def one(other: Keys) -> None:
+            if window_code == WindowCode.DAILY:
+                spent_key = other.day(window_id, scope, scope_id)
+            else:
+                spent_key = other.month(window_id, scope, scope_id)
+            taken_id = new_id(self._now_ms())
+            taken = await escrow.reclaim(
+                self._store,
+                other,
+                scope,
+                scope_id,
+                window_id,
+                spent_key=spent_key,
+                reclaim_id=taken_id,
+            )
+            if taken:
+                await escrow.give_back(
+                    self._store,
+                    self.keys,
+                    scope,
+                    scope_id,
+                    window_id,
+                    amount=taken,
+                    return_id=taken_id,
+                )
+
+        await asyncio.gather(*(one(b) for b in self.keys.buckets() if b is not bucket))
+
+    @staticmethod
+    def _spent(short: list[Any], lent: int, deposited: int) -> list[Any]:
+        """The ``REFUSED`` answer of a scope short of allowance that could
+        not borrow enough: the cap as its limit; as spent, what the bucket
+        spent and what the root lent (``lent``, 0: not known) beyond the
+        bucket's allowance, ``deposited`` included (the others' spend and
+        holds, and what they were lent and have not used)."""
+        index, window_code, cap, _, used, held, allowance = (int(v) for v in short[:7])
+        beyond = lent - allowance - deposited
+        spent = min(cap, used + max(beyond, 0))
+        return [Reply.REFUSED, index, window_code, cap, spent, held]
+
+    def _escrow_ttl_ms(self, window_id: str) -> int:
+        """How long escrow's hashes of a window are kept from now: to the
+        window's end, and an hour more."""
+        now_ms = self._now_ms()
+        w = self._windows_at(now_ms)
+        if window_id == w.day:
+            return w.day_end_ms - now_ms + _MARGIN_MS
+        if window_id == w.month:
+            return w.month_end_ms - now_ms + _MARGIN_MS
+        return _MARGIN_MS  # (a window just ended: a late call of it)
+
+    @property
+    def _escrow_chunk(self) -> int:
+        return limit_micros(self.config.escrow_chunk)
