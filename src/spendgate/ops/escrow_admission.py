@@ -44,12 +44,24 @@ __all__ = ["QUIET_SECONDS", "Escrowing"]
 #: how long a scope and window found spent is refused without borrowing
 QUIET_SECONDS = 0.25
 #: times a call is sent again after borrowing before it is refused
-ROUNDS = 4
+ROUNDS = 8
 #: the values of one short scope in an ``ESCROW`` answer
 _GROUP = 9
 #: how long escrow's hashes outlive their window, ms (a late call of the
 #: window still finds its loans)
 _MARGIN_MS = 3_600_000
+
+
+class _Gate:
+    """One bucket's borrowing in this manager: one borrower at a time, for
+    itself and the calls waiting behind it."""
+
+    __slots__ = ("lock", "waiting")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        #: calls waiting for the borrower to finish
+        self.waiting = 0
 
 
 class Escrowing(Operations):
@@ -59,6 +71,10 @@ class Escrowing(Operations):
     #: (scope, scope id, window id) -> when borrowing for it is tried again
     #: (time.monotonic()): found spent
     _spent_until: dict[tuple[str, str, str], float] | None = None
+    #: each bucket's borrowing (by its base)
+    _gates: dict[str, _Gate] | None = None
+    #: (scope, scope id, window id) -> its take-backs, one at a time
+    _sweeps: dict[tuple[str, str, str], asyncio.Lock] | None = None
 
     async def _escrowed(
         self,
@@ -70,26 +86,55 @@ class Escrowing(Operations):
     ) -> Any:
         """The call again once its bucket borrowed what ``reply`` (its
         ``ESCROW`` answer) says it lacks; a ``REFUSED`` answer when the
-        cap is spent (or the call kept finding its bucket short)."""
+        cap is spent (or the call kept finding its bucket short).
+
+        Calls of one bucket short at once borrow once: the first borrows
+        for itself and for every call then waiting behind it (as much
+        again for each), and the waiting ones are sent again once it has.
+        """
         bucket = self.keys.of_key(keys[0])
+        gates = self._gates
+        if gates is None:
+            gates = self._gates = {}
+        gate = gates.get(bucket.base)
+        if gate is None:
+            gate = gates[bucket.base] = _Gate()
         for _ in range(ROUNDS):
             count = (len(reply) - 1) // _GROUP
             # (what follows the groups, extend's user and project, follows
             # a refusal too)
             after = reply[1 + count * _GROUP :]
-            shorts = [
-                reply[1 + i * _GROUP : 1 + (i + 1) * _GROUP] for i in range(count)
-            ]
-            found = await asyncio.gather(*(self._borrow_one(bucket, s) for s in shorts))
-            refusal = next((r for r in found if r is not None), None)
-            if refusal is not None:
-                return refusal + after
+            if gate.lock.locked():  # another call borrows: wait, then again
+                gate.waiting += 1
+                try:
+                    async with gate.lock:
+                        pass
+                finally:
+                    gate.waiting -= 1
+            else:
+                async with gate.lock:
+                    shorts = [
+                        reply[1 + i * _GROUP : 1 + (i + 1) * _GROUP]
+                        for i in range(count)
+                    ]
+                    share = 1 + gate.waiting
+                    found = await asyncio.gather(
+                        *(self._borrow_one(bucket, s, share) for s in shorts)
+                    )
+                refusal = next((r for r in found if r is not None), None)
+                if refusal is not None:
+                    return refusal + after
             reply = await self._store.run(operation, keys, args, **options)
             if reply is None or reply[0] != Reply.ESCROW:
                 return reply
         return self._spent(reply[1 : 1 + _GROUP], 0, 0) + after
 
-    async def _borrow_one(self, bucket: Keys, short: list[Any]) -> list[Any] | None:
+    async def _borrow_one(
+        self, bucket: Keys, short: list[Any], share: int
+    ) -> list[Any] | None:
+        """Borrow what one scope and window lacks, ``share`` times over
+        (for the calls waiting too); its refusal when not even this call's
+        shortfall can be lent."""
         _, window_code, cap, shortfall, _, _, _, sid, window = short
         scope_id, window_id = text(sid), text(window)
         scope = "project" if scope_id else "global"
@@ -98,24 +143,44 @@ class Escrowing(Operations):
         if quiet is not None and quiet.get(spent_key, 0.0) > time.monotonic():
             return self._spent(short, 0, 0)
         ttl_ms = self._escrow_ttl_ms(window_id)
-        chunk = self._escrow_chunk
+        want = shortfall * share
         loan = await self._lend(
-            bucket, scope, scope_id, window_id, cap, shortfall, chunk, ttl_ms
+            bucket, scope, scope_id, window_id, cap, want, self._escrow_chunk, ttl_ms
         )
-        if loan.amount < shortfall:
-            # The root has too little left: what the other buckets neither
-            # spent nor hold goes back to it, and it lends again.
-            await self._take_back(bucket, scope, scope_id, window_id, window_code)
-            left = shortfall - loan.amount
+        if loan.amount >= want:
+            return None
+        # The root has too little left: what the other buckets neither spent
+        # nor hold goes back to it, and it lends again. One such sweep of a
+        # scope at a time (in this manager): two at once would each take
+        # back what the other was just lent.
+        sweeps = self._sweeps
+        if sweeps is None:
+            sweeps = self._sweeps = {}
+        sweep = sweeps.get(spent_key)
+        if sweep is None:
+            sweep = sweeps[spent_key] = asyncio.Lock()
+        async with sweep:
+            got = loan.amount
             more = await self._lend(
-                bucket, scope, scope_id, window_id, cap, left, 0, ttl_ms
+                bucket, scope, scope_id, window_id, cap, want - got, 0, ttl_ms
             )
-            if more.amount < left:
-                if quiet is None:
-                    quiet = self._spent_until = {}
-                quiet[spent_key] = time.monotonic() + QUIET_SECONDS
-                return self._spent(short, more.lent, loan.amount + more.amount)
-        return None
+            got += more.amount
+            taken = 0
+            if got < want:
+                taken = await self._take_back(
+                    bucket, scope, scope_id, window_id, window_code
+                )
+                more = await self._lend(
+                    bucket, scope, scope_id, window_id, cap, want - got, 0, ttl_ms
+                )
+                got += more.amount
+        if got >= shortfall:
+            return None
+        if got == 0 and taken == 0:  # nothing lent, nothing unused: spent
+            if quiet is None:
+                quiet = self._spent_until = {}
+            quiet[spent_key] = time.monotonic() + QUIET_SECONDS
+        return self._spent(short, more.lent, got)
 
     async def _lend(
         self,
@@ -157,11 +222,12 @@ class Escrowing(Operations):
 
     async def _take_back(
         self, bucket: Keys, scope: str, scope_id: str, window_id: str, window_code: int
-    ) -> None:
+    ) -> int:
         """What every other bucket neither spent nor holds of the scope in
-        the window, given back to the root (all buckets at once)."""
+        the window, given back to the root (all buckets at once); answers
+        how much."""
 
-        async def one(other: Keys) -> None:
+        async def one(other: Keys) -> int:
             if window_code == WindowCode.DAILY:
                 spent_key = other.day(window_id, scope, scope_id)
             else:
@@ -186,8 +252,10 @@ class Escrowing(Operations):
                     amount=taken,
                     return_id=taken_id,
                 )
+            return taken
 
-        await asyncio.gather(*(one(b) for b in self.keys.buckets() if b is not bucket))
+        others = [b for b in self.keys.buckets() if b is not bucket]
+        return sum(await asyncio.gather(*(one(b) for b in others)))
 
     @staticmethod
     def _spent(short: list[Any], lent: int, deposited: int) -> list[Any]:
