@@ -44,10 +44,12 @@ from test_cluster_processes import (
     NOW,
     PROCESSES,
     Workers,
+    _scenario,
     _settings,
     _split,
     workers,  # noqa: F401  (the fixture)
 )
+from test_cluster_processes import _burst as _scenario_burst
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -207,3 +209,37 @@ async def test_four_processes_at_users_caps_on_every_master_admit_exactly(
     logs = sorted(tmp_path.glob("worker-*.log"))
     assert [log.read_text() for log in logs] == [""] * PROCESSES
     assert not list(tmp_path.glob("sp-*/**/seg-*"))
+
+
+@pytest.mark.parametrize("scope", ["project", "global"])
+async def test_four_processes_at_a_shared_cap_never_pass_it(
+    scope: str,
+    redis_cluster: LocalCluster,
+    verifier: BudgetManager,
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A project's or the platform's cap, lent to the buckets in chunks of
+    5 calls (spendgate.ops.escrow_admission): 400 reserves at once from 4
+    processes admit at most the N that fit, and (what one process's
+    borrowing for a bucket leaves unused when another's refusal sweeps) at
+    most a chunk per process fewer. The scope holds exactly what was
+    admitted, summed over the buckets."""
+    scenario = _scenario(scope)
+    n, chunk = scenario.admits, AMOUNT * 5
+    await verifier.set_limits(scope, scenario.scope_id or None, daily=AMOUNT * n)
+    settings = _settings(redis_cluster, verifier.config.key_prefix, tmp_path / "sp")
+    more = {"cluster_buckets": BUCKETS, "escrow_chunk": str(chunk)}
+    await asyncio.to_thread(workers.start, {**settings, **scenario.defaults, **more})
+
+    answers = await asyncio.to_thread(_scenario_burst, workers, scenario)
+    assert [a["errors"] for a in answers] == [[]] * PROCESSES
+    admitted = sum(len(a["admitted"]) for a in answers)
+    refused = sum(sum(a["refused"].values()) for a in answers)
+    assert admitted + refused == PROCESSES * CALLS
+    assert {why for a in answers for why in a["refused"]} <= {f"{scope}/daily"}
+    print(f"{scope}: {admitted} of {n} admitted")
+    assert n - PROCESSES * 5 <= admitted <= n
+    user, project = scenario.calls[0]
+    usage = (await verifier.get_usage(user, project))[scope]
+    assert usage.held == AMOUNT * admitted
