@@ -24,15 +24,14 @@ local function escrow_room(i, n, project, w, day, month, used, held)
   return allowance - used - held
 end
 
--- A scope short of allowance, added to the ESCROW answer `short` (made on
--- the first: {R_ESCROW}): the scope index, window, cap, the shortfall
+-- A scope short of allowance, added to the answer `short` ({R_ESCROW, ...}
+-- from admit, {R_OK, ...} from escrow_deficit.lua): the scope index, window, cap, the shortfall
 -- (what `requested`, or 1 when nothing is, needs beyond `room`), the
 -- bucket's spent, held and allowance, the scope's id ("" for the platform)
 -- and the window's id, for the client to borrow
 -- (spendgate.ops.escrow_admission).
 local function escrow_short(short, i, n, project, w, day, month, cap, requested,
                             room, used, held)
-  short = short or {R_ESCROW}
   local _, window = escrow_key(i, n, project, w, day, month)
   local id = ''
   if i < n then id = project end

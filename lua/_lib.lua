@@ -286,7 +286,7 @@ local function admit(now_ms, day, month, user, project, requested, floor, free)
         if not soft then  --@cap_actions
         if room < requested or (requested == 0 and room <= 0) then
           if i > 1 then  --@sharded
-          short = escrow_short(short, i, n, project, w, day, month, limit, requested, room, used, held)  --@sharded
+          short = escrow_short(short or {R_ESCROW}, i, n, project, w, day, month, limit, requested, room, used, held)  --@sharded
           else  --@sharded
           return {R_REFUSED, i, w, limit, used, held}
           end  --@sharded

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conftest import MakeBudget
+from conftest import FakeClock, MakeBudget
 from spendgate import BudgetManager
 from spendgate.core import escrow_keys
 from spendgate.ops.escrow import Loan, deposit, give_back, lend, reclaim
@@ -40,6 +40,10 @@ async def _lend(budget: BudgetManager, loan_id: str, **amounts: int) -> Loan:
         loan_id=loan_id,
         **args,
     )
+
+
+def _taken(reclaim_id: str, budget: BudgetManager) -> dict[str, Any]:
+    return {"reclaim_id": reclaim_id, "now_ms": budget._now_ms()}
 
 
 async def _loans(budget: BudgetManager) -> dict[bytes, bytes]:
@@ -99,7 +103,7 @@ async def test_concurrent_loans_lend_exactly_what_the_cap_fits(
 
 
 async def test_a_bucket_gives_back_what_it_did_not_use(
-    make_budget: MakeBudget,
+    make_budget: MakeBudget, clock: FakeClock
 ) -> None:
     """A bucket lent 30 that holds 10 of the project (a real reserve of a
     user in it) gives back 20, once per reclaim id; the root lends it again."""
@@ -125,7 +129,7 @@ async def test_a_bucket_gives_back_what_it_did_not_use(
     spent = bucket.day(DAY, "project", "p1")
     for _ in range(2):
         taken = await reclaim(
-            store, bucket, "project", "p1", DAY, spent_key=spent, reclaim_id="c1"
+            store, bucket, "project", "p1", DAY, spent_key=spent, **_taken("c1", budget)
         )
         assert taken == 20
     back = {"amount": taken, "return_id": "c1"}
@@ -134,7 +138,17 @@ async def test_a_bucket_gives_back_what_it_did_not_use(
     # (nothing unused is left: a second reclaim takes 0)
     assert (
         await reclaim(
-            store, bucket, "project", "p1", DAY, spent_key=spent, reclaim_id="c2"
+            store, bucket, "project", "p1", DAY, spent_key=spent, **_taken("c2", budget)
         )
         == 0
     )
+    # once the hold has expired, a reclaim purges it (no call of the bucket
+    # has) and takes back what it held
+    clock.advance(budget.config.lease_ttl_seconds)
+    assert (
+        await reclaim(
+            store, bucket, "project", "p1", DAY, spent_key=spent, **_taken("c3", budget)
+        )
+        == 10
+    )
+    assert await budget.redis.get(bucket.held("project", "p1")) is None

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from conftest import MakeBudget
+from conftest import FakeClock, MakeBudget
 from spendgate import BudgetExceededError, BudgetManager, Lease
 from spendgate.core import escrow_keys
 from spendgate.core.scripts import SCRIPT_CONSTANTS, SCRIPT_NAMES, configured_source
 from spendgate.core.shards import bucket_of
-from spendgate.ops.escrow_admission import QUIET_SECONDS
+from spendgate.ops.escrow_admission import QUIET_MS
 from test_price_books import BOOK, USAGE
 
 BUCKETS = 8
@@ -102,7 +102,7 @@ async def test_sequential_calls_admit_exactly_what_fits(
 
 
 async def test_what_other_buckets_do_not_use_is_taken_back(
-    make_budget: MakeBudget,
+    make_budget: MakeBudget, clock: FakeClock
 ) -> None:
     budget = _sharded(make_budget, escrow_chunk="0.5")
     users = _users(16)
@@ -111,13 +111,13 @@ async def test_what_other_buckets_do_not_use_is_taken_back(
     # a third bucket is short: the two give back what they hold beyond 0.07
     third = await budget.reserve(users[2], "0.8", project_id="p")
     assert third.amount == Decimal("0.8")
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     with pytest.raises(BudgetExceededError):
         await budget.reserve(users[3], "0.07", project_id="p")
     # released holds free their bucket's allowance for the others, once the
     # refusal's quiet time (QUIET_SECONDS) has passed
     await budget.release(third)
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     fourth = await budget.reserve(users[3], "0.86", project_id="p")
     assert fourth.amount == Decimal("0.86")
     assert len(first) == 2
@@ -154,28 +154,33 @@ async def test_200_concurrent_reserves_never_pass_a_shared_cap(
 
 
 async def test_check_reserve_up_to_and_extend_borrow_too(
-    make_budget: MakeBudget,
+    make_budget: MakeBudget, clock: FakeClock
 ) -> None:
     budget = _sharded(make_budget, escrow_chunk="0.1")
     ada, bea = _users(2)
     assert await budget.check_availability(ada, "p", "0.3")
     assert await _lent(budget) == 300_000  # checked, so lent; nothing spent
     assert (await budget.get_usage(ada, "p"))["project"].daily.spent == 0
-    lease = await budget.reserve_up_to(ada, "2", "0.1", project_id="p")
-    assert Decimal("0.1") <= lease.amount <= Decimal("0.3")
+    # the grant: what the bucket holds of the cap (0.3, checked), or when
+    # that is short of the floor, what it holds once it borrowed for it
+    lease = await budget.reserve_up_to(ada, "2", project_id="p")
+    assert lease.amount == Decimal("0.3")
+    more = await budget.reserve_up_to(ada, "2", "0.25", project_id="p")
+    assert more.amount == Decimal("0.25")  # (borrowed 0.25, above the chunk)
+    await budget.release(more)
     taken = lease.amount
     grown = await budget.extend(lease, "0.2")  # (updates the lease)
     assert grown.amount == taken + Decimal("0.2")
     rest = 1 - grown.amount
     assert (await budget.reserve(bea, rest, project_id="p")).amount == rest
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     with pytest.raises(BudgetExceededError) as refused:
         await budget.extend(grown, "0.01")
     assert (refused.value.scope, refused.value.limit) == ("project", 1)
 
 
 async def test_deduct_borrows_and_a_fact_past_the_allowance_is_counted_late(
-    make_budget: MakeBudget,
+    make_budget: MakeBudget, clock: FakeClock
 ) -> None:
     budget = _sharded(make_budget, escrow_chunk="0.5")
     await budget.publish_pricing(BOOK)
@@ -191,16 +196,16 @@ async def test_deduct_borrows_and_a_fact_past_the_allowance_is_counted_late(
     lease = await budget.reserve(ada, "0.01", project_id="p")
     assert spent > Decimal("0.5")
     assert await _lent(budget) == 1_000_000
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     room = 1 - spent - lease.amount
     with pytest.raises(BudgetExceededError):
         await budget.reserve(bea, room + Decimal("0.01"), project_id="p")
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     assert (await budget.reserve(bea, room, project_id="p")).amount == room
 
 
 async def test_a_projects_caps_set_and_cleared_reach_every_bucket(
-    make_budget: MakeBudget,
+    make_budget: MakeBudget, clock: FakeClock
 ) -> None:
     budget = _sharded(make_budget, daily_project_limit=None, monthly_project_limit=5)
     limits = await budget.set_limits("project", "p", daily="0.2")
@@ -209,7 +214,7 @@ async def test_a_projects_caps_set_and_cleared_reach_every_bucket(
     assert len(leases) == 2
     cleared = await budget.clear_limits("project", "p")
     assert (cleared.daily, cleared.monthly) == (None, 5)
-    await asyncio.sleep(QUIET_SECONDS)
+    clock.advance(QUIET_MS / 1000)
     assert len(await _reserve_all(budget, _users(8), project_id="p")) == 8
     key = escrow_keys.loans(budget.keys, "project", "p", MONTH)
     assert int(await budget.redis.hget(key, "lent") or 0) >= 10 * 70_000

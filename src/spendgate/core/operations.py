@@ -206,7 +206,12 @@ OPERATIONS: dict[str, Operation] = {
         ("allowance",), ("amount", "loan", "ttl_ms"), frozenset({Reply.OK})
     ),
     "escrow_reclaim": Operation(
-        ("allowance", "spent", "held"), ("reclaim",), frozenset({Reply.OK})
+        ("allowance", "spent", "held"),
+        ("reclaim", "now_ms"),
+        frozenset({Reply.OK}),
+    ),
+    "escrow_deficit": Operation(
+        ("balance",), ("day", "month", "project"), frozenset({Reply.OK})
     ),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)

@@ -94,12 +94,15 @@ async def reclaim(
     *,
     spent_key: str,
     reclaim_id: str,
+    now_ms: int,
 ) -> int:
     """Take back what ``bucket`` has not used of its allowance (allowance -
-    spent in ``spent_key``, the window's counter, - held); the same
+    spent in ``spent_key``, the window's counter, - held, once its holds
+    expired by ``now_ms`` are purged); the same
     ``reclaim_id`` takes it once. Answers what was taken, for
     :func:`give_back` to return to the root."""
     key = escrow_keys.loans(bucket, scope, scope_id, window_id)
     held = bucket.held(scope, scope_id)
-    reply = await store.run("escrow_reclaim", (key, spent_key, held), (reclaim_id,))
+    args = (reclaim_id, now_ms)
+    reply = await store.run("escrow_reclaim", (key, spent_key, held), args)
     return int(reply[1])

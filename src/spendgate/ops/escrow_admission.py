@@ -23,26 +23,29 @@ the window (at most one chunk per call cut off), and a fact (``record``,
 the cap late, by that bucket's next borrowing.
 
 A scope and window whose borrowing found nothing left is refused at once,
-without borrowing, for :data:`QUIET_SECONDS` (by this manager): while the
+without borrowing, for :data:`QUIET_MS` (by this manager): while the
 cap is spent, a refusal costs one round trip, not a sweep of every bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
+
+from loguru import logger
 
 from spendgate.core.keys import Keys
 from spendgate.core.money import limit_micros
 from spendgate.core.protocol import Reply, WindowCode
+from spendgate.errors import BudgetUnavailableError, StorageError
 from spendgate.ops import escrow
 from spendgate.ops.base import Operations, new_id, text
 
-__all__ = ["QUIET_SECONDS", "Escrowing"]
+__all__ = ["QUIET_MS", "Escrowing"]
 
-#: how long a scope and window found spent is refused without borrowing
-QUIET_SECONDS = 0.25
+#: how long a scope and window found spent is refused without borrowing, ms
+#: (by the manager's clock)
+QUIET_MS = 250
 #: times a call is sent again after borrowing before it is refused
 ROUNDS = 8
 #: the values of one short scope in an ``ESCROW`` answer
@@ -69,8 +72,8 @@ class Escrowing(Operations):
     ``ESCROW`` (a sharded deployment only)."""
 
     #: (scope, scope id, window id) -> when borrowing for it is tried again
-    #: (time.monotonic()): found spent
-    _spent_until: dict[tuple[str, str, str], float] | None = None
+    #: (ms, the manager's clock): found spent
+    _spent_until: dict[tuple[str, str, str], int] | None = None
     #: each bucket's borrowing (by its base)
     _gates: dict[str, _Gate] | None = None
     #: (scope, scope id, window id) -> its take-backs, one at a time
@@ -129,6 +132,26 @@ class Escrowing(Operations):
                 return reply
         return self._spent(reply[1 : 1 + _GROUP], 0, 0) + after
 
+    async def _counted(self, user: str, project: str | None, now_ms: int) -> None:
+        """After a fact of ``user`` (sharded): what its bucket spent and holds
+        of the project's and the platform's caps beyond its allowance is
+        borrowed at once (``lua/escrow_deficit.lua``), so the root counts it
+        and no other bucket admits it again. The fact stands whatever
+        happens here: a store failure leaves the excess to the bucket's next
+        borrowing (logged, not raised)."""
+        w = self._windows_at(now_ms)
+        bucket = self.keys.of(user)
+        try:
+            reply = await self._store.run(
+                "escrow_deficit",
+                (bucket.balance(user),),
+                (w.day, w.month, project or ""),
+            )
+            shorts = [reply[at : at + _GROUP] for at in range(1, len(reply), _GROUP)]
+            await asyncio.gather(*(self._borrow_one(bucket, s, 1) for s in shorts))
+        except (BudgetUnavailableError, StorageError) as exc:
+            logger.debug("spendgate: a fact's excess is borrowed later: {}", exc)
+
     async def _borrow_one(
         self, bucket: Keys, short: list[Any], share: int
     ) -> list[Any] | None:
@@ -140,7 +163,7 @@ class Escrowing(Operations):
         scope = "project" if scope_id else "global"
         spent_key = (scope, scope_id, window_id)
         quiet = self._spent_until
-        if quiet is not None and quiet.get(spent_key, 0.0) > time.monotonic():
+        if quiet is not None and quiet.get(spent_key, 0) > self._now_ms():
             return self._spent(short, 0, 0)
         ttl_ms = self._escrow_ttl_ms(window_id)
         want = shortfall * share
@@ -179,7 +202,7 @@ class Escrowing(Operations):
         if got == 0 and taken == 0:  # nothing lent, nothing unused: spent
             if quiet is None:
                 quiet = self._spent_until = {}
-            quiet[spent_key] = time.monotonic() + QUIET_SECONDS
+            quiet[spent_key] = self._now_ms() + QUIET_MS
         return self._spent(short, more.lent, got)
 
     async def _lend(
@@ -241,6 +264,7 @@ class Escrowing(Operations):
                 window_id,
                 spent_key=spent_key,
                 reclaim_id=taken_id,
+                now_ms=self._now_ms(),
             )
             if taken:
                 await escrow.give_back(

@@ -21,14 +21,15 @@ from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
 from spendgate.errors import IdempotencyConflictError
 from spendgate.models import SpendRecord
-from spendgate.ops.base import Operations, fingerprint, new_id, text
+from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
+from spendgate.ops.escrow_admission import Escrowing
 
 _REPLAYED, _CONFLICT = int(Reply.REPLAYED), int(Reply.CONFLICT)
 _STALE = int(Reply.STALE_PRICE)
 
 
-class Facts(Operations):
+class Facts(Escrowing):
     """``record_spend``, and the idempotency every fact shares (``add_credits``
     and ``refund`` are :mod:`spendgate.ops.credits`' and
     :mod:`spendgate.ops.refunds`')."""
@@ -157,4 +158,6 @@ class Facts(Operations):
             record.allowance_used_micros = allowance
         if reply is not None and len(reply) > 2:  # (only with cap actions)
             record.warnings = cap_warnings(reply[2], user_id, project)
+        if self._sharded and reply is not None:  # (never refused: borrowed after)
+            await self._counted(user_id, project, now_ms)
         return record

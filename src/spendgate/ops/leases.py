@@ -348,7 +348,12 @@ class Leases(Admission):
             return spooled_settle_record(
                 lease, lease_id, entry_id, amount, model_name, now_ms
             )
-        return settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
+        record = settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
+        if self._sharded and not (
+            isinstance(lease, Lease) and amount <= lease.amount_micros
+        ):  # (above its hold: what its bucket was lent may not cover it)
+            await self._counted(record.user_id, record.project_id, now_ms)
+        return record
 
     async def release(self, lease: Lease | str) -> bool:
         """Void a lease: its hold stops counting at once, nothing is charged.
