@@ -197,8 +197,7 @@ def _show(event: Event, as_json: bool) -> None:
 def _events_of(source: str, raw: list[Any]) -> list[Event]:
     """The events of stream entries (entries that are none are skipped)."""
     from spendgate.errors import PoisonEntryError
-    from spendgate.events.dispatcher import event_of
-    from spendgate.events.streams import Entry
+    from spendgate.events.entries import Entry, event_of
     from spendgate.ledger.stream import stream_entries
 
     events = []
