@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 from spendgate.core.keys import Keys
 from spendgate.core.scripts import lua_dir
+from spendgate.core.shards import BUCKET_MARK
 from spendgate.events.model import Event, from_events_entry, from_ledger_entry
 from spendgate.ledger.entries import RawFields, clean_text
 
@@ -33,7 +34,8 @@ class Entry(NamedTuple):
     stream_id: str
     #: its fields; ``None`` when it was deleted (trimmed) meanwhile
     fields: RawFields | None
-    #: its stream home: an index of ``EventStreams.homes`` (0: the root)
+    #: its stream home: an index of ``Keys.stream_homes()`` (0: the root,
+    #: then sharded bucket ``home - 1``)
     home: int = 0
 
 
@@ -81,4 +83,18 @@ def event_of(entry: Entry) -> Event | None:
         return None  # deleted meanwhile: nothing to deliver
     if entry.source == "ledger":
         return from_ledger_entry(fields)
-    return from_events_entry(entry.stream_id, fields)
+    return from_events_entry(events_entry_id(entry.stream_id, entry.home), fields)
+
+
+def events_entry_id(stream_id: str, home: int) -> str:
+    """The event id of an events stream entry: its stream id, and for a
+    bucket's stream ``"~<bucket>"`` after it, as lease and entry ids name
+    their bucket (:data:`~spendgate.core.shards.BUCKET_MARK`). Each bucket's
+    stream numbers its entries by itself, so two buckets' entries can share
+    a stream id; receivers deduplicate by event id. The root's entries (and
+    so every entry unsharded) keep the stream id alone.
+
+    :param home: the entry's home, an index of ``Keys.stream_homes()``:
+        ``(root, bucket 0, bucket 1, ...)``
+    """
+    return stream_id if home == 0 else f"{stream_id}{BUCKET_MARK}{home - 1}"
