@@ -241,6 +241,38 @@ async def test_entries_of_two_buckets_with_one_stream_id_are_two_events(
     assert sorted(got) == sorted(f"1773576000000-0~{b}" for b in buckets)
 
 
+async def test_a_buckets_dead_letter_goes_to_the_roots_dead_letters(
+    make_budget: MakeBudget,
+    redis_client: aioredis.Redis,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    budget = make_budget(use_clock=False)
+    keys = budget.keys
+    sid = await add_event(redis_client, keys.of("u5"), user_id="u5")
+
+    def broken(event: Event) -> None:
+        raise ValueError("handler bug")
+
+    handlers = EventHandlers()
+    handlers.on("*", broken)
+    config = config_of(budget, events_max_attempts=2)
+    dispatcher = EventDispatcher(config, handlers=handlers, redis=redis_client)
+    assert await dispatcher.drain() == 1
+    assert dispatcher.dead_lettered_total == 1
+    [(_, letter)] = await redis_client.xrange(keys.events_dead)
+    assert letter[b"id"].decode() == keys.id_for(sid, "u5")
+    assert (letter[b"src"], letter[b"sid"].decode()) == (b"events", sid)
+    assert letter[b"stream"].decode() == keys.of("u5").events
+    assert await pending_everywhere(budget, redis_client) == 0
+    _tail_env(monkeypatch, budget, backend)
+    assert await asyncio.to_thread(main, ["events", "tail", "--dead"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {keys.of('u5').events} {sid}: " in out
+    assert "after 2 attempts: ValueError: handler bug" in out
+
+
 # -- events tail ----------------------------------------------------------------------
 
 

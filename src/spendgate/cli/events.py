@@ -321,7 +321,8 @@ async def _print_dead(
             continue
         print(
             printable(
-                f"{record.get('id', '-')} from {record.get('src', '-')} "
+                f"{record.get('id', '-')} from "
+                f"{record.get('stream', record.get('src', '-'))} "
                 f"{record.get('sid', '-')}: {record.get('target', '-')} after "
                 f"{record.get('n', '-')} attempts: {record.get('err', '')}"
             )
