@@ -219,6 +219,27 @@ async def test_the_streams_of_a_bucket_deleted_under_the_dispatcher_are_read_aga
     assert task is not None and not task.done()
 
 
+async def test_a_waiting_pass_wakes_for_an_event_in_any_bucket(
+    make_budget: MakeBudget, redis_client: aioredis.Redis
+) -> None:
+    # One blocking read over every home on one Redis; rounds of reads on the
+    # cluster: either way a pass waiting 30 s takes an event of the last
+    # bucket as it comes.
+    budget = make_budget()
+    handlers, got = collector()
+    dispatcher = EventDispatcher(
+        config_of(budget), handlers=handlers, redis=redis_client, block_seconds=30
+    )
+    await dispatcher.run_once()  # (the groups, nothing yet)
+    waiting = asyncio.create_task(dispatcher.run_once(block=True))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    last = next(u for u in USERS if bucket_of(u, len(budget.keys.buckets())) == 7)
+    sid = await add_event(redis_client, budget.keys.of(last), user_id=last)
+    assert await asyncio.wait_for(waiting, 10) == 1
+    assert got == [budget.keys.id_for(sid, last)]
+
+
 async def test_entries_of_two_buckets_with_one_stream_id_are_two_events(
     make_budget: MakeBudget, redis_client: aioredis.Redis
 ) -> None:
