@@ -152,7 +152,6 @@ _NO_BUCKET = (
     " the root's keys, not the user's)"
 )
 _FLUSHER = "flushes to Postgres: the flusher reads the root's ledger stream only"
-_DISPATCHER = "delivers events: the dispatcher reads the root's events stream only"
 _SHARED_ADJUST = (
     "adjusts a project's and the platform's spend, which a sharded deployment"
     " refuses (it is the sum of every bucket's counters: test_shards.py)"
@@ -177,7 +176,6 @@ _LEFT_OUT = {
     "test_usage_shows_each_scopes_action": _SHARED_ACTIONS,
     # test_model_caps
     "test_200_concurrent_reserves_admit_exactly_the_model_cap": _CAPS,
-    "test_threshold_events_reach_an_events_on_handler": _DISPATCHER,
     # test_velocity
     "test_the_global_minute_is_shared_by_every_user": _CAPS,
     "test_the_kill_switch_refuses_for_its_time_and_writes_one_event": _CAPS,

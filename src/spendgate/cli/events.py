@@ -31,9 +31,15 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from spendgate.config import BudgetConfig
+    from spendgate.core.keys import Keys
     from spendgate.events.model import Event
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+#: the pause between two rounds of reads that found nothing, when following
+#: a sharded deployment on a Redis Cluster (``events tail --follow``), seconds
+TAIL_POLL_SECONDS = 0.1
 
 
 def add_events(sub: SubParsers) -> None:
@@ -194,17 +200,17 @@ def _show(event: Event, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _events_of(source: str, raw: list[Any]) -> list[Event]:
-    """The events of stream entries (entries that are none are skipped)."""
+def _events_of(source: str, raw: list[Any], home: int = 0) -> list[Event]:
+    """The events of stream entries of one home (an index of
+    ``Keys.stream_homes()``; entries that are none are skipped)."""
     from spendgate.errors import PoisonEntryError
-    from spendgate.events.dispatcher import event_of
-    from spendgate.events.streams import Entry
+    from spendgate.events.entries import Entry, event_of
     from spendgate.ledger.stream import stream_entries
 
     events = []
     for sid, fields in stream_entries(raw):
         try:
-            event = event_of(Entry(source, sid, fields))  # type: ignore[arg-type]
+            event = event_of(Entry(source, sid, fields, home))  # type: ignore[arg-type]
         except PoisonEntryError:
             continue
         if event is not None:
@@ -213,22 +219,39 @@ def _events_of(source: str, raw: list[Any]) -> list[Event]:
 
 
 async def _tail(redis: Redis, config: BudgetConfig, args: argparse.Namespace) -> None:
-    from spendgate.core.keys import Keys
-    from spendgate.events.streams import stream_replies
+    """Print the events every stream home holds, and (``--follow``) new ones.
+
+    Sharded (``cluster_buckets``), each home (the root, every bucket) has
+    its own streams: the existing events of all of them are merged by the
+    time they happened, and those that arrive are printed read by read,
+    each read's sorted by time (so two events of different buckets a read
+    apart may print out of time order). On a single Redis one blocking
+    ``XREAD`` covers every home; on a Redis Cluster, which refuses a read
+    over several slots, each home is read without blocking in rounds, with
+    a short pause after a round that found nothing.
+    """
+    from spendgate.core.shards import keys_for
+    from spendgate.events.entries import stream_of
     from spendgate.ledger.entries import clean_text
 
-    keys = Keys(config.key_prefix)
-    streams = {"events": keys.events, "ledger": keys.ledger}
+    homes = keys_for(config.key_prefix, config.cluster_buckets).stream_homes()
+    origins = {
+        stream_of(home, source): (index, source)
+        for index, home in enumerate(homes)
+        for source in ("events", "ledger")
+    }
+    # Twice the count from each stream's end: ledger entries that are no
+    # event (adjustments) are skipped; the newest one's id is where to follow.
+    pipe = redis.pipeline(transaction=False)
+    for stream in origins:
+        pipe.xrevrange(stream, "+", "-", count=max(1, args.count * 2))
     last: dict[str, str] = {}
     existing: list[Event] = []
-    for source, stream in streams.items():
-        newest: Any = await redis.xrevrange(stream, "+", "-", count=1)
-        last[source] = clean_text(newest[0][0]) if newest else "0-0"
+    replies = await pipe.execute()
+    for (stream, (home, source)), raw in zip(origins.items(), replies, strict=True):
+        last[stream] = clean_text(raw[0][0]) if raw else "0-0"
         if args.count:
-            # Twice the count from each stream's end: ledger entries that are
-            # no event (adjustments) are skipped.
-            raw: Any = await redis.xrevrange(stream, "+", "-", count=args.count * 2)
-            existing.extend(_events_of(source, list(reversed(raw))))
+            existing.extend(_events_of(source, list(reversed(raw)), home))
     # (stable: events of one millisecond keep their stream order)
     existing.sort(key=lambda e: e.occurred_at)
     for event in existing[-args.count :] if args.count else []:
@@ -239,11 +262,8 @@ async def _tail(redis: Redis, config: BudgetConfig, args: argparse.Namespace) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    by_stream = {stream: source for source, stream in streams.items()}
     while not stopping.is_set():
-        read = asyncio.ensure_future(
-            redis.xread({streams[s]: last[s] for s in streams}, count=100, block=1000)
-        )
+        read = asyncio.ensure_future(_read_new(redis, homes, last))
         waiter = asyncio.ensure_future(stopping.wait())
         await asyncio.wait({read, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -251,12 +271,38 @@ async def _tail(redis: Redis, config: BudgetConfig, args: argparse.Namespace) ->
             read.cancel()
             await asyncio.gather(read, return_exceptions=True)
             break
-        for name, entries in stream_replies(read.result()):
-            source = by_stream[name]
+        arrived: list[Event] = []
+        for name, entries in read.result():
             if entries:
-                last[source] = clean_text(entries[-1][0])
-            for event in _events_of(source, entries):
-                _show(event, args.json)
+                last[name] = clean_text(entries[-1][0])
+            home, source = origins[name]
+            arrived.extend(_events_of(source, entries, home))
+        for event in sorted(arrived, key=lambda e: e.occurred_at):
+            _show(event, args.json)
+
+
+async def _read_new(
+    redis: Redis, homes: tuple[Keys, ...], last: dict[str, str]
+) -> list[tuple[str, Any]]:
+    """The entries after ``last`` of every stream, waiting about a second
+    for some: one blocking read on a single Redis (or of one home), else a
+    pipelined non-blocking read per home (see :func:`_tail`)."""
+    from redis.asyncio import RedisCluster
+
+    from spendgate.events.entries import stream_replies
+
+    if len(homes) == 1 or not isinstance(redis, RedisCluster):
+        return stream_replies(await redis.xread(last, count=100, block=1000))  # type: ignore[arg-type]
+    for _ in range(10):
+        pipe = redis.pipeline(transaction=False)
+        for home in homes:
+            names = (home.events, home.ledger)
+            pipe.xread({name: last[name] for name in names}, count=100)
+        found = [p for reply in await pipe.execute() for p in stream_replies(reply)]
+        if any(entries for _, entries in found):
+            return found
+        await asyncio.sleep(TAIL_POLL_SECONDS)
+    return []
 
 
 async def _print_dead(
@@ -275,7 +321,8 @@ async def _print_dead(
             continue
         print(
             printable(
-                f"{record.get('id', '-')} from {record.get('src', '-')} "
+                f"{record.get('id', '-')} from "
+                f"{record.get('stream', record.get('src', '-'))} "
                 f"{record.get('sid', '-')}: {record.get('target', '-')} after "
                 f"{record.get('n', '-')} attempts: {record.get('err', '')}"
             )

@@ -51,7 +51,9 @@ class EventSettings(BaseModel):
     events_backoff_seconds: float = Field(default=0.5, ge=0, le=3600)
     #: the longest wait between two attempts, seconds
     events_max_backoff_seconds: float = Field(default=30.0, ge=0, le=3600)
-    #: stream entries read at most per batch
+    #: stream entries read at most per stream and read (the events and the
+    #: ledger stream of each stream home count apart: sharded, a batch can
+    #: hold this many of every bucket's)
     events_batch_size: int = Field(default=100, ge=1, le=10_000)
     #: one handler call's timeout (a call that takes longer is a failed
     #: attempt), seconds

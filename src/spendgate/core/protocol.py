@@ -235,7 +235,9 @@ class EventField(NamedTuple):
 
 
 #: the fields of an events stream entry. The event's stable id is its
-#: stream entry id: the script that crosses a threshold writes it once.
+#: stream entry id (a bucket's, sharded, with ``~<bucket>`` after it:
+#: ``spendgate.events.entries.events_entry_id``): the script that crosses a
+#: threshold writes it once.
 #: Lua: ``EF_<ATTRIBUTE>`` is the stream name of each.
 EVENT_FIELDS = (
     EventField("ty", "type"),

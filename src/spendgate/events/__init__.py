@@ -3,7 +3,10 @@
 - ``model``: :class:`Event`, and how stream entries become events
 - ``targets``: :class:`EventHandlers` (``budget.events``), the handler target
 - ``delivery``: attempts with exponential backoff (:class:`RetryPolicy`)
-- ``streams``: the Redis side (consumer groups, claims, acks, dead letters)
+- ``entries``: stream entries and dead letters, and the event of an entry
+- ``streams``: the Redis side (consumer groups on every stream home, reads,
+  acks, dead letters)
+- ``claims``: heartbeats, and claims on what dead dispatchers held
 - ``dispatcher``: :class:`EventDispatcher`, the loop
 - ``clients``: the dispatcher's own Redis client
 - ``webhook``: :class:`WebhookSink` (signed POSTs) and :func:`verify_signature`

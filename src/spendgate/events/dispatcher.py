@@ -1,18 +1,19 @@
 """The event dispatcher: reads the event streams, delivers, retries,
 dead-letters.
 
-One dispatcher is one consumer of a consumer group (:mod:`spendgate.events.
-streams`). A pass reads a batch (blocking on its own connection until
-something arrives), turns each entry into an :class:`~spendgate.events.
-model.Event`, delivers it to every target that wants its type (handlers,
-webhooks), each retried with backoff and dead-lettered to
-``<prefix>:{sg}:events:dead`` after the last attempt, and only then
-acknowledges the batch. Delivery is therefore **at least once**: a
+One dispatcher is one consumer of a consumer group on the streams of every
+stream home (:mod:`spendgate.events.streams`: the root's, and sharded each
+bucket's). A pass reads a batch (waiting until something arrives:
+:meth:`~spendgate.events.streams.EventStreams.read`), turns each entry into
+an :class:`~spendgate.events.model.Event`, delivers it to every target that
+wants its type (handlers, webhooks), each retried with backoff and
+dead-lettered to ``<prefix>:{sg}:events:dead`` after the last attempt, and
+only then acknowledges the batch. Delivery is therefore **at least once**: a
 dispatcher killed before its acknowledgement leaves the events pending, and
 they are delivered again, with the same ids, by the next dispatcher of its
 group (at once when its heartbeat expires) or by itself when it restarts
-with the same consumer name. Within one dispatcher, events are delivered in
-stream order, one at a time.
+with the same consumer name. Within one dispatcher, events are delivered
+one at a time, each stream's in its order (the homes' streams interleave).
 
 Nothing here runs on the hot path: the manager runs a dispatcher as a task
 of its own with a client of its own (``budget.events.on``), and
@@ -33,12 +34,12 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.keys import Keys
+from spendgate.core.shards import keys_for
 from spendgate.errors import PoisonEntryError
 from spendgate.events.clients import BLOCK_SECONDS, dispatcher_client
 from spendgate.events.delivery import RetryPolicy, deliver
-from spendgate.events.model import Event, from_events_entry, from_ledger_entry
-from spendgate.events.streams import DeadLetter, Entry, EventStreams, Source
+from spendgate.events.entries import DeadLetter, Entry, Source, event_of
+from spendgate.events.streams import EventStreams, stream_deleted
 from spendgate.events.targets import EventHandlers, Target, wants_facts
 from spendgate.ledger.heartbeat import Heartbeat
 from spendgate.ledger.stream import REDIS_UNAVAILABLE
@@ -56,35 +57,8 @@ def _honour_lost_cancel() -> None:
         raise asyncio.CancelledError
 
 
-def _stream_deleted(exc: redis_errors.ResponseError) -> bool:
-    """A stream read from was deleted: its group is gone (``NOGROUP``), or it
-    went while the read was blocked on it (Redis 7 answers the blocked read
-    ``UNBLOCKED the stream key no longer exists``; the embedded store, that
-    XREADGROUP "requires the key to exist"). The groups are made again and
-    reading goes on."""
-    text = str(exc)
-    return (
-        "NOGROUP" in text
-        or text.startswith("UNBLOCKED")
-        or "requires the key to exist" in text
-    )
-
-
 def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-
-
-def event_of(entry: Entry) -> Event | None:
-    """The event of one entry; ``None`` for a ledger entry that is no event.
-
-    :raise PoisonEntryError: the entry cannot be read as an event
-    """
-    fields = entry.fields
-    if fields is None:
-        return None  # deleted meanwhile: nothing to deliver
-    if entry.source == "ledger":
-        return from_ledger_entry(fields)
-    return from_events_entry(entry.stream_id, fields)
 
 
 class EventDispatcher:
@@ -138,7 +112,7 @@ class EventDispatcher:
         self._close_redis = bool(close_redis)
         self.streams = EventStreams(
             redis,
-            Keys(cfg.key_prefix),
+            keys_for(cfg.key_prefix, cfg.cluster_buckets),
             group=self.group,
             consumer=self.consumer,
             batch_size=cfg.events_batch_size,
@@ -198,7 +172,7 @@ class EventDispatcher:
                     failures += 1
                     self._recover = True
                     if isinstance(exc, redis_errors.ResponseError):
-                        if not _stream_deleted(exc):
+                        if not stream_deleted(exc):
                             raise
                         self.streams.groups_lost()
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -302,7 +276,7 @@ class EventDispatcher:
                         "whose heartbeat expired",
                         self.consumer,
                         len(batch),
-                        dead,
+                        dead.name,
                     )
                     handled += await self._handle(batch)
                 if held <= 0:
@@ -321,21 +295,21 @@ class EventDispatcher:
         """Deliver a batch in order, then dead-letter what failed and
         acknowledge what was done (also when stopped part-way: the rest
         stays pending)."""
-        done: dict[Source, list[str]] = {"events": [], "ledger": []}
+        done: dict[tuple[int, Source], list[str]] = {}
         letters: list[DeadLetter] = []
         try:
             for entry in batch:
                 if self._stopping:
                     raise Stopping
                 letters.extend(await self._deliver_entry(entry))
-                done[entry.source].append(entry.stream_id)
+                done.setdefault((entry.home, entry.source), []).append(entry.stream_id)
         finally:
             # Dead letters are written before their entries are acknowledged.
             if letters:
                 await self.streams.dead_letter(letters)
                 self.dead_lettered_total += len(letters)
-            for source, ids in done.items():
-                await self.streams.ack(source, ids)
+            for (home, source), ids in done.items():
+                await self.streams.ack(source, ids, home)
         return len(batch)
 
     async def _deliver_entry(self, entry: Entry) -> list[DeadLetter]:
