@@ -25,7 +25,7 @@ parametrized test that fits for some of its cases runs those
 module's run: a test that names its own backends (``parametrize("backend",
 ...)``), and one that takes no fixture of the backend's.
 
-This run: 324 tests on each backend, 648 in all (and the check of the
+This run: 325 tests on each backend, 650 in all (and the check of the
 lists below).
 """
 
@@ -125,7 +125,6 @@ _NO_BUCKET = (
     "replays a fact built by hand whose entry id names no bucket (it lands in"
     " the root's keys, not the user's)"
 )
-_FLUSHER = "flushes to Postgres: the flusher reads the root's ledger stream only"
 _DISPATCHER = "delivers events: the dispatcher reads the root's events stream only"
 _SHARED_ADJUST = (
     "adjusts a project's and the platform's spend, which a sharded deployment"
@@ -176,11 +175,7 @@ _LEFT_OUT = {
     # test_adjust, test_allowance, test_price_books, test_transactions
     "test_up_and_down_per_scope_and_window": _SHARED_ADJUST,
     "test_post_v1_adjust": _SHARED_ADJUST,
-    "test_from_the_stream_without_postgres": _SHARED_ADJUST,
-    "test_get_v1_transactions": _SHARED_ADJUST,
     "test_a_spooled_fact_replays_leniently": _NO_BUCKET,
-    "test_the_flusher_mirrors_versions_and_rows_name_theirs": _FLUSHER,
-    "test_from_postgres_once_flushed": _FLUSHER,
 }
 
 
