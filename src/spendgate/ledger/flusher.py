@@ -183,6 +183,8 @@ class Flusher(BatchMover):
             progress=progress,
         )
         #: where entries Postgres refuses as data are moved, with the error
+        #: (the root's; sharded, each home's reader has its own, beside its
+        #: ledger stream)
         self.dead_letter_stream = self.reader.dead_letter_stream
         self._wake = asyncio.Event()
         self._stopping = False
@@ -245,7 +247,8 @@ class Flusher(BatchMover):
         then those of flushers whose heartbeat expired, then those idle on
         other consumers for ``claim_idle_seconds``, then new ones up to the
         stream's end as of the call (entries added meanwhile wait for the
-        next pass). The heartbeat is kept during the pass.
+        next pass); sharded, every stream home's in turn. The heartbeat is
+        kept during the pass.
 
         :raise LedgerUnavailableError: Postgres could not be reached; nothing
             of the failed batch was acknowledged
