@@ -213,3 +213,31 @@ async def test_a_flusher_of_its_own_client_reconnects_every_home(
     finally:
         await flusher.aclose()
     await assert_exactly_once(ledger_dsn, [first, second, third])
+
+
+async def test_a_bucket_keeps_its_dead_letters_and_survives_its_stream_deleted(
+    make_budget: MakeBudget, redis_client: aioredis.Redis, ledger_dsn: str
+) -> None:
+    budget = make_budget(postgres_dsn=ledger_dsn)
+    home = budget.keys.of("u3")
+    good = [await budget.record_spend(u, 1) for u in USERS[:10]]
+    poison = {"k": "spend", "t": "1700000000000", "e": "bad-amount", "a": "abc"}
+    await redis_client.xadd(home.ledger, {**poison, "u": "u3"})
+    flusher = Flusher(budget.config, redis=redis_client)
+    try:
+        assert await flusher.run_once() == 11
+        assert flusher.dead_lettered_total == 1
+        dead = await redis_client.xrange(home.ledger_dead)
+        assert [fields[b"e"] for _, fields in dead] == [b"bad-amount"]
+        assert await redis_client.xlen(budget.keys.ledger_dead) == 0
+        # An operator deletes one bucket's stream (and its group): the other
+        # buckets' facts still move in the same pass.
+        await redis_client.delete(home.ledger)
+        others = [u for u in USERS if budget.keys.of(u).ledger != home.ledger]
+        later = [await budget.record_spend(u, 2) for u in others[:10]]
+        assert await flusher.run_once() == 10
+        again = await budget.record_spend("u3", 3)
+        assert await flusher.flush() == 1
+    finally:
+        await flusher.aclose()
+    await assert_exactly_once(ledger_dsn, good + later + [again])
