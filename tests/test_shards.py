@@ -238,16 +238,18 @@ async def test_a_projects_and_the_platforms_counters_are_not_adjusted(
     assert usage["project"].daily.spent == 2
 
 
-def test_a_sharded_ledger_is_capped_while_no_flusher_reads_buckets() -> None:
+def test_a_sharded_ledger_is_capped_as_an_unsharded_one() -> None:
+    """The flusher drains every bucket's ledger: uncapped with a DSN, capped
+    at 1,000,000 without one (nothing drains it), as with one bucket."""
     sharded = {"cluster_buckets": BUCKETS, "key_prefix": "capped"}
     sharded |= {"daily_project_limit": None, "daily_global_limit": None}
     dsn = "postgresql://127.0.0.1:5432/test"
-    assert BudgetConfig(**sharded, postgres_dsn=dsn).effective_ledger_maxlen == (
-        1_000_000
-    )
-    assert BudgetConfig(**sharded, ledger_maxlen=0).effective_ledger_maxlen == 0
+    assert BudgetConfig(**sharded, postgres_dsn=dsn).effective_ledger_maxlen == 0
+    assert BudgetConfig(**sharded).effective_ledger_maxlen == 1_000_000
+    assert BudgetConfig(**sharded, ledger_maxlen=5).effective_ledger_maxlen == 5
     one = BudgetConfig(key_prefix="capped", postgres_dsn=dsn)
-    assert one.effective_ledger_maxlen == 0  # one bucket: the flusher drains it
+    assert one.effective_ledger_maxlen == 0
+    assert BudgetConfig(key_prefix="capped").effective_ledger_maxlen == 1_000_000
 
 
 # -- sums across buckets ------------------------------------------------------------

@@ -25,7 +25,7 @@ parametrized test that fits for some of its cases runs those
 module's run: a test that names its own backends (``parametrize("backend",
 ...)``), and one that takes no fixture of the backend's.
 
-This run: 340 tests on each backend, 680 in all (and the check of the
+This run: 345 tests on each backend, 690 in all (and the check of the
 lists below).
 """
 
@@ -151,7 +151,6 @@ _NO_BUCKET = (
     "replays a fact built by hand whose entry id names no bucket (it lands in"
     " the root's keys, not the user's)"
 )
-_FLUSHER = "flushes to Postgres: the flusher reads the root's ledger stream only"
 _SHARED_ADJUST = (
     "adjusts a project's and the platform's spend, which a sharded deployment"
     " refuses (it is the sum of every bucket's counters: test_shards.py)"
@@ -191,11 +190,7 @@ _LEFT_OUT = {
     "test_a_deployment_without_plans_sends_no_plan_to_deduct": _ROUND_TRIPS,
     "test_up_and_down_per_scope_and_window": _SHARED_ADJUST,
     "test_post_v1_adjust": _SHARED_ADJUST,
-    "test_from_the_stream_without_postgres": _SHARED_ADJUST,
-    "test_get_v1_transactions": _SHARED_ADJUST,
     "test_a_spooled_fact_replays_leniently": _NO_BUCKET,
-    "test_the_flusher_mirrors_versions_and_rows_name_theirs": _FLUSHER,
-    "test_from_postgres_once_flushed": _FLUSHER,
 }
 
 

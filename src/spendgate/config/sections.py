@@ -322,7 +322,10 @@ class LedgerSettings(BaseModel):
 
     @property
     def effective_ledger_maxlen(self) -> int:
-        """The stream cap in force: 0 (uncapped) when a flusher drains the stream."""
+        """The stream cap in force: 0 (uncapped) when a flusher drains the stream.
+
+        Sharded alike: the flusher drains every bucket's ledger stream as it
+        does the root's (:mod:`spendgate.ledger.homes`)."""
         if self.ledger_maxlen is not None:
             return self.ledger_maxlen
         return 0 if self.postgres_dsn else UNDRAINED_LEDGER_MAXLEN

@@ -26,7 +26,6 @@ from spendgate.config.events import EventSettings
 from spendgate.config.redact import redact_url, redact_webhook_url
 from spendgate.config.sections import (
     DEFAULT_CAPS,
-    UNDRAINED_LEDGER_MAXLEN,
     CapSettings,
     CreditSettings,
     DurabilitySettings,
@@ -168,15 +167,6 @@ class BudgetConfig(
                     " buckets; user caps stay exact)"
                 )
         return self
-
-    @property
-    def effective_ledger_maxlen(self) -> int:
-        """As :class:`LedgerSettings` has it, but capped when sharded even with
-        a Postgres DSN: the flusher reads the root's ledger only, so nothing
-        drains a bucket's, and an uncapped one would grow without end."""
-        if self.ledger_maxlen is None and self.cluster_buckets > 1:
-            return UNDRAINED_LEDGER_MAXLEN
-        return super().effective_ledger_maxlen
 
     def describe(self) -> dict[str, Any]:
         """The settings with secrets redacted, for logs and ``spendgate config``."""

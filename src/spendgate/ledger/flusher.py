@@ -1,7 +1,9 @@
 """Flusher: moves the ledger stream from Redis into the Postgres ledger table.
 
 Every fact script appends one entry to the stream ``<prefix>:{sg}:ledger``
-inside the step that moves the counters. The flusher drains it:
+inside the step that moves the counters (sharded, its user's bucket's
+``<prefix>:{sg:<b>}:ledger``: the flusher reads every stream home's, each
+as below, :mod:`spendgate.ledger.homes`). The flusher drains it:
 
 1. ``XREADGROUP`` a batch as one consumer of a consumer group (entries this
    consumer was given earlier and never acknowledged first, then those of
@@ -50,7 +52,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.keys import Keys
+from spendgate.core.shards import keys_for
 from spendgate.errors import LedgerUnavailableError
 from spendgate.ledger.entries import (
     STAGING_COLUMNS,
@@ -59,6 +61,13 @@ from spendgate.ledger.entries import (
     raw_row,
 )
 from spendgate.ledger.heartbeat import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
+from spendgate.ledger.homes import (
+    beating,
+    close_all,
+    consumers_for,
+    ensure_groups,
+    total_backlog,
+)
 from spendgate.ledger.mover import BatchMover
 from spendgate.ledger.pg import is_unavailable, require_dsn
 from spendgate.ledger.stream import REDIS_UNAVAILABLE, Backlog, StreamConsumer
@@ -146,7 +155,8 @@ class Flusher(BatchMover):
     ) -> None:
         self.config = config if config is not None else BudgetConfig()
         self.dsn = require_dsn(dsn or self.config.postgres_dsn)
-        self.keys = Keys(self.config.key_prefix)
+        #: the deployment's keys: the root's (price books), and its homes
+        self.keys = keys_for(self.config.key_prefix, self.config.cluster_buckets)
         self.stream = self.keys.ledger
         self.group = group
         self.consumer = consumer or _default_consumer()
@@ -157,21 +167,24 @@ class Flusher(BatchMover):
         self.auto_migrate = auto_migrate
         #: the last price book version copied into Postgres by this flusher
         self._price_books_mirrored = 0
+        first = StreamConsumer(
+            self.config.redis_url,
+            redis,
+            keys=self.keys,
+            group=group,
+            consumer=self.consumer,
+            batch_size=self.batch_size,
+            claim_idle_ms=self.claim_idle_ms,
+            cluster=self.config.redis_cluster,
+        )
         super().__init__(
-            StreamConsumer(
-                self.config.redis_url,
-                redis,
-                keys=self.keys,
-                group=group,
-                consumer=self.consumer,
-                batch_size=self.batch_size,
-                claim_idle_ms=self.claim_idle_ms,
-                cluster=self.config.redis_cluster,
-            ),
+            consumers_for(first, self.keys.stream_homes()),
             LedgerWriter(self.dsn, auto_migrate=auto_migrate),
             progress=progress,
         )
         #: where entries Postgres refuses as data are moved, with the error
+        #: (the root's; sharded, each home's reader has its own, beside its
+        #: ledger stream)
         self.dead_letter_stream = self.reader.dead_letter_stream
         self._wake = asyncio.Event()
         self._stopping = False
@@ -181,8 +194,10 @@ class Flusher(BatchMover):
         self.last_error: str | None = None
         #: the backlog measured at the last failure (logged with it)
         self.last_backlog: Backlog | None = None
-        #: this flusher's heartbeat key, renewed while it runs
-        self.heartbeat = Heartbeat(self.reader, heartbeat_seconds, self._status)
+        #: this flusher's heartbeat key (one per home), renewed while it runs
+        self.heartbeat = Heartbeat(
+            beating(self.readers), heartbeat_seconds, self._status
+        )
 
     # -- connections ---------------------------------------------------------
 
@@ -197,7 +212,7 @@ class Flusher(BatchMover):
         return self.writer.conn
 
     async def _ensure_group(self) -> None:
-        await self.reader.ensure_group()
+        await ensure_groups(self.readers)
 
     async def connect(self) -> None:
         """Connect to both stores now (creating the consumer group, and
@@ -209,13 +224,13 @@ class Flusher(BatchMover):
         :raise ConfigurationError: the DSN is not one
         """
         await self.writer.connection()
-        await self.reader.ensure_group()
+        await ensure_groups(self.readers)
 
     async def aclose(self) -> None:
         """Close the Postgres connection and the Redis client (if it was ours)."""
         await self.heartbeat.stop(end=False)
         await self.writer.aclose()
-        await self.reader.aclose()
+        await close_all(self.readers)
 
     async def __aenter__(self) -> Flusher:
         return self
@@ -232,7 +247,8 @@ class Flusher(BatchMover):
         then those of flushers whose heartbeat expired, then those idle on
         other consumers for ``claim_idle_seconds``, then new ones up to the
         stream's end as of the call (entries added meanwhile wait for the
-        next pass). The heartbeat is kept during the pass.
+        next pass); sharded, every stream home's in turn. The heartbeat is
+        kept during the pass.
 
         :raise LedgerUnavailableError: Postgres could not be reached; nothing
             of the failed batch was acknowledged
@@ -347,8 +363,9 @@ class Flusher(BatchMover):
 
     async def backlog(self) -> Backlog:
         """Entries waiting in the stream, how many are pending on a flusher,
-        and the age of the oldest (by the Redis clock)."""
-        return await self.reader.backlog()
+        and the age of the oldest (by the Redis clock); sharded, summed over
+        every home's stream (the age: the oldest of any)."""
+        return await total_backlog(self.readers)
 
     async def flush(self) -> int:
         """Move everything there is, including what arrives meanwhile, until a

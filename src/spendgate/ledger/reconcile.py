@@ -17,6 +17,11 @@ that lands between the reads of the counters and of the ledger shows up as a
 passing difference; run it again, or reconcile a finished day. Day counters
 expire ``counter_retention_seconds`` (default 2 days) after their day: older
 days cannot be reconciled (the report says so).
+
+Sharded (``cluster_buckets`` > 1), each bucket keeps its own day counters and
+ledger stream: the counters of every stream home are added up (a project's
+or the platform's appear in every bucket that charged them) and the backlog
+is read from every home's stream.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
 from spendgate.core.connection import client_for
-from spendgate.core.keys import Keys
 from spendgate.core.money import from_micros
+from spendgate.core.shards import keys_for
 from spendgate.errors import ConfigurationError
 from spendgate.ledger.pg import require_dsn
 from spendgate.ledger.reconcile_sources import (
+    Backlog,
     Movement,
     ScopeKey,
     backlog_refunds,
@@ -130,15 +136,23 @@ async def reconcile(
             socket_timeout=30,
             socket_connect_timeout=5,
         )
-    keys = Keys(config.key_prefix)
+    homes = keys_for(config.key_prefix, config.cluster_buckets).stream_homes()
     start_ms, end_ms = day_bounds_ms(day, config.window_timezone)
     report = ReconcileReport(day=day)
     report.counters_expired = (
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000
     )
     try:
-        in_redis = await counters(redis, keys.days(f"{day:%Y%m%d}"), progress)
-        backlog = await read_backlog(redis, keys.ledger, day, start_ms, end_ms)
+        in_redis: dict[ScopeKey, int] = {}
+        backlog = Backlog([], [], {})
+        for home in homes:
+            found = await counters(redis, home.days(f"{day:%Y%m%d}"), progress)
+            for scope, micros in found.items():
+                in_redis[scope] = in_redis.get(scope, 0) + micros
+            read = await read_backlog(redis, home.ledger, day, start_ms, end_ms)
+            backlog.movements.extend(read.movements)
+            backlog.refunds.extend(read.refunds)
+            backlog.charges.update(read.charges)
     finally:
         if own_client:
             await redis.aclose()

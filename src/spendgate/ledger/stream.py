@@ -100,6 +100,8 @@ class StreamConsumer:
     :param batch_size: entries read at most per call
     :param claim_idle_ms: entries pending this long on another consumer are
         claimed
+    :param owner: the consumer whose client this one uses (a sibling made by
+        :meth:`sibling`, reading another stream home of the deployment)
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class StreamConsumer:
         batch_size: int,
         claim_idle_ms: int,
         cluster: bool = False,
+        owner: StreamConsumer | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.cluster = cluster
@@ -127,7 +130,10 @@ class StreamConsumer:
         self.batch_size = batch_size
         self.claim_idle_ms = claim_idle_ms
         self._redis = redis
-        self._owns_redis = redis is None
+        self._owns_redis = redis is None and owner is None
+        self._owner = owner
+        #: the owner's client this sibling last used (its scripts are its)
+        self._owner_client: Redis | None = None
         self._ack: AsyncScript | None = None
         self._claim: AsyncScript | None = None
         self._group_ready = False
@@ -135,9 +141,34 @@ class StreamConsumer:
         #: dispatcher's), as of the last acknowledgement; ``None``: unknown yet
         self.shared: bool | None = None
 
+    def sibling(self, keys: Keys) -> StreamConsumer:
+        """A consumer of the same group, with the same name, of another
+        stream home's streams (``keys``), sharing this one's client: one
+        connection (pool) however many buckets a deployment has."""
+        return StreamConsumer(
+            self.redis_url,
+            None,
+            keys=keys,
+            group=self.group,
+            consumer=self.consumer,
+            batch_size=self.batch_size,
+            claim_idle_ms=self.claim_idle_ms,
+            cluster=self.cluster,
+            owner=self,
+        )
+
     @property
     def redis(self) -> Redis:
-        """The client, connected on first use."""
+        """The client, connected on first use (a sibling's: its owner's)."""
+        if self._owner is not None:
+            client = self._owner.redis
+            if client is not self._owner_client:
+                # The owner connected anew: the scripts were registered on
+                # the old client, and the group may be gone with its Redis.
+                self._owner_client = client
+                self._ack = self._claim = None
+                self._group_ready = False
+            return client
         if self._redis is None:
             if self.redis_url:
                 # Not the hot path: batches are large, so generous timeouts.
@@ -152,7 +183,8 @@ class StreamConsumer:
         return self._redis
 
     async def aclose(self) -> None:
-        """Close the client if it was ours (a given one stays open)."""
+        """Close the client if it was ours (a given one, or a sibling's
+        owner's, stays open)."""
         if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None

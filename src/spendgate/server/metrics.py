@@ -23,7 +23,8 @@ Metrics:
 - ``spendgate_redis_errors_total{kind}``: calls the store did not answer
   (``unavailable``) or answered with an unexpected error (``storage``).
 - ``spendgate_ledger_backlog_entries``: entries in the Redis ledger stream
-  that the flusher has not moved to Postgres yet (it deletes what it wrote).
+  that the flusher has not moved to Postgres yet (it deletes what it wrote);
+  sharded, in every stream home's (the root's and each bucket's), summed.
 - ``spendgate_spool_depth_entries``, ``spendgate_spool_oldest_age_seconds``,
   ``spendgate_spool_dead_letters``, ``spendgate_spool_quarantined``: facts
   waiting in the local spool for Redis to come back, the age of the oldest,
@@ -228,7 +229,9 @@ class ServerMetrics:
         (and counts a Redis error): a scrape must never fail for it.
         """
         try:
-            backlog = await budget.redis.xlen(budget.keys.ledger)
+            backlog = 0
+            for home in budget.keys.stream_homes():
+                backlog += int(await budget.redis.xlen(home.ledger))
         except Exception:  # any store failure: keep the last value
             self.redis_errors.labels("unavailable").inc()
         else:
