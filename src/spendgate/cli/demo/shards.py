@@ -1,5 +1,6 @@
 """Step 11: a sharded keyspace (``cluster_buckets``): users spread over
-buckets, each user's cap still exact."""
+buckets, each user's cap still exact, and the project's cap too (lent to
+the buckets: escrow)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,23 @@ from spendgate.manager import BudgetManager
 
 #: the buckets of the step's deployment, and its users
 BUCKETS, USERS = 8, 40
+#: the project's daily cap in this step
+PROJECT_CAP = Decimal(3)
 
 
 async def users_over_buckets(config: BudgetConfig) -> None:
     """Step 11: forty users of one project on eight buckets (each its own
     hash tag, so a Redis Cluster spreads them over its masters); 200
-    concurrent reserves at one user's cap admit exactly what it fits; the
+    concurrent reserves at one user's cap admit exactly what it fits, and
+    200 over every bucket at the project's cap exactly what that fits; the
     project's spend is the buckets' sum."""
     sharded = config.model_copy(
         update={
             "cluster_buckets": BUCKETS,
             "key_prefix": config.key_prefix + "-shards",
-            "daily_project_limit": None,
+            "daily_project_limit": PROJECT_CAP,
             "daily_global_limit": None,
+            "escrow_chunk": Decimal("0.2"),
         }
     )
     say(f"11. A sharded keyspace: {USERS} users of {PROJECT!r} on {BUCKETS} buckets.")
@@ -50,6 +55,25 @@ async def users_over_buckets(config: BudgetConfig) -> None:
             if admitted != 95:  # (1.00 a day, 0.05 spent: 95 holds of 0.01)
                 raise AssertionError(f"{admitted} reserves admitted, not 95")
             say("   200 reserves at once for one user: exactly the 95 her cap fits")
+            # the project: 3.00 a day, 2.00 spent (the holds above name none)
+            shared = 0
+
+            async def anyone(user: str) -> None:
+                nonlocal shared
+                try:
+                    await budget.reserve(user, Decimal("0.01"), project_id=PROJECT)
+                except BudgetExceededError:
+                    return
+                shared += 1
+
+            await asyncio.gather(*(anyone(users[1 + n % 39]) for n in range(200)))
+            if shared != 100:
+                raise AssertionError(f"{shared} reserves admitted, not 100")
+            say(
+                f"   the project's cap of {PROJECT_CAP} a day, lent to the buckets in"
+                " chunks of 0.2 (escrow): 200 reserves at once over every bucket"
+                " admit exactly the 100 of 0.01 its 1.00 left fits"
+            )
             usage = await budget.get_usage(users[1], PROJECT)
             say(
                 f"   the project has spent {usage['project'].daily.spent} today: "
@@ -60,7 +84,7 @@ async def users_over_buckets(config: BudgetConfig) -> None:
 
 
 async def _delete_keys(budget: BudgetManager) -> None:
-    for keys in budget.keys.buckets():
+    for keys in budget.keys.stream_homes():  # (the root's escrow loans too)
         found = [k async for k in budget.redis.scan_iter(match=keys.pattern())]
         if found:
             await budget.redis.delete(*found)
