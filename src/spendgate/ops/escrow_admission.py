@@ -17,10 +17,11 @@ cap. What it costs: one round trip as before, and three more (lend, deposit,
 again) for the call that finds its bucket short, about one call in
 ``escrow_chunk / amount``. What it gives up: lent but unused allowance sits
 in other buckets until a short bucket takes it back (under-admission, never
-over), a loan or a take-back cut off by a crash stays lent for the rest of
-the window (at most one chunk per call cut off), and a fact (``record``,
-``settle`` above its hold) past the bucket's allowance is counted against
-the cap late, by that bucket's next borrowing.
+over), and a loan or a take-back cut off by a crash stays lent for the
+rest of the window (at most one chunk per call cut off). A fact
+(``record``, ``settle`` above its hold) is never refused: what it takes its
+bucket past its allowance is borrowed right after it (:meth:`_counted`),
+so no other bucket admits it again.
 
 A scope and window whose borrowing found nothing left is refused at once,
 without borrowing, for :data:`QUIET_MS` (by this manager): while the
@@ -46,6 +47,9 @@ __all__ = ["QUIET_MS", "Escrowing"]
 #: how long a scope and window found spent is refused without borrowing, ms
 #: (by the manager's clock)
 QUIET_MS = 250
+#: scopes (and windows) whose sweeps and spent marks are kept before the
+#: idle or ended ones are dropped
+_KEPT = 1024
 #: times a call is sent again after borrowing before it is refused
 ROUNDS = 8
 #: the values of one short scope in an ``ESCROW`` answer
@@ -181,6 +185,9 @@ class Escrowing(Operations):
             sweeps = self._sweeps = {}
         sweep = sweeps.get(spent_key)
         if sweep is None:
+            if len(sweeps) > _KEPT:  # (those of past windows go, idle)
+                for idle in [k for k, lock in sweeps.items() if not lock.locked()]:
+                    del sweeps[idle]
             sweep = sweeps[spent_key] = asyncio.Lock()
         async with sweep:
             got = loan.amount
@@ -200,9 +207,13 @@ class Escrowing(Operations):
         if got >= shortfall:
             return None
         if got == 0 and taken == 0:  # nothing lent, nothing unused: spent
+            now_ms = self._now_ms()
             if quiet is None:
                 quiet = self._spent_until = {}
-            quiet[spent_key] = self._now_ms() + QUIET_MS
+            elif len(quiet) > _KEPT:  # (the ended ones go)
+                for ended in [k for k, until in quiet.items() if until <= now_ms]:
+                    del quiet[ended]
+            quiet[spent_key] = now_ms + QUIET_MS
         return self._spent(short, more.lent, got)
 
     async def _lend(
