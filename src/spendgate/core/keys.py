@@ -100,11 +100,8 @@ they are loaded. The layout, below ``BASE``::
     tmon:<yyyymm>:<team>   hash: user id -> spent on it that month
                            (a member id is a hash field and a team id the
                            last part of a key: neither can alias another's)
-    esc:<s>:<id>:<window>  hash, sharded only (spendgate.ops.escrow): a
-                           project's or the platform's daily or monthly
-                           cap lent out; the root's: lent, l:/r:<id>
-                           each loan and return; a bucket's: allowance,
-                           d:/c:<id> each deposit and reclaim
+    esc:<s>:<id>:<window>  hash, sharded only: a shared cap lent out
+                           (spendgate.core.escrow_keys says its fields)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -224,36 +221,31 @@ class Keys:
     # spreads them over buckets of users, each a Keys of its own)
 
     def of(self, user_id: str) -> Keys:
-        """The keys of ``user_id``'s bucket: these."""
+        """The keys of ``user_id``'s bucket (:meth:`of_id`: of the bucket a
+        lease or entry id was made in; :meth:`of_key`: a key is in): these."""
         return self
 
     def of_id(self, some_id: str) -> Keys:
-        """The keys of the bucket a lease or entry id was made in: these."""
         return self
 
     def of_key(self, key: str) -> Keys:
-        """The keys of the bucket ``key`` is in: these."""
         return self
 
     def id_for(self, new_id: str, user_id: str) -> str:
-        """A fresh lease or entry id for ``user_id``: ``new_id`` as it is."""
+        """A fresh lease or entry id for ``user_id`` (:meth:`id_like`: for
+        the bucket another id was made in): ``new_id`` as it is."""
         return new_id
 
     def id_like(self, new_id: str, other_id: str) -> str:
-        """A fresh id for the bucket ``other_id`` was made in (a refund's,
-        in its charge's): ``new_id`` as it is."""
         return new_id
 
     def buckets(self) -> tuple[Keys, ...]:
-        """Every bucket's keys (their ledger and events streams, holds and
-        grant expiries): these only."""
+        """Every bucket's keys: these only."""
         return (self,)
 
     def stream_homes(self) -> tuple[Keys, ...]:
         """Every place whose ledger and events streams hold entries, for
-        their readers (the flusher, the event dispatcher, reconcile): these
-        only; sharded, the root's (what names no bucket: facts spooled
-        before sharding) and every bucket's."""
+        their readers: these only (sharded: the root's, and each bucket's)."""
         return (self,)
 
     def flusher(self, consumer: str) -> str:
