@@ -25,7 +25,7 @@ local function escrow_room(i, n, project, w, day, month, used, held)
 end
 
 -- A scope short of allowance, added to the answer `short` ({R_ESCROW, ...}
--- from admit, {R_OK, ...} from escrow_deficit.lua): the scope index, window, cap, the shortfall
+-- from admit, {} from escrow_deficits): the scope index, window, cap, the shortfall
 -- (what `requested`, or 1 when nothing is, needs beyond `room`), the
 -- bucket's spent, held and allowance, the scope's id ("" for the platform)
 -- and the window's id, for the client to borrow
@@ -43,4 +43,37 @@ local function escrow_short(short, i, n, project, w, day, month, cap, requested,
     short[#short + 1] = value
   end
   return short
+end
+
+-- After a fact (record.lua, settle.lua): what the bucket has spent and
+-- holds of the project's and the platform's daily and monthly caps beyond
+-- its allowance (a fact is never refused, so it may pass it), as the
+-- values an ESCROW answer gives for each, for the client to borrow at once
+-- (spendgate.ops.escrow_admission): the root then counts it against the
+-- cap, and no other bucket admits it again. nil when there is none.
+local function escrow_deficits(day, month, project)
+  local n = 2
+  if project ~= '' then n = 3 end
+  local out = {}
+  for i = 2, n do
+    local id = S_GLOBAL
+    if i < n then id = S_PROJECT .. project end
+    local daily, monthly = caps(redis.call('GET', BASE .. K_LIMITS .. id),
+                                default_caps(i, n))
+    local held = tonumber(redis.call('GET', BASE .. K_HELD .. id)) or 0
+    for w = W_DAILY, W_MONTHLY do
+      local cap, counter = daily, BASE .. K_DAY .. day .. ':' .. id
+      if w == W_MONTHLY then cap, counter = monthly, BASE .. K_MONTH .. month .. ':' .. id end
+      cap = tonumber(cap)
+      if cap >= 0 then
+        local used = tonumber(redis.call('GET', counter)) or 0
+        local room = escrow_room(i, n, project, w, day, month, used, held)
+        if room < 0 then
+          out = escrow_short(out, i, n, project, w, day, month, cap, 0, room, used, held)
+        end
+      end
+    end
+  end
+  if #out == 0 then return nil end
+  return out
 end

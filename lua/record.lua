@@ -24,7 +24,9 @@
 -- return {R_OK, "entry|now_ms|allowance used"} when recorded, {R_REPLAYED,
 --        same payload} for a replay, {R_CONFLICT} for an idempotency
 --        conflict, {R_STALE_PRICE, the user's plan} when it is not the one
---        expected (strict plan argument: nothing was written)
+--        expected (strict plan argument: nothing was written); sharded,
+--        {R_OK, payload, crossed or false, deficits} when the bucket now
+--        spends past its allowance of a shared cap (_escrow.lua)
 -- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
 -- warn scopes to: {R_OK, payload, crossed}, crossed as cap_events returns  --@cap_actions
 -- them; its replay answers them again: the idempotency record keeps them,  --@cap_actions
@@ -49,9 +51,9 @@ local payload = entry .. '|' .. now_ms .. '|' .. used
 local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 
-charge(ARGV, user, project, balance, false, entry, ARGV[11], start, left, ttl_ms)  --@!cap_actions
-local _, _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[11],  --@cap_actions
-                             start, left, ttl_ms)  --@cap_actions
+-- (crossed: nil without cap actions)
+local _, _, crossed = charge(ARGV, user, project, balance, false, entry, ARGV[11],
+                             start, left, ttl_ms)
 if crossed then idem_store(ikey, ARGV[7], cap_payload(payload, crossed)) end  --@cap_actions
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then count_minutes(now_ms, user, project, amount, ARGV[6]) end
@@ -59,5 +61,8 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SPEND, F_OCCURRED_AT, now_ms,
               F_USER_ID, user, F_AMOUNT, ARGV[6], F_PROJECT_ID, project,
               F_MODEL, ARGV[11], F_METADATA, ARGV[12], F_IDEMPOTENCY_KEY, ARGV[13],
               F_ALLOWANCE_USED, used)
+-- (sharded: what the bucket now spends past its allowance, to borrow)  --@sharded
+local deficits = escrow_deficits(ARGV[2], ARGV[4], project)  --@sharded
+if deficits then return {R_OK, payload, crossed or false, deficits} end  --@sharded
 return {R_OK, payload, crossed}  --@cap_actions
 return {R_OK, payload}  --@!cap_actions

@@ -23,7 +23,10 @@
 --        when it already was, at this cost; {R_CONFLICT, actual} when it was
 --        settled at another cost; {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when
 --        the lease was released; {R_STALE_PRICE, user, the user's plan}
---        when it is not the one expected (strict: nothing was written)
+--        when it is not the one expected (strict: nothing was written);
+--        sharded, {R_OK, ..., allowance used, crossed or false, deficits}
+--        when the bucket now spends past its allowance of a shared cap
+--        (_escrow.lua)
 -- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
 -- scopes to: {R_OK, user, project, late, estimate, allowance used,  --@cap_actions
 -- crossed}, as cap_events returns them; the replay payload keeps them:  --@cap_actions
@@ -55,10 +58,9 @@ if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 the
   model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 
-local _, drawn = charge(ARGV, user, project, balance, false, entry, ARGV[8],  --@!cap_actions
-                       start, left, ttl_ms)  --@!cap_actions
-local _, drawn, crossed = charge(ARGV, user, project, balance, false, entry,  --@cap_actions
-                                 ARGV[8], start, left, ttl_ms)  --@cap_actions
+-- (crossed: nil without cap actions)
+local _, drawn, crossed = charge(ARGV, user, project, balance, false, entry,
+                                 ARGV[8], start, left, ttl_ms)
 local used = ''
 if drawn > 0 then used = fmt(drawn) end
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
@@ -77,5 +79,11 @@ local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2] .. '|' .. u
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
 redis.call('PEXPIRE', hkey, h[6])
+-- (sharded: what the bucket now spends past its allowance, to borrow)  --@sharded
+local deficits = escrow_deficits(ARGV[2], ARGV[4], project)  --@sharded
+if deficits then  --@sharded
+  return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed or false,  --@sharded
+          deficits}  --@sharded
+end  --@sharded
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}  --@!cap_actions

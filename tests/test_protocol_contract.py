@@ -207,8 +207,6 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     "escrow_return": {Reply.OK: [0, 0]},
     "escrow_deposit": {Reply.OK: [0, 30]},
     "escrow_reclaim": {Reply.OK: [0, 20, 10]},
-    # (nothing past the allowance: one short adds its 9 values, as ESCROW's)
-    "escrow_deficit": {Reply.OK: [0]},
     # teams (a team refusal's scope is 101, the pool, or 102, the member)
     "team_reserve": {
         Reply.OK: [0, b"lease.t|2000000000000"],
@@ -356,7 +354,6 @@ _CALLS = {
     "escrow_reclaim": lambda b: reclaim(
         b._store, b.keys, "project", "p", "d", spent_key="s", reclaim_id="c", now_ms=1
     ),
-    "escrow_deficit": lambda b: b._counted("u", "p", 1),
     "team_reserve": lambda b: b.reserve("u", "1", idempotency_key="k", team_id="t"),
     "team_reserve_up_to": lambda b: b.reserve_up_to(
         "u", "1", idempotency_key="k", team_id="t"

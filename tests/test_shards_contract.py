@@ -132,10 +132,6 @@ _OVERRIDE_COPIES = (
     "reads a project's override below the root: sharded, every bucket keeps a"
     " copy (test_escrow_admission.py)"
 )
-_ROUND_TRIPS = (
-    "counts a record's round trips: sharded, a record_spend makes a second"
-    " (lua/escrow_deficit.lua) to borrow what its bucket spent past its allowance"
-)
 _TEAMS = "makes a team, which a sharded deployment refuses (ConfigurationError)"
 _KEY_OF_ANOTHER = (
     "reuses an idempotency key for another user and expects a conflict: each"
@@ -184,10 +180,6 @@ _LEFT_OUT = {
     "test_a_key_reused_for_another_model_is_a_conflict": _TEAMS,
     "test_a_team_that_does_not_exist_is_refused": _TEAMS,
     # test_adjust, test_allowance, test_price_books, test_transactions
-    "test_record_60_and_60_takes_100_from_the_allowance_and_20_from_the_balance": (
-        _ROUND_TRIPS
-    ),
-    "test_a_deployment_without_plans_sends_no_plan_to_deduct": _ROUND_TRIPS,
     "test_up_and_down_per_scope_and_window": _SHARED_ADJUST,
     "test_post_v1_adjust": _SHARED_ADJUST,
     "test_a_spooled_fact_replays_leniently": _NO_BUCKET,

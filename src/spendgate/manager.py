@@ -123,7 +123,6 @@ class BudgetManager(
             ),
         }
         self._model_caps = cfg.model_caps
-        self._sharded = cfg.cluster_buckets > 1
         self._store = store = make_store(cfg, constants, redis)
         # Durability: facts the store does not take are spooled, and replayed.
         self._replayer = replayer = Replayer(store, self.keys)

@@ -210,9 +210,6 @@ OPERATIONS: dict[str, Operation] = {
         ("reclaim", "now_ms"),
         frozenset({Reply.OK}),
     ),
-    "escrow_deficit": Operation(
-        ("balance",), ("day", "month", "project"), frozenset({Reply.OK})
-    ),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),

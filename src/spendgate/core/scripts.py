@@ -166,8 +166,8 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
-    hook, ``_models`` with the ``models`` hook, ``_escrow`` always (admit
-    calls it on the ``sharded`` hook's lines only), and ``_events`` with
+    hook, ``_models`` with the ``models`` hook, ``_escrow`` with the
+    ``sharded`` hook, and ``_events`` with
     ``_kill`` or an event-writing hook."""
     week, minute = constants["WEEKLY"] != "0", constants["VELOCITY"] != "0"
     kill = minute and constants["KILL_SWITCH_MS"] != "0"
@@ -186,9 +186,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_kill": kill,
         "_actions": "cap_actions" in hooks,
         "_models": "models" in hooks,
-        # (its helpers are linked where called: admit's calls are the
-        # sharded hook's lines; escrow_deficit.lua runs sharded only)
-        "_escrow": True,
+        "_escrow": "sharded" in hooks,
     }
     return tuple(lib for lib in LIBRARIES if on[lib])
 

@@ -79,8 +79,6 @@ class Operations:
     #: lacks (spendgate.ops.escrow_admission.Escrowing, the admitting
     #: operations' base)
     _escrowed: Callable[..., Awaitable[Any]]
-    #: ``cluster_buckets`` above 1 (spendgate.core.shards)
-    _sharded: bool = False
 
     def _decided_in_one_bucket(self, what: str, why: str) -> None:
         """Refuse ``what`` on a sharded deployment, where each call is decided

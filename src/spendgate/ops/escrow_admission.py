@@ -20,8 +20,8 @@ in other buckets until a short bucket takes it back (under-admission, never
 over), and a loan or a take-back cut off by a crash stays lent for the
 rest of the window (at most one chunk per call cut off). A fact
 (``record``, ``settle`` above its hold) is never refused: what it takes its
-bucket past its allowance is borrowed right after it (:meth:`_counted`),
-so no other bucket admits it again.
+bucket past its allowance, which its script answers, is borrowed right
+after it (:meth:`_counted`), so no other bucket admits it again.
 
 A scope and window whose borrowing found nothing left is refused at once,
 without borrowing, for :data:`QUIET_MS` (by this manager): while the
@@ -136,22 +136,15 @@ class Escrowing(Operations):
                 return reply
         return self._spent(reply[1 : 1 + _GROUP], 0, 0) + after
 
-    async def _counted(self, user: str, project: str | None, now_ms: int) -> None:
-        """After a fact of ``user`` (sharded): what its bucket spent and holds
-        of the project's and the platform's caps beyond its allowance is
-        borrowed at once (``lua/escrow_deficit.lua``), so the root counts it
-        and no other bucket admits it again. The fact stands whatever
-        happens here: a store failure leaves the excess to the bucket's next
-        borrowing (logged, not raised)."""
-        w = self._windows_at(now_ms)
-        bucket = self.keys.of(user)
+    async def _counted(self, bucket: Keys, deficits: list[Any]) -> None:
+        """After a fact (sharded): what it took its bucket past the
+        allowance of a project's or the platform's cap (``deficits``, as
+        ``record`` and ``settle`` answer it: ``lua/_escrow.lua``) is
+        borrowed at once, so the root counts it and no other bucket admits
+        it again. The fact stands whatever happens here: a store failure
+        leaves the excess to the bucket's next borrowing (logged)."""
+        shorts = [deficits[at : at + _GROUP] for at in range(0, len(deficits), _GROUP)]
         try:
-            reply = await self._store.run(
-                "escrow_deficit",
-                (bucket.balance(user),),
-                (w.day, w.month, project or ""),
-            )
-            shorts = [reply[at : at + _GROUP] for at in range(1, len(reply), _GROUP)]
             await asyncio.gather(*(self._borrow_one(bucket, s, 1) for s in shorts))
         except (BudgetUnavailableError, StorageError) as exc:
             logger.debug("spendgate: a fact's excess is borrowed later: {}", exc)

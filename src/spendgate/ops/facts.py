@@ -158,6 +158,6 @@ class Facts(Escrowing):
             record.allowance_used_micros = allowance
         if reply is not None and len(reply) > 2:  # (only with cap actions)
             record.warnings = cap_warnings(reply[2], user_id, project)
-        if self._sharded and reply is not None:  # (never refused: borrowed after)
-            await self._counted(user_id, project, now_ms)
+        if reply is not None and len(reply) > 3:  # (sharded: past its allowance)
+            await self._counted(self.keys.of(user_id), reply[3])
         return record

@@ -349,10 +349,8 @@ class Leases(Admission):
                 lease, lease_id, entry_id, amount, model_name, now_ms
             )
         record = settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
-        if self._sharded and not (
-            isinstance(lease, Lease) and amount <= lease.amount_micros
-        ):  # (above its hold: what its bucket was lent may not cover it)
-            await self._counted(record.user_id, record.project_id, now_ms)
+        if len(reply) > 7:  # (sharded: its bucket spends past its allowance)
+            await self._counted(self.keys.of_id(lease_id), reply[7])
         return record
 
     async def release(self, lease: Lease | str) -> bool:
