@@ -100,9 +100,10 @@ async def test_the_slot_moved_twice_under_traffic_loses_and_doubles_nothing(
     # Slot 0 (an empty key's) parts from spendgate's for the whole run: no
     # call may be keyed by it.
     await asyncio.to_thread(cluster.migrate_slot, 0, targets[0])
-    async with BudgetManager(
-        _config(cluster, tmp_path / "spool"), clock=FakeClock()
-    ) as budget:
+    # (MIGRATE blocks the source master while it copies the slot's keys: on
+    # a busy machine longer than the hot path's 0.25 s read timeout)
+    config = _config(cluster, tmp_path / "spool", redis_timeout_seconds=5)
+    async with BudgetManager(config, clock=FakeClock()) as budget:
         keyed = await budget.record_spend(users[0], "0.5", idempotency_key="k")
         told.add(keyed, users[0])
 
