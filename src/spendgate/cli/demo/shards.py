@@ -41,32 +41,13 @@ async def users_over_buckets(config: BudgetConfig) -> None:
                 await budget.record_spend(user, Decimal("0.05"), project_id=PROJECT)
             used = {budget.keys.of(user).base for user in users}
             say(f"   their keys sit in {len(used)} of the {BUCKETS} buckets' hash tags")
-            admitted = 0
-
-            async def one() -> None:
-                nonlocal admitted
-                try:
-                    await budget.reserve(users[0], Decimal("0.01"))
-                except BudgetExceededError:
-                    return
-                admitted += 1
-
-            await asyncio.gather(*(one() for _ in range(200)))
+            admitted = await _admitted(budget, [users[0]] * 200, None)
             if admitted != 95:  # (1.00 a day, 0.05 spent: 95 holds of 0.01)
                 raise AssertionError(f"{admitted} reserves admitted, not 95")
             say("   200 reserves at once for one user: exactly the 95 her cap fits")
             # the project: 3.00 a day, 2.00 spent (the holds above name none)
-            shared = 0
-
-            async def anyone(user: str) -> None:
-                nonlocal shared
-                try:
-                    await budget.reserve(user, Decimal("0.01"), project_id=PROJECT)
-                except BudgetExceededError:
-                    return
-                shared += 1
-
-            await asyncio.gather(*(anyone(users[1 + n % 39]) for n in range(200)))
+            calls = [users[1 + n % 39] for n in range(200)]
+            shared = await _admitted(budget, calls, PROJECT)
             if shared != 100:
                 raise AssertionError(f"{shared} reserves admitted, not 100")
             say(
@@ -81,6 +62,22 @@ async def users_over_buckets(config: BudgetConfig) -> None:
             )
         finally:
             await _delete_keys(budget)
+
+
+async def _admitted(
+    budget: BudgetManager, users: list[str], project: str | None
+) -> int:
+    """How many reserves of 0.01, one per entry of ``users``, all sent at
+    once, are admitted."""
+
+    async def one(user: str) -> bool:
+        try:
+            await budget.reserve(user, Decimal("0.01"), project_id=project)
+        except BudgetExceededError:
+            return False
+        return True
+
+    return sum(await asyncio.gather(*(one(user) for user in users)))
 
 
 async def _delete_keys(budget: BudgetManager) -> None:
