@@ -34,13 +34,19 @@ end
 -- script's ARGV, see refund_count) as refund_record's table, its key as
 -- `key`; or nil and the answer: the first call's for a replay of the
 -- caller's idempotency key (`ikey`), {R_CONFLICT} for the key reused with
--- other arguments, {R_UNKNOWN_ENTRY} when no record of the charge is kept.
+-- other arguments, {R_UNKNOWN_ENTRY} when no record of the charge is kept,
+-- {R_MOVED, bucket} when a rebucketing moved it to that bucket (K_FORWARD:
+-- the bucket of its user, which the charge's id does not name).
 local function refund_open(ikey, argv)
   local seen = idem_lookup(ikey, argv[4])
   if seen then return nil, seen end
   local key = BASE .. K_CHARGE .. argv[2]
   local record = redis.call('GET', key)
-  if not record then return nil, {R_UNKNOWN_ENTRY} end
+  if not record then
+    local moved = redis.call('GET', BASE .. K_FORWARD .. argv[2])
+    if moved then return nil, {R_MOVED, moved} end
+    return nil, {R_UNKNOWN_ENTRY}
+  end
   local c = refund_record(record)
   c.key = key
   return c

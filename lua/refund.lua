@@ -20,7 +20,9 @@
 --        refunded (balance "" when the charge took nothing off a balance),
 --        {R_REPLAYED, same payload} for a replay, {R_CONFLICT},
 --        {R_UNKNOWN_ENTRY} when no refund record of that charge is kept,
---        {R_REFUND_EXCEEDS, refundable left} when the amount is above it
+--        {R_REFUND_EXCEEDS, refundable left} when the amount is above it,
+--        {R_MOVED, bucket} when a rebucketing moved the record there
+--        (nothing changed: the caller calls that bucket)
 
 local ikey = KEYS[1]
 

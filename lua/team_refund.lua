@@ -22,6 +22,7 @@
 --        team is not there), or {R_CHARGE_DAY, day} when the charge was
 --        counted in another day than ARGV[9] (the window time zone changed
 --        since): nothing changed, the caller calls again with that day's keys
+--        ({R_MOVED, ...}: never, a team's charges are never rebucketed)
 
 local ikey, pool = KEYS[1], KEYS[2]
 

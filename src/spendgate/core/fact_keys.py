@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from spendgate.core.keys import Keys
+from spendgate.errors import StorageError
 
 
 def fact_keys(
@@ -60,3 +61,19 @@ def team_refund_keys(keys: Keys, first: str, team: str, day: str) -> tuple[str, 
     charge's ``day`` (``yyyymmdd``)."""
     team_keys = keys.team_keys(team, day, day[:6])
     return (first, team_keys[0], team_keys[4], team_keys[5])
+
+
+def moved_key(keys: Keys, bucket: object, key: str, entry: str) -> str:
+    """A refund's first key (its idempotency record) in the bucket a
+    rebucketing moved the charge's record to (``{MOVED, bucket}``).
+
+    :raise StorageError: the bucket is not one of this deployment's
+    """
+    # ("<bucket>:<the run's id>": spendgate.rebucket.mover)
+    value = bucket.decode() if isinstance(bucket, bytes) else str(bucket)
+    number = value.partition(":")[0]
+    homes = keys.buckets()
+    if not number.isdigit() or int(number) >= len(homes):
+        raise StorageError(f"a refund record moved to an unknown bucket {number!r}")
+    home = homes[int(number)]
+    return home.caller_idempotency(key) if key else home.generated_idempotency(entry)

@@ -44,6 +44,9 @@ they are loaded. The layout, below ``BASE``::
     c:<entry>              string: what a refund of that charge needs, kept
                            the refund window (a team charge's entry id is
                            "<id>.<team>": lua/team_refund.lua)
+    fw:<entry>             string, left by a rebucketing: the bucket a
+                           charge's record moved to (its user's), where
+                           the entry id names another (kept as long)
     h:<lease>              hash: one hold (``st``: a HoldState)
     holds                  zset: pending lease ids scored by expiry (ms)
     due                    string: no pending hold expires before this (ms)
@@ -102,6 +105,13 @@ they are loaded. The layout, below ``BASE``::
                            last part of a key: neither can alias another's)
     esc:<s>:<id>:<window>  hash, sharded only: a shared cap lent out
                            (spendgate.core.escrow_keys says its fields)
+    layout                 string, the root's, written by a rebucketing
+                           (spendgate.rebucket): the bucket count the keys
+                           are laid out for, "<from>><to>:<run>" while one
+                           runs
+    rb:<run>:<counter>     string: that run merged the buckets' counters
+                           of a project or the platform into this one
+                           (expires with it)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -159,6 +169,9 @@ KEY_PARTS = {
     "MODEL_HELD": "mr:",
     "CAP_MARK": "cx:",
     "ESCROW": "esc:",
+    "FORWARD": "fw:",
+    "LAYOUT": "layout",
+    "MERGED": "rb:",
 }
 
 
@@ -306,6 +319,10 @@ class Keys:
 
     def hold(self, lease_id: str) -> str:
         return self.base + _K["HOLD"] + lease_id
+
+    def forward(self, entry_id: str) -> str:
+        """Where a rebucketing moved the record of charge ``entry_id``."""
+        return self.base + _K["FORWARD"] + entry_id
 
     def caller_idempotency(self, key: str) -> str:
         """The record of an idempotency key the caller gave."""

@@ -69,6 +69,8 @@ _REFUND_REFUSALS = frozenset({Reply.UNKNOWN_ENTRY, Reply.REFUND_EXCEEDS})
 _ADMITS = frozenset({Reply.OK, Reply.REFUSED})
 _IDEMPOTENT = frozenset({Reply.OK, Reply.REPLAYED, Reply.CONFLICT})
 _LEASE = frozenset({Reply.OK, Reply.UNKNOWN_LEASE})
+#: a refund's record moved by a rebucketing (lua/_refunds.lua: refund_open)
+_REFUNDS = _IDEMPOTENT | _REFUND_REFUSALS | {Reply.MOVED}
 #: the user's plan was not the one expected (see lua/_allowance.lua)
 _STALE = frozenset({Reply.STALE_PRICE})
 #: an extend's arguments (extend.lua, team_extend.lua) and answers
@@ -141,9 +143,7 @@ OPERATIONS: dict[str, Operation] = {
         _IDEMPOTENT,
         fact=True,
     ),
-    "refund": Operation(
-        ("idempotency",), _REFUND, _IDEMPOTENT | _REFUND_REFUSALS, fact=True
-    ),
+    "refund": Operation(("idempotency",), _REFUND, _REFUNDS, fact=True),
     "deduct": Operation(
         ("idempotency",),
         (*_CHARGE, "price_version", "min_balance", "plan"),
@@ -209,6 +209,13 @@ OPERATIONS: dict[str, Operation] = {
         ("allowance", "spent", "held"),
         ("reclaim", "now_ms"),
         frozenset({Reply.OK}),
+    ),
+    # (a rebucketing's: spendgate.rebucket)
+    "holds_purge": Operation(("holds",), ("now_ms",), frozenset({Reply.OK})),
+    "rebucket_merge": Operation(
+        ("counter", "mark", "escrow"),
+        ("sum", "ttl_ms", "sharded"),
+        frozenset({Reply.OK, Reply.REPLAYED}),
     ),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)
@@ -283,7 +290,7 @@ OPERATIONS.update(
         "team_refund": Operation(
             ("idempotency", "team", "team_day", "team_month"),
             (*_REFUND, "team", "day"),
-            _IDEMPOTENT | _REFUND_REFUSALS | {Reply.CHARGE_DAY},
+            _REFUNDS | {Reply.CHARGE_DAY},
             fact=True,
         ),
         "team_release": Operation(

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from loguru import logger
 
-from spendgate.core.fact_keys import fact_keys
+from spendgate.core.fact_keys import fact_keys, moved_key
 from spendgate.core.keys import Keys
 from spendgate.core.operations import FACT_OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import Reply
@@ -192,17 +192,30 @@ class Replayer:
             if isinstance(reply, str):
                 return reply
             code = reply[0]
+        if code == Reply.MOVED:
+            # A refund of a charge whose record a rebucketing moved to its
+            # user's bucket: again there.
+            reply = await self._replay_call(fact.operation, named, moved=reply[1])
+            if isinstance(reply, str):
+                return reply
+            code = reply[0]
         if code in (Reply.OK, Reply.REPLAYED):
             return None
         return _REPLAY_REFUSALS.get(code, f"reply code {code}")
 
-    async def _replay_call(self, operation: str, named: dict[str, str | int]) -> Any:
+    async def _replay_call(
+        self, operation: str, named: dict[str, str | int], moved: Any = None
+    ) -> Any:
         """One fact's call, by its named arguments: its reply, or why it
-        could not be made (a ``str``)."""
+        could not be made (a ``str``). ``moved``: the bucket a refund's
+        record was moved to (its first key is there)."""
         try:
             keys = fact_keys(self._keys, operation, named)
             args = positional_args(operation, named)
-        except (KeyError, ValueError) as exc:
+            if moved is not None:
+                key, entry = str(named["idempotency_key"]), str(named["entry"])
+                keys = (moved_key(self._keys, moved, key, entry), *keys[1:])
+        except (KeyError, ValueError, StorageError) as exc:
             return f"malformed fact: {exc}"
         try:
             return await self._store.run(operation, keys, args)

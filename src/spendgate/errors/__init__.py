@@ -28,6 +28,7 @@ outcome at the edges); every name is imported from here.
     ├── SpoolFullError               a fact reached neither Redis nor the full spool
     ├── StorageError                 Redis answered with an unexpected error (a bug)
     ├── LedgerUnavailableError       Postgres could not be reached
+    ├── RebucketRefusedError         a rebucketing found what it must not move
     ├── ConfigurationError           (also ValueError) invalid settings
     │   └── PricingConfigError       a price book that does not load
     ├── PoisonEntryError             (also ValueError) a ledger entry that cannot
@@ -71,6 +72,7 @@ from spendgate.errors.failures import (
     LedgerUnavailableError,
     PoisonEntryError,
     PricingConfigError,
+    RebucketRefusedError,
     SpoolFullError,
     StorageError,
     WebhookError,
@@ -117,6 +119,7 @@ __all__ = [
     "Outcome",
     "PoisonEntryError",
     "PricingConfigError",
+    "RebucketRefusedError",
     "RefundExceedsChargeError",
     "RefusalScope",
     "Scope",

@@ -66,6 +66,15 @@ class PricingConfigError(ConfigurationError):
         super().__init__(f"{where}: {text}" if where else text)
 
 
+class RebucketRefusedError(SpendgateError):
+    """A rebucketing (``spendgate rebucket``) found what it must not move:
+    each reason in :attr:`reasons`. Nothing changed."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        super().__init__("nothing moved: " + "; ".join(self.reasons))
+
+
 class LedgerUnavailableError(SpendgateError):
     """Postgres could not be reached (or went away) while moving the ledger.
 

@@ -20,6 +20,7 @@ from spendgate.errors.failures import (
     LedgerUnavailableError,
     PoisonEntryError,
     PricingConfigError,
+    RebucketRefusedError,
     SpoolFullError,
     StorageError,
     WebhookError,
@@ -85,6 +86,7 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
     (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),
     (PoisonEntryError, Outcome(500, ExitCode.FAILURE, "poison")),
+    (RebucketRefusedError, Outcome(409, ExitCode.FAILURE, "rebucket_refused")),
     # (the server never delivers webhooks: one reaching it is a bug, 500)
     (WebhookError, Outcome(500, ExitCode.UNAVAILABLE, "webhook")),
     (SpendgateError, Outcome(500, ExitCode.FAILURE, "error")),

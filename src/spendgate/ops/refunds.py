@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spendgate.core.fact_keys import team_refund_keys
+from spendgate.core.fact_keys import moved_key, team_refund_keys
 from spendgate.core.ids import check_id, encode_metadata
 from spendgate.core.money import credit_micros, from_micros
 from spendgate.core.protocol import Reply
@@ -99,6 +99,12 @@ class Refunds(Facts):
         team = team_of_charge(charge_id)
         if team is None:
             reply = await self._store.run("refund", (ikey,), args, spool_info=info.copy)
+            if reply is not None and reply[0] == Reply.MOVED:
+                # a rebucketing moved the charge's record to its user's bucket
+                ikey = moved_key(self.keys, reply[1], key, entry)
+                reply = await self._store.run(
+                    "refund", (ikey,), args, spool_info=info.copy
+                )
             return _result(reply, entry, charge_id, micros, key, None)
         team_id, charged_ms = team
         day = windows_at(charged_ms, self._zone).day
@@ -152,6 +158,8 @@ def _result(
             entry, charge_id, requested, None, None, spooled=True, team_id=team_id
         )
     code = reply[0]
+    if code == Reply.MOVED:  # (once already: a record moves once per rebucketing)
+        raise StorageError(f"the refund record of {charge_id} moved again")
     if code == Reply.CONFLICT:
         raise IdempotencyConflictError(key)
     if code == Reply.UNKNOWN_ENTRY:

@@ -1,0 +1,398 @@
+"""Moving each key where the new layout keeps it (:class:`Mover`).
+
+One pass over every key of the deployment (SCAN, every master of a
+cluster), each key taken as :mod:`spendgate.rebucket.keyspace` reads it.
+Every step can be taken again: a key is moved with DUMP, RESTORE REPLACE
+at its new name, then DEL (a key found where it belongs stays), a record
+copied again is the same record, and a project's or the platform's counter
+is added up once per run (``lua/rebucket_merge.lua`` leaves the run's
+mark), so a run that stopped half way, run again, finishes the same.
+With ``dry_run`` nothing is written: the same pass counts what it would
+do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from spendgate.core.escrow_keys import loans
+from spendgate.core.keys import KEY_PARTS, Keys, glob_escape
+from spendgate.core.protocol import Reply
+from spendgate.core.store import Store
+from spendgate.ops.base import text
+from spendgate.rebucket.keyspace import Found, Kind, classify, home_of
+from spendgate.rebucket.layout import Layouts
+
+__all__ = ["Mover", "RebucketReport", "scan_keys"]
+
+#: keys handled at once
+BATCH = 500
+
+#: a scope letter -> its name (escrow's keys name the scope)
+_SCOPES = {"p": "project", "g": "global"}
+
+
+@dataclass
+class RebucketReport:
+    """What a rebucketing did (or, with ``dry_run``, would do)."""
+
+    from_buckets: int
+    to_buckets: int
+    dry_run: bool
+    #: the run's id (its marks and forwards carry it)
+    run: str = ""
+    #: keys moved to the home the new layout keeps them in
+    moved: int = 0
+    #: idempotency records copied to each bucket their user can be in
+    copied: int = 0
+    #: a project's or the platform's day and month counters added up
+    merged: int = 0
+    #: a project's or the platform's cap overrides copied to every bucket
+    limits: int = 0
+    #: charges' records whose id names another bucket: forwarded
+    forwarded: int = 0
+    #: counts of caps a sharded layout does not keep (a project's or the
+    #: platform's week, minute, per-model spend): not carried over
+    dropped: int = 0
+    #: entries of streams no consumer group reads, in homes that are gone:
+    #: appended to the root's
+    stream_entries: int = 0
+    #: what the homes that are gone kept of their own (streams read to the
+    #: end, the pending holds' index, heartbeats' sets): deleted
+    removed: int = 0
+    #: keys already where the new layout keeps them
+    unchanged: int = 0
+    #: the keys were laid out for ``to_buckets`` already: nothing to do
+    already: bool = False
+    #: why the rebucketing would refuse (``dry_run``; a run raises them)
+    refusals: list[str] = field(default_factory=list)
+
+
+async def scan_keys(redis: Any, prefix: str) -> Any:
+    """Every key of the deployment (each home's, root and buckets), in
+    batches: SCAN of every master."""
+    pattern = glob_escape(f"{prefix}:") + "\\{sg*"
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        batch.append(key if isinstance(key, bytes) else key.encode())
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One key as the pass found it: its name, its home (and that home's
+    number, ``None`` for the root's), its name below the home's base, and
+    what it is."""
+
+    name: bytes
+    home: Keys
+    number: int | None
+    rest: str
+    found: Found
+
+    @property
+    def kind(self) -> Kind:
+        return self.found.kind
+
+    @property
+    def owner(self) -> str:
+        return self.found.owner
+
+
+_FW = Kind.FORWARD
+
+
+class Mover:
+    """One run's moves (see the module)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        store: Store,
+        layouts: Layouts,
+        report: RebucketReport,
+        key_prefix: str,
+    ) -> None:
+        self.redis, self.store, self.at = redis, store, layouts
+        self.report = report
+        self.dry = report.dry_run
+        self._prefix = key_prefix
+        self._home = home_of(key_prefix)
+        self._groups: set[tuple[Kind, str]] = set()
+
+    async def run(self) -> None:
+        """The pass over every key, then what the new homes need."""
+        async for batch in scan_keys(self.redis, self._prefix):
+            seen = [self._read(key) for key in batch]
+            # (forwards last: one this run wrote in the batch is then kept)
+            await asyncio.gather(*(self._act(k) for k in seen if k.kind is not _FW))
+            await asyncio.gather(*(self._act(k) for k in seen if k.kind is _FW))
+        await self._vanishing()
+        await self._mirror_price_book()
+
+    def _read(self, key: bytes) -> Seen:
+        where = self._home.fullmatch(key)
+        if where is None:  # (a key of another deployment's prefix)
+            return Seen(key, self.at.root, None, "", Found(Kind.UNKNOWN))
+        number = None if where.group(1) is None else int(where.group(1))
+        rest = where.group(2).decode()
+        return Seen(key, self.at.home(number), number, rest, classify(rest))
+
+    async def _act(self, key: Seen) -> None:
+        act = _ACTIONS.get(key.kind)
+        if act is not None:
+            await act(self, key)
+
+    # -- one key ------------------------------------------------------------------
+
+    async def _user(self, key: Seen) -> None:
+        await self._move(key, self.at.new.of(key.owner))
+
+    async def _hold(self, key: Seen) -> None:
+        # (pending ones were refused first: a finished hold's record answers
+        # a repeated settle or release where its id names)
+        await self._move(key, self.at.new.of_id(key.owner))
+
+    async def _charge(self, key: Seen) -> None:
+        record = await self.redis.get(key.name)
+        if record is None:
+            return
+        target = self.at.new.of(_charged_user(record))
+        named = self.at.new.of_id(key.owner)
+        if named.base != target.base:
+            self.report.forwarded += 1
+            if not self.dry:
+                number = Layouts.number(target, self.at.new)
+                ttl = await self.redis.pttl(key.name)
+                await self.redis.set(
+                    named.forward(key.owner),
+                    f"{number}:{self.report.run}",
+                    px=ttl if ttl > 0 else None,
+                )
+        await self._move(key, target)
+
+    async def _forward(self, key: Seen) -> None:
+        value = await self.redis.get(key.name)
+        if value is not None and not text(value).endswith(f":{self.report.run}"):
+            await self._delete(key.name)  # (an earlier run's: this one writes its own)
+
+    async def _mark(self, key: Seen) -> None:
+        if not key.owner.startswith(self.report.run + ":"):
+            await self._delete(key.name)  # (an earlier run's)
+
+    async def _idempotency(self, key: Seen) -> None:
+        home, rest = key.home, key.rest
+        targets = self.at.candidates(key.number)
+        others = [t for t in targets if t.base != home.base]
+        if not others:
+            self.report.unchanged += 1
+            return
+        self.report.copied += len(others)
+        if self.dry:
+            return
+        dumped, ttl = await self._dump(key.name)
+        if dumped is None:
+            return
+        for target in others:
+            await self.redis.restore(
+                (target.base + rest).encode(), ttl, dumped, replace=True
+            )
+        if all(t.base != home.base for t in targets):
+            await self.redis.delete(key.name)
+
+    async def _grants_due(self, key: Seen) -> None:
+        members = await self.redis.zrange(key.name, 0, -1, withscores=True)
+        going: dict[str, dict[bytes, float]] = {}
+        for member, score in members:
+            target = self.at.new.of(text(member))
+            if target.base != key.home.base:
+                going.setdefault(target.base, {})[member] = score
+        self.report.moved += sum(len(m) for m in going.values())
+        if self.dry or not going:
+            return
+        for base, moving in going.items():
+            await self.redis.zadd(base + KEY_PARTS["GRANTS_DUE"], moving)
+            await self.redis.zrem(key.name, *moving)
+
+    async def _shared_counter(self, key: Seen) -> None:
+        if (Kind.SHARED_COUNTER, key.found.group) in self._groups:
+            return
+        self._groups.add((Kind.SHARED_COUNTER, key.found.group))
+        await self._merge(key.found.group)
+
+    async def _shared_limits(self, key: Seen) -> None:
+        rest = key.rest
+        if (Kind.SHARED_LIMITS, rest) in self._groups:
+            return
+        self._groups.add((Kind.SHARED_LIMITS, rest))
+        values = [await self.redis.get(h.base + rest) for h in self.at.old_homes()]
+        value = next((v for v in values if v is not None), None)
+        if value is None:
+            return
+        self.report.limits += 1
+        if self.dry:
+            return
+        kept = {h.base for h in self.at.new_homes()}
+        for h in self.at.new_homes():
+            await self.redis.set(h.base + rest, value)
+        for h in self.at.old_homes():
+            if h.base not in kept:
+                await self.redis.delete(h.base + rest)
+
+    async def _shared_other(self, key: Seen) -> None:
+        if self.at.to_buckets > 1:
+            self.report.dropped += 1
+            await self._delete(key.name)
+        else:
+            await self._move(key, self.at.root)
+
+    # -- a project's or the platform's counter ------------------------------------
+
+    async def _merge(self, rest: str) -> None:
+        """The day's or month's counter ``rest`` of a project or the
+        platform: every old home's added up into the new layout's one, and
+        escrow's loans of it made what it spent (sharded)."""
+        window, letter, scope_id = rest.split(":", 3)[1:]
+        sources = [h.base + rest for h in self.at.old_homes()]
+        values = [await self.redis.get(k) for k in sources]
+        ttls = [await self.redis.pttl(k) for k in sources]
+        total = sum(int(text(v)) for v in values if v is not None)
+        target = self.at.shared_home()
+        scope = _SCOPES[letter]
+        sharded = self.at.to_buckets > 1
+        self.report.merged += 1
+        if self.dry:
+            return
+        ttl = max([t for t in ttls if t > 0], default=0)
+        reply = await self.store.run(
+            "rebucket_merge",
+            (
+                target.base + rest,
+                f"{target.base}{KEY_PARTS['MERGED']}{self.report.run}:{rest}",
+                loans(target, scope, scope_id, window),
+            ),
+            (total, ttl, "1" if sharded else "0"),
+        )
+        if reply[0] == Reply.REPLAYED:
+            total = int(text(reply[1]))
+        root_loans = loans(self.at.root, scope, scope_id, window)
+        if sharded:
+            await self.redis.delete(root_loans)
+            if total:
+                await self.redis.hset(root_loans, "lent", total)
+                if ttl:
+                    await self.redis.pexpire(root_loans, ttl)
+        homes = {h.base: h for h in (*self.at.old_homes(), *self.at.new_homes())}
+        for base, home in homes.items():
+            if base != target.base:
+                await self.redis.delete(base + rest)
+            if base not in (target.base, self.at.root.base):
+                await self.redis.delete(loans(home, scope, scope_id, window))
+
+    # -- moving -------------------------------------------------------------------
+
+    async def _move(self, key: Seen, target: Keys) -> None:
+        if target.base == key.home.base:
+            self.report.unchanged += 1
+            return
+        self.report.moved += 1
+        if self.dry:
+            return
+        dumped, ttl = await self._dump(key.name)
+        if dumped is not None:
+            await self.redis.restore(
+                (target.base + key.rest).encode(), ttl, dumped, replace=True
+            )
+            await self.redis.delete(key.name)
+
+    async def _dump(self, key: bytes) -> tuple[bytes | None, int]:
+        """The key's DUMP and what is left of its life (ms, 0: none);
+        ``None`` when it is gone (expired meanwhile)."""
+        dumped = await self.redis.dump(key)
+        ttl = await self.redis.pttl(key)
+        if dumped is None or ttl == -2:
+            return None, 0
+        return dumped, max(ttl, 0)
+
+    async def _delete(self, key: bytes | str) -> None:
+        if not self.dry:
+            await self.redis.delete(key)
+
+    # -- the homes ----------------------------------------------------------------
+
+    async def _vanishing(self) -> None:
+        """What the homes that are gone kept of their own: their streams
+        (read to the end by their consumer groups, checked before; one no
+        group reads is copied to the root's), pending holds' index,
+        consumer sets."""
+        for home in self.at.vanishing():
+            pattern = glob_escape(home.base) + "*"
+            async for key in self.redis.scan_iter(match=pattern, count=1000):
+                rest = text(key)[len(home.base) :]
+                kind = classify(rest).kind
+                if kind is Kind.STREAM and not await self.redis.xinfo_groups(key):
+                    await self._copy_stream(key, self.at.root.base + rest)
+                if kind in (Kind.HOME, Kind.STREAM, Kind.GRANTS_DUE):
+                    self.report.removed += 1
+                    await self._delete(key)
+
+    async def _copy_stream(self, key: bytes, to: str) -> None:
+        """The entries of a stream no consumer group reads (a ledger kept
+        without Postgres, dead letters), appended to ``to`` in their order
+        (new ids), each batch trimmed from ``key`` once copied: a run
+        stopped between the two copies at most that batch twice."""
+        while True:
+            entries = await self.redis.xrange(key, count=BATCH)
+            if not entries:
+                return
+            self.report.stream_entries += len(entries)
+            if self.dry:
+                return
+            for _, fields in entries:
+                await self.redis.xadd(to, fields)
+            await self.redis.xdel(key, *(entry_id for entry_id, _ in entries))
+
+    async def _mirror_price_book(self) -> None:
+        """Each bucket keeps the active price book version (deduct checks
+        its own copy): the new buckets get it."""
+        if self.at.to_buckets == 1 or self.dry:
+            return
+        active = await self.redis.get(self.at.root.price_active)
+        if active is not None:
+            for home in self.at.new_homes():
+                await self.redis.set(home.price_active, active)
+
+
+def _charged_user(record: bytes) -> str:
+    """The user of a charge's refund record (lua/_refunds.lua's
+    refund_record: "<refunded>|<amount>|<day>|<draws>|<#user>|<#project>|
+    <user><project><model>", lengths in bytes)."""
+    fields = record.split(b"|", 6)
+    return fields[6][: int(fields[4])].decode()
+
+
+_Action = Callable[[Mover, Seen], Awaitable[None]]
+
+#: what is done with each kind of key (the others stay where they are)
+_ACTIONS: dict[Kind, _Action] = {
+    Kind.USER: Mover._user,
+    Kind.HOLD: Mover._hold,
+    Kind.CHARGE: Mover._charge,
+    Kind.FORWARD: Mover._forward,
+    Kind.MERGED: Mover._mark,
+    Kind.IDEMPOTENCY: Mover._idempotency,
+    Kind.GRANTS_DUE: Mover._grants_due,
+    Kind.SHARED_COUNTER: Mover._shared_counter,
+    Kind.ESCROW: Mover._shared_counter,
+    Kind.SHARED_LIMITS: Mover._shared_limits,
+    Kind.SHARED_DROPPED: Mover._shared_other,
+    Kind.SHARED_MODEL_LIMITS: Mover._shared_other,
+    Kind.TEAM: Mover._shared_other,
+}
