@@ -9,6 +9,7 @@ script, one EVALSHA, one round trip.
 
 from __future__ import annotations
 
+import contextlib
 from types import TracebackType
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -17,9 +18,10 @@ from spendgate.config import BudgetConfig
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
-from spendgate.core.shards import keys_for
-from spendgate.core.store import ClientState, make_store
+from spendgate.core.shards import check_layout, keys_for
+from spendgate.core.store import UNAVAILABLE_ERRORS, ClientState, make_store
 from spendgate.durability.replay import Replayer
+from spendgate.errors import ConfigurationError
 from spendgate.ops.adjust import Corrections
 from spendgate.ops.base import Clock
 from spendgate.ops.credits import Credits
@@ -155,8 +157,19 @@ class BudgetManager(
 
         Optional: the manager also opens itself on first use. A Redis that is
         down now is not an error here; calls fail closed until it answers.
+
+        :raise ConfigurationError: the keys are laid out for another
+            ``cluster_buckets`` (a rebucketing moved them: spendgate.rebucket)
         """
         await self._store.load_scripts()
+        try:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await check_layout(
+                    self.redis, self.config.key_prefix, self.config.cluster_buckets
+                )
+        except ConfigurationError:
+            await self._close_resources()  # (__aexit__ is not called)
+            raise
         self._opened()
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@
     cli/report.py     report
     cli/corrections.py adjust, transactions
     cli/events.py     events run|tail
+    cli/rebucket.py   rebucket (keys to another cluster_buckets)
     cli/demo/         demo (its steps: guard, credits, extras)
 
 Heavy imports (asyncpg, fastapi, uvicorn) happen inside a command, never at
@@ -38,6 +39,7 @@ from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile
 from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
+from spendgate.cli.rebucket import add_rebucket
 from spendgate.cli.report import add_report
 from spendgate.cli.serve import add_serve
 from spendgate.cli.teams import add_teams
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_plans,
         add_features,
         add_events,
+        add_rebucket,
     ):
         add(sub)
     return parser

@@ -212,11 +212,6 @@ OPERATIONS: dict[str, Operation] = {
     ),
     # (a rebucketing's: spendgate.rebucket)
     "holds_purge": Operation(("holds",), ("now_ms",), frozenset({Reply.OK})),
-    "rebucket_merge": Operation(
-        ("counter", "mark", "escrow"),
-        ("sum", "ttl_ms", "sharded"),
-        frozenset({Reply.OK, Reply.REPLAYED}),
-    ),
     # (set_limits, usage, the price book and plan reads answer values, no
     # reply code)
     "pricing_get": Operation(("active",), ("version",), frozenset()),

@@ -26,11 +26,13 @@ sum of the buckets' counters (``get_usage`` adds them up).
 
 from __future__ import annotations
 
+from typing import Any
 from zlib import crc32
 
-from spendgate.core.keys import Keys
+from spendgate.core.keys import KEY_PARTS, Keys
+from spendgate.errors import ConfigurationError
 
-__all__ = ["BUCKET_MARK", "ShardedKeys", "bucket_of", "keys_for"]
+__all__ = ["BUCKET_MARK", "ShardedKeys", "bucket_of", "check_layout", "keys_for"]
 
 #: what separates a lease or entry id made in a bucket from its bucket
 BUCKET_MARK = "~"
@@ -98,3 +100,28 @@ class ShardedKeys(Keys):
 
     def stream_homes(self) -> tuple[Keys, ...]:
         return (self, *self._buckets)
+
+
+async def check_layout(redis: Any, key_prefix: str, buckets: int) -> None:
+    """Refuse to run with another bucket count than the keys are laid out
+    for: the root's ``layout`` key, which a rebucketing (spendgate.rebucket)
+    writes; absent, nothing was ever rebucketed and any count is taken.
+
+    :raise ConfigurationError: the keys are laid out for another count, or
+        a rebucketing is under way
+    """
+    layout = await redis.get(Keys(key_prefix).base + KEY_PARTS["LAYOUT"])
+    if layout is None:
+        return
+    state = layout.decode() if isinstance(layout, bytes) else str(layout)
+    if state == str(buckets):
+        return
+    if ">" in state:
+        raise ConfigurationError(
+            f"a rebucketing ({state.partition(':')[0]} buckets) is under way or "
+            "stopped half way: finish it (spendgate rebucket) before starting"
+        )
+    raise ConfigurationError(
+        f"the keys are laid out for {state} buckets (spendgate rebucket): set "
+        f"cluster_buckets={state}, not {buckets}"
+    )

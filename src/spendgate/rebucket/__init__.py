@@ -92,7 +92,9 @@ async def rebucket(
     from_buckets = config.cluster_buckets
     at = Layouts(config.key_prefix, from_buckets, to_buckets)
     report = RebucketReport(from_buckets, to_buckets, dry_run)
-    async with BudgetManager(config, redis=redis, clock=clock) as budget:
+    # (not opened with open(): that refuses keys laid out for another count)
+    budget = BudgetManager(config, redis=redis, clock=clock)
+    try:
         redis = budget.redis
         layout_key = at.root.base + KEY_PARTS["LAYOUT"]
         report.run = _run_of(await redis.get(layout_key), from_buckets, to_buckets)
@@ -110,9 +112,11 @@ async def rebucket(
         report.refusals = reasons
         if not dry_run:
             await redis.set(layout_key, f"{from_buckets}>{to_buckets}:{report.run}")
-        await Mover(redis, budget._store, at, report, config.key_prefix).run()
+        await Mover(redis, at, report, config.key_prefix).run()
         if not dry_run:
             await redis.set(layout_key, str(to_buckets))
+    finally:
+        await budget.aclose()
     return report
 
 

@@ -5,8 +5,8 @@ cluster), each key taken as :mod:`spendgate.rebucket.keyspace` reads it.
 Every step can be taken again: a key is moved with DUMP, RESTORE REPLACE
 at its new name, then DEL (a key found where it belongs stays), a record
 copied again is the same record, and a project's or the platform's counter
-is added up once per run (``lua/rebucket_merge.lua`` leaves the run's
-mark), so a run that stopped half way, run again, finishes the same.
+is split as the run first wrote down (:mod:`spendgate.rebucket.shared`),
+so a run that stopped half way, run again, finishes the same.
 With ``dry_run`` nothing is written: the same pass counts what it would
 do.
 """
@@ -18,18 +18,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spendgate.core.escrow_keys import loans
 from spendgate.core.keys import KEY_PARTS, Keys, glob_escape
-from spendgate.core.protocol import Reply
-from spendgate.core.store import Store
 from spendgate.ops.base import text
 from spendgate.rebucket.keyspace import Found, Kind, classify, home_of
 from spendgate.rebucket.layout import Layouts
+from spendgate.rebucket.shared import Charge, SharedCounters
 
 __all__ = ["Mover", "RebucketReport", "scan_keys"]
 
-#: keys handled at once
+#: keys read per SCAN batch
 BATCH = 500
+#: keys handled at once (a cluster client's pools are bounded per node)
+CONCURRENCY = 32
 
 #: a scope letter -> its name (escrow's keys name the scope)
 _SCOPES = {"p": "project", "g": "global"}
@@ -113,19 +113,16 @@ class Mover:
     """One run's moves (see the module)."""
 
     def __init__(
-        self,
-        redis: Any,
-        store: Store,
-        layouts: Layouts,
-        report: RebucketReport,
-        key_prefix: str,
+        self, redis: Any, layouts: Layouts, report: RebucketReport, key_prefix: str
     ) -> None:
-        self.redis, self.store, self.at = redis, store, layouts
+        self.redis, self.at = redis, layouts
+        self.shared = SharedCounters(redis, layouts, report.run, report.dry_run)
         self.report = report
         self.dry = report.dry_run
         self._prefix = key_prefix
         self._home = home_of(key_prefix)
-        self._groups: set[tuple[Kind, str]] = set()
+        self._limits: set[str] = set()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> None:
         """The pass over every key, then what the new homes need."""
@@ -134,6 +131,7 @@ class Mover:
             # (forwards last: one this run wrote in the batch is then kept)
             await asyncio.gather(*(self._act(k) for k in seen if k.kind is not _FW))
             await asyncio.gather(*(self._act(k) for k in seen if k.kind is _FW))
+        self.report.merged = await self.shared.merge_all()
         await self._vanishing()
         await self._mirror_price_book()
 
@@ -148,7 +146,8 @@ class Mover:
     async def _act(self, key: Seen) -> None:
         act = _ACTIONS.get(key.kind)
         if act is not None:
-            await act(self, key)
+            async with self._slots:
+                await act(self, key)
 
     # -- one key ------------------------------------------------------------------
 
@@ -164,7 +163,9 @@ class Mover:
         record = await self.redis.get(key.name)
         if record is None:
             return
-        target = self.at.new.of(_charged_user(record))
+        charge = Charge(record)
+        target = self.at.new.of(charge.user)
+        self.shared.charged(charge, target)
         named = self.at.new.of_id(key.owner)
         if named.base != target.base:
             self.report.forwarded += 1
@@ -222,16 +223,13 @@ class Mover:
             await self.redis.zrem(key.name, *moving)
 
     async def _shared_counter(self, key: Seen) -> None:
-        if (Kind.SHARED_COUNTER, key.found.group) in self._groups:
-            return
-        self._groups.add((Kind.SHARED_COUNTER, key.found.group))
-        await self._merge(key.found.group)
+        self.shared.found(key.found.group)  # (split once the pass found all)
 
     async def _shared_limits(self, key: Seen) -> None:
         rest = key.rest
-        if (Kind.SHARED_LIMITS, rest) in self._groups:
+        if rest in self._limits:
             return
-        self._groups.add((Kind.SHARED_LIMITS, rest))
+        self._limits.add(rest)
         values = [await self.redis.get(h.base + rest) for h in self.at.old_homes()]
         value = next((v for v in values if v is not None), None)
         if value is None:
@@ -252,49 +250,6 @@ class Mover:
             await self._delete(key.name)
         else:
             await self._move(key, self.at.root)
-
-    # -- a project's or the platform's counter ------------------------------------
-
-    async def _merge(self, rest: str) -> None:
-        """The day's or month's counter ``rest`` of a project or the
-        platform: every old home's added up into the new layout's one, and
-        escrow's loans of it made what it spent (sharded)."""
-        window, letter, scope_id = rest.split(":", 3)[1:]
-        sources = [h.base + rest for h in self.at.old_homes()]
-        values = [await self.redis.get(k) for k in sources]
-        ttls = [await self.redis.pttl(k) for k in sources]
-        total = sum(int(text(v)) for v in values if v is not None)
-        target = self.at.shared_home()
-        scope = _SCOPES[letter]
-        sharded = self.at.to_buckets > 1
-        self.report.merged += 1
-        if self.dry:
-            return
-        ttl = max([t for t in ttls if t > 0], default=0)
-        reply = await self.store.run(
-            "rebucket_merge",
-            (
-                target.base + rest,
-                f"{target.base}{KEY_PARTS['MERGED']}{self.report.run}:{rest}",
-                loans(target, scope, scope_id, window),
-            ),
-            (total, ttl, "1" if sharded else "0"),
-        )
-        if reply[0] == Reply.REPLAYED:
-            total = int(text(reply[1]))
-        root_loans = loans(self.at.root, scope, scope_id, window)
-        if sharded:
-            await self.redis.delete(root_loans)
-            if total:
-                await self.redis.hset(root_loans, "lent", total)
-                if ttl:
-                    await self.redis.pexpire(root_loans, ttl)
-        homes = {h.base: h for h in (*self.at.old_homes(), *self.at.new_homes())}
-        for base, home in homes.items():
-            if base != target.base:
-                await self.redis.delete(base + rest)
-            if base not in (target.base, self.at.root.base):
-                await self.redis.delete(loans(home, scope, scope_id, window))
 
     # -- moving -------------------------------------------------------------------
 
@@ -368,14 +323,6 @@ class Mover:
         if active is not None:
             for home in self.at.new_homes():
                 await self.redis.set(home.price_active, active)
-
-
-def _charged_user(record: bytes) -> str:
-    """The user of a charge's refund record (lua/_refunds.lua's
-    refund_record: "<refunded>|<amount>|<day>|<draws>|<#user>|<#project>|
-    <user><project><model>", lengths in bytes)."""
-    fields = record.split(b"|", 6)
-    return fields[6][: int(fields[4])].decode()
 
 
 _Action = Callable[[Mover, Seen], Awaitable[None]]
