@@ -33,6 +33,7 @@ from spendgate.core.scripts import (
 from spendgate.errors import Window
 from spendgate.models import Lease
 from spendgate.ops.escrow import deposit, give_back, lend, reclaim
+from spendgate.rebucket import purge_holds
 
 #: a constant a script may name: one of Python's, never a stray global
 _CONSTANT = re.compile(
@@ -208,6 +209,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
     "escrow_return": {Reply.OK: [0, 0]},
     "escrow_deposit": {Reply.OK: [0, 30]},
     "escrow_reclaim": {Reply.OK: [0, 20, 10]},
+    "holds_purge": {Reply.OK: [0, 0, b""]},
     # teams (a team refusal's scope is 101, the pool, or 102, the member)
     "team_reserve": {
         Reply.OK: [0, b"lease.t|2000000000000"],
@@ -355,6 +357,8 @@ _CALLS = {
     "escrow_reclaim": lambda b: reclaim(
         b._store, b.keys, "project", "p", "d", spent_key="s", reclaim_id="c", now_ms=1
     ),
+    # (a rebucketing's, before it moves anything)
+    "holds_purge": lambda b: purge_holds(b, b.keys.holds, 1),
     "team_reserve": lambda b: b.reserve("u", "1", idempotency_key="k", team_id="t"),
     "team_reserve_up_to": lambda b: b.reserve_up_to(
         "u", "1", idempotency_key="k", team_id="t"

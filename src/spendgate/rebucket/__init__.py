@@ -52,7 +52,7 @@ from spendgate.rebucket.mover import Mover, RebucketReport
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["MAX_BUCKETS", "RebucketReport", "rebucket"]
+__all__ = ["MAX_BUCKETS", "RebucketReport", "purge_holds", "rebucket"]
 
 #: the most buckets a deployment may have (``cluster_buckets``'s bound)
 MAX_BUCKETS = 1024
@@ -105,7 +105,7 @@ async def rebucket(
         reasons = await _spool_reasons(budget, dry_run)
         if not dry_run:
             for home in at.old_homes():
-                await _purge_holds(budget, home.holds, now_ms)
+                await purge_holds(budget, home.holds, now_ms)
         reasons += await refusals(redis, at, config.key_prefix, now_ms)
         if reasons and not dry_run:
             raise RebucketRefusedError(reasons)
@@ -174,7 +174,7 @@ async def _spool_reasons(budget: Any, dry_run: bool) -> list[str]:
     return []
 
 
-async def _purge_holds(budget: Any, holds: str, now_ms: int) -> None:
+async def purge_holds(budget: Any, holds: str, now_ms: int) -> None:
     """Purge a home's expired holds (``lua/holds_purge.lua``, a bounded
     batch per call) until none is left."""
     while True:
