@@ -5,9 +5,10 @@ lease reserved and settled -> an idempotent replay that charges nothing ->
 a price book and deduct -> a plan's limited feature -> fit to budget, a
 streaming hold, a per-minute cap -> an event handler, an operator's
 correction and the user's transactions -> a team's pool with a member cap,
-and a per-model cap -> users spread over the buckets of a sharded keyspace.
+and a per-model cap -> users spread over the buckets of a sharded keyspace
+-> the keys moved to more buckets (rebucket).
 The steps are in :mod:`.guard`, :mod:`.credits`, :mod:`.extras`,
-:mod:`.teams` and :mod:`.shards`.
+:mod:`.teams`, :mod:`.shards` and :mod:`.rebucketing`.
 
 It runs on the embedded in-process store unless given ``--redis-url``, and
 reads no ``SPENDGATE_*`` (nor coreason) variable: the settings exported for
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from spendgate.cli.demo import credits, extras, guard, shards, teams
+from spendgate.cli.demo import credits, extras, guard, rebucketing, shards, teams
 from spendgate.cli.demo.say import USER, say
 from spendgate.cli.printer import fail
 from spendgate.cli.runner import run
@@ -142,6 +143,7 @@ async def walkthrough(config: BudgetConfig | None = None) -> None:
             await extras.corrections_and_events(budget)
             await teams.pool_member_caps_and_models(budget)
             await shards.users_over_buckets(config)
+            await rebucketing.more_buckets(config)
         finally:
             await _delete_keys(budget)
         say("Done: every step above was one atomic Lua script, one round trip.")
