@@ -491,6 +491,22 @@ async def test_limits_get_put_delete(make_client: MakeClient) -> None:
     assert bad.status_code == 422
 
 
+async def test_what_a_sharded_deployment_cannot_decide_is_the_clients_422(
+    make_client: MakeClient,
+) -> None:
+    client = make_client(cluster_buckets=8, weekly_caps=True)
+    weekly = await client.put("/v1/limits/project/p", json={"weekly": 1}, headers=AUTH)
+    assert weekly.status_code == 422  # (a valid request, not a server fault)
+    assert "cluster_buckets=8" in weekly.text
+    team = await client.post(
+        "/v1/teams", json={"team_id": "eng", "name": "Eng"}, headers=AUTH
+    )
+    assert team.status_code == 422
+    assert "cluster_buckets=8" in team.text
+    daily = await client.put("/v1/limits/project/p", json={"daily": 1}, headers=AUTH)
+    assert daily.status_code == 200  # (lent to the buckets: escrow)
+
+
 # -- bad input: 422 and 413, never a 5xx ---------------------------------------
 
 

@@ -30,7 +30,8 @@ outcome at the edges); every name is imported from here.
     ├── LedgerUnavailableError       Postgres could not be reached
     ├── RebucketRefusedError         a rebucketing found what it must not move
     ├── ConfigurationError           (also ValueError) invalid settings
-    │   └── PricingConfigError       a price book that does not load
+    │   ├── PricingConfigError       a price book that does not load
+    │   └── ShardedRefusalError      what a sharded deployment cannot decide
     ├── PoisonEntryError             (also ValueError) a ledger entry that cannot
     │                                become a row
     └── WebhookError                 a webhook did not take an event (an answer
@@ -73,6 +74,7 @@ from spendgate.errors.failures import (
     PoisonEntryError,
     PricingConfigError,
     RebucketRefusedError,
+    ShardedRefusalError,
     SpoolFullError,
     StorageError,
     WebhookError,
@@ -121,6 +123,7 @@ __all__ = [
     "PricingConfigError",
     "RebucketRefusedError",
     "RefundExceedsChargeError",
+    "ShardedRefusalError",
     "RefusalScope",
     "Scope",
     "SpendgateError",

@@ -37,6 +37,13 @@ class ConfigurationError(SpendgateError, ValueError):
     """Invalid or inconsistent settings."""
 
 
+class ShardedRefusalError(ConfigurationError):
+    """What a sharded deployment (``cluster_buckets`` above 1) cannot
+    decide, asked of one: teams, a project's or the platform's weekly and
+    per-minute caps, per-model caps and cap actions, adjusting their
+    counters. Nothing changed; the request is valid elsewhere."""
+
+
 class PricingConfigError(ConfigurationError):
     """A price book that does not load: a malformed document, or an
     expression outside the allowed subset (found when it is loaded, never

@@ -21,6 +21,7 @@ from spendgate.errors.failures import (
     PoisonEntryError,
     PricingConfigError,
     RebucketRefusedError,
+    ShardedRefusalError,
     SpoolFullError,
     StorageError,
     WebhookError,
@@ -82,6 +83,8 @@ OUTCOMES: tuple[tuple[type[BaseException], Outcome], ...] = (
     (RefundExceedsChargeError, Outcome(409, ExitCode.USAGE, "refund_exceeds")),
     (UnknownEntryError, Outcome(404, ExitCode.USAGE, "unknown_entry")),
     (PricingConfigError, Outcome(422, ExitCode.USAGE, "invalid")),
+    # (a valid request this deployment's layout cannot decide: the client's)
+    (ShardedRefusalError, Outcome(422, ExitCode.USAGE, "sharded")),
     (ConfigurationError, Outcome(500, ExitCode.USAGE, "configuration")),
     (InvalidArgumentError, Outcome(422, ExitCode.USAGE, "invalid")),
     (InvalidIdTypeError, Outcome(422, ExitCode.USAGE, "invalid")),

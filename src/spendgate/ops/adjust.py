@@ -107,7 +107,7 @@ class Corrections(LimitsAndUsage, Facts):
         :raise InvalidArgumentError: a bad scope, window, reason or ``at``
         :raise InvalidAmountError: a bad amount, or zero
         :raise IdempotencyConflictError: a key reused with other arguments
-        :raise ConfigurationError: a project's or the platform's counter on a
+        :raise ShardedRefusalError: a project's or the platform's counter on a
             sharded deployment (``cluster_buckets`` > 1), where that spend is
             the sum of every bucket's and no one counter holds it
         """

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import Windows, to_ms, windows_at
-from spendgate.errors import ConfigurationError, StorageError
+from spendgate.errors import ShardedRefusalError, StorageError
 
 if TYPE_CHECKING:
     from spendgate.config import BudgetConfig
@@ -85,10 +85,10 @@ class Operations:
         in its user's bucket (spendgate.core.shards); ``why`` says what no
         one bucket can see.
 
-        :raise ConfigurationError: ``cluster_buckets`` > 1
+        :raise ShardedRefusalError: ``cluster_buckets`` > 1
         """
         if self.config.cluster_buckets > 1:
-            raise ConfigurationError(
+            raise ShardedRefusalError(
                 f"{what} with cluster_buckets={self.config.cluster_buckets}:"
                 f" each call is decided in its user's bucket, and {why}"
             )
