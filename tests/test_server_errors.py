@@ -37,7 +37,9 @@ from spendgate.errors import (
     Outcome,
     PoisonEntryError,
     PricingConfigError,
+    RebucketRefusedError,
     RefundExceedsChargeError,
+    ShardedRefusalError,
     SpendgateError,
     SpoolFullError,
     StorageError,
@@ -75,6 +77,8 @@ INSTANCES: dict[type[BaseException], SpendgateError] = {
     InvalidArgumentError: InvalidArgumentError("bad"),
     InvalidIdTypeError: InvalidIdTypeError("user_id", 5),
     PoisonEntryError: PoisonEntryError("poison"),
+    ShardedRefusalError: ShardedRefusalError("teams with cluster_buckets=8"),
+    RebucketRefusedError: RebucketRefusedError(["pending holds (1, e.g. k)"]),
     WebhookError: WebhookError("https://hooks.example.com/***", "answered 500", 500),
     SpendgateError: SpendgateError("other"),
 }
