@@ -211,6 +211,16 @@ local function purge_expired_holds(now_ms, due)
   return #ids > 0, due
 end
 
+-- What a call naming a hold whose record is not there answers:
+-- {R_MOVED, bucket} when a rebucketing moved the (finished) hold to its
+-- user's bucket, which the lease id does not name (K_FORWARD, written by
+-- spendgate.rebucket), else {R_UNKNOWN_LEASE}.
+local function hold_missing(lease)
+  local moved = redis.call('GET', BASE .. K_FORWARD .. lease)
+  if moved then return {R_MOVED, moved} end
+  return {R_UNKNOWN_LEASE}
+end
+
 -- The one MGET of read_scopes: the holds' due time, the user's balance when
 -- asked for (with WEEKLY, the week counters: weekly_mget), then
 -- scope_keys; and how many values come before the scopes'.

@@ -4,7 +4,8 @@
 -- KEYS[1] - the hold record (K_HOLD)
 -- ARGV[1] - lease id
 -- return {R_OK, 1} when a counting hold was released, {R_OK, 0} when it had
---        already been released or had expired, {R_UNKNOWN_LEASE}, or
+--        already been released or had expired, {R_UNKNOWN_LEASE},
+--        {R_MOVED, bucket} when a rebucketing moved the hold there, or
 --        {R_LEASE_SETTLED} when it was settled
 
 local hkey = KEYS[1]
@@ -12,7 +13,7 @@ local lease = ARGV[1]
 
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
 local state = h[1]
-if not state then return {R_UNKNOWN_LEASE} end
+if not state then return hold_missing(lease) end
 if state == HOLD_SETTLED then return {R_LEASE_SETTLED} end
 if state ~= HOLD_PENDING then
   redis.call('HSET', hkey, 'st', HOLD_VOIDED)

@@ -21,7 +21,8 @@
 --        settled now (the entry and time are the caller's), {R_REPLAYED,
 --        user, project, "entry|settled_ms|late|estimate|allowance used"}
 --        when it already was, at this cost; {R_CONFLICT, actual} when it was
---        settled at another cost; {R_UNKNOWN_LEASE}; {R_LEASE_RELEASED} when
+--        settled at another cost; {R_UNKNOWN_LEASE}; {R_MOVED, bucket}
+--        when a rebucketing moved the hold there; {R_LEASE_RELEASED} when
 --        the lease was released; {R_STALE_PRICE, user, the user's plan}
 --        when it is not the one expected (strict: nothing was written);
 --        sharded, {R_OK, ..., allowance used, crossed or false, deficits}
@@ -35,7 +36,7 @@
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
 local state = h[1]
-if not state then return {R_UNKNOWN_LEASE} end
+if not state then return hold_missing(ARGV[10]) end
 if state == HOLD_VOIDED then return {R_LEASE_RELEASED} end
 local cost = ARGV[6]
 if state == HOLD_SETTLED then

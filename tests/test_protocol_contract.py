@@ -153,11 +153,13 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_RELEASED: [5],
         Reply.STALE_PRICE: [7, b"u", b""],
+        Reply.MOVED: [17, b"0:run"],
     },
     "release": {
         Reply.OK: [0, 1],
         Reply.UNKNOWN_LEASE: [4],
         Reply.LEASE_SETTLED: [6],
+        Reply.MOVED: [17, b"0:run"],
     },
     "extend": {
         Reply.OK: [0, b"2000000|2000000000000", b"u", b""],
@@ -422,10 +424,10 @@ async def test_every_reply_code_is_decoded(
     # (a deduct priced with a book that is no longer active is priced again)
     # (a team refund of a charge counted in another day than its id's:
     # again with that day's keys, once)
-    # (a refund whose record a rebucketing moved: again in that bucket, once;
-    # a team's never moves)
+    # (a refund, settle or release whose record a rebucketing moved: again
+    # in that bucket, once; a team's never moves)
     again = {Reply.STALE_PRICE: 3, Reply.CHARGE_DAY: 2}
-    if operation == "refund":
+    if operation in ("refund", "settle", "release"):
         again[Reply.MOVED] = 2
     assert sent == [operation] * again.get(reply, 1)
     await budget.aclose()

@@ -21,7 +21,13 @@ import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, MakeBudget
 from pg_server import wait_for
-from spendgate import BudgetConfig, BudgetManager, Flusher, SpendRecord
+from spendgate import (
+    BudgetConfig,
+    BudgetManager,
+    ConfigurationError,
+    Flusher,
+    SpendRecord,
+)
 from spendgate.core.keys import Keys
 from spendgate.ledger.flusher import DEFAULT_GROUP
 from spendgate.ledger.reconcile import reconcile
@@ -123,6 +129,21 @@ async def test_the_backlog_sums_every_bucket(
         assert await flusher.backlog() == (0, 0, 0.0)
         text = (await metrics.render(budget)).decode()
         assert "spendgate_ledger_backlog_entries 0.0" in text
+    finally:
+        await flusher.aclose()
+
+
+async def test_a_flusher_refuses_keys_laid_out_for_another_count(
+    make_budget: MakeBudget, redis_client: aioredis.Redis, ledger_dsn: str
+) -> None:
+    # (a rebucketing to twice as many wrote the root's layout: spendgate.rebucket)
+    budget = make_budget(postgres_dsn=ledger_dsn)
+    more = 2 * budget.config.cluster_buckets
+    await redis_client.set(Keys(budget.config.key_prefix).base + "layout", more)
+    flusher = Flusher(budget.config, redis=redis_client)
+    try:
+        with pytest.raises(ConfigurationError, match=f"laid out for {more} buckets"):
+            await flusher.run_once()  # (it would read half of the buckets)
     finally:
         await flusher.aclose()
 

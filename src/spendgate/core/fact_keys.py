@@ -63,17 +63,22 @@ def team_refund_keys(keys: Keys, first: str, team: str, day: str) -> tuple[str, 
     return (first, team_keys[0], team_keys[4], team_keys[5])
 
 
-def moved_key(keys: Keys, bucket: object, key: str, entry: str) -> str:
-    """A refund's first key (its idempotency record) in the bucket a
-    rebucketing moved the charge's record to (``{MOVED, bucket}``).
+def moved_home(keys: Keys, moved: object) -> Keys:
+    """The bucket a rebucketing moved a record to, from a ``{MOVED,
+    "<bucket>:<run>"}`` reply (spendgate.rebucket.mover).
 
     :raise StorageError: the bucket is not one of this deployment's
     """
-    # ("<bucket>:<the run's id>": spendgate.rebucket.mover)
-    value = bucket.decode() if isinstance(bucket, bytes) else str(bucket)
+    value = moved.decode() if isinstance(moved, bytes) else str(moved)
     number = value.partition(":")[0]
     homes = keys.buckets()
     if not number.isdigit() or int(number) >= len(homes):
-        raise StorageError(f"a refund record moved to an unknown bucket {number!r}")
-    home = homes[int(number)]
+        raise StorageError(f"a record moved to an unknown bucket {number!r}")
+    return homes[int(number)]
+
+
+def moved_key(keys: Keys, moved: object, key: str, entry: str) -> str:
+    """A refund's first key (its idempotency record) in the bucket a
+    rebucketing moved the charge's record to (:func:`moved_home`)."""
+    home = moved_home(keys, moved)
     return home.caller_idempotency(key) if key else home.generated_idempotency(entry)

@@ -252,6 +252,11 @@ class Keys:
     def id_like(self, new_id: str, other_id: str) -> str:
         return new_id
 
+    def id_in(self, some_id: str, bucket: Keys) -> str:
+        """``some_id`` as made in ``bucket`` (one of :meth:`buckets`): as
+        it is."""
+        return some_id
+
     def buckets(self) -> tuple[Keys, ...]:
         """Every bucket's keys: these only."""
         return (self,)

@@ -120,10 +120,12 @@ OPERATIONS: dict[str, Operation] = {
     "settle": Operation(
         ("hold",),
         (*_FACT_HEAD, "entry", "model", "metadata", "lease", "plan"),
-        _IDEMPOTENT | _LEASE | _STALE | {Reply.LEASE_RELEASED},
+        _IDEMPOTENT | _LEASE | _STALE | {Reply.LEASE_RELEASED, Reply.MOVED},
         fact=True,
     ),
-    "release": Operation(("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED}),
+    "release": Operation(
+        ("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED, Reply.MOVED}
+    ),
     "extend": Operation(("hold", "idempotency"), (*_EXTEND, "plan"), _EXTENDS | _STALE),
     "record": Operation(
         ("idempotency",), (*_CHARGE, "plan"), _IDEMPOTENT | _STALE, fact=True

@@ -75,9 +75,10 @@ class Reply(IntEnum):
     #: window id}``;
     #: nothing changed, the call is made again once the bucket borrowed
     ESCROW = 16
-    #: refund: a rebucketing (spendgate.rebucket) moved the charge's record
-    #: to the bucket of its user: ``{MOVED, that bucket}``; nothing changed,
-    #: the call is made again there
+    #: refund, settle, release: a rebucketing (spendgate.rebucket) moved the
+    #: charge's or the finished hold's record to the bucket of its user:
+    #: ``{MOVED, "<that bucket>:<run>"}``; nothing changed, the call is made
+    #: again there
     MOVED = 17
 
 

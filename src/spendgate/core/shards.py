@@ -95,6 +95,12 @@ class ShardedKeys(Keys):
             return new_id
         return new_id + other_id[other_id.rfind(BUCKET_MARK) :]
 
+    def id_in(self, some_id: str, bucket: Keys) -> str:
+        made = some_id.partition(BUCKET_MARK)[0]
+        if bucket not in self._buckets:
+            return made
+        return f"{made}{BUCKET_MARK}{self._buckets.index(bucket)}"
+
     def buckets(self) -> tuple[Keys, ...]:
         return self._buckets
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from loguru import logger
 
-from spendgate.core.fact_keys import fact_keys, moved_key
+from spendgate.core.fact_keys import fact_keys, moved_home, moved_key
 from spendgate.core.keys import Keys
 from spendgate.core.operations import FACT_OPERATIONS, named_args, positional_args
 from spendgate.core.protocol import Reply
@@ -193,8 +193,8 @@ class Replayer:
                 return reply
             code = reply[0]
         if code == Reply.MOVED:
-            # A refund of a charge whose record a rebucketing moved to its
-            # user's bucket: again there.
+            # A refund of a charge, or a settle of a finished hold, whose
+            # record a rebucketing moved to its user's bucket: again there.
             reply = await self._replay_call(fact.operation, named, moved=reply[1])
             if isinstance(reply, str):
                 return reply
@@ -211,10 +211,15 @@ class Replayer:
         record was moved to (its first key is there)."""
         try:
             keys = fact_keys(self._keys, operation, named)
-            args = positional_args(operation, named)
-            if moved is not None:
+            if moved is not None and operation == "settle":
+                # (the hold's new bucket; the entry made there, for its refund)
+                home = moved_home(self._keys, moved)
+                keys = (home.hold(str(named["lease"])),)
+                named = {**named, "entry": self._keys.id_in(str(named["entry"]), home)}
+            elif moved is not None:
                 key, entry = str(named["idempotency_key"]), str(named["entry"])
                 keys = (moved_key(self._keys, moved, key, entry), *keys[1:])
+            args = positional_args(operation, named)
         except (KeyError, ValueError, StorageError) as exc:
             return f"malformed fact: {exc}"
         try:

@@ -52,7 +52,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from spendgate.config import BudgetConfig
-from spendgate.core.shards import keys_for
+from spendgate.core.shards import check_layout, keys_for
 from spendgate.errors import LedgerUnavailableError
 from spendgate.ledger.entries import (
     STAGING_COLUMNS,
@@ -167,6 +167,7 @@ class Flusher(BatchMover):
         self.auto_migrate = auto_migrate
         #: the last price book version copied into Postgres by this flusher
         self._price_books_mirrored = 0
+        self._layout_checked = False
         first = StreamConsumer(
             self.config.redis_url,
             redis,
@@ -252,7 +253,14 @@ class Flusher(BatchMover):
 
         :raise LedgerUnavailableError: Postgres could not be reached; nothing
             of the failed batch was acknowledged
+        :raise ConfigurationError: (the first pass) the keys are laid out for
+            another ``cluster_buckets``: it would not read every bucket
         """
+        if not self._layout_checked:
+            await check_layout(
+                self.redis, self.config.key_prefix, self.config.cluster_buckets
+            )
+            self._layout_checked = True
         async with self.heartbeat.kept():
             moved = await super().run_once()
             await self._mirror_price_books()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from spendgate.core.fact_keys import moved_home
 from spendgate.core.ids import (
     check_id,
     check_model,
@@ -23,6 +24,7 @@ from spendgate.errors import (
     IdempotencyConflictError,
     InvalidArgumentError,
     LeaseStateError,
+    StorageError,
 )
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
@@ -315,12 +317,8 @@ class Leases(Admission):
         meta = "" if metadata is None else encode_metadata(metadata, self._max_meta)
         now_ms = self._now_ms()
         entry_id = self.keys.id_like(new_id(now_ms), lease_id)
-        args = self._fact_head(now_ms, amount) + (
-            entry_id,
-            model_name or "",
-            meta,
-            lease_id,
-        )
+        head = self._fact_head(now_ms, amount)
+        args = (*head, entry_id, model_name or "", meta, lease_id)
         # The plan's allowance of the hold's user: "=" (no plan expected)
         # unless the user is known to have one; the script names the user
         # when not (see lua/_allowance.lua). By id, the user is the one this
@@ -338,6 +336,15 @@ class Leases(Admission):
             return {"kind": "settle", "entry": entry_id, "lease": lease_id}
 
         reply = await self._store.run("settle", keys, args + (plan,), spool_info=info)
+        if reply is not None and reply[0] == Reply.MOVED:
+            # a rebucketing moved the (finished) hold to its user's bucket:
+            # there, with an entry id of that bucket (its refund finds it)
+            home = moved_home(self.keys, reply[1])
+            keys, entry_id = (home.hold(lease_id),), self.keys.id_in(entry_id, home)
+            args = (*head, entry_id, model_name or "", meta, lease_id)
+            reply = await self._store.run(
+                "settle", keys, args + (plan,), spool_info=info
+            )
         if reply is not None and reply[0] == Reply.STALE_PRICE:
             reply = await self._replan(
                 "settle", keys, args, user, now_ms, reply, spool_info=info
@@ -350,7 +357,7 @@ class Leases(Admission):
             )
         record = settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
         if len(reply) > 7:  # (sharded: its bucket spends past its allowance)
-            await self._counted(self.keys.of_id(lease_id), reply[7])
+            await self._counted(self.keys.of_key(keys[0]), reply[7])
         return record
 
     async def release(self, lease: Lease | str) -> bool:
@@ -369,10 +376,15 @@ class Leases(Admission):
         reply = await self._store.run(
             "release", (self.keys.of_id(lease_id).hold(lease_id),), (lease_id,)
         )
+        if reply[0] == Reply.MOVED:  # (a rebucketing moved the finished hold)
+            moved = moved_home(self.keys, reply[1]).hold(lease_id)
+            reply = await self._store.run("release", (moved,), (lease_id,))
         if self._hold_users is not None:  # (the hold has ended)
             self._hold_users.forget(lease_id)
         if reply[0] == Reply.UNKNOWN_LEASE:
             raise LeaseStateError(lease_id, UNKNOWN_LEASE, "release")
+        if reply[0] == Reply.MOVED:  # (followed once: moves once per rebucketing)
+            raise StorageError(f"the hold of {lease_id} moved again")
         if reply[0] == Reply.LEASE_SETTLED:
             raise LeaseStateError(lease_id, "settled", "release")
         return bool(reply[1])

@@ -7,7 +7,7 @@ from typing import Any
 
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import Reply
-from spendgate.errors import IdempotencyConflictError, LeaseStateError
+from spendgate.errors import IdempotencyConflictError, LeaseStateError, StorageError
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.base import text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
@@ -32,6 +32,8 @@ def settled_record(
     code = reply[0]
     if code == Reply.UNKNOWN_LEASE:
         raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
+    if code == Reply.MOVED:  # (followed once: a hold moves once per rebucketing)
+        raise StorageError(f"the hold of {lease_id} moved again")
     if code == Reply.LEASE_RELEASED:
         raise LeaseStateError(lease_id, "released", "settle")
     if code == _CONFLICT:

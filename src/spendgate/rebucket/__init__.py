@@ -11,17 +11,18 @@
 
 The deployment is stopped while it runs (every process that uses it: the
 calls of a process still running would go to the old layout's keys). It
-replays the local spool into the old layout first, purges expired holds,
-checks (:mod:`spendgate.rebucket.checks`), writes ``"<from>><to>:<run>"``
-to the root's ``layout`` key, moves every key (:mod:`~spendgate.rebucket.
-mover`), and writes ``"<to>"`` there last. Stopped half way, run again
-with the same configuration and target, it finishes the same run; after
-it, start the deployment with ``cluster_buckets`` set to the target.
+replays the local spool into the old layout first, checks
+(:mod:`spendgate.rebucket.checks`: a refusal writes nothing), writes
+``"<from>><to>:<run>"`` to the root's ``layout`` key, purges expired holds,
+moves every key (:mod:`~spendgate.rebucket.mover`), and writes ``"<to>"``
+there last. Stopped half way, run again with the same configuration and
+target, it finishes the same run; after it, start the deployment with
+``cluster_buckets`` set to the target.
 
-What moves: each user's keys to the user's new bucket; a finished hold's
-record and a charge's refund record where the ids' ``~<bucket>`` finds
-them, a charge's record with a forward where its id names another bucket
-than its user's (a refund follows it: ``Reply.MOVED``); idempotency
+What moves: each user's keys to the user's new bucket; a charge's refund
+record and a finished hold's record too, with a forward where the id
+(``~<bucket>``, or none) names another bucket (a refund, a settle or a
+release follows it: ``Reply.MOVED``); idempotency
 records to every bucket their user can be in; a project's and the
 platform's day and month counters added up into one bucket, escrow's loans
 made what was spent; cap overrides copied to every bucket.
@@ -103,15 +104,15 @@ async def rebucket(
             return report
         now_ms = budget._now_ms()
         reasons = await _spool_reasons(budget, dry_run)
-        if not dry_run:
-            for home in at.old_homes():
-                await purge_holds(budget, home.holds, now_ms)
         reasons += await refusals(redis, at, config.key_prefix, now_ms)
         if reasons and not dry_run:
             raise RebucketRefusedError(reasons)
         report.refusals = reasons
         if not dry_run:
             await redis.set(layout_key, f"{from_buckets}>{to_buckets}:{report.run}")
+            for home in at.old_homes():  # (their held amounts stop counting)
+                if await redis.zcount(home.holds, "-inf", now_ms):
+                    await purge_holds(budget, home.holds, now_ms)
         await Mover(redis, at, report, config.key_prefix).run()
         if not dry_run:
             await redis.set(layout_key, str(to_buckets))

@@ -30,8 +30,12 @@ class Kind(Enum):
     ESCROW = "escrow"
     #: a project's or the platform's cap overrides: one copy per bucket
     SHARED_LIMITS = "shared limits"
-    #: a count a sharded layout keeps no cap on (a project's or the
-    #: platform's week, minute, per-model spend, cap marks): not carried
+    #: a project's or the platform's week or per-model day or month
+    #: counter: a sharded layout keeps no cap on it (not carried there);
+    #: back on one bucket, the buckets' counters are added up
+    SHARED_SUMMED = "shared, summed on one bucket"
+    #: what else a sharded layout keeps no cap on (a project's or the
+    #: platform's minute, per-model held amounts, cap marks): not carried
     SHARED_DROPPED = "shared, no cap sharded"
     #: a project's or the platform's per-model caps: refused when sharded
     SHARED_MODEL_LIMITS = "shared model limits"
@@ -151,6 +155,8 @@ def classify(rest: str) -> Found:
             return Found(Kind.SHARED_COUNTER, group=rest)
         if rest.startswith(KEY_PARTS["LIMITS"]):
             return Found(Kind.SHARED_LIMITS, group=rest)
+        if rest.startswith(KEY_PARTS["WEEK"]):
+            return Found(Kind.SHARED_SUMMED, group=rest)
         return Found(Kind.SHARED_DROPPED)
     model = _MODEL.match(rest)
     if model:
@@ -184,6 +190,8 @@ def _model_key(rest: str, match: re.Match[str]) -> Found:
         return Found(Kind.USER, owner)
     if part == KEY_PARTS["MODEL_LIMITS"]:
         return Found(Kind.SHARED_MODEL_LIMITS)
+    if part.startswith((KEY_PARTS["MODEL_DAY"], KEY_PARTS["MODEL_MONTH"])):
+        return Found(Kind.SHARED_SUMMED, group=rest)
     return Found(Kind.SHARED_DROPPED)
 
 

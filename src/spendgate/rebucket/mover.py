@@ -155,17 +155,24 @@ class Mover:
         await self._move(key, self.at.new.of(key.owner))
 
     async def _hold(self, key: Seen) -> None:
-        # (pending ones were refused first: a finished hold's record answers
-        # a repeated settle or release where its id names)
-        await self._move(key, self.at.new.of_id(key.owner))
+        # (pending ones were refused first: a finished one's record answers
+        # a repeated settle or release, and a late settle is charged)
+        user = await self.redis.hget(key.name, "u")
+        if user is not None:
+            await self._forwarded(key, text(user))
 
     async def _charge(self, key: Seen) -> None:
         record = await self.redis.get(key.name)
-        if record is None:
-            return
-        charge = Charge(record)
-        target = self.at.new.of(charge.user)
-        self.shared.charged(charge, target)
+        if record is not None:
+            charge = Charge(record)
+            self.shared.charged(charge, self.at.new.of(charge.user))
+            await self._forwarded(key, charge.user)
+
+    async def _forwarded(self, key: Seen, user: str) -> None:
+        """A record named by an id (a charge's, a hold's) to its user's new
+        bucket; where the id names another, a forward there (the calls
+        follow it: ``Reply.MOVED``), which lives as long as the record."""
+        target = self.at.new.of(user)
         named = self.at.new.of_id(key.owner)
         if named.base != target.base:
             self.report.forwarded += 1
@@ -244,6 +251,12 @@ class Mover:
             if h.base not in kept:
                 await self.redis.delete(h.base + rest)
 
+    async def _shared_summed(self, key: Seen) -> None:
+        if self.at.to_buckets > 1:
+            await self._shared_other(key)
+        else:
+            self.shared.found(key.found.group)
+
     async def _shared_other(self, key: Seen) -> None:
         if self.at.to_buckets > 1:
             self.report.dropped += 1
@@ -295,7 +308,10 @@ class Mover:
                 if kind is Kind.STREAM and not await self.redis.xinfo_groups(key):
                     await self._copy_stream(key, self.at.root.base + rest)
                 if kind in (Kind.HOME, Kind.STREAM, Kind.GRANTS_DUE):
-                    self.report.removed += 1
+                    # (a run empties these first: their users moved, their
+                    # expired holds purged; a dry run counts them alike)
+                    emptied = rest == KEY_PARTS["HOLDS"] or kind is Kind.GRANTS_DUE
+                    self.report.removed += not emptied
                     await self._delete(key)
 
     async def _copy_stream(self, key: bytes, to: str) -> None:
@@ -303,13 +319,14 @@ class Mover:
         without Postgres, dead letters), appended to ``to`` in their order
         (new ids), each batch trimmed from ``key`` once copied: a run
         stopped between the two copies at most that batch twice."""
+        if self.dry:
+            self.report.stream_entries += await self.redis.xlen(key)
+            return
         while True:
             entries = await self.redis.xrange(key, count=BATCH)
             if not entries:
                 return
             self.report.stream_entries += len(entries)
-            if self.dry:
-                return
             for _, fields in entries:
                 await self.redis.xadd(to, fields)
             await self.redis.xdel(key, *(entry_id for entry_id, _ in entries))
@@ -339,6 +356,7 @@ _ACTIONS: dict[Kind, _Action] = {
     Kind.SHARED_COUNTER: Mover._shared_counter,
     Kind.ESCROW: Mover._shared_counter,
     Kind.SHARED_LIMITS: Mover._shared_limits,
+    Kind.SHARED_SUMMED: Mover._shared_summed,
     Kind.SHARED_DROPPED: Mover._shared_other,
     Kind.SHARED_MODEL_LIMITS: Mover._shared_other,
     Kind.TEAM: Mover._shared_other,

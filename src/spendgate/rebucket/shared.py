@@ -88,24 +88,27 @@ class SharedCounters:
 
     async def _merge(self, rest: str) -> None:
         split, ttl = await self._split(rest)
-        window, letter, scope_id = rest.split(":", 3)[1:]
+        part, window, letter, scope_id = rest.split(":", 3)
         scope = _SCOPE_OF[letter]
+        # (escrow lends a day's and a month's caps, sharded: a week's or a
+        # model's counter is added up only going back to one bucket)
+        escrow = f"{part}:" in (KEY_PARTS["DAY"], KEY_PARTS["MONTH"])
         sharded = self.at.to_buckets > 1
         homes = {h.base: h for h in (*self.at.old_homes(), *self.at.new_homes())}
         for base, home in homes.items():
             amount = split.get(base, 0)
             counter, lent = base + rest, loans(home, scope, scope_id, window)
-            if base != self.at.root.base or not sharded:
+            if escrow and (base != self.at.root.base or not sharded):
                 await self.redis.delete(lent)
             if not amount:
                 await self.redis.delete(counter)
                 continue
             await self.redis.set(counter, amount, px=ttl or None)
-            if sharded:
+            if escrow and sharded:
                 await self.redis.hset(lent, "allowance", amount)
                 if ttl:
                     await self.redis.pexpire(lent, ttl)
-        if sharded:
+        if escrow and sharded:
             root_lent = loans(self.at.root, scope, scope_id, window)
             await self.redis.delete(root_lent)
             if total := sum(split.values()):
