@@ -44,9 +44,10 @@ they are loaded. The layout, below ``BASE``::
     c:<entry>              string: what a refund of that charge needs, kept
                            the refund window (a team charge's entry id is
                            "<id>.<team>": lua/team_refund.lua)
-    fw:<entry>             string, left by a rebucketing: the bucket a
-                           charge's record moved to (its user's), where
-                           the entry id names another (kept as long)
+    fw:<id>                string, left by a rebucketing: "<bucket>:<run>",
+                           the bucket a charge's or a finished hold's
+                           record moved to (its user's) where its entry or
+                           lease id names another (kept as long)
     h:<lease>              hash: one hold (``st``: a HoldState)
     holds                  zset: pending lease ids scored by expiry (ms)
     due                    string: no pending hold expires before this (ms)
@@ -109,9 +110,10 @@ they are loaded. The layout, below ``BASE``::
                            (spendgate.rebucket): the bucket count the keys
                            are laid out for, "<from>><to>:<run>" while one
                            runs
-    rb:<run>:<counter>     string: that run merged the buckets' counters
-                           of a project or the platform into this one
-                           (expires with it)
+    rb:<run>:<counter>     string, the root's: that run's split of a
+                           project's or the platform's counter over the
+                           new buckets (JSON: spendgate.rebucket.shared;
+                           expires with the counter)
     ledger:dead            stream: entries Postgres refused, with the error
     ledger:flushers        set: the flushers (consumer names) that heartbeat
     ledger:flusher:<name>  string: one flusher's heartbeat, expires unless
@@ -325,9 +327,10 @@ class Keys:
     def hold(self, lease_id: str) -> str:
         return self.base + _K["HOLD"] + lease_id
 
-    def forward(self, entry_id: str) -> str:
-        """Where a rebucketing moved the record of charge ``entry_id``."""
-        return self.base + _K["FORWARD"] + entry_id
+    def forward(self, record_id: str) -> str:
+        """Where a rebucketing moved the record of a charge or a finished
+        hold (``record_id``: its entry or lease id)."""
+        return self.base + _K["FORWARD"] + record_id
 
     def caller_idempotency(self, key: str) -> str:
         """The record of an idempotency key the caller gave."""
