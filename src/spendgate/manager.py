@@ -14,12 +14,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from spendgate.config import BudgetConfig
 from spendgate.core.money import limit_micros, signed_micros
 from spendgate.core.protocol import NO_CAP
 from spendgate.core.scripts import DEFAULT_CAP_CONSTANTS
 from spendgate.core.shards import check_layout, keys_for
-from spendgate.core.store import UNAVAILABLE_ERRORS, ClientState, make_store
+from spendgate.core.store import ClientState, make_store
 from spendgate.durability.replay import Replayer
 from spendgate.errors import ConfigurationError
 from spendgate.ops.adjust import Corrections
@@ -163,7 +165,9 @@ class BudgetManager(
         """
         await self._store.load_scripts()
         try:
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            # (a store that does not answer now is not an error here: its
+            # layout is read when it is reached, by the next open)
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await check_layout(
                     self.redis, self.config.key_prefix, self.config.cluster_buckets
                 )
