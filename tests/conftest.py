@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -237,21 +237,30 @@ async def deployment_keys(budget: BudgetManager) -> list[bytes]:
 
 
 async def deployment_state(budget: BudgetManager) -> dict[bytes, Any]:
-    """Every key of the deployment with its value (a stream: its length), to
-    show that a call changed nothing."""
-    client, state = budget.redis, {}
-    for key in await deployment_keys(budget):
+    """Every key of the deployment with its value, to show that a call
+    changed nothing (:func:`keys_state`)."""
+    return await keys_state(budget.redis, await deployment_keys(budget))
+
+
+async def keys_state(client: Any, keys: Iterable[bytes]) -> dict[bytes, Any]:
+    """Each key with its value (a stream's entries, a set's members) and
+    whether it expires."""
+    state: dict[bytes, Any] = {}
+    for key in keys:
         kind = await client.type(key)
         if kind == b"string":
-            state[key] = await client.get(key)
+            value: Any = await client.get(key)
         elif kind == b"hash":
-            state[key] = await client.hgetall(key)
+            value = await client.hgetall(key)
         elif kind == b"zset":
-            state[key] = await client.zrange(key, 0, -1, withscores=True)
+            value = await client.zrange(key, 0, -1, withscores=True)
         elif kind == b"stream":
-            state[key] = await client.xlen(key)
+            value = await client.xrange(key)
+        elif kind == b"set":
+            value = await client.smembers(key)
         else:
-            state[key] = kind
+            value = kind
+        state[key] = (value, await client.pttl(key) > 0)
     return state
 
 

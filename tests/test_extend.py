@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget, deployment_keys
+from conftest import FakeClock, MakeBudget, deployment_state
 from spendgate import (
     BudgetExceededError,
     BudgetManager,
@@ -26,26 +26,6 @@ from spendgate import (
     LeaseStateError,
 )
 from spendgate.models import Lease
-
-
-async def _snapshot(budget: BudgetManager) -> dict[bytes, Any]:
-    """Every key of the budget: its value, and whether it has a TTL."""
-    client = budget.redis
-    state: dict[bytes, Any] = {}
-    for key in await deployment_keys(budget):
-        kind = await client.type(key)
-        if kind == b"string":
-            value: Any = await client.get(key)
-        elif kind == b"hash":
-            value = await client.hgetall(key)
-        elif kind == b"zset":
-            value = await client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"stream":
-            value = await client.xlen(key)
-        else:
-            value = kind
-        state[key] = (value, await client.pttl(key) > 0)
-    return state
 
 
 async def _held(budget: BudgetManager, user: str, project: str | None = None) -> Any:
@@ -137,11 +117,11 @@ async def test_a_refused_extend_changes_no_key(make_budget: MakeBudget) -> None:
     await budget.record_spend("ada", "1", project_id="p")
     lease = await budget.reserve("ada", "4", project_id="p", ttl_seconds=60)
     await budget.reserve("bob", "5")
-    before = await _snapshot(budget)
+    before = await deployment_state(budget)
     for more, key in (("3", None), ("6", "retry-1")):  # the global cap, the user's
         with pytest.raises(BudgetExceededError):
             await budget.extend(lease, more, ttl_seconds=600, idempotency_key=key)
-    assert await _snapshot(budget) == before
+    assert await deployment_state(budget) == before
     assert lease.amount == Decimal(4)
 
 
@@ -156,10 +136,10 @@ async def test_a_lease_that_is_not_live_is_refused_as_settle_refuses(
     expired = await budget.reserve("ada", "1", ttl_seconds=30)
     purged = await budget.reserve("ada", "1", ttl_seconds=30)
     clock.advance(30)  # both expire now; `purged` is then purged by a reserve
-    before = await _snapshot(budget)
+    before = await deployment_state(budget)
     with pytest.raises(LeaseStateError) as by_expiry:
         await budget.extend(expired, "1")
-    assert await _snapshot(budget) == before  # not even the purge it is due
+    assert await deployment_state(budget) == before  # not even the purge it is due
     await budget.reserve("bob", "1")
     cases = [
         (settled, "settled"),

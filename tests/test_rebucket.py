@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeClock, MakeBudget
+from conftest import FakeClock, MakeBudget, keys_state
 from spendgate import (
     BudgetExceededError,
     BudgetManager,
@@ -133,23 +133,9 @@ async def layout(make_budget: MakeBudget, tmp_path: Path) -> AsyncIterator[Any]:
 async def _everything(redis: Any, prefix: str) -> dict[bytes, Any]:
     """Every key under the test's prefix (each home's), with its value and
     whether it expires: to show that a call changed nothing."""
-    state: dict[bytes, Any] = {}
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        kind = await redis.type(key)
-        if kind == b"string":
-            value: Any = await redis.get(key)
-        elif kind == b"hash":
-            value = await redis.hgetall(key)
-        elif kind == b"zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == b"stream":
-            value = await redis.xrange(key)
-        elif kind == b"set":
-            value = await redis.smembers(key)
-        else:
-            value = kind
-        state[key] = (value, await redis.pttl(key) > 0)
-    return state
+    return await keys_state(
+        redis, [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    )
 
 
 async def _populate(
