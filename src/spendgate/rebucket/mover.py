@@ -37,7 +37,9 @@ _SCOPES = {"p": "project", "g": "global"}
 
 @dataclass
 class RebucketReport:
-    """What a rebucketing did (or, with ``dry_run``, would do)."""
+    """What a rebucketing did (or, with ``dry_run``, would do). SCAN may
+    meet a key again at its new name, later in the pass: a large run's
+    counts can then include it twice (its second visit changes nothing)."""
 
     from_buckets: int
     to_buckets: int
