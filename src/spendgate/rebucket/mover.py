@@ -124,7 +124,13 @@ class Mover:
         self._prefix = key_prefix
         self._home = home_of(key_prefix)
         self._limits: set[str] = set()
-        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._old_bases = {h.base for h in layouts.old.stream_homes()}
+        #: the charges whose refund records split a counter (SCAN may meet
+        #: one twice: at its old name and, moved, at its new one)
+        self._charges: set[str] = set()
+        # (a cluster client's pools are bounded per node)
+        concurrency = CONCURRENCY if hasattr(redis, "get_nodes") else 8 * CONCURRENCY
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def run(self) -> None:
         """The pass over every key, then what the new homes need."""
@@ -167,7 +173,9 @@ class Mover:
         record = await self.redis.get(key.name)
         if record is not None:
             charge = Charge(record)
-            self.shared.charged(charge, self.at.new.of(charge.user))
+            if key.owner not in self._charges:
+                self._charges.add(key.owner)
+                self.shared.charged(charge, self.at.new.of(charge.user))
             await self._forwarded(key, charge.user)
 
     async def _forwarded(self, key: Seen, user: str) -> None:
@@ -199,6 +207,8 @@ class Mover:
 
     async def _idempotency(self, key: Seen) -> None:
         home, rest = key.home, key.rest
+        if home.base not in self._old_bases:
+            return  # (a copy this run, or a stopped one, made: complete)
         targets = self.at.candidates(key.number)
         others = [t for t in targets if t.base != home.base]
         if not others:
@@ -210,12 +220,8 @@ class Mover:
         dumped, ttl = await self._dump(key.name)
         if dumped is None:
             return
-        for target in others:
-            await self.redis.restore(
-                (target.base + rest).encode(), ttl, dumped, replace=True
-            )
-        if all(t.base != home.base for t in targets):
-            await self.redis.delete(key.name)
+        stays = any(t.base == home.base for t in targets)
+        await self._place(dumped, ttl, [t.base + rest for t in others], key.name, stays)
 
     async def _grants_due(self, key: Seen) -> None:
         members = await self.redis.zrange(key.name, 0, -1, withscores=True)
@@ -277,19 +283,30 @@ class Mover:
             return
         dumped, ttl = await self._dump(key.name)
         if dumped is not None:
-            await self.redis.restore(
-                (target.base + key.rest).encode(), ttl, dumped, replace=True
-            )
-            await self.redis.delete(key.name)
+            await self._place(dumped, ttl, [target.base + key.rest], key.name)
 
     async def _dump(self, key: bytes) -> tuple[bytes | None, int]:
         """The key's DUMP and what is left of its life (ms, 0: none);
-        ``None`` when it is gone (expired meanwhile)."""
-        dumped = await self.redis.dump(key)
-        ttl = await self.redis.pttl(key)
+        ``None`` when it is gone (expired meanwhile): one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.dump(key)
+        pipe.pttl(key)
+        dumped, ttl = await pipe.execute()
         if dumped is None or ttl == -2:
             return None, 0
         return dumped, max(ttl, 0)
+
+    async def _place(
+        self, dumped: bytes, ttl: int, names: list[str], key: bytes, stays: bool = False
+    ) -> None:
+        """``dumped`` restored at each of ``names``, then ``key`` deleted
+        (unless it ``stays``): one round trip (a pipeline, in that order)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.restore(name.encode(), ttl, dumped, replace=True)
+        if not stays:
+            pipe.delete(key)
+        await pipe.execute()
 
     async def _delete(self, key: bytes | str) -> None:
         if not self.dry:
