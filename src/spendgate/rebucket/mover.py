@@ -28,11 +28,9 @@ __all__ = ["Mover", "RebucketReport", "scan_keys"]
 
 #: keys read per SCAN batch
 BATCH = 500
-#: keys handled at once (a cluster client's pools are bounded per node)
+#: keys handled at once on a cluster (its client bounds each node's pool);
+#: eight times as many on a single Redis
 CONCURRENCY = 32
-
-#: a scope letter -> its name (escrow's keys name the scope)
-_SCOPES = {"p": "project", "g": "global"}
 
 
 @dataclass
@@ -54,7 +52,8 @@ class RebucketReport:
     merged: int = 0
     #: a project's or the platform's cap overrides copied to every bucket
     limits: int = 0
-    #: charges' records whose id names another bucket: forwarded
+    #: charges' and finished holds' records whose id names another bucket
+    #: than their user's: forwarded
     forwarded: int = 0
     #: counts of caps a sharded layout does not keep (a project's or the
     #: platform's week, minute, per-model spend): not carried over
@@ -128,7 +127,6 @@ class Mover:
         #: the charges whose refund records split a counter (SCAN may meet
         #: one twice: at its old name and, moved, at its new one)
         self._charges: set[str] = set()
-        # (a cluster client's pools are bounded per node)
         concurrency = CONCURRENCY if hasattr(redis, "get_nodes") else 8 * CONCURRENCY
         self._slots = asyncio.Semaphore(concurrency)
 
