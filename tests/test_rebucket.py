@@ -288,6 +288,13 @@ async def test_one_bucket_to_eight_keeps_every_balance_counter_and_cap(
     _assert_keys_in_their_buckets(keys, key_prefix, users, 8)
     assert len({bucket_of(u, 8) for u in users}) == 8
     assert keys[f"{key_prefix}:{{sg}}:layout".encode()][0] == b"8"
+    # a spend's idempotency record goes to its user's bucket alone (its
+    # charge names the user); a credit's, which names none, to every bucket
+    for user in users:
+        spend = [k for k in keys if k.endswith(f":i:c:t-{user}".encode())]
+        home = f"{key_prefix}:{{sg:{bucket_of(user, 8)}}}"
+        assert spend == [f"{home}:i:c:t-{user}".encode()]
+        assert sum(k.endswith(f":i:c:cr-{user}".encode()) for k in keys) == 8
 
     # retried facts replay in the user's new bucket and charge nothing
     for n, user in enumerate(users):

@@ -8,6 +8,8 @@
     rebucket/keyspace.py  what a key is, read off its name
     rebucket/checks.py    what it refuses to move (before writing anything)
     rebucket/mover.py     the moves, in one pass over every key
+    rebucket/shared.py    project and platform counters: added up, split
+    rebucket/report.py    what it did
 
 The deployment is stopped while it runs (every process that uses it: the
 calls of a process still running would go to the old layout's keys). It
@@ -48,7 +50,8 @@ from spendgate.errors import (
 from spendgate.ops.base import new_id, text
 from spendgate.rebucket.checks import refusals
 from spendgate.rebucket.layout import Layouts
-from spendgate.rebucket.mover import Mover, RebucketReport
+from spendgate.rebucket.mover import Mover
+from spendgate.rebucket.report import RebucketReport
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

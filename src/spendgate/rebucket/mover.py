@@ -1,7 +1,9 @@
 """Moving each key where the new layout keeps it (:class:`Mover`).
 
-One pass over every key of the deployment (SCAN, every master of a
-cluster), each key taken as :mod:`spendgate.rebucket.keyspace` reads it.
+Two passes over every key of the deployment (SCAN, every master of a
+cluster), each key taken as :mod:`spendgate.rebucket.keyspace` reads it:
+the idempotency records first (the charge or hold a record answers with
+names its user while it is still in its old home), then the rest.
 Every step can be taken again: a key is moved with DUMP, RESTORE REPLACE
 at its new name, then DEL (a key found where it belongs stays), a record
 copied again is the same record, and a project's or the platform's counter
@@ -15,61 +17,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spendgate.core.keys import KEY_PARTS, Keys, glob_escape
 from spendgate.ops.base import text
 from spendgate.rebucket.keyspace import Found, Kind, classify, home_of
 from spendgate.rebucket.layout import Layouts
+from spendgate.rebucket.report import RebucketReport
 from spendgate.rebucket.shared import Charge, SharedCounters
 
-__all__ = ["Mover", "RebucketReport", "scan_keys"]
+__all__ = ["Mover", "scan_keys"]
 
 #: keys read per SCAN batch
 BATCH = 500
 #: keys handled at once on a cluster (its client bounds each node's pool);
 #: eight times as many on a single Redis
 CONCURRENCY = 32
-
-
-@dataclass
-class RebucketReport:
-    """What a rebucketing did (or, with ``dry_run``, would do). SCAN may
-    meet a key again at its new name, later in the pass: a large run's
-    counts can then include it twice (its second visit changes nothing)."""
-
-    from_buckets: int
-    to_buckets: int
-    dry_run: bool
-    #: the run's id (its marks and forwards carry it)
-    run: str = ""
-    #: keys moved to the home the new layout keeps them in
-    moved: int = 0
-    #: idempotency records copied to each bucket their user can be in
-    copied: int = 0
-    #: a project's or the platform's day and month counters added up
-    merged: int = 0
-    #: a project's or the platform's cap overrides copied to every bucket
-    limits: int = 0
-    #: charges' and finished holds' records whose id names another bucket
-    #: than their user's: forwarded
-    forwarded: int = 0
-    #: counts of caps a sharded layout does not keep (a project's or the
-    #: platform's week, minute, per-model spend): not carried over
-    dropped: int = 0
-    #: entries of streams no consumer group reads, in homes that are gone:
-    #: appended to the root's
-    stream_entries: int = 0
-    #: what the homes that are gone kept of their own (streams read to the
-    #: end, the pending holds' index, heartbeats' sets): deleted
-    removed: int = 0
-    #: keys already where the new layout keeps them
-    unchanged: int = 0
-    #: the keys were laid out for ``to_buckets`` already: nothing to do
-    already: bool = False
-    #: why the rebucketing would refuse (``dry_run``; a run raises them)
-    refusals: list[str] = field(default_factory=list)
 
 
 async def scan_keys(redis: Any, prefix: str) -> Any:
@@ -107,7 +71,7 @@ class Seen:
         return self.found.owner
 
 
-_FW = Kind.FORWARD
+_FW, _IDEM = Kind.FORWARD, Kind.IDEMPOTENCY
 
 
 class Mover:
@@ -132,11 +96,17 @@ class Mover:
 
     async def run(self) -> None:
         """The pass over every key, then what the new homes need."""
+        # Idempotency records first: the charge or hold a record names says
+        # its user while both are still in their old home.
         async for batch in scan_keys(self.redis, self._prefix):
             seen = [self._read(key) for key in batch]
+            await asyncio.gather(*(self._act(k) for k in seen if k.kind is _IDEM))
+        async for batch in scan_keys(self.redis, self._prefix):
+            seen = [self._read(key) for key in batch]
+            rest = [k for k in seen if k.kind is not _IDEM]
             # (forwards last: one this run wrote in the batch is then kept)
-            await asyncio.gather(*(self._act(k) for k in seen if k.kind is not _FW))
-            await asyncio.gather(*(self._act(k) for k in seen if k.kind is _FW))
+            await asyncio.gather(*(self._act(k) for k in rest if k.kind is not _FW))
+            await asyncio.gather(*(self._act(k) for k in rest if k.kind is _FW))
         self.report.merged = await self.shared.merge_all()
         await self._vanishing()
         await self._mirror_price_book()
@@ -207,7 +177,11 @@ class Mover:
         home, rest = key.home, key.rest
         if home.base not in self._old_bases:
             return  # (a copy this run, or a stopped one, made: complete)
-        targets = self.at.candidates(key.number)
+        user = await self._user_of_record(key)
+        if user is None:  # (every bucket a user of its old one can be in)
+            targets = self.at.candidates(key.number)
+        else:
+            targets = (self.at.new.of(user),)
         others = [t for t in targets if t.base != home.base]
         if not others:
             self.report.unchanged += 1
@@ -220,6 +194,29 @@ class Mover:
             return
         stays = any(t.base == home.base for t in targets)
         await self._place(dumped, ttl, [t.base + rest for t in others], key.name, stays)
+
+    async def _user_of_record(self, key: Seen) -> str | None:
+        """The user of an idempotency record, where the charge or hold it
+        answers with (its entry or lease id, the payload's first field;
+        a generated record's key is the entry id) is still kept: a record
+        of a spend, a deduct or a reserve. ``None`` for the others (a
+        credit, a refund, an adjustment, an extend, a feature's use)."""
+        if key.rest.startswith(KEY_PARTS["GENERATED_IDEMPOTENCY"]):
+            named = key.owner
+        else:
+            value = await self.redis.get(key.name)
+            if value is None:
+                return None
+            named = text(value).split("|", 2)[1] if value.count(b"|") else ""
+        if not named:
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key.home.charge(named))
+        pipe.hget(key.home.hold(named), "u")
+        record, holder = await pipe.execute()
+        if record is not None:
+            return Charge(record).user
+        return None if holder is None else text(holder)
 
     async def _grants_due(self, key: Seen) -> None:
         members = await self.redis.zrange(key.name, 0, -1, withscores=True)
