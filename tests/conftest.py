@@ -265,6 +265,20 @@ async def keys_state(client: Any, keys: Iterable[bytes]) -> dict[bytes, Any]:
 
 
 @pytest.fixture
+async def layout(make_budget: MakeBudget, tmp_path: Path) -> AsyncIterator[Any]:
+    """``layout(buckets)``: a manager on that bucket count, with a spool of the
+    test's own (a rebucketing refuses while a spool holds facts:
+    tests/test_rebucket*.py)."""
+
+    def make(buckets: int, **settings: Any) -> BudgetManager:
+        return make_budget(
+            cluster_buckets=buckets, spool_path=tmp_path / "spool", **settings
+        )
+
+    yield make
+
+
+@pytest.fixture
 async def budget(make_budget: MakeBudget) -> BudgetManager:
     """A budget with no caps at all; tests set what they need."""
     return make_budget()
