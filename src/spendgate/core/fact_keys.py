@@ -63,14 +63,28 @@ def team_refund_keys(keys: Keys, first: str, team: str, day: str) -> tuple[str, 
     return (first, team_keys[0], team_keys[4], team_keys[5])
 
 
+def forward_value(bucket: int, run: str) -> str:
+    """What a rebucketing's forward holds (``K_FORWARD``, answered by
+    ``{MOVED, ...}``): ``"<bucket>:<run>"``, the bucket the record moved to
+    and the run that moved it (:func:`moved_home` reads it)."""
+    return f"{bucket}:{run}"
+
+
+def read_forward(value: object) -> tuple[str, str]:
+    """The bucket and the run a forward's value (:func:`forward_value`)
+    names, as text."""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    bucket, _, run = text.partition(":")
+    return bucket, run
+
+
 def moved_home(keys: Keys, moved: object) -> Keys:
     """The bucket a rebucketing moved a record to, from a ``{MOVED,
-    "<bucket>:<run>"}`` reply (spendgate.rebucket.mover).
+    forward_value}`` reply.
 
     :raise StorageError: the bucket is not one of this deployment's
     """
-    value = moved.decode() if isinstance(moved, bytes) else str(moved)
-    number = value.partition(":")[0]
+    number = read_forward(moved)[0]
     homes = keys.buckets()
     if not number.isdigit() or int(number) >= len(homes):
         raise StorageError(f"a record moved to an unknown bucket {number!r}")

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from spendgate.core.fact_keys import forward_value, read_forward
 from spendgate.core.keys import KEY_PARTS, Keys, glob_escape
 from spendgate.ops.base import text
 from spendgate.rebucket.keyspace import Found, Kind, classify, home_of
@@ -155,18 +156,18 @@ class Mover:
         if named.base != target.base:
             self.report.forwarded += 1
             if not self.dry:
-                number = Layouts.number(target, self.at.new)
+                number = Layouts.number(target, self.at.new) or 0  # (root: 0 of 1)
                 ttl = await self.redis.pttl(key.name)
                 await self.redis.set(
                     named.forward(key.owner),
-                    f"{number}:{self.report.run}",
+                    forward_value(number, self.report.run),
                     px=ttl if ttl > 0 else None,
                 )
         await self._move(key, target)
 
     async def _forward(self, key: Seen) -> None:
         value = await self.redis.get(key.name)
-        if value is not None and not text(value).endswith(f":{self.report.run}"):
+        if value is not None and read_forward(value)[1] != self.report.run:
             await self._delete(key.name)  # (an earlier run's: this one writes its own)
 
     async def _mark(self, key: Seen) -> None:
