@@ -30,7 +30,7 @@ _COUNTS = (
     ("copied", "idempotency records copied to each bucket their user can be in"),
     ("merged", "project and platform day/month counters added up"),
     ("limits", "project and platform cap overrides copied to every bucket"),
-    ("forwarded", "refund records forwarded (their id names another bucket)"),
+    ("forwarded", "charge and hold records forwarded (id names another bucket)"),
     ("dropped", "project and platform counts a sharded layout keeps no cap on"),
     ("stream_entries", "unread stream entries of buckets that go, now the root's"),
     ("removed", "keys of buckets that go (read streams, indexes)"),

@@ -32,7 +32,16 @@ from zlib import crc32
 from spendgate.core.keys import KEY_PARTS, Keys
 from spendgate.errors import ConfigurationError
 
-__all__ = ["BUCKET_MARK", "ShardedKeys", "bucket_of", "check_layout", "keys_for"]
+__all__ = [
+    "BUCKET_MARK",
+    "ShardedKeys",
+    "bucket_of",
+    "check_layout",
+    "keys_for",
+    "layout_key",
+    "layout_value",
+    "read_layout",
+]
 
 #: what separates a lease or entry id made in a bucket from its bucket
 BUCKET_MARK = "~"
@@ -108,26 +117,48 @@ class ShardedKeys(Keys):
         return (self, *self._buckets)
 
 
+def layout_key(key_prefix: str) -> str:
+    """The root's key naming the bucket count the keys are laid out for
+    (:func:`layout_value`); absent, nothing was ever rebucketed."""
+    return Keys(key_prefix).base + KEY_PARTS["LAYOUT"]
+
+
+def layout_value(to: int, moving_from: int = 0, run: str = "") -> str:
+    """``"<to>"`` once laid out for ``to`` buckets; ``"<from>><to>:<run>"``
+    while the rebucketing ``run`` moves keys from ``moving_from`` buckets."""
+    return f"{moving_from}>{to}:{run}" if run else str(to)
+
+
+def read_layout(value: object) -> tuple[str, str, str] | None:
+    """``(from, to, run)`` of a :func:`layout_value`, as text (laid out:
+    ``from == to`` and no run); ``None`` for no value."""
+    if value is None:
+        return None
+    state = value.decode() if isinstance(value, bytes) else str(value)
+    moves, _, run = state.partition(":")
+    old, _, new = moves.partition(">")
+    return old, new or old, run
+
+
 async def check_layout(redis: Any, key_prefix: str, buckets: int) -> None:
     """Refuse to run with another bucket count than the keys are laid out
-    for: the root's ``layout`` key, which a rebucketing (spendgate.rebucket)
-    writes; absent, nothing was ever rebucketed and any count is taken.
+    for (:func:`layout_key`, which a rebucketing, spendgate.rebucket,
+    writes); absent, any count is taken.
 
     :raise ConfigurationError: the keys are laid out for another count, or
         a rebucketing is under way
     """
-    layout = await redis.get(Keys(key_prefix).base + KEY_PARTS["LAYOUT"])
-    if layout is None:
+    state = read_layout(await redis.get(layout_key(key_prefix)))
+    if state is None:
         return
-    state = layout.decode() if isinstance(layout, bytes) else str(layout)
-    if state == str(buckets):
-        return
-    if ">" in state:
+    old, new, run = state
+    if run:
         raise ConfigurationError(
-            f"a rebucketing ({state.partition(':')[0]} buckets) is under way or "
-            "stopped half way: finish it (spendgate rebucket) before starting"
+            f"a rebucketing ({old} buckets) is under way or stopped half way: "
+            "finish it (spendgate rebucket) before starting"
         )
-    raise ConfigurationError(
-        f"the keys are laid out for {state} buckets (spendgate rebucket): set "
-        f"cluster_buckets={state}, not {buckets}"
-    )
+    if new != str(buckets):
+        raise ConfigurationError(
+            f"the keys are laid out for {new} buckets (spendgate rebucket): set "
+            f"cluster_buckets={new}, not {buckets}"
+        )

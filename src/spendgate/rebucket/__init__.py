@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from spendgate.config import BudgetConfig
-from spendgate.core.keys import KEY_PARTS
 from spendgate.core.protocol import Reply
+from spendgate.core.shards import layout_key, layout_value, read_layout
 from spendgate.errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -100,8 +100,8 @@ async def rebucket(
     budget = BudgetManager(config, redis=redis, clock=clock)
     try:
         redis = budget.redis
-        layout_key = at.root.base + KEY_PARTS["LAYOUT"]
-        report.run = _run_of(await redis.get(layout_key), from_buckets, to_buckets)
+        at_key = layout_key(config.key_prefix)
+        report.run = _run_of(await redis.get(at_key), from_buckets, to_buckets)
         if not report.run:
             report.already = True
             return report
@@ -112,13 +112,13 @@ async def rebucket(
             raise RebucketRefusedError(reasons)
         report.refusals = reasons
         if not dry_run:
-            await redis.set(layout_key, f"{from_buckets}>{to_buckets}:{report.run}")
+            await redis.set(at_key, layout_value(to_buckets, from_buckets, report.run))
             for home in at.old_homes():  # (their held amounts stop counting)
                 if await redis.zcount(home.holds, "-inf", now_ms):
                     await purge_holds(budget, home.holds, now_ms)
         await Mover(redis, at, report, config.key_prefix).run()
         if not dry_run:
-            await redis.set(layout_key, str(to_buckets))
+            await redis.set(at_key, layout_value(to_buckets))
     finally:
         await budget.aclose()
     return report
@@ -145,23 +145,22 @@ def _run_of(layout: Any, from_buckets: int, to_buckets: int) -> str:
     :raise ConfigurationError: laid out for another count, or another
         rebucketing stopped half way
     """
-    state = None if layout is None else text(layout)
-    if state == str(to_buckets) or (state is None and from_buckets == to_buckets):
-        return ""
-    if state is None or state == str(from_buckets):
-        return new_id(time.time_ns() // 1_000_000)
-    moves, _, run = state.partition(":")
-    if moves == f"{from_buckets}>{to_buckets}" and run:
-        return run  # (one that stopped half way: finished now)
-    if run:
-        old, new = moves.split(">")
+    configured = str(from_buckets)
+    old, new, run = read_layout(layout) or (configured, configured, "")
+    if not run:
+        if new == str(to_buckets):
+            return ""
+        if new == configured:
+            return new_id(time.time_ns() // 1_000_000)
         raise ConfigurationError(
-            f"a rebucketing from {old} to {new} buckets stopped half way: run it "
-            f"again with cluster_buckets={old} and {new} as the target"
+            f"the keys are laid out for {new} buckets, not the configured "
+            f"cluster_buckets={from_buckets}"
         )
+    if (old, new) == (configured, str(to_buckets)):
+        return run  # (one that stopped half way: finished now)
     raise ConfigurationError(
-        f"the keys are laid out for {state} buckets, not the configured "
-        f"cluster_buckets={from_buckets}"
+        f"a rebucketing from {old} to {new} buckets stopped half way: run it "
+        f"again with cluster_buckets={old} and {new} as the target"
     )
 
 

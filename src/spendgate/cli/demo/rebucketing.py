@@ -42,7 +42,7 @@ async def more_buckets(config: BudgetConfig) -> None:
         say(
             f"   {report.moved} keys moved to their user's bucket, the project's "
             f"counters split over the buckets ({report.merged}), "
-            f"{report.forwarded} refund records forwarded"
+            f"{report.forwarded} charge records forwarded"
         )
         async with BudgetManager(eight) as budget:
             for user in users:
