@@ -7,6 +7,8 @@ backends. Checked:
   the cap, whatever the chunk; the next is refused as at the cap;
 - what other buckets hold and do not use is taken back for a short one;
 - hundreds of concurrent reserves over every bucket never pass the cap;
+- a bucket short while the manager's loan to another is on its way there
+  waits for it to land and takes it back, rather than being refused;
 - check, reserve_up_to, extend and deduct borrow as reserve does;
 - a fact past its bucket's allowance is counted by that bucket's next loan;
 - ``set_limits`` of a project's daily and monthly caps reaches every bucket;
@@ -26,6 +28,7 @@ from spendgate import BudgetExceededError, BudgetManager, Lease
 from spendgate.core import escrow_keys
 from spendgate.core.scripts import SCRIPT_CONSTANTS, SCRIPT_NAMES, configured_source
 from spendgate.core.shards import bucket_of
+from spendgate.ops import escrow
 from spendgate.ops.escrow_admission import QUIET_MS
 from test_price_books import BOOK, USAGE
 
@@ -151,6 +154,36 @@ async def test_200_concurrent_reserves_never_pass_a_shared_cap(
     assert admitted == 142
     lent = await _lent(budget, scope, sid)
     assert sum(await _allowances(budget, scope, sid)) <= lent <= 10_000_000
+
+
+async def test_a_loan_on_its_way_to_another_bucket_is_waited_for_not_refused(
+    make_budget: MakeBudget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one chunk is the whole cap: ada's loan takes all the root has; while
+    # it is between the root and ada's bucket, bea's bucket is short, the
+    # root empty and no bucket holds anything to take back yet
+    budget = _sharded(make_budget, escrow_chunk="1")
+    ada, bea = _users(2)
+    deposit, on_the_way, land = escrow.deposit, asyncio.Event(), asyncio.Event()
+
+    async def slow_deposit(*args: Any, **kwargs: Any) -> int:
+        if not on_the_way.is_set():
+            on_the_way.set()
+            await land.wait()
+        return await deposit(*args, **kwargs)
+
+    monkeypatch.setattr(escrow, "deposit", slow_deposit)
+    first = asyncio.create_task(budget.reserve(ada, CALL, project_id="p"))
+    await on_the_way.wait()
+    second = asyncio.create_task(budget.reserve(bea, CALL, project_id="p"))
+    await asyncio.wait({second}, timeout=0.5)  # (its sweep: nothing there yet)
+    land.set()
+    leases = await asyncio.gather(first, second)
+    assert [lease.amount for lease in leases] == [CALL, CALL]
+    # (ada's unused 0.93 went back to the root for bea: nothing is stranded)
+    assert sum(await _allowances(budget)) == await _lent(budget) <= 1_000_000
+    usage = await budget.get_usage(bea, "p")
+    assert usage["project"].held == 2 * CALL
 
 
 async def test_check_reserve_up_to_and_extend_borrow_too(

@@ -8,8 +8,9 @@ nothing. :meth:`Escrowing._escrowed` then borrows for each
 ``escrow_chunk``, at most what it has not lent; the loan is deposited in
 the bucket; the call is made again. When the root has too little left, the
 other buckets give back what they neither spent nor hold, and the root
-lends again. Only when even that falls short is the call refused, as at the
-cap.
+lends again (once this manager's loans on their way to other buckets have
+landed, if it found nothing). Only when even that falls short is the call
+refused, as at the cap.
 
 What this guarantees: the root never lends more than the cap, a bucket never
 admits more than it was lent, so admissions never take a scope past its
@@ -82,6 +83,9 @@ class Escrowing(Operations):
     _gates: dict[str, _Gate] | None = None
     #: (scope, scope id, window id) -> its take-backs, one at a time
     _sweeps: dict[tuple[str, str, str], asyncio.Lock] | None = None
+    #: (scope, scope id, window id) -> its loans on their way to a bucket
+    #: (:meth:`_lend`), each done once deposited (or failed)
+    _landing: dict[tuple[str, str, str], set[asyncio.Future[None]]] | None = None
 
     async def _escrowed(
         self,
@@ -189,14 +193,20 @@ class Escrowing(Operations):
             )
             got += more.amount
             taken = 0
-            if got < want:
-                taken = await self._take_back(
+            for _ in range(ROUNDS):  # (bounded as a call's rounds are)
+                if got >= want:
+                    break
+                taken += await self._take_back(
                     bucket, scope, scope_id, window_id, window_code
                 )
                 more = await self._lend(
                     bucket, scope, scope_id, window_id, cap, want - got, 0, ttl_ms
                 )
                 got += more.amount
+                # (nothing found, but loans of this manager's were on their
+                # way to other buckets: landed now, they are there to take)
+                if got or taken or not await self._landed(spent_key):
+                    break
         if got >= shortfall:
             return None
         if got == 0 and taken == 0:  # nothing lent, nothing unused: spent
@@ -220,32 +230,57 @@ class Escrowing(Operations):
         chunk: int,
         ttl_ms: int,
     ) -> escrow.Loan:
-        """One loan of the root's, deposited in ``bucket``."""
+        """One loan of the root's, deposited in ``bucket``; on its way
+        (:meth:`_landed`) from the loan's request to its deposit."""
         loan_id = new_id(self._now_ms())
-        loan = await escrow.lend(
-            self._store,
-            self.keys,
-            scope,
-            scope_id,
-            window_id,
-            cap=cap,
-            shortfall=shortfall,
-            chunk=chunk,
-            ttl_ms=ttl_ms,
-            loan_id=loan_id,
-        )
-        if loan.amount:
-            await escrow.deposit(
+        landing = self._landing
+        if landing is None:
+            landing = self._landing = {}
+        key = (scope, scope_id, window_id)
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        landing.setdefault(key, set()).add(flight)
+        try:
+            loan = await escrow.lend(
                 self._store,
-                bucket,
+                self.keys,
                 scope,
                 scope_id,
                 window_id,
-                amount=loan.amount,
-                loan_id=loan_id,
+                cap=cap,
+                shortfall=shortfall,
+                chunk=chunk,
                 ttl_ms=ttl_ms,
+                loan_id=loan_id,
             )
+            if loan.amount:
+                await escrow.deposit(
+                    self._store,
+                    bucket,
+                    scope,
+                    scope_id,
+                    window_id,
+                    amount=loan.amount,
+                    loan_id=loan_id,
+                    ttl_ms=ttl_ms,
+                )
+        finally:
+            flights = landing[key]
+            flights.discard(flight)
+            if not flights:
+                del landing[key]
+            flight.set_result(None)
         return loan
+
+    async def _landed(self, key: tuple[str, str, str]) -> bool:
+        """Whether loans of a scope and window were on their way from the
+        root to a bucket (:meth:`_lend`), awaited then: a take-back before
+        one lands finds nothing of it, and a refusal then would leave its
+        unused part in that bucket."""
+        flights = self._landing.get(key) if self._landing is not None else None
+        if not flights:
+            return False
+        await asyncio.wait(list(flights))
+        return True
 
     async def _take_back(
         self, bucket: Keys, scope: str, scope_id: str, window_id: str, window_code: int
