@@ -24,7 +24,8 @@
 --           read)
 -- return {R_OK, "amount|expires_ms", user, project} with the hold's new
 --        amount, {R_REPLAYED, the first call's payload, user, project} for an
---        idempotent replay, {R_CONFLICT}, {R_UNKNOWN_LEASE},
+--        idempotent replay, {R_CONFLICT}, {R_UNKNOWN_LEASE}, {R_MOVED,
+--        bucket} when a rebucketing moved the (finished) hold there,
 --        {R_LEASE_RELEASED}, {R_LEASE_SETTLED}, {R_LEASE_EXPIRED}, or the
 --        refusal {R_REFUSED, scope, window, limit, spent, held[, free_ms],
 --        user, project} (free_ms for a per-minute refusal, as admit answers),
@@ -43,7 +44,7 @@ if seen then
 end
 
 local state = h[1]
-if not state then return {R_UNKNOWN_LEASE} end
+if not state then return hold_missing(ARGV[5]) end
 if state == HOLD_VOIDED then return {R_LEASE_RELEASED} end
 if state == HOLD_SETTLED then return {R_LEASE_SETTLED} end
 local now_ms = ARGV[1]

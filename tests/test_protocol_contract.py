@@ -171,6 +171,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.LEASE_SETTLED: [6],
         Reply.LEASE_EXPIRED: [9],
         Reply.STALE_PRICE: [7, b"u", b""],
+        Reply.MOVED: [17, b"0:run"],
     },
     "record": {
         Reply.OK: [0, b"entry|1700000000000|"],
@@ -424,10 +425,10 @@ async def test_every_reply_code_is_decoded(
     # (a deduct priced with a book that is no longer active is priced again)
     # (a team refund of a charge counted in another day than its id's:
     # again with that day's keys, once)
-    # (a refund, settle or release whose record a rebucketing moved: again
+    # (a refund, settle, release or extend whose record a rebucketing moved: again
     # in that bucket, once; a team's never moves)
     again = {Reply.STALE_PRICE: 3, Reply.CHARGE_DAY: 2}
-    if operation in ("refund", "settle", "release"):
+    if operation in ("refund", "settle", "release", "extend"):
         again[Reply.MOVED] = 2
     assert sent == [operation] * again.get(reply, 1)
     await budget.aclose()

@@ -57,6 +57,7 @@ from rebucket_helpers import (
 from spendgate import (
     BudgetExceededError,
     ConfigurationError,
+    LeaseStateError,
     RefundExceedsChargeError,
 )
 from spendgate.core.keys import KEY_PARTS
@@ -189,6 +190,8 @@ async def test_eight_to_three_to_one_keeps_the_numbers_and_runs_once(
     three = layout(3)
     settled = await three.settle(leases[users[0]], "0.4")
     assert settled.replayed
+    with pytest.raises(LeaseStateError, match="settled"):  # (not "unknown")
+        await three.extend(leases[users[0]].id, "0.1")
     assert (await three.refund(late.entry_id)).refunded == Decimal("0.5")
     old = await three.refund(charges[users[2]].entry_id)
     assert old.refunded == charges[users[2]].amount

@@ -126,7 +126,11 @@ OPERATIONS: dict[str, Operation] = {
     "release": Operation(
         ("hold",), ("lease",), _LEASE | {Reply.LEASE_SETTLED, Reply.MOVED}
     ),
-    "extend": Operation(("hold", "idempotency"), (*_EXTEND, "plan"), _EXTENDS | _STALE),
+    "extend": Operation(
+        ("hold", "idempotency"),
+        (*_EXTEND, "plan"),
+        _EXTENDS | _STALE | {Reply.MOVED},
+    ),
     "record": Operation(
         ("idempotency",), (*_CHARGE, "plan"), _IDEMPOTENT | _STALE, fact=True
     ),

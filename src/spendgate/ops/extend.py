@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from spendgate.core.fact_keys import moved_home
 from spendgate.core.ids import check_id
 from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import Windows
-from spendgate.errors import IdempotencyConflictError, LeaseStateError
+from spendgate.errors import IdempotencyConflictError, LeaseStateError, StorageError
 from spendgate.models import Lease
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.leases import Leases
@@ -108,6 +109,10 @@ class Extensions(Leases):
             plan = await self._plan_arg(user, now_ms)
         keys, args = sent.keys, sent.args
         reply = await self._store.run("extend", keys, args + (plan,))
+        if reply[0] == Reply.MOVED:  # (a rebucketing moved the finished hold:
+            # its state answers there, by the hold's key alone)
+            moved = moved_home(self.keys, reply[1]).hold(lease_id)
+            reply = await self._store.run("extend", (moved, moved), args + (plan,))
         if reply[0] == Reply.ESCROW:  # (sharded: its bucket borrows first)
             reply = await self._escrowed("extend", keys, args + (plan,), reply)
         if reply[0] == Reply.STALE_PRICE:
@@ -170,6 +175,8 @@ def not_extended(code: int, lease_id: str, idempotency_key: str | None) -> Excep
     key reused with other arguments, or the lease's state."""
     if code == _CONFLICT:
         return IdempotencyConflictError(idempotency_key or "")
+    if code == Reply.MOVED:  # (followed once: moves once per rebucketing)
+        return StorageError(f"the hold of {lease_id} moved again")
     return LeaseStateError(lease_id, _STATES[code], "extend")
 
 

@@ -23,11 +23,13 @@ target, it finishes the same run; after it, start the deployment with
 
 What moves: each user's keys to the user's new bucket; a charge's refund
 record and a finished hold's record too, with a forward where the id
-(``~<bucket>``, or none) names another bucket (a refund, a settle or a
-release follows it: ``Reply.MOVED``); idempotency
-records to every bucket their user can be in; a project's and the
-platform's day and month counters added up into one bucket, escrow's loans
-made what was spent; cap overrides copied to every bucket.
+(``~<bucket>``, or none) names another bucket (a refund, a settle, a
+release or an extend follows it: ``Reply.MOVED``); an idempotency record
+to the bucket of the user its charge or hold names, else copied to every
+bucket a user of its old bucket can be in; a project's and the
+platform's day and month counters split over the new buckets by their
+users' refundable charges (the rest to bucket 0), escrow's loans made what
+each counts; cap overrides copied to every bucket.
 """
 
 from __future__ import annotations
