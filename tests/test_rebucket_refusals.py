@@ -1,4 +1,5 @@
-"""Rebucketing, what it must refuse and what it must survive: a pending
+"""Rebucketing, what it must refuse and what it must survive: a manager of
+the deployment still connected (real Redis), a pending
 hold (refused until it expires, then purged), a lease expired before the
 move and settled late after it (charged in its user's new bucket), a team
 on a sharded target, a key spendgate does not write, a refusal that writes
@@ -9,12 +10,15 @@ population)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from conftest import FakeClock
+from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
 from rebucket_helpers import (
     CAP,
     assert_keys_in_their_buckets,
@@ -26,14 +30,62 @@ from rebucket_helpers import (
     users_of,
 )
 from spendgate import (
+    BudgetConfig,
     BudgetExceededError,
+    BudgetManager,
     ConfigurationError,
 )
+from spendgate.core.connection import client_name
 from spendgate.errors import RebucketRefusedError
 from spendgate.rebucket import mover as mover_module
+from spendgate.rebucket import rebucket
 from spendgate.rebucket.shared import SharedCounters
 
 # -- refusals -------------------------------------------------------------------------
+
+
+async def test_a_connected_manager_of_the_deployment_is_refused() -> None:
+    """An app's manager names its connections for its deployment: while one
+    is connected, nothing moves; a manager of another prefix does not count."""
+    reason = real_redis_available()
+    if reason:
+        service_missing("Redis", reason)
+    prefix = f"rbm{uuid.uuid4().hex[:10]}"
+    config = BudgetConfig(redis_url=REDIS_URL, key_prefix=prefix)
+    other = BudgetConfig(redis_url=REDIS_URL, key_prefix=f"{prefix}-other")
+    client = aioredis.Redis.from_url(REDIS_URL)
+    app = BudgetManager(config)
+    try:
+        async with BudgetManager(other) as elsewhere:
+            await elsewhere.add_credits("u", 1)
+            await app.add_credits("u", 1)
+            before = await everything(client, prefix)
+            with pytest.raises(RebucketRefusedError) as refused:
+                await rebucket(config, 4)
+            assert [
+                r
+                for r in refused.value.reasons
+                if "managers of the deployment are connected" in r
+                and f"named {client_name(prefix)}," in r
+            ]
+            assert await everything(client, prefix) == before
+            dry = await rebucket(config, 4, dry_run=True)
+            assert [r for r in dry.refusals if "are connected" in r]
+            await app.aclose()
+            for _ in range(100):  # (until the server has seen the close)
+                names = [c["name"] for c in await client.client_list()]
+                if client_name(prefix) not in names:
+                    break
+                await asyncio.sleep(0.02)
+            report = await rebucket(config, 4)
+            assert not report.refusals and report.moved > 0
+        async with BudgetManager(config.model_copy(update={"cluster_buckets": 4})) as b:
+            assert (await b.get_balance("u")).total == 1
+    finally:
+        await app.aclose()
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+        await client.aclose()
 
 
 async def test_a_pending_hold_is_refused_until_it_expires(

@@ -153,9 +153,17 @@ class WaitingPool(ConnectionPool):
                 return
 
 
+def client_name(key_prefix: str) -> str:
+    """What a manager's connections are named (``CLIENT SETNAME``, once per
+    connection), so that ``CLIENT LIST`` shows a deployment's running
+    managers (``spendgate rebucket`` refuses to move keys under them)."""
+    return f"spendgate:{key_prefix}"
+
+
 def _pool_options(config: BudgetConfig) -> dict[str, Any]:
     # The hot path's pool: what connect() and every cluster node's pool use.
     return {
+        "client_name": client_name(config.key_prefix),
         "socket_timeout": config.redis_timeout_seconds,
         "socket_connect_timeout": config.redis_connect_timeout_seconds,
         "max_connections": config.redis_max_connections,

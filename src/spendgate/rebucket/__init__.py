@@ -50,7 +50,7 @@ from spendgate.errors import (
     RebucketRefusedError,
 )
 from spendgate.ops.base import new_id, text
-from spendgate.rebucket.checks import refusals
+from spendgate.rebucket.checks import connected_managers, refusals
 from spendgate.rebucket.layout import Layouts
 from spendgate.rebucket.mover import Mover
 from spendgate.rebucket.report import RebucketReport
@@ -98,6 +98,9 @@ async def rebucket(
     from_buckets = config.cluster_buckets
     at = Layouts(config.key_prefix, from_buckets, to_buckets)
     report = RebucketReport(from_buckets, to_buckets, dry_run)
+    # (asked before this run's own manager connects: its connections are
+    # named as the deployment's managers')
+    running = await connected_managers(config, redis)
     # (not opened with open(): that refuses keys laid out for another count)
     budget = BudgetManager(config, redis=redis, clock=clock)
     try:
@@ -108,7 +111,7 @@ async def rebucket(
             report.already = True
             return report
         now_ms = budget._now_ms()
-        reasons = await _spool_reasons(budget, dry_run)
+        reasons = running + await _spool_reasons(budget, dry_run)
         reasons += await refusals(redis, at, config.key_prefix, now_ms)
         if reasons and not dry_run:
             raise RebucketRefusedError(reasons)

@@ -1,9 +1,12 @@
 """What a rebucketing refuses to move, found before it writes anything
 (:func:`refusals`): each reason once, with how many keys and one of them.
 
-- **a running deployment**: a flusher's or an event dispatcher's heartbeat
-  (the managers keep none: stop them too; each replays its spool on start,
-  so stop it only once its spool is empty);
+- **a running deployment**: a manager's connection to the deployment's
+  Redis (every master of a cluster: ``CLIENT LIST``, the connections named
+  :func:`~spendgate.core.connection.client_name`; not where the server
+  does not let it list them, logged), a flusher's or an event dispatcher's
+  heartbeat (each replays its spool on start, so stop it only once its
+  spool is empty);
 - **a pending hold**: its lease id names the bucket its hold is in, while
   the user's held amounts would move; settle or release it, or let it
   expire (expired ones are purged first);
@@ -20,13 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from loguru import logger
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from spendgate.config import BudgetConfig
+from spendgate.core.connection import client_for, client_name
 from spendgate.core.keys import Keys
 from spendgate.ops.base import text
 from spendgate.rebucket.keyspace import Kind, classify, home_of
 from spendgate.rebucket.layout import Layouts
 from spendgate.rebucket.mover import scan_keys
 
-__all__ = ["refusals"]
+__all__ = ["connected_managers", "refusals"]
 
 #: why a kind of key is refused on a sharded layout
 _SHARDED_REFUSES = {
@@ -103,3 +112,50 @@ async def _unread(redis: Any, keys: Keys, reasons: _Reasons) -> None:
                     "(run the flusher or the dispatcher until it is)",
                     f"{stream} group {text(group['name'])}",
                 )
+
+
+async def connected_managers(config: BudgetConfig, redis: Any = None) -> list[str]:
+    """The refusal when managers of the deployment are connected to its
+    Redis (to any master of a cluster), else none. Asked on a connection of
+    its own (not named as theirs), else through ``redis``; on the embedded
+    store, not at all (no other process reaches it)."""
+    client = redis
+    if config.redis_url:
+        client = client_for(
+            config.redis_url,
+            cluster=config.redis_cluster,
+            socket_timeout=30,
+            socket_connect_timeout=5,
+        )
+    if client is None:
+        return []
+    try:
+        if isinstance(client, RedisCluster):
+            found = await client.client_list(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            found = await client.client_list()
+    except ResponseError as exc:  # (CLIENT LIST not allowed: a managed Redis)
+        logger.warning(
+            "spendgate: could not list the clients of Redis ({}): make sure no "
+            "manager of the deployment runs",
+            exc,
+        )
+        return []
+    finally:
+        if client is not redis:
+            await client.aclose()
+    name = client_name(config.key_prefix)
+    lists = found.values() if isinstance(found, dict) else [found]
+    named = [
+        c
+        for clients in lists
+        for c in clients
+        # (not the connection asking, should it be named so)
+        if c.get("name") == name and c.get("cmd") != "client|list"
+    ]
+    if not named:
+        return []
+    return [
+        f"managers of the deployment are connected (stop them first): "
+        f"{len(named)} connections named {name}, e.g. from {named[0].get('addr')}"
+    ]
