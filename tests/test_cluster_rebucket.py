@@ -106,6 +106,10 @@ async def test_one_bucket_to_sixteen_and_back_keeps_every_balance_and_cap(
             with pytest.raises(BudgetExceededError):
                 await budget.reserve("another", Decimal("0.000001"), "p")
             await budget.release(lease)
+            # (its connections, named for the deployment, on every master
+            # it reached: the run would be refused while it is open)
+            dry = await rebucket(sixteen, 1, dry_run=True)
+            assert [r for r in dry.refusals if "are connected" in r]
 
         report = await rebucket(sixteen, 1)
         assert report.moved > 0 and not report.refusals
