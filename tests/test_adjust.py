@@ -8,7 +8,7 @@ or month; a lowering stops at zero and the entry records what was applied;
 an idempotency key replays (once) or conflicts (and nothing changes); every
 bad input is a typed error and changes nothing; 200 concurrent lowerings
 never take the counter below zero; a correction made while Redis is down is
-spooled and applied exactly once when it returns (``test_spool``'s
+spooled and applied exactly once when it returns (``spool_helpers``'
 switchable client). The HTTP route and the CLI are driven in process
 (``httpx.ASGITransport``) and as a process.
 """
@@ -39,7 +39,7 @@ from spendgate import (
 )
 from spendgate.core.protocol import FIELD
 from spendgate.server import create_app
-from test_spool import _drained, _manager, _Switch, flaky  # noqa: F401
+from spool_helpers import _drained, _manager, _Switch, flaky  # noqa: F401
 
 TODAY = "20260315"  # the conftest clock's day
 

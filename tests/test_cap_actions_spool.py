@@ -3,7 +3,7 @@
 Spool: charges made while Redis is down (``down``: the call never reaches
 it) or whose reply was lost (``lost_reply``: applied, then spooled anyway)
 are replayed from the spool (the switchable clients of
-``tests/test_spool.py``); each crossing must be written exactly once.
+``tests/spool_helpers.py``); each crossing must be written exactly once.
 
 Switch: the scripts of a deployment with no cap actions and no low balance
 amount carry none of their lines (``spendgate.core.hooks.HOOKS``): each
@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from spendgate import BudgetConfig, BudgetManager
 from spendgate.core import scripts
 from spendgate.core.scripts import SCRIPT_NAMES, configured_source, lua_dir
+from spool_helpers import _drained, _manager, _Switch, flaky  # noqa: F401
 from test_cap_actions import crossings, events_of
-from test_spool import _drained, _manager, _Switch, flaky  # noqa: F401
 
 Flaky = tuple[aioredis.Redis, _Switch, str]
 

@@ -1,6 +1,6 @@
 """Grants and refunds are facts: spooled while Redis is down, replayed once.
 
-How: the switchable client of ``test_spool`` (its ``flaky`` fixture: real
+How: the switchable client of ``spool_helpers`` (its ``flaky`` fixture: real
 Redis and fakeredis) refuses every script while "down"; a credit with its
 grant terms and a refund are spooled, then replayed when it is back, and a
 refund Redis refuses on replay goes to the dead letters.
@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from conftest import FakeClock
 from spendgate.durability.spool import decode_fact
-from test_spool import _drained, _manager, _Switch, flaky
+from spool_helpers import _drained, _manager, _Switch, flaky
 
 __all__ = ["flaky"]  # (the fixture, used by name)
 

@@ -4,7 +4,7 @@ How: charges and credits on a team's pool are flushed by a ``Flusher`` into a
 freshly migrated database (``pg_fixtures``' ``ledger_dsn``, real Redis), the
 rows are read back with asyncpg (``team_id`` on each; a pool's credit is a
 ``grant`` row with no user), and ``Analytics`` reports spend by team and by
-member, net of refunds. The spool tests use ``test_spool``'s switchable
+member, net of refunds. The spool tests use ``spool_helpers``' switchable
 client (real Redis and fakeredis): a team record, a team settle and a team
 credit made while Redis is "down", or whose reply was lost, are replayed
 exactly once, even after the member was removed meanwhile.
@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from conftest import MakeBudget
 from spendgate import Analytics, Flusher
 from spendgate.core.protocol import FIELD
-from test_spool import _drained, _manager, _Switch, flaky
+from spool_helpers import _drained, _manager, _Switch, flaky
 
 __all__ = ["flaky"]  # (the fixture, used by name)
 

@@ -38,10 +38,10 @@ from spendgate import (
 )
 from spendgate.cli import EXIT_OK
 from spendgate.core.protocol import FIELD
+from spool_helpers import _drained, _manager, _Switch, flaky
 from test_cli import _budget_call, _run, prefix
 from test_ledger_net import _flush
 from test_server import AUTH, MakeClient, make_client
-from test_spool import _drained, _manager, _Switch, flaky
 from test_teams import _entries, _snapshot
 
 __all__ = ["flaky", "make_client", "prefix"]  # (fixtures, used by name)
