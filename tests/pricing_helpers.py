@@ -1,7 +1,10 @@
 """What the pricing tests share: ``D`` (``Decimal``), bursar's README
 "Basic config" as JSON and as YAML, DESIGN.md's book, and ``usage``, which
 builds a ``UsageMetrics`` (tests/test_pricing_engine.py,
-tests/test_pricing_engine_loading.py, tests/test_pricing_engine_types.py)."""
+tests/test_pricing_engine_loading.py, tests/test_pricing_engine_types.py);
+``VARS``, a value for each of bursar's metrics, that expressions are
+evaluated against (tests/test_pricing_expressions.py,
+tests/test_pricing_expressions_hostile.py)."""
 
 from __future__ import annotations
 
@@ -61,3 +64,16 @@ DESIGN = {
 
 def usage(**fields: Any) -> UsageMetrics:
     return UsageMetrics(**fields)
+
+
+VARS = {
+    "input_tokens": 500,
+    "output_tokens": 200,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 7,
+    "tool_calls": 3,
+    "search_queries": 2,
+    "search_results": 10,
+    "web_search_calls": 1,
+    "code_exec_calls": 0,
+}
