@@ -4,7 +4,8 @@ and where cap actions are off; a charge's answer carries the thresholds it
 reached in ``warn`` scopes; the threshold events reach a webhook (a local
 receiver that fails the first three requests), signed, each processed once.
 In process, as ``tests/test_server.py``, ``tests/test_cli.py`` and
-``tests/test_events_webhook.py`` run them (their fixtures)."""
+``tests/test_events_webhook.py`` run them (their fixtures and helpers:
+tests/server_helpers.py, cli_helpers.py, webhook_helpers.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from collections import Counter
 import pytest
 import redis.asyncio as aioredis
 
+from cli_helpers import _budget_call, _run, prefix  # noqa: F401
 from conftest import MakeBudget
+from events_helpers import config_of
+from server_helpers import AUTH, MakeClient, make_client  # noqa: F401
 from spendgate.cli import EXIT_OK, EXIT_USAGE
 from spendgate.events import EventDispatcher
-from test_cli import _budget_call, _run, prefix  # noqa: F401
-from test_events import config_of
-from test_events_webhook import Receiver, sink
-from test_server import AUTH, MakeClient, make_client  # noqa: F401
+from webhook_helpers import Receiver, sink
 
 
 async def test_put_limits_sets_and_shows_an_action(

@@ -26,9 +26,7 @@ from cli_helpers import _budget_call, _dead_port, _run, prefix
 from conftest import REDIS_URL
 from spendgate.cli import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 
-#: (``prefix`` is the fixture, used by name; the other CLI test files import
-#: these three from here)
-__all__ = ["_budget_call", "_run", "prefix"]
+__all__ = ["prefix"]  # (the fixture, used by name)
 
 
 # -- help ------------------------------------------------------------------------

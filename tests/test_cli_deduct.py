@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from cli_helpers import _budget_call, _run, prefix
 from spendgate.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from test_cli import _budget_call, _run, prefix
 
 __all__ = ["prefix"]  # (the fixture, used by name)
 

@@ -14,9 +14,9 @@ import json
 
 import pytest
 
+from cli_helpers import _budget_call, _run, prefix
 from spendgate import BudgetExceededError
 from spendgate.cli import EXIT_OK, EXIT_USAGE
-from test_cli import _budget_call, _run, prefix
 
 __all__ = ["prefix"]  # (the fixture, shared with test_cli)
 

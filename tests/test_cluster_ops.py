@@ -23,6 +23,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
+from flusher_helpers import assert_exactly_once, make_facts
 from pg_server import wait_for
 from redis_cluster import LocalCluster
 from spendgate import (
@@ -36,7 +37,6 @@ from spendgate.cli import main
 from spendgate.core.store import ClusterStore, Store
 from spendgate.ledger.flusher import DEFAULT_GROUP
 from spendgate.ledger.reconcile import reconcile
-from test_flusher import assert_exactly_once, make_facts
 
 pytest_plugins = ("pg_fixtures",)
 pytestmark = pytest.mark.redis

@@ -16,10 +16,10 @@ from datetime import timedelta
 
 import pytest
 
+from cli_helpers import _budget_call, _run, prefix
 from conftest import FakeClock
+from server_helpers import AUTH, MakeClient, make_client
 from spendgate.cli import EXIT_OK, EXIT_USAGE
-from test_cli import _budget_call, _run, prefix
-from test_server import AUTH, MakeClient, make_client
 
 __all__ = ["make_client", "prefix"]  # (fixtures, used by name)
 

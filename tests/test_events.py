@@ -30,14 +30,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import MakeBudget
-from events_helpers import FAST, _xlen_is, add_event, config_of, until
+from events_helpers import _xlen_is, add_event, until
 from spendgate import BudgetConfig, BudgetManager, InvalidArgumentError
 from spendgate.core.protocol import EventType
 from spendgate.events import Event, EventHandlers
-
-#: (the other event test files import these from here)
-__all__ = ["FAST", "add_event", "config_of", "until"]
-
 
 # -- the manager's dispatcher ---------------------------------------------------------
 

@@ -25,11 +25,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import MakeBudget
+from events_helpers import FAST
 from spendgate import BudgetManager, Flusher
 from spendgate.core.scripts import lua_dir
 from spendgate.events import EventDispatcher, EventHandlers
 from spendgate.ledger.flusher import DEFAULT_GROUP
-from test_events import FAST
 
 # ledger_dsn, pg_dsn
 pytest_plugins = ("pg_fixtures",)

@@ -30,11 +30,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import MakeBudget
+from events_helpers import add_event, config_of
 from spendgate import BudgetConfig, BudgetManager
 from spendgate.errors import ConfigurationError, WebhookError
 from spendgate.events import Event, EventDispatcher
 from spendgate.events.webhook import WebhookSink, sign, verify_signature
-from test_events import add_event, config_of
 from webhook_helpers import SECRET, Receiver, sink
 
 

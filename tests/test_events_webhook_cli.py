@@ -25,11 +25,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, real_redis_available, service_missing
+from events_helpers import FAST, until
 from spendgate import BudgetConfig, BudgetManager
 from spendgate.cli import main
 from spendgate.core.keys import Keys
 from spendgate.events import EventDispatcher
-from test_events import FAST, until
 from webhook_helpers import SECRET, Receiver, sink
 
 # -- the CLI ---------------------------------------------------------------------------

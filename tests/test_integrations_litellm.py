@@ -50,9 +50,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
 )
 
-#: (the fixtures, used by name; tests/test_litellm_streaming.py imports these
-#: from here)
-__all__ = ["MESSAGES", "Recorder", "_restore_litellm_callbacks", "install", "recorder"]
+__all__ = ["_restore_litellm_callbacks", "recorder"]  # (the fixtures, used by name)
 
 
 async def test_completion_is_charged_at_litellms_price(

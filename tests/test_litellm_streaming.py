@@ -27,16 +27,16 @@ import litellm
 import pytest
 
 from conftest import MakeBudget
-from spendgate import BudgetExceededError, BudgetManager
-from spendgate.core.money import charge_micros, from_micros
-from spendgate.integrations.litellm import SpendgateCallback
-from spendgate.integrations.litellm_stream import stream_call_id
-from test_integrations_litellm import (  # (its fixture restores LiteLLM's lists)
+from litellm_helpers import (  # (its fixture restores LiteLLM's lists)
     MESSAGES,
     Recorder,
     _restore_litellm_callbacks,
     install,
 )
+from spendgate import BudgetExceededError, BudgetManager
+from spendgate.core.money import charge_micros, from_micros
+from spendgate.integrations.litellm import SpendgateCallback
+from spendgate.integrations.litellm_stream import stream_call_id
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"

@@ -15,10 +15,10 @@ import json
 
 import pytest
 
+from cli_helpers import _budget_call, _run, prefix
+from server_helpers import AUTH, MakeClient, make_client
 from spendgate import BudgetExceededError
 from spendgate.cli import EXIT_OK, EXIT_USAGE
-from test_cli import _budget_call, _run, prefix
-from test_server import AUTH, MakeClient, make_client
 
 __all__ = ["make_client", "prefix"]  # (the fixtures, shared)
 

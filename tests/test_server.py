@@ -30,8 +30,7 @@ from server_helpers import AUTH, KEY, MakeClient, make_client
 from spendgate import BudgetConfig, ConfigurationError
 from spendgate.server import BALANCE_RETRY_AFTER_SECONDS, create_app
 
-# (the fixture, imported; other test modules import it from here)
-__all__ = ["make_client"]
+__all__ = ["make_client"]  # (the fixture, used by name)
 
 
 # -- health and auth -----------------------------------------------------------

@@ -11,7 +11,7 @@ cap, 422 a bad role).
 
 from __future__ import annotations
 
-from test_server import AUTH, MakeClient, make_client
+from server_helpers import AUTH, MakeClient, make_client
 
 __all__ = ["make_client"]  # (the fixture, used by name)
 

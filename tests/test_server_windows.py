@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from conftest import FakeClock
-from test_server import AUTH, MakeClient, make_client
+from server_helpers import AUTH, MakeClient, make_client
 
 __all__ = ["make_client"]  # (the fixture, shared with test_server)
 

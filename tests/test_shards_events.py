@@ -28,13 +28,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, MakeBudget
+from events_helpers import add_event, config_of, until
 from spendgate import BudgetManager
 from spendgate.cli import main
 from spendgate.core.shards import bucket_of
 from spendgate.events import Event, EventDispatcher, EventHandlers
 from spendgate.events.webhook import WebhookSink
-from test_events import add_event, config_of, until
-from test_events_webhook import SECRET, Receiver
+from webhook_helpers import SECRET, Receiver
 
 #: 40 users whose buckets cover all 8 (and all 16) buckets
 USERS = [f"u{i}" for i in range(40)]

@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, MakeBudget
+from flusher_helpers import assert_exactly_once
 from pg_server import wait_for
 from spendgate import (
     BudgetConfig,
@@ -32,7 +33,6 @@ from spendgate.core.keys import Keys
 from spendgate.ledger.flusher import DEFAULT_GROUP
 from spendgate.ledger.reconcile import reconcile
 from spendgate.server.metrics import ServerMetrics
-from test_flusher import assert_exactly_once
 
 pytest_plugins = ("pg_fixtures",)
 pytestmark = [

@@ -28,7 +28,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from cli_helpers import _budget_call, _run, prefix
 from conftest import FakeClock, MakeBudget
+from server_helpers import AUTH, MakeClient, make_client
 from spendgate import (
     Analytics,
     BudgetManager,
@@ -39,9 +41,7 @@ from spendgate import (
 from spendgate.cli import EXIT_OK
 from spendgate.core.protocol import FIELD
 from spool_helpers import _drained, _manager, _Switch, flaky
-from test_cli import _budget_call, _run, prefix
 from test_ledger_net import _flush
-from test_server import AUTH, MakeClient, make_client
 from test_teams import _entries, _snapshot
 
 __all__ = ["flaky", "make_client", "prefix"]  # (fixtures, used by name)
