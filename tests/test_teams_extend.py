@@ -1,24 +1,25 @@
 """``extend`` of a team lease: a stream charged to a team's pool grows its
-hold (``lua/team_extend.lua``).
+hold (``lua/team_extend.lua``), and gives it all back.
 
 How: on both backends, a team lease is extended and every place a team hold
 is kept is read raw after each step: the hold's record, the pool's balance
 and held amount (``tpool:``), the member's held amount (``theld:``), the
 hold's entry among the team's holds (``tholds:``, its encoded amount and
 expiry score) and the user's, project's and global held amounts (``r:``),
-with ``model_caps`` the model's (``mr:``). A later settle, release or expiry
-must give back exactly the whole hold. Each refusal (the member's cap, the
-pool, the user's own cap, a model's cap, a removed member, a finished
-lease) is checked to change no key at all; 100 concurrent extends against a
-member's cap admit exactly up to it; a ``LeaseMeter`` streams on a team
-lease up to the pool; a lease of the user's own extends as before.
+with ``model_caps`` the model's (``mr:``).
+A later settle, release or expiry must give back exactly the whole hold; a
+later expiry moves the team's entry too; a zero hold grows into the team's
+count; an idempotency key tops a hold up once; 100 concurrent extends
+against a member's cap admit exactly up to it; a ``LeaseMeter`` streams on
+a team lease up to the pool; a lease of the user's own extends as before;
+without ``model_caps`` the script links none of the model's helpers. The
+refusals are in tests/test_teams_extend_refusals.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -29,57 +30,11 @@ from spendgate import (
     IdempotencyConflictError,
     Lease,
     LeaseStateError,
-    NotATeamMemberError,
 )
 from spendgate.core.protocol import FIELD
 from spendgate.core.scripts import SCRIPT_CONSTANTS, configured_source
-from test_teams import _entries, _snapshot
-
-GPT = "gpt-4o"
-
-
-async def _team(budget: BudgetManager, balance: Any = 100, **caps: Any) -> None:
-    await budget.create_team("eng", initial_balance=balance)
-    await budget.add_team_member("eng", "ada", **caps)
-
-
-async def _kept(budget: BudgetManager, project: str = "p1") -> dict[str, Any]:
-    """Where the team's holds are kept, raw (micro-units; None: no key or
-    field): the pool's balance and held amount, the member's held amount,
-    the team's pending hold entries with their scores, and the held amounts
-    of the user, the project and global."""
-    redis, keys = budget.redis, budget.keys
-    team, _, member_held, holds, _, _ = keys.team_keys("eng", "", "")
-    balance, held = await redis.hmget(team, "b", "h")
-    entries = await redis.zrange(holds, 0, -1, withscores=True)
-
-    async def number(key: str) -> int | None:
-        value = await redis.get(key)
-        return None if value is None else int(value)
-
-    return {
-        "pool": int(balance),
-        "pool_held": int(held or 0),
-        "member_held": await redis.hget(member_held, "ada"),
-        "entries": [(e.decode(), int(score)) for e, score in entries],
-        "user": await number(keys.held("user", "ada")),
-        "project": await number(keys.held("project", project)),
-        "global": await number(keys.held("global", "")),
-    }
-
-
-def _freed(pool: int) -> dict[str, Any]:
-    """What :func:`_kept` reads once no hold is pending: the pool's balance
-    alone, no held amount anywhere (every key or field gone at zero)."""
-    return {
-        "pool": pool,
-        "pool_held": 0,
-        "member_held": None,
-        "entries": [],
-        "user": None,
-        "project": None,
-        "global": None,
-    }
+from teams_extend_helpers import GPT, _freed, _kept, _team
+from test_teams import _entries
 
 
 def _entry(amount: int, lease: Lease) -> str:
@@ -133,88 +88,6 @@ async def test_an_extension_by_id_answers_the_team_lease(
     assert (await budget.get_team("eng")).held == Decimal("3.5")
     assert await budget.release(lease.id) is True
     assert (await _kept(budget))["pool_held"] == 0
-
-
-@pytest.mark.parametrize(
-    ("limit", "scope", "window"),
-    [
-        ("member", "team_member", "daily"),
-        ("pool", "team", "balance"),
-        ("user", "user", "daily"),
-        ("project", "project", "daily"),
-    ],
-)
-async def test_a_refused_extension_changes_nothing(
-    budget: BudgetManager, limit: str, scope: str, window: str
-) -> None:
-    # each test one binding limit at 10, the others well above
-    await _team(
-        budget,
-        balance=10 if limit == "pool" else 100,
-        daily_cap=10 if limit == "member" else 50,
-    )
-    if limit in ("user", "project"):
-        await budget.set_limits(limit, "ada" if limit == "user" else "p1", daily=10)
-    lease = await budget.reserve("ada", 6, "p1", team_id="eng")
-    before = await _snapshot(budget)
-    with pytest.raises(BudgetExceededError) as refused:
-        await budget.extend(lease, 5)
-    error = refused.value
-    assert (error.scope, error.window, error.limit) == (scope, window, 10)
-    assert (error.held, error.requested) == (6, 5)
-    assert await _snapshot(budget) == before
-    assert lease.amount == 6  # the Lease given is left as it was
-    # what fits is admitted: up to the limit exactly
-    await budget.extend(lease, 4)
-    assert (await budget.get_team("eng")).held == 10
-
-
-async def test_the_pool_refusal_counts_other_members_holds(
-    budget: BudgetManager,
-) -> None:
-    await _team(budget, balance=10)
-    await budget.add_team_member("eng", "bob")
-    lease = await budget.reserve("ada", 2, team_id="eng")
-    await budget.reserve("bob", 7, team_id="eng")
-    with pytest.raises(BudgetExceededError) as refused:
-        await budget.extend(lease, 2)
-    assert (refused.value.scope, refused.value.held) == ("team", 9)
-    await budget.extend(lease, 1)
-    team = await budget.get_team("eng")
-    assert (team.held, team.available, team.members["ada"].held) == (10, 0, 3)
-
-
-async def test_a_model_cap_refuses_an_extension_at_the_leases_model(
-    make_budget: MakeBudget,
-) -> None:
-    capped = make_budget(model_caps=True)
-    await _team(capped)
-    await capped.set_limits("user", "ada", model=GPT, daily=5)
-    lease = await capped.reserve("ada", 2, "p1", team_id="eng", model=GPT)
-    await capped.extend(lease, 1)
-    mr = capped.keys.model_held("user", "ada", GPT)
-    assert await capped.redis.get(mr) == b"3000000"
-    before = await _snapshot(capped)
-    with pytest.raises(BudgetExceededError) as refused:
-        await capped.extend(lease.id, 3)
-    error = refused.value
-    assert (error.model, error.scope, error.limit, error.held) == (GPT, "user", 5, 3)
-    assert await _snapshot(capped) == before
-    # another model's lease is not bound by it
-    other = await capped.reserve("ada", 2, "p1", team_id="eng", model="gpt-4o-mini")
-    await capped.extend(other, 10)
-    await capped.extend(lease, 2)
-    assert await capped.redis.get(mr) == b"5000000"
-    project_mr = capped.keys.model_held("project", "p1", GPT)
-    assert await capped.redis.get(project_mr) == b"5000000"
-    # the settle frees the model's held amount of the whole hold
-    await capped.settle(lease, 4)
-    assert await capped.redis.get(mr) is None
-    assert await capped.redis.get(project_mr) is None
-    spent = (await capped.get_usage("ada", model=GPT))["user"].model
-    assert spent is not None and spent.daily.spent == 4
-    await capped.release(other)
-    assert await _kept(capped) == _freed(96_000_000)
 
 
 async def test_release_and_expiry_after_extensions_give_back_the_whole_hold(
@@ -299,49 +172,6 @@ async def test_a_zero_team_hold_grows_into_the_teams_count(
     assert (kept["pool"], kept["pool_held"], kept["entries"]) == (4_000_000, 0, [])
 
 
-async def test_a_removed_members_lease_is_not_extended_but_still_settles(
-    budget: BudgetManager,
-) -> None:
-    await _team(budget)
-    lease = await budget.reserve("ada", 2, team_id="eng")
-    await budget.remove_team_member("eng", "ada")
-    before = await _snapshot(budget)
-    with pytest.raises(NotATeamMemberError):
-        await budget.extend(lease, 1)
-    with pytest.raises(NotATeamMemberError):
-        await budget.extend(lease.id, 0, ttl_seconds=3600)  # nor more time
-    assert await _snapshot(budget) == before
-    await budget.settle(lease, 2)
-    kept = await _kept(budget)
-    assert (kept["pool"], kept["pool_held"], kept["member_held"]) == (
-        98_000_000,
-        0,
-        None,
-    )
-
-
-async def test_finished_and_unknown_team_leases_are_refused(
-    budget: BudgetManager, clock: FakeClock
-) -> None:
-    await _team(budget)
-    settled = await budget.reserve("ada", 1, team_id="eng")
-    released = await budget.reserve("ada", 1, team_id="eng")
-    expired = await budget.reserve("ada", 1, team_id="eng", ttl_seconds=1)
-    await budget.settle(settled, 1)
-    await budget.release(released)
-    clock.advance(2)
-    before = await _snapshot(budget)
-    for lease, state in (
-        (settled, "settled"),
-        (released, "released"),
-        (expired, "expired"),
-        ("0" * 28 + ".eng", "unknown"),
-    ):
-        with pytest.raises(LeaseStateError, match=state):
-            await budget.extend(lease, 1)
-    assert await _snapshot(budget) == before
-
-
 async def test_an_idempotency_key_tops_a_team_hold_up_once(
     budget: BudgetManager,
 ) -> None:
@@ -409,26 +239,6 @@ async def test_a_lease_of_the_users_own_is_extended_as_before(
     assert (await budget.get_usage("ada"))["user"].held == 5
 
 
-@pytest.mark.parametrize(
-    ("setting", "window"),
-    [("weekly_user_limit", "weekly"), ("per_minute_user_limit", "minute")],
-)
-async def test_the_users_weekly_and_per_minute_caps_bind_an_extension(
-    make_budget: MakeBudget, setting: str, window: str
-) -> None:
-    budget = make_budget(**{setting: 5}, cap_actions=True)
-    await _team(budget)
-    lease = await budget.reserve("ada", 2, team_id="eng")
-    await budget.extend(lease, 3)  # 5: up to the cap exactly
-    before = await _snapshot(budget)
-    with pytest.raises(BudgetExceededError) as refused:
-        await budget.extend(lease, 1)
-    assert (refused.value.scope, refused.value.window) == ("user", window)
-    assert await _snapshot(budget) == before
-    await budget.settle(lease, 4)
-    assert (await budget.get_team("eng")).balance == 96
-
-
 def test_without_model_caps_team_extend_carries_nothing_of_them() -> None:
     constants = {name: "0" for name in SCRIPT_CONSTANTS}
     constants.update(BASE="sg:{sg}:", LOW_BALANCE="-1")
@@ -436,27 +246,6 @@ def test_without_model_caps_team_extend_carries_nothing_of_them() -> None:
     on = configured_source("team_extend", {**constants, "MODEL_CAPS": "1"})
     for helper in (b"model_admit", b"model_add_held"):
         assert helper not in off and helper in on
-
-
-async def test_a_hold_the_teams_purge_let_go_is_not_grown_again(
-    make_budget: MakeBudget,
-) -> None:
-    """A manager whose clock runs ahead (here: the system's, months after
-    the test clock's) purges the team's holds it sees expired; a hold still
-    pending by the extending manager's clock is then gone for the team, and
-    its extension is refused as expired rather than held again."""
-    budget = make_budget()
-    await _team(budget)
-    lease = await budget.reserve("ada", 2, team_id="eng")
-    ahead = make_budget(use_clock=False)
-    assert (await ahead.get_team("eng")).held == 0
-    before = await _snapshot(budget)
-    with pytest.raises(LeaseStateError, match="expired"):
-        await budget.extend(lease, 1)
-    assert await _snapshot(budget) == before
-    await budget.settle(lease, 2)  # (a fact: still charged to the pool)
-    kept = await _kept(budget)
-    assert (kept["pool"], kept["pool_held"], kept["user"]) == (98_000_000, 0, None)
 
 
 async def test_a_lease_meter_streams_on_a_team_lease_up_to_the_pool(
