@@ -59,6 +59,7 @@ import test_refunds
 import test_reserve_up_to
 import test_transactions
 import test_velocity
+import test_velocity_keys
 from test_model_caps import capped  # noqa: F401  (its tests' fixture)
 
 pytest_plugins = ("pg_fixtures",)
@@ -102,6 +103,7 @@ _MODULES: tuple[ModuleType, ...] = (
     test_reserve_up_to,
     test_transactions,
     test_velocity,
+    test_velocity_keys,
 )
 
 # -- what cannot run sharded, and why ---------------------------------------------
@@ -171,7 +173,7 @@ _LEFT_OUT = {
     "test_usage_shows_each_scopes_action": _SHARED_ACTIONS,
     # test_model_caps
     "test_200_concurrent_reserves_admit_exactly_the_model_cap": _CAPS,
-    # test_velocity
+    # test_velocity, test_velocity_keys
     "test_the_global_minute_is_shared_by_every_user": _CAPS,
     "test_the_kill_switch_refuses_for_its_time_and_writes_one_event": _CAPS,
     "test_a_per_minute_cap_keeps_a_minute_only_where_it_applies": _ROOT,
