@@ -1,5 +1,5 @@
 """What the CLI tests share (tests/test_cli.py, tests/test_cli_environment.py,
-and the other CLI test files through ``test_cli``): the ``prefix`` fixture,
+and the other CLI test files): the ``prefix`` fixture,
 which points ``SPENDGATE_*`` at the real Redis under a key prefix of the
 test's own (a daily user cap of 10, balances enforced) and deletes its keys
 after; ``_budget_call``, which calls a ``BudgetManager`` method on that Redis

@@ -1,6 +1,6 @@
 """What the event tests share (tests/test_events.py,
-tests/test_events_recovery.py, and the other event test files through
-``test_events``): ``FAST``, settings that make retries quick; ``until``, a
+tests/test_events_recovery.py, and the other event test files): ``FAST``,
+settings that make retries quick; ``until``, a
 bounded wait on a state (never on a duration); ``add_event``, which appends
 an event to the events stream with the protocol's fields, as a script
 would; ``config_of``, a manager's settings with ``FAST`` and more;

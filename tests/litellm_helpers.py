@@ -1,6 +1,6 @@
 """What the LiteLLM callback tests share (tests/test_integrations_litellm.py,
-tests/test_integrations_litellm_pricing.py, and tests/test_litellm_streaming.py
-through ``test_integrations_litellm``): ``MESSAGES``, the prompt; ``Recorder``,
+tests/test_integrations_litellm_pricing.py, tests/test_litellm_streaming.py):
+``MESSAGES``, the prompt; ``Recorder``,
 a ``CustomLogger`` that keeps what LiteLLM reported (usage, its own
 ``response_cost``) to compare the charges with, and its ``recorder`` fixture;
 the autouse ``_restore_litellm_callbacks`` fixture, which puts LiteLLM's

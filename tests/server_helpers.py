@@ -1,6 +1,5 @@
-"""What the in-process server tests share (tests/test_server.py,
-tests/test_server_admin.py, tests/test_server_faults.py, and the other
-server tests that import them through tests/test_server.py): the API key
+"""What the in-process server tests share (tests/test_server*.py and the
+other tests that drive the app): the API key
 the apps accept, the ``Authorization`` header that carries it, and the
 ``make_client`` fixture (a client of an app over a fresh budget from the
 conftest ``make_budget`` fixture, talking through ``httpx.ASGITransport``,
