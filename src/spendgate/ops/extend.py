@@ -111,8 +111,8 @@ class Extensions(Leases):
         reply = await self._store.run("extend", keys, args + (plan,))
         if reply[0] == Reply.MOVED:  # (a rebucketing moved the finished hold:
             # its state answers there, by the hold's key alone)
-            moved = moved_home(self.keys, reply[1]).hold(lease_id)
-            reply = await self._store.run("extend", (moved, moved), args + (plan,))
+            keys = (moved_home(self.keys, reply[1]).hold(lease_id),) * 2
+            reply = await self._store.run("extend", keys, args + (plan,))
         if reply[0] == Reply.ESCROW:  # (sharded: its bucket borrows first)
             reply = await self._escrowed("extend", keys, args + (plan,), reply)
         if reply[0] == Reply.STALE_PRICE:
