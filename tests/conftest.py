@@ -34,6 +34,12 @@ from spendgate import BudgetConfig, BudgetManager
 logger.enable("spendgate")
 
 REDIS_URL = os.environ.get("SPENDGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+#: the test modules that run LiteLLM: it builds some pydantic models lazily
+#: (mid-test), and their warnings are LiteLLM's to fix, not failures of ours
+LITELLM_WARNINGS = pytest.mark.filterwarnings(
+    "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
+)
 POSTGRES_DSN = os.environ.get(
     "SPENDGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -26,7 +26,7 @@ from pathlib import Path
 import litellm
 import pytest
 
-from conftest import MakeBudget
+from conftest import LITELLM_WARNINGS, MakeBudget
 from litellm_helpers import (
     MESSAGES,
     Recorder,
@@ -44,11 +44,7 @@ from spendgate import (
 )
 from spendgate.integrations.litellm import SpendgateCallback
 
-# LiteLLM's own models trip pydantic warnings when it builds them lazily
-# (mid-test); they are LiteLLM's to fix, not failures of ours.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
-)
+pytestmark = LITELLM_WARNINGS
 
 __all__ = ["_restore_litellm_callbacks", "recorder"]  # (the fixtures, used by name)
 

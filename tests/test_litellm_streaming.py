@@ -26,7 +26,7 @@ from typing import Any
 import litellm
 import pytest
 
-from conftest import MakeBudget
+from conftest import LITELLM_WARNINGS, MakeBudget
 from litellm_helpers import (  # (its fixture restores LiteLLM's lists)
     MESSAGES,
     Recorder,
@@ -38,9 +38,7 @@ from spendgate.core.money import charge_micros, from_micros
 from spendgate.integrations.litellm import SpendgateCallback
 from spendgate.integrations.litellm_stream import stream_call_id
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
-)
+pytestmark = LITELLM_WARNINGS
 __all__ = ["_restore_litellm_callbacks"]
 
 MODEL = "gpt-4o"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from conftest import LITELLM_WARNINGS
 from pricing_helpers import D
 from spendgate import (
     BudgetConfig,
@@ -26,10 +27,7 @@ from spendgate import (
 )
 from spendgate.pricing import Pricing
 
-# LiteLLM builds some pydantic models lazily; their warnings are LiteLLM's.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
-)
+pytestmark = LITELLM_WARNINGS
 
 
 def cost_map(**entries: dict[str, Any]) -> dict[str, dict[str, Any]]:

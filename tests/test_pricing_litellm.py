@@ -23,13 +23,11 @@ from typing import Any
 
 import pytest
 
+from conftest import LITELLM_WARNINGS
 from pricing_helpers import D
 from spendgate.pricing import Pricing
 
-# LiteLLM builds some pydantic models lazily; their warnings are LiteLLM's.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Items? .* using the `ReadOnly` qualifier:UserWarning"
-)
+pytestmark = LITELLM_WARNINGS
 
 
 # -- against LiteLLM itself ----------------------------------------------------
