@@ -174,19 +174,8 @@ class Escrowing(Operations):
         if loan.amount >= want:
             return None
         # The root has too little left: what the other buckets neither spent
-        # nor hold goes back to it, and it lends again. One such sweep of a
-        # scope at a time (in this manager): two at once would each take
-        # back what the other was just lent.
-        sweeps = self._sweeps
-        if sweeps is None:
-            sweeps = self._sweeps = {}
-        sweep = sweeps.get(spent_key)
-        if sweep is None:
-            if len(sweeps) > _KEPT:  # (those of past windows go, idle)
-                for idle in [k for k, lock in sweeps.items() if not lock.locked()]:
-                    del sweeps[idle]
-            sweep = sweeps[spent_key] = asyncio.Lock()
-        async with sweep:
+        # nor hold goes back to it, and it lends again.
+        async with self._sweep_lock(spent_key):
             got = loan.amount
             more = await self._lend(
                 bucket, scope, scope_id, window_id, cap, want - got, 0, ttl_ms
@@ -218,6 +207,20 @@ class Escrowing(Operations):
                     del quiet[ended]
             quiet[spent_key] = now_ms + QUIET_MS
         return self._spent(short, more.lent, got)
+
+    def _sweep_lock(self, spent_key: tuple[str, str, str]) -> asyncio.Lock:
+        """One sweep of a scope and window at a time (in this manager): two
+        at once would each take back what the other was just lent."""
+        sweeps = self._sweeps
+        if sweeps is None:
+            sweeps = self._sweeps = {}
+        sweep = sweeps.get(spent_key)
+        if sweep is None:
+            if len(sweeps) > _KEPT:  # (those of past windows go, idle)
+                for idle in [k for k, lock in sweeps.items() if not lock.locked()]:
+                    del sweeps[idle]
+            sweep = sweeps[spent_key] = asyncio.Lock()
+        return sweep
 
     async def _lend(
         self,

@@ -98,9 +98,7 @@ async def rebucket(
     from_buckets = config.cluster_buckets
     at = Layouts(config.key_prefix, from_buckets, to_buckets)
     report = RebucketReport(from_buckets, to_buckets, dry_run)
-    # (asked before this run's own manager connects: its connections are
-    # named as the deployment's managers')
-    running = await connected_managers(config, redis)
+    running = await connected_managers(config, redis)  # (before ours connects)
     # (not opened with open(): that refuses keys laid out for another count)
     budget = BudgetManager(config, redis=redis, clock=clock)
     try:
