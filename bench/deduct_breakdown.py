@@ -14,6 +14,13 @@ the machine's Redis (db 12, a prefix of its own, deleted afterwards):
   argument: what the breakdown's JSON costs on the wire and in ``XADD``;
 - ``EVALSHA trivial, deduct's args``: a script that only answers, with the
   same arguments: ``raw`` minus this is ``deduct.lua``'s own work;
+- ``EVALSHA, the least a deduct does``: :data:`LEAST_DEDUCT` with the same
+  arguments, on keys of its own: only the commands the contract cannot do
+  without (the active version, the admission's one ``MGET``, six counters,
+  the draw on the user's one grant, the refund record, the ledger entry) and
+  no helper, no option, no general case. No implementation of ``deduct``
+  in one script can take less; with the client's pricing on top, it is the
+  floor under the ``deduct`` line;
 - ``EVALSHA, empty script``: no arguments, no work: a script call beside PING.
 
 ``--server-time`` adds what Redis itself spends per call: ``check``,
@@ -47,6 +54,48 @@ TRIVIAL_DEDUCT = (
     b"return {0, ARGV[8] .. '|' .. ARGV[1] .. '|999999000000|' .. ARGV[6] .. '|1'}"
 )
 
+#: the least a deduct's script can do for a user holding one grant (every
+#: bench user does), as deduct.lua's arguments give it: read the active
+#: version; read the user's balance, each scope's day and month counters,
+#: held amount and caps in one MGET; check every cap and the balance; count
+#: the amount in the six counters; draw it from the grant; write the refund
+#: record and the ledger entry. Its keys are its own (under KEYS[1]), filled
+#: by _least_setup; the caps are the bench's defaults, none overridden.
+LEAST_DEDUCT = b"""
+local b, a, u, p = KEYS[1], ARGV[6], ARGV[9], ARGV[10]
+local n = tonumber(a)
+if redis.call('GET', b .. 'active') ~= ARGV[14] then return {6} end
+local d, m = b .. 'd:' .. ARGV[2] .. ':', b .. 'm:' .. ARGV[4] .. ':'
+local su, sp = 'u:' .. u, 'p:' .. p
+local v = redis.call('MGET', b .. 'bal:' .. u,
+  d .. su, m .. su, b .. 'h:' .. su, b .. 'l:' .. su,
+  d .. sp, m .. sp, b .. 'h:' .. sp, b .. 'l:' .. sp,
+  d .. 'g', m .. 'g', b .. 'h:g', b .. 'l:g')
+for i = 2, 10, 4 do
+  local held = tonumber(v[i + 2]) or 0
+  if v[i + 3] or (tonumber(v[i]) or 0) + held + n > 1e15
+     or (tonumber(v[i + 1]) or 0) + held + n > 1e15 then return {1} end
+end
+local bal, granted, nx = string.match(v[1], '^(%d+)|(%d+)|(%d+)$')
+bal, granted = tonumber(bal) - n, tonumber(granted) - n
+if bal < 0 then return {1} end
+for _, key in ipairs({d .. su, m .. su, d .. sp, m .. sp, d .. 'g', m .. 'g'}) do
+  redis.call('INCRBY', key, a)
+end
+local grant = redis.call('ZRANGE', b .. 'go:' .. u, 0, 0)[1]
+redis.call('HINCRBY', b .. 'g:' .. u, grant, -n)
+local after = string.format('%.0f', bal)
+redis.call('SET', b .. 'bal:' .. u,
+           after .. '|' .. string.format('%.0f', granted) .. '|' .. nx)
+redis.call('SET', b .. 'c:' .. ARGV[8], '0|' .. a .. '|' .. ARGV[2] .. '|'
+           .. grant .. '=' .. a .. '|' .. #u .. '|' .. #p .. '|' .. u .. p
+           .. ARGV[11], 'PX', 2592000000)
+redis.call('XADD', b .. 'ledger', '*', 'e', ARGV[8], 'k', 's', 't', ARGV[1], 'u', u,
+           'a', a, 'p', p, 'm', ARGV[11], 'md', ARGV[12], 'pv', ARGV[14])
+return {0, ARGV[8] .. '|' .. ARGV[1] .. '|' .. after .. '|' .. a .. '|'
+           .. ARGV[14] .. '|'}
+"""
+
 Op = Callable[[int], Awaitable[Any]]
 
 
@@ -70,6 +119,8 @@ async def breakdown(
         command = await _first_command(budget, deduct)
         trivial = await client.script_load(TRIVIAL_DEDUCT)
         empty = await client.script_load(b"return 1")
+        least = await client.script_load(LEAST_DEDUCT)
+        least_base = await _least_setup(client, prefix, users, command)
         subjects: dict[str, Op] = {
             "PING": lambda i: client.ping(),
             "check_availability": ops["check_availability"],
@@ -81,6 +132,9 @@ async def breakdown(
             ),
             "EVALSHA trivial, deduct's args": _raw(
                 client, command, users, projects, sha=trivial
+            ),
+            "EVALSHA, the least a deduct does": _raw(
+                client, command, users, projects, sha=least, key=least_base
             ),
             "EVALSHA, empty script": lambda i: client.execute_command(
                 "EVALSHA", empty, 0
@@ -132,10 +186,11 @@ def _raw(
     *,
     metadata: str | None = None,
     sha: str | None = None,
+    key: str | None = None,
 ) -> Op:
     """``command`` (a deduct's EVALSHA) sent as is for call ``i``, for user
-    and project ``i`` and a fresh entry id; its metadata and script changed
-    when given."""
+    and project ``i`` and a fresh entry id; its metadata, script and key
+    changed when given."""
     # EVALSHA sha 1 key ARGV[1..16]: ARGV[n] is command[3 + n]
     head = list(command)
     if sha is not None:
@@ -153,11 +208,33 @@ def _raw(
         args[3 + 8] = fresh
         args[3 + 9] = users[i % nu]
         args[3 + 10] = projects[i % np_] or ""
-        if no_key:
+        if key is not None:
+            args[3] = key
+        elif no_key:
             args[3] = charge_key[: -len(entry)] + fresh
         return client.execute_command(*args)  # type: ignore[no-any-return]
 
     return call
+
+
+async def _least_setup(
+    client: Any, prefix: str, users: list[str], command: tuple[Any, ...]
+) -> str:
+    """:data:`LEAST_DEDUCT`'s keys, under the bench's prefix: the active
+    version the command names and, for every user, a balance of one
+    never-expiring grant (its key's three parts, as deduct.lua's), the grant
+    in its order and its remainder. Returns its base (its KEYS[1])."""
+    base = f"{prefix}:least:"
+    funds = 10**15
+    member = "9007199254740991:g0:0:purchase"
+    pipe = client.pipeline(transaction=False)
+    pipe.set(base + "active", command[3 + 14])
+    for user in users:
+        pipe.set(f"{base}bal:{user}", f"{funds}|{funds}|9007199254740991")
+        pipe.zadd(f"{base}go:{user}", {member: 0})
+        pipe.hset(f"{base}g:{user}", member, funds)
+    await pipe.execute()
+    return base
 
 
 async def _first_command(budget: BudgetManager, op: Op) -> tuple[Any, ...]:
