@@ -147,3 +147,21 @@ def test_a_file_with_bursars_billing_fields_is_refused(
     assert code == EXIT_USAGE and "max_concurrent" in err
     missing = _run(capsys, "plans", "set", "--file", str(tmp_path / "none.json"))
     assert missing[0] == EXIT_USAGE
+
+
+def test_a_file_with_one_bad_plan_sets_none_of_them(
+    prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first plan is good, the second is refused by bursar's rules: the
+    # command exits 2 having set nothing (not the first alone), and says what
+    # was wrong with the plan, not with the settings.
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(
+        "basic:\n  name: Basic\n  free_allowance: 5\n"
+        "pro:\n  name: Pro\n  rate_overrides:\n    _default: input_tokens ** 2\n"
+    )
+    code, out, err = _run(capsys, "plans", "set", "--file", str(plans))
+    assert (code, out) == (EXIT_USAGE, "")
+    assert "plans.pro.rate_overrides._default" in err
+    assert "invalid settings" not in err
+    assert json.loads(_run(capsys, "plans", "list", "--json")[1]) == []

@@ -11,6 +11,7 @@
     cli/credits.py    credits add|sweep, balance, refund
     cli/deduct.py     deduct (a usage, an amount or a fixed job)
     cli/plans.py      plans list|set|assign|unassign|show, features check|use
+    cli/plan_input.py what plans set reads (options or a file), checked first
     cli/ledger.py     migrate, flush, reconcile
     cli/report.py     report
     cli/corrections.py adjust, transactions

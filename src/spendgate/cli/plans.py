@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spendgate.cli.plan_input import plans_to_set
 from spendgate.cli.printer import dash, print_json, print_table, printable
 from spendgate.cli.runner import UsageError, run_on_budget
 from spendgate.errors import ExitCode, PricingConfigError
@@ -27,19 +27,6 @@ if TYPE_CHECKING:
     from spendgate.plans.models import FeatureCheck, Plan, UserPlan
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-#: the fields of a bursar plan that ``plans set FILE`` reads (``id`` is
-#: bursar's own copy of the key; the billing fields are bursar's billing side)
-_FILE_FIELDS = (
-    "id",
-    "name",
-    "free_allowance",
-    "rate_overrides",
-    "features",
-    "feature_limits",
-    "allowance_period",
-    "period",
-)
 
 
 def add_plans(sub: SubParsers) -> None:
@@ -171,7 +158,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_set(args: argparse.Namespace) -> int:
     try:
-        calls = _plans_to_set(args)
+        calls = plans_to_set(args)
     except (UsageError, PricingConfigError) as exc:
         print(f"spendgate: {printable(exc)}", file=sys.stderr)
         return ExitCode.USAGE
@@ -289,98 +276,3 @@ def _print_check(check: FeatureCheck, as_json: bool) -> None:
         if check.over_limit:
             rows.append(["over limit", "yes"])
     print_table(["feature", printable(check.feature)], rows)
-
-
-# -- reading plans from the command line or a file -----------------------------------
-
-
-def _plans_to_set(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The ``set_plan`` calls ``plans set`` makes.
-
-    :raise UsageError: a bad option, or a plan id and --file together
-    :raise PricingConfigError: a file that does not read
-    """
-    if (args.plan is None) == (args.file is None):
-        raise UsageError("give a plan id or --file (one of them)")
-    if args.file is not None:
-        return [_from_file(pid, plan) for pid, plan in _file_plans(args.file).items()]
-    return [
-        {
-            "plan_id": args.plan,
-            "name": args.name,
-            "free_allowance": args.allowance,
-            "period": args.period,
-            "rate_overrides": dict(_pairs(args.rate, "--rate")) or None,
-            "features": {k: _value(v) for k, v in _pairs(args.feature, "--feature")}
-            or None,
-            "feature_limits": {k: _limit(v) for k, v in _pairs(args.limit, "--limit")}
-            or None,
-        }
-    ]
-
-
-def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
-    pairs = []
-    for text in values:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{option} takes NAME=VALUE, not {text!r}")
-        pairs.append((key, value))
-    return pairs
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _limit(text: str) -> dict[str, Any]:
-    parts = text.split(":")
-    if not parts[0].isdigit() or len(parts) > 3:
-        raise UsageError(f"--limit takes FEATURE=MAX[:PERIOD[:ACTION]], not {text!r}")
-    limit: dict[str, Any] = {"max_calls": int(parts[0])}
-    for key, part in zip(("period", "action"), parts[1:], strict=False):
-        limit[key] = part
-    return limit
-
-
-def _file_plans(file: str) -> dict[str, Any]:
-    from spendgate.pricing import book
-
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(file).read_text()
-        except OSError as exc:
-            raise PricingConfigError(f"cannot read {file}: {exc.strerror}") from None
-    is_json = text.lstrip().startswith("{")
-    data = book.from_json_text(text) if is_json else book.from_yaml_text(text)
-    if isinstance(data, dict) and isinstance(data.get("plans"), dict):
-        data = data["plans"]  # a whole book: its plans
-    if not isinstance(data, dict) or not data:
-        raise PricingConfigError("the file holds no plans (a mapping of plan id: plan)")
-    return data
-
-
-def _from_file(plan_id: str, plan: object) -> dict[str, Any]:
-    if not isinstance(plan, dict):
-        raise PricingConfigError(f"plans.{plan_id}: must be a mapping")
-    other = sorted(set(plan) - set(_FILE_FIELDS))
-    if other:
-        raise UsageError(
-            f"plans.{plan_id}: spendgate keeps no {', '.join(other)} (bursar's "
-            "billing side): leave them out, or publish the book with "
-            "'spendgate pricing set', which keeps them as written"
-        )
-    return {
-        "plan_id": plan_id,
-        "name": plan.get("name"),
-        "free_allowance": plan.get("free_allowance", 0),
-        "period": plan.get("period") or plan.get("allowance_period") or "monthly",
-        "rate_overrides": plan.get("rate_overrides"),
-        "features": plan.get("features"),
-        "feature_limits": plan.get("feature_limits"),
-    }
