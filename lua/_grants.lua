@@ -24,8 +24,9 @@
 -- expiry). A grant used up leaves all three (a refund brings it back from its
 -- member alone); one that expires leaves them with one KIND_EXPIRE ledger
 -- entry for its remainder, written by whichever call gets there first (a
--- charge, an admission, a credit, a read, the sweep). K_GRANTS_DUE scores
--- each user holding an expiring grant by its next expiry, for the sweep.
+-- charge, an admission, a credit, a refund, a read, the sweep). K_GRANTS_DUE
+-- scores each user holding an expiring grant by its next expiry, for the
+-- sweep.
 --
 -- The part outside grants, when positive, is drawn on as a never-expiring
 -- grant of priority 0 older than any other. Work per call is bounded: a call
@@ -138,14 +139,20 @@ local function grants()
     local bkey = BASE .. K_BALANCE .. user
     local raw = redis.call('GET', bkey)
     local balance, granted, nx = 0, 0, GRANT_NEVER
+    local touched = false
     if raw then
       local b, g, x = G.parts(raw)
+      if g and x <= tonumber(now_ms) then
+        -- (grants expired since the last call that looked: expired first, as
+        -- an admission would, so the balance returned does not count them)
+        b, g, x = G.expire(now_ms, user, b, g, x, GRANTS_PER_CALL)
+        touched = true
+      end
       balance, granted, nx = b, g or 0, x or GRANT_NEVER
     end
     local parts = {}
     for part in string.gmatch(draws, '[^,]+') do parts[#parts + 1] = part end
     local was, now, skip, give, forfeits = nx, tonumber(now_ms), refunded, amount, 0
-    local touched = false
     for i = #parts, 1, -1 do
       if give == 0 then break end
       local at = string.find(parts[i], '=', 1, true)

@@ -148,6 +148,24 @@ async def test_a_grant_expired_since_gets_nothing_back(
     assert await _spent(budget, "ada") == [(0, 0)] * 2  # the counters, in full
 
 
+async def test_a_refund_first_to_see_a_grant_expired_reports_the_balance_without_it(
+    budget: BudgetManager, clock: FakeClock
+) -> None:
+    promo_end = clock.now + timedelta(hours=1)
+    await budget.add_credits("ada", 20, kind="promo", expires_at=promo_end)
+    spent = await budget.record_spend("ada", 10)  # promo 10, 10 of it left
+    clock.set(promo_end)
+    # Nothing read the balance since the promo expired: the refund is the
+    # first call to see it. Its part expires at once, and the promo's
+    # remainder no longer counts in the balance the refund reports.
+    result = await budget.refund(spent.entry_id, 5)
+    balance = await budget.get_balance("ada")
+    assert balance.total == D(0) and balance.grants == []
+    assert result.balance_after == balance.total
+    expired = sorted(e["a"] for e in await _entries(budget, "expire"))
+    assert expired == ["10000000", "5000000"]  # the remainder, the refund's part
+
+
 async def test_a_refund_brings_a_used_up_grant_back_with_its_terms(
     budget: BudgetManager, clock: FakeClock
 ) -> None:
