@@ -22,11 +22,12 @@
 -- ARGV[8] - the period's name (the event's window: "monthly"...)
 -- ARGV[9] - the hash's TTL, ms (the period's end plus the retention, from now)
 -- ARGV[10] - the event's data JSON up to the count: '{"feature":...,"used":'
--- return {R_OK, "used|over"} (used: the calls counted this period, this
---        one included; over: 1 when admitted past max_calls), {R_REPLAYED,
---        same payload}, {R_CONFLICT}, {R_REFUSED, used, max_calls} at the
---        limit with "deny", or {R_STALE_PRICE, the user's plan} when it is
---        not the one expected
+-- return {R_OK, "used|over|now_ms"} (used: the calls counted this period,
+--        this one included; over: 1 when admitted past max_calls; now_ms
+--        ARGV[1], so that a replay in a later period names the call's own),
+--        {R_REPLAYED, same payload}, {R_CONFLICT}, {R_REFUSED, used,
+--        max_calls} at the limit with "deny", or {R_STALE_PRICE, the user's
+--        plan} when it is not the one expected
 
 local ikey, pkey, fkey = KEYS[1], KEYS[2], KEYS[3]
 if ikey == pkey then ikey = '' end  -- no idempotency key
@@ -59,6 +60,6 @@ if used > max_calls then
                EF_DATA, ARGV[10] .. used .. '}')
   end
 end
-local payload = used .. '|' .. over
+local payload = used .. '|' .. over .. '|' .. ARGV[1]
 idem_store(ikey, fingerprint, payload)
 return {R_OK, payload}

@@ -143,6 +143,27 @@ async def test_a_key_counts_a_call_once(budget: BudgetManager) -> None:
     assert (await budget.check_feature("ada", "image_gen")).used == 2
 
 
+async def test_a_key_replayed_in_the_next_period_answers_for_its_own_period(
+    budget: BudgetManager, clock: FakeClock
+) -> None:
+    await _on_plan(budget, "deny", 1)
+    clock.set(datetime(2026, 3, 31, 23, 59, tzinfo=UTC))
+    first = await budget.use_feature("ada", "image_gen", idempotency_key="job-1")
+    assert first.resets_at == datetime(2026, 4, 1, tzinfo=UTC)
+    # A retry of the same call after the month turned: the call was counted in
+    # March, so the answer is March's (not "April's one call is used").
+    clock.set(datetime(2026, 4, 1, 0, 1, tzinfo=UTC))
+    again = await budget.use_feature("ada", "image_gen", idempotency_key="job-1")
+    assert again.replayed
+    assert (again.used, again.remaining, again.resets_at) == (
+        first.used,
+        first.remaining,
+        first.resets_at,
+    )
+    april = await budget.check_feature("ada", "image_gen")
+    assert (april.used, april.remaining) == (0, 1)
+
+
 async def test_a_refused_or_unentitled_use_changes_nothing(
     budget: BudgetManager,
 ) -> None:

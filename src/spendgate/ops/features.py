@@ -115,7 +115,11 @@ class Features(Plans):
                 raise _limited(user, name, limit, window, reply)
             if code == Reply.OK and not entitled:
                 raise FeatureNotEntitledError(user, name, pid)
-            used, over = text(reply[1]).split("|")
+            used, over, *at = text(reply[1]).split("|")
+            if code == Reply.REPLAYED and at and limit is not None:
+                # (a replay answers for the period its call was counted in;
+                # a record from before the time was kept has none)
+                window = calendar_window(limit.period, int(at[0]))
             return _check(
                 user,
                 name,
