@@ -86,6 +86,21 @@ async def test_a_books_plans_are_listed(
     assert listed[0]["free_allowance"] == "50000"
 
 
+async def test_a_plan_with_a_limit_above_the_puts_bound_is_still_listed(
+    client: httpx.AsyncClient, budget: BudgetManager
+) -> None:
+    # A plan set from Python (or a book, or the CLI) may allow more calls
+    # than a PUT takes (2**53): reading it must not fail the whole listing.
+    many = 2**60
+    await budget.set_plan("bulk", feature_limits={"ocr": {"max_calls": many}})
+    listed = await client.get("/v1/plans", headers=AUTH)
+    assert listed.status_code == 200, listed.text
+    (plan,) = listed.json()["plans"]
+    assert plan["feature_limits"]["ocr"]["max_calls"] == many
+    one = await client.get("/v1/plans/bulk", headers=AUTH)
+    assert one.status_code == 200 and one.json() == plan
+
+
 async def test_a_user_is_put_on_a_plan_and_read_back(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:

@@ -41,15 +41,26 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class FeatureLimitBody(BaseModel):
-    """A feature's call limit per calendar period (UTC)."""
+    """A feature's call limit per calendar period (UTC), as a ``PUT`` takes
+    it."""
 
     model_config = _STRICT
     max_calls: Annotated[int, Field(ge=0, le=2**53)]
     period: Literal["daily", "weekly", "monthly", "yearly"] = "monthly"
     action: Literal["deny", "warn", "notify"] = "deny"
 
+
+class FeatureLimitView(BaseModel):
+    """A plan's feature limit, as answered: unbounded, since a plan set from
+    Python, the CLI or a price book may allow more calls than a ``PUT``
+    takes, and one such plan must not fail every read of the plans."""
+
+    max_calls: int
+    period: str
+    action: str
+
     @classmethod
-    def of(cls, limit: FeatureLimit) -> FeatureLimitBody:
+    def of(cls, limit: FeatureLimit) -> FeatureLimitView:
         return cls(max_calls=limit.max_calls, period=limit.period, action=limit.action)
 
 
@@ -89,7 +100,7 @@ class PlanBody(BaseModel):
     period: str
     rate_overrides: dict[str, str]
     features: dict[str, Any]
-    feature_limits: dict[str, FeatureLimitBody]
+    feature_limits: dict[str, FeatureLimitView]
     #: ``set_plan`` (wins) or ``price_book``
     source: str
 
@@ -103,7 +114,7 @@ class PlanBody(BaseModel):
             rate_overrides=dict(plan.rate_overrides),
             features=dict(plan.features),
             feature_limits={
-                f: FeatureLimitBody.of(limit)
+                f: FeatureLimitView.of(limit)
                 for f, limit in plan.feature_limits.items()
             },
             source=plan.source,
