@@ -195,6 +195,26 @@ async def test_another_instance_reads_the_assignment(make_budget: MakeBudget) ->
     assert await one.unassign_plan("ada") is False
 
 
+async def test_an_allowance_finer_than_a_micro_unit_is_what_can_be_drawn(
+    budget: BudgetManager,
+) -> None:
+    # The allowance is drawn in micro-units, rounded down as credits are: a
+    # plan reports the allowance its users can draw, and a period drawn in
+    # full has nothing left, not a sub-micro-unit remainder no charge takes.
+    plan = await budget.set_plan("tiny", free_allowance="2.0000019")
+    assert plan.free_allowance == Decimal("2.000001")
+    await budget.assign_plan("ada", "tiny")
+    spent = await budget.record_spend("ada", "2.000002")
+    assert spent.allowance_used_micros == 2_000_001
+    up = await budget.get_user_plan("ada")
+    assert up is not None
+    assert (up.allowance, up.allowance_used, up.allowance_remaining) == (
+        Decimal("2.000001"),
+        Decimal("2.000001"),
+        0,
+    )
+
+
 async def test_a_plan_no_longer_in_force_gives_nothing(budget: BudgetManager) -> None:
     await budget.publish_pricing(BURSAR_BOOK_WITH_PLANS)
     await budget.assign_plan("ada", "free")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
+from spendgate.core.money import from_micros, limit_micros
 from spendgate.plans.cycle import CYCLE_PERIODS
 from spendgate.plans.models import FeatureLimit, Plan
 from spendgate.pricing import book
@@ -120,7 +121,7 @@ def _plan_built(
     return Plan(
         plan_id=plan_id,
         name=config["name"],
-        free_allowance=book.amount(plan.get("free_allowance", 0), "free_allowance"),
+        free_allowance=_drawable(plan.get("free_allowance", 0)),
         period=period,
         rate_overrides=overrides,
         features=dict(config.get("features") or {}),
@@ -130,6 +131,13 @@ def _plan_built(
         rates=rates[plan_id],
         engine=_overrides_engine(overrides),
     )
+
+
+def _drawable(free_allowance: object) -> Decimal:
+    """The allowance as charges draw on it: micro-units, rounded down as a
+    credit is (the plan's ``config`` keeps it as written)."""
+    amount = book.amount(free_allowance, "free_allowance")
+    return from_micros(limit_micros(amount))
 
 
 def _overrides_engine(overrides: Mapping[str, str]) -> Any:

@@ -50,7 +50,8 @@ class Plan:
     plan_id: str
     #: its display name
     name: str
-    #: the free allowance of each period of the user's cycle
+    #: the free allowance of each period of the user's cycle (to the
+    #: micro-unit, rounded down as a credit is)
     free_allowance: Decimal
     #: the cycle: ``daily``, ``weekly``, ``monthly``, ``yearly``,
     #: ``calendar_month`` or ``rolling_30d`` (see :mod:`spendgate.plans.cycle`)
