@@ -163,6 +163,32 @@ async def test_features_are_checked_and_used(
     assert check["resets_at"] == "2025-07-01T00:00:00+00:00"
 
 
+async def test_a_plan_id_and_a_feature_with_a_slash_are_reachable(
+    client: httpx.AsyncClient, budget: BudgetManager
+) -> None:
+    # Ids are opaque strings: "acme/pro" is a plan id set_plan, the CLI and a
+    # book take, and the path's pattern allows it, so its routes serve it
+    # (as the users' do theirs), written out or with the slash escaped.
+    body = {
+        "features": {"image/gen": True},
+        "feature_limits": {"image/gen": {"max_calls": 1}},
+    }
+    put = await client.put("/v1/plans/acme/pro", json=body, headers=AUTH)
+    assert put.status_code == 200, put.text
+    assert put.json()["plan_id"] == "acme/pro"
+    for url in ("/v1/plans/acme/pro", "/v1/plans/acme%2Fpro"):
+        got = await client.get(url, headers=AUTH)
+        assert got.status_code == 200 and got.json()["plan_id"] == "acme/pro"
+    await budget.assign_plan("ada", "acme/pro")
+    check = await client.get("/v1/users/ada/features/image/gen", headers=AUTH)
+    assert check.status_code == 200, check.text
+    assert (check.json()["feature"], check.json()["has_feature"]) == ("image/gen", True)
+    used = await client.post("/v1/users/ada/features/image%2Fgen/use", headers=AUTH)
+    assert used.status_code == 200 and used.json()["used"] == 1
+    again = await client.post("/v1/users/ada/features/image/gen/use", headers=AUTH)
+    assert again.status_code == 429
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body"),
     [

@@ -1,7 +1,10 @@
 """Plans and features: ``/v1/plans`` (read, ``PUT`` one), a user's plan
 (``GET``, ``PUT`` assigns, ``DELETE`` takes it away) and a user's feature
 (``GET`` checks it, ``POST .../use`` counts one call: 429 with
-``Retry-After`` at a ``deny`` limit, 403 when the plan lacks the feature)."""
+``Retry-After`` at a ``deny`` limit, 403 when the plan lacks the feature).
+
+Plan ids and features are opaque strings, as user ids are: their path
+parameters take a ``/`` too (``/v1/plans/acme/pro``)."""
 
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ async def list_plans(request: Request) -> PlansResponse:
 
 
 @router.get(
-    "/v1/plans/{plan_id}",
+    "/v1/plans/{plan_id:path}",
     response_model=PlanBody,
     responses={**responses(401, 422, 503), 404: _NO_PLAN},
     tags=["plans"],
@@ -84,7 +87,7 @@ async def get_plan(plan_id: PlanPath, request: Request) -> PlanBody:
 
 
 @router.put(
-    "/v1/plans/{plan_id}",
+    "/v1/plans/{plan_id:path}",
     response_model=PlanBody,
     responses=responses(401, 408, 413, 422, 503),
     openapi_extra=request_body(PlanRequest),
@@ -148,7 +151,7 @@ async def unassign_plan(user_id: UserIdPath, request: Request) -> UnassignRespon
 
 
 @router.get(
-    "/v1/users/{user_id:path}/features/{feature}",
+    "/v1/users/{user_id:path}/features/{feature:path}",
     response_model=FeatureResponse,
     responses=responses(401, 404, 422, 503),
     tags=["plans"],
@@ -163,7 +166,7 @@ async def check_feature(
 
 
 @router.post(
-    "/v1/users/{user_id:path}/features/{feature}/use",
+    "/v1/users/{user_id:path}/features/{feature:path}/use",
     response_model=FeatureResponse,
     responses={
         **responses(401, 404, 408, 413, 422, 503, _409=CONFLICT),
