@@ -115,6 +115,39 @@ async def test_fact_events_rebuild_the_balance(make_budget: MakeBudget) -> None:
     assert got[settle.entry_id].data["kind"] == "settle"
 
 
+async def test_a_team_pools_fact_events_name_the_team_as_their_scope(
+    make_budget: MakeBudget,
+) -> None:
+    # A team's credit and its members' charges move the pool, not a user's
+    # balance: a consumer rebuilding balances by (scope, scope_id) must see
+    # the team there, the member as user_id.
+    budget = make_budget()
+    got: dict[str, Event] = {}
+    budget.events.on("*", lambda e: got.setdefault(e.id, e))
+    await budget.create_team("eng", initial_balance="10")
+    await budget.add_team_member("eng", "ada")
+    credit = await budget.credit_team("eng", "5")
+    charge = await budget.record_spend("ada", "2", team_id="eng")
+    back = await budget.refund(charge.entry_id, "0.5")
+    own = await budget.record_spend("ada", "1")
+    ids = {credit.entry_id, charge.entry_id, back.entry_id, own.entry_id}
+    await until(lambda: ids <= set(got), "every fact's event")
+    for entry_id, user in (
+        (credit.entry_id, None),
+        (charge.entry_id, "ada"),
+        (back.entry_id, "ada"),
+    ):
+        event = got[entry_id]
+        assert (event.scope, event.scope_id, event.user_id) == ("team", "eng", user)
+    assert (got[own.entry_id].scope, got[own.entry_id].scope_id) == ("user", "ada")
+    pool = sum(
+        Decimal(e.data["amount"]) * (-1 if e.type == "credits.deducted" else 1)
+        for e in got.values()
+        if (e.scope, e.scope_id) == ("team", "eng")
+    )
+    assert pool == (await budget.get_team("eng")).balance == Decimal("13.5")
+
+
 async def test_events_stream_entries_arrive_with_their_stream_id(
     make_budget: MakeBudget, redis_client: aioredis.Redis
 ) -> None:

@@ -48,7 +48,8 @@ FACT_TYPES = frozenset(FACT_EVENTS.values())
 #: the ledger columns that are the event's own attributes, not its data
 _OWN_COLUMNS = ("entry_id", "occurred_at", "user_id")
 #: the scope a fact event names, by the ledger's ``scope`` field (a fact
-#: with none is its user's) -> the column holding that scope's id
+#: with none is its team's when it names one, else its user's) -> the
+#: column holding that scope's id
 _SCOPE_ID_COLUMNS = {"user": "user_id", "project": "project_id", "team": "team_id"}
 
 _EVENT_NAMES = {f.attribute: f.name.encode() for f in EVENT_FIELDS}
@@ -218,7 +219,11 @@ def from_ledger_entry(fields: RawFields) -> Event | None:
     if entry_id is None:
         raise PoisonEntryError("malformed ledger entry: no entry id")
     user_id = _text(fields.get(FIELD["user_id"].encode()))
-    scope = str(data.pop("scope", None) or "user")
+    # A fact names its scope only when it is not its user's (an adjust); a
+    # team's credit, charge or refund moves the team's pool, not the
+    # user's balance, so its event is the team's (user_id: the member).
+    own = "team" if "team_id" in data else "user"
+    scope = str(data.pop("scope", None) or own)
     id_column = _SCOPE_ID_COLUMNS.get(scope)
     scope_id = user_id if id_column == "user_id" else data.get(id_column or "")
     return Event(
