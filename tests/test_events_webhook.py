@@ -184,6 +184,18 @@ def test_signatures_verify_only_the_same_secret_body_and_a_recent_time() -> None
     assert not verify_signature(SECRET, body, "soon", signature, now=now)
 
 
+def test_a_hostile_request_is_not_verified_and_raises_nothing() -> None:
+    # A receiver passes the headers it got: whatever a caller put there is
+    # an unverified request, never an exception (a 500 in the receiver).
+    body = b'{"id":"1"}'
+    now = 1_800_000_000
+    signature = sign(SECRET, str(now), body)
+    assert not verify_signature(SECRET, body, "1" + "0" * 400, signature)
+    assert not verify_signature(SECRET, body, "1" + "0" * 400, signature, now=now)
+    assert not verify_signature(SECRET, body, str(now), "sha256=\u00e9", now=now)
+    assert not verify_signature(SECRET, body, "\u0661" * 10, signature, now=now)
+
+
 def test_webhook_settings_are_checked_and_kept_secret() -> None:
     config = BudgetConfig(
         events_webhook_url="https://hooks.example.com/T0/B0/tok3n, http://h:81/x",
@@ -236,3 +248,8 @@ def test_the_readme_verification_snippet_verifies_a_real_request() -> None:
     assert not verify(SECRET.encode(), body.replace(b"cap", b"cop"), headers)
     old = dict(headers, **{"X-Spendgate-Timestamp": str(int(time.time()) - 3600)})
     assert not verify(SECRET.encode(), body, old)
+    for hostile in (
+        {"X-Spendgate-Timestamp": "1" + "0" * 400},
+        {"X-Spendgate-Signature": "sha256=\u00e9"},
+    ):
+        assert not verify(SECRET.encode(), body, dict(headers, **hostile))

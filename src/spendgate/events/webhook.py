@@ -71,12 +71,16 @@ def verify_signature(
         timestamp may be, against replays
     :param now: the receiver's clock, unix seconds (default: now)
     """
-    try:
-        sent = int(timestamp)
-    except ValueError:
+    # Headers are the caller's: anything but unix seconds in ASCII digits,
+    # or a signature that is not ASCII (compare_digest raises on one), is
+    # no request of ours. The length bound keeps a huge number from
+    # overflowing the float arithmetic below.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15:
+        return False
+    if not signature.isascii():
         return False
     current = time.time() if now is None else now
-    if abs(current - sent) > tolerance_seconds:
+    if abs(current - int(timestamp)) > tolerance_seconds:
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
