@@ -278,6 +278,7 @@ async def test_member_caps_refuse_with_the_member_named(
     )
     assert (refusal.limit, refusal.spent, refusal.requested) == (3, 2, 2)
     assert refusal.resets_at is not None
+    assert str(refusal).startswith("Team member daily limit exceeded for 'ada'")
     assert await _snapshot(budget) == before
     lease = await budget.reserve_up_to("ada", 10, team_id="eng")
     assert lease.amount == 1

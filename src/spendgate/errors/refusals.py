@@ -90,7 +90,8 @@ class BudgetExceededError(SpendgateError):
     def _describe(self) -> str:
         # coreason-budget's wording first ("User daily limit exceeded for
         # ..."): its callers match on it.
-        scope = (self.scope or "budget").capitalize()
+        # ("team_member" reads "Team member")
+        scope = (self.scope or "budget").replace("_", " ").capitalize()
         who = "" if self.scope_id is None else f" for {self.scope_id!r}"
         if self.model is not None:
             who += f" on model {self.model!r}"
