@@ -61,7 +61,8 @@ async def test_teams_over_http(make_client: MakeClient) -> None:
         json={"lease_id": lease.json()["lease_id"], "actual_cost": "1"},
         headers=AUTH,
     )
-    assert settled.status_code == 200
+    # (the pool paid: the answer names the team, as /spend's and /v1/reserve's)
+    assert settled.status_code == 200 and settled.json()["team_id"] == "eng"
     over = await client.post(
         "/v1/reserve_up_to",
         json={"user_id": "ada", "max_amount": "9", "min_amount": "3", "team_id": "eng"},

@@ -268,6 +268,8 @@ class SettleResponse(BaseModel):
     occurred_at: str
     #: the thresholds of ``warn`` caps this settle reached
     warnings: list[CapWarningBody]
+    #: the team whose pool paid (a team lease's), else ``null``
+    team_id: str | None = None
 
     @classmethod
     def of(cls, record: SpendRecord) -> SettleResponse:
@@ -286,6 +288,7 @@ class SettleResponse(BaseModel):
             model=record.model,
             occurred_at=record.occurred_at.isoformat(),
             warnings=warnings_of(record.warnings),
+            team_id=record.team_id,
         )
 
 
