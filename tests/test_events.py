@@ -146,6 +146,9 @@ async def test_a_team_pools_fact_events_name_the_team_as_their_scope(
         if (e.scope, e.scope_id) == ("team", "eng")
     )
     assert pool == (await budget.get_team("eng")).balance == Decimal("13.5")
+    # a refund's window is the day of the counters it lowered; a charge has none
+    day = charge.occurred_at.strftime("%Y-%m-%d")
+    assert (got[back.entry_id].window, got[charge.entry_id].window) == (day, None)
 
 
 async def test_events_stream_entries_arrive_with_their_stream_id(

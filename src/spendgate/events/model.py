@@ -77,7 +77,9 @@ class Event:
     scope: str | None = None
     #: the scope's id (``None`` for the global scope)
     scope_id: str | None = None
-    #: the window (``"daily"``, ``"monthly"``...), when the event has one
+    #: a threshold event's kind of window (``"daily"``, ``"monthly"``,
+    #: ``"balance"``...); a refund's, the day of the counters it lowered
+    #: (``"YYYY-MM-DD"``, its ledger entry's); ``None`` when it has none
     window: str | None = None
     #: the rest, by type: a fact's ``amount`` (a decimal string), ``kind``,
     #: ``model``, ``project_id``, ``metadata``...; a threshold's numbers
