@@ -136,6 +136,38 @@ async def test_an_activation_prices_the_next_deduct_of_another_manager(
     assert second.amount == PRICE + Decimal("0.0045")
 
 
+async def test_a_deduct_replayed_after_an_activation_answers_the_first_charge(
+    make_budget: MakeBudget,
+) -> None:
+    """An idempotency key names the caller's call, not the price it came to:
+    a retry after another version was activated is a replay of the first
+    charge (its price and version), on the user's balance and a team's
+    pool, never a conflict nor a second charge."""
+    budget = make_budget()
+    await budget.add_credits("ada", "30")
+    await budget.create_team("eng", initial_balance=10)
+    await budget.add_team_member("eng", "ada")
+    v1 = await budget.publish_pricing(BOOK)
+    charges = ((None, "own"), ("eng", "pool"))
+    firsts = [
+        await budget.deduct("ada", USAGE, team_id=team, idempotency_key=key)
+        for team, key in charges
+    ]
+    fixed = await budget.deduct_fixed("ada", "batch_job", idempotency_key="job")
+    await budget.publish_pricing(_doubled(BOOK))
+    for first, (team, key) in zip(firsts, charges, strict=True):
+        again = await budget.deduct("ada", USAGE, team_id=team, idempotency_key=key)
+        assert again.replayed and (again.entry_id, again.amount) == (
+            first.entry_id,
+            PRICE,
+        )
+        assert again.price_version == v1
+    again = await budget.deduct_fixed("ada", "batch_job", idempotency_key="job")
+    assert again.replayed and again.entry_id == fixed.entry_id
+    assert (await budget.get_balance("ada")).total == Decimal(10) - PRICE
+    assert (await budget.get_team("eng")).balance == Decimal(10) - PRICE
+
+
 def test_an_activation_reaches_another_process(key_prefix_real: str) -> None:
     """One manager activates; a manager in another process prices its next
     deduct with the new version."""

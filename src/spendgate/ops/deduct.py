@@ -39,7 +39,12 @@ from spendgate.errors import (
 from spendgate.models import DeductResult
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
-from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
+from spendgate.ops.deduct_metadata import (
+    arguments_metadata,
+    ledger_metadata,
+    metadata_of,
+    pricing_of,
+)
 from spendgate.ops.deduct_pricing import (
     PRICE_ATTEMPTS,
     DeductPricing,
@@ -210,7 +215,8 @@ class Deductions(DeductPricing, Leases, Facts):
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
-            digest = fingerprint("deduct", user, project, repr(usage), meta)
+            called = arguments_metadata(extra, self._max_meta)
+            digest = fingerprint("deduct", user, project, repr(usage), called)
             digest = with_amount_model(digest, usage, model)
         args = self._fact_head(now_ms, amount) + (
             digest,

@@ -38,6 +38,14 @@ def metadata_of(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(metadata)
 
 
+def arguments_metadata(extra: dict[str, Any], max_bytes: int) -> str:
+    """The caller's own metadata as a deduct's idempotency fingerprint takes
+    it: without the pricing the charge adds, which a retry priced after an
+    activation (or for a changed plan) would come to differently, making a
+    replay a conflict. For an amount it is the charge's metadata itself."""
+    return encode_metadata(extra, max_bytes) if extra else ""
+
+
 def pricing_of(
     breakdown: CostBreakdown | None, version: int | None, plan: str | None = None
 ) -> dict[str, Any]:

@@ -34,7 +34,12 @@ from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
 from spendgate.ops.deduct import Deductions, balance_refusal, with_amount_model
-from spendgate.ops.deduct_metadata import ledger_metadata, metadata_of, pricing_of
+from spendgate.ops.deduct_metadata import (
+    arguments_metadata,
+    ledger_metadata,
+    metadata_of,
+    pricing_of,
+)
 from spendgate.ops.deduct_pricing import PRICE_ATTEMPTS, with_model
 from spendgate.ops.team_leases import TeamLeases
 from spendgate.ops.teams import _raise_for_team, team_scoped_id
@@ -218,7 +223,10 @@ class TeamCharges(Deductions, TeamLeases):
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
-            digest = fingerprint("team_deduct", user, project, repr(usage), meta, team)
+            called = arguments_metadata(extra, self._max_meta)
+            digest = fingerprint(
+                "team_deduct", user, project, repr(usage), called, team
+            )
             digest = with_amount_model(digest, usage, model)
         head = self._fact_head(now_ms, amount)
         args = head + (
