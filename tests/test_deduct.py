@@ -23,7 +23,9 @@ from spendgate import (
     IdempotencyConflictError,
     InsufficientCreditsError,
     InvalidArgumentError,
+    InvalidIdError,
     TeamNotFoundError,
+    UsageMetrics,
 )
 
 
@@ -148,6 +150,30 @@ async def test_deduct_refuses_bad_input_and_reserved_metadata(
     with pytest.raises(InvalidArgumentError):
         await budget.deduct("ada", "1", metadata={"pricing": 1})
     assert await _snapshot(budget) == {}
+
+
+@pytest.mark.parametrize("model_caps", [False, True])
+async def test_a_usages_model_is_checked_as_an_amounts_is(
+    make_budget: MakeBudget, model_caps: bool
+) -> None:
+    """The ledger row and the per-model counters carry a usage's model as
+    they carry an amount's: a blank, overlong or unencodable one is an
+    ``InvalidIdError`` (an ``InvalidArgumentError``), on the user's balance
+    and a team's pool, and nothing is charged."""
+    budget = make_budget(model_caps=model_caps)
+    await budget.add_credits("ada", "10")
+    await budget.create_team("eng", initial_balance=10)
+    await budget.add_team_member("eng", "ada")
+    await budget.publish_pricing({"models": {"_default": "input_tokens * 0.001"}})
+    before = await _snapshot(budget)
+    for bad in ("", " ", "m" * 10_000, "\ud800"):
+        usage = UsageMetrics(model=bad, input_tokens=1000)
+        for team in (None, "eng"):
+            with pytest.raises(InvalidIdError):
+                await budget.deduct("ada", usage, team_id=team)
+            with pytest.raises(InvalidIdError):
+                await budget.deduct("ada", usage, team_id=team, idempotency_key="k")
+    assert await _snapshot(budget) == before
 
 
 async def test_a_zero_deduct_touches_nothing(make_budget: MakeBudget) -> None:

@@ -143,15 +143,19 @@ class Deductions(DeductPricing, Leases, Facts):
 
     def _deduct_model(self, model: object, usage: Any) -> str | None:
         """The model of a charge given as an amount, checked (for its caps
-        with ``model_caps``); a :class:`UsageMetrics` names its own.
+        with ``model_caps``); a :class:`UsageMetrics` names its own, checked
+        the same way (the ledger row and the model's counters carry it).
 
+        :raise InvalidIdError: a blank, overlong or unencodable model
         :raise InvalidArgumentError: it differs from the usage's model
         """
-        if model is None:
-            return None
         checked = self._capped_model if self._model_caps else check_model
-        name = checked(model)
         own = usage.model if isinstance(usage, UsageMetrics) else None
+        if model is None:
+            if own is not None:
+                checked(own)
+            return None
+        name = checked(model)
         if own is not None and own != name:
             raise InvalidArgumentError(
                 f"model {name!r} differs from the usage's model {own!r}"
