@@ -117,3 +117,43 @@ def test_validate_checks_without_storing(
     assert code != EXIT_OK and "no price book" in err  # nothing was stored
     code, _, err = _run(capsys, "validate", str(tmp_path / "missing.json"))
     assert code == EXIT_USAGE and "cannot read" in err
+
+
+def test_validate_shows_every_expression_it_refuses(
+    prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bursar book being migrated is fixed in one pass: each expression
+    refused (models, tools, search, cache, a plan's rate overrides) is
+    shown, with the first other fault, and nothing is stored."""
+    book = {
+        "version": 1,
+        "models": {"gpt-4.1": "input_tokens ** 2", "_default": "abs(input_tokens)"},
+        "tools": {"web_search": "this_tool_calls * cost"},
+        "search": {"costs": "search_queries.real"},
+        "cache": "-cache_read_tokens * 'x'",
+        "plans": {
+            "free": {
+                "id": "free",
+                "name": "Free",
+                "rate_overrides": {"_default": "input_tokens in output_tokens"},
+            }
+        },
+        "fixed": {"batch_job": -1},
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(book))
+    code, out, err = _run(capsys, "validate", str(bad))
+    assert code == EXIT_USAGE and out == ""
+    for where in (
+        "models.gpt-4.1:",
+        "models._default:",
+        "tools.web_search:",
+        "search.costs:",
+        "cache:",
+        "plans.free.rate_overrides._default:",
+        "fixed.batch_job:",
+    ):
+        assert where in err
+    assert len(err.splitlines()) == 7
+    code, _, err = _run(capsys, "get")
+    assert code != EXIT_OK and "no price book" in err  # nothing was stored

@@ -64,12 +64,12 @@ def add_pricing(sub: SubParsers) -> None:
     export.set_defaults(handler=run_export)
 
 
-def _load(file: str) -> PricingEngine:
-    """The book in ``file`` (``-``: stdin), JSON or YAML.
+def _read(file: str) -> dict[str, Any]:
+    """The book in ``file`` (``-``: stdin), JSON or YAML, as data.
 
-    :raise PricingConfigError: it does not load
+    :raise PricingConfigError: it cannot be read or parsed, or is no mapping
     """
-    from spendgate.pricing.engine import PricingEngine
+    from spendgate.pricing import book
 
     if file == "-":
         text = sys.stdin.read()
@@ -78,10 +78,19 @@ def _load(file: str) -> PricingEngine:
             text = Path(file).read_text()
         except OSError as exc:
             raise PricingConfigError(f"cannot read {file}: {exc.strerror}") from None
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        return PricingEngine.from_json(text)
-    return PricingEngine.from_yaml(text)
+    if text.lstrip().startswith("{"):
+        return book.mapping(book.from_json_text(text), "")
+    return book.mapping(book.from_yaml_text(text), "")
+
+
+def _load(file: str) -> PricingEngine:
+    """The book in ``file`` (``-``: stdin), loaded.
+
+    :raise PricingConfigError: it does not load
+    """
+    from spendgate.pricing.engine import PricingEngine
+
+    return PricingEngine.from_dict(_read(file))
 
 
 def _pretty(config: Any) -> str:
@@ -89,10 +98,19 @@ def _pretty(config: Any) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from spendgate.pricing.engine import PricingEngine
+    from spendgate.pricing.validation import book_errors
+
     try:
-        engine = _load(args.file)
+        data = _read(args.file)
     except PricingConfigError as exc:
         return fail(f"invalid price book: {exc}", ExitCode.USAGE)
+    errors = book_errors(data)
+    for error in errors:  # each one, so that a book is fixed in one pass
+        fail(f"invalid price book: {error}", ExitCode.USAGE)
+    if errors:
+        return ExitCode.USAGE
+    engine = PricingEngine.from_dict(data)
     print(f"valid: {len(engine.config.get('models', {}))} model prices")
     return ExitCode.OK
 
