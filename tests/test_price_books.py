@@ -10,6 +10,7 @@ not load stores nothing. Both backends, plus the real Postgres.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from spendgate import (
     ToolCall,
     UsageMetrics,
 )
+from spendgate.ops import pricebooks
 
 pytest_plugins = ("pg_fixtures",)
 
@@ -166,6 +168,34 @@ async def test_a_deduct_replayed_after_an_activation_answers_the_first_charge(
     assert again.replayed and again.entry_id == fixed.entry_id
     assert (await budget.get_balance("ada")).total == Decimal(10) - PRICE
     assert (await budget.get_team("eng")).balance == Decimal(10) - PRICE
+
+
+async def test_budget_pricing_follows_the_book_another_manager_activates(
+    make_budget: MakeBudget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """coreason's ``budget.pricing.calculate`` prices by the active book on
+    every instance, not only on the one that published it or ran a deduct:
+    the book is read when ``budget.pricing`` is first used, then every
+    REFRESH_SECONDS, and an activation elsewhere (a rollback too) reaches it;
+    closing the manager stops the reading."""
+    monkeypatch.setattr(pricebooks, "REFRESH_SECONDS", 0.05)
+    prices = {"m": {"input_cost_per_token": "1", "output_cost_per_token": "1"}}
+    writer = make_budget(model_price_overrides=prices)
+    reader = make_budget(model_price_overrides=prices)
+    book = {"models": {"_default": "input_tokens * 0.5"}}
+    v1 = await writer.publish_pricing(book)
+    reader.pricing  # noqa: B018 (its first use starts the reading)
+    await asyncio.sleep(0.02)
+    assert reader.pricing.calculate("m", 10, 0) == Decimal(5)
+    await writer.publish_pricing({"models": {"_default": "input_tokens * 0.25"}})
+    await asyncio.sleep(0.2)
+    assert reader.pricing.calculate("m", 10, 0) == Decimal("2.5")
+    await writer.activate_pricing(v1)
+    await asyncio.sleep(0.2)
+    assert reader.pricing.calculate("m", 10, 0) == Decimal(5)
+    reading = reader._book_reader
+    await reader.aclose()
+    assert reading is not None and reading.done()
 
 
 def test_an_activation_reaches_another_process(key_prefix_real: str) -> None:

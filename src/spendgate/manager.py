@@ -195,6 +195,7 @@ class BudgetManager(
     async def _close_resources(self) -> None:
         if self._store.state is ClientState.CLOSED:
             return
+        await self._stop_following()
         await self._stop_events()
         await self._replayer.aclose()
         await self._store.aclose()
@@ -229,8 +230,10 @@ class BudgetManager(
 
     @property
     def pricing(self) -> Pricing:
-        """Model prices from this config's overrides and LiteLLM's cost map,
-        made on first use (LiteLLM is imported on the first lookup)."""
+        """Model prices: the active price book, then this config's overrides
+        and LiteLLM's cost map, made on first use (LiteLLM is imported on
+        the first lookup). From then on the active book is read every
+        second, so an activation anywhere reaches it."""
         if self._pricing is None:
             # Imported on first use: most deployments never price here.
             from spendgate.pricing import Pricing
@@ -239,4 +242,6 @@ class BudgetManager(
             # the active price book as last read (active_pricing keeps it)
             version = None if self._active is None else self._active[0]
             self._pricing.book = None if version is None else self._books.get(version)
+        if self._store.state is not ClientState.CLOSED:
+            self._follow_active()
         return self._pricing

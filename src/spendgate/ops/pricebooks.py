@@ -4,14 +4,16 @@
 one), ``activate_pricing`` switches to any published version (rolling back
 is activating an older one), ``get_pricing`` and ``list_pricing`` read them.
 Every instance sees an activation within :data:`REFRESH_SECONDS`: the active
-version is read again at most that often for pricing (the LiteLLM callback,
-``budget.pricing``), and ``deduct`` checks it inside its own script, so a
+version is read again at most that often for pricing (the LiteLLM callback;
+for ``budget.pricing``, a task reads it that often from its first use until
+the manager closes), and ``deduct`` checks it inside its own script, so a
 charge is always priced by the version active when it is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms
-from spendgate.errors import InvalidArgumentError
+from spendgate.errors import InvalidArgumentError, SpendgateError
 from spendgate.models import PriceBookVersion
 from spendgate.ops.base import Operations, text
 
@@ -53,6 +55,8 @@ class PriceBooks(Operations):
     #: the revision of the plans set with set_plan, as read with the active
     #: version (``None``: no plan was ever set)
     _plans_rev_seen: str | None = None
+    #: the task keeping ``budget.pricing``'s book the active one
+    _book_reader: asyncio.Task[None] | None = None
 
     async def publish_pricing(
         self,
@@ -205,6 +209,38 @@ class PriceBooks(Operations):
             engine = self._books[version] = _engine(reply[2])
         self._remember_active(version, engine)
         return version, engine
+
+    def _follow_active(self) -> None:
+        """Keep ``budget.pricing`` pricing by the active book, which another
+        instance may activate: read it now, then every
+        :data:`REFRESH_SECONDS` until the manager closes, in a task of the
+        running loop (outside one, nothing: the book last read holds)."""
+        reader = self._book_reader
+        if reader is not None and not reader.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._book_reader = loop.create_task(self._read_active_books())
+
+    async def _read_active_books(self) -> None:
+        me = asyncio.current_task()
+        while True:
+            # (the store not answering: the book last read prices meanwhile)
+            with contextlib.suppress(SpendgateError):
+                await self.active_pricing()
+            if self._book_reader is not me:
+                return  # stopped, and the store's own timeout took the cancel
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    async def _stop_following(self) -> None:
+        reader, self._book_reader = self._book_reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            if reader.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     def _remember_active(
         self, version: int | None, engine: PricingEngine | None
