@@ -290,6 +290,32 @@ def test_a_yaml_alias_bomb_is_refused_by_the_value_budget() -> None:
     assert time.perf_counter() - started < 2
 
 
+@pytest.mark.parametrize("number", ["1.0e+99999999", "1.0e-99999999", "0.0e-99999999"])
+@pytest.mark.parametrize(
+    "place",
+    [
+        '"min_balance": {}',
+        '"fixed": {{"job": {}}}',
+        '"plans": {{"p": {{"id": "p", "name": "P", "features": {{"x": {}}}}}}}',
+    ],
+)
+def test_a_number_of_a_huge_exponent_is_refused_as_a_book_fault(
+    number: str, place: str
+) -> None:
+    """A book's numbers are bounded as its expressions' literals are: a few
+    bytes of exponent must neither escape as decimal.Overflow nor become a
+    config (and a stored version) of a hundred million digits."""
+    text = '{"models": {"_default": "1"}, ' + place.format(number) + "}"
+    started = time.perf_counter()
+    for load in (PricingEngine.from_json, PricingEngine.from_yaml):
+        with pytest.raises(PricingConfigError, match="exponent"):
+            load(text)
+    for value in (1e-40, number):  # (a float, and an amount written as text)
+        with pytest.raises(PricingConfigError, match="exponent"):
+            PricingEngine.from_dict({"models": {"_default": "1"}, "min_balance": value})
+    assert time.perf_counter() - started < 2
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [

@@ -5,7 +5,10 @@ from their text; a float handed to ``from_dict`` goes through its shortest
 repr), and the document is bounded: at most :data:`BOOK_BYTES_MAX` (1 MiB)
 of text, :data:`BOOK_NODES_MAX` values (which also defuses YAML alias
 "billion laughs" documents: aliases are counted each time they are used)
-and :data:`BOOK_DEPTH_MAX` levels of nesting.
+and :data:`BOOK_DEPTH_MAX` levels of nesting. A decimal number has an
+exponent within ±:data:`NUMBER_EXPONENT_MAX`, as an expression's literals
+do: ``1e-99999999`` is a dozen bytes that would be written out as a
+hundred million digits, and ``1e99999999`` overflows any arithmetic.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, NoReturn
 
 from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import PricingConfigError
+from spendgate.pricing.compiler import LITERAL_EXPONENT_MAX
 
 __all__ = [
     "BOOK_BYTES_MAX",
@@ -35,6 +39,8 @@ BOOK_NODES_MAX = 100_000
 BOOK_DEPTH_MAX = 32
 #: the longest name (a model, a tool, a job, a plan) a book may use
 NAME_MAX = 256
+#: the largest exponent of a decimal number, and of its last digit's place
+NUMBER_EXPONENT_MAX = LITERAL_EXPONENT_MAX
 
 
 def fail(where: str, reason: str) -> NoReturn:
@@ -146,11 +152,11 @@ def _plain(value: object, where: str, depth: int, budget: list[int]) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             fail(where, f"{value} is not a finite number")
-        return Decimal(float.__repr__(value))
+        return _bounded(Decimal(float.__repr__(value)), where)
     if isinstance(value, Decimal):
         if not value.is_finite():
             fail(where, f"{value} is not a finite number")
-        return value
+        return _bounded(value, where)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -164,6 +170,20 @@ def _plain(value: object, where: str, depth: int, budget: list[int]) -> Any:
             for i, item in enumerate(value)
         ]
     fail(where, f"a {type(value).__name__} cannot be in a price book")
+
+
+def _bounded(number: Decimal, where: str) -> Decimal:
+    """``number`` when its exponent, and its last digit's place, are within
+    ±:data:`NUMBER_EXPONENT_MAX` (a finite ``Decimal``)."""
+    last = number.as_tuple().exponent
+    assert isinstance(last, int)  # (finite)
+    if number.adjusted() > NUMBER_EXPONENT_MAX or last < -NUMBER_EXPONENT_MAX:
+        fail(
+            where,
+            f"{number} has an exponent beyond ±{NUMBER_EXPONENT_MAX} (a number "
+            f"has at most {NUMBER_EXPONENT_MAX} digits after the point)",
+        )
+    return number
 
 
 def _join(where: str, key: str) -> str:
@@ -201,6 +221,8 @@ def amount(value: object, where: str, *, allow_negative: bool = False) -> Decima
             number = Decimal(value.strip())
         except InvalidOperation:
             fail(where, f"{value!r} is not a number")
+        if number.is_finite():
+            _bounded(number, where)
     else:
         fail(where, "must be a number")
     if not number.is_finite() or abs(number) > MAX_AMOUNT:
