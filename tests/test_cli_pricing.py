@@ -9,7 +9,9 @@ its error, and so does an unknown version.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +159,28 @@ def test_validate_shows_every_expression_it_refuses(
     assert len(err.splitlines()) == 7
     code, _, err = _run(capsys, "get")
     assert code != EXIT_OK and "no price book" in err  # nothing was stored
+
+
+def test_a_book_not_in_utf8_is_refused_as_a_book_and_stdin_reads_bytes(
+    prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file PowerShell wrote (UTF-16) is an invalid book (exit 2, nothing
+    stored), not a traceback; a UTF-8 file or stdin with a byte order mark
+    loads, as PricingEngine.from_file reads it."""
+    utf16 = tmp_path / "book.json"
+    utf16.write_bytes(json.dumps(BOOK).encode("utf-16"))
+    for action in ("validate", "set"):
+        code, _, err = _run(capsys, action, str(utf16))
+        assert code == EXIT_USAGE and "UTF-8" in err
+    marked = json.dumps(BOOK).encode("utf-8-sig")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(marked)
+    code, out, _ = _run(capsys, "validate", str(bom))
+    assert code == EXIT_OK and out.startswith("valid")
+    stdin = io.TextIOWrapper(io.BytesIO(marked), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, out, _ = _run(capsys, "set", "-")
+    assert code == EXIT_OK and "version 1" in out

@@ -13,7 +13,6 @@ import argparse
 import difflib
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendgate.cli.printer import dash, fail, print_json, print_table
@@ -65,22 +64,20 @@ def add_pricing(sub: SubParsers) -> None:
 
 
 def _read(file: str) -> dict[str, Any]:
-    """The book in ``file`` (``-``: stdin), JSON or YAML, as data.
+    """The book in ``file`` (``-``: stdin), JSON or YAML, as data: read as
+    ``PricingEngine.from_file`` reads a file (UTF-8, at most 1 MiB; JSON by
+    the extension, else by the first character).
 
     :raise PricingConfigError: it cannot be read or parsed, or is no mapping
     """
     from spendgate.pricing import book
 
     if file == "-":
-        text = sys.stdin.read()
+        text, is_json = book.read_stream(getattr(sys.stdin, "buffer", sys.stdin))
     else:
-        try:
-            text = Path(file).read_text()
-        except OSError as exc:
-            raise PricingConfigError(f"cannot read {file}: {exc.strerror}") from None
-    if text.lstrip().startswith("{"):
-        return book.mapping(book.from_json_text(text), "")
-    return book.mapping(book.from_yaml_text(text), "")
+        text, is_json = book.read_file(file)
+    parse = book.from_json_text if is_json else book.from_yaml_text
+    return book.mapping(parse(text), "")
 
 
 def _load(file: str) -> PricingEngine:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import PricingConfigError
@@ -32,6 +32,7 @@ __all__ = [
     "jsonable",
     "plain",
     "read_file",
+    "read_stream",
 ]
 
 BOOK_BYTES_MAX = 1 << 20
@@ -131,6 +132,14 @@ def read_file(path: str | Path) -> tuple[str, bool]:
     if suffix in (".yaml", ".yml"):
         return text, False
     return text, suffix == ".json" or text.lstrip().startswith("{")
+
+
+def read_stream(stream: IO[Any]) -> tuple[str, bool]:
+    """The text of a book read from a stream (stdin: its bytes, decoded as
+    :func:`read_file` decodes a file's), and whether it is JSON (by its
+    first character)."""
+    text = _check_size(stream.read(BOOK_BYTES_MAX + 1))
+    return text, text.lstrip("\ufeff \t\r\n").startswith("{")
 
 
 def plain(data: object) -> Any:
