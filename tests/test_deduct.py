@@ -152,27 +152,42 @@ async def test_deduct_refuses_bad_input_and_reserved_metadata(
     assert await _snapshot(budget) == {}
 
 
+_BAD_MODELS = ("", " ", "m" * 10_000, "\ud800")
+
+
 @pytest.mark.parametrize("model_caps", [False, True])
 async def test_a_usages_model_is_checked_as_an_amounts_is(
     make_budget: MakeBudget, model_caps: bool
 ) -> None:
     """The ledger row and the per-model counters carry a usage's model as
     they carry an amount's: a blank, overlong or unencodable one is an
-    ``InvalidIdError`` (an ``InvalidArgumentError``), on the user's balance
-    and a team's pool, and nothing is charged."""
+    ``InvalidIdError`` (an ``InvalidArgumentError``), and nothing is
+    charged."""
     budget = make_budget(model_caps=model_caps)
     await budget.add_credits("ada", "10")
+    await budget.publish_pricing({"models": {"_default": "input_tokens * 0.001"}})
+    before = await _snapshot(budget)
+    for bad in _BAD_MODELS:
+        usage = UsageMetrics(model=bad, input_tokens=1000)
+        with pytest.raises(InvalidIdError):
+            await budget.deduct("ada", usage)
+        with pytest.raises(InvalidIdError):
+            await budget.deduct("ada", usage, idempotency_key="k")
+    assert await _snapshot(budget) == before
+
+
+async def test_a_usages_model_is_checked_on_a_teams_pool(
+    make_budget: MakeBudget,
+) -> None:
+    budget = make_budget()
     await budget.create_team("eng", initial_balance=10)
     await budget.add_team_member("eng", "ada")
     await budget.publish_pricing({"models": {"_default": "input_tokens * 0.001"}})
     before = await _snapshot(budget)
-    for bad in ("", " ", "m" * 10_000, "\ud800"):
+    for bad in _BAD_MODELS:
         usage = UsageMetrics(model=bad, input_tokens=1000)
-        for team in (None, "eng"):
-            with pytest.raises(InvalidIdError):
-                await budget.deduct("ada", usage, team_id=team)
-            with pytest.raises(InvalidIdError):
-                await budget.deduct("ada", usage, team_id=team, idempotency_key="k")
+        with pytest.raises(InvalidIdError):
+            await budget.deduct("ada", usage, team_id="eng", idempotency_key="k")
     assert await _snapshot(budget) == before
 
 
