@@ -165,3 +165,16 @@ def test_a_file_with_one_bad_plan_sets_none_of_them(
     assert "plans.pro.rate_overrides._default" in err
     assert "invalid settings" not in err
     assert json.loads(_run(capsys, "plans", "list", "--json")[1]) == []
+
+
+def test_a_plans_file_not_in_utf8_is_refused_as_a_price_book_is(
+    prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # plans set --file reads as pricing set does: a UTF-16 file (PowerShell's
+    # default) exits 2 naming the encoding, not with a traceback.
+    plans = tmp_path / "plans.json"
+    plans.write_bytes(json.dumps({"pro": {"name": "Pro"}}).encode("utf-16"))
+    code, out, err = _run(capsys, "plans", "set", "--file", str(plans))
+    assert (code, out) == (EXIT_USAGE, "")
+    assert "UTF-8" in err
+    assert json.loads(_run(capsys, "plans", "list", "--json")[1]) == []

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from spendgate.cli.runner import UsageError
@@ -112,20 +110,12 @@ def _limit(text: str) -> dict[str, Any]:
 
 
 def _file_plans(file: str) -> dict[str, Any]:
-    from spendgate.pricing import book
+    from spendgate.cli.pricing import read_book
 
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(file).read_text()
-        except OSError as exc:
-            raise PricingConfigError(f"cannot read {file}: {exc.strerror}") from None
-    is_json = text.lstrip().startswith("{")
-    data = book.from_json_text(text) if is_json else book.from_yaml_text(text)
-    if isinstance(data, dict) and isinstance(data.get("plans"), dict):
+    data = read_book(file)  # (read as a price book is: UTF-8, bounded)
+    if isinstance(data.get("plans"), dict):
         data = data["plans"]  # a whole book: its plans
-    if not isinstance(data, dict) or not data:
+    if not data:
         raise PricingConfigError("the file holds no plans (a mapping of plan id: plan)")
     return data
 

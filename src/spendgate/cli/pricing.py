@@ -63,7 +63,7 @@ def add_pricing(sub: SubParsers) -> None:
     export.set_defaults(handler=run_export)
 
 
-def _read(file: str) -> dict[str, Any]:
+def read_book(file: str) -> dict[str, Any]:
     """The book in ``file`` (``-``: stdin), JSON or YAML, as data: read as
     ``PricingEngine.from_file`` reads a file (UTF-8, at most 1 MiB; JSON by
     the extension, else by the first character).
@@ -87,7 +87,7 @@ def _load(file: str) -> PricingEngine:
     """
     from spendgate.pricing.engine import PricingEngine
 
-    return PricingEngine.from_dict(_read(file))
+    return PricingEngine.from_dict(read_book(file))
 
 
 def _pretty(config: Any) -> str:
@@ -99,7 +99,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from spendgate.pricing.validation import book_errors
 
     try:
-        data = _read(args.file)
+        data = read_book(args.file)
     except PricingConfigError as exc:
         return fail(f"invalid price book: {exc}", ExitCode.USAGE)
     errors = book_errors(data)
