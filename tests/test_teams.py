@@ -21,6 +21,7 @@ from spendgate import (
     BudgetManager,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    InvalidArgumentError,
     InvalidIdError,
     LeaseStateError,
     NotATeamMemberError,
@@ -110,9 +111,17 @@ async def test_unknown_teams_and_bad_ids_are_typed_errors(
     with pytest.raises(TypeError):
         await budget.create_team(7)  # type: ignore[arg-type]
     await budget.create_team("eng")
+    before = await _snapshot(budget)
     with pytest.raises(ValueError):
         await budget.add_team_member("eng", "ada", role="a|b")
-    assert await _snapshot(budget) == await _snapshot(budget)
+    # a display name is held to a plan name's rule: bounded, encodable
+    for name in ("n" * 257, "\ud800", " "):
+        with pytest.raises(InvalidIdError):
+            await budget.create_team("ops", name=name)
+    with pytest.raises(InvalidArgumentError):
+        await budget.create_team("ops", name=b"x" * 10_000)  # type: ignore[arg-type]
+    assert await _snapshot(budget) == before  # nothing written by any of them
+    assert (await budget.create_team("ops", name="")).name is None
 
 
 async def test_ids_holding_separators_keep_their_holds_apart(

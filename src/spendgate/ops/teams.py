@@ -29,6 +29,7 @@ from spendgate.errors import (
 from spendgate.models import SpendRecord
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.facts import Facts
+from spendgate.pricing.book import NAME_MAX
 from spendgate.teams import TEAM_LEASE_MARK, Team, TeamMember
 
 #: the longest role name accepted, in characters
@@ -53,14 +54,16 @@ class Teams(Facts):
         ``grant`` ledger entry naming the team records it, when above 0).
 
         :param team_id: an id, checked like a user id
-        :param name: a display name
+        :param name: a display name (``""`` or ``None``: none)
         :raise TeamExistsError: a team of that id exists (it is left as it is;
             top its pool up with :meth:`credit_team`)
         :raise InvalidAmountError: ``initial_balance`` is not a valid amount
         """
         team = self._team_id(team_id)
         if name is not None and not isinstance(name, str):
-            raise InvalidArgumentError(f"name must be a str, not {name!r}")
+            raise InvalidArgumentError(f"name must be a str, not {type(name).__name__}")
+        if name:  # (a plan's name's rule: at most NAME_MAX characters, encodable)
+            name = check_id("name", name, NAME_MAX)
         balance = credit_micros(initial_balance)
         now_ms = self._now_ms()
         reply = await self._store.run(
