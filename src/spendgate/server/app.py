@@ -25,6 +25,7 @@ from spendgate.server.errors import install_handlers
 from spendgate.server.metrics import LatencyMiddleware, ServerMetrics
 from spendgate.server.responses import SafeJSONResponse
 from spendgate.server.routes import AUTHENTICATED, PUBLIC
+from spendgate.server.url import Utf8UrlMiddleware
 
 __all__ = [
     "BALANCE_RETRY_AFTER_SECONDS",
@@ -93,6 +94,8 @@ def create_app(
     app.state.clock = clock or (lambda: datetime.now(UTC))
     app.state.max_body_bytes = max_body_bytes
     app.state.body_timeout_seconds = body_timeout_seconds
+    # (added first, so inside the latency middleware: its 422s are timed too)
+    app.add_middleware(Utf8UrlMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
     install_handlers(app)
     for router in PUBLIC:

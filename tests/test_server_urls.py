@@ -1,0 +1,75 @@
+"""Ids in the URL: a path or query whose percent-escapes are not UTF-8 is a
+422 and changes nothing, so two different raw ids never name one entity.
+
+How: the app over a budget of the conftest ``make_budget`` fixture (both
+backends), through ``httpx.ASGITransport`` (which, like uvicorn, hands the
+app the raw path). ``caf%E9`` and ``caf%FC`` (Latin-1 "café" and "cafü")
+used to both reach the routes as ``"caf\\ufffd"``: caps set for one were
+the other's. UTF-8 escapes, U+FFFD's own included, keep working.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from server_helpers import AUTH, MakeClient, make_client
+from spendgate.server.url import url_problem
+
+__all__ = ["make_client"]  # (the fixture, shared with test_server)
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("PUT", "/v1/limits/user/caf%E9"),
+        ("GET", "/v1/limits/user/caf%FC"),
+        ("GET", "/v1/usage/%FF"),
+        ("GET", "/v1/usage/u?project_id=caf%E9"),
+        ("GET", "/v1/balance/%C3"),
+    ],
+)
+async def test_escapes_that_are_not_utf8_are_422(
+    make_client: MakeClient, method: str, url: str
+) -> None:
+    client = make_client()
+    body = {"daily": "1"} if method == "PUT" else None
+    response = await client.request(method, url, json=body, headers=AUTH)
+    assert response.status_code == 422
+    where = "query" if "?" in url else "path"
+    assert response.json()["errors"][0]["loc"] == [where]
+    assert "not UTF-8" in response.json()["detail"]
+
+
+async def test_a_latin1_id_does_not_set_another_ids_caps(
+    make_client: MakeClient,
+) -> None:
+    client = make_client()
+    put = await client.put("/v1/limits/user/caf%E9", json={"daily": "1"}, headers=AUTH)
+    assert put.status_code == 422
+    # Nothing changed, under any name the escape could have become.
+    for name in ("caf%EF%BF%BD", "caf%C3%A9"):
+        got = await client.get(f"/v1/limits/user/{name}", headers=AUTH)
+        assert got.status_code == 200
+        assert got.json()["overridden"] == []
+
+
+async def test_utf8_escapes_name_their_ids(make_client: MakeClient) -> None:
+    client = make_client()
+    put = await client.put(
+        "/v1/limits/user/caf%C3%A9", json={"daily": "2"}, headers=AUTH
+    )
+    assert (put.status_code, put.json()["scope_id"]) == (200, "café")
+    replacement = await client.get(
+        "/v1/usage/%EF%BF%BD?project_id=%C3%BC", headers=AUTH
+    )
+    assert replacement.status_code == 200
+    assert replacement.json()["user_id"] == "\ufffd"
+    assert replacement.json()["project_id"] == "ü"
+
+
+def test_url_problem_names_the_part() -> None:
+    assert url_problem(b"/v1/usage/ada", b"") is None
+    assert url_problem(b"/v1/usage/caf%C3%A9", b"project_id=%E2%82%AC") is None
+    assert url_problem(b"/v1/usage/caf%E9", b"") == "path"
+    assert url_problem(b"/v1/usage/u", b"project_id=%FF") == "query"
+    assert url_problem("/v1/usage/é".encode("latin-1"), b"") == "path"
