@@ -5,13 +5,16 @@ How: the app over a budget of the conftest ``make_budget`` fixture (both
 backends), through ``httpx.ASGITransport`` (which, like uvicorn, hands the
 app the raw path). ``caf%E9`` and ``caf%FC`` (Latin-1 "café" and "cafü")
 used to both reach the routes as ``"caf\\ufffd"``: caps set for one were
-the other's. UTF-8 escapes, U+FFFD's own included, keep working.
+the other's. UTF-8 escapes, U+FFFD's own included, keep working. A query
+parameter the route does not take, or one given twice, is a 422 as an
+unknown body field is: a mistyped ``dry_run`` used to run the real sweep.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from conftest import FakeClock
 from server_helpers import AUTH, MakeClient, make_client
 from spendgate.server.url import url_problem
 
@@ -73,3 +76,42 @@ def test_url_problem_names_the_part() -> None:
     assert url_problem(b"/v1/usage/caf%E9", b"") == "path"
     assert url_problem(b"/v1/usage/u", b"project_id=%FF") == "query"
     assert url_problem("/v1/usage/é".encode("latin-1"), b"") == "path"
+
+
+async def test_a_mistyped_dry_run_sweeps_nothing(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    client = make_client()
+    grant = {"user_id": "u", "amount": "5", "expires_at": "2026-03-15T12:00:01+00:00"}
+    assert (await client.post("/v1/credits", json=grant, headers=AUTH)).is_success
+    clock.advance(2)
+    typo = await client.post("/v1/credits/sweep?dryrun=true", headers=AUTH)
+    assert typo.status_code == 422
+    assert typo.json()["errors"][0]["loc"] == ["query", "dryrun"]
+    # The grant is still there to expire: the typo swept nothing.
+    dry = await client.post("/v1/credits/sweep?dry_run=true", headers=AUTH)
+    assert dry.json() == {"dry_run": True, "count": 1, "amount": "5"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/usage/u?project=p",
+        "/v1/usage/u?project_id=p&project_id=q",
+        "/v1/limits/user/u?models=gpt",
+    ],
+)
+async def test_unknown_or_repeated_query_parameters_are_422(
+    make_client: MakeClient, url: str
+) -> None:
+    response = await make_client().get(url, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][0] == "query"
+
+
+async def test_known_query_parameters_still_work(make_client: MakeClient) -> None:
+    client = make_client()
+    usage = await client.get("/v1/usage/u?project_id=p", headers=AUTH)
+    assert usage.status_code == 200 and "project" in usage.json()["scopes"]
+    sweep = await client.post("/v1/credits/sweep?dry_run=false", headers=AUTH)
+    assert sweep.status_code == 200

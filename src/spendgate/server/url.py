@@ -1,4 +1,5 @@
-"""The request's URL: its percent-escapes must spell UTF-8.
+"""The request's URL: its percent-escapes must spell UTF-8, and its query
+names only parameters the route takes, each once.
 
 ASGI servers decode the path (uvicorn: ``urllib.parse.unquote``) and
 Starlette the query string with ``errors="replace"``: an escape that is not
@@ -7,6 +8,12 @@ way (``caf%E9``, ``caf%FC``) would then both name the entity ``"caf\\ufffd"``:
 its usage, balance and caps, which neither caller meant. Such a URL is
 answered 422 here, before any route reads an id from it. The raw path is
 optional in ASGI; without it the path is taken as the server decoded it.
+
+A query parameter the route does not take is refused (422) as an unknown
+body field is: ``POST /v1/credits/sweep?dryrun=true`` would otherwise run
+the real sweep, and ``GET /v1/usage/ada?project=p`` answer without the
+project. A parameter given twice is refused too: which one counts is not
+for the server to guess.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from spendgate.server.errors import problem
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
-__all__ = ["Utf8UrlMiddleware", "url_problem"]
+from spendgate.server.errors import RequestProblem, problem, summary
+
+__all__ = ["Utf8UrlMiddleware", "known_query", "url_problem"]
 
 
 def url_problem(raw_path: bytes, query_string: bytes) -> str | None:
@@ -52,3 +63,47 @@ class Utf8UrlMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+async def known_query(request: Request) -> None:
+    """The dependency of every authenticated route: the query names only
+    the route's own parameters, each at most once.
+
+    :raise RequestProblem: 422 naming each unknown or repeated parameter
+    """
+    if not request.scope.get("query_string"):
+        return  # (most requests: nothing to compare)
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    errors = []
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name not in known:
+            errors.append(
+                {
+                    "loc": ["query", name],
+                    "msg": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+            )
+        elif name in seen:
+            errors.append(
+                {
+                    "loc": ["query", name],
+                    "msg": "given more than once",
+                    "type": "repeated",
+                }
+            )
+        seen.add(name)
+    if errors:
+        raise RequestProblem(422, summary(errors), errors)
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
