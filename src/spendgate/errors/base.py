@@ -17,4 +17,22 @@ BALANCE_RETRY_AFTER_SECONDS = 60
 
 
 class SpendgateError(Exception):
-    """Root of every error spendgate raises on purpose."""
+    """Root of every error spendgate raises on purpose.
+
+    Pickled and copied as it is: its message and its fields, not by calling
+    its class again. An exception's default pickling calls ``cls(*args)``
+    with the one message ``args`` holds, which the errors' structured
+    constructors take for their first field (a refusal's ``scope``) or
+    refuse (``LeaseStateError`` needs three); an error crossing a process
+    (a ``ProcessPoolExecutor``, a task queue such as arq) came back garbled
+    or did not come back at all.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[SpendgateError], args: tuple[object, ...]) -> SpendgateError:
+    """An error of ``cls`` holding ``args``, its ``__init__`` not called
+    (pickle then restores its fields from its ``__dict__``)."""
+    return cls.__new__(cls, *args)
