@@ -3,7 +3,8 @@
 Its ``COREASON_BUDGET_*`` variables are read (ours win when both are set), its
 field names can be read back, ``close()``, ``check_availability_sync`` /
 ``record_spend_sync`` and ``pricing.calculate_cost`` exist, and a refusal's
-message keeps its wording ("User daily limit exceeded for ...").
+message keeps its wording ("User daily limit exceeded for ..."); one built
+from a message alone, as coreason raises it, is that message.
 """
 
 from __future__ import annotations
@@ -124,3 +125,15 @@ def test_pricing_calculate_cost_is_calculate() -> None:
     assert budget.pricing.calculate_cost("m", 10, 5) == budget.pricing.calculate(
         "m", 10, 5
     )
+
+
+def test_a_refusal_made_from_a_message_is_that_message() -> None:
+    # coreason-budget raises, and its users' mocks build, the error from one
+    # message: BudgetExceededError("Global daily limit exceeded").
+    error = BudgetExceededError("Global daily limit exceeded")
+    assert str(error) == "Global daily limit exceeded"
+    assert error.args == ("Global daily limit exceeded",)
+    assert (error.scope, error.window, error.limit) == (None, None, None)
+    # The structured form is unchanged, a scope alone included.
+    assert BudgetExceededError("user", "u", "daily").scope == "user"
+    assert str(BudgetExceededError("global")).startswith("Global None limit")

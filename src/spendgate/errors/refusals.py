@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from spendgate.errors.base import (
     BALANCE_RETRY_AFTER_SECONDS,
@@ -13,6 +13,9 @@ from spendgate.errors.base import (
     SpendgateError,
     Window,
 )
+
+#: the scopes a refusal names (``RefusalScope``)
+_SCOPES = frozenset(get_args(RefusalScope))
 
 
 class BudgetExceededError(SpendgateError):
@@ -36,6 +39,10 @@ class BudgetExceededError(SpendgateError):
     :param model: the model whose per-model cap of that scope and window
         refused (``set_limits(..., model=...)``); ``None`` when the scope's
         own cap or balance did
+
+    coreason-budget's form, a message alone
+    (``BudgetExceededError("Global daily limit exceeded")``, as its users'
+    code and mocks raise it), is that message, with no fields.
     """
 
     def __init__(
@@ -51,6 +58,9 @@ class BudgetExceededError(SpendgateError):
         message: str | None = None,
         model: str | None = None,
     ) -> None:
+        if isinstance(scope, str) and scope not in _SCOPES and window is None:
+            # (a first argument that names no scope is coreason's message)
+            message, scope = message or scope, None
         self.scope = scope
         self.scope_id = scope_id
         self.window = window
