@@ -20,6 +20,7 @@ from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
 from spendgate import BudgetConfig, BudgetExceededError, BudgetManager
+from spendgate.errors import InvalidArgumentError
 
 
 @pytest.fixture
@@ -137,3 +138,46 @@ def test_a_refusal_made_from_a_message_is_that_message() -> None:
     # The structured form is unchanged, a scope alone included.
     assert BudgetExceededError("user", "u", "daily").scope == "user"
     assert str(BudgetExceededError("global")).startswith("Global None limit")
+
+
+class UserContext:
+    """coreason-identity's ``UserContext``, as far as a budget reads it."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+
+
+async def test_coreason_041s_user_context_keyword_is_taken(
+    make_budget: MakeBudget,
+) -> None:
+    # coreason-budget 0.4.1 names the first argument user_context, and its
+    # own server passes it by keyword.
+    budget = make_budget(daily_user_limit="1")
+    ada = UserContext("ada")
+    record = await budget.record_spend(user_context=ada, cost=1.0, project_id="p")
+    assert (record.user_id, record.project_id) == ("ada", "p")
+    with pytest.raises(BudgetExceededError) as refused:
+        await budget.check_availability(user_context=ada, estimated_cost=0.5)
+    assert refused.value.scope_id == "ada"
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        await budget.check_availability("ada", user_context=ada)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        await budget.record_spend("ada", 1, user_context=ada)
+    usage = await budget.get_usage("ada")
+    assert usage["user"].daily.spent == Decimal(1)  # (the refused calls: nothing)
+
+
+def test_coreason_041s_user_context_keyword_is_taken_sync(
+    key_prefix_sync: str,
+) -> None:
+    config = BudgetConfig(
+        redis_url=REDIS_URL, key_prefix=key_prefix_sync, daily_user_limit=1
+    )
+    budget = BudgetManager(config)
+    try:
+        ada = UserContext("ada")
+        budget.record_spend_sync(user_context=ada, cost=1.0)
+        with pytest.raises(BudgetExceededError):
+            budget.check_availability_sync(user_context=ada, estimated_cost=0.5)
+    finally:
+        budget.close_sync()

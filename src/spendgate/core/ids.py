@@ -52,6 +52,19 @@ def user_id_of(user: object, max_length: int) -> str:
     return check_id("user_id", user, max_length)
 
 
+def user_of_call(user_id: object, user_context: object) -> object:
+    """The user a coreason-style call names: ``user_id`` (a positional first
+    argument) or ``user_context``, coreason-budget 0.4's name for it.
+
+    :raise InvalidArgumentError: both are given
+    """
+    if user_context is None:
+        return user_id
+    if user_id is not None:
+        raise InvalidArgumentError("give user_id or user_context, not both")
+    return user_context
+
+
 def check_optional_id(name: str, value: object, max_length: int) -> str | None:
     """Like :func:`check_id`, with ``None`` meaning "not given"."""
     return None if value is None else check_id(name, value, max_length)

@@ -14,6 +14,7 @@ from spendgate.core.ids import (
     check_model,
     check_optional_id,
     user_id_of,
+    user_of_call,
 )
 from spendgate.core.money import charge_micros, from_micros
 from spendgate.core.protocol import WINDOW_NAMES, Reply
@@ -31,18 +32,20 @@ class Admission(Escrowing):
 
     async def check_availability(
         self,
-        user_id: Any,
+        user_id: Any = None,
         project_id: str | None = None,
         estimated_cost: Any = 0,
         *,
         model: str | None = None,
+        user_context: Any = None,
     ) -> bool:
         """May ``user`` spend ``estimated_cost`` now? Changes nothing (but a
         scope found at its per-minute cap trips its kill switch, when one is
         configured: a check-then-record loop is stopped by its checks).
 
         The argument order is coreason-budget's. ``user_id`` is a user id or any
-        object with a ``user_id`` attribute.
+        object with a ``user_id`` attribute; coreason-budget 0.4's keyword
+        ``user_context`` may name it instead.
 
         :param model: the model the call is for: its per-model caps (of the
             user, the project and the global scope) are checked too, in the
@@ -51,7 +54,10 @@ class Admission(Escrowing):
         :raise BudgetExceededError: when a cap or the balance would be passed
         :raise BudgetUnavailableError: when the store did not answer in time
             (unless ``fail_open``)
+        :raise InvalidArgumentError: both ``user_id`` and ``user_context``
         """
+        if user_context is not None:
+            user_id = user_of_call(user_id, user_context)
         await self.remaining(user_id, project_id, estimated_cost, model=model)
         return True
 

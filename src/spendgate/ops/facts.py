@@ -16,6 +16,7 @@ from spendgate.core.ids import (
     check_optional_id,
     encode_metadata,
     user_id_of,
+    user_of_call,
 )
 from spendgate.core.money import charge_micros
 from spendgate.core.protocol import Reply
@@ -51,24 +52,30 @@ class Facts(Escrowing):
 
     async def record_spend(
         self,
-        user_id: Any,
-        cost: Any,
+        user_id: Any = None,
+        cost: Any = None,
         project_id: str | None = None,
         model: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         team_id: str | None = None,
+        *,
+        user_context: Any = None,
     ) -> SpendRecord:
         """Record money already spent (the LLM call happened): a fact.
 
         Never refused for being over a limit; only invalid input is rejected.
-        The argument order is coreason-budget's.
+        The argument order is coreason-budget's; its 0.4's keyword
+        ``user_context`` may name the user instead of ``user_id``.
 
         :param team_id: charge that team's shared pool instead of the user's
             balance (:mod:`spendgate.ops.team_charges`)
         :raise IdempotencyConflictError: a key reused with other arguments
         :raise NotATeamMemberError: with ``team_id``, the user is not a member
+        :raise InvalidArgumentError: both ``user_id`` and ``user_context``
         """
+        if user_context is not None:
+            user_id = user_of_call(user_id, user_context)
         if team_id is not None:
             return await self._team_record(
                 user_id, cost, project_id, model, idempotency_key, metadata, team_id

@@ -48,26 +48,41 @@ class SyncCalls(Extensions, Facts):
         return asyncio.run_coroutine_threadsafe(call, loop).result()
 
     def check_availability_sync(
-        self, user_id: Any, project_id: str | None = None, estimated_cost: Any = 0
+        self,
+        user_id: Any = None,
+        project_id: str | None = None,
+        estimated_cost: Any = 0,
+        *,
+        user_context: Any = None,
     ) -> bool:
         """:meth:`check_availability`, blocking."""
         return self._blocking(
-            self.check_availability(user_id, project_id, estimated_cost)
+            self.check_availability(
+                user_id, project_id, estimated_cost, user_context=user_context
+            )
         )
 
     def record_spend_sync(
         self,
-        user_id: Any,
-        cost: Any,
+        user_id: Any = None,
+        cost: Any = None,
         project_id: str | None = None,
         model: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        user_context: Any = None,
     ) -> SpendRecord:
         """:meth:`record_spend`, blocking."""
         return self._blocking(
             self.record_spend(
-                user_id, cost, project_id, model, idempotency_key, metadata
+                user_id,
+                cost,
+                project_id,
+                model,
+                idempotency_key,
+                metadata,
+                user_context=user_context,
             )
         )
 
