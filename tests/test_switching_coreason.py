@@ -19,7 +19,12 @@ import pytest
 from redis import Redis as SyncRedis
 
 from conftest import REDIS_URL, MakeBudget, real_redis_available, service_missing
-from spendgate import BudgetConfig, BudgetExceededError, BudgetManager
+from spendgate import (
+    BudgetConfig,
+    BudgetExceededError,
+    BudgetManager,
+    BudgetUnavailableError,
+)
 from spendgate.errors import InvalidArgumentError
 
 
@@ -181,3 +186,18 @@ def test_coreason_041s_user_context_keyword_is_taken_sync(
             budget.check_availability_sync(user_context=ada, estimated_cost=0.5)
     finally:
         budget.close_sync()
+
+
+def test_coreasons_import_line_imports() -> None:
+    # coreason-budget's __all__, every version: the import line switches as is.
+    from spendgate import (  # noqa: F401
+        BudgetConfig,
+        BudgetExceededError,
+        BudgetManager,
+        CoreasonBudgetConfig,
+        RedisConnectionError,
+    )
+
+    assert CoreasonBudgetConfig is BudgetConfig
+    # Its "could not connect to Redis": here, admission fails closed.
+    assert RedisConnectionError is BudgetUnavailableError

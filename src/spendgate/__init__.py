@@ -60,6 +60,12 @@ from spendgate.teams import Team, TeamMember
 
 __version__ = "0.1.0"
 
+#: coreason-budget's names, so that its users switch by changing the import
+#: alone: its config class, and the error it raised when Redis could not be
+#: reached (here, admission refused because the store did not answer)
+CoreasonBudgetConfig = BudgetConfig
+RedisConnectionError = BudgetUnavailableError
+
 # A library stays quiet unless the application turns it on (loguru's own
 # advice): logger.enable("spendgate") does, and the spendgate command and
 # `spendgate serve` do it at their --log-level.
@@ -67,6 +73,8 @@ _logger.disable("spendgate")
 
 __all__ = [
     "MAX_AMOUNT",
+    "CoreasonBudgetConfig",
+    "RedisConnectionError",
     "UNSET",
     "Adjustment",
     "Balance",
