@@ -1,6 +1,7 @@
 """What a coreason-budget user meets on switching: its names and settings work.
 
-Its ``COREASON_BUDGET_*`` variables are read (ours win when both are set), its
+Its ``COREASON_BUDGET_*`` variables are read, from the environment or its
+``.env`` file (ours win when both are set), its
 field names can be read back, ``close()``, ``check_availability_sync`` /
 ``record_spend_sync`` and ``pricing.calculate_cost`` exist, and a refusal's
 message keeps its wording ("User daily limit exceeded for ..."); one built
@@ -57,6 +58,34 @@ def test_coreason_variables_configure_a_deployment(
     assert config.daily_project_limit == Decimal(300)
     assert config.daily_global_limit == Decimal(4000)
     assert config.log_path == Path("/var/log/budget.log")
+
+
+def test_coreasons_env_file_configures_a_deployment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # coreason-budget reads its variables from .env too (its env_file): a
+    # deployment that kept them there must not fall back to the embedded
+    # store, its caps to the defaults.
+    for variable in ("SPENDGATE_REDIS_URL", "SPENDGATE_DAILY_USER_LIMIT"):
+        monkeypatch.delenv(variable, raising=False)
+    (tmp_path / ".env").write_text(
+        "COREASON_BUDGET_REDIS_URL=redis://coreason:6379/2\n"
+        "COREASON_BUDGET_DAILY_USER_LIMIT_USD=12.5\n"
+        "COREASON_BUDGET_DAILY_GLOBAL_LIMIT_USD=4000\n"
+        "UNRELATED=1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    config = BudgetConfig()
+    assert config.redis_url == "redis://coreason:6379/2"
+    assert config.daily_user_limit == Decimal("12.5")
+    assert config.daily_global_limit == Decimal(4000)
+    # The environment, then ours, then arguments win over the file.
+    monkeypatch.setenv("COREASON_BUDGET_DAILY_USER_LIMIT_USD", "7")
+    assert BudgetConfig().daily_user_limit == Decimal(7)
+    monkeypatch.setenv("SPENDGATE_DAILY_USER_LIMIT", "3")
+    assert BudgetConfig().daily_user_limit == Decimal(3)
+    assert BudgetConfig(daily_user_limit=2).daily_user_limit == Decimal(2)
 
 
 def test_spendgate_variables_and_arguments_win_over_coreason_ones(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -55,22 +57,45 @@ COREASON_ENV = {
 }
 
 
+#: where coreason-budget also reads its variables: a ``.env`` file in the
+#: working directory (its ``env_file``), below the environment's
+COREASON_ENV_FILE = Path(".env")
+
+
+def coreason_variables() -> dict[str, str]:
+    """coreason-budget's variables that are set: the environment's, else
+    its ``.env`` file's (a deployment that kept them there keeps them)."""
+    found: dict[str, str] = {}
+    if COREASON_ENV_FILE.is_file():
+        values = dotenv_values(COREASON_ENV_FILE, encoding="utf-8")
+        found.update(
+            (variable, value)
+            for variable, value in values.items()
+            if variable in COREASON_ENV and value is not None
+        )
+    found.update(
+        (variable, os.environ[variable])
+        for variable in COREASON_ENV
+        if variable in os.environ
+    )
+    return found
+
+
 class _CoreasonEnv(PydanticBaseSettingsSource):
     """coreason-budget's ``COREASON_BUDGET_*`` variables, below ours."""
 
     def get_field_value(
         self, field: FieldInfo, field_name: str
     ) -> tuple[Any, str, bool]:
-        for variable, name in COREASON_ENV.items():
-            if name == field_name and variable in os.environ:
-                return os.environ[variable], field_name, False
+        for variable, value in coreason_variables().items():
+            if COREASON_ENV[variable] == field_name:
+                return value, field_name, False
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         return {
-            name: os.environ[variable]
-            for variable, name in COREASON_ENV.items()
-            if variable in os.environ
+            COREASON_ENV[variable]: value
+            for variable, value in coreason_variables().items()
         }
 
 
