@@ -256,12 +256,21 @@ async def test_bad_model_is_rejected(make_budget: MakeBudget, model: str) -> Non
         await budget.record_spend("alice", "1", model=model)
 
 
-@pytest.mark.parametrize("ttl", [0, -1, True, "60", 8 * 86400, float("nan")])
+@pytest.mark.parametrize(
+    "ttl",
+    [0, -1, True, "60", 8 * 86400, float("nan"), Decimal("NaN"), Decimal("-1")],
+)
 async def test_bad_lease_ttl_is_rejected(make_budget: MakeBudget, ttl: Any) -> None:
     budget = make_budget()
     with pytest.raises(InvalidArgumentError):
         await budget.reserve("alice", "1", ttl_seconds=ttl)
     assert await deployment_state(budget) == {}
+
+
+async def test_a_lease_ttl_may_be_a_decimal(budget: BudgetManager) -> None:
+    # (money is Decimal at the API, and so may a caller's seconds be)
+    lease = await budget.reserve("alice", "1", ttl_seconds=Decimal("1.5"))
+    assert lease.expires_ms - budget._now_ms() in range(1000, 1501)
 
 
 @pytest.mark.parametrize("scope", ["users", "", None, "GLOBAL"])

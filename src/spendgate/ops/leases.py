@@ -8,6 +8,7 @@ own once its TTL passes: no janitor is needed for correctness.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from spendgate.core.fact_keys import moved_home
@@ -242,10 +243,15 @@ class Leases(Admission):
     def _lease_ttl_ms(self, ttl_seconds: object) -> int:
         if ttl_seconds is None:
             return self.config.lease_ttl_seconds * 1000
-        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int | float):
+        if isinstance(ttl_seconds, bool) or not isinstance(
+            ttl_seconds, int | float | Decimal
+        ):
             raise InvalidArgumentError(
-                f"ttl_seconds must be a number, not {ttl_seconds!r}"
+                f"ttl_seconds must be a number, not {type(ttl_seconds).__name__}"
             )
+        if isinstance(ttl_seconds, Decimal) and not ttl_seconds.is_finite():
+            # (a Decimal NaN cannot even be compared)
+            raise InvalidArgumentError(f"ttl_seconds must be finite, not {ttl_seconds}")
         if not (0 < ttl_seconds <= _MAX_TTL_SECONDS):
             raise InvalidArgumentError(
                 f"ttl_seconds must be above 0 and at most 7 days, not {ttl_seconds!r}"
