@@ -24,7 +24,8 @@ class Adjustment:
     scope_id: str | None
     #: ``"daily"`` or ``"monthly"``
     window: str
-    #: the window corrected: its UTC day ``YYYY-MM-DD`` or month ``YYYY-MM``
+    #: the window corrected: its day ``YYYY-MM-DD`` or month
+    #: ``YYYY-MM`` (of ``window_timezone``, UTC by default)
     period: str
     #: the signed amount asked for (+ raises the counter, - lowers it)
     requested: Decimal

@@ -30,3 +30,14 @@ def moment(text: str) -> datetime:
             f"{text!r} is not YYYY-MM-DD or an ISO datetime"
         ) from None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def day_or_moment(text: str) -> date | datetime:
+    """``YYYY-MM-DD`` (a day, as the command reads days: ``adjust --at``
+    takes it in the window time zone) or an ISO datetime (UTC when naive)."""
+    if len(text) == 10:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass  # (moment's message names both forms)
+    return moment(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from spendgate.cli.arguments import moment
+from spendgate.cli.arguments import day_or_moment, moment
 from spendgate.cli.printer import dash, fail, print_json, print_table, printable
 from spendgate.cli.runner import run, run_on_budget, settings
 from spendgate.errors import ExitCode
@@ -45,9 +45,9 @@ def add_adjust(sub: SubParsers) -> None:
     )
     parser.add_argument(
         "--at",
-        type=moment,
-        help="a day (YYYY-MM-DD) or instant in the window to correct "
-        "(default: the current one)",
+        type=day_or_moment,
+        help="a day (YYYY-MM-DD, of the window time zone) or instant in the "
+        "window to correct (default: the current one)",
     )
     parser.add_argument("--reason", help="kept in the ledger entry's metadata")
     parser.add_argument(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
@@ -64,13 +64,16 @@ def adjust_micros(value: object) -> int:
     return -micros if negative else micros
 
 
-def _moment_ms(at: datetime | date) -> int:
+def _moment_ms(at: datetime | date, zone: tzinfo | None) -> int:
+    """An instant of the window ``at`` names: a datetime is that instant, a
+    date is the day of the window time zone ``zone`` (``None``: UTC), taken
+    at its noon, which every local day has whatever its daylight saving."""
     if isinstance(at, datetime):
         if at.tzinfo is None:
             raise InvalidArgumentError("at must be an aware datetime (UTC)")
         return to_ms(at)
     if isinstance(at, date):
-        return to_ms(datetime(at.year, at.month, at.day, tzinfo=UTC))
+        return to_ms(datetime(at.year, at.month, at.day, 12, tzinfo=zone or UTC))
     raise InvalidArgumentError(f"at must be a datetime or a date, not {at!r}")
 
 
@@ -101,9 +104,10 @@ class Corrections(LimitsAndUsage, Facts):
         :param window: ``"daily"`` or ``"monthly"``
         :param reason: kept in the entry's metadata
         :param idempotency_key: a replay with it changes nothing
-        :param at: an instant (or a UTC day) in the window to correct; the
-            current one when omitted. A window not begun yet, or whose
-            counters are past ``counter_retention_seconds``, is refused
+        :param at: an instant (or a day of ``window_timezone``) in the
+            window to correct; the current one when omitted. A window not
+            begun yet, or whose counters are past
+            ``counter_retention_seconds``, is refused
         :raise InvalidArgumentError: a bad scope, window, reason or ``at``
         :raise InvalidAmountError: a bad amount, or zero
         :raise IdempotencyConflictError: a key reused with other arguments
@@ -125,7 +129,7 @@ class Corrections(LimitsAndUsage, Facts):
         metadata = self._adjust_metadata(micros, reason)
         now_ms = self._now_ms()
         period, label, ttl_ms = self._adjusted_window(
-            window, now_ms, None if at is None else _moment_ms(at)
+            window, now_ms, None if at is None else _moment_ms(at, self._zone)
         )
         entry_id = self.keys.id_for(new_id(now_ms), sid)
         key, ikey = self._idempotency(idempotency_key, entry_id)
@@ -183,8 +187,9 @@ class Corrections(LimitsAndUsage, Facts):
 
         :raise InvalidArgumentError: not begun yet, or past its retention
         """
-        w = windows_at(now_ms if at_ms is None else at_ms)
-        now = windows_at(now_ms)
+        # The window time zone's day and month: those every charge counted in.
+        w = windows_at(now_ms if at_ms is None else at_ms, self._zone)
+        now = windows_at(now_ms, self._zone)
         if window == "daily":
             part, end = w.day, w.day_end_ms
             label = f"{part[:4]}-{part[4:6]}-{part[6:]}"

@@ -58,6 +58,18 @@ def _moment(text: str | None, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _window_at(text: str | None) -> date | datetime | None:
+    """The ``at`` of a correction: a day stays a day (``adjust_usage`` takes
+    it in the window time zone, where the counters' days are), an instant
+    is read as by :func:`_moment`."""
+    if text is not None and len(text) == 10:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass  # (_moment answers 422)
+    return _moment(text, "at")
+
+
 @router.post(
     "/v1/adjust",
     response_model=AdjustResponse,
@@ -78,7 +90,7 @@ async def adjust(request: Request) -> AdjustResponse:
         req.window,
         req.reason,
         req.idempotency_key,
-        at=_moment(req.at, "at"),
+        at=_window_at(req.at),
     )
     return AdjustResponse.of(done)
 
