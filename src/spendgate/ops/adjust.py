@@ -128,9 +128,15 @@ class Corrections(LimitsAndUsage, Facts):
         micros = adjust_micros(amount)
         metadata = self._adjust_metadata(micros, reason)
         now_ms = self._now_ms()
-        period, label, ttl_ms = self._adjusted_window(
-            window, now_ms, None if at is None else _moment_ms(at, self._zone)
-        )
+        try:
+            period, label, ttl_ms = self._adjusted_window(
+                window, now_ms, None if at is None else _moment_ms(at, self._zone)
+            )
+        except OverflowError:
+            # (a window at the calendar's ends: its day or month has no end)
+            raise InvalidArgumentError(
+                f"at {at!r} is out of the calendar's range"
+            ) from None
         entry_id = self.keys.id_for(new_id(now_ms), sid)
         key, ikey = self._idempotency(idempotency_key, entry_id)
         digest = (
