@@ -7,7 +7,8 @@ work writes (``grant``, ``expire``, ``refund``) XADDed as its scripts write
 them. Without a DSN the list comes from the stream; with one, the same facts
 are flushed (``Flusher``) and the list comes from Postgres: the two lists
 must be the same transactions, newest first, only the user's, windowed by
-``since``/``until`` and cut at ``limit``. Bad limits and naive datetimes are
+``since``/``until`` and cut at ``limit``; bounds at the calendar's ends
+(UTC year 0 or 10000) are the open ones. Bad limits and naive datetimes are
 typed errors; a database without the schema is a configuration error, an
 unreachable one "unavailable". The HTTP route and the CLI are driven too.
 """
@@ -18,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -211,6 +212,19 @@ async def test_postgres_without_the_schema_or_unreachable(
     gone = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
     with pytest.raises(LedgerUnavailableError):
         await make_budget(postgres_dsn=gone).list_transactions("ada")
+
+
+@pytest.mark.postgres
+async def test_bounds_at_the_ends_of_the_calendar(
+    make_budget: MakeBudget, ledger_dsn: str
+) -> None:
+    # (instants whose UTC is year 10000 or year 0: Postgres cannot hold them,
+    # but every entry lies between them)
+    budget = make_budget(postgres_dsn=ledger_dsn)
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-23)))
+    early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))
+    assert await budget.list_transactions("ada", since=early, until=late) == []
+    assert await budget.list_transactions("ada", until=early) == []
 
 
 # -- the edges -------------------------------------------------------------------

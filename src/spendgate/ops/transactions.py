@@ -72,15 +72,22 @@ _SELECT = (
 
 
 def _bound_ms(moment: datetime | date | None, name: str, open_ms: int) -> int:
+    """A window bound in ms, within the open window's: every entry lies in
+    it, and an instant past it (its UTC in year 10000, or 0) has no
+    datetime, hence no Postgres timestamp."""
     if moment is None:
         return open_ms
     if isinstance(moment, datetime):
         if moment.tzinfo is None:
             raise InvalidArgumentError(f"{name} must be an aware datetime (UTC)")
-        return to_ms(moment)
-    if isinstance(moment, date):
-        return to_ms(datetime(moment.year, moment.month, moment.day, tzinfo=UTC))
-    raise InvalidArgumentError(f"{name} must be a datetime or a date, not {moment!r}")
+        ms = to_ms(moment)
+    elif isinstance(moment, date):
+        ms = to_ms(datetime(moment.year, moment.month, moment.day, tzinfo=UTC))
+    else:
+        raise InvalidArgumentError(
+            f"{name} must be a datetime or a date, not {moment!r}"
+        )
+    return min(max(ms, _OPEN_START_MS), _OPEN_END_MS)
 
 
 def _metadata(raw: str | None) -> dict[str, Any] | None:
