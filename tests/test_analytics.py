@@ -4,7 +4,8 @@ aggregate stats, and time windows that include their start and exclude their end
 How: facts are recorded through ``BudgetManager`` on the real Redis with an
 injected clock over three UTC days (one exactly at midnight), flushed into a
 fresh database, and every report is compared with the same aggregation done
-in Python over the facts' ``Decimal`` amounts. ``spendgate report`` is run as
+in Python over the facts' ``Decimal`` amounts; windows bounded at the
+calendar's ends are the open ones. ``spendgate report`` is run as
 a process for its table, its JSON and its exit codes.
 """
 
@@ -15,7 +16,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -135,6 +136,20 @@ async def test_daily_spend_and_windows(facts: list[Fact], ledger_dsn: str) -> No
     # and not in one ending then.
     assert (from_midnight.calls, from_midnight.total) == (2, Decimal("7.75"))
     assert (until_midnight.calls, until_midnight.total) == (101, Decimal("55.5"))
+
+
+async def test_windows_at_the_ends_of_the_calendar_are_open(
+    facts: list[Fact], ledger_dsn: str
+) -> None:
+    # (instants whose UTC is year 10000 or year 0: Postgres cannot hold them,
+    # but every row lies between them)
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-23)))
+    early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))
+    async with Analytics(dsn=ledger_dsn) as analytics:
+        assert await analytics.daily_spend(early, late) == await analytics.daily_spend()
+        assert (await analytics.stats(early, late)).total == sum(f[4] for f in facts)
+        assert await analytics.spend_by_user(until=early) == []
+        assert await analytics.spend_by_team(early, late) == []
 
 
 async def test_stats_over_a_window(facts: list[Fact], ledger_dsn: str) -> None:

@@ -87,14 +87,16 @@ _GROUP_COLUMNS: dict[str, str] = {
 
 def _bound(moment: datetime | date | None, open_end: datetime) -> datetime:
     """A window bound as an aware datetime: a date is its 00:00 UTC, a naive
-    datetime is taken as UTC."""
+    datetime is taken as UTC. It is kept within the open window, which holds
+    every row: an instant past it (its UTC in year 10000, or 0) is no
+    Postgres timestamp."""
     if moment is None:
         return open_end
     if not isinstance(moment, datetime):
-        return datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
+        moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return min(max(moment, _OPEN_START), _OPEN_END)
 
 
 def _exact(amount: Decimal | None) -> Decimal | None:
