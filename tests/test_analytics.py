@@ -5,8 +5,10 @@ How: facts are recorded through ``BudgetManager`` on the real Redis with an
 injected clock over three UTC days (one exactly at midnight), flushed into a
 fresh database, and every report is compared with the same aggregation done
 in Python over the facts' ``Decimal`` amounts; windows bounded at the
-calendar's ends are the open ones. ``spendgate report`` is run as
-a process for its table, its JSON and its exit codes.
+calendar's ends are the open ones; a limit is a positive int (a typed
+error otherwise), one above what Postgres counts is no limit.
+``spendgate report`` is run as a process for its table, its JSON and its
+exit codes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import FakeClock, MakeBudget
-from spendgate import Analytics, Flusher
+from spendgate import Analytics, Flusher, InvalidArgumentError
 
 # ledger_dsn
 pytest_plugins = ("pg_fixtures",)
@@ -150,6 +152,27 @@ async def test_windows_at_the_ends_of_the_calendar_are_open(
         assert (await analytics.stats(early, late)).total == sum(f[4] for f in facts)
         assert await analytics.spend_by_user(until=early) == []
         assert await analytics.spend_by_team(early, late) == []
+
+
+async def test_a_limit_is_a_positive_int_and_a_huge_one_is_all(
+    facts: list[Fact], ledger_dsn: str
+) -> None:
+    async with Analytics(dsn=ledger_dsn) as analytics:
+        every = await analytics.spend_by_user()
+        assert await analytics.spend_by_user(limit=2**70) == every
+        assert await analytics.top_users(limit=2**63) == every
+        for bad in (0, -1, True, "5", 2.0):
+            for query in (
+                analytics.spend_by_user,
+                analytics.top_users,
+                analytics.credits_by_user,
+                analytics.spend_by_team,
+                analytics.spend_by_team_member,
+            ):
+                with pytest.raises(InvalidArgumentError, match="limit"):
+                    await query(limit=bad)  # type: ignore[operator]
+    huge = _report("users", "--limit", "99999999999999999999", dsn=ledger_dsn)
+    assert huge.returncode == 0, huge.stderr
 
 
 async def test_stats_over_a_window(facts: list[Fact], ledger_dsn: str) -> None:

@@ -32,7 +32,11 @@ from spendgate.ledger.analytics_rows import (
 )
 from spendgate.ledger.netspend import NET_FACTS, adjust_filter
 from spendgate.ledger.pg import connect, require_dsn
-from spendgate.ledger.team_analytics import TeamAnalytics, TeamMemberSpend
+from spendgate.ledger.team_analytics import (
+    TeamAnalytics,
+    TeamMemberSpend,
+    row_limit,
+)
 
 __all__ = [
     "PERCENTILES",
@@ -168,6 +172,7 @@ class Analytics(TeamAnalytics):
         of the user's or the project's own counters (a model has none).
 
         :param limit: at most this many groups; ``None`` for all
+        :raise InvalidArgumentError: a limit that is not an int of at least 1
         """
         column = _GROUP_COLUMNS[group]
         rows = await self._fetch(
@@ -177,7 +182,7 @@ class Analytics(TeamAnalytics):
             " LIMIT $3",
             since,
             until,
-            limit,
+            row_limit(limit),
         )
         return [SpendGroup.of(r) for r in rows]
 
@@ -302,6 +307,7 @@ class Analytics(TeamAnalytics):
         most granted first (ties by user).
 
         :param limit: at most this many users; ``None`` for all
+        :raise InvalidArgumentError: a limit that is not an int of at least 1
         """
         rows = await self._fetch(
             f"{NET_FACTS}, flows AS ("
@@ -325,7 +331,7 @@ class Analytics(TeamAnalytics):
             " ORDER BY granted DESC, user_id LIMIT $3",
             since,
             until,
-            limit,
+            row_limit(limit),
         )
         return [
             CreditFlow(

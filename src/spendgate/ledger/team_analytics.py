@@ -19,9 +19,26 @@ from typing import Any
 
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import SPEND_KINDS, LedgerKind
+from spendgate.errors import InvalidArgumentError
 from spendgate.ledger.analytics_rows import SpendGroup
 
-__all__ = ["TeamAnalytics", "TeamMemberSpend"]
+__all__ = ["TeamAnalytics", "TeamMemberSpend", "row_limit"]
+
+# The largest LIMIT Postgres takes (a bigint); a larger one asks for all.
+_MAX_LIMIT = 2**63 - 1
+
+
+def row_limit(limit: object) -> int | None:
+    """A query's ``limit`` as its ``LIMIT`` takes it (``None``: all rows).
+
+    :raise InvalidArgumentError: not ``None`` nor an ``int`` of at least 1
+    """
+    if limit is None:
+        return None
+    if type(limit) is not int or limit < 1:
+        raise InvalidArgumentError(f"limit must be an int of at least 1, not {limit!r}")
+    return None if limit > _MAX_LIMIT else limit
+
 
 _CHARGES = ", ".join(f"'{kind}'" for kind in SPEND_KINDS)
 
@@ -83,6 +100,7 @@ class TeamAnalytics:
         first (ties by team).
 
         :param limit: at most this many teams; ``None`` for all
+        :raise InvalidArgumentError: a limit that is not an int of at least 1
         """
         rows = await self._fetch(
             f"{_TEAM_FACTS} SELECT team_id AS key, {_SUMS} FROM charges"
@@ -90,7 +108,7 @@ class TeamAnalytics:
             since,
             until,
             None,
-            limit,
+            row_limit(limit),
         )
         return [SpendGroup.of(r) for r in rows]
 
@@ -107,6 +125,7 @@ class TeamAnalytics:
 
         :param team_id: only this team's members; ``None`` for every team
         :param limit: at most this many rows; ``None`` for all
+        :raise InvalidArgumentError: a limit that is not an int of at least 1
         """
         rows = await self._fetch(
             f"{_TEAM_FACTS} SELECT team_id, user_id, {_SUMS} FROM charges"
@@ -115,7 +134,7 @@ class TeamAnalytics:
             since,
             until,
             team_id,
-            limit,
+            row_limit(limit),
         )
         return [
             TeamMemberSpend(
