@@ -6,7 +6,8 @@ database and part stays in the stream, so the ledger side is Postgres plus
 the backlog. Then real differences are made — a counter moved behind the
 ledger's back, a row deleted from Postgres — and the report must name the
 scopes and the exact amounts. ``spendgate reconcile`` is run as a process
-for its exit codes and JSON.
+for its exit codes and JSON. A day at the calendar's ends (whose bounds
+have no datetime) is a typed error, exit 2.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, FakeClock, MakeBudget
-from spendgate import BudgetManager, Flusher
+from spendgate import BudgetManager, Flusher, InvalidArgumentError
 from spendgate.core.keys import Keys
 from spendgate.ledger.reconcile import reconcile
 
@@ -171,3 +172,13 @@ async def test_cli_reconcile_exit_codes(
     assert "project" in table.stdout and "0.25" in table.stdout
 
     assert _cli(prefix, ledger_dsn, "--day", "15/03/2026").returncode == 2
+    assert _cli(prefix, ledger_dsn, "--day", "9999-12-31").returncode == 2
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati"])
+async def test_a_day_at_the_ends_of_the_calendar_is_refused(
+    make_budget: MakeBudget, redis_client: aioredis.Redis, ledger_dsn: str, zone: str
+) -> None:
+    budget = make_budget(postgres_dsn=ledger_dsn, window_timezone=zone)
+    with pytest.raises(InvalidArgumentError, match="range"):
+        await reconcile(budget.config, date(9999, 12, 31), redis=redis_client)

@@ -39,7 +39,7 @@ from spendgate.config import BudgetConfig
 from spendgate.core.connection import client_for
 from spendgate.core.money import from_micros
 from spendgate.core.shards import keys_for
-from spendgate.errors import ConfigurationError
+from spendgate.errors import ConfigurationError, InvalidArgumentError
 from spendgate.ledger.pg import require_dsn
 from spendgate.ledger.reconcile_sources import (
     Backlog,
@@ -119,6 +119,8 @@ async def reconcile(
         (not closed here)
     :param dsn: a Postgres DSN overriding ``config.postgres_dsn``
     :param progress: called with a line of text during long scans
+    :raise InvalidArgumentError: a day at the calendar's ends, whose bounds
+        have no datetime
     """
     config = config if config is not None else BudgetConfig()
     dsn = require_dsn(dsn or config.postgres_dsn)
@@ -136,8 +138,14 @@ async def reconcile(
             socket_timeout=30,
             socket_connect_timeout=5,
         )
+    try:
+        start_ms, end_ms = day_bounds_ms(day, config.window_timezone)
+    except OverflowError:
+        # (its first or its next midnight has no datetime)
+        raise InvalidArgumentError(
+            f"the day {day} is out of the calendar's range"
+        ) from None
     homes = keys_for(config.key_prefix, config.cluster_buckets).stream_homes()
-    start_ms, end_ms = day_bounds_ms(day, config.window_timezone)
     report = ReconcileReport(day=day)
     report.counters_expired = (
         end_ms + config.counter_retention_seconds * 1000 < time.time_ns() // 1_000_000
