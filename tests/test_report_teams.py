@@ -7,7 +7,8 @@ user's own are flushed into a freshly migrated database (``pg_fixtures``'
 its table must carry exactly what ``Analytics.spend_by_team`` and
 ``spend_by_team_member`` return, and a ``--team`` that is empty or too
 long, or given to another report, is a usage error (exit 2) that prints no
-report.
+report. The credits report counts as a user's spending only the charges of
+their own, not those a team's pool paid.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import MakeBudget
-from spendgate import Flusher
+from spendgate import Analytics, Flusher
 from test_analytics import _report
 
 # ledger_dsn
@@ -98,3 +99,20 @@ def test_a_bad_team_filter_is_a_usage_error(argv: list[str], ledger_dsn: str) ->
     assert out.returncode == 2, out.stdout
     assert out.stdout == ""
     assert out.stderr.strip()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_credits_by_user_leave_the_pools_charges_out(team_ledger: str) -> None:
+    # ada spent 7 of her own and 6 on the pools, bob 5.5 on a pool only: a
+    # pool's charge never draws on its member's credits
+    async with Analytics(dsn=team_ledger) as analytics:
+        rows = await analytics.credits_by_user()
+    assert {r.user_id: (r.spent, r.net) for r in rows} == {
+        "ada": (Decimal(7), Decimal(-7))
+    }
+    credits = _report("credits", "--json", dsn=team_ledger)
+    assert credits.returncode == 0, credits.stderr
+    assert [(r["user_id"], r["spent"]) for r in json.loads(credits.stdout)["rows"]] == [
+        ("ada", "7")
+    ]

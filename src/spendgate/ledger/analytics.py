@@ -304,7 +304,8 @@ class Analytics(TeamAnalytics):
     ) -> list[CreditFlow]:
         """Credits in (grants), out (expiries) and spent, per user, by the
         rows' ``occurred_at`` (a charge's refunds on the charge's row), the
-        most granted first (ties by user).
+        most granted first (ties by user). Spent is the user's own charges:
+        a team's pool pays its members' charges on it, not their credits.
 
         :param limit: at most this many users; ``None`` for all
         :raise InvalidArgumentError: a limit that is not an int of at least 1
@@ -322,7 +323,7 @@ class Analytics(TeamAnalytics):
             f" WHERE kind IN ({_CREDIT_KINDS}, '{protocol.LedgerKind.EXPIRE}')"
             "  AND occurred_at >= $1 AND occurred_at < $2"
             " UNION ALL SELECT user_id, 0, 0, amount, allowance, 0, 0 FROM net"
-            " WHERE scope IS NULL)"
+            " WHERE scope IS NULL AND team_id IS NULL)"
             f" SELECT user_id, {_micros('granted', 'granted')},"
             f" {_micros('expired', 'expired')}, {_micros('spent', 'spent')},"
             f" {_micros('allowance', 'allowance')},"

@@ -19,7 +19,9 @@ plus the ``adjust`` rows of the scope asked for. :func:`net_facts` is one
   the analytics count the day's.
 
 Every other row has ``scope`` NULL. The queries over ``net`` keep the
-adjustments of the scope they group by (:data:`ADJUST_SCOPE`).
+adjustments of the scope they group by (:data:`ADJUST_SCOPE`). A charge
+on a team's pool, and a refund of one, carry its ``team_id`` (NULL on
+every other row): spending all the same, but not of its user's credits.
 
 Each row's ``allowance`` is the part of its ``amount`` a plan's free
 allowance paid, netted as the amount is: a refund gives back the balance's
@@ -74,12 +76,13 @@ WITH refunded AS (
         coalesce(r.amount, 0) AS refunded, 0::numeric AS adjusted,
         least(coalesce(c.allowance_used, 0), c.amount - coalesce(r.amount, 0))
             AS allowance,
-        c.input_tokens, c.output_tokens, 1 AS calls, NULL::text AS scope
+        c.input_tokens, c.output_tokens, 1 AS calls, NULL::text AS scope,
+        c.team_id
     FROM spendgate_ledger c LEFT JOIN refunded r ON r.link_id = c.entry_id
     WHERE c.kind IN ({_CHARGES}) AND c.occurred_at >= $1 AND c.occurred_at < $2
   UNION ALL
     SELECT f.user_id, f.project_id, f.model, coalesce(d.at, f.occurred_at),
-        -f.amount, f.amount, 0, 0, NULL, NULL, 0, NULL
+        -f.amount, f.amount, 0, 0, NULL, NULL, 0, NULL, f.team_id
     FROM spendgate_ledger f CROSS JOIN LATERAL (SELECT {_day("f")} AS at) d
     WHERE f.kind = {_REFUND} AND f.occurred_at >= $1
         AND coalesce(d.at, f.occurred_at) >= $1
@@ -88,7 +91,7 @@ WITH refunded AS (
                         WHERE c.entry_id = f.link_id AND c.kind IN ({_CHARGES}))
   UNION ALL
     SELECT a.user_id, a.project_id, NULL, d.at, a.amount, 0, a.amount, 0,
-        NULL, NULL, 0, a.scope
+        NULL, NULL, 0, a.scope, NULL
     FROM spendgate_ledger a CROSS JOIN LATERAL (SELECT {_day("a")} AS at) d
     WHERE a.kind = {_ADJUST} AND a.occurred_at >= $1
         AND d.at >= $1 AND d.at < $2
