@@ -8,7 +8,7 @@ in Python over the facts' ``Decimal`` amounts; windows bounded at the
 calendar's ends are the open ones; a limit is a positive int (a typed
 error otherwise), one above what Postgres counts is no limit.
 ``spendgate report`` is run as a process for its table, its JSON and its
-exit codes.
+exit codes; a database without the schema says to migrate (exit 2).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import FakeClock, MakeBudget
-from spendgate import Analytics, Flusher, InvalidArgumentError
+from spendgate import Analytics, ConfigurationError, Flusher, InvalidArgumentError
 
-# ledger_dsn
+# ledger_dsn, pg_dsn
 pytest_plugins = ("pg_fixtures",)
 pytestmark = [
     pytest.mark.postgres,
@@ -173,6 +173,18 @@ async def test_a_limit_is_a_positive_int_and_a_huge_one_is_all(
                     await query(limit=bad)  # type: ignore[operator]
     huge = _report("users", "--limit", "99999999999999999999", dsn=ledger_dsn)
     assert huge.returncode == 0, huge.stderr
+
+
+async def test_a_database_without_the_schema_says_migrate(
+    backend: str, pg_dsn: str
+) -> None:
+    # (backend: the module's parametrization; no store is used)
+    async with Analytics(dsn=pg_dsn) as analytics:
+        with pytest.raises(ConfigurationError, match="spendgate migrate"):
+            await analytics.stats()
+    out = _report("users", dsn=pg_dsn)
+    assert out.returncode == 2, out.stderr
+    assert "spendgate migrate" in out.stderr
 
 
 async def test_stats_over_a_window(facts: list[Fact], ledger_dsn: str) -> None:

@@ -7,7 +7,8 @@ the backlog. Then real differences are made — a counter moved behind the
 ledger's back, a row deleted from Postgres — and the report must name the
 scopes and the exact amounts. ``spendgate reconcile`` is run as a process
 for its exit codes and JSON. A day at the calendar's ends (whose bounds
-have no datetime) is a typed error, exit 2.
+have no datetime) is a typed error, exit 2, as is a database without the
+schema (it says to migrate).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import REDIS_URL, FakeClock, MakeBudget
-from spendgate import BudgetManager, Flusher, InvalidArgumentError
+from spendgate import BudgetManager, ConfigurationError, Flusher, InvalidArgumentError
 from spendgate.core.keys import Keys
 from spendgate.ledger.reconcile import reconcile
 
-# ledger_dsn
+# ledger_dsn, pg_dsn
 pytest_plugins = ("pg_fixtures",)
 pytestmark = [
     pytest.mark.postgres,
@@ -182,3 +183,13 @@ async def test_a_day_at_the_ends_of_the_calendar_is_refused(
     budget = make_budget(postgres_dsn=ledger_dsn, window_timezone=zone)
     with pytest.raises(InvalidArgumentError, match="range"):
         await reconcile(budget.config, date(9999, 12, 31), redis=redis_client)
+
+
+async def test_a_database_without_the_schema_says_migrate(
+    make_budget: MakeBudget, redis_client: aioredis.Redis, pg_dsn: str
+) -> None:
+    budget = make_budget(postgres_dsn=pg_dsn)
+    with pytest.raises(ConfigurationError, match="spendgate migrate"):
+        await reconcile(budget.config, DAY, redis=redis_client)
+    out = _cli(budget.config.key_prefix, pg_dsn, "--day", "2026-03-15")
+    assert out.returncode == 2, out.stderr

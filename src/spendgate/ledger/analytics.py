@@ -31,7 +31,7 @@ from spendgate.ledger.analytics_rows import (
     SpendStats,
 )
 from spendgate.ledger.netspend import NET_FACTS, adjust_filter
-from spendgate.ledger.pg import connect, require_dsn
+from spendgate.ledger.pg import connect, ledger_schema, require_dsn
 from spendgate.ledger.team_analytics import (
     TeamAnalytics,
     TeamMemberSpend,
@@ -154,9 +154,10 @@ class Analytics(TeamAnalytics):
         *args: Any,
     ) -> list[Any]:
         conn = await self._db()
-        rows: list[Any] = await conn.fetch(
-            sql, _bound(since, _OPEN_START), _bound(until, _OPEN_END), *args
-        )
+        with ledger_schema():
+            rows: list[Any] = await conn.fetch(
+                sql, _bound(since, _OPEN_START), _bound(until, _OPEN_END), *args
+            )
         return rows
 
     async def spend_by(

@@ -7,8 +7,9 @@ it, which names the extra to install when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from spendgate.config import redact_secrets, redact_url
@@ -56,6 +57,27 @@ def database_url(environ: Mapping[str, str] | None = None) -> str | None:
     if (env.get("SPENDGATE_POSTGRES_DSN") or "").strip():
         return None
     return (env.get("DATABASE_URL") or "").strip() or None
+
+
+@contextlib.contextmanager
+def ledger_schema() -> Iterator[None]:
+    """Queries of the ledger table: a database without it, or with an older
+    one, is :class:`ConfigurationError` saying to migrate (not the driver's
+    error about a relation).
+
+    :raise ConfigurationError: the table or a column is missing
+    """
+    module = asyncpg_module()
+    try:
+        yield
+    except module.UndefinedTableError as exc:
+        raise ConfigurationError(
+            "the ledger table is missing: run `spendgate migrate`"
+        ) from exc
+    except module.UndefinedColumnError as exc:
+        raise ConfigurationError(
+            "the ledger table is older than this spendgate: run `spendgate migrate`"
+        ) from exc
 
 
 def require_dsn(dsn: str | None) -> str:

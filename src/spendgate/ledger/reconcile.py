@@ -40,7 +40,7 @@ from spendgate.core.connection import client_for
 from spendgate.core.money import from_micros
 from spendgate.core.shards import keys_for
 from spendgate.errors import ConfigurationError, InvalidArgumentError
-from spendgate.ledger.pg import require_dsn
+from spendgate.ledger.pg import ledger_schema, require_dsn
 from spendgate.ledger.reconcile_sources import (
     Backlog,
     Movement,
@@ -164,7 +164,8 @@ async def reconcile(
     finally:
         if own_client:
             await redis.aclose()
-    side = await read_postgres(dsn, day, start_ms, end_ms, backlog)
+    with ledger_schema():
+        side = await read_postgres(dsn, day, start_ms, end_ms, backlog)
     ledger_pg: dict[ScopeKey, int] = {}
     ledger_backlog: dict[ScopeKey, int] = {}
     _add(ledger_pg, side.movements)

@@ -139,22 +139,17 @@ class Transactions(Operations):
     async def _from_postgres(
         self, user: str, start_ms: int, end_ms: int, limit: int
     ) -> list[Transaction]:
-        from spendgate.ledger.pg import asyncpg_module, connect, is_unavailable
+        from spendgate.ledger.pg import connect, is_unavailable, ledger_schema
 
         assert self.config.postgres_dsn
         conn = await connect(self.config.postgres_dsn)
         try:
-            rows = await conn.fetch(
-                _SELECT, user, from_ms(start_ms), from_ms(end_ms), limit
-            )
-        except asyncpg_module().UndefinedTableError as exc:
-            raise ConfigurationError(
-                "the ledger table is missing: run `spendgate migrate`"
-            ) from exc
-        except asyncpg_module().UndefinedColumnError as exc:
-            raise ConfigurationError(
-                "the ledger table is older than this spendgate: run `spendgate migrate`"
-            ) from exc
+            with ledger_schema():
+                rows = await conn.fetch(
+                    _SELECT, user, from_ms(start_ms), from_ms(end_ms), limit
+                )
+        except ConfigurationError:
+            raise
         except Exception as exc:
             if is_unavailable(exc):
                 raise LedgerUnavailableError(f"Postgres failed: {exc}") from exc
