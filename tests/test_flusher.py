@@ -29,7 +29,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import FakeClock, MakeBudget
+from conftest import REDIS_URL, FakeClock, MakeBudget
 from flusher_helpers import (
     _flush_process,
     _stream_empty,
@@ -351,6 +351,23 @@ async def test_cli_flush_once_and_exit_codes(
     )
     assert no_redis.returncode == 2
     assert b"SPENDGATE_REDIS_URL" in no_redis.stderr
+
+
+@pytest.mark.parametrize("idle", ["0", "-1", "nan", "inf"])
+def test_a_claim_idle_that_is_no_duration_is_a_usage_error(
+    idle: str, ledger_dsn: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDGATE_")}
+    env.update(SPENDGATE_REDIS_URL=REDIS_URL)
+    out = subprocess.run(
+        [sys.executable, "-m", "spendgate.cli", "flush", "--once"]
+        + ["--dsn", ledger_dsn, "--claim-idle", idle],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert b"--claim-idle" in out.stderr and b"Traceback" not in out.stderr
 
 
 def test_importing_spendgate_does_not_import_asyncpg() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -150,8 +151,9 @@ def run_flush(args: argparse.Namespace) -> int:
         from spendgate.ledger.flusher import Flusher
 
         config = settings(args, needs_postgres=True, needs_redis=True)
-        if args.claim_idle <= 0:
-            raise UsageError("--claim-idle must be above 0")
+        if not (math.isfinite(args.claim_idle) and args.claim_idle > 0):
+            # (float() reads "nan" and "inf" too: neither is a duration)
+            raise UsageError("--claim-idle must be a number of seconds above 0")
         flusher = Flusher(
             config,
             consumer=args.consumer,
