@@ -222,6 +222,7 @@ async def test_deduct_breakdown_runs_and_cleans_up(redis_url: str) -> None:
         "EVALSHA deduct, raw",
         "EVALSHA deduct, raw, no metadata",
         "EVALSHA trivial, deduct's args",
+        "EVALSHA, the least a deduct does",
         "EVALSHA, empty script",
     }
     assert all(value > 0 for value in medians.values())

@@ -127,7 +127,7 @@ def test_a_fixed_job_on_a_teams_pool(
     code, _, err = _run(capsys, *ops)
     assert code == EXIT_USAGE and "idempotency" in err.lower()
     code, _, err = _run(capsys, *argv)  # 2 + 2 > the member's cap of 3
-    assert code == EXIT_REFUSED and "team_member daily" in err.lower()
+    assert code == EXIT_REFUSED and "team member daily" in err.lower()
     code, _, err = _run(
         capsys, "deduct", "bob", "--fixed", "batch_job", "--team", "eng"
     )
