@@ -19,9 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	@$(BIN)/spendgate demo
 
-## the whole test suite, against the real Redis and Postgres and the embedded store
+## the whole test suite, against the real Redis and Postgres and the embedded store,
+## on every core (TEST_WORKERS=0: in this process alone)
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
