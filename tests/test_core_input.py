@@ -25,6 +25,14 @@ from spendgate import (
     InvalidIdTypeError,
 )
 
+class _Opaque:
+    """A value of no number or JSON type, whose repr (a test id) is the same
+    in every process: the suite's workers must collect the same ids."""
+
+    def __repr__(self) -> str:
+        return "<opaque object>"
+
+
 BAD_AMOUNTS: list[Any] = [
     float("nan"),
     float("inf"),
@@ -50,7 +58,7 @@ BAD_AMOUNTS: list[Any] = [
     1e300,
     [1],
     {"amount": 1},
-    object(),
+    _Opaque(),
     b"1",
     complex(1, 0),
     # a number too large even to turn into text (the error message must not fail)
@@ -233,7 +241,7 @@ async def test_id_length_limit_is_configurable(make_budget: MakeBudget) -> None:
         ["a"],
         {1: "int key"},
         {"nan": float("nan")},
-        {"obj": object()},
+        {"obj": _Opaque()},
         {"big": "x" * 9000},
         # JSON can escape a lone surrogate, UTF-8 (and Postgres) cannot hold it
         {"s": "\udfff"},
