@@ -25,6 +25,7 @@ from spendgate import (
     InvalidIdTypeError,
 )
 
+
 class _Opaque:
     """A value of no number or JSON type, whose repr (a test id) is the same
     in every process: the suite's workers must collect the same ids."""
