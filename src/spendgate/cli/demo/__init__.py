@@ -104,9 +104,9 @@ class _DemoConfig(BudgetConfig):
 
 
 def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> BudgetConfig:
-    """The demo's settings: a user cap of 1.00 a day, a fresh key prefix, and
-    ``redis_url`` (``None``: the embedded store; ``cluster``: a node of a
-    Redis Cluster), whatever the environment."""
+    """The demo's settings: a user cap of 1.00 a day, a fresh key prefix,
+    timeouts of 5 s, and ``redis_url`` (``None``: the embedded store;
+    ``cluster``: a node of a Redis Cluster), whatever the environment."""
     return _DemoConfig(
         redis_url=redis_url,
         redis_cluster=cluster,
@@ -117,6 +117,10 @@ def demo_config(redis_url: str | None = None, *, cluster: bool = False) -> Budge
         per_minute_caps=True,  # step 8 caps one user's minute
         cap_actions=True,  # step 9 gives one user's cap a warning
         model_caps=True,  # step 10 caps one user's model
+        # a walkthrough, not a request path: a busy machine must not fail it
+        # at the request path's quarter-second connect and command timeouts
+        redis_connect_timeout_seconds=5.0,
+        redis_timeout_seconds=5.0,
     )
 
 
