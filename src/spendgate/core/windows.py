@@ -14,6 +14,10 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import NamedTuple
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: the end of the open window a ledger query with no bound asks for: every
+#: entry lies between EPOCH and it, and a bound past either end (its UTC in
+#: year 10000, or before 1970) is taken as that end
+OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _DAY = timedelta(days=1)
 

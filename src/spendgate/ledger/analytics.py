@@ -24,6 +24,7 @@ from typing import Any, Literal
 from spendgate.config import BudgetConfig
 from spendgate.core import protocol
 from spendgate.core.money import from_micros
+from spendgate.core.windows import EPOCH, OPEN_END
 from spendgate.ledger.analytics_rows import (
     CreditFlow,
     DailySpend,
@@ -60,8 +61,7 @@ _CREDIT_KINDS = ", ".join(
     f"'{kind}'" for kind in (protocol.LedgerKind.GRANT, protocol.LedgerKind.CREDIT)
 )
 
-_OPEN_START = datetime(1970, 1, 1, tzinfo=UTC)
-_OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
+_OPEN_START, _OPEN_END = EPOCH, OPEN_END
 
 
 def _micros(expression: str, name: str) -> str:

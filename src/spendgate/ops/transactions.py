@@ -22,7 +22,7 @@ from spendgate.core.ids import user_id_of
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import FIELD
 from spendgate.core.store import UNAVAILABLE_ERRORS
-from spendgate.core.windows import from_ms, to_ms
+from spendgate.core.windows import EPOCH, OPEN_END, from_ms, to_ms
 from spendgate.corrections import Transaction
 from spendgate.errors import (
     BudgetUnavailableError,
@@ -39,8 +39,7 @@ MAX_TRANSACTIONS = 1000
 STREAM_SCAN_MAX = 100_000
 _PAGE = 1000
 
-_OPEN_START_MS = 0
-_OPEN_END_MS = to_ms(datetime(9999, 1, 1, tzinfo=UTC))
+_OPEN_START_MS, _OPEN_END_MS = to_ms(EPOCH), to_ms(OPEN_END)
 
 #: the columns a transaction is read from, quoted ("window" is reserved)
 _COLUMNS = (
