@@ -21,7 +21,7 @@
 -- WEEKLY, the minute of every scope with a per-minute cap with VELOCITY;
 -- unless REFUND_WINDOW_MS is "0" the charge keeps a refund record)
 -- (the plan's allowance pays first, then the grants and the balance)
--- return {R_OK, "entry|now_ms|allowance used"} when recorded, {R_REPLAYED,
+-- return {R_OK, "entry|now_ms|amount|allowance used"} when recorded, {R_REPLAYED,
 --        same payload} for a replay, {R_CONFLICT} for an idempotency
 --        conflict, {R_STALE_PRICE, the user's plan} when it is not the one
 --        expected (strict plan argument: nothing was written); sharded,
@@ -47,7 +47,8 @@ if stale then return {R_STALE_PRICE, stale} end
 -- (what the allowance will pay is known before the first write)
 local used, amount = '', tonumber(ARGV[6])
 if start and amount > 0 then used = fmt(math.min(left, amount)) end
-local payload = entry .. '|' .. now_ms .. '|' .. used
+-- (the amount: a deduct spooled as this fact is answered it on its retry)
+local payload = entry .. '|' .. now_ms .. '|' .. ARGV[6] .. '|' .. used
 local seen = idem_claim(ikey, ARGV[7], payload)
 if seen then return seen end
 

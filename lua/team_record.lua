@@ -16,7 +16,7 @@
 --            team that is not there) is refused and nothing changes; "0"
 --            for the spool's replay of a fact already made: it is recorded
 --            whoever is a member now (the pool moves if the team is there)
--- return {R_OK, "entry|now_ms"} when recorded, {R_REPLAYED, same payload}
+-- return {R_OK, "entry|now_ms|amount"} when recorded, {R_REPLAYED, same payload}
 --        for a replay, {R_CONFLICT}, {R_NOT_A_MEMBER} or {R_UNKNOWN_TEAM}
 -- (with cap actions, a recorded charge's reply adds the thresholds it took  --@cap_actions
 -- the user's warn scopes to, as record.lua's, kept for its replay)  --@cap_actions
@@ -35,7 +35,8 @@ else
   pool = redis.call('EXISTS', T[1]) == 1
 end
 
-local payload = entry .. '|' .. now_ms
+-- (the amount: a deduct spooled as this fact is answered it on its retry)
+local payload = entry .. '|' .. now_ms .. '|' .. ARGV[6]
 idem_store(ikey, fingerprint, payload)
 team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@!cap_actions
 local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[11], pool)  --@cap_actions

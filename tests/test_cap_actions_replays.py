@@ -119,7 +119,8 @@ async def test_a_charge_that_reached_nothing_keeps_its_payload_as_before(
     await warned.record_spend("ada", 1, idempotency_key="k")
     stored = await warned.redis.get(warned.keys.caller_idempotency("k"))
     assert stored is not None and b"|w" not in stored
-    assert stored.count(b"|") == 3  # "<fingerprint>|<entry>|<ms>|<allowance>"
+    # "<fingerprint>|<entry>|<ms>|<amount>|<allowance>"
+    assert stored.count(b"|") == 4 and stored.endswith(b"|1000000|")
     again = await warned.record_spend("ada", 1, idempotency_key="k")
     assert again.replayed and again.warnings == ()
 

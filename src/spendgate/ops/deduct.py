@@ -133,7 +133,9 @@ class Deductions(DeductPricing, Leases, Facts):
                 if not spool_when_unavailable:
                     raise
                 offline = with_model(self._price_offline(usage, user), model)
-                return await self._spool_deduct(user, project, key, extra, *offline)
+                return await self._spool_deduct(
+                    user, project, key, extra, usage, *offline
+                )
             if result is not None:
                 return result
             # (STALE_PRICE: priced again with the new book, or for the plan)
@@ -217,11 +219,7 @@ class Deductions(DeductPricing, Leases, Facts):
             )
         entry_id = self.keys.id_for(new_id(now_ms), user)
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
-        digest = ""
-        if key:
-            called = arguments_metadata(extra, self._max_meta)
-            digest = fingerprint("deduct", user, project, repr(usage), called)
-            digest = with_amount_model(digest, usage, model)
+        digest = self._deduct_digest(user, project, extra, usage, model) if key else ""
         args = self._fact_head(now_ms, amount) + (
             digest,
             entry_id,
@@ -256,23 +254,42 @@ class Deductions(DeductPricing, Leases, Facts):
             reply = [code, payload, crossed]
         # "entry|now_ms|balance|amount|version|allowance used" (older
         # idempotency records end before the allowance)
-        entry, _, balance, charged, first_version, *rest = text(reply[1]).split("|")
-        used = rest[0] if rest else ""
-        # Positional, in field order (entry_id, user_id, amount,
-        # allowance_used, balance_after, breakdown, price_version, replayed).
-        result = DeductResult(
-            entry,
-            user,
-            from_micros(int(charged)),
-            from_micros(int(used)) if used else _ZERO,
-            from_micros(int(balance)),
-            breakdown if code == Reply.OK else None,
-            int(first_version) if first_version else None,
-            code == Reply.REPLAYED,
-        )
+        fields = text(reply[1]).split("|")
+        if len(fields) == 4:  # this deduct's charge, spooled as a fact
+            result = _spooled_replay(user, *fields)
+        else:
+            entry, _, balance, charged, first_version, *rest = fields
+            used = rest[0] if rest else ""
+            # Positional, in field order (entry_id, user_id, amount,
+            # allowance_used, balance_after, breakdown, price_version, replayed).
+            result = DeductResult(
+                entry,
+                user,
+                from_micros(int(charged)),
+                from_micros(int(used)) if used else _ZERO,
+                from_micros(int(balance)),
+                breakdown if code == Reply.OK else None,
+                int(first_version) if first_version else None,
+                code == Reply.REPLAYED,
+            )
         if len(reply) > 2:  # (only with cap actions)
             result.warnings = cap_warnings(reply[2], user, project)
         return result
+
+    def _deduct_digest(
+        self,
+        user: str,
+        project: str | None,
+        extra: dict[str, Any],
+        usage: Any,
+        model: str | None,
+    ) -> str:
+        """The idempotency fingerprint of a deduct with a key: the caller's
+        arguments (not the price, nor the book or plan it came from, so a
+        retry after an activation replays the first charge)."""
+        called = arguments_metadata(extra, self._max_meta)
+        digest = fingerprint("deduct", user, project, repr(usage), called)
+        return with_amount_model(digest, usage, model)
 
     def _stale(self, user: str, reply: Any) -> None:
         """What a STALE_PRICE answer changed: the user's plan (the charge is
@@ -288,6 +305,7 @@ class Deductions(DeductPricing, Leases, Facts):
         project: str | None,
         key: str,
         extra: dict[str, Any],
+        usage: Any,
         amount: int,
         breakdown: CostBreakdown | None,
         version: int | None,
@@ -296,13 +314,16 @@ class Deductions(DeductPricing, Leases, Facts):
         plan: str | None,
         check: str,
     ) -> DeductResult:
-        record = await self.record_spend(
+        # Keyed with the deduct's own fingerprint: a retry of this deduct
+        # replays the fact, and the fact's replay a charge the retry made.
+        record = await self._record(
             user,
             from_micros(amount),
             project,
             model,
             key or None,
             {**extra, "pricing": pricing_of(breakdown, version, plan)},
+            self._deduct_digest(user, project, extra, usage, model) if key else None,
         )
         return DeductResult(
             entry_id=record.entry_id,
@@ -315,6 +336,24 @@ class Deductions(DeductPricing, Leases, Facts):
             replayed=record.replayed,
             spooled=record.spooled,
         )
+
+
+def _spooled_replay(
+    user: str, entry: str, _now_ms: str, amount: str, used: str
+) -> DeductResult:
+    """The replay of a deduct whose charge was spooled as a fact
+    (``"entry|now_ms|amount|allowance used"``, lua/record.lua's): what it
+    charged; no balance (the fact read none) nor price version."""
+    return DeductResult(
+        entry,
+        user,
+        from_micros(int(amount)),
+        from_micros(int(used)) if used else _ZERO,
+        None,
+        None,
+        None,
+        True,
+    )
 
 
 def with_amount_model(digest: str, usage: Any, model: str | None) -> str:

@@ -80,6 +80,25 @@ class Facts(Escrowing):
             return await self._team_record(
                 user_id, cost, project_id, model, idempotency_key, metadata, team_id
             )
+        return await self._record(
+            user_id, cost, project_id, model, idempotency_key, metadata, None
+        )
+
+    async def _record(
+        self,
+        user_id: Any,
+        cost: Any,
+        project_id: str | None,
+        model: str | None,
+        idempotency_key: str | None,
+        metadata: Mapping[str, Any] | None,
+        called: str | None,
+    ) -> SpendRecord:
+        """``record_spend`` without a team. ``called``: the fingerprint of
+        the call this fact stands for, when it is not ``record_spend`` (a
+        ``deduct`` spooled while Redis was away: its retry with the same key
+        then replays the fact, and the fact's replay a charge the retry
+        made), else ``None``."""
         user_id = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         amount = charge_micros(cost)
@@ -91,11 +110,11 @@ class Facts(Escrowing):
         key, ikey = self._idempotency(idempotency_key, entry_id)
         # A generated key is this call's own: only a replay of this very call
         # (the spool's) can meet it, so there is nothing to compare.
-        digest = (
-            fingerprint("spend", user_id, project, amount, model_name, meta)
-            if key
-            else ""
-        )
+        digest = ""
+        if key:
+            digest = called or fingerprint(
+                "spend", user_id, project, amount, model_name, meta
+            )
         args = self._fact_head(now_ms, amount) + (
             digest,
             entry_id,
@@ -134,15 +153,16 @@ class Facts(Escrowing):
                 raise IdempotencyConflictError(key)
             if code == _REPLAYED:  # the first call's entry, not this one's
                 replayed = True
-                # "entry|now_ms[|allowance used]" (older records end early),
-                # then the first call's warnings, read below as a charge's
+                # "entry|now_ms[|amount]|allowance used" (older records end
+                # early: no amount, or nothing after now_ms), then the first
+                # call's warnings, read below as a charge's
                 payload, crossed = split_warned(text(reply[1]))
                 reply = [code, payload, crossed]
                 entry_id, first_ms, *rest = payload.split("|")
                 occurred_ms = int(first_ms)
-                allowance = int(rest[0]) if rest and rest[0] else 0
+                allowance = int(rest[-1]) if rest and rest[-1] else 0
             elif reply is not None:
-                payload = text(reply[1])  # "entry|now_ms|allowance used"
+                payload = text(reply[1])  # "entry|now_ms|amount|allowance used"
                 if payload[-1] != "|":
                     allowance = int(payload.rsplit("|", 1)[1])
         # Positional, in field order (entry_id, kind, user_id, project_id,

@@ -62,9 +62,12 @@ class TeamCharges(Deductions, TeamLeases):
         idempotency_key: str | None,
         metadata: Mapping[str, Any] | None,
         team_id: str,
+        called: str | None = None,
     ) -> SpendRecord:
         """``record_spend`` on the team's pool: a fact (spooled while Redis
-        is away; the spool's replay records it whoever is a member then)."""
+        is away; the spool's replay records it whoever is a member then).
+        ``called``: the fingerprint of the team deduct this fact stands for
+        (as ``Facts._record``'s)."""
         user = user_id_of(user_id, self._max_id)
         project = check_optional_id("project_id", project_id, self._max_id)
         team = self._team_id(team_id)
@@ -74,11 +77,11 @@ class TeamCharges(Deductions, TeamLeases):
         now_ms = self._now_ms()
         entry_id = team_scoped_id(now_ms, team)
         key, ikey = self._idempotency(idempotency_key, entry_id)
-        digest = (
-            fingerprint("team_spend", user, project, amount, model_name, meta, team)
-            if key
-            else ""
-        )
+        digest = ""
+        if key:
+            digest = called or fingerprint(
+                "team_spend", user, project, amount, model_name, meta, team
+            )
         head = self._fact_head(now_ms, amount)
         args = head + (
             digest,
@@ -103,9 +106,11 @@ class TeamCharges(Deductions, TeamLeases):
             if code == _REPLAYED:  # (the first call's warnings, as a charge's)
                 replayed = True
                 entry_id, rest = split_entry(text(reply[1]), team)
-                first_ms, crossed = split_warned(rest)
+                rest, crossed = split_warned(rest)
                 reply = [code, rest, crossed]
-                occurred_ms = int(first_ms)
+                # "now_ms[|amount]" (older records: no amount), or a team
+                # deduct's payload when this fact is one's, spooled
+                occurred_ms = int(rest.partition("|")[0])
         record = SpendRecord(
             entry_id,
             "spend",
@@ -155,7 +160,7 @@ class TeamCharges(Deductions, TeamLeases):
                     raise
                 offline = with_model(self._price_offline(usage, user), model)
                 return await self._team_spool_deduct(
-                    user, project, team, key, extra, *offline
+                    user, project, team, key, extra, usage, *offline
                 )
             if result is not None:
                 return result
@@ -170,6 +175,7 @@ class TeamCharges(Deductions, TeamLeases):
         team: str,
         key: str,
         extra: dict[str, Any],
+        usage: Any,
         amount: int,
         breakdown: CostBreakdown | None,
         version: int | None,
@@ -178,10 +184,19 @@ class TeamCharges(Deductions, TeamLeases):
         plan: str | None,
         check: str,
     ) -> DeductResult:
-        """A team deduct Redis did not answer, recorded as a team fact."""
+        """A team deduct Redis did not answer, recorded as a team fact,
+        keyed with the deduct's own fingerprint (as ``_spool_deduct``)."""
         meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
+        digest = self._team_digest(user, project, team, extra, usage, model)
         record = await self._team_record(
-            user, from_micros(amount), project, model, key or None, meta, team
+            user,
+            from_micros(amount),
+            project,
+            model,
+            key or None,
+            meta,
+            team,
+            digest if key else None,
         )
         return DeductResult(
             record.entry_id,
@@ -195,6 +210,21 @@ class TeamCharges(Deductions, TeamLeases):
             record.spooled,
             team_id=team,
         )
+
+    def _team_digest(
+        self,
+        user: str,
+        project: str | None,
+        team: str,
+        extra: dict[str, Any],
+        usage: Any,
+        model: str | None,
+    ) -> str:
+        """A keyed team deduct's idempotency fingerprint (as a deduct's,
+        with the team)."""
+        called = arguments_metadata(extra, self._max_meta)
+        digest = fingerprint("team_deduct", user, project, repr(usage), called, team)
+        return with_amount_model(digest, usage, model)
 
     async def _team_deduct_once(
         self,
@@ -223,11 +253,7 @@ class TeamCharges(Deductions, TeamLeases):
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
-            called = arguments_metadata(extra, self._max_meta)
-            digest = fingerprint(
-                "team_deduct", user, project, repr(usage), called, team
-            )
-            digest = with_amount_model(digest, usage, model)
+            digest = self._team_digest(user, project, team, extra, usage, model)
         head = self._fact_head(now_ms, amount)
         args = head + (
             digest,
@@ -260,13 +286,16 @@ class TeamCharges(Deductions, TeamLeases):
         if code == Reply.REPLAYED:  # (the first call's warnings, as a charge's)
             rest, crossed = split_warned(rest)
             reply = [code, rest, crossed]
-        _, balance, charged, first_version = rest.split("|")
+        fields = rest.split("|")
+        if len(fields) == 2:  # this deduct's charge, spooled as a team fact
+            fields = [fields[0], "", fields[1], ""]
+        _, balance, charged, first_version = fields
         result = DeductResult(
             entry,
             user,
             from_micros(int(charged)),
             _ZERO,
-            from_micros(int(balance)),
+            from_micros(int(balance)) if balance else None,
             breakdown if code == Reply.OK else None,
             int(first_version) if first_version else None,
             code == Reply.REPLAYED,
