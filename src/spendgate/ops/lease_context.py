@@ -1,5 +1,6 @@
 """``async with budget.lease(...)``: reserve on entry, settle at the block's
-actual cost on a normal exit, release on an error."""
+actual cost on a normal exit, release on an error (the block's, or a cost or
+model it set that cannot be settled: that error is raised)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from spendgate.errors import InvalidArgumentError, InvalidIdTypeError
 from spendgate.models import Lease, SpendRecord
 
 if TYPE_CHECKING:
@@ -60,10 +62,20 @@ class LeaseContext:
                     lease.id,
                 )
                 cost = lease.amount
-            self.record = await self._budget.settle(
-                lease, cost, lease.model, lease.metadata
-            )
+            try:
+                self.record = await self._budget.settle(
+                    lease, cost, lease.model, lease.metadata
+                )
+            except (InvalidArgumentError, InvalidIdTypeError):
+                # What the block set cannot be settled (nothing was): an
+                # error of the block's, so the hold is given back now rather
+                # than left to its expiry, and the error raised.
+                await self._release(lease)
+                raise
             return
+        await self._release(lease)
+
+    async def _release(self, lease: Lease) -> None:
         try:
             await self._budget.release(lease)
         except Exception as release_error:  # the hold expires by itself anyway
