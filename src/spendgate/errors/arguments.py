@@ -17,10 +17,12 @@ class InvalidAmountError(InvalidArgumentError):
     def __init__(self, value: object, reason: str) -> None:
         self.value = value
         self.reason = reason
-        super().__init__(f"invalid amount {_short_repr(value)}: {reason}")
+        super().__init__(f"invalid amount {shown(value)}: {reason}")
 
 
-def _short_repr(value: object, limit: int = 80) -> str:
+def shown(value: object, limit: int = 80) -> str:
+    """A caller's value as an error message shows it: its ``repr``, cut to
+    ``limit`` characters."""
     # Whatever the value (a 5,000-digit int cannot even be turned into text),
     # the message stays short and is always made.
     try:

@@ -20,6 +20,7 @@ from typing import Any
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import SPEND_KINDS, LedgerKind
 from spendgate.errors import InvalidArgumentError
+from spendgate.errors.arguments import shown
 from spendgate.ledger.analytics_rows import SpendGroup
 
 __all__ = ["TeamAnalytics", "TeamMemberSpend", "row_limit"]
@@ -36,7 +37,9 @@ def row_limit(limit: object) -> int | None:
     if limit is None:
         return None
     if type(limit) is not int or limit < 1:
-        raise InvalidArgumentError(f"limit must be an int of at least 1, not {limit!r}")
+        raise InvalidArgumentError(
+            f"limit must be an int of at least 1, not {shown(limit)}"
+        )
     return None if limit > _MAX_LIMIT else limit
 
 

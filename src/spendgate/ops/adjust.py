@@ -27,6 +27,7 @@ from spendgate.errors import (
     InvalidArgumentError,
     Scope,
 )
+from spendgate.errors.arguments import shown
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.facts import Facts
 from spendgate.ops.limits import LimitsAndUsage
@@ -74,7 +75,7 @@ def _moment_ms(at: datetime | date, zone: tzinfo | None) -> int:
         return to_ms(at)
     if isinstance(at, date):
         return to_ms(datetime(at.year, at.month, at.day, 12, tzinfo=zone or UTC))
-    raise InvalidArgumentError(f"at must be a datetime or a date, not {at!r}")
+    raise InvalidArgumentError(f"at must be a datetime or a date, not {shown(at)}")
 
 
 class Corrections(LimitsAndUsage, Facts):
@@ -123,7 +124,7 @@ class Corrections(LimitsAndUsage, Facts):
             )
         if window not in ("daily", "monthly"):
             raise InvalidArgumentError(
-                f"window must be 'daily' or 'monthly', not {window!r}"
+                f"window must be 'daily' or 'monthly', not {shown(window)}"
             )
         micros = adjust_micros(amount)
         metadata = self._adjust_metadata(micros, reason)
@@ -135,7 +136,7 @@ class Corrections(LimitsAndUsage, Facts):
         except OverflowError:
             # (a window at the calendar's ends: its day or month has no end)
             raise InvalidArgumentError(
-                f"at {at!r} is out of the calendar's range"
+                f"at {shown(at)} is out of the calendar's range"
             ) from None
         entry_id = self.keys.id_for(new_id(now_ms), sid)
         key, ikey = self._idempotency(idempotency_key, entry_id)
@@ -180,7 +181,7 @@ class Corrections(LimitsAndUsage, Facts):
         :raise InvalidArgumentError: a reason that is not a str
         """
         if reason is not None and not isinstance(reason, str):
-            raise InvalidArgumentError(f"reason must be a str, not {reason!r}")
+            raise InvalidArgumentError(f"reason must be a str, not {shown(reason)}")
         meta = {"requested": str(from_micros(micros))}
         if reason is not None:
             meta["reason"] = reason

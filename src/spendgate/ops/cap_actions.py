@@ -22,6 +22,7 @@ from spendgate.core.protocol import (
     CapAction,
 )
 from spendgate.errors import InvalidArgumentError
+from spendgate.errors.arguments import shown
 from spendgate.models import CapWarning
 
 #: the thresholds of ``warn`` and ``notify`` when none are given
@@ -49,7 +50,7 @@ def encode_action(action: Any, thresholds: Any) -> str:
     """
     if not isinstance(action, str) or action not in _ACTIONS:
         raise InvalidArgumentError(
-            f"action must be 'deny', 'warn' or 'notify', not {action!r}"
+            f"action must be 'deny', 'warn' or 'notify', not {shown(action)}"
         )
     kind = _ACTIONS[action]
     if thresholds is None:
@@ -81,28 +82,29 @@ def decode_action(part: str | None) -> tuple[str | None, tuple[Decimal, ...]]:
 def _iterable(value: Any) -> Iterable[Any]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidArgumentError(
-            f"thresholds must be a sequence of fractions of the cap, not {value!r}"
+            f"thresholds must be a sequence of fractions of the cap, not {shown(value)}"
         )
     return value
 
 
 def _threshold(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
-        raise InvalidArgumentError(f"a threshold must be a number, not {value!r}")
+        raise InvalidArgumentError(f"a threshold must be a number, not {shown(value)}")
     try:
-        # (a float by its shortest repr, as amounts: 0.8 is exactly 0.8)
-        number = Decimal(repr(value) if isinstance(value, float) else str(value))
+        # (a float by its shortest repr, as amounts: 0.8 is exactly 0.8; an
+        # int as it is: one of over 4,300 digits has no str)
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
         raise InvalidArgumentError(
-            f"a threshold must be a number, not {value!r}"
+            f"a threshold must be a number, not {shown(value)}"
         ) from None
     if not number.is_finite() or not 0 < number <= 1:
         raise InvalidArgumentError(
-            f"a threshold is a fraction of the cap in (0, 1], not {value!r}"
+            f"a threshold is a fraction of the cap in (0, 1], not {shown(value)}"
         )
     if (number * THRESHOLD_SCALE) % 1:
         raise InvalidArgumentError(
-            f"a threshold is kept to the millionth of the cap: {value!r} is finer"
+            f"a threshold is kept to the millionth of the cap: {shown(value)} is finer"
         )
     return number
 

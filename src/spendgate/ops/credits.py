@@ -19,6 +19,7 @@ from spendgate.core.money import credit_micros, from_micros
 from spendgate.core.protocol import GRANT_NEVER_MS, Reply
 from spendgate.core.windows import from_ms, to_ms
 from spendgate.errors import IdempotencyConflictError, InvalidArgumentError
+from spendgate.errors.arguments import shown
 from spendgate.models import Balance, Grant, SpendRecord, SweepReport
 from spendgate.ops.base import fingerprint, new_id, text
 from spendgate.ops.facts import Facts
@@ -211,7 +212,7 @@ def _expires_ms(expires_at: object, now_ms: int) -> int | None:
 
 def _priority(priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidArgumentError(f"priority must be an int, not {priority!r}")
+        raise InvalidArgumentError(f"priority must be an int, not {shown(priority)}")
     low, high = PRIORITY_RANGE
     if not low <= priority <= high:
         raise InvalidArgumentError(f"priority must be within {low}..{high}")
@@ -221,7 +222,7 @@ def _priority(priority: object) -> int:
 def _grant_kind(kind: object) -> str:
     if not isinstance(kind, str) or not _GRANT_KIND.fullmatch(kind):
         raise InvalidArgumentError(
-            f"kind must be 1-32 letters, digits and _ . -, not {kind!r}"
+            f"kind must be 1-32 letters, digits and _ . -, not {shown(kind)}"
         )
     return kind
 

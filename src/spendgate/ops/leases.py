@@ -27,6 +27,7 @@ from spendgate.errors import (
     LeaseStateError,
     StorageError,
 )
+from spendgate.errors.arguments import shown
 from spendgate.models import Lease, SpendRecord
 from spendgate.ops.admission import Admission
 from spendgate.ops.base import fingerprint, new_id, text
@@ -254,7 +255,8 @@ class Leases(Admission):
             raise InvalidArgumentError(f"ttl_seconds must be finite, not {ttl_seconds}")
         if not (0 < ttl_seconds <= _MAX_TTL_SECONDS):
             raise InvalidArgumentError(
-                f"ttl_seconds must be above 0 and at most 7 days, not {ttl_seconds!r}"
+                "ttl_seconds must be above 0 and at most 7 days, "
+                f"not {shown(ttl_seconds)}"
             )
         return max(1, int(ttl_seconds * 1000))
 

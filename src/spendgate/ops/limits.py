@@ -23,6 +23,7 @@ from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import LIMIT_DEFAULT, LIMIT_KEEP, NO_CAP
 from spendgate.core.windows import Windows, from_ms
 from spendgate.errors import InvalidArgumentError, Scope
+from spendgate.errors.arguments import shown
 from spendgate.models import Limits, ModelUsage, ScopeUsage, WindowUsage
 from spendgate.ops.base import Operations, text
 from spendgate.ops.bucket_usage import with_other_buckets
@@ -53,7 +54,7 @@ class LimitsAndUsage(Operations):
             return "global", ""
         if scope not in ("user", "project"):
             raise InvalidArgumentError(
-                f"scope must be 'user', 'project' or 'global', not {scope!r}"
+                f"scope must be 'user', 'project' or 'global', not {shown(scope)}"
             )
         name = "user_id" if scope == "user" else "project_id"
         return scope, check_id(name, scope_id, self._max_id)

@@ -29,6 +29,7 @@ from spendgate.core.money import from_micros, limit_micros
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms
 from spendgate.errors import BudgetUnavailableError, InvalidArgumentError, StorageError
+from spendgate.errors.arguments import shown
 from spendgate.ops.base import text
 from spendgate.ops.pricebooks import PriceBooks
 from spendgate.plans.cache import PlanCache, split_assignment
@@ -131,7 +132,7 @@ class Plans(PriceBooks):
         _, plans = await self._plans_now()
         plan = plans.get(pid)
         if plan is None:
-            raise InvalidArgumentError(f"no plan {pid!r}")
+            raise InvalidArgumentError(f"no plan {shown(pid)}")
         now_ms = self._now_ms()
         assignment = f"{now_ms}|{pid}"
         await self._store.run(

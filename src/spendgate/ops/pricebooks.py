@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from spendgate.core.protocol import Reply
 from spendgate.core.windows import from_ms
 from spendgate.errors import InvalidArgumentError, SpendgateError
+from spendgate.errors.arguments import shown
 from spendgate.models import PriceBookVersion
 from spendgate.ops.base import Operations, text
 
@@ -276,7 +277,7 @@ def _engine(document: bytes | str) -> PricingEngine:
 def _version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidArgumentError(
-            f"a version is a whole number from 1, not {version!r}"
+            f"a version is a whole number from 1, not {shown(version)}"
         )
     return version
 

@@ -30,6 +30,7 @@ from spendgate.errors import (
     InvalidArgumentError,
     LedgerUnavailableError,
 )
+from spendgate.errors.arguments import shown
 from spendgate.ledger.entries import clean_text
 from spendgate.ops.base import Operations
 
@@ -84,7 +85,7 @@ def _bound_ms(moment: datetime | date | None, name: str, open_ms: int) -> int:
         ms = to_ms(datetime(moment.year, moment.month, moment.day, tzinfo=UTC))
     else:
         raise InvalidArgumentError(
-            f"{name} must be a datetime or a date, not {moment!r}"
+            f"{name} must be a datetime or a date, not {shown(moment)}"
         )
     return min(max(ms, _OPEN_START_MS), _OPEN_END_MS)
 
@@ -125,7 +126,7 @@ class Transactions(Operations):
         user = user_id_of(user_id, self._max_id)
         if type(limit) is not int or not 1 <= limit <= MAX_TRANSACTIONS:
             raise InvalidArgumentError(
-                f"limit must be an int from 1 to {MAX_TRANSACTIONS}, not {limit!r}"
+                f"limit must be an int from 1 to {MAX_TRANSACTIONS}, not {shown(limit)}"
             )
         start = _bound_ms(since, "since", _OPEN_START_MS)
         end = _bound_ms(until, "until", _OPEN_END_MS)

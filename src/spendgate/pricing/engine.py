@@ -39,6 +39,7 @@ from typing import Any, final
 
 from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import ExpressionError, InvalidArgumentError, UnknownModelError
+from spendgate.errors.arguments import shown
 from spendgate.pricing import book
 from spendgate.pricing.book import amount, fail, mapping
 from spendgate.pricing.expressions import (
@@ -248,7 +249,9 @@ class PricingEngine:
         """
         price = self._fixed.get(job)
         if price is None:
-            raise InvalidArgumentError(f"the price book has no fixed price for {job!r}")
+            raise InvalidArgumentError(
+                f"the price book has no fixed price for {shown(job)}"
+            )
         return priced(price, _ZERO, _ZERO, _ZERO, _ZERO, price, _NO_TOOLS)
 
     def _model(
