@@ -242,6 +242,13 @@ def _limit(**fields: object) -> dict[str, object]:
         ({"rate_overrides": {"_default": "__import__('os')"}}, _BAD),
         ({"rate_overrides": {"gpt": "input_tokens ** 2"}}, _BAD),
         ({"features": ["a"]}, _BAD),
+        # names use_feature can never be called with
+        ({"features": {"": True}}, _BAD),
+        ({"features": {" \t": True}}, _BAD),
+        ({"features": {"f" * 257: True}}, _BAD),
+        ({"features": {7: True}}, _BAD),
+        ({"feature_limits": {"": {"max_calls": 1}}}, _BAD),
+        ({"feature_limits": {"  ": {"max_calls": 1}}}, _BAD),
         (_limit(max_calls=-1), _BAD),
         (_limit(action="explode"), _BAD),
         (_limit(period="hourly"), _BAD),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spendgate.pricing import book
-from spendgate.pricing.book import amount, choice, fail, integer, mapping
+from spendgate.pricing.book import amount, choice, fail, integer, mapping, name
 from spendgate.pricing.expressions import Expression, compile_expression
 
 __all__ = ["check_plans", "check_tiers", "check_other"]
@@ -82,12 +82,24 @@ def _optional_int(value: object, where: str) -> None:
 
 
 def _features(value: object, where: str) -> None:
-    mapping(value, where)
+    for feature in mapping(value, where):
+        _feature_name(feature, f"{where}.{feature}")
+
+
+def _feature_name(feature: object, where: str) -> None:
+    """A name ``use_feature`` can be called with: a string, not blank, of 1
+    to ``NAME_MAX`` characters (any other could be stored, never used)."""
+    if not isinstance(feature, str):
+        fail(where, f"a feature name must be a string, not {type(feature).__name__}")
+    if feature.isspace():
+        fail(where, "a feature name must not be blank")
+    name(feature, where)
 
 
 def _feature_limits(value: object, where: str) -> None:
     for feature, limit in mapping(value, where).items():
         at = f"{where}.{feature}"
+        _feature_name(feature, at)
         limit = mapping(limit, at)
         _known_keys(limit, at, ("max_calls", "period", "action"))
         integer(limit.get("max_calls"), f"{at}.max_calls")
