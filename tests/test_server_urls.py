@@ -8,6 +8,9 @@ used to both reach the routes as ``"caf\\ufffd"``: caps set for one were
 the other's. UTF-8 escapes, U+FFFD's own included, keep working. A query
 parameter the route does not take, or one given twice, is a 422 as an
 unknown body field is: a mistyped ``dry_run`` used to run the real sweep.
+So is a body sent to a route that takes none: ``{"dry_run": true}`` in the
+sweep's body used to run the real sweep, ``{"model": ...}`` in a DELETE of
+caps to clear the scope's own caps.
 """
 
 from __future__ import annotations
@@ -115,3 +118,38 @@ async def test_known_query_parameters_still_work(make_client: MakeClient) -> Non
     assert usage.status_code == 200 and "project" in usage.json()["scopes"]
     sweep = await client.post("/v1/credits/sweep?dry_run=false", headers=AUTH)
     assert sweep.status_code == 200
+
+
+async def test_a_dry_run_in_the_body_sweeps_nothing(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    client = make_client()
+    grant = {"user_id": "u", "amount": "5", "expires_at": "2026-03-15T12:00:01+00:00"}
+    assert (await client.post("/v1/credits", json=grant, headers=AUTH)).is_success
+    clock.advance(2)
+    sent = await client.post("/v1/credits/sweep", json={"dry_run": True}, headers=AUTH)
+    assert sent.status_code == 422
+    assert sent.json()["errors"][0]["loc"] == ["body"]
+    dry = await client.post("/v1/credits/sweep?dry_run=true", json={}, headers=AUTH)
+    assert dry.json() == {"dry_run": True, "count": 1, "amount": "5"}
+
+
+async def test_a_body_to_a_route_without_one_changes_nothing(
+    make_client: MakeClient,
+) -> None:
+    client = make_client()
+    put = await client.put("/v1/limits/user/u", json={"daily": "3"}, headers=AUTH)
+    assert put.status_code == 200
+    cleared = await client.request(
+        "DELETE", "/v1/limits/user/u", json={"model": "gpt-4o"}, headers=AUTH
+    )
+    assert cleared.status_code == 422
+    assert cleared.json()["errors"][0]["loc"] == ["body"]
+    kept = await client.get("/v1/limits/user/u", headers=AUTH)
+    assert (kept.json()["daily"], kept.json()["overridden"]) == ("3", ["daily"])
+    usage = await client.request(
+        "GET", "/v1/usage/u", content=b'{"project_id": "p"}', headers=AUTH
+    )
+    assert usage.status_code == 422
+    blank = await client.request("GET", "/v1/usage/u", content=b" ", headers=AUTH)
+    assert blank.status_code == 200

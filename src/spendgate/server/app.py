@@ -25,7 +25,7 @@ from spendgate.server.errors import install_handlers
 from spendgate.server.metrics import LatencyMiddleware, ServerMetrics
 from spendgate.server.responses import SafeJSONResponse
 from spendgate.server.routes import AUTHENTICATED, PUBLIC
-from spendgate.server.url import Utf8UrlMiddleware, known_query
+from spendgate.server.url import Utf8UrlMiddleware, known_inputs
 
 __all__ = [
     "BALANCE_RETRY_AFTER_SECONDS",
@@ -102,7 +102,7 @@ def create_app(
         app.include_router(router)
     for router in AUTHENTICATED:
         app.include_router(
-            router, dependencies=[Depends(authenticate), Depends(known_query)]
+            router, dependencies=[Depends(authenticate), Depends(known_inputs)]
         )
     return app
 

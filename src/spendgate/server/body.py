@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from spendgate.server.errors import RequestProblem, field_errors, summary
 
-__all__ = ["BODY_TIMEOUT_SECONDS", "DEFAULT_MAX_BODY_BYTES", "read_body"]
+__all__ = ["BODY_TIMEOUT_SECONDS", "DEFAULT_MAX_BODY_BYTES", "read_body", "read_raw"]
 
 #: the largest request body accepted, in bytes (the default metadata limit is
 #: 8 KiB; ids are at most 512 characters by default)
@@ -53,6 +53,27 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_raw(request: Request) -> bytes:
+    """The bytes of ``request``'s body, within the app's size and time limits.
+
+    :raise RequestProblem: 413 above the app's ``max_body_bytes``; 408 when
+        the body has not arrived within ``body_timeout_seconds``
+    :raise ClientDisconnect: the client went away before the whole body came
+    """
+    state = request.app.state
+    try:
+        async with asyncio.timeout(state.body_timeout_seconds):
+            return await _read_bounded(request, state.max_body_bytes)
+    except TimeoutError:
+        raise RequestProblem(
+            408,
+            f"request body not received within {state.body_timeout_seconds:g} s",
+            # The rest of the body may still come: the connection cannot
+            # carry another request, so the server closes it.
+            headers={"Connection": "close"},
+        ) from None
+
+
 async def read_body(request: Request, model: type[M], *, empty_ok: bool = False) -> M:
     """The body of ``request`` as a ``model``.
 
@@ -63,18 +84,7 @@ async def read_body(request: Request, model: type[M], *, empty_ok: bool = False)
         empty body, invalid JSON, not an object, or what ``model`` refuses
     :raise ClientDisconnect: the client went away before the whole body came
     """
-    state = request.app.state
-    try:
-        async with asyncio.timeout(state.body_timeout_seconds):
-            raw = await _read_bounded(request, state.max_body_bytes)
-    except TimeoutError:
-        raise RequestProblem(
-            408,
-            f"request body not received within {state.body_timeout_seconds:g} s",
-            # The rest of the body may still come: the connection cannot
-            # carry another request, so the server closes it.
-            headers={"Connection": "close"},
-        ) from None
+    raw = await read_raw(request)
     if not raw.strip():
         if empty_ok:
             return model()
