@@ -6,10 +6,12 @@ made, members put and deleted, the pool credited, and charged through
 ``/spend``, ``/v1/reserve`` and ``/v1/reserve_up_to``, a team lease
 extended (``/v1/extend``); each answer's status and body are checked,
 errors included (404 no team, 409 exists, 403 not a member, 429 a member
-cap, 422 a bad role).
+cap, 422 a bad role), and the 403 and 404 of a charge are in its document.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from server_helpers import AUTH, MakeClient, make_client
 
@@ -103,3 +105,33 @@ async def test_teams_over_http(make_client: MakeClient) -> None:
         "/v1/extend", json={"lease_id": upto_id, "more": "0"}, headers=AUTH
     )
     assert removed.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/spend", {"cost": "1"}),
+        ("/v1/reserve", {"amount": "1"}),
+        ("/v1/reserve_up_to", {"max_amount": "1"}),
+    ],
+)
+async def test_team_refusals_are_documented(
+    make_client: MakeClient, path: str, body: dict[str, str]
+) -> None:
+    """A charge naming a team answers 404 (no such team) and 403 (not a
+    member), and the operation's document lists both: it listed neither,
+    so a client generated from it had no case for them."""
+    client = make_client()
+    await client.post("/v1/teams", json={"team_id": "eng"}, headers=AUTH)
+    unknown = await client.post(
+        path, json={**body, "user_id": "ada", "team_id": "nope"}, headers=AUTH
+    )
+    stranger = await client.post(
+        path, json={**body, "user_id": "ada", "team_id": "eng"}, headers=AUTH
+    )
+    assert (unknown.status_code, stranger.status_code) == (404, 403)
+    assert unknown.json()["detail"] == "no team 'nope'"
+    document = (await client.get("/openapi.json", headers=AUTH)).json()
+    documented = document["paths"][path]["post"]["responses"]
+    assert {"403", "404"} <= set(documented)
+    assert "team" in documented["404"]["description"]

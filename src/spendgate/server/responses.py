@@ -21,6 +21,7 @@ __all__ = [
     "ERRORS",
     "LEASE_CONFLICT",
     "REFUSED",
+    "TEAM_ERRORS",
     "SafeJSONResponse",
     "request_body",
     "responses",
@@ -61,6 +62,11 @@ REFUSED = {
 CONFLICT = {
     "model": Problem,
     "description": "idempotency key reused with other arguments",
+}
+#: a charge naming a team: the team's refusals other than a cap (429)
+TEAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "the user is not the team's member"},
+    404: {"model": Problem, "description": "no such team"},
 }
 LEASE_CONFLICT = {
     "model": Problem,

@@ -11,6 +11,7 @@ from spendgate.server.deps import budget_of, metrics_of
 from spendgate.server.responses import (
     CONFLICT,
     REFUSED,
+    TEAM_ERRORS,
     request_body,
     responses,
 )
@@ -51,7 +52,10 @@ async def check(request: Request) -> CheckResponse:
 @router.post(
     "/v1/reserve",
     response_model=LeaseResponse,
-    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    responses={
+        **responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+        **TEAM_ERRORS,
+    },
     openapi_extra=request_body(ReserveRequest),
     tags=["leases"],
 )
@@ -76,7 +80,10 @@ async def reserve(request: Request) -> LeaseResponse:
 @router.post(
     "/v1/reserve_up_to",
     response_model=LeaseResponse,
-    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+    responses={
+        **responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
+        **TEAM_ERRORS,
+    },
     openapi_extra=request_body(ReserveUpToRequest),
     tags=["leases"],
 )

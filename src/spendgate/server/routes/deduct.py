@@ -15,20 +15,20 @@ from spendgate.server.deduct_schemas import (
     DeductResponse,
 )
 from spendgate.server.deps import budget_of, metrics_of
-from spendgate.server.responses import CONFLICT, REFUSED, request_body, responses
-from spendgate.server.schemas import Problem
+from spendgate.server.responses import (
+    CONFLICT,
+    REFUSED,
+    TEAM_ERRORS,
+    request_body,
+    responses,
+)
 
 router = APIRouter()
-
-_NOT_MEMBER = {"model": Problem, "description": "the user is not the team's member"}
-_NO_TEAM = {"model": Problem, "description": "no such team"}
-
 
 #: a charge's answers, a team's included
 _CHARGE_RESPONSES = {
     **responses(401, 408, 413, 422, 503, _409=CONFLICT, _429=REFUSED),
-    403: _NOT_MEMBER,
-    404: _NO_TEAM,
+    **TEAM_ERRORS,
 }
 
 

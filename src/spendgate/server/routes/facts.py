@@ -10,7 +10,12 @@ from fastapi import APIRouter, Request
 
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of, metrics_of
-from spendgate.server.responses import CONFLICT, request_body, responses
+from spendgate.server.responses import (
+    CONFLICT,
+    TEAM_ERRORS,
+    request_body,
+    responses,
+)
 from spendgate.server.schemas import (
     CreditsRequest,
     CreditsResponse,
@@ -24,7 +29,7 @@ router = APIRouter()
 @router.post(
     "/spend",
     response_model=SpendResponse,
-    responses=responses(401, 408, 413, 422, 503, _409=CONFLICT),
+    responses={**responses(401, 408, 413, 422, 503, _409=CONFLICT), **TEAM_ERRORS},
     openapi_extra=request_body(SpendRequest),
     tags=["coreason-compatible"],
 )
