@@ -7,8 +7,8 @@ found) is judged twice: by the document's own schema for that field
 (``jsonschema_rs``, the validator schemathesis uses, which reads patterns
 as ECMA-262 does, as the document means them), and by the server, on
 the embedded store without caps. What the schema allows must be answered
-200; what it refuses must be refused (422, or 404 for a path whose id holds
-a newline, which no route matches).
+200 (a team's path: 404 no such team); what it refuses must be refused
+(422, or 404 for a path whose id holds a newline, which no route matches).
 """
 
 from __future__ import annotations
@@ -204,6 +204,24 @@ async def test_ids_in_paths_and_queries_are_what_the_document_says(
     )
     expected = (200,) if _allows(schema, value) else (422,)
     assert response.status_code in expected, (value, response.text)
+
+
+async def test_team_ids_in_paths_are_what_the_document_says(
+    client: httpx.AsyncClient,
+) -> None:
+    # The team path took no pattern: the document allowed what was a 422.
+    document = await _document(client)
+    get = document["paths"]["/v1/teams/{team_id}"]["get"]
+    schema = next(p["schema"] for p in get["parameters"] if p["name"] == "team_id")
+    for value in [json.loads(f'"{id_}"') for id_ in IDS if "/" not in id_]:
+        url = f"/v1/teams/{urllib.parse.quote(value)}"
+        response = await client.get(url, headers=AUTH)
+        detail = response.json()["detail"]
+        if _allows(schema, value):
+            assert detail == f"no team {value!r}", (value, response.text)
+        else:
+            assert response.status_code in (404, 422), (value, response.text)
+            assert not detail.startswith("no team"), (value, detail)
 
 
 def test_the_pattern_names_every_space_python_knows() -> None:

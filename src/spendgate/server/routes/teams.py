@@ -14,7 +14,7 @@ from pydantic import AfterValidator
 
 from spendgate.server.body import read_body
 from spendgate.server.deps import budget_of, metrics_of
-from spendgate.server.fields import UserIdPath, usable_id
+from spendgate.server.fields import ID_PATTERN, UserIdPath, usable_id
 from spendgate.server.responses import CONFLICT, request_body, responses
 from spendgate.server.schemas import Problem
 from spendgate.server.team_schemas import (
@@ -29,7 +29,13 @@ from spendgate.server.team_schemas import (
 router = APIRouter()
 
 TeamIdPath = Annotated[
-    str, Path(min_length=1, description="the team id"), AfterValidator(usable_id)
+    str,
+    Path(
+        min_length=1,
+        description="the team id",
+        json_schema_extra={"pattern": ID_PATTERN},
+    ),
+    AfterValidator(usable_id),
 ]
 _NO_TEAM = {"model": Problem, "description": "no such team"}
 _EXISTS = {"model": Problem, "description": "a team of that id exists"}
