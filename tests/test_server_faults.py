@@ -1,8 +1,9 @@
 """The HTTP server, in process, when the input or the store is wrong: bad
 input is a 4xx, the store down a 503 or the spool, never a 500.
 
-Checked: a body that is not JSON, not an object, or has a field of the wrong
-type, out of range or unknown is a 422 whose message says what and where;
+Checked: a body that is not JSON, not an object, names a key twice, or has
+a field of the wrong type, out of range or unknown is a 422 whose message
+says what and where;
 metadata over its limit is a 422 and a body over the size limit a 413
 (with or without ``Content-Length``, nothing charged); unknown routes and
 methods are 404 and 405. With Redis down (a budget pointed at a port
@@ -102,6 +103,25 @@ async def test_metadata_over_the_limit_is_422(make_client: MakeClient) -> None:
     )
     assert response.status_code == 422
     assert "metadata" in response.json()["detail"]
+
+
+async def test_a_key_given_twice_is_422_and_charges_nothing(
+    make_client: MakeClient,
+) -> None:
+    # Python's parser kept the last "cost" (2) where others keep the first.
+    client = make_client()
+    headers = {**AUTH, "Content-Type": "application/json"}
+    for raw in [
+        b'{"user_id": "u", "cost": 1, "cost": 2}',
+        b'{"user_id": "u", "cost": 1, "metadata": {"a": 1, "a": 2}}',
+    ]:
+        response = await client.post("/spend", content=raw, headers=headers)
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["type"] == "repeated" and error["loc"][0] == "body"
+        assert "given more than once" in response.json()["detail"]
+    usage = (await client.get("/v1/usage/u", headers=AUTH)).json()
+    assert usage["scopes"]["user"]["daily"]["spent"] == "0"
 
 
 async def test_field_errors_say_where(make_client: MakeClient) -> None:
