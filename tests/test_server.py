@@ -10,7 +10,8 @@ from the configuration or the environment and an app without keys refuses
 to start; ``/check`` answers the smallest remaining and a refusal is a 429
 with the reason and when to retry (day, month, balance); ``/spend`` records,
 replays an idempotency key and refuses a different fact under it (409),
-and reads JSON numbers exactly; a lease is reserved, counted as held,
+and reads JSON numbers exactly (amounts; metadata keeps its numbers as
+JSON parsers read them); a lease is reserved, counted as held,
 settled, replayed, and released, and what conflicts with its state is a 409.
 Operators' endpoints, metrics and the OpenAPI document are in
 tests/test_server_admin.py; bad input and the store down in
@@ -260,6 +261,26 @@ async def test_json_numbers_are_read_exactly(make_client: MakeClient) -> None:
     await client.post("/spend", json={"user_id": "u", "cost": 1e-7}, headers=AUTH)
     usage = await client.get("/v1/usage/u", headers=AUTH)
     assert usage.json()["scopes"]["user"]["daily"]["spent"] == "1.300002"
+
+
+async def test_metadata_numbers_stay_numbers(make_client: MakeClient) -> None:
+    # The exact reading of amounts reached the metadata: 0.7 was kept as
+    # the string "0.7", where the library and the CLI keep the number.
+    client = make_client()
+    text = '{"t": 0.7, "n": [1.0, {"x": 2.5e-3}], "i": 7, "s": "0.7"}'
+    headers = {**AUTH, "Content-Type": "application/json"}
+    raw = f'{{"user_id": "u", "cost": 1, "metadata": {text}}}'.encode()
+    assert (await client.post("/spend", content=raw, headers=headers)).is_success
+    listed = await client.get("/v1/transactions/u", headers=AUTH)
+    [fact] = listed.json()["transactions"]
+    assert fact["metadata"] == json.loads(text)
+    assert fact["metadata"]["t"] == 0.7 and fact["metadata"]["s"] == "0.7"
+    huge = b'{"user_id": "u", "cost": 1, "metadata": {"x": [1e400]}}'
+    refused = await client.post("/spend", content=huge, headers=headers)
+    assert refused.status_code == 422
+    assert "out of range" in refused.json()["detail"]
+    usage = await client.get("/v1/usage/u", headers=AUTH)
+    assert usage.json()["scopes"]["user"]["daily"]["spent"] == "1"
 
 
 # -- leases --------------------------------------------------------------------

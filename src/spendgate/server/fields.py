@@ -18,10 +18,15 @@ the same thing, and the tests check the one against the other
   at a newline, and a converter of our own would rename the routes the
   latency metric is labelled with. Any other control character is a 422.
 - A TTL is a JSON integer; ``14216.0`` is one too, as JSON Schema counts it.
+- Metadata is a JSON object kept as a JSON parser reads it: ``0.7`` is the
+  number 0.7, as the library and the CLI keep it (not the string ``"0.7"``
+  of the exact Decimal amounts are read as); a number beyond a double's
+  range is a 422.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Annotated, Any
@@ -36,6 +41,7 @@ from pydantic import (
 )
 
 from spendgate.core.money import MAX_AMOUNT, to_decimal
+from spendgate.errors.arguments import shown
 
 __all__ = [
     "AMOUNT_PATTERN",
@@ -177,7 +183,37 @@ ModelName = Annotated[
         {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
     ),
 ]
-Metadata = dict[str, Any]
+
+
+def _plain_numbers(value: Any) -> Any:
+    # Only fractions and exponents arrive as Decimal (ints stay int).
+    if isinstance(value, Decimal):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"metadata holds a number out of range: {shown(value)}")
+        return number
+    if isinstance(value, dict):
+        return {key: _plain_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(item) for item in value]
+    return value
+
+
+def _as_json_reads_it(value: object) -> object:
+    # The body is parsed with parse_float=Decimal, for amounts; in metadata a
+    # Decimal would be kept as a string ("0.7"), where the library, the CLI
+    # and any JSON client keep the number 0.7.
+    if not isinstance(value, dict):
+        return value
+    try:
+        return _plain_numbers(value)
+    except RecursionError:
+        raise ValueError("metadata nests too deeply") from None
+
+
+#: an object kept as given: numbers stay numbers, as a JSON parser reads
+#: them (not the exact decimals the amounts are read as)
+Metadata = Annotated[dict[str, Any], BeforeValidator(_as_json_reads_it)]
 
 
 def _integral(value: object) -> object:
