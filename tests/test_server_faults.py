@@ -80,6 +80,8 @@ def _free_port() -> int:
         ("/v1/settle", b'{"lease_id": "x"}', "actual_cost"),
         ("/v1/release", b"{}", "lease_id"),
         ("/v1/credits", b'{"user_id": "u", "amount": "1e10"}', "maximum"),
+        ("/v1/adjust", b'{"scope": "user", "amount": 1}', "scope_id is required"),
+        ("/v1/adjust", b'{"scope": "project", "amount": 1}', "scope_id is required"),
     ],
 )
 async def test_bad_input_is_422_with_a_clear_message(

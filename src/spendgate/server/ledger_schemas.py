@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spendgate.corrections import Adjustment, Transaction
 from spendgate.server.fields import Id, SignedAmount
@@ -30,6 +30,14 @@ class AdjustRequest(BaseModel):
     at: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=1024)
     idempotency_key: Id | None = None
+
+    @model_validator(mode="after")
+    def _scoped(self) -> AdjustRequest:
+        # (the library's message names its argument, user_id or project_id,
+        # a field this body does not take)
+        if self.scope != "global" and self.scope_id is None:
+            raise ValueError(f"scope_id is required for scope {self.scope!r}")
+        return self
 
 
 class AdjustResponse(BaseModel):
