@@ -2,13 +2,14 @@
 
 How: the document is fetched from the app (``GET /openapi.json``), and each
 candidate input (amount strings and numbers, TTLs, ids in bodies, paths and
-queries, among them every disagreement the fault probe's schemathesis run
-found) is judged twice: by the document's own schema for that field
-(``jsonschema_rs``, the validator schemathesis uses, which reads patterns
-as ECMA-262 does, as the document means them), and by the server, on
-the embedded store without caps. What the schema allows must be answered
-200 (a team's path: 404 no such team); what it refuses must be refused
-(422, or 404 for a path whose id holds a newline, which no route matches).
+queries, model names with per-model caps on, among them every disagreement
+the fault probe's schemathesis run found) is judged twice: by the
+document's own schema for that field (``jsonschema_rs``, the validator
+schemathesis uses, which reads patterns as ECMA-262 does, as the document
+means them), and by the server, on the embedded store without caps. What
+the schema allows must be answered 200 (a team's path: 404 no such team);
+what it refuses must be refused (422, or 404 for a path whose id holds a
+newline, which no route matches).
 """
 
 from __future__ import annotations
@@ -222,6 +223,34 @@ async def test_team_ids_in_paths_are_what_the_document_says(
         else:
             assert response.status_code in (404, 422), (value, response.text)
             assert not detail.startswith("no team"), (value, detail)
+
+
+async def test_model_names_are_what_the_document_says() -> None:
+    # The document allowed any non-blank name; with per-model caps on, the
+    # library refuses a control character (a 422 the document did not say).
+    config = BudgetConfig(
+        key_prefix=f"document{uuid.uuid4().hex[:10]}",
+        daily_user_limit=None,
+        daily_project_limit=None,
+        daily_global_limit=None,
+        model_caps=True,
+    )
+    app = create_app(config, api_keys=[KEY])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        document = await _document(client)
+        body_schema = _body_schema(document, "/check")
+        query_schema = _param_schema(document, "/v1/usage/{user_id}", "model")
+        for id_ in IDS:
+            raw = f'{{"user_id": "u", "model": "{id_}"}}'
+            allowed, status, text = await _judge(client, body_schema, "/check", raw)
+            assert status == (200 if allowed else 422), (id_, allowed, text)
+            value = json.loads(f'"{id_}"')
+            response = await client.get(
+                "/v1/usage/u", params={"model": value}, headers=AUTH
+            )
+            expected = 200 if _allows(query_schema, value) else 422
+            assert response.status_code == expected, (value, response.text)
 
 
 def test_the_pattern_names_every_space_python_knows() -> None:

@@ -11,7 +11,8 @@ the same thing, and the tests check the one against the other
   the document allows is all a client may send.
 - A signed amount (a correction) is the same with an optional leading
   ``-`` (:data:`SIGNED_AMOUNT_PATTERN`), ``-MAX_AMOUNT`` to ``MAX_AMOUNT``.
-- An id (user, project, lease, idempotency key, in a body, a path or a query)
+- An id (user, project, lease, idempotency key, in a body, a path or a query;
+  a model's name too, at most 256 characters)
   has a character that is not a space and no control character
   (:data:`ID_PATTERN`). In a path, a newline makes the path match no route
   (404, documented on those operations): Starlette's path parameters stop
@@ -169,18 +170,14 @@ Id = Annotated[
 ]
 
 
-def _not_blank(value: str) -> str:
-    if value.isspace():
-        raise ValueError("must not be blank")
-    return value
-
-
+#: a model's name: an id's rule (the library refuses a control character
+#: in it too), at most 256 characters
 ModelName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=256),
-    AfterValidator(_not_blank),
+    AfterValidator(usable_id),
     WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
+        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": ID_PATTERN}
     ),
 ]
 
@@ -254,7 +251,9 @@ ModelQuery = Annotated[
         min_length=1,
         max_length=256,
         description="the model: its per-model caps (needs model_caps)",
+        json_schema_extra=_ID_SCHEMA,
     ),
+    AfterValidator(lambda value: value if value is None else usable_id(value)),
 ]
 ProjectQuery = Annotated[
     str | None,
