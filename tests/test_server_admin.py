@@ -10,7 +10,8 @@ adds to the balance, replays an idempotency key and refuses a different
 amount under it (409); ``/v1/limits`` gets, puts (effective on the next
 call, a field left out kept, null removing a cap) and deletes overrides;
 what a sharded deployment cannot decide is the client's 422; ``/metrics``
-counts decisions, facts, latency and the ledger backlog; the OpenAPI
+counts decisions, facts, latency (by known methods only) and the ledger
+backlog; the OpenAPI
 document lists every endpoint with closed request bodies and security. A
 schemathesis run over the document (bounded: a few dozen examples per
 operation and mode) checks that no generated input, valid or not, gets a
@@ -175,6 +176,22 @@ async def test_metrics_count_decisions_facts_and_latency(
     )
     # Two facts wait in the ledger stream (no flusher runs here).
     assert "spendgate_ledger_backlog_entries 2.0" in text
+
+
+async def test_latency_is_labelled_by_known_methods_only(
+    make_client: MakeClient,
+) -> None:
+    # Each made-up method (no key needed to send one) was a series of its own.
+    client = make_client()
+    for method in ("ZZ0", "ZZ1", "ZZ2"):
+        response = await client.request(method, "/check")
+        assert response.status_code in (404, 405)
+    text = (await client.get("/metrics", headers=AUTH)).text
+    assert "ZZ" not in text
+    assert (
+        'spendgate_request_duration_seconds_count{method="other",route="/check"} 3.0'
+        in text
+    )
 
 
 async def test_openapi_documents_every_endpoint(make_client: MakeClient) -> None:

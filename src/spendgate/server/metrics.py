@@ -19,7 +19,8 @@ Metrics:
   outcome is ``recorded``, ``replayed``, ``spooled``, ``unavailable``,
   ``conflict``, ``lease_state`` or ``invalid``.
 - ``spendgate_request_duration_seconds{route, method}``: latency of every
-  request, by route template (``unmatched`` for unknown paths).
+  request, by route template (``unmatched`` for unknown paths) and method
+  (``other`` for one outside the HTTP methods).
 - ``spendgate_redis_errors_total{kind}``: calls the store did not answer
   (``unavailable``) or answered with an unexpected error (``storage``).
 - ``spendgate_ledger_backlog_entries``: entries in the Redis ledger stream
@@ -260,6 +261,18 @@ def _route_of(scope: MutableMapping[str, Any]) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+#: the methods the latency metric names; any other is counted as "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def _method_of(scope: MutableMapping[str, Any]) -> str:
+    # A method is any token the client sends (uvicorn's h11 takes them all),
+    # before any key is checked: as a label, each new one would be a new
+    # series kept for the life of the process.
+    method = scope.get("method", "")
+    return method if method in _METHODS else "other"
+
+
 class LatencyMiddleware:
     """Times every request into the latency histogram, by route template."""
 
@@ -275,9 +288,9 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.metrics.latency.labels(
-                _route_of(scope), scope.get("method", "")
-            ).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(_route_of(scope), _method_of(scope)).observe(
+                time.perf_counter() - started
+            )
 
 
 async def spool_stats(budget: BudgetManager) -> dict[str, Any] | None:
