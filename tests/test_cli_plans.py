@@ -124,6 +124,10 @@ def test_plans_from_a_bursar_file(
         ["plans", "set", "pro", "--allowance", "-5"],
         ["plans", "set", "pro", "--period", "hourly"],
         ["plans", "set", "pro", "--limit", "image_gen=lots"],
+        # digits str.isdigit takes and int() does not: a superscript, and
+        # more digits than int() converts
+        ["plans", "set", "pro", "--feature", "f=1", "--limit", "f=\u00b2"],
+        ["plans", "set", "pro", "--feature", "f=1", "--limit", "f=" + "9" * 5000],
         ["plans", "set", "pro", "--limit", "image_gen=1:monthly:explode"],
         ["plans", "set", "pro", "--rate", "nonsense"],
         ["plans", "set", "pro", "--rate", "_default=import os"],

@@ -12,6 +12,7 @@ from typing import Any
 
 from spendgate.cli.runner import UsageError
 from spendgate.errors import InvalidIdError, InvalidIdTypeError, PricingConfigError
+from spendgate.errors.arguments import shown
 
 __all__ = ["plans_to_set"]
 
@@ -87,7 +88,7 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     for text in values:
         key, sep, value = text.partition("=")
         if not sep or not key:
-            raise UsageError(f"{option} takes NAME=VALUE, not {text!r}")
+            raise UsageError(f"{option} takes NAME=VALUE, not {shown(text)}")
         pairs.append((key, value))
     return pairs
 
@@ -101,9 +102,17 @@ def _value(text: str) -> Any:
 
 def _limit(text: str) -> dict[str, Any]:
     parts = text.split(":")
-    if not parts[0].isdigit() or len(parts) > 3:
-        raise UsageError(f"--limit takes FEATURE=MAX[:PERIOD[:ACTION]], not {text!r}")
-    limit: dict[str, Any] = {"max_calls": int(parts[0])}
+    try:
+        # (isdigit() alone takes "²", which int() refuses, and int() refuses
+        # more than 4,300 digits)
+        max_calls = int(parts[0]) if parts[0].isascii() and parts[0].isdigit() else -1
+    except ValueError:
+        max_calls = -1
+    if max_calls < 0 or len(parts) > 3:
+        raise UsageError(
+            f"--limit takes FEATURE=MAX[:PERIOD[:ACTION]], not {shown(text)}"
+        )
+    limit: dict[str, Any] = {"max_calls": max_calls}
     for key, part in zip(("period", "action"), parts[1:], strict=False):
         limit[key] = part
     return limit
