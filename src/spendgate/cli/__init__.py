@@ -42,6 +42,7 @@ from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
 from spendgate.cli.rebucket import add_rebucket
 from spendgate.cli.report import add_report
+from spendgate.cli.runner import output_closed, output_lost
 from spendgate.cli.serve import add_serve
 from spendgate.cli.teams import add_teams
 from spendgate.errors import ExitCode
@@ -117,4 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level is None:
         args.log_level = getattr(args, "log_level_default", logs.DEFAULT)
     logs.configure(args.log_level)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except BrokenPipeError as exc:  # (a command that prints without run())
+        if not output_closed(exc):
+            raise
+        return int(output_lost())

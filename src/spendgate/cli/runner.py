@@ -5,13 +5,17 @@ it raises into a message on stderr and an exit code: spendgate's own
 errors through :func:`spendgate.errors.outcome_of` (the one table the
 server and the metrics read too), the drivers' errors (redis-py, asyncpg,
 sockets) as "unavailable" when the server is gone or busy and as a failure
-otherwise. Nothing here imports asyncpg or redis at load time.
+otherwise; a stdout whose reader has gone (``| head``) as a failure, never
+"unavailable" (what the command did is done). Nothing here imports asyncpg
+or redis at load time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -97,10 +101,51 @@ def run(body: Body) -> int:
     except UsageError as exc:
         return fail(str(exc), ExitCode.USAGE)
     except Exception as exc:
+        if output_closed(exc):
+            return output_lost()
         mapped = _exit_of(exc)
         if mapped is None:
             raise
         return fail(*mapped)
+
+
+def output_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the command's own output failing: a pipe whose
+    reader has gone (``spendgate ... | head``), raised by a write of the
+    CLI's code (the last spendgate frame it passed through is the CLI's).
+
+    A store's broken connection is not this: the drivers wrap theirs in
+    their own errors (redis-py's ``ConnectionError``, asyncpg's).
+    """
+    if not isinstance(exc, BrokenPipeError):
+        return False
+    module = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name.startswith("spendgate"):
+            module = name
+        tb = tb.tb_next
+    return module.startswith("spendgate.cli")
+
+
+def output_lost() -> ExitCode:
+    """Exit 1, quietly for what is left: the output could not be written,
+    but what the command did is done (not "unavailable": a credit retried
+    on that word would be added twice)."""
+    try:
+        # What is still buffered for the closed pipe would fail again at exit.
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass  # (a stdout with no descriptor: nothing is flushed at exit)
+    return fail(
+        "the output could not be written (its reader closed it); "
+        "what the command did is done",
+        ExitCode.FAILURE,
+    )
 
 
 def run_on_budget(work: Callable[[BudgetManager], Awaitable[int]]) -> int:

@@ -1,0 +1,64 @@
+"""What a command does with its output and its arguments at the edges: a
+stdout closed by the reader (``spendgate ... | head``), and hostile option
+values that must be refused with a message, not a traceback.
+
+How: commands run in process through ``cli.main([...])`` on the real Redis
+under a key prefix of the test's own (the ``prefix`` fixture of
+tests/cli_helpers.py); a closed stdout is a stand-in ``sys.stdout`` whose
+writes raise ``BrokenPipeError``, as a pipe's do once its reader is gone.
+The state is read back with the Python API. A closed stdout is exit 1 (the
+output is lost), never 4 ("the store did not answer: nothing was done"),
+since what the command did is done: a credit retried on that word would be
+added twice.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+
+from cli_helpers import _budget_call, prefix
+from spendgate.cli import EXIT_FAILURE, main
+
+__all__ = ["prefix"]  # (the fixture, used by name)
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone: every write raises BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_closed_stdout_is_not_an_unavailable_store(
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
+) -> None:
+    argv = ["credits", "add", "ada", "5", *(["--json"] if as_json else [])]
+    with monkeypatch.context() as patch:
+        patch.setattr("sys.stdout", _ClosedPipe())
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILURE
+    assert "output" in err and "unavailable" not in err
+    # The credit was made, once: the exit code does not say otherwise.
+    assert _budget_call("get_balance", "ada").total == Decimal("5")
+
+
+def test_a_closed_stdout_without_a_store_is_a_message_too(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    book = tmp_path / "book.json"  # type: ignore[operator]
+    book.write_text('{"version": 1, "models": {"m": "input_tokens * 0.001"}}')
+    with monkeypatch.context() as patch:
+        patch.setattr("sys.stdout", _ClosedPipe())
+        code = main(["pricing", "validate", str(book)])
+    assert code == EXIT_FAILURE
+    assert "output" in capsys.readouterr().err
