@@ -1,6 +1,7 @@
 """What a command does with its output and its arguments at the edges: a
-stdout closed by the reader (``spendgate ... | head``), and hostile option
-values that must be refused with a message, not a traceback.
+stdout closed by the reader (``spendgate ... | head``), and a signed amount
+in every decimal spelling (``-1e-3``), which argparse must not take for an
+option.
 
 How: commands run in process through ``cli.main([...])`` on the real Redis
 under a key prefix of the test's own (the ``prefix`` fixture of
@@ -15,12 +16,13 @@ added twice.
 from __future__ import annotations
 
 import io
+import json
 from decimal import Decimal
 
 import pytest
 
-from cli_helpers import _budget_call, prefix
-from spendgate.cli import EXIT_FAILURE, main
+from cli_helpers import _budget_call, _run, prefix
+from spendgate.cli import EXIT_FAILURE, EXIT_OK, main
 
 __all__ = ["prefix"]  # (the fixture, used by name)
 
@@ -62,3 +64,17 @@ def test_a_closed_stdout_without_a_store_is_a_message_too(
         code = main(["pricing", "validate", str(book)])
     assert code == EXIT_FAILURE
     assert "output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("amount", ["-1e-3", "-1E-3", "-.001", "-0.001"])
+def test_adjust_takes_a_lowering_in_any_decimal_spelling(
+    prefix: str, capsys: pytest.CaptureFixture[str], amount: str
+) -> None:
+    # argparse reads "-1e-3" as an option unless told that such words are
+    # numbers: the command said "the following arguments are required:
+    # amount" for a lowering by 0.001.
+    _budget_call("adjust_usage", "user", "ada", 1)
+    code, out, err = _run(capsys, "adjust", "user", "ada", amount, "--json")
+    assert code == EXIT_OK, err
+    body = json.loads(out)
+    assert (body["applied"], body["spent_after"]) == ("-0.001", "0.999")

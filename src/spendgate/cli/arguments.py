@@ -4,7 +4,22 @@ on the command line, and the message when it does not."""
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, date, datetime
+
+#: what a word starting with "-" looks like when it is a number, not an
+#: option: argparse's own rule (``-2``, ``-2.5``, ``-.5``) and the exponent
+#: forms it misses (``-1e-3``, ``-2.5E+2``)
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def takes_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    """Let ``parser``'s positionals take a negative number in any decimal
+    spelling: argparse reads ``-1e-3`` as an unknown option (and then says
+    the amount is missing), as it would any word starting with ``-`` that
+    its own pattern does not call a number. (The parser's options, ``-h``
+    and ``--...``, look like no number, so none is shadowed.)"""
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
 
 
 def calendar_day(text: str) -> date:

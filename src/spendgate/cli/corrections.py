@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from spendgate.cli.arguments import day_or_moment, moment
+from spendgate.cli.arguments import day_or_moment, moment, takes_negative_numbers
 from spendgate.cli.printer import dash, fail, print_json, print_table, printable
 from spendgate.cli.runner import run, run_on_budget, settings
 from spendgate.errors import ExitCode
@@ -55,6 +55,7 @@ def add_adjust(sub: SubParsers) -> None:
         help="run it again with the same key and nothing is applied twice",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead")
+    takes_negative_numbers(parser)  # (-1e-3 is a lowering, not an option)
     parser.set_defaults(handler=run_adjust)
 
 
