@@ -1,7 +1,7 @@
 """What a command does with its output and its arguments at the edges: a
-stdout closed by the reader (``spendgate ... | head``), and a signed amount
+stdout closed by the reader (``spendgate ... | head``), a signed amount
 in every decimal spelling (``-1e-3``), which argparse must not take for an
-option.
+option, and ids from the store printed escaped (a team id with a newline).
 
 How: commands run in process through ``cli.main([...])`` on the real Redis
 under a key prefix of the test's own (the ``prefix`` fixture of
@@ -78,3 +78,22 @@ def test_adjust_takes_a_lowering_in_any_decimal_spelling(
     assert code == EXIT_OK, err
     body = json.loads(out)
     assert (body["applied"], body["spent_after"]) == ("-0.001", "0.999")
+
+
+def test_a_team_charge_and_its_refund_print_the_team_escaped(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A team id may hold a newline; a team charge's entry id ends with it.
+    # Printed raw, it forged a line of output ("FAKE ...") in the text of
+    # deduct and refund, where every other id is printed escaped.
+    team = "t\nFAKE balance 1000000"
+    _budget_call("create_team", team, initial_balance=10)
+    _budget_call("add_team_member", team, "ada")
+    code, out, _ = _run(capsys, "deduct", "ada", "2", "--team", team)
+    assert code == EXIT_OK
+    assert not any(line.startswith("FAKE") for line in out.splitlines())
+    entry = _budget_call("list_transactions", "ada")[0].entry_id
+    code, out, _ = _run(capsys, "refund", entry, "--amount", "1")
+    assert code == EXIT_OK
+    assert not any(line.startswith("FAKE") for line in out.splitlines())
+    assert "team t\\nFAKE balance 1000000: balance 9" in out

@@ -125,7 +125,7 @@ def _print_adjustment(done: Adjustment, unit: str) -> None:
         f"{who}, {done.window} {done.period}: applied {done.applied} {unit} "
         f"(asked {done.requested}); counter now {done.spent_after}"
     )
-    print(f"entry {done.entry_id}")
+    print(f"entry {printable(done.entry_id)}")
 
 
 def run_transactions(args: argparse.Namespace) -> int:

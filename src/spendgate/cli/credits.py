@@ -140,7 +140,7 @@ def run_credits_add(args: argparse.Namespace) -> int:
         if rec.spooled:
             return _spooled(budget, f"the credit of {rec.amount} {unit}", rec.entry_id)
         if not args.json:
-            print(f"entry {rec.entry_id}")
+            print(f"entry {printable(rec.entry_id)}")
         return ExitCode.OK
 
     return run_on_budget(work)
@@ -222,15 +222,15 @@ def run_refund(args: argparse.Namespace) -> int:
         again = "already refunded (same key): " if result.replayed else ""
         print(
             f"{again}refunded {result.refunded} {budget.config.unit} of "
-            f"{result.charge_id}; {result.refundable_left} left to refund"
+            f"{printable(result.charge_id)}; {result.refundable_left} left to refund"
         )
         if result.team_id is not None:
             after = result.balance_after
             pool = "" if after is None else f": balance {after}"
-            print(f"back to the pool of team {result.team_id}{pool}")
+            print(f"back to the pool of team {printable(result.team_id)}{pool}")
         elif result.balance_after is not None:
             print(f"balance {result.balance_after}")
-        print(f"entry {result.entry_id}")
+        print(f"entry {printable(result.entry_id)}")
         return ExitCode.OK
 
     return run_on_budget(work)

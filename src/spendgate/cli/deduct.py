@@ -143,7 +143,7 @@ def _report(result: DeductResult, unit: str, as_json: bool) -> None:
     for w in result.warnings:
         scope = w.scope if w.scope_id is None else f"{w.scope} {printable(w.scope_id)}"
         print(f"warning: {scope} {w.window} at {w.threshold} of {w.limit}")
-    print(f"entry {result.entry_id}")
+    print(f"entry {printable(result.entry_id)}")
 
 
 def _result_json(result: DeductResult) -> dict[str, Any]:

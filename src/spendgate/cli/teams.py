@@ -177,7 +177,7 @@ def run_credit(args: argparse.Namespace) -> int:
             return ExitCode.OK
         again = "already added (same key): " if rec.replayed else "added "
         print(f"{again}{rec.amount} {unit}: balance of team {rec.balance}")
-        print(f"entry {rec.entry_id}")
+        print(f"entry {printable(rec.entry_id)}")
         return ExitCode.OK
 
     return run_on_budget(work)
