@@ -320,3 +320,29 @@ def test_log_path_also_gets_the_log_lines(
         for handler in logs._handlers:
             logger.remove(handler)
         logs._handlers.clear()
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_a_log_path_that_cannot_be_written_is_a_settings_error(
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    where: str,
+) -> None:
+    """A LOG_PATH nobody can write to is exit 2 naming it, not a traceback."""
+    (tmp_path / "file").write_text("")
+    path = tmp_path if where == "a directory" else tmp_path / "file" / "budget.log"
+    monkeypatch.setenv("COREASON_BUDGET_LOG_PATH", str(path))
+    from spendgate.cli import logs
+
+    try:
+        code, out, err = _run(capsys, "usage", "ada")
+        assert (code, out) == (EXIT_USAGE, "")
+        assert (
+            err.startswith("spendgate: invalid settings: log_path") and str(path) in err
+        )
+    finally:
+        for handler in logs._handlers:
+            logger.remove(handler)
+        logs._handlers.clear()

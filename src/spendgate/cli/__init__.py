@@ -40,12 +40,13 @@ from spendgate.cli.ledger import add_flush, add_migrate, add_reconcile
 from spendgate.cli.operator import add_limits, add_usage
 from spendgate.cli.plans import add_features, add_plans
 from spendgate.cli.pricing import add_pricing
+from spendgate.cli.printer import fail
 from spendgate.cli.rebucket import add_rebucket
 from spendgate.cli.report import add_report
 from spendgate.cli.runner import output_closed, output_lost
 from spendgate.cli.serve import add_serve
 from spendgate.cli.teams import add_teams
-from spendgate.errors import ExitCode
+from spendgate.errors import ConfigurationError, ExitCode
 
 EXIT_OK = ExitCode.OK
 EXIT_FAILURE = ExitCode.FAILURE
@@ -117,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log_level is None:
         args.log_level = getattr(args, "log_level_default", logs.DEFAULT)
-    logs.configure(args.log_level)
+    try:
+        logs.configure(args.log_level)
+    except ConfigurationError as exc:  # (its message is redacted)
+        return int(fail(f"invalid settings: {exc}", ExitCode.USAGE))
     try:
         return int(args.handler(args))
     except BrokenPipeError as exc:  # (a command that prints without run())

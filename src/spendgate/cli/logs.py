@@ -18,6 +18,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from spendgate.errors import ConfigurationError
+
 #: the levels ``--log-level`` accepts (uvicorn's names, loguru's levels)
 LEVELS = ("critical", "error", "warning", "info", "debug")
 #: ``serve``'s default level
@@ -34,7 +36,10 @@ _handlers: list[int] = []
 
 def configure(level: str) -> None:
     """Send spendgate's log lines at ``level`` and above to stderr, and
-    nothing else loguru's default handler would have printed."""
+    nothing else loguru's default handler would have printed.
+
+    :raise ConfigurationError: ``log_path`` is set and cannot be written
+    """
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     for handler in (0, *_handlers):  # 0: loguru's default stderr handler
@@ -45,7 +50,12 @@ def configure(level: str) -> None:
     _handlers[:] = [logger.add(_to_stderr, level=level.upper(), format=_FORMAT)]
     path = _log_path()
     if path is not None:
-        _handlers.append(logger.add(path, level=level.upper(), format=_FORMAT))
+        try:
+            _handlers.append(logger.add(path, level=level.upper(), format=_FORMAT))
+        except OSError as exc:  # (loguru opens the file, and makes its folder, now)
+            raise ConfigurationError(
+                f"log_path {path} cannot be written: {exc.strerror or exc}"
+            ) from None
     logger.enable("spendgate")
 
 
@@ -54,7 +64,6 @@ def _log_path() -> Path | None:
     ``COREASON_BUDGET_LOG_PATH``): a file the lines also go to. Settings
     that do not load are the command's to report, not the log's."""
     from spendgate.config import load_config
-    from spendgate.errors import ConfigurationError
 
     try:
         return load_config().log_path
