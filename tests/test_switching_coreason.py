@@ -1,6 +1,7 @@
 """What a coreason-budget user meets on switching: its names and settings work.
 
-Its ``COREASON_BUDGET_*`` variables are read, from the environment or its
+Its ``COREASON_BUDGET_*`` variables are read (``MODEL_PRICE_OVERRIDES`` as
+JSON, as its settings class reads it), from the environment or its
 ``.env`` file (ours win when both are set), its
 field names can be read back, ``close()``, ``check_availability_sync`` /
 ``record_spend_sync`` and ``pricing.calculate_cost`` exist, and a refusal's
@@ -26,7 +27,8 @@ from spendgate import (
     BudgetManager,
     BudgetUnavailableError,
 )
-from spendgate.errors import InvalidArgumentError
+from spendgate.config import load_config
+from spendgate.errors import ConfigurationError, InvalidArgumentError
 
 
 @pytest.fixture
@@ -86,6 +88,35 @@ def test_coreasons_env_file_configures_a_deployment(
     monkeypatch.setenv("SPENDGATE_DAILY_USER_LIMIT", "3")
     assert BudgetConfig().daily_user_limit == Decimal(3)
     assert BudgetConfig(daily_user_limit=2).daily_user_limit == Decimal(2)
+
+
+def test_coreasons_price_overrides_variable_prices_its_models(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # coreason's settings class reads every field from COREASON_BUDGET_*, its
+    # model_price_overrides too (JSON); left unread, a deployment's own
+    # prices were silently replaced by LiteLLM's map (or UnknownModelError).
+    monkeypatch.delenv("SPENDGATE_MODEL_PRICE_OVERRIDES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    prices = (
+        '{"house-llm": {"input_cost_per_token": 0.1, "output_cost_per_token": 0.3}}'
+    )
+    monkeypatch.setenv("COREASON_BUDGET_MODEL_PRICE_OVERRIDES", prices)
+    config = BudgetConfig()
+    assert config.model_price_overrides == {
+        "house-llm": {
+            "input_cost_per_token": Decimal("0.1"),
+            "output_cost_per_token": Decimal("0.3"),
+        }
+    }
+    ours = '{"m": {"input_cost_per_token": 1, "output_cost_per_token": 2}}'
+    monkeypatch.setenv("SPENDGATE_MODEL_PRICE_OVERRIDES", ours)
+    # (ours win whole: coreason's mapping is not merged into it)
+    assert list(BudgetConfig().model_price_overrides) == ["m"]
+    monkeypatch.delenv("SPENDGATE_MODEL_PRICE_OVERRIDES")
+    monkeypatch.setenv("COREASON_BUDGET_MODEL_PRICE_OVERRIDES", "{not json")
+    with pytest.raises(ConfigurationError, match="model_price_overrides"):
+        load_config()
 
 
 def test_spendgate_variables_and_arguments_win_over_coreason_ones(

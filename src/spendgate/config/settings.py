@@ -10,6 +10,7 @@ switch by changing the import.
 
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -46,7 +47,8 @@ _COREASON_NAMES = {
     "daily_global_limit_usd": "daily_global_limit",
 }
 
-#: coreason-budget's documented environment variables -> our fields; read
+#: coreason-budget's environment variables (its documented ones, and the
+#: price overrides its settings class reads as JSON) -> our fields; read
 #: when the SPENDGATE_ variable of the same field is not set
 COREASON_ENV = {
     "COREASON_BUDGET_REDIS_URL": "redis_url",
@@ -54,6 +56,7 @@ COREASON_ENV = {
     "COREASON_BUDGET_DAILY_PROJECT_LIMIT_USD": "daily_project_limit",
     "COREASON_BUDGET_DAILY_GLOBAL_LIMIT_USD": "daily_global_limit",
     "COREASON_BUDGET_LOG_PATH": "log_path",
+    "COREASON_BUDGET_MODEL_PRICE_OVERRIDES": "model_price_overrides",
 }
 
 
@@ -89,14 +92,29 @@ class _CoreasonEnv(PydanticBaseSettingsSource):
     ) -> tuple[Any, str, bool]:
         for variable, value in coreason_variables().items():
             if COREASON_ENV[variable] == field_name:
-                return value, field_name, False
+                return self._decoded(field_name, value), field_name, False
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        # pydantic-settings merges a mapping of several sources key by key:
+        # ours set, coreason's mapping must not be merged into it.
+        ours = {name.upper() for name in os.environ}
         return {
-            COREASON_ENV[variable]: value
+            field: self._decoded(field, value)
             for variable, value in coreason_variables().items()
+            if f"SPENDGATE_{(field := COREASON_ENV[variable]).upper()}" not in ours
         }
+
+    def _decoded(self, field_name: str, value: str) -> Any:
+        """A mapping's value read as JSON, as pydantic-settings reads it
+        (text that is not JSON is left for the field to refuse)."""
+        field = self.settings_cls.model_fields[field_name]
+        if not self.field_is_complex(field):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
 
 
 # (pydantic lists the fields of the last base first: the sections are named
