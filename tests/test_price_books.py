@@ -99,6 +99,36 @@ async def test_a_book_that_does_not_load_stores_nothing(
     assert await budget.list_pricing() == []
 
 
+@pytest.mark.parametrize(
+    ("book", "label", "error"),
+    [
+        # valid JSON text (an escape), but no UTF-8: Postgres refuses it, so
+        # the flusher's mirror of the version failed on every run after
+        ('{"models": {"\\udcff": "input_tokens"}}', None, PricingConfigError),
+        (
+            '{"models": {"m": "1"}, "fixed": {"job\\udcff": 1}}',
+            None,
+            PricingConfigError,
+        ),
+        (
+            '{"models": {"m": "1"}, "plans": {"p": {"id": "p", "features": '
+            '{"f": "\\udcff"}}}}',
+            None,
+            PricingConfigError,
+        ),
+        ('{"models": {"m": "1"}}', "deploy-\udcff", InvalidArgumentError),
+    ],
+    ids=["model", "job", "feature-value", "label"],
+)
+async def test_text_that_is_not_utf8_is_refused_and_stores_nothing(
+    make_budget: MakeBudget, book: str, label: str | None, error: type[Exception]
+) -> None:
+    budget = make_budget()
+    with pytest.raises(error, match="UTF-8"):
+        await budget.publish_pricing(json.loads(book), label=label)
+    assert await budget.list_pricing() == []
+
+
 async def test_deduct_prices_with_the_active_book(make_budget: MakeBudget) -> None:
     budget = make_budget()
     await budget.add_credits("ada", "10")

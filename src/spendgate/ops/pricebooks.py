@@ -87,6 +87,11 @@ class PriceBooks(Operations):
             raise InvalidArgumentError(
                 f"label must be a str of at most {MAX_LABEL_LENGTH} characters"
             )
+        if label is not None and not label.isascii():
+            try:
+                label.encode()  # (the flusher mirrors it into Postgres)
+            except UnicodeEncodeError:
+                raise InvalidArgumentError("label is not UTF-8 text") from None
         document = canonical(engine.config)
         meta = json.dumps(
             {

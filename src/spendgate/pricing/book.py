@@ -22,6 +22,7 @@ from typing import IO, Any, NoReturn
 
 from spendgate.core.money import MAX_AMOUNT
 from spendgate.errors import PricingConfigError
+from spendgate.errors.arguments import shown
 from spendgate.pricing.compiler import LITERAL_EXPONENT_MAX
 
 __all__ = [
@@ -156,7 +157,9 @@ def _plain(value: object, where: str, depth: int, budget: list[int]) -> Any:
         fail("", f"a price book holds at most {BOOK_NODES_MAX} values")
     if depth > BOOK_DEPTH_MAX:
         fail(where, f"nested more than {BOOK_DEPTH_MAX} levels deep")
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        return _text(value, where)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -171,7 +174,7 @@ def _plain(value: object, where: str, depth: int, budget: list[int]) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 fail(where, f"the key {key!r} is not a string")
-            out[key] = _plain(item, _join(where, key), depth + 1, budget)
+            out[_text(key, where)] = _plain(item, _join(where, key), depth + 1, budget)
         return out
     if isinstance(value, list | tuple):
         return [
@@ -179,6 +182,18 @@ def _plain(value: object, where: str, depth: int, budget: list[int]) -> Any:
             for i, item in enumerate(value)
         ]
     fail(where, f"a {type(value).__name__} cannot be in a price book")
+
+
+def _text(value: str, where: str) -> str:
+    """``value`` when it is UTF-8 text: a lone surrogate (``"\\udcff"`` in
+    JSON, or a file name's undecodable byte) cannot be stored in Postgres,
+    whose mirror of the book would then fail on every flush."""
+    if not value.isascii():  # (a flag on str: free, unlike encoding)
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            fail(where, f"{shown(value)} is not UTF-8 text")
+    return value
 
 
 def _bounded(number: Decimal, where: str) -> Decimal:
