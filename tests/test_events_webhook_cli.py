@@ -129,6 +129,9 @@ def test_cli_tail_dead_prints_the_dead_letters(
     assert main(["events", "tail", "--dead", "--json"]) == 0
     [letter] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert letter["id"] == ids[0] and letter["src"] == "ledger"
+    # -n 0 asks for none, as it does of the events (it printed the newest)
+    assert main(["events", "tail", "--dead", "-n", "0"]) == 0
+    assert capsys.readouterr().out == ""
 
 
 # -- a killed dispatcher process -------------------------------------------------------

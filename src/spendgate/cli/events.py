@@ -311,8 +311,10 @@ async def _print_dead(
     from spendgate.core.keys import Keys
     from spendgate.ledger.entries import clean_text
 
+    if not args.count:
+        return
     stream = Keys(config.key_prefix).events_dead
-    raw: Any = await redis.xrevrange(stream, "+", "-", count=max(args.count, 1))
+    raw: Any = await redis.xrevrange(stream, "+", "-", count=args.count)
     for sid, fields in reversed(raw):
         record = {clean_text(k): clean_text(v) for k, v in fields.items()}
         record["dead_at"] = clean_text(sid)
