@@ -163,3 +163,15 @@ def test_bad_arguments_exit_2_and_change_nothing(
         code, err = int(str(exit_.code)), capsys.readouterr().err
     assert code == EXIT_USAGE and err
     assert _balance() == 5
+
+
+def test_a_charge_of_nothing_says_nothing_was_charged(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A charge of 0 touches nothing (bursar's short-circuit): no entry is
+    # written, so the text must not print one (it printed "entry " blank).
+    _budget_call("add_credits", "ada", 5)
+    code, out, _ = _run(capsys, "deduct", "ada", "0")
+    assert code == EXIT_OK
+    assert out.splitlines() == ["nothing charged to ada (user ada): it costs 0"]
+    assert _balance() == 5

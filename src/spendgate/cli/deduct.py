@@ -132,6 +132,11 @@ def _report(result: DeductResult, unit: str, as_json: bool) -> None:
         return
     who = printable(result.user_id)
     payer = f"team {printable(result.team_id)}" if result.team_id else who
+    if not result.entry_id:  # (a charge of 0 touches nothing: no entry)
+        print(f"nothing charged to {payer} (user {who}): it costs 0")
+        if result.price_version is not None:
+            print(f"priced by price book v{result.price_version}")
+        return
     again = "already charged (same key): " if result.replayed else ""
     print(f"{again}charged {result.amount} {unit} to {payer} (user {who})")
     if result.allowance_used:
