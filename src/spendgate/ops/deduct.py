@@ -27,7 +27,7 @@ from spendgate.core.ids import (
     check_optional_id,
     user_id_of,
 )
-from spendgate.core.money import from_micros
+from spendgate.core.money import charge_micros, from_micros
 from spendgate.core.protocol import Reply
 from spendgate.errors import (
     BudgetUnavailableError,
@@ -288,7 +288,7 @@ class Deductions(DeductPricing, Leases, Facts):
         arguments (not the price, nor the book or plan it came from, so a
         retry after an activation replays the first charge)."""
         called = arguments_metadata(extra, self._max_meta)
-        digest = fingerprint("deduct", user, project, repr(usage), called)
+        digest = fingerprint("deduct", user, project, usage_text(usage), called)
         return with_amount_model(digest, usage, model)
 
     def _stale(self, user: str, reply: Any) -> None:
@@ -354,6 +354,18 @@ def _spooled_replay(
         None,
         True,
     )
+
+
+def usage_text(usage: Any) -> str:
+    """What a deduct's idempotency fingerprint names of its usage: a
+    :class:`UsageMetrics` or fixed job by its repr, an amount by the amount
+    it charges (as record_spend's fingerprint does), so that ``1``, ``"1"``
+    and ``Decimal("1.0")`` are the same argument and a retry replays. (The
+    repr of that ``Decimal``: an amount passed as a Decimal in its shortest
+    form keeps the fingerprint it had.)"""
+    if isinstance(usage, UsageMetrics | FixedJob):
+        return repr(usage)
+    return repr(from_micros(charge_micros(usage)))
 
 
 def with_amount_model(digest: str, usage: Any, model: str | None) -> str:

@@ -33,7 +33,12 @@ from spendgate.errors import (
 from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
-from spendgate.ops.deduct import Deductions, balance_refusal, with_amount_model
+from spendgate.ops.deduct import (
+    Deductions,
+    balance_refusal,
+    usage_text,
+    with_amount_model,
+)
 from spendgate.ops.deduct_metadata import (
     arguments_metadata,
     ledger_metadata,
@@ -223,7 +228,9 @@ class TeamCharges(Deductions, TeamLeases):
         """A keyed team deduct's idempotency fingerprint (as a deduct's,
         with the team)."""
         called = arguments_metadata(extra, self._max_meta)
-        digest = fingerprint("team_deduct", user, project, repr(usage), called, team)
+        digest = fingerprint(
+            "team_deduct", user, project, usage_text(usage), called, team
+        )
         return with_amount_model(digest, usage, model)
 
     async def _team_deduct_once(
