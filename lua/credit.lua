@@ -15,7 +15,10 @@
 -- ARGV[9] - priority (an integer: lower is drawn on first)
 -- ARGV[10] - the grant's kind ("purchase", "promo", ...)
 -- return {R_OK, "entry|now_ms|balance"} when credited, {R_REPLAYED, same
---        payload} for a replay, {R_CONFLICT} for an idempotency conflict
+--        payload} for a replay, {R_CONFLICT} for an idempotency conflict,
+--        {R_PAST_EXPIRY} when the expiry is not after now_ms and the key
+--        names no earlier credit (only a retry with its key is sent so: a
+--        grant made before its expiry is then answered, not refused)
 
 local ikey = KEYS[1]
 local now_ms = ARGV[1]
@@ -25,6 +28,7 @@ local user = ARGV[5]
 
 local seen = idem_lookup(ikey, fingerprint)
 if seen then return seen end
+if ARGV[8] ~= '' and tonumber(ARGV[8]) <= tonumber(now_ms) then return {R_PAST_EXPIRY} end
 
 local G = grants()
 local bkey = BASE .. K_BALANCE .. user

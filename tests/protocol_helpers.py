@@ -93,6 +93,7 @@ _CANNED: dict[str, dict[Reply, list[Any]]] = {
         Reply.OK: [0, b"entry|1700000000000|5000000"],
         Reply.REPLAYED: [2, b"first|1700000000000|5000000"],
         Reply.CONFLICT: [3],
+        Reply.PAST_EXPIRY: [18],
     },
     "deduct": {
         Reply.OK: [0, b"entry|1700000000000|5000000|1000000||"],

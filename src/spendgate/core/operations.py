@@ -146,7 +146,7 @@ OPERATIONS: dict[str, Operation] = {
             "idempotency_key",
             *CREDIT_GRANT_ARGS,
         ),
-        _IDEMPOTENT,
+        _IDEMPOTENT | {Reply.PAST_EXPIRY},
         fact=True,
     ),
     "refund": Operation(("idempotency",), _REFUND, _REFUNDS, fact=True),

@@ -80,6 +80,9 @@ class Reply(IntEnum):
     #: ``{MOVED, "<that bucket>:<run>"}``; nothing changed, the call is made
     #: again there
     MOVED = 17
+    #: credit: the grant's expiry has passed and its idempotency key names
+    #: no earlier credit to replay (nothing changed)
+    PAST_EXPIRY = 18
 
 
 class WindowCode(IntEnum):

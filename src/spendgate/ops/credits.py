@@ -70,7 +70,9 @@ class Credits(Facts):
         user_id = user_id_of(user_id, self._max_id)
         micros = credit_micros(amount)
         now_ms = self._now_ms()
-        expires_ms = _expires_ms(expires_at, now_ms)
+        # (a past expiry is let through with a key: it may be the retry of a
+        # grant made before its expiry, which the script answers)
+        expires_ms = _expires_ms(expires_at, now_ms, idempotency_key is not None)
         priority = _priority(priority)
         kind = _grant_kind(kind)
         meta = _grant_metadata(metadata, kind, priority, expires_ms, self._max_meta)
@@ -90,7 +92,12 @@ class Credits(Facts):
             kind,
         )
         info = {"kind": "grant", "entry": entry_id, "user": user_id, "amount": micros}
-        reply = await self._store.run("credit", (ikey,), args, spool_info=info.copy)
+        # (a past expiry is never spooled: only Redis knows whether it replays)
+        past = expires_ms is not None and expires_ms <= now_ms
+        spool = None if past else info.copy
+        reply = await self._store.run("credit", (ikey,), args, spool_info=spool)
+        if reply is not None and reply[0] == Reply.PAST_EXPIRY:
+            raise _past_expiry(expires_at)
         return _credit_record(reply, entry_id, user_id, micros, now_ms, key)
 
     async def get_balance(self, user_id: Any) -> Balance:
@@ -197,17 +204,28 @@ def _grant(member: str, remaining: int) -> Grant:
     )
 
 
-def _expires_ms(expires_at: object, now_ms: int) -> int | None:
+def _expires_ms(expires_at: object, now_ms: int, past_ok: bool) -> int | None:
+    """The expiry in ms (``None``: never); ``past_ok``: one not after now
+    is returned rather than refused (a keyed call, maybe a retry).
+
+    :raise InvalidArgumentError: not an aware datetime, past (unless
+        ``past_ok``) or too far away
+    """
     if expires_at is None:
         return None
     if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
         raise InvalidArgumentError("expires_at must be an aware datetime or None")
     expires_ms = to_ms(expires_at)
-    if expires_ms <= now_ms:
-        raise InvalidArgumentError(f"expires_at {expires_at.isoformat()} has passed")
+    if expires_ms <= now_ms and not past_ok:
+        raise _past_expiry(expires_at)
     if expires_ms >= GRANT_NEVER_MS:
         raise InvalidArgumentError("expires_at is too far away (use None: never)")
     return expires_ms
+
+
+def _past_expiry(expires_at: Any) -> InvalidArgumentError:
+    when = expires_at.isoformat() if isinstance(expires_at, datetime) else "given"
+    return InvalidArgumentError(f"expires_at {when} has passed")
 
 
 def _priority(priority: object) -> int:
