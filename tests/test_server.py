@@ -281,6 +281,12 @@ async def test_metadata_numbers_stay_numbers(make_client: MakeClient) -> None:
     assert "out of range" in refused.json()["detail"]
     usage = await client.get("/v1/usage/u", headers=AUTH)
     assert usage.json()["scopes"]["user"]["daily"]["spent"] == "1"
+    # (their reading does not recurse: deep metadata is taken as before)
+    deep = b'{"user_id": "u", "cost": 1, "metadata": {"a": %s0.5%s}}' % (
+        b"[" * 500,
+        b"]" * 500,
+    )
+    assert (await client.post("/spend", content=deep, headers=headers)).is_success
 
 
 # -- leases --------------------------------------------------------------------

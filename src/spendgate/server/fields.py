@@ -182,30 +182,32 @@ ModelName = Annotated[
 ]
 
 
-def _plain_numbers(value: Any) -> Any:
-    # Only fractions and exponents arrive as Decimal (ints stay int).
-    if isinstance(value, Decimal):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"metadata holds a number out of range: {shown(value)}")
-        return number
-    if isinstance(value, dict):
-        return {key: _plain_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain_numbers(item) for item in value]
-    return value
+def _plain_numbers(root: dict[str, Any]) -> dict[str, Any]:
+    # Only fractions and exponents arrive as Decimal (ints stay int). The
+    # body's own fresh tree is changed in place, without recursion: metadata
+    # nests as deep as the JSON parser allows.
+    stack: list[dict[str, Any] | list[Any]] = [root]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if isinstance(item, Decimal):
+                number = float(item)
+                if not math.isfinite(number):
+                    raise ValueError(
+                        f"metadata holds a number out of range: {shown(item)}"
+                    )
+                node[key] = number  # type: ignore[index]
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return root
 
 
 def _as_json_reads_it(value: object) -> object:
     # The body is parsed with parse_float=Decimal, for amounts; in metadata a
     # Decimal would be kept as a string ("0.7"), where the library, the CLI
     # and any JSON client keep the number 0.7.
-    if not isinstance(value, dict):
-        return value
-    try:
-        return _plain_numbers(value)
-    except RecursionError:
-        raise ValueError("metadata nests too deeply") from None
+    return _plain_numbers(value) if isinstance(value, dict) else value
 
 
 #: an object kept as given: numbers stay numbers, as a JSON parser reads
