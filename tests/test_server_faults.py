@@ -3,7 +3,7 @@ input is a 4xx, the store down a 503 or the spool, never a 500.
 
 Checked: a body that is not JSON, not an object, names a key twice, or has
 a field of the wrong type, out of range or unknown is a 422 whose message
-says what and where;
+says what and where (and deep metadata, once taken, is listed back);
 metadata over its limit is a 422 and a body over the size limit a 413
 (with or without ``Content-Length``, nothing charged); unknown routes and
 methods are 404 and 405. With Redis down (a budget pointed at a port
@@ -124,6 +124,24 @@ async def test_a_key_given_twice_is_422_and_charges_nothing(
         assert "given more than once" in response.json()["detail"]
     usage = (await client.get("/v1/usage/u", headers=AUTH)).json()
     assert usage["scopes"]["user"]["daily"]["spent"] == "0"
+
+
+async def test_deep_metadata_does_not_fail_the_transactions(
+    make_client: MakeClient,
+) -> None:
+    # pydantic serializes about 255 levels: the listing of a user whose fact
+    # nested deeper was a 500 for as long as the fact was listed.
+    client = make_client(max_metadata_bytes=4096)
+    deep: object = 1.5
+    for _ in range(300):
+        deep = [deep]
+    body = {"user_id": "u", "cost": 1, "metadata": {"a": deep}}
+    assert (await client.post("/spend", json=body, headers=AUTH)).is_success
+    listed = await client.get("/v1/transactions/u", headers=AUTH)
+    assert listed.status_code == 200
+    [fact] = listed.json()["transactions"]
+    assert fact["metadata"] == {"a": deep}
+    assert (fact["kind"], fact["amount"], fact["user_id"]) == ("spend", "1", "u")
 
 
 async def test_field_errors_say_where(make_client: MakeClient) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from spendgate.ops.transactions import MAX_TRANSACTIONS
 from spendgate.server.body import read_body
@@ -24,7 +25,12 @@ from spendgate.server.ledger_schemas import (
     TransactionBody,
     TransactionsResponse,
 )
-from spendgate.server.responses import CONFLICT, request_body, responses
+from spendgate.server.responses import (
+    CONFLICT,
+    SafeJSONResponse,
+    request_body,
+    responses,
+)
 
 router = APIRouter()
 
@@ -107,7 +113,7 @@ async def transactions(
     since: MomentQuery = None,
     until: MomentQuery = None,
     limit: LimitQuery = 100,
-) -> TransactionsResponse:
+) -> Response:
     """A user's ledger entries (charges, refunds, grants, expiries, the
     adjustments of their counters), newest first, ``since`` (inclusive) to
     ``until`` (exclusive): from Postgres when the server has a
@@ -116,9 +122,16 @@ async def transactions(
     found = await budget.list_transactions(
         user_id, _moment(since, "since"), _moment(until, "until"), limit
     )
-    return TransactionsResponse(
+    body = TransactionsResponse(
         user_id=user_id,
         unit=budget.config.unit,
         source="postgres" if budget.config.postgres_dsn else "stream",
         transactions=[TransactionBody.of(t) for t in found],
     )
+    # pydantic serializes at most about 255 levels of nesting, and a fact's
+    # metadata may nest deeper (the library takes what JSON encodes): it is
+    # encoded by json, as it was stored, rather than failing the listing.
+    content = body.model_dump(exclude={"transactions": {"__all__": {"metadata"}}})
+    for row, fact in zip(content["transactions"], found, strict=True):
+        row["metadata"] = fact.metadata
+    return SafeJSONResponse(content)
