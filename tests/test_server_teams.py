@@ -6,10 +6,13 @@ made, members put and deleted, the pool credited, and charged through
 ``/spend``, ``/v1/reserve`` and ``/v1/reserve_up_to``, a team lease
 extended (``/v1/extend``); each answer's status and body are checked,
 errors included (404 no team, 409 exists, 403 not a member, 429 a member
-cap, 422 a bad role), and the 403 and 404 of a charge are in its document.
+cap, 422 a bad role, 422 a new team's id with a slash), and the 403 and
+404 of a charge are in its document.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -135,3 +138,20 @@ async def test_team_refusals_are_documented(
     documented = document["paths"][path]["post"]["responses"]
     assert {"403", "404"} <= set(documented)
     assert "team" in documented["404"]["description"]
+
+
+async def test_a_team_id_with_a_slash_is_not_made(make_client: MakeClient) -> None:
+    """No path could name such a team (no member could be added to it over
+    HTTP, so its every charge was a 403): it is refused, and the document's
+    pattern says so."""
+    client = make_client()
+    made = await client.post("/v1/teams", json={"team_id": "eng/ml"}, headers=AUTH)
+    assert made.status_code == 422
+    assert made.json()["errors"][0]["loc"] == ["team_id"]
+    charge = {"user_id": "ada", "cost": "1", "team_id": "eng/ml"}
+    assert (await client.post("/spend", json=charge, headers=AUTH)).status_code == 404
+    document = (await client.get("/openapi.json", headers=AUTH)).json()
+    body = document["paths"]["/v1/teams"]["post"]["requestBody"]
+    pattern = body["content"]["application/json"]["schema"]["properties"]["team_id"]
+    assert re.fullmatch(pattern["pattern"], "eng/ml") is None
+    assert re.fullmatch(pattern["pattern"], "eng-ml") is not None

@@ -56,6 +56,8 @@ __all__ = [
     "SIGNED_AMOUNT_PATTERN",
     "ScopeIdPath",
     "SignedAmount",
+    "TEAM_ID_PATTERN",
+    "TeamId",
     "TtlSeconds",
     "UserIdPath",
 ]
@@ -167,6 +169,26 @@ Id = Annotated[
     StringConstraints(min_length=1),
     AfterValidator(usable_id),
     WithJsonSchema({"type": "string", "minLength": 1, "pattern": ID_PATTERN}),
+]
+
+
+#: a new team's id: an id without "/" (its paths, ``/v1/teams/{team_id}``
+#: and under, take none)
+TEAM_ID_PATTERN = rf"^[^{_CONTROLS}/]*[^{_CONTROLS}{_SPACES}/][^{_CONTROLS}/]*$"
+
+
+def _no_slash(value: str) -> str:
+    if "/" in value:
+        raise ValueError("must not contain '/': the team's paths could not name it")
+    return value
+
+
+TeamId = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(usable_id),
+    AfterValidator(_no_slash),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": TEAM_ID_PATTERN}),
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from spendgate.models import SpendRecord
-from spendgate.server.fields import Amount, Id, Metadata
+from spendgate.server.fields import Amount, Id, Metadata, TeamId
 from spendgate.teams import Team, TeamMember
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -30,7 +30,8 @@ class TeamCreateRequest(BaseModel):
     ``initial_balance``."""
 
     model_config = _STRICT
-    team_id: Id
+    #: no "/": the team's paths could not name it
+    team_id: TeamId
     name: str | None = None
     initial_balance: Amount = Decimal(0)
 

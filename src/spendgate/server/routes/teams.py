@@ -3,7 +3,8 @@
 add, update or remove a member, ``POST /v1/teams/{team_id}/credits`` tops
 its pool up (a fact: spooled while Redis is down). Charging a team is
 ``team_id`` in the ``/spend``, ``/v1/reserve``, ``/v1/reserve_up_to`` and
-``/v1/deduct`` bodies. Team ids in a path cannot hold ``/``."""
+``/v1/deduct`` bodies. Team ids in a path cannot hold ``/``, so a new
+team's cannot either."""
 
 from __future__ import annotations
 
