@@ -183,6 +183,12 @@ def test_serve_checks_before_starting(
     assert "SPENDGATE_REDIS_URL" in err
     code, _, err = _run(capsys, "serve", "--port", "70000")
     assert code == EXIT_USAGE
+    # A malformed Redis URL, as every command refuses it: exit 2 before
+    # uvicorn starts (it was exit 1, the app's start-up failing on it).
+    monkeypatch.setenv("SPENDGATE_REDIS_URL", "redis-host:6379")
+    code, _, err = _run(capsys, "serve", "--port", str(_dead_port()))
+    assert code == EXIT_USAGE
+    assert "invalid settings: invalid redis_url" in err
 
 
 # -- logging ---------------------------------------------------------------------

@@ -65,11 +65,11 @@ def settings(
             "no Postgres configured: set SPENDGATE_POSTGRES_DSN or pass --dsn"
         )
     if needs_redis:
-        _check_redis_url(config.redis_url)
+        check_redis_url(config.redis_url)
     return config
 
 
-def _check_redis_url(url: str | None) -> None:
+def check_redis_url(url: str | None) -> None:
     """Refuse a missing or malformed Redis URL before anything connects (the
     flusher and the reconcile build their own clients from it)."""
     from redis.asyncio.connection import parse_url

@@ -88,6 +88,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "--insecure-no-auth to accept every caller",
             ExitCode.USAGE,
         )
+    if config.redis_url is not None:
+        from spendgate.cli.runner import UsageError, check_redis_url
+
+        try:
+            check_redis_url(config.redis_url)
+        except UsageError as exc:
+            return fail(str(exc), ExitCode.USAGE)
     if config.redis_url is None and (args.workers > 1 or not args.embedded):
         # A service that quietly keeps its budgets in its own memory (per
         # worker, gone on restart) is never what an operator wants.
