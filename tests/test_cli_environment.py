@@ -16,6 +16,7 @@ lines too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,13 +24,15 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from loguru import logger
 from redis import Redis as SyncRedis
 
 from cli_helpers import _dead_port, _run, prefix
-from conftest import REDIS_URL
+from conftest import POSTGRES_DSN, REDIS_URL
+from pg_fixtures import _admin_connection
 from spendgate import BudgetManager, SpendRecord
 from spendgate.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 
@@ -154,6 +157,33 @@ def test_a_malformed_dsn_is_a_settings_error(
         assert "invalid settings: invalid Postgres DSN" in err
     with SyncRedis.from_url(REDIS_URL) as redis:
         assert redis.keys(f"{prefix}:*") == []  # nothing written
+
+
+@pytest.mark.parametrize("missing", ["database", "role"])
+def test_a_dsn_naming_what_postgres_lacks_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    # Postgres answers, and says the database or the role named does not
+    # exist: the settings are wrong (exit 2), not the program (it was exit 1,
+    # "failure"), nor the server away (4).
+    asyncio.run(_postgres_answers())
+    name = f"sgmissing{uuid.uuid4().hex[:8]}"
+    dsn = urlsplit(POSTGRES_DSN)
+    if missing == "database":
+        dsn = dsn._replace(path=f"/{name}")
+    else:
+        dsn = dsn._replace(netloc=f"{name}@{dsn.hostname}:{dsn.port or 5432}")
+    monkeypatch.setenv("SPENDGATE_POSTGRES_DSN", urlunsplit(dsn))
+    for argv in (["migrate"], ["report", "stats"], ["transactions", "ada"]):
+        code, out, err = _run(capsys, *argv)
+        assert (code, out) == (EXIT_USAGE, ""), argv
+        assert "spendgate: invalid settings: the Postgres DSN" in err
+        assert name in err
+
+
+async def _postgres_answers() -> None:
+    connection = await _admin_connection()  # (a Postgres that is down: the
+    await connection.close()  # test fails, as the others that need it)
 
 
 def test_a_malformed_redis_url_is_refused_by_the_ledger_commands(

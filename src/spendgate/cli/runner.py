@@ -218,8 +218,18 @@ def _driver_error(exc: Exception) -> tuple[str, ExitCode] | None:
         # A refused or reset connection, an unknown host: the server is not there.
         return f"{type(exc).__name__}: {exc}", unavailable
     if type(exc).__module__.startswith("asyncpg"):
+        from asyncpg.exceptions import (
+            InvalidAuthorizationSpecificationError,
+            InvalidCatalogNameError,
+        )
+
         from spendgate.ledger.pg import is_unavailable
 
+        # Postgres answered: the DSN names a database or a role (or a
+        # password: its subclass) it does not have.
+        lacking = InvalidCatalogNameError | InvalidAuthorizationSpecificationError
+        if isinstance(exc, lacking):
+            return f"invalid settings: the Postgres DSN: {exc}", ExitCode.USAGE
         code = unavailable if is_unavailable(exc) else ExitCode.FAILURE
         return f"Postgres: {type(exc).__name__}: {exc}", code
     return None
