@@ -1,7 +1,9 @@
 """What a command does with its output and its arguments at the edges: a
 stdout closed by the reader (``spendgate ... | head``), a signed amount
 in every decimal spelling (``-1e-3``), which argparse must not take for an
-option, and ids from the store printed escaped (a team id with a newline).
+option, ids from the store printed escaped (a team id with a newline), and
+``transactions`` reading Postgres alone when it has a DSN (no Redis, no
+embedded store: the real Postgres, a fresh database).
 
 How: commands run in process through ``cli.main([...])`` on the real Redis
 under a key prefix of the test's own (the ``prefix`` fixture of
@@ -17,14 +19,17 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from decimal import Decimal
 
 import pytest
 
 from cli_helpers import _budget_call, _run, prefix
-from spendgate.cli import EXIT_FAILURE, EXIT_OK, main
+from spendgate.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 
 __all__ = ["prefix"]  # (the fixture, used by name)
+
+pytest_plugins = ("pg_fixtures",)
 
 
 class _ClosedPipe(io.StringIO):
@@ -97,3 +102,23 @@ def test_a_team_charge_and_its_refund_print_the_team_escaped(
     assert code == EXIT_OK
     assert not any(line.startswith("FAKE") for line in out.splitlines())
     assert "team t\\nFAKE balance 1000000: balance 9" in out
+
+
+@pytest.mark.postgres
+def test_transactions_from_postgres_need_no_redis(
+    ledger_dsn: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With a DSN and no Redis URL, the command built a manager on the
+    # embedded store to read Postgres: a warning that budgets are lost, and
+    # exit 2 where the embedded store is not installed (a reporting host).
+    monkeypatch.delenv("SPENDGATE_REDIS_URL", raising=False)
+    monkeypatch.setenv("SPENDGATE_POSTGRES_DSN", ledger_dsn)
+    monkeypatch.setitem(sys.modules, "fakeredis", None)  # (not installed)
+    code, out, err = _run(capsys, "transactions", "ada", "--json")
+    assert (code, err) == (EXIT_OK, "")
+    body = json.loads(out)
+    assert (body["source"], body["transactions"]) == ("postgres", [])
+    code, _, err = _run(capsys, "transactions", "", "--json")
+    assert code == EXIT_USAGE and "user_id" in err  # (the same checks)

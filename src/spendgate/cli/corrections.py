@@ -131,15 +131,20 @@ def _print_adjustment(done: Adjustment, unit: str) -> None:
 def run_transactions(args: argparse.Namespace) -> int:
     async def body() -> int:
         from spendgate.manager import BudgetManager
+        from spendgate.ops.transactions import postgres_transactions
 
         config = settings()
-        if not config.postgres_dsn:
+        window = (args.user, args.since, args.until, args.limit)
+        if config.postgres_dsn:
+            # (no manager: Postgres alone is read, no Redis is needed)
+            found = await postgres_transactions(
+                config.postgres_dsn, *window, max_id_length=config.max_id_length
+            )
+        else:
             # the stream, then: the deployment's Redis, never the embedded one
             config = settings(needs_redis=True)
-        async with BudgetManager(config) as budget:
-            found = await budget.list_transactions(
-                args.user, args.since, args.until, args.limit
-            )
+            async with BudgetManager(config) as budget:
+                found = await budget.list_transactions(*window)
         source = "postgres" if config.postgres_dsn else "stream"
         if args.json:
             print_json(

@@ -123,40 +123,14 @@ class Transactions(Operations):
         :raise InvalidArgumentError: a bad limit, or a naive datetime
         :raise LedgerUnavailableError: Postgres could not be reached
         """
-        user = user_id_of(user_id, self._max_id)
-        if type(limit) is not int or not 1 <= limit <= MAX_TRANSACTIONS:
-            raise InvalidArgumentError(
-                f"limit must be an int from 1 to {MAX_TRANSACTIONS}, not {shown(limit)}"
-            )
-        start = _bound_ms(since, "since", _OPEN_START_MS)
-        end = _bound_ms(until, "until", _OPEN_END_MS)
+        user, start, end = _query(user_id, since, until, limit, self._max_id)
         if start >= end:
             return []
         if self.config.postgres_dsn:
-            return await self._from_postgres(user, start, end, limit)
+            return await _from_postgres(
+                self.config.postgres_dsn, user, start, end, limit
+            )
         return await self._from_stream(user, start, end, limit)
-
-    async def _from_postgres(
-        self, user: str, start_ms: int, end_ms: int, limit: int
-    ) -> list[Transaction]:
-        from spendgate.ledger.pg import connect, is_unavailable, ledger_schema
-
-        assert self.config.postgres_dsn
-        conn = await connect(self.config.postgres_dsn)
-        try:
-            with ledger_schema():
-                rows = await conn.fetch(
-                    _SELECT, user, from_ms(start_ms), from_ms(end_ms), limit
-                )
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise LedgerUnavailableError(f"Postgres failed: {exc}") from exc
-            raise
-        finally:
-            await conn.close()
-        return [_from_row(r) for r in rows]
 
     async def _from_stream(
         self, user: str, start_ms: int, end_ms: int, limit: int
@@ -188,6 +162,63 @@ class Transactions(Operations):
                 break
             cursor = "(" + clean_text(page[-1][0])
         return found
+
+
+async def postgres_transactions(
+    dsn: str,
+    user_id: Any,
+    since: datetime | date | None = None,
+    until: datetime | date | None = None,
+    limit: int = 100,
+    *,
+    max_id_length: int,
+) -> list[Transaction]:
+    """``list_transactions`` of a deployment with a Postgres ledger, read
+    without a manager: no Redis is needed (``spendgate transactions`` on a
+    reporting host). Same checks and errors."""
+    user, start, end = _query(user_id, since, until, limit, max_id_length)
+    if start >= end:
+        return []
+    return await _from_postgres(dsn, user, start, end, limit)
+
+
+def _query(
+    user_id: Any,
+    since: datetime | date | None,
+    until: datetime | date | None,
+    limit: int,
+    max_id_length: int,
+) -> tuple[str, int, int]:
+    """The user and the window in ms of a listing, checked."""
+    user = user_id_of(user_id, max_id_length)
+    if type(limit) is not int or not 1 <= limit <= MAX_TRANSACTIONS:
+        raise InvalidArgumentError(
+            f"limit must be an int from 1 to {MAX_TRANSACTIONS}, not {shown(limit)}"
+        )
+    start = _bound_ms(since, "since", _OPEN_START_MS)
+    return user, start, _bound_ms(until, "until", _OPEN_END_MS)
+
+
+async def _from_postgres(
+    dsn: str, user: str, start_ms: int, end_ms: int, limit: int
+) -> list[Transaction]:
+    from spendgate.ledger.pg import connect, is_unavailable, ledger_schema
+
+    conn = await connect(dsn)
+    try:
+        with ledger_schema():
+            rows = await conn.fetch(
+                _SELECT, user, from_ms(start_ms), from_ms(end_ms), limit
+            )
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise LedgerUnavailableError(f"Postgres failed: {exc}") from exc
+        raise
+    finally:
+        await conn.close()
+    return [_from_row(r) for r in rows]
 
 
 _USER = FIELD["user_id"].encode()
