@@ -274,15 +274,19 @@ class MoneyMachineBase(RuleBasedStateMachine):
                     "project": {"project": "p1"},
                     "global": {},
                 }[scope]
-                assert got.held == dec(m.held(now_ms, **match)), (scope, sid)
-                assert got.daily.spent == dec(m.spent_in(day(now), scope, sid)), (
-                    scope,
-                    sid,
-                )
-                assert got.monthly.spent == dec(m.spent_in(month(now), scope, sid)), (
-                    scope,
-                    sid,
-                )
+                held = m.held(now_ms, **match)
+                assert got.held == dec(held), (scope, sid)
+                for window, period, cap in (
+                    ("daily", day(now), m.caps[0]),
+                    ("monthly", month(now), m.caps[1]),
+                ):
+                    w = getattr(got, window)
+                    spent = m.spent_in(period, scope, sid)
+                    assert w.spent == dec(spent), (scope, sid, window)
+                    if scope == "user":  # (the caps the machine sets)
+                        assert w.limit == (None if cap is None else dec(cap))
+                        left = None if cap is None else dec(max(0, cap - spent - held))
+                        assert w.remaining == left, (sid, window)
         if TEAM not in m.teams:
             return
         team = self.run(self.b.get_team(TEAM))

@@ -5,6 +5,7 @@ creation, credits and members. See tests/test_money_invariants.py.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from money_model import (
     up,
 )
 from spendgate import (
+    InvalidArgumentError,
     NotATeamMemberError,
     RefundExceedsChargeError,
     TeamExistsError,
@@ -100,25 +102,38 @@ class TeamRules:
         ),
         window=st.sampled_from(["daily", "monthly"]),
         key=st.sampled_from(KEYS),
+        back=st.sampled_from([None, None, 1]),
     )
-    def adjust(self, **args: Any) -> None:
-        self.do_adjust(**args)
+    def adjust(self, back: int | None, **args: Any) -> None:
+        """The current window's counter, or yesterday's window's (``at=``):
+        what refunds of yesterday's charges lowered shows in ``spent_after``."""
+        at = None if back is None else self.clock() - timedelta(days=back)
+        self.do_adjust(at=at, **args)
 
     def do_adjust(
-        self, who: tuple[str, str], amount: Any, window: str, key: str | None
+        self,
+        who: tuple[str, str],
+        amount: Any,
+        window: str,
+        key: str | None,
+        at: datetime | None,
     ) -> None:
         now = self.now()
         a = Decimal(amount)
         micros = toward_zero(a) if a < 0 else up(a)
-        period = day(now) if window == "daily" else month(now)
+        when = now if at is None else at
+        period = day(when) if window == "daily" else month(when)
         fp = ("adjust", who, micros, window, period)
         scope, sid = who
 
         def call() -> Any:
             return self.b.adjust_usage(
-                scope, sid or None, amount, window, idempotency_key=key
+                scope, sid or None, amount, window, idempotency_key=key, at=at
             )  # type: ignore[arg-type]
 
+        if kept_until(when, window) <= now:  # (its counters are no longer kept)
+            self.refused(call, InvalidArgumentError)
+            return
         if self.seen(key, fp, call):
             return
         counter = self.model.spent.get((period, scope, sid), 0)
@@ -137,9 +152,8 @@ class TeamRules:
                 and (again.entry_id, again.applied, again.spent_after) == first
             )
 
-        self.remember(
-            "do_adjust", dict(who=who, amount=amount, window=window, key=key), fp, check
-        )
+        args = dict(who=who, amount=amount, window=window, key=key, at=at)
+        self.remember("do_adjust", args, fp, check)
 
     # -- teams ------------------------------------------------------------------
 
@@ -220,3 +234,15 @@ class TeamRules:
             return
         self.run(call())
         del self.model.teams[TEAM].members[user]
+
+
+def kept_until(moment: datetime, window: str) -> datetime:
+    """When the counters of the window holding ``moment`` stop being kept:
+    ``counter_retention_seconds`` (2 days) after its end."""
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "daily":
+        end = start + timedelta(days=1)
+    else:
+        first = start.replace(day=1)
+        end = (first + timedelta(days=32)).replace(day=1)
+    return end + timedelta(days=2)
