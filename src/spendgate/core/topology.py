@@ -177,8 +177,10 @@ class Topology:
         owners: list[Node | None] = [None] * SLOTS
         for entry in raw:
             start, end, master = int(entry[0]), int(entry[1]), entry[2]
-            # An empty or "?" host: the node we asked, as Redis means it.
-            host = _text(master[0])
+            # No host (NULL: the endpoint is unknown, as behind a load
+            # balancer, cluster-preferred-endpoint-type unknown-endpoint),
+            # an empty or "?" one: the host we asked, as Redis means it.
+            host = "" if master[0] is None else _text(master[0])
             if host in ("", "?"):
                 host = asked.host
             node = self.node(host, int(master[1]))
