@@ -9,6 +9,10 @@ Where they are read from depends on the deployment:
   so it holds the newest ``ledger_maxlen`` entries (1,000,000 by default) of
   every user. The stream is read from its newest entry back, at most
   :data:`STREAM_SCAN_MAX` entries per call, and ordered as it was written.
+  On a sharded deployment that is the user's bucket's stream; once the keys
+  were rebucketed (``spendgate rebucket``), every bucket's and the root's
+  too, the user's first (the entries written before a move stay in the
+  stream they were written to), within the same bound in all.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from spendgate.core.ids import user_id_of
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import FIELD
+from spendgate.core.shards import layout_key
 from spendgate.core.store import UNAVAILABLE_ERRORS
 from spendgate.core.windows import EPOCH, OPEN_END, from_ms, to_ms
 from spendgate.corrections import Transaction
@@ -138,30 +143,71 @@ class Transactions(Operations):
         self._store.ensure_open()
         redis = self._store.client
         assert redis is not None
-        found: list[Transaction] = []
-        wanted = user.encode()
-        ledger = self.keys.of(user).ledger  # (sharded: the user's bucket's)
-        cursor, scanned = "+", 0
-        while scanned < STREAM_SCAN_MAX:
-            try:
-                page: list[Any] = (
-                    await redis.xrevrange(ledger, cursor, "-", count=_PAGE) or []
-                )
-            except UNAVAILABLE_ERRORS as exc:
-                raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
-            for _sid, fields in page:
-                if fields.get(_USER) != wanted:
-                    continue
-                at = int(fields.get(_OCCURRED_AT, b"0"))
-                if start_ms <= at < end_ms:
-                    found.append(_from_fields(fields))
-                    if len(found) == limit:
-                        return found
-            scanned += len(page)
-            if len(page) < _PAGE:
+        own = self.keys.of(user)  # (sharded: the user's bucket's)
+        homes = [own]
+        if len(self.keys.stream_homes()) > 1 and await self._rebucketed(redis):
+            # A rebucketing left the user's earlier entries where they were
+            # written: the root's stream, or another bucket's.
+            homes += [h for h in self.keys.stream_homes() if h is not own]
+        found: list[tuple[tuple[int, int], Transaction]] = []
+        budget, wanted = STREAM_SCAN_MAX, user.encode()
+        for home in homes:
+            scanned = await _scan(
+                redis, home.ledger, wanted, start_ms, end_ms, limit, budget, found
+            )
+            budget -= scanned
+            if budget <= 0:
                 break
-            cursor = "(" + clean_text(page[-1][0])
-        return found
+        if len(homes) > 1:  # (newest first over every stream: as written)
+            found.sort(key=lambda pair: pair[0], reverse=True)
+        return [transaction for _, transaction in found[:limit]]
+
+    async def _rebucketed(self, redis: Any) -> bool:
+        """Whether the keys were ever rebucketed (``spendgate rebucket``
+        writes the root's ``layout``)."""
+        try:
+            return bool(await redis.exists(layout_key(self.config.key_prefix)))
+        except UNAVAILABLE_ERRORS as exc:
+            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _scan(
+    redis: Any,
+    ledger: str,
+    wanted: bytes,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    budget: int,
+    found: list[tuple[tuple[int, int], Transaction]],
+) -> int:
+    """Add to ``found`` the newest (at most ``limit``) entries of ``ledger``
+    naming the user ``wanted`` in the window, with their stream ids, reading
+    at most about ``budget`` entries from the newest back; answers how many
+    were read."""
+    cursor, scanned, matched = "+", 0, 0
+    while scanned < budget:
+        try:
+            page: list[Any] = (
+                await redis.xrevrange(ledger, cursor, "-", count=_PAGE) or []
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        for sid, fields in page:
+            if fields.get(_USER) != wanted:
+                continue
+            at = int(fields.get(_OCCURRED_AT, b"0"))
+            if start_ms <= at < end_ms:
+                ms, _, seq = clean_text(sid).partition("-")
+                found.append(((int(ms), int(seq or 0)), _from_fields(fields)))
+                matched += 1
+                if matched == limit:
+                    return scanned + len(page)
+        scanned += len(page)
+        if len(page) < _PAGE:
+            break
+        cursor = "(" + clean_text(page[-1][0])
+    return scanned
 
 
 async def postgres_transactions(
