@@ -212,6 +212,9 @@ def _driver_error(exc: Exception) -> tuple[str, ExitCode] | None:
     unavailable = ExitCode.UNAVAILABLE
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return f"Redis is unavailable: {exc}", unavailable
+    if isinstance(exc, redis_errors.RedisClusterException):
+        # (redis-py's RedisCluster: the flusher, scans, rebucket; not a RedisError)
+        return _cluster_error(exc)
     if isinstance(exc, redis_errors.RedisError):
         return f"{type(exc).__name__}: {exc}", ExitCode.FAILURE
     if isinstance(exc, OSError):
@@ -233,3 +236,27 @@ def _driver_error(exc: Exception) -> tuple[str, ExitCode] | None:
         code = unavailable if is_unavailable(exc) else ExitCode.FAILURE
         return f"Postgres: {type(exc).__name__}: {exc}", code
     return None
+
+
+def _cluster_error(exc: Exception) -> tuple[str, ExitCode]:
+    """The message and exit code of an error of redis-py's ``RedisCluster``:
+    the node named is not a cluster node or the URL names what a cluster
+    does not have (a settings error, as ``BudgetManager`` says it), no node
+    answered or a slot is served by none (unavailable), else a failure."""
+    from redis import exceptions as redis_errors
+
+    if "Cluster mode is not enabled" in str(exc):
+        return (
+            "invalid settings: redis_cluster=True, but the node of redis_url is "
+            "not a cluster node",
+            ExitCode.USAGE,
+        )
+    if "in cluster mode" in str(exc):  # (a database other than 0, a socket path)
+        return f"invalid settings: redis_cluster=True: {exc}", ExitCode.USAGE
+    unreachable = (
+        redis_errors.RedisClusterUnreachableError,
+        redis_errors.SlotNotCoveredError,
+    )
+    if isinstance(exc, unreachable):
+        return f"Redis is unavailable: {exc}", ExitCode.UNAVAILABLE
+    return f"{type(exc).__name__}: {exc}", ExitCode.FAILURE
