@@ -171,7 +171,9 @@ class EventDispatcher:
                 except (*REDIS_UNAVAILABLE, redis_errors.ResponseError) as exc:
                     failures += 1
                     self._recover = True
-                    if isinstance(exc, redis_errors.ResponseError):
+                    if isinstance(exc, redis_errors.ResponseError) and not isinstance(
+                        exc, REDIS_UNAVAILABLE
+                    ):
                         if not stream_deleted(exc):
                             raise
                         self.streams.groups_lost()

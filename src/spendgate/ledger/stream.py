@@ -30,12 +30,17 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 #: Redis errors that mean "not there right now": retried like a Postgres outage
+#: (on a cluster, redis-py's RedisCluster says so in errors of its own: no node
+#: answered, a slot no master serves, CLUSTERDOWN after its own retries)
 REDIS_UNAVAILABLE = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     ConnectionError,
     TimeoutError,
     OSError,
+    redis_errors.RedisClusterUnreachableError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.ClusterDownError,
 )
 
 
