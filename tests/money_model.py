@@ -159,6 +159,31 @@ class MoneyModel:
                 return "balance"
         return None
 
+    def granted(self, user: str, now: datetime, most: int, team: str | None) -> int:
+        """What reserve_up_to holds (once admitted for its least): ``most``,
+        or less, the tightest room left under the user's caps, the balance
+        (enforced, not for a team hold), the member's caps and the pool."""
+        now_ms = ms(now)
+        held = self.held(now_ms, user)
+        rooms = [most]
+        for cap, period in ((self.caps[0], day(now)), (self.caps[1], month(now))):
+            if cap is not None:
+                rooms.append(cap - self.spent_in(period, "user", user) - held)
+        if team is None and self.enforce:
+            rooms.append(self.total(user, now_ms) - held - self.floor)
+        if team is not None:
+            t = self.teams[team]
+            mine = self.held(now_ms, user, team=team)
+            for cap, period in zip(
+                t.members[user], (day(now), month(now)), strict=True
+            ):
+                if cap is not None:
+                    rooms.append(
+                        cap - self.team_spent.get((period, team, user), 0) - mine
+                    )
+            rooms.append(t.balance - self.held(now_ms, team=team))
+        return min(rooms)
+
     def team_refusal(
         self, team: str, user: str, requested: int, now: datetime
     ) -> str | None:

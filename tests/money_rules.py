@@ -1,8 +1,8 @@
 """The money-invariants state machine's rules for credits, charges and
 holds: add_credits (with and without expiry, at a priority), record_spend
-and deduct (own or on a team's pool), reserve and settle (below, at, above
-the estimate, at zero) or release. Each is applied to the model
-(tests/money_model.py) and checked against it; see
+and deduct (own or on a team's pool), reserve and reserve_up_to, and
+settle (below, at, above the estimate, at zero) or release. Each is applied
+to the model (tests/money_model.py) and checked against it; see
 tests/test_money_invariants.py.
 """
 
@@ -253,6 +253,18 @@ class ChargeRules:
     def reserve(self, **args: Any) -> Any:
         return self.do_reserve(**args)
 
+    @rule(
+        target=LEASES,
+        user=st.sampled_from(USERS),
+        least=amounts,
+        extra=amounts,
+        ttl=st.sampled_from([30, 3600]),
+        key=st.sampled_from(KEYS),
+        team=st.sampled_from([None, None, TEAM]),
+    )
+    def reserve_up_to(self, least: Decimal, extra: Decimal, **args: Any) -> Any:
+        return self.do_reserve(project=None, amount=least, most=least + extra, **args)
+
     def do_reserve(
         self,
         user: str,
@@ -261,13 +273,20 @@ class ChargeRules:
         ttl: int,
         key: str | None,
         team: str | None,
+        most: Any = None,
     ) -> Any:
+        """``reserve``, or with ``most`` ``reserve_up_to`` (``amount`` the
+        least): it holds the tightest room left, at most ``most``."""
         now = self.now()
         micros = up(Decimal(amount))
-        fp = ("reserve", user, project, micros, ttl, team)
+        fp: tuple[Any, ...] = ("reserve", user, project, micros, ttl, team)
+        if most is not None:
+            fp = ("upto", user, project, micros, up(Decimal(most)), ttl, team)
 
         def call() -> Any:
-            return self.b.reserve(user, amount, project, ttl, key, team)
+            if most is None:
+                return self.b.reserve(user, amount, project, ttl, key, team)
+            return self.b.reserve_up_to(user, most, amount, project, ttl, key, team)
 
         if self.seen(key, fp, call):
             return multiple()
@@ -283,6 +302,8 @@ class ChargeRules:
         if where is not None:
             self.refused(call, BudgetExceededError, where)
             return multiple()
+        if most is not None:
+            micros = self.model.granted(user, now, up(Decimal(most)), team)
         lease = self.run(call())
         assert not lease.replayed and lease.amount == dec(micros)
         expires = ms(now) + ttl * 1000
@@ -291,16 +312,10 @@ class ChargeRules:
 
         def check(again: Any) -> None:
             assert again.replayed and again.id == lease.id
-            assert ms(again.expires_at) == expires
+            assert ms(again.expires_at) == expires and again.amount == dec(micros)
 
-        self.remember(
-            "do_reserve",
-            dict(
-                user=user, project=project, amount=amount, ttl=ttl, key=key, team=team
-            ),
-            fp,
-            check,
-        )
+        args = dict(user=user, project=project, amount=amount, ttl=ttl, key=key)
+        self.remember("do_reserve", dict(args, team=team, most=most), fp, check)
         return lease.id
 
     @rule(

@@ -2,24 +2,25 @@
 
 A hypothesis state machine drives a BudgetManager (real Redis and fakeredis)
 through random add_credits (with and without expiry and priority),
-record_spend, deduct, reserve / settle (below, at, above the estimate, at
-zero) / release, refunds (partial and full, of spends, deducts and settles,
-own and team ones), adjust_usage, teams (create, credit, members, team
-record / deduct / reserve), clock advances (and the sweep of the grants
-they expired, also as a dry run), and through idempotent
-replays of each keyed call (the same call again, its amount also in another
-equal form): a replay must return the first answer and change nothing in the
-store, and the same key with other arguments must raise
-IdempotencyConflictError and change nothing; a refusal (a cap, the
-balance, the pool, a member's cap, not a member, no such team, a refund
+record_spend, deduct, reserve and reserve_up_to / settle (below, at, above
+the estimate, at zero) / release, refunds (partial and full, of spends,
+deducts and settles, own and team ones), adjust_usage (also of yesterday),
+teams (create, credit, members, team record / deduct / reserve), clock
+advances (and the sweep of the grants they expired, also as a dry run),
+and through idempotent replays of each keyed call (the same call again, its
+amount also in another equal form): a replay must return the first answer
+and change nothing in the store, and the same key with other arguments
+must raise IdempotencyConflictError and change nothing; a refusal (a cap,
+the balance, the pool, a member's cap, not a member, no such team, a refund
 above what is left, a settle after release...) must raise its typed error
-and change no key. Each step is applied to the
-exact model of tests/money_model.py; after every step get_balance (total,
-held, available, every grant), get_usage (user, project and global spent and
-held, the balance) and get_team (pool, held, each member's caps, spending
-and held) must equal the model. The suite runs a few short sequences;
-to hunt, ``SPENDGATE_MONEY_EXAMPLES=300 SPENDGATE_MONEY_STEPS=50`` (and
-``SPENDGATE_MONEY_SHRINK=1`` to shrink a failure) with ``--timeout=0``.
+and change no key. Each step is applied to the exact model of
+tests/money_model.py; after every step get_balance (total, held, available,
+every grant), get_usage (user, project and global spent and held, the
+user's limits and what remains, the balance) and get_team (pool, held, each
+member's caps, spending and held) must equal the model. The suite runs a
+few short sequences; to hunt, ``SPENDGATE_MONEY_EXAMPLES=300
+SPENDGATE_MONEY_STEPS=50`` (and ``SPENDGATE_MONEY_SHRINK=1`` to shrink a
+failure) with ``--timeout=0``.
 """
 
 from __future__ import annotations
