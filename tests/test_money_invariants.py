@@ -47,7 +47,7 @@ class RedisMoneyMachine(MoneyMachine):
 
 _HUNT = int(os.environ.get("SPENDGATE_MONEY_EXAMPLES", "0"))
 _SETTINGS = settings(
-    max_examples=_HUNT or 5,
+    max_examples=_HUNT or 4,
     stateful_step_count=int(os.environ.get("SPENDGATE_MONEY_STEPS", "20")),
     deadline=None,
     # (no shrinking by default: each step makes several store calls; the
