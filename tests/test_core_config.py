@@ -10,7 +10,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from spendgate import BudgetConfig, BudgetManager, ConfigurationError
-from spendgate.config import redact_url
+from spendgate.config import load_config, redact_url
 
 
 def test_defaults_are_coreasons_daily_caps() -> None:
@@ -159,3 +159,27 @@ async def test_demo_walkthrough_runs(
     assert "refused: user daily cap 1" in out
     assert "replayed entry" in out
     assert "remaining today: 0.076543 USD" in out
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        {"postgres_dsn": "postgresql://app:hunter2@pg/ledger"},
+        {"redis_url": "redis://:hunter2@db:6379/0"},
+        {"events_webhook_url": "https://hooks.example/hunter2"},
+        {"events_webhook_secret": "hunter2"},
+    ],
+)
+def test_a_settings_error_does_not_show_the_settings_given(
+    secret: dict[str, str],
+) -> None:
+    # (a check across settings: pydantic quoted every setting given, the tail
+    # of a DSN's password or the head of a URL's among them)
+    refused = {"cluster_buckets": 4, "weekly_project_limit": 5, **secret}
+    with pytest.raises(ValidationError) as direct:
+        BudgetConfig(**refused)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError) as loaded:
+        load_config(**refused)
+    for message in (str(direct.value), str(loaded.value)):
+        assert "weekly_project_limit" in message
+        assert "hunter2" not in message and "hun" not in message

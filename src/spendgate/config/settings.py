@@ -140,6 +140,9 @@ class BudgetConfig(
         extra="forbid",
         validate_default=True,
         frozen=True,
+        # An error names the setting, never its value: a check across fields
+        # would show every setting given, passwords in URLs and DSNs too.
+        hide_input_in_errors=True,
     )
 
     @classmethod
