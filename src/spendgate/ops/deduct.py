@@ -283,12 +283,18 @@ class Deductions(DeductPricing, Leases, Facts):
         extra: dict[str, Any],
         usage: Any,
         model: str | None,
+        team: str | None = None,
     ) -> str:
         """The idempotency fingerprint of a deduct with a key: the caller's
         arguments (not the price, nor the book or plan it came from, so a
-        retry after an activation replays the first charge)."""
+        retry after an activation replays the first charge), and the team
+        of a team deduct."""
         called = arguments_metadata(extra, self._max_meta)
-        digest = fingerprint("deduct", user, project, usage_text(usage), called)
+        used = usage_text(usage)
+        if team is None:
+            digest = fingerprint("deduct", user, project, used, called)
+        else:
+            digest = fingerprint("team_deduct", user, project, used, called, team)
         return with_amount_model(digest, usage, model)
 
     def _stale(self, user: str, reply: Any) -> None:

@@ -33,14 +33,8 @@ from spendgate.errors import (
 from spendgate.models import DeductResult, SpendRecord
 from spendgate.ops.base import fingerprint, text
 from spendgate.ops.cap_actions import cap_warnings, split_warned
-from spendgate.ops.deduct import (
-    Deductions,
-    balance_refusal,
-    usage_text,
-    with_amount_model,
-)
+from spendgate.ops.deduct import Deductions, balance_refusal
 from spendgate.ops.deduct_metadata import (
-    arguments_metadata,
     ledger_metadata,
     metadata_of,
     pricing_of,
@@ -192,7 +186,6 @@ class TeamCharges(Deductions, TeamLeases):
         """A team deduct Redis did not answer, recorded as a team fact,
         keyed with the deduct's own fingerprint (as ``_spool_deduct``)."""
         meta = {**extra, "pricing": pricing_of(breakdown, version, plan)}
-        digest = self._team_digest(user, project, team, extra, usage, model)
         record = await self._team_record(
             user,
             from_micros(amount),
@@ -201,7 +194,9 @@ class TeamCharges(Deductions, TeamLeases):
             key or None,
             meta,
             team,
-            digest if key else None,
+            self._deduct_digest(user, project, extra, usage, model, team)
+            if key
+            else None,
         )
         return DeductResult(
             record.entry_id,
@@ -215,23 +210,6 @@ class TeamCharges(Deductions, TeamLeases):
             record.spooled,
             team_id=team,
         )
-
-    def _team_digest(
-        self,
-        user: str,
-        project: str | None,
-        team: str,
-        extra: dict[str, Any],
-        usage: Any,
-        model: str | None,
-    ) -> str:
-        """A keyed team deduct's idempotency fingerprint (as a deduct's,
-        with the team)."""
-        called = arguments_metadata(extra, self._max_meta)
-        digest = fingerprint(
-            "team_deduct", user, project, usage_text(usage), called, team
-        )
-        return with_amount_model(digest, usage, model)
 
     async def _team_deduct_once(
         self,
@@ -260,7 +238,7 @@ class TeamCharges(Deductions, TeamLeases):
         meta = ledger_metadata(extra, usage, breakdown, version, self._max_meta, plan)
         digest = ""
         if key:
-            digest = self._team_digest(user, project, team, extra, usage, model)
+            digest = self._deduct_digest(user, project, extra, usage, model, team)
         head = self._fact_head(now_ms, amount)
         args = head + (
             digest,
