@@ -176,6 +176,17 @@ local function remove_held(user, project, amount)
   return seen[n + 1]
 end
 
+-- A hold on a team's pool ends (settled, released, expired): what the
+-- user's holds on team pools keep (K_POOL_HELD, the part of the user's held
+-- amount that keeps none of the user's balance: admit's balance rule leaves
+-- it out) goes down by `amount`, the key going at zero (never below: a hold
+-- taken before the key was kept is not in it).
+local function pool_unhold(user, amount)
+  if amount == 0 then return end
+  local key = BASE .. K_POOL_HELD .. user
+  if redis.call('DECRBY', key, fmt(amount)) <= 0 then redis.call('DEL', key) end
+end
+
 -- Holds stop counting once their expiry passes: every script that reads held
 -- amounts first purges the expired ones. `due` is the "due" key as the
 -- caller read it (false when absent): no pending hold expires before it, so
@@ -193,9 +204,10 @@ local function purge_expired_holds(now_ms, due)
   local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms, 'LIMIT', '0', PURGE_MAX)
   for i = 1, #ids do
     local hkey = BASE .. K_HOLD .. ids[i]
-    local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r')
+    local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'r', 't')
     if h[1] == HOLD_PENDING then
       remove_held(h[3], h[4], tonumber(h[2]))
+      if h[6] then pool_unhold(h[3], tonumber(h[2])) end
       model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  --@models
       redis.call('HSET', hkey, 'st', HOLD_EXPIRED)
       redis.call('PEXPIRE', hkey, h[5])
@@ -221,16 +233,17 @@ local function hold_missing(lease)
   return {R_UNKNOWN_LEASE}
 end
 
--- The one MGET of read_scopes: the holds' due time, the user's balance when
--- asked for (with WEEKLY, the week counters: weekly_mget), then
--- scope_keys; and how many values come before the scopes'.
+-- The one MGET of read_scopes: the holds' due time, the user's balance and
+-- what the user's holds on team pools keep (K_POOL_HELD) when asked for
+-- (with WEEKLY, the week counters: weekly_mget), then scope_keys; and how
+-- many values come before the scopes'.
 local function scopes_mget(day, month, user, project, with_balance)
   if WEEKLY == '1' then
     return weekly_mget(day, month, user, project, with_balance)
   end
   if with_balance then
     return redis.call('MGET', BASE .. K_DUE, BASE .. K_BALANCE .. user,
-                      scope_keys(day, month, user, project)), 2
+                      BASE .. K_POOL_HELD .. user, scope_keys(day, month, user, project)), 3
   end
   return redis.call('MGET', BASE .. K_DUE, scope_keys(day, month, user, project)), 1
 end
@@ -250,7 +263,8 @@ end
 -- Admission for every scope and window: spent + held + requested <= limit
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
--- nothing is requested); with WEEKLY the same for each week, and with
+-- nothing is requested), held there being the user's own holds' (a hold on
+-- a team's pool keeps the pool's balance, not the user's: K_POOL_HELD); with WEEKLY the same for each week, and with
 -- VELOCITY minute + requested <= the per-minute cap (admit_more). Limits of
 -- -1 mean "no cap"; a per-entity override wins over the configured default.
 -- now_ms, day, month, user and project are the arguments' text, read with
@@ -311,9 +325,10 @@ local function admit(now_ms, day, month, user, project, requested, floor, free)
         balance, seen[2] = grants_counted(now_ms, user, seen[2])
       end
       local available = (balance or 0) - tonumber(floor) + (free or 0)
-      local room = available - held
+      local own = math.max(held - (tonumber(seen[3]) or 0), 0)
+      local room = available - own
       if room < requested or (requested == 0 and room <= 0) then
-        return {R_REFUSED, i, W_BALANCE, available, 0, held}
+        return {R_REFUSED, i, W_BALANCE, available, 0, own}
       end
       if tightest < 0 or room < tightest then tightest = room end
     end

@@ -17,7 +17,9 @@
 --   T[6] month    hash: user id -> spent on the pool that month
 -- Money in micro-units, time in ms, as everywhere. A team's holds are also
 -- ordinary holds (hold_create in _lib.lua: the user's, project's and
--- global held amounts, purged by every script); the team keeps its own
+-- global held amounts, purged by every script), and the user's part held
+-- on pools (K_POOL_HELD, pool_unhold in _lib.lua) keeps them out of the
+-- user's balance rule; the team keeps its own
 -- count of them beside, and purges its own expired ones whenever a team
 -- script reads it (team_purge): no other script needs to know of teams.
 -- A team hold taken for a model (with MODEL_CAPS) names it on its record
@@ -121,14 +123,17 @@ local function team_admit(now_ms, T, user, daily, monthly, requested)
 end
 
 -- A new team hold of `amount` (its text `text`) for `lease`, until
--- expires_ms: counted in the pool's and the member's held amounts, indexed
--- for the team's purge, and named on the hold record (its `t`). A zero hold
--- keeps nothing.
+-- expires_ms: counted in the pool's and the member's held amounts and in
+-- what the user's holds on team pools keep (K_POOL_HELD: the part of the
+-- user's held amount admit's balance rule leaves out), indexed for the
+-- team's purge, and named on the hold record (its `t`: the global purge
+-- then lowers K_POOL_HELD too). A zero hold keeps nothing.
 local function team_hold(T, lease, user, amount, text, expires_ms, team_id)
   redis.call('HSET', BASE .. K_HOLD .. lease, 't', team_id)
   if amount == 0 then return end
   redis.call('HINCRBY', T[1], 'h', text)
   redis.call('HINCRBY', T[3], user, text)
+  redis.call('INCRBY', BASE .. K_POOL_HELD .. user, text)
   redis.call('ZADD', T[4], expires_ms, team_hold_entry(text, lease, user))
 end
 

@@ -23,6 +23,7 @@ end
 
 if redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   remove_held(h[3], h[4], tonumber(h[2]))
+  pool_unhold(h[3], tonumber(h[2]))
   model_unhold(redis.call('HGET', hkey, 'm'), h[3], h[4], tonumber(h[2]))  --@models
 end
 redis.call('HSET', hkey, 'st', HOLD_VOIDED)

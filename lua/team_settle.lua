@@ -35,6 +35,7 @@ local late = '0'
 if tonumber(now_ms) >= tonumber(h[5]) then late = '1' end
 if state == HOLD_PENDING and redis.call('ZREM', BASE .. K_HOLDS, lease) == 1 then
   remove_held(user, project, tonumber(h[2]))
+  pool_unhold(user, tonumber(h[2]))
   model_unhold(held_for, user, project, tonumber(h[2]))  --@models
 end
 team_unhold(T, lease, user, h[2])

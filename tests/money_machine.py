@@ -254,7 +254,7 @@ class MoneyMachineBase(RuleBasedStateMachine):
         now_ms = ms(now)
         for user in USERS:
             bal = self.run(self.b.get_balance(user))
-            total, held = m.total(user, now_ms), m.held(now_ms, user)
+            total, held = m.total(user, now_ms), m.held(now_ms, user, team=None)
             assert (bal.total, bal.held) == (dec(total), dec(held)), user
             assert bal.available == dec(total - held), user
             grants = [

@@ -142,8 +142,8 @@ class MoneyModel:
     ) -> str | None:
         """The window that refuses (``daily``/``monthly``/``balance``) or None."""
         now_ms = ms(now)
-        # (every hold of the user's, a team's too, as the code counts them:
-        # against the caps, and against the user's own balance as well)
+        # (every hold of the user's, a team's too, counts against the caps;
+        # only the user's own against the balance: a team's keeps the pool's)
         held = self.held(now_ms, user)
         for window, cap, period in (
             ("daily", self.caps[0], day(now)),
@@ -154,7 +154,8 @@ class MoneyModel:
                 if room < requested or (requested == 0 and room <= 0):
                     return window
         if balance:
-            room = self.total(user, now_ms) - held - self.floor
+            own = self.held(now_ms, user, team=None)
+            room = self.total(user, now_ms) - own - self.floor
             if room < requested or (requested == 0 and room <= 0):
                 return "balance"
         return None
@@ -170,7 +171,8 @@ class MoneyModel:
             if cap is not None:
                 rooms.append(cap - self.spent_in(period, "user", user) - held)
         if team is None and self.enforce:
-            rooms.append(self.total(user, now_ms) - held - self.floor)
+            own = self.held(now_ms, user, team=None)
+            rooms.append(self.total(user, now_ms) - own - self.floor)
         if team is not None:
             t = self.teams[team]
             mine = self.held(now_ms, user, team=team)

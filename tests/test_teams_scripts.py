@@ -1,10 +1,13 @@
-"""Teams cost nothing when unused: the scripts without a team are unchanged.
+"""Teams cost nothing when unused: the scripts without a team link no team code.
 
 How: statically, each operation that is not a team's is linked with and
 without ``lua/_teams.lua`` and the two sources must be byte for byte the
 same (no team helper, no team key part reaches it), for every configuration
 of the libraries; each team script's KEYS are the routing key and the
-team's keys, in ``Keys.team_keys``' order.
+team's keys, in ``Keys.team_keys``' order. What the scripts without a team
+know of teams is one key, the user's part held on pools (``ph:u:``), and
+only where the balance rule is read (with the balance, in the same MGET)
+or a hold ends by expiry: the last test says where.
 """
 
 from __future__ import annotations
@@ -57,3 +60,26 @@ def test_team_scripts_declare_the_teams_keys_in_order() -> None:
             )
             body = script_source(name).split(b"\n\n")[-1]
             assert not re.search(rb"BASE \.\. K_TEAM", body), name
+
+
+@pytest.mark.parametrize("operation", _PLAIN)
+def test_only_the_balance_read_and_the_purge_know_the_pool_held_key(
+    operation: str,
+) -> None:
+    """``ph:u:`` (K_POOL_HELD) reaches a script without a team only in the
+    MGET that reads the balance (``scopes_mget``/``weekly_mget``: run with
+    balances enforced, and by ``deduct``), in ``pool_unhold`` (which the
+    expiry purge calls for a team's hold) and in ``balance.lua`` itself."""
+    source = configured_source(operation, {name: "1" for name in SCRIPT_CONSTANTS})
+    part = KEY_PARTS["POOL_HELD"].replace(":", "\\058").encode()
+    where = set()
+    for chunk in source.split(b"local function ")[1:]:
+        helper, _, rest = chunk.partition(b"\nend\n")
+        if part in helper:
+            where.add(helper.split(b"(", 1)[0].decode())
+        if part in rest:
+            where.add("the script's own")
+    allowed = {"scopes_mget", "weekly_mget", "pool_unhold"}
+    if operation == "balance":
+        allowed.add("the script's own")
+    assert where <= allowed, where

@@ -304,7 +304,8 @@ class Balance:
     #: what admission would let the user spend now, before ``min_balance``:
     #: the balance it counts less what open leases hold
     available: Decimal
-    #: what the user's open leases hold
+    #: what the user's own open leases hold (a lease on a team's pool holds
+    #: the pool's balance: it counts in the user's caps, not here)
     held: Decimal
     #: the live grants, in the order charges draw on them (at most
     #: ``GRANTS_LISTED``)

@@ -104,6 +104,9 @@ they are loaded. The layout, below ``BASE``::
     tmon:<yyyymm>:<team>   hash: user id -> spent on it that month
                            (a member id is a hash field and a team id the
                            last part of a key: neither can alias another's)
+    ph:u:<id>              string: what the user's pending holds on team
+                           pools keep (absent at zero): the part of
+                           r:u:<id> that keeps none of the user's balance
     esc:<s>:<id>:<window>  hash, sharded only: a shared cap lent out
                            (spendgate.core.escrow_keys says its fields)
     layout                 string, the root's, written by a rebucketing
@@ -165,6 +168,7 @@ KEY_PARTS = {
     "TEAM_HOLDS": "tholds:",
     "TEAM_DAY": "tday:",
     "TEAM_MONTH": "tmon:",
+    "POOL_HELD": "ph:u:",
     "MODEL_LIMITS": "ml:",
     "MODEL_DAY": "md:",
     "MODEL_MONTH": "mm:",

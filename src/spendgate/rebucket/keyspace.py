@@ -102,7 +102,9 @@ _USER_ONLY = re.compile(
 )
 _ESCROW = re.compile(rf"{_p('ESCROW')}([pg]):(.*):(\d{{8}}|\d{{6}})", re.DOTALL)
 _TEAM = re.compile(
-    "|".join(_p(n) for n in ("TEAM", "TEAM_MEMBERS", "TEAM_HELD", "TEAM_HOLDS"))
+    "|".join(
+        _p(n) for n in ("TEAM", "TEAM_MEMBERS", "TEAM_HELD", "TEAM_HOLDS", "POOL_HELD")
+    )
     + rf"|(?:{_p('TEAM_DAY')}|{_p('TEAM_MONTH')})\d+:"
 )
 _BY_ID = (
