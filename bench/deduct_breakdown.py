@@ -116,7 +116,7 @@ async def breakdown(
         await deduct_workload.prepare(budget, users)
         ops = hot_path_ops(budget, users, projects)
         deduct = deduct_workload.deduct_op(budget, users, projects)
-        command = await _first_command(budget, deduct)
+        command = await first_command(budget, deduct)
         trivial = await client.script_load(TRIVIAL_DEDUCT)
         empty = await client.script_load(b"return 1")
         least = await client.script_load(LEAST_DEDUCT)
@@ -237,8 +237,11 @@ async def _least_setup(
     return base
 
 
-async def _first_command(budget: BudgetManager, op: Op) -> tuple[Any, ...]:
-    """The command ``op`` sends through ``budget``'s client, as sent."""
+async def first_command(
+    budget: BudgetManager, op: Op, script: str = "deduct"
+) -> tuple[Any, ...]:
+    """The EVALSHA of ``script`` that ``op`` sends through ``budget``'s
+    client, as sent."""
     client = budget.redis
     sent: list[tuple[Any, ...]] = []
     execute = client.execute_command
@@ -252,7 +255,7 @@ async def _first_command(budget: BudgetManager, op: Op) -> tuple[Any, ...]:
         await op(0)
     finally:
         del client.execute_command  # the class's method again
-    sha = budget._store.ensure_open().handles["deduct"].sha
+    sha = budget._store.ensure_open().handles[script].sha
     return next(c for c in sent if c[:2] == ("EVALSHA", sha))
 
 

@@ -229,6 +229,26 @@ async def test_deduct_breakdown_runs_and_cleans_up(redis_url: str) -> None:
     assert await _keys_left(redis_url, "sgdeductbd*") == []
 
 
+async def test_featured_breakdown_runs_its_least_scripts_and_cleans_up(
+    redis_url: str,
+) -> None:
+    from bench.featured_breakdown import breakdown
+
+    medians = await breakdown(redis_url, rounds=5)
+    assert set(medians) == {
+        "PING",
+        "check_availability (model cap)",
+        "team record_spend (model cap)",
+        "EVALSHA check, raw",
+        "EVALSHA team_record, raw",
+        "EVALSHA, the least a check does",
+        "EVALSHA, the least a team record does",
+        "EVALSHA, empty script",
+    }
+    assert all(value > 0 for value in medians.values())
+    assert await _keys_left(redis_url, "sgfeatbd*") == []
+
+
 async def test_floor_breakdown_replays_the_command_a_call_sent(
     redis_url: str,
 ) -> None:
