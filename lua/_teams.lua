@@ -16,9 +16,9 @@
 --   T[5] day      hash: user id -> spent on the pool that day
 --   T[6] month    hash: user id -> spent on the pool that month
 -- Money in micro-units, time in ms, as everywhere. A team's holds are also
--- ordinary holds (hold_create in _lib.lua: the user's, project's and
+-- ordinary holds (hold_create in _holds.lua: the user's, project's and
 -- global held amounts, purged by every script), and the user's part held
--- on pools (K_POOL_HELD, pool_unhold in _lib.lua) keeps them out of the
+-- on pools (K_POOL_HELD, pool_unhold in _holds.lua) keeps them out of the
 -- user's balance rule; the team keeps its own
 -- count of them beside, and purges its own expired ones whenever a team
 -- script reads it (team_purge): no other script needs to know of teams.

@@ -1,5 +1,5 @@
 -- holds_purge: purge one home's expired holds, as every admitting script
--- does before it reads held amounts (purge_expired_holds in _lib.lua: at
+-- does before it reads held amounts (purge_expired_holds in _holds.lua: at
 -- most PURGE_MAX per call), for a rebucketing (spendgate.rebucket), which
 -- moves no key while a hold is pending.
 --

@@ -104,7 +104,8 @@ _HELPER = re.compile(rb"^local function (\w+)", re.MULTILINE)
 #: _refunds' goes with a team helper; so the scripts that never touch a team
 #: link exactly what they linked before teams existed), ``_refunds`` what
 #: the refund scripts share (next: _lib's opening comment goes with one of
-#: its helpers, which only the refunds link), ``_records`` a
+#: its helpers, which only the refunds link), ``_holds`` holds' records,
+#: held amounts and purge, ``_records`` a
 #: call's idempotency records and ledger appends, ``_windows`` holds
 #: what the weekly and per-minute windows share,
 #: ``_week`` and ``_minute`` each window's own, ``_kill`` the kill switch's,
@@ -117,6 +118,7 @@ LIBRARIES = (
     "_teams",
     "_refunds",
     "_lib",
+    "_holds",
     "_records",
     "_grants",
     "_allowance",
@@ -162,7 +164,7 @@ def script_source(
 
 def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
     """The libraries a configuration's scripts are linked from: ``_lib``,
-    ``_records``, ``_grants``, ``_allowance``, ``_teams`` and ``_refunds``;
+    ``_holds``, ``_records``, ``_grants``, ``_allowance``, ``_teams`` and ``_refunds``;
     ``_week`` unless ``WEEKLY`` is ``"0"``, ``_minute`` unless ``VELOCITY``
     is, ``_windows`` with either, ``_kill`` with ``_minute`` unless
     ``KILL_SWITCH_MS`` is ``"0"``, ``_actions`` with the ``cap_actions``
@@ -176,6 +178,7 @@ def linked_libraries(constants: Mapping[str, str]) -> tuple[str, ...]:
         "_teams": True,
         "_refunds": True,
         "_lib": True,
+        "_holds": True,
         "_records": True,
         "_grants": True,
         "_allowance": True,
