@@ -94,10 +94,10 @@ async def test_bad_input_is_rejected_before_any_network(silent_server: int) -> N
     from spendgate import InvalidAmountError
 
     async with BudgetManager(_config(silent_server)) as budget:
-        started = time.monotonic()
+        # (the silent server never answers: a call that reached it first
+        # would end in BudgetUnavailableError, not in the input's error)
         with pytest.raises(InvalidAmountError):
             await budget.check_availability("alice", None, "nan")
-        assert time.monotonic() - started < 0.2
 
 
 async def test_closed_manager_cannot_be_reused() -> None:

@@ -28,6 +28,11 @@ from spendgate.pricing import PricingEngine
 
 # -- books that do not load ---------------------------------------------------
 
+#: what a hostile document may take to be refused: a blowup (an alias bomb
+#: expanded, a hundred-million-digit number) never finishes, so this only
+#: tells one apart from a busy machine, never a speed target
+BLOWUP_SECONDS = 20
+
 
 @pytest.mark.parametrize(
     ("book", "where", "reason"),
@@ -272,7 +277,7 @@ def test_a_hostile_document_is_refused_quickly(load: Any, reason: str) -> None:
     started = time.perf_counter()
     with pytest.raises(PricingConfigError, match=reason):
         load()
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < BLOWUP_SECONDS
 
 
 def test_a_yaml_alias_bomb_is_refused_by_the_value_budget() -> None:
@@ -287,7 +292,7 @@ def test_a_yaml_alias_bomb_is_refused_by_the_value_budget() -> None:
             "models: {m: '1'}\nsubscriptions:\n  s:\n    "
             + bomb.replace("\n", "\n    ")
         )
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < BLOWUP_SECONDS
 
 
 @pytest.mark.parametrize("number", ["1.0e+99999999", "1.0e-99999999", "0.0e-99999999"])
@@ -313,7 +318,7 @@ def test_a_number_of_a_huge_exponent_is_refused_as_a_book_fault(
     for value in (1e-40, number):  # (a float, and an amount written as text)
         with pytest.raises(PricingConfigError, match="exponent"):
             PricingEngine.from_dict({"models": {"_default": "1"}, "min_balance": value})
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < BLOWUP_SECONDS
 
 
 @pytest.mark.parametrize(
