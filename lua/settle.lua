@@ -25,13 +25,17 @@
 --        when a rebucketing moved the hold there; {R_LEASE_RELEASED} when
 --        the lease was released; {R_STALE_PRICE, user, the user's plan}
 --        when it is not the one expected (strict: nothing was written);
---        sharded, {R_OK, ..., allowance used, crossed or false, deficits}
---        when the bucket now spends past its allowance of a shared cap
---        (_escrow.lua)
+--        sharded, {R_OK, ..., allowance used, crossed or false, deficits,
+--        model} when the bucket now spends past its allowance of a shared
+--        cap (_escrow.lua)
 -- (with cap actions, a settle's reply adds the thresholds it took warn  --@cap_actions
 -- scopes to: {R_OK, user, project, late, estimate, allowance used,  --@cap_actions
 -- crossed}, as cap_events returns them; the replay payload keeps them:  --@cap_actions
 -- cap_payload)  --@cap_actions
+-- (with MODEL_CAPS, the model the cost counted at ends each reply: {R_OK,  --@models
+-- user, project, late, estimate, allowance used, crossed or false,  --@models
+-- deficits or false, model} and {R_REPLAYED, user, project, payload,  --@models
+-- model}, the settled hold's m keeping it, "" for none)  --@models
 
 local hkey = KEYS[1]
 local h = redis.call('HMGET', hkey, 'st', 'a', 'u', 'p', 'x', 'r', 'c', 'pl')
@@ -40,7 +44,8 @@ if not state then return hold_missing(ARGV[10]) end
 if state == HOLD_VOIDED then return {R_LEASE_RELEASED} end
 local cost = ARGV[6]
 if state == HOLD_SETTLED then
-  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8]} end
+  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8]} end  --@!models
+  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8], redis.call('HGET', hkey, 'm') or ''} end  --@models
   return {R_CONFLICT, h[7]}
 end
 
@@ -79,12 +84,14 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2] .. '|' .. used
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
+if ARGV[8] ~= (held_for or '') then redis.call('HSET', hkey, 'm', ARGV[8]) end  --@models
 redis.call('PEXPIRE', hkey, h[6])
 -- (sharded: what the bucket now spends past its allowance, to borrow)  --@sharded
 local deficits = escrow_deficits(ARGV[2], ARGV[4], project)  --@sharded
 if deficits then  --@sharded
   return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed or false,  --@sharded
-          deficits}  --@sharded
+          deficits, ARGV[8]}  --@sharded
 end  --@sharded
+do return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed or false, false, ARGV[8]} end  --@models
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), drawn}  --@!cap_actions

@@ -11,7 +11,8 @@
 --               actual cost, entry, model, metadata, lease id)
 -- ARGV[11] - team id
 -- (with MODEL_CAPS, model "" stands for the hold's model, if it has one, and  --@models
--- the hold stops counting in that model's held amounts, as in settle.lua)  --@models
+-- the hold stops counting in that model's held amounts, as in settle.lua;  --@models
+-- each reply ends with the model the cost counted at, as settle.lua's)  --@models
 -- return as settle.lua (with cap actions too; the allowance used is always 0:
 --        a team charge draws on the pool, not the user's plan allowance)
 
@@ -23,7 +24,8 @@ if not state or h[9] ~= ARGV[11] then return {R_UNKNOWN_LEASE} end
 if state == HOLD_VOIDED then return {R_LEASE_RELEASED} end
 local cost = ARGV[6]
 if state == HOLD_SETTLED then
-  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8]} end
+  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8]} end  --@!models
+  if h[7] == cost then return {R_REPLAYED, h[3], h[4], h[8], redis.call('HGET', hkey, 'm') or ''} end  --@models
   return {R_CONFLICT, h[7]}
 end
 
@@ -41,8 +43,8 @@ end
 team_unhold(T, lease, user, h[2])
 
 local pool = redis.call('EXISTS', T[1]) == 1
-team_charge(ARGV, T, user, project, entry, ARGV[8], pool)  --@!cap_actions
-local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[8], pool)  --@cap_actions
+-- (crossed: nil without cap actions)
+local _, crossed = team_charge(ARGV, T, user, project, entry, ARGV[8], pool)
 if WEEKLY == '1' then count_weeks(ARGV, user, project) end
 if VELOCITY == '1' then
   local above = tonumber(cost) - tonumber(h[2])
@@ -56,6 +58,8 @@ ledger_append(F_ENTRY_ID, entry, F_KIND, KIND_SETTLE, F_OCCURRED_AT, now_ms,
 local payload = entry .. '|' .. now_ms .. '|' .. late .. '|' .. h[2]
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', payload)  --@!cap_actions
 redis.call('HSET', hkey, 'st', HOLD_SETTLED, 'c', cost, 'pl', cap_payload(payload, crossed))  --@cap_actions
+if ARGV[8] ~= (held_for or '') then redis.call('HSET', hkey, 'm', ARGV[8]) end  --@models
 redis.call('PEXPIRE', hkey, h[6])
+do return {R_OK, user, project, tonumber(late), tonumber(h[2]), 0, crossed or false, false, ARGV[8]} end  --@models
 return {R_OK, user, project, tonumber(late), tonumber(h[2]), 0, crossed}  --@cap_actions
 return {R_OK, user, project, tonumber(late), tonumber(h[2])}  --@!cap_actions

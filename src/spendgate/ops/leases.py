@@ -364,7 +364,7 @@ class Leases(Admission):
                 lease, lease_id, entry_id, amount, model_name, now_ms
             )
         record = settled_record(reply, lease_id, entry_id, amount, model_name, now_ms)
-        if len(reply) > 7:  # (sharded: its bucket spends past its allowance)
+        if len(reply) > 7 and reply[7]:  # (sharded: spends past its allowance)
             await self._counted(self.keys.of_key(keys[0]), reply[7])
         return record
 

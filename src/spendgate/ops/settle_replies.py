@@ -28,7 +28,10 @@ def settled_record(
     team: str | None = None,
 ) -> SpendRecord:
     """The record of a settle the store answered (see settle.lua's reply;
-    ``team``: a team lease's, whose entry id names the team)."""
+    ``team``: a team lease's, whose entry id names the team). ``model`` is
+    the call's; with ``model_caps`` the reply names the model the cost
+    counted at (the hold's, for a settle by lease id naming none; the first
+    settle's, for a replay), and the record names that one."""
     code = reply[0]
     if code == Reply.UNKNOWN_LEASE:
         raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
@@ -46,6 +49,8 @@ def settled_record(
         late, estimate = reply[3] == 1, reply[4]
         allowance = reply[5] if len(reply) > 5 else 0
         crossed = reply[6] if len(reply) > 6 else None
+        if len(reply) > 8:  # (model_caps, or sharded: the model counted at)
+            model = text(reply[8]) or None
     else:  # REPLAYED: the first settle's ("...|allowance used" but in older
         # ones; a team settle's has none), then its warnings
         entry_id, tail = split_entry(text(reply[3]), team)
@@ -53,6 +58,8 @@ def settled_record(
         first_ms, late_text, estimate_text, *rest = payload.split("|")
         settled_ms, late, estimate = int(first_ms), late_text == "1", int(estimate_text)
         allowance = int(rest[0]) if rest and rest[0] else 0
+        if len(reply) > 4:  # (model_caps: the model the first settle counted at)
+            model = text(reply[4]) or None
     project = text(reply[2])
     # Positional, in field order (entry_id, kind, user_id, project_id,
     # amount_micros, model, occurred_ms, replayed, late, spooled, lease_id,
