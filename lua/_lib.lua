@@ -147,9 +147,10 @@ end
 -- (spent + held < limit when nothing is requested) and, for the user with
 -- balances enforced, balance - held - requested >= min_balance (> when
 -- nothing is requested), held there being the user's own holds' (a hold on
--- a team's pool keeps the pool's balance, not the user's: K_POOL_HELD); with WEEKLY the same for each week, and with
--- VELOCITY minute + requested <= the per-minute cap (admit_more). Limits of
--- -1 mean "no cap"; a per-entity override wins over the configured default.
+-- a team's pool keeps the pool's balance, not the user's: K_POOL_HELD);
+-- with WEEKLY the same for each week, and with VELOCITY minute + requested
+-- <= the per-minute cap (admit_more). Limits of -1 mean "no cap"; a
+-- per-entity override wins over the configured default.
 -- now_ms, day, month, user and project are the arguments' text, read with
 -- read_scopes; `floor` is nil for the configured balance rule
 -- (ENFORCE_BALANCE, MIN_BALANCE), else the balance is enforced above that

@@ -37,9 +37,8 @@ end
 -- counter of each scope (in reporting order) just before the scopes' keys,
 -- so the scopes' four keys stay where `first` says and every caller reads
 -- them as without weeks (the balance stays the second value, what the
--- user's holds on team pools keep the third). Returns the
--- values and how many come before the scopes' (the weeks are the last n of
--- those).
+-- user's holds on team pools keep the third). Returns the values and how
+-- many come before the scopes' (the weeks are the last n of those).
 local function weekly_mget(day, month, user, project, with_balance)
   local w = BASE .. K_WEEK .. week_of(day) .. ':'
   local head = {BASE .. K_DUE}
@@ -50,9 +49,18 @@ local function weekly_mget(day, month, user, project, with_balance)
   if project ~= '' then head[#head + 1] = w .. S_PROJECT .. project end
   head[#head + 1] = w .. S_GLOBAL
   local h = #head
-  local keys = {scope_keys(day, month, user, project)}
-  for i = 1, #keys do head[h + i] = keys[i] end
-  return redis.call('MGET', unpack(head)), h
+  if h == 3 then
+    return redis.call('MGET', head[1], head[2], head[3],
+                      scope_keys(day, month, user, project)), h
+  elseif h == 4 then
+    return redis.call('MGET', head[1], head[2], head[3], head[4],
+                      scope_keys(day, month, user, project)), h
+  elseif h == 5 then
+    return redis.call('MGET', head[1], head[2], head[3], head[4], head[5],
+                      scope_keys(day, month, user, project)), h
+  end
+  return redis.call('MGET', head[1], head[2], head[3], head[4], head[5], head[6],
+                    scope_keys(day, month, user, project)), h
 end
 
 -- Adds a fact's amount to the week counter of every scope, with WEEKLY
