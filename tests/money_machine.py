@@ -10,20 +10,15 @@ The rules are tests/money_rules.py's and tests/money_team_rules.py's.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import fakeredis
 import pytest
-import redis.asyncio as aioredis
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -31,10 +26,9 @@ from hypothesis.stateful import (
 )
 
 from conftest import (
-    REDIS_URL,
-    FakeClock,
     deployment_state,
 )
+from machine_base import AsyncBudgetMachine
 from money_model import (
     MoneyModel,
     day,
@@ -73,34 +67,14 @@ def same_amount(amount: Decimal) -> list[Any]:
     return forms
 
 
-class MoneyMachineBase(RuleBasedStateMachine):
-    backend = "fakeredis"
-
+class MoneyMachineBase(AsyncBudgetMachine):
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.clock = FakeClock(datetime(2026, 3, 30, 20, 0, tzinfo=UTC))
-        self.prefix = f"mi{uuid.uuid4().hex[:12]}"
-        if self.backend == "redis":
-            self.client: aioredis.Redis = aioredis.Redis.from_url(
-                REDIS_URL, socket_timeout=5
-            )
-        else:
-            self.client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        self.budget: BudgetManager | None = None
+        super().__init__(datetime(2026, 3, 30, 20, 0, tzinfo=UTC), "mi")
         self.model = MoneyModel(False, 0, (None, None))
         #: idempotency key -> (the call's fingerprint, a check of a replay's answer)
         self.idem: dict[str, tuple[tuple[Any, ...], Callable[[Any], None]]] = {}
         #: keyed calls made, to replay: (method, its arguments)
         self.keyed: list[tuple[str, dict[str, Any]]] = []
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    @property
-    def b(self) -> BudgetManager:
-        assert self.budget is not None
-        return self.budget
 
     def now(self) -> datetime:
         # (every call at a millisecond of its own: grants made in the same
@@ -135,26 +109,6 @@ class MoneyMachineBase(RuleBasedStateMachine):
             -down(-Decimal(floor)) if floor.startswith("-") else down(Decimal(floor)),
             tuple(None if c is None else down(c) for c in user_caps),  # type: ignore[arg-type]
         )
-
-    def teardown(self) -> None:
-        async def close() -> None:
-            if self.budget is not None:
-                await self.budget.aclose()
-            if self.backend == "redis":
-                keys = [
-                    k
-                    async for k in self.client.scan_iter(
-                        match=f"{self.prefix}:*", count=5000
-                    )
-                ]
-                if keys:
-                    await self.client.delete(*keys)
-            await self.client.aclose()
-
-        try:
-            self.run(close())
-        finally:
-            self.loop.close()
 
     # -- idempotency --------------------------------------------------------
 

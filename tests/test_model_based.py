@@ -9,20 +9,17 @@ held, limits and balances of every scope agree. Plus a zero-amounts regression."
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     multiple,
@@ -46,6 +43,7 @@ from budget_model import (
     up,
 )
 from conftest import REDIS_URL, FakeClock, real_redis_available, service_missing
+from machine_base import AsyncBudgetMachine
 from spendgate import (
     UNSET,
     BudgetConfig,
@@ -56,32 +54,12 @@ from spendgate import (
 )
 
 
-class BudgetMachine(RuleBasedStateMachine):
-    backend = "fakeredis"
-
+class BudgetMachine(AsyncBudgetMachine):
     leases = Bundle("leases")
 
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.clock = FakeClock(datetime(2026, 1, 30, 22, 0, tzinfo=UTC))
-        self.prefix = f"mb{uuid.uuid4().hex[:12]}"
-        if self.backend == "redis":
-            self.client: aioredis.Redis = aioredis.Redis.from_url(
-                REDIS_URL, socket_timeout=5
-            )
-        else:
-            self.client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        self.budget: BudgetManager | None = None
+        super().__init__(datetime(2026, 1, 30, 22, 0, tzinfo=UTC), "mb")
         self.model: Model | None = None
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    @property
-    def b(self) -> BudgetManager:
-        assert self.budget is not None
-        return self.budget
 
     @property
     def m(self) -> Model:
@@ -128,26 +106,6 @@ class BudgetMachine(RuleBasedStateMachine):
         self.model = Model(
             defaults, enforce, sign * down(Decimal(min_balance.lstrip("-")))
         )
-
-    def teardown(self) -> None:
-        async def close() -> None:
-            if self.budget is not None:
-                await self.budget.aclose()
-            if self.backend == "redis":
-                keys = [
-                    k
-                    async for k in self.client.scan_iter(
-                        match=f"{self.prefix}:*", count=5000
-                    )
-                ]
-                if keys:
-                    await self.client.delete(*keys)
-            await self.client.aclose()
-
-        try:
-            self.run(close())
-        finally:
-            self.loop.close()
 
     # -- rules ------------------------------------------------------------------
 
