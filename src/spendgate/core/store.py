@@ -79,7 +79,9 @@ class ClientState(Enum):
     CLOSED = 3
 
 
-def _unavailable(exc: BaseException) -> BudgetUnavailableError:
+def unavailable(exc: BaseException) -> BudgetUnavailableError:
+    """The ``BudgetUnavailableError`` of a Redis error (one of
+    :data:`UNAVAILABLE_ERRORS`): its type and text, caused by it."""
     error = BudgetUnavailableError(f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
@@ -233,18 +235,18 @@ class Store:
                 raise StorageError(f"{operation} failed: {exc}") from exc
             breaker.failure()
             self.mark_down(exc)
-            failure = _unavailable(exc)
+            failure = unavailable(exc)
         except redis_errors.MaxConnectionsError as exc:
             # No connection came free in time: this process is busy, the
             # store is not down. No breaker, no fail-open: that is for a
             # store that does not answer.
             breaker.abandon()
             busy = True
-            failure = _unavailable(exc)
+            failure = unavailable(exc)
         except UNAVAILABLE_ERRORS as exc:
             breaker.failure()
             self.mark_down(exc)
-            failure = _unavailable(exc)
+            failure = unavailable(exc)
         except BaseException:
             breaker.abandon()  # cancelled: the outcome is unknown
             raise

@@ -26,11 +26,10 @@ from spendgate.core.ids import user_id_of
 from spendgate.core.money import from_micros
 from spendgate.core.protocol import FIELD
 from spendgate.core.shards import layout_key
-from spendgate.core.store import UNAVAILABLE_ERRORS
+from spendgate.core.store import UNAVAILABLE_ERRORS, unavailable
 from spendgate.core.windows import EPOCH, OPEN_END, from_ms, to_ms
 from spendgate.corrections import Transaction
 from spendgate.errors import (
-    BudgetUnavailableError,
     ConfigurationError,
     InvalidArgumentError,
     LedgerUnavailableError,
@@ -168,7 +167,7 @@ class Transactions(Operations):
         try:
             return bool(await redis.exists(layout_key(self.config.key_prefix)))
         except UNAVAILABLE_ERRORS as exc:
-            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
 
 
 async def _scan(
@@ -192,7 +191,7 @@ async def _scan(
                 await redis.xrevrange(ledger, cursor, "-", count=_PAGE) or []
             )
         except UNAVAILABLE_ERRORS as exc:
-            raise BudgetUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
         for sid, fields in page:
             if fields.get(_USER) != wanted:
                 continue
