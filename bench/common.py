@@ -1,5 +1,6 @@
 """What every bench shares: the default Redis, where results go, the costs
-the hot-path calls use, cleaning a deployment's keys, and machine facts."""
+the hot-path calls use, cleaning a deployment's keys, the command a call
+sends, and machine facts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,28 @@ async def delete_prefix(client: Any, prefix: str) -> int:
     if batch:
         deleted += await client.delete(*batch)
     return deleted
+
+
+async def first_command(
+    manager: Any, op: Callable[[int], Awaitable[Any]], script: str
+) -> tuple[Any, ...]:
+    """The ``EVALSHA`` of ``script`` (an operation's name) that ``op(0)``
+    sends through ``manager``'s client, as sent (the breakdowns replay it)."""
+    client = manager.redis
+    sent: list[tuple[Any, ...]] = []
+    execute = client.execute_command
+
+    async def recording(*command: Any, **options: Any) -> Any:
+        sent.append(command)
+        return await execute(*command, **options)
+
+    client.execute_command = recording
+    try:
+        await op(0)
+    finally:
+        del client.execute_command  # the class's method again
+    sha = manager._store.ensure_open().handles[script].sha
+    return next(c for c in sent if c[:2] == ("EVALSHA", sha))
 
 
 def loadavg() -> list[str] | None:

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import deduct_workload
-from bench.common import DEFAULT_REDIS_URL, delete_prefix
+from bench.common import DEFAULT_REDIS_URL, delete_prefix, first_command
 from bench.measure import interleaved_samples
 from bench.runner import bench_config, callers, hot_path_ops, prefill
 from spendgate import BudgetManager
@@ -116,7 +116,7 @@ async def breakdown(
         await deduct_workload.prepare(budget, users)
         ops = hot_path_ops(budget, users, projects)
         deduct = deduct_workload.deduct_op(budget, users, projects)
-        command = await first_command(budget, deduct)
+        command = await first_command(budget, deduct, "deduct")
         trivial = await client.script_load(TRIVIAL_DEDUCT)
         empty = await client.script_load(b"return 1")
         least = await client.script_load(LEAST_DEDUCT)
@@ -235,28 +235,6 @@ async def _least_setup(
         pipe.hset(f"{base}g:{user}", member, funds)
     await pipe.execute()
     return base
-
-
-async def first_command(
-    budget: BudgetManager, op: Op, script: str = "deduct"
-) -> tuple[Any, ...]:
-    """The EVALSHA of ``script`` that ``op`` sends through ``budget``'s
-    client, as sent."""
-    client = budget.redis
-    sent: list[tuple[Any, ...]] = []
-    execute = client.execute_command
-
-    async def recording(*command: Any, **options: Any) -> Any:
-        sent.append(command)
-        return await execute(*command, **options)
-
-    client.execute_command = recording  # type: ignore[method-assign]
-    try:
-        await op(0)
-    finally:
-        del client.execute_command  # the class's method again
-    sha = budget._store.ensure_open().handles[script].sha
-    return next(c for c in sent if c[:2] == ("EVALSHA", sha))
 
 
 def main() -> None:

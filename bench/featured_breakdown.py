@@ -42,8 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import featured_workload
-from bench.common import DEFAULT_REDIS_URL, delete_prefix
-from bench.deduct_breakdown import first_command
+from bench.common import DEFAULT_REDIS_URL, delete_prefix, first_command
 from bench.measure import interleaved_samples
 from bench.runner import bench_config, callers, prefill
 from spendgate import BudgetManager

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench.common import first_command
 from bench.measure import interleaved_samples
 from bench.runner import SEQUENTIAL, delete_prefix, hot_path_ops
 from spendgate import BudgetConfig, BudgetManager
@@ -73,7 +74,7 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
         ops, stub_ops = (hot_path_ops(m, users, projects) for m in (real, stub))
         # The command one record_spend sends, as sent: replayed as is (the
         # trivial script writes nothing, so the same arguments never clash).
-        record_command = await _first_command(stub, stub_ops["record_spend"])
+        record_command = await first_command(stub, stub_ops["record_spend"], "record")
         client = real.redis
         subjects: dict[str, Callable[[int], Awaitable[Any]]] = {
             "PING": lambda i: client.ping(),
@@ -95,26 +96,6 @@ async def breakdown(redis_url: str, rounds: int, block: int = 1) -> dict[str, fl
         await delete_prefix(real.redis, stub_prefix)
         await real.aclose()
         await stub.aclose()
-
-
-async def _first_command(
-    manager: BudgetManager, op: Callable[[int], Awaitable[Any]]
-) -> tuple[Any, ...]:
-    """The command ``op`` sends through ``manager``'s client, as sent."""
-    client = manager.redis
-    sent: list[tuple[Any, ...]] = []
-    execute = client.execute_command
-
-    async def recording(*command: Any, **options: Any) -> Any:
-        sent.append(command)
-        return await execute(*command, **options)
-
-    client.execute_command = recording  # type: ignore[method-assign]
-    try:
-        await op(0)
-    finally:
-        del client.execute_command  # the class's method again
-    return sent[0]
 
 
 def main() -> None:

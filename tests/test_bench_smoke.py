@@ -255,8 +255,7 @@ async def test_floor_breakdown_replays_the_command_a_call_sent(
     import uuid
     from decimal import Decimal
 
-    from bench.common import delete_prefix
-    from bench.floor_breakdown import _first_command
+    from bench.common import delete_prefix, first_command
 
     from spendgate import BudgetConfig, BudgetManager
 
@@ -268,7 +267,7 @@ async def test_floor_breakdown_replays_the_command_a_call_sent(
         async def op(i: int) -> object:
             return await manager.record_spend("u-cmd", Decimal("0.25"))
 
-        command = await _first_command(manager, op)
+        command = await first_command(manager, op, "record")
         record_sha = manager._store.ensure_open().lua_record.sha
         # EVALSHA <the record script> 1 <idempotency key> <arguments...>
         assert command[:3] == ("EVALSHA", record_sha, 1)
