@@ -33,16 +33,7 @@ def settled_record(
     counted at (the hold's, for a settle by lease id naming none; the first
     settle's, for a replay), and the record names that one."""
     code = reply[0]
-    if code == Reply.UNKNOWN_LEASE:
-        raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
-    if code == Reply.MOVED:  # (followed once: a hold moves once per rebucketing)
-        raise StorageError(f"the hold of {lease_id} moved again")
-    if code == Reply.LEASE_RELEASED:
-        raise LeaseStateError(lease_id, "released", "settle")
-    if code == _CONFLICT:
-        raise IdempotencyConflictError(
-            f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
-        )
+    _raise_for_refusal(reply, lease_id)
     settled_ms = now_ms
     crossed = None  # (the thresholds reached in warn scopes: cap actions only)
     if code == _OK:  # this call's entry, time: only the verdict comes back
@@ -83,6 +74,21 @@ def settled_record(
     if crossed:
         record.warnings = cap_warnings(crossed, record.user_id, record.project_id)
     return record
+
+
+def _raise_for_refusal(reply: list[Any], lease_id: str) -> None:
+    """The error of a settle the store did not make (settle.lua's refusals)."""
+    code = reply[0]
+    if code == Reply.UNKNOWN_LEASE:
+        raise LeaseStateError(lease_id, UNKNOWN_LEASE, "settle")
+    if code == Reply.MOVED:  # (followed once: a hold moves once per rebucketing)
+        raise StorageError(f"the hold of {lease_id} moved again")
+    if code == Reply.LEASE_RELEASED:
+        raise LeaseStateError(lease_id, "released", "settle")
+    if code == _CONFLICT:
+        raise IdempotencyConflictError(
+            f"settle:{lease_id}", f"already settled at {from_micros(int(reply[1]))}"
+        )
 
 
 def spooled_settle_record(
