@@ -122,18 +122,25 @@ local function team_admit(now_ms, T, user, daily, monthly, requested)
   return {R_OK, tightest}
 end
 
+-- A team hold (or its top-up) of `text` (an amount's text) counts in what
+-- the user's holds on team pools keep (K_POOL_HELD: the part of the user's
+-- held amount admit's balance rule leaves out; pool_unhold in _holds.lua
+-- takes it off when the hold ends).
+local function pool_hold(user, text)
+  redis.call('INCRBY', BASE .. K_POOL_HELD .. user, text)
+end
+
 -- A new team hold of `amount` (its text `text`) for `lease`, until
 -- expires_ms: counted in the pool's and the member's held amounts and in
--- what the user's holds on team pools keep (K_POOL_HELD: the part of the
--- user's held amount admit's balance rule leaves out), indexed for the
--- team's purge, and named on the hold record (its `t`: the global purge
--- then lowers K_POOL_HELD too). A zero hold keeps nothing.
+-- the user's part held on pools (pool_hold), indexed for the team's purge,
+-- and named on the hold record (its `t`: the global purge then lowers the
+-- part held on pools too). A zero hold keeps nothing.
 local function team_hold(T, lease, user, amount, text, expires_ms, team_id)
   redis.call('HSET', BASE .. K_HOLD .. lease, 't', team_id)
   if amount == 0 then return end
   redis.call('HINCRBY', T[1], 'h', text)
   redis.call('HINCRBY', T[3], user, text)
-  redis.call('INCRBY', BASE .. K_POOL_HELD .. user, text)
+  pool_hold(user, text)
   redis.call('ZADD', T[4], expires_ms, team_hold_entry(text, lease, user))
 end
 

@@ -75,7 +75,7 @@ if more > 0 then
   local entry = team_hold_entry(h[2], ARGV[5], user)
   if amount > 0 and redis.call('ZREM', T[4], entry) == 0 then return {R_LEASE_EXPIRED} end
   add_held(user, project, more, ARGV[4])
-  redis.call('INCRBY', BASE .. K_POOL_HELD .. user, ARGV[4])
+  pool_hold(user, ARGV[4])
   model_add_held(held_for, user, project, more, ARGV[4])  --@models
   if minutes then count_admitted_minutes(minutes, now_ms, more, ARGV[4]) end
   redis.call('HINCRBY', T[1], 'h', ARGV[4])
